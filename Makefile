@@ -1,0 +1,50 @@
+# pantry — the commands a user runs. `make demo` and `make test` set themselves up.
+SHELL := /bin/bash
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed
+UNTIL ?=
+USERS ?= 50
+RATE ?= 300
+DURATION ?= 60s
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo serve test bench load lint evaluate clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@echo "==> creating $(VENV) with $(PYTHON_BOOT)"
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	@test -x $(UV) || $(VENV)/bin/pip install -q --disable-pip-version-check "uv==$$(grep -E '^uv==' requirements.lock | cut -d= -f3)"
+	$(UV) pip sync -q --python $(PY) requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/pantry demo $(if $(UNTIL),--until $(UNTIL),)
+
+serve: setup
+	$(VENV)/bin/pantry serve
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(VENV)/bin/pantry bench
+
+load: setup
+	$(VENV)/bin/pantry load --users $(USERS) --rate $(RATE) --duration $(DURATION)
+
+evaluate: setup
+	$(VENV)/bin/pantry evaluate
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+clean:
+	-$(VENV)/bin/pantry redis stop 2>/dev/null
+	rm -rf .pantry artifacts .pytest_cache .ruff_cache

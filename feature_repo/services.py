@@ -1,0 +1,26 @@
+"""Feature services: versioned; a new version is a new service, never an edit of a released one."""
+
+from feast import FeatureService
+from features import (
+    campaign_coupon,
+    customer_activity,
+    customer_embedding,
+    customer_repertoire,
+    customer_session,
+    product_features,
+    store_product,
+    store_traffic,
+)
+
+recommendations_v1 = FeatureService(
+    name="recommendations_v1",
+    features=[customer_session, customer_activity, customer_repertoire, customer_embedding, store_traffic],
+)
+substitutions_v1 = FeatureService(
+    name="substitutions_v1",
+    features=[store_product, product_features, customer_repertoire, customer_session],
+)
+next_best_action_v1 = FeatureService(
+    name="next_best_action_v1",
+    features=[customer_activity, customer_repertoire, campaign_coupon],
+)

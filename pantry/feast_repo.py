@@ -1,0 +1,88 @@
+"""The Feast repo as pantry's settings see it: a feature_store.yaml per settings, `feast apply`, the SDK store.
+
+`feature_repo/feature_store.yaml` holds the defaults of `make demo` for the plain `feast` CLI. For any other
+settings (REDIS_URL, PANTRY_DATA_DIR — tests use their own) pantry writes `<data_dir>/feature_store.yaml`
+with absolute paths and points `feast -f` at it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from pantry.online import OnlineLayout, ViewSchema, schemas_from_feast
+from pantry.settings import Settings
+
+
+def feature_store_yaml(settings: Settings) -> Path:
+    """Write the feature_store.yaml for these settings and return its path."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "feature_store.yaml"
+    config = {
+        "project": settings.project,
+        "provider": "local",
+        "registry": str(settings.registry_path),
+        "online_store": {"type": "redis", "connection_string": settings.feast_connection_string()},
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": 3,
+    }
+    text = yaml.safe_dump(config, sort_keys=False)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def feast_command(settings: Settings, *args: str) -> list[str]:
+    feast = Path(sys.executable).with_name("feast")
+    return [str(feast), "-c", str(settings.feature_repo), "-f", str(feature_store_yaml(settings)), *args]
+
+
+def subprocess_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PANTRY_DATA_DIR"] = str(settings.data_dir)
+    env["PANTRY_ARTIFACTS_DIR"] = str(settings.artifacts_dir)
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
+    else:
+        env["PANTRY_REDIS_PORT"] = str(settings.embedded_redis_port)
+    return env
+
+
+def apply(settings: Settings, quiet: bool = True) -> None:
+    """`feast apply` on feature_repo/ (in a subprocess: Feast imports the repo's modules by path)."""
+    result = subprocess.run(
+        feast_command(settings, "apply"), env=subprocess_env(settings), capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"feast apply failed:\n{result.stdout}\n{result.stderr}")
+    if not quiet:
+        print(result.stdout.strip())
+
+
+def store(settings: Settings):  # -> feast.FeatureStore (imported lazily: it is slow to import)
+    from feast import FeatureStore
+
+    return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=feature_store_yaml(settings))
+
+
+def view_schemas(settings: Settings) -> dict[str, ViewSchema]:
+    """Names, join keys, TTLs and dtypes of every feature view, from the Feast registry."""
+    fs = store(settings)
+    return schemas_from_feast(fs.list_feature_views())
+
+
+def layout(settings: Settings) -> OnlineLayout:
+    return OnlineLayout(settings.project, view_schemas(settings))
+
+
+def feature_services(settings: Settings) -> dict[str, list[tuple[str, list[str]]]]:
+    """{service: [(view, [features])]} from the registry."""
+    fs = store(settings)
+    return {
+        svc.name: [(proj.name, [f.name for f in proj.features]) for proj in svc.feature_view_projections]
+        for svc in fs.list_feature_services()
+    }

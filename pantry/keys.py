@@ -1,0 +1,9 @@
+"""Names of pantry's own Redis keys (the Feast feature hashes have Feast's layout, see pantry.online)."""
+
+EVENTS_STREAM = "pantry:events"  # accepted events, msgpack in field b"e"
+DEAD_LETTER_STREAM = "pantry:events:dead"  # rejected events with a reason
+DECISIONS_STREAM = "pantry:decisions"  # every served answer (bounded)
+WATERMARK = "pantry:watermark"  # latest event time processed by the stream, epoch seconds (the event clock)
+STREAM_COUNTERS = "pantry:stream:counters"  # hash: processed, late, invalid, duplicate, ...
+CAMPAIGN_APPROVALS = "pantry:campaigns:approvals"  # hash campaign_id -> msgpack approval record
+EVENT_FIELD = b"e"

