@@ -82,7 +82,8 @@ def purchase_events(transactions: pd.DataFrame) -> pd.DataFrame:
 
 def redemption_events(redemptions: pd.DataFrame) -> pd.DataFrame:
     """Coupon redemptions (the data has only their date) as events at 00:00 UTC of that day."""
-    rd = redemptions.sort_values(["redemption_date", "household_id", "coupon_upc", "campaign_id"]).reset_index(drop=True)
+    order = ["redemption_date", "household_id", "coupon_upc", "campaign_id"]
+    rd = redemptions.sort_values(order).reset_index(drop=True)
     n = len(rd)
     na = pd.array([pd.NA] * n, dtype="Int64")
     return pd.DataFrame(

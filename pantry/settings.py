@@ -92,7 +92,9 @@ def _parse_api_keys(raw: str) -> dict[str, Role]:
     for item in filter(None, (part.strip() for part in raw.split(","))):
         key, sep, role = item.partition(":")
         if not sep or role not in ("merchandiser", "ml_engineer", "admin") or not key:
-            raise SettingsError(f"PANTRY_API_KEYS entry {item!r} must be KEY:ROLE with ROLE merchandiser|ml_engineer|admin")
+            raise SettingsError(
+                f"PANTRY_API_KEYS entry {item!r} must be KEY:ROLE with ROLE merchandiser|ml_engineer|admin"
+            )
         keys[key] = role  # type: ignore[assignment]
     return keys
 
