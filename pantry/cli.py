@@ -125,6 +125,7 @@ _COMPONENT_COMMANDS = (
     ("training.cli", "evaluate"),
     ("serving.cli", "serve"),
     ("serving.cli", "decisions"),
+    ("serving.cli", "campaigns"),
     ("load_tests.cli", "load"),
     ("load_tests.cli", "bench"),
 )

@@ -1,0 +1,94 @@
+"""The contract between trained models (training/) and the service (serving/).
+
+Training writes artifacts under `artifacts/models/<name>/<version>/` and implements these protocols in
+`training/scorers.py`; serving loads the ACTIVE versions once per process (and again on a switch), reads the
+online features a request needs in one round trip, and calls the models with them. Models never touch Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+MODEL_NAMES = ("recommender", "substitutions", "next_best_action")
+Surface = Literal["for_you", "buy_again", "discover"]
+Channel = Literal["app", "web", "email", "in_store"]
+ActionType = Literal["coupon", "buy_again", "cross_sell"]
+
+# view name -> decoded online row ({feature: value}), or None when missing or stale (older than the view's TTL)
+Features = Mapping[str, Mapping[str, Any] | None]
+
+
+class Scored(msgspec.Struct, frozen=True):
+    product_id: int
+    score: float
+    reason: str  # short and human-readable: "bought 12 times", "similar to what you buy", "popular at your store"
+
+
+class Action(msgspec.Struct, frozen=True, omit_defaults=True):
+    action_type: ActionType
+    score: float
+    rationale: str
+    campaign_id: int | None = None
+    coupon_upc: int | None = None
+    product_id: int | None = None
+
+
+class ModelError(Exception):
+    """An artifact is missing, corrupt (sha256 mismatch) or unusable."""
+
+
+class RecommenderModel(Protocol):
+    version: str
+
+    def recommend(
+        self,
+        features: Features,  # customer_session, customer_activity, customer_repertoire, customer_embedding
+        *,
+        customer_id: int,
+        k: int,
+        surface: Surface,
+        exclude: frozenset[int],  # asked-for exclusions plus the session's cart
+        store_id: int | None,  # when given: only items sold at that store recently
+    ) -> list[Scored]: ...
+
+    def popular(self, *, k: int, store_id: int | None, exclude: frozenset[int]) -> list[Scored]:
+        """The fallback: store (or global) popularity snapshot, no features needed."""
+        ...
+
+
+class SubstitutionModel(Protocol):
+    version: str
+
+    def candidate_pool(self, product_id: int) -> list[int]:
+        """Products that could replace this one (same product type, else category), best first, bounded."""
+        ...
+
+    def rank(
+        self,
+        product_id: int,
+        candidates: list[int],
+        *,
+        customer_id: int,
+        features: Features,  # customer views (customer_repertoire, customer_session, ...)
+        stock: Mapping[int, Mapping[str, Any] | None],  # candidate -> its store_product row at the store
+        k: int,
+    ) -> list[Scored]: ...
+
+
+class NextBestActionModel(Protocol):
+    version: str
+
+    def actions(
+        self,
+        features: Features,  # customer_activity, customer_repertoire
+        *,
+        customer_id: int,
+        campaign_ids: frozenset[int],  # campaigns active at `now` AND approved by a merchandiser
+        k: int,
+        channel: Channel,
+        now: datetime,
+    ) -> list[Action]: ...
