@@ -1,0 +1,174 @@
+"""`make demo`: everything from nothing to a serving pantry, each step timed, idempotent, stopped cleanly.
+
+Steps: embedded Redis up -> Complete Journey into parquet -> feast apply (+ batch views online) -> replay the events
+through the Bytewax dataflow -> train and activate the models -> approve the dataset's historical campaigns -> serve
+on host:port with the live dataflow beside it. Ctrl-C (or SIGTERM to the process group) stops everything this
+command started, Redis included; the data stays under .pantry/ and artifacts/.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import pyarrow.compute as pc
+
+from pantry import dataset, feast_repo
+from pantry.redis_server import EmbeddedRedis, ensure_redis
+from pantry.settings import Settings
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, float]] = []
+
+    def run(self, name: str, fn: Callable[[], object]) -> None:
+        print(f"\n==> {name}", flush=True)
+        start = time.perf_counter()
+        fn()
+        took = time.perf_counter() - start
+        self.steps.append((name, took))
+        print(f"    {name}: {took:.1f} s", flush=True)
+
+    def table(self) -> str:
+        width = max(len(n) for n, _ in self.steps)
+        lines = [f"  {n:<{width}}  {t:7.1f} s" for n, t in self.steps]
+        lines.append(f"  {'total':<{width}}  {sum(t for _, t in self.steps):7.1f} s")
+        return "\n".join(lines)
+
+
+def _pantry(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("pantry")), *args]
+
+
+def _check_call(cmd: list[str], settings: Settings) -> None:
+    result = subprocess.run(cmd, env=feast_repo.subprocess_env(settings))
+    if result.returncode != 0:
+        raise StepFailed(f"`{' '.join(cmd[1:])}` exited with {result.returncode}")
+
+
+def example_ids(settings: Settings, until: str | None) -> dict[str, int]:
+    """A frequent shopper, their most used store and their most bought product (real ids for the curl examples)."""
+    table = dataset.read_events(settings, columns=["type", "customer_id", "store_id", "product_id", "ts"])
+    table = table.filter(pc.equal(table["type"], "purchase"))
+    df = table.to_pandas()
+    if until:
+        df = df[df["ts"] < until]
+    customer = int(df["customer_id"].value_counts().index[0])
+    mine = df[df["customer_id"] == customer]
+    return {
+        "customer_id": customer,
+        "store_id": int(mine["store_id"].value_counts().index[0]),
+        "product_id": int(mine["product_id"].value_counts().index[0]),
+        "unknown_customer": int(df["customer_id"].max()) + 100_000,
+    }
+
+
+def curl_examples(settings: Settings, ids: dict[str, int]) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    h = "-H 'content-type: application/json'"
+    return "\n".join(
+        [
+            f"curl -s {base}/v1/recommendations {h} -d '{{\"customer_id\": {ids['customer_id']}, "
+            f"\"store_id\": {ids['store_id']}, \"k\": 5}}'",
+            f"curl -s {base}/v1/substitutions {h} -d '{{\"customer_id\": {ids['customer_id']}, "
+            f"\"store_id\": {ids['store_id']}, \"product_ids\": [{ids['product_id']}]}}'",
+            f"curl -s {base}/v1/next-best-action {h} "
+            f"-d '{{\"customer_id\": {ids['customer_id']}, \"channel\": \"app\"}}'",
+            f"curl -s {base}/v1/recommendations {h} -d '{{\"customer_id\": {ids['unknown_customer']}}}'   # cold start",
+        ]
+    )
+
+
+def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> bool:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def run_demo(settings: Settings, until: str | None, households: int | None, serve: bool) -> int:
+    timer = Timer()
+    server: EmbeddedRedis | None = None
+    children: list[subprocess.Popen] = []
+    stopping = False
+
+    def shutdown(signum: int | None = None, frame: FrameType | None = None) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        print("\n==> stopping", flush=True)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if server is not None and server.started_here:
+            server.stop()
+            print("    embedded redis stopped (data kept in .pantry/)", flush=True)
+
+    signal.signal(signal.SIGTERM, lambda s, f: (shutdown(s, f), sys.exit(0)))
+    until_args = ["--until", until] if until else []
+    try:
+
+        def redis_up() -> None:
+            nonlocal server
+            server = ensure_redis(settings, daemonize=True)
+
+        timer.run("redis", redis_up)
+        timer.run("load data", lambda: dataset.load(settings, households=households))
+        timer.run("feast apply", lambda: _check_call(_pantry("feast", "apply"), settings))
+        timer.run("stream replay", lambda: _check_call(_pantry("stream", "replay", *until_args), settings))
+        timer.run("train", lambda: _check_call(_pantry("train", *until_args), settings))
+        timer.run(
+            "approve campaigns",
+            lambda: _check_call(_pantry("campaigns", "seed", "--approve-historical"), settings),
+        )
+        print("\n==> step times\n" + timer.table(), flush=True)
+        if not serve:
+            return 0
+
+        env = feast_repo.subprocess_env(settings)
+        children.append(subprocess.Popen(_pantry("stream", "live"), env=env))
+        api = subprocess.Popen(_pantry("serve"), env=env)
+        children.append(api)
+        start = time.perf_counter()
+        if not _wait_http(f"http://{settings.host}:{settings.port}/readyz", 120, api):
+            raise StepFailed("the service did not become ready")
+        print(f"\n==> serving on http://{settings.host}:{settings.port} (ready in "
+              f"{time.perf_counter() - start:.1f} s; OpenAPI at /schema; Ctrl-C stops everything)\n", flush=True)
+        print(curl_examples(settings, example_ids(settings, until)), flush=True)
+        while all(c.poll() is None for c in children):
+            time.sleep(0.5)
+        failed = [c for c in children if c.poll() not in (None, 0)]
+        return 1 if failed else 0
+    except KeyboardInterrupt:
+        return 0
+    except StepFailed as exc:
+        print(f"\npantry demo: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        shutdown()
