@@ -43,7 +43,6 @@ evaluate: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
 
 clean:
 	-$(VENV)/bin/pantry redis stop 2>/dev/null
