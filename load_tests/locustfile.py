@@ -1,0 +1,209 @@
+"""Locust scenarios for pantry: who uses the service, how often, and what every answer must look like.
+
+    locust -f load_tests/locustfile.py --host http://127.0.0.1:8000      (or `pantry load`, which adds SLO gates)
+
+Users and their share of the crowd (class weights):
+  StorefrontUser        5  web shop: for_you and discover recommendations at a store, product views as events
+  MobileAppUser         3  app: buy_again recommendations, next-best-action on the app channel, a few new installs
+  GroceryOrderFlowUser  1  an order being picked: cart -> items out of stock -> substitutions -> feedback
+  MarketingUser         1  campaign tooling: next-best-action for email and web
+Ids come from the real data (load_tests.id_pool). Every answer is checked against load_tests.contract; a violation
+is a failure named "contract: ...".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import msgspec
+from locust import between, events, task
+from locust.contrib.fasthttp import FastHttpUser
+
+from load_tests import contract
+from load_tests.id_pool import IdPool, Shopper, pool
+from load_tests.pacing import paced_or
+from pantry import events as ev
+
+JSON_HEADERS = {"content-type": "application/json"}
+_encode = msgspec.json.Encoder().encode
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--pantry-rate",
+        type=float,
+        default=0.0,
+        help="Target total requests/s across all users (0 = realistic think times instead).",
+    )
+
+
+@events.init.add_listener
+def _build_id_pool(environment: Any, **_: Any) -> None:
+    pool()  # once per process, before any user starts, so no request waits behind it
+    # Building the pool blocks the event loop; refresh gevent's cached clock so the --run-time timer, armed right
+    # after this, does not count the build time as run time (it would end the run early).
+    gevent.get_hub().loop.update_now()
+
+
+class PantryUser(FastHttpUser):
+    abstract = True
+    think: Callable[[Any], float] = between(1, 4)
+
+    def on_start(self) -> None:
+        self.ids: IdPool = pool()
+        self.requests_since_wait = 0
+
+    # ---- plumbing ----------------------------------------------------------------------------------------------
+
+    def post(self, path: str, payload: Any, check: Callable[[int, bytes], Any], name: str | None = None) -> Any:
+        """POST JSON, check the answer; a failed check is a Locust failure. Returns the decoded answer or None."""
+        self.requests_since_wait += 1
+        with self.client.post(
+            path, data=_encode(payload), headers=JSON_HEADERS, name=name or path, catch_response=True
+        ) as resp:
+            try:
+                answer = check(resp.status_code, resp.content or b"")
+            except contract.ContractViolation as exc:
+                resp.failure(f"contract: {exc}")
+                return None
+            resp.success()
+            return answer
+
+    def send_events(self, batch: list[ev.BaseEvent]) -> None:
+        n = len(batch)
+        self.post("/v1/events", {"events": batch}, lambda s, b: contract.check_accepted(s, b, sent=n))
+
+    def event_fields(self, shopper: Shopper | None) -> dict[str, Any]:
+        return {
+            "event_id": f"load-{uuid.uuid4().hex}",
+            "ts": self.ids.last_event,
+            "customer_id": shopper.customer_id if shopper else None,
+            "store_id": shopper.store_id if shopper else None,
+        }
+
+    def recommend(self, shopper: Shopper, surface: str, k: int, store: bool = True, exclude: list[int] | None = None,
+                  unknown: bool = False) -> contract.Recommendations | None:
+        customer_id = self.ids.unknown_customer_id if unknown else shopper.customer_id
+        payload: dict[str, Any] = {"customer_id": customer_id, "k": k, "surface": surface}
+        if store:
+            payload["store_id"] = shopper.store_id
+        if exclude:
+            payload["exclude_product_ids"] = exclude
+        return self.post(
+            "/v1/recommendations",
+            payload,
+            lambda s, b: contract.check_recommendations(
+                s, b, k=k, surface=surface, exclude=exclude or (), bought=() if unknown else shopper.bought,
+                unknown_customer=unknown,
+            ),
+        )
+
+    def ask_next_best_action(self, shopper: Shopper, channel: str, k: int, store: bool) -> None:
+        payload: dict[str, Any] = {"customer_id": shopper.customer_id, "channel": channel, "k": k}
+        if store:
+            payload["store_id"] = shopper.store_id
+        self.post("/v1/next-best-action", payload, lambda s, b: contract.check_next_best_actions(s, b, k=k))
+
+
+class StorefrontUser(PantryUser):
+    weight = 5
+    wait_time = paced_or(between(2, 8))
+
+    @task(5)
+    def for_you(self) -> None:
+        shopper = self.ids.shopper()
+        answer = self.recommend(shopper, "for_you", k=self.ids.rng.choice((8, 10, 12, 20)))
+        if answer and answer.items and self.ids.rng.random() < 0.3:  # the shopper opens one of the suggestions
+            product = self.ids.rng.choice(answer.items).product_id
+            self.send_events([ev.ProductView(product_id=product, **self.event_fields(shopper))])
+
+    @task(2)
+    def discover(self) -> None:
+        shopper = self.ids.shopper()
+        seen = self.ids.browse(shopper, 2)
+        self.recommend(shopper, "discover", k=self.ids.rng.choice((6, 10)), exclude=seen)
+
+    @task(3)
+    def browse(self) -> None:
+        shopper = self.ids.shopper()
+        views = [ev.ProductView(product_id=p, **self.event_fields(shopper)) for p in self.ids.browse(shopper, 3)]
+        self.send_events(views)
+
+
+class MobileAppUser(PantryUser):
+    weight = 3
+    wait_time = paced_or(between(1, 5))
+
+    @task(5)
+    def buy_again(self) -> None:
+        self.recommend(self.ids.shopper(), "buy_again", k=10, store=self.ids.rng.random() < 0.7)
+
+    @task(3)
+    def next_best_action(self) -> None:
+        self.ask_next_best_action(self.ids.shopper(), "app", k=3, store=True)
+
+    @task(1)
+    def new_install(self) -> None:
+        """A household the service has never seen: the answer must say it fell back (cold start)."""
+        self.recommend(self.ids.shopper(), "for_you", k=10, unknown=True)
+
+
+class GroceryOrderFlowUser(PantryUser):
+    weight = 1
+    wait_time = paced_or(between(5, 15))
+
+    @task
+    def pick_order(self) -> None:
+        rng = self.ids.rng
+        shopper = self.ids.shopper()
+        cart = self.ids.browse(shopper, rng.randint(6, 12))
+        self.send_events(
+            [ev.AddToCart(product_id=p, quantity=rng.randint(1, 3), **self.event_fields(shopper)) for p in cart]
+        )
+        out_of_stock = rng.sample(cart, k=min(len(cart), rng.randint(1, 3)))
+        store_fields = {**self.event_fields(None), "store_id": shopper.store_id}
+        self.send_events(
+            [ev.Inventory(product_id=p, on_hand=0, **{**store_fields, "event_id": f"load-{uuid.uuid4().hex}"})
+             for p in out_of_stock]
+        )
+        k = 3
+        answer: contract.Substitutions | None = self.post(
+            "/v1/substitutions",
+            {"customer_id": shopper.customer_id, "store_id": shopper.store_id, "product_ids": out_of_stock, "k": k},
+            lambda s, b: contract.check_substitutions(s, b, k=k, asked=out_of_stock),
+        )
+        if answer is None:
+            return
+        # The customer accepts the top substitute most of the time, sometimes another, sometimes none.
+        feedback: list[ev.BaseEvent] = []
+        for sub in answer.substitutions:
+            if not sub.candidates:
+                continue
+            roll = rng.random()
+            chosen = sub.candidates[0] if roll < 0.7 else rng.choice(sub.candidates)
+            accepted = roll < 0.9
+            feedback.append(ev.SubstitutionFeedback(
+                original_product_id=sub.product_id, substitute_product_id=chosen.product_id, accepted=accepted,
+                **self.event_fields(shopper),
+            ))
+        # The shelf is restocked afterwards, so a long run does not empty every store.
+        feedback += [ev.Inventory(product_id=p, on_hand=rng.randint(5, 40),
+                                  **{**store_fields, "event_id": f"load-{uuid.uuid4().hex}"}) for p in out_of_stock]
+        self.send_events(feedback)
+
+
+class MarketingUser(PantryUser):
+    weight = 1
+    wait_time = paced_or(between(1, 3))
+
+    @task(3)
+    def email(self) -> None:
+        self.ask_next_best_action(self.ids.shopper(), "email", k=self.ids.rng.choice((1, 3, 5)), store=False)
+
+    @task(2)
+    def web(self) -> None:
+        self.ask_next_best_action(self.ids.shopper(), "web", k=3, store=True)
