@@ -28,16 +28,33 @@ def answers(base_url: str, path: str = "/healthz", timeout_s: float = 1.0) -> bo
         return False
 
 
-def wait_until_answers(base_url: str, proc: subprocess.Popen | None, timeout_s: float, log: Path | None) -> None:
+def wait_until_answers(base_url: str, proc: subprocess.Popen | None, timeout_s: float, log: Path | None,
+                       path: str = "/healthz") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise ServerError(f"the pantry server exited with {proc.returncode} before answering:\n{tail}")
-        if answers(base_url):
+            raise ServerError(f"`{' '.join(map(str, proc.args))}` exited with {proc.returncode} before answering:"
+                              f"\n{tail}")
+        if answers(base_url, path):
             return
         time.sleep(0.25)
-    raise ServerError(f"no answer from {base_url}/healthz within {timeout_s:.0f} s")
+    raise ServerError(f"no answer from {base_url}{path} within {timeout_s:.0f} s")
+
+
+@contextmanager
+def background(cmd: list[str], env: dict[str, str], base_url: str, log: Path, health_path: str = "/healthz",
+               timeout_s: float = 120.0) -> Iterator[str]:
+    """Any server in its own process group: yields base_url once health_path answers 200, stops it on exit."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        wait_until_answers(base_url, proc, timeout_s, log, health_path)
+        yield base_url
+    finally:
+        stop_group(proc)
 
 
 def pantry_command(*args: str) -> list[str]:
@@ -54,15 +71,8 @@ def background_serve(settings: Settings, log: Path, port: int | None = None, wor
     if workers:
         env["PANTRY_WORKERS"] = str(workers)
     base_url = f"http://{settings.host}:{env['PANTRY_PORT']}"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(pantry_command("serve"), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_until_answers(base_url, proc, timeout_s, log)
-        yield base_url
-    finally:
-        stop_group(proc)
+    with background(pantry_command("serve"), env, base_url, log, "/healthz", timeout_s) as url:
+        yield url
 
 
 def stop_group(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:

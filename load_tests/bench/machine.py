@@ -1,0 +1,69 @@
+"""What the figures were measured on: machine, versions, date, commit."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from pantry.settings import ROOT
+
+PACKAGES = ("litestar", "msgspec", "granian", "feast", "bytewax", "redis", "onnxruntime", "implicit", "locust")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def memory_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def describe() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "-"
+    try:
+        from pantry.redis_server import redis_server_binary
+
+        redis_out = subprocess.run([str(redis_server_binary()), "--version"], capture_output=True, text=True)
+        versions["redis-server"] = redis_out.stdout.split()[2].removeprefix("v=")
+    except Exception:  # the version line is informative only
+        versions["redis-server"] = "-"
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "memory": f"{memory_gib():.1f} GiB",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "commit": git_commit(),
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+    }
