@@ -1,0 +1,63 @@
+"""The exported ONNX graphs agree with implicit and with the numpy re-ranker to 1e-4."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from training import registry
+from training.onnx_export import session
+
+
+def test_als_graph_matches_implicit(settings, data_slice) -> None:
+    from training_consts import SLICE_UNTIL, TINY_ALS
+
+    from training.data import load_purchases
+    from training.recommender import fit, parity
+    from training.timing import quiet
+
+    purchases = load_purchases(settings, SLICE_UNTIL)
+    fitted = fit(purchases, SLICE_UNTIL, TINY_ALS, quiet(), rerank=False)
+    from training.onnx_export import als_scoring_graph
+
+    sess = session(als_scoring_graph(fitted.item_factors, 50))
+    assert parity(fitted, sess) <= 1e-4
+    # implicit's own recommend, item ids and order, for every customer
+    empty = csr_matrix((1, len(fitted.index.products)), dtype=np.float32)
+    top_scores, top_idx = sess.run(["top_scores", "top_indices"], {"user_factors": fitted.user_factors})
+    for u in range(len(fitted.index.customers)):
+        ids, scores = fitted.als_model.recommend(u, empty, N=10, filter_already_liked_items=False)
+        assert np.max(np.abs(top_scores[u, :10] - scores)) <= 1e-4
+        assert set(top_idx[u, :10].tolist()) == set(ids.tolist()) or np.allclose(top_scores[u, 9], scores[9])
+
+
+def test_registered_models_record_parity(trained) -> None:
+    version = registry.active_version(trained.models_dir, "recommender")
+    manifest = registry.read_manifest(trained.models_dir / "recommender" / version)
+    assert manifest.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    assert manifest.metrics.get("reranker_parity_max_abs_diff", 0.0) <= 1e-4
+    assert manifest.timings_s and manifest.data_digest and manifest.trained_until.startswith("2017-11-01")
+
+
+def test_online_embedding_matches_artifact(trained) -> None:
+    """Training pushed the ALS user factors online; the scorer gives the same answer with or without them."""
+    from pantry import feast_repo
+    from pantry.redis_server import sync_client
+    from training.scorers import load_active
+
+    model = load_active(trained.models_dir).recommender
+    layout = feast_repo.layout(trained)
+    client = sync_client(trained)
+    customer = int(model.customers[0])
+    raw = client.hmget(layout.key("customer_embedding", (customer,)), layout.fields("customer_embedding"))
+    row, _ts = layout.decode_row("customer_embedding", raw)
+    assert row is not None and row["model_version"] == model.version
+    assert np.allclose(row["embedding"], model.user_factors[0], atol=1e-6)
+    with_emb = model.recommend({"customer_embedding": row}, customer_id=customer, k=10, surface="for_you",
+                               exclude=frozenset(), store_id=None)
+    without = model.recommend({}, customer_id=customer, k=10, surface="for_you", exclude=frozenset(), store_id=None)
+    assert [s.product_id for s in with_emb] == [s.product_id for s in without]
+    stale = dict(row, model_version="other")  # another model's embedding is ignored
+    assert model.customer_factors({"customer_embedding": stale}, 0) is not None
+    emb = trained.data_dir / "embeddings" / "customer_embedding.parquet"
+    assert emb.exists()

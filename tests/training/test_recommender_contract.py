@@ -1,0 +1,102 @@
+"""The RecommenderModel contract on a tiny matrix whose right answers are obvious."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pantry.scoring import Scored
+from training import recommender, registry
+from training.als import AlsParams
+from training.data import to_days
+from training.scorers import load_version
+from training.timing import quiet
+
+UNTIL = datetime(2017, 6, 1, tzinfo=UTC)
+STORE_A, STORE_B = 1, 2
+
+
+def _purchases() -> pd.DataFrame:
+    """4 customers x 5 items (plus unrelated background customers). Customers 1-3 buy items 10, 20 and 30
+    together; customer 4 buys 10 and 20 only, 10 far more often.
+    Item 40 is bought once by customer 1; item 50 only at store B."""
+    rows = []
+    basket = 0
+    day0 = to_days(datetime(2017, 1, 2, tzinfo=UTC))
+
+    def buy(customer: int, items: list[int], day: float, store: int = STORE_A) -> None:
+        nonlocal basket
+        basket += 1
+        for item in items:
+            rows.append((customer, item, store, basket, 1, 1.0, day0 + day))
+
+    for week in range(20):
+        for customer in (1, 2, 3):
+            buy(customer, [10, 20, 30], week * 7.0)
+        buy(4, [10], week * 7.0 + 1)
+        if week % 5 == 0:
+            buy(4, [20], week * 7.0 + 2)
+    buy(1, [40], 3.0)
+    buy(2, [50], 130.0, store=STORE_B)
+    # background customers, each with its own unrelated item, so BM25's idf sees 10/20/30 as informative
+    for customer in range(100, 120):
+        buy(customer, [customer * 10], 50.0)
+    return pd.DataFrame(rows, columns=["customer_id", "product_id", "store_id", "basket_id", "quantity",
+                                       "sales_value", "day"])
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory):
+    models_dir: Path = tmp_path_factory.mktemp("models")
+    fitted = recommender.fit(_purchases(), UNTIL, AlsParams(factors=4, iterations=10, regularization=0.01), quiet(),
+                             rerank=False)
+    staging = registry.staging_dir(models_dir, "recommender", "v1")
+    recommender.save(fitted, staging)
+    manifest = registry.Manifest(name="recommender", version="v1", trained_until=UNTIL.isoformat(), data_digest="x",
+                                 feature_service="recommendations_v1", created_at=UNTIL.isoformat(), files={})
+    registry.publish(staging, manifest)
+    return load_version(models_dir, "recommender", "v1")
+
+
+def _ids(items: list[Scored]) -> list[int]:
+    return [s.product_id for s in items]
+
+
+def test_buy_again_ranks_the_customers_own_items_most_bought_first(tiny_model) -> None:
+    got = tiny_model.recommend({}, customer_id=4, k=5, surface="buy_again", exclude=frozenset(), store_id=None)
+    assert _ids(got) == [10, 20]
+    assert all(s.reason.startswith("you bought this") for s in got)
+    assert got[0].score > got[1].score
+
+
+def test_discover_recommends_what_similar_customers_buy(tiny_model) -> None:
+    got = tiny_model.recommend({}, customer_id=4, k=1, surface="discover", exclude=frozenset(), store_id=None)
+    assert _ids(got) == [30]  # customers 1-3 buy 10+20 with 30; 4 never bought 30
+    assert got[0].reason
+
+
+def test_for_you_mixes_and_respects_exclude_and_store(tiny_model) -> None:
+    got = tiny_model.recommend({}, customer_id=4, k=5, surface="for_you", exclude=frozenset({10}), store_id=None)
+    assert 10 not in _ids(got) and 20 in _ids(got) and 30 in _ids(got)
+    at_a = tiny_model.recommend({}, customer_id=1, k=5, surface="discover", exclude=frozenset(), store_id=STORE_A)
+    assert 50 not in _ids(at_a)  # 50 sold only at store B (and item 40 not in the last 28 days either)
+    assert 40 not in _ids(at_a)
+
+
+def test_unknown_customer_and_popular_fallback(tiny_model) -> None:
+    got = tiny_model.recommend({}, customer_id=999, k=3, surface="for_you", exclude=frozenset(), store_id=None)
+    assert len(got) == 3
+    assert tiny_model.recommend({}, customer_id=999, k=3, surface="buy_again", exclude=frozenset(), store_id=None) == []
+    pop = tiny_model.popular(k=2, store_id=STORE_A, exclude=frozenset({10}))
+    assert len(pop) == 2 and 10 not in _ids(pop) and "store" in pop[0].reason
+    assert _ids(tiny_model.popular(k=3, store_id=None, exclude=frozenset()))[:1] in ([10], [20], [30])
+
+
+def test_stream_repertoire_joins_buy_again(tiny_model) -> None:
+    """An item bought after the cut (only in the live repertoire view) becomes a buy-again candidate."""
+    feats = {"customer_repertoire": {"repertoire_product_ids": [30, 10], "repertoire_scores": [3.0, 1.0]}}
+    got = tiny_model.recommend(feats, customer_id=4, k=5, surface="buy_again", exclude=frozenset(), store_id=None)
+    assert set(_ids(got)) == {10, 20, 30}

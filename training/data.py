@@ -1,0 +1,172 @@
+"""Training inputs: purchases strictly before a cut, index maps, the interaction matrix, per-customer histories.
+
+Every function here takes the cut and never returns a row at or after it; `tests/training/test_leak.py` checks
+the matrix and histories built from a cut against the raw events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pantry import dataset
+from pantry.settings import Settings
+
+DAY_S = 86_400.0
+HALF_LIFE_DAYS = 90.0
+SHORT_HALF_LIFE_DAYS = 21.0
+STORE_WINDOW_DAYS = 28
+
+
+def parse_until(text: str) -> datetime:
+    """`YYYY-MM-DD` (or a full ISO timestamp) as an aware UTC datetime."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"--until {text!r} is not a date (YYYY-MM-DD)") from exc
+    if isinstance(value, date) and not isinstance(value, datetime):  # pragma: no cover - fromisoformat gives datetime
+        value = datetime(value.year, value.month, value.day)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def default_until(settings: Settings) -> datetime:
+    """The day after the last event: train on everything."""
+    last = datetime.fromisoformat(dataset.manifest(settings).last_event)
+    return datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def to_days(ts: datetime) -> float:
+    return ts.timestamp() / DAY_S
+
+
+def load_purchases(settings: Settings, until: datetime) -> pd.DataFrame:
+    """Purchase lines strictly before `until`: customer_id, product_id, store_id, basket_id, quantity, day."""
+    cols = ["type", "ts", "customer_id", "product_id", "store_id", "basket_id", "quantity", "sales_value"]
+    table = dataset.read_events(settings, until=until, columns=cols)
+    df = table.to_pandas()
+    df = df[df["type"] == "purchase"].drop(columns="type")
+    df = df[df["ts"] < pd.Timestamp(until)]  # belt and braces: the parquet filter already did this
+    out = pd.DataFrame(
+        {
+            "customer_id": df["customer_id"].to_numpy(dtype=np.int64),
+            "product_id": df["product_id"].to_numpy(dtype=np.int64),
+            "store_id": df["store_id"].fillna(-1).to_numpy(dtype=np.int64),
+            "basket_id": df["basket_id"].to_numpy(dtype=np.int64),
+            "quantity": df["quantity"].fillna(1).to_numpy(dtype=np.int64),
+            "sales_value": df["sales_value"].to_numpy(dtype=np.float64),
+            "day": df["ts"].astype("int64").to_numpy() / 1e6 / DAY_S,
+        }
+    )
+    return out.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Index:
+    """Dense indices for customers and products (sorted ids; position = index)."""
+
+    customers: np.ndarray  # int64 customer ids
+    products: np.ndarray  # int64 product ids
+
+    @classmethod
+    def from_purchases(cls, purchases: pd.DataFrame) -> Index:
+        return cls(np.unique(purchases["customer_id"].to_numpy()), np.unique(purchases["product_id"].to_numpy()))
+
+    def user_idx(self, customer_ids: np.ndarray) -> np.ndarray:
+        """Index of each customer, -1 when unknown."""
+        return _lookup(self.customers, customer_ids)
+
+    def item_idx(self, product_ids: np.ndarray) -> np.ndarray:
+        return _lookup(self.products, product_ids)
+
+
+def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    ids = np.asarray(ids, dtype=np.int64)
+    pos = np.searchsorted(sorted_ids, ids)
+    pos = np.clip(pos, 0, max(len(sorted_ids) - 1, 0))
+    found = len(sorted_ids) > 0
+    ok = (sorted_ids[pos] == ids) if found else np.zeros(len(ids), dtype=bool)
+    return np.where(ok, pos, -1).astype(np.int64)
+
+
+def interaction_matrix(purchases: pd.DataFrame, index: Index) -> sp.csr_matrix:
+    """customers x products, value = number of baskets with the product (quantities are noisy: fuel, weights)."""
+    pairs = purchases[["customer_id", "product_id", "basket_id"]].drop_duplicates()
+    rows = index.user_idx(pairs["customer_id"].to_numpy())
+    cols = index.item_idx(pairs["product_id"].to_numpy())
+    ok = (rows >= 0) & (cols >= 0)
+    data = np.ones(int(ok.sum()), dtype=np.float32)
+    shape = (len(index.customers), len(index.products))
+    matrix = sp.csr_matrix((data, (rows[ok], cols[ok])), shape=shape, dtype=np.float32)
+    matrix.sum_duplicates()
+    return matrix
+
+
+@dataclass(frozen=True)
+class History:
+    """Per customer x product purchase history as CSR arrays (rows = customer index, sorted by item index)."""
+
+    indptr: np.ndarray  # int64 [n_users + 1]
+    items: np.ndarray  # int64 item index
+    count: np.ndarray  # float32 baskets with the item
+    decayed: np.ndarray  # float32 sum of 0.5 ** (age / 90 days) over those baskets
+    decayed_short: np.ndarray  # float32 same with a 21-day half-life
+    first_day: np.ndarray  # float64 days since epoch
+    last_day: np.ndarray  # float64
+    n_baskets: np.ndarray  # float32 [n_users] baskets of the customer
+    ref_day: float  # the cut, in days since epoch
+
+    def row(self, u: int) -> slice:
+        return slice(int(self.indptr[u]), int(self.indptr[u + 1]))
+
+
+def build_history(purchases: pd.DataFrame, index: Index, until: datetime) -> History:
+    ref = to_days(until)
+    per_basket = purchases.groupby(["customer_id", "product_id", "basket_id"], sort=False)["day"].min().reset_index()
+    per_basket["u"] = index.user_idx(per_basket["customer_id"].to_numpy())
+    per_basket["i"] = index.item_idx(per_basket["product_id"].to_numpy())
+    age = ref - per_basket["day"].to_numpy()
+    per_basket["w"] = np.power(0.5, age / HALF_LIFE_DAYS)
+    per_basket["ws"] = np.power(0.5, age / SHORT_HALF_LIFE_DAYS)
+    agg = (
+        per_basket.groupby(["u", "i"], sort=True)
+        .agg(count=("day", "size"), decayed=("w", "sum"), decayed_short=("ws", "sum"),
+             first_day=("day", "min"), last_day=("day", "max"))
+        .reset_index()
+    )
+    n_users = len(index.customers)
+    u = agg["u"].to_numpy()
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.add.at(indptr, u + 1, 1)
+    indptr = np.cumsum(indptr)
+    baskets = purchases.groupby("customer_id")["basket_id"].nunique()
+    n_baskets = np.zeros(n_users, dtype=np.float32)
+    n_baskets[index.user_idx(baskets.index.to_numpy())] = baskets.to_numpy()
+    return History(
+        indptr=indptr,
+        items=agg["i"].to_numpy(dtype=np.int64),
+        count=agg["count"].to_numpy(dtype=np.float32),
+        decayed=agg["decayed"].to_numpy(dtype=np.float32),
+        decayed_short=agg["decayed_short"].to_numpy(dtype=np.float32),
+        first_day=agg["first_day"].to_numpy(dtype=np.float64),
+        last_day=agg["last_day"].to_numpy(dtype=np.float64),
+        n_baskets=n_baskets,
+        ref_day=ref,
+    )
+
+
+def item_popularity(
+    purchases: pd.DataFrame, index: Index, until: datetime, days: int = STORE_WINDOW_DAYS
+) -> np.ndarray:
+    """Distinct customers per item over the last `days` before the cut (+ a small all-time term to break ties)."""
+    ref = to_days(until)
+    recent = purchases[purchases["day"] >= ref - days]
+    pop = np.zeros(len(index.products), dtype=np.float32)
+    rc = recent.groupby("product_id")["customer_id"].nunique()
+    pop[index.item_idx(rc.index.to_numpy())] = rc.to_numpy()
+    total = purchases.groupby("product_id")["customer_id"].nunique()
+    pop[index.item_idx(total.index.to_numpy())] += 1e-3 * total.to_numpy()
+    return pop

@@ -1,0 +1,178 @@
+"""`pantry train`: fit, export, check parity, write the registry, (maybe) activate, push embeddings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pantry import dataset
+from pantry.scoring import MODEL_NAMES, ModelError
+from pantry.settings import Settings
+from training import registry
+from training.als import AlsParams
+from training.timing import Timer
+
+FEATURE_SERVICES = {
+    "recommender": "recommendations_v1",
+    "substitutions": "substitutions_v1",
+    "next_best_action": "next_best_action_v1",
+}
+PARITY_TOLERANCE = 1e-4
+
+
+@dataclass
+class TrainResult:
+    versions: dict[str, str] = field(default_factory=dict)
+    activated: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+
+def up_to_date(models_dir: Path, name: str, until: datetime, digest: str) -> bool:
+    version = registry.active_version(models_dir, name)
+    if version is None:
+        return False
+    try:
+        manifest = registry.read_manifest(models_dir / name / version)
+    except ModelError:
+        return False
+    return manifest.trained_until == until.isoformat() and manifest.data_digest == digest
+
+
+def _manifest(name: str, version: str, until: datetime, digest: str, params: dict, metrics: dict,
+              timings: dict[str, float]) -> registry.Manifest:
+    return registry.Manifest(
+        name=name, version=version, trained_until=until.isoformat(), data_digest=digest,
+        feature_service=FEATURE_SERVICES[name], created_at=datetime.now(UTC).isoformat(),
+        files={}, params=params, metrics=metrics, timings_s=timings,
+    )
+
+
+def push_embeddings(settings: Settings, version_dir: Path, echo: Callable[[str], None]) -> None:
+    """Write the recommender version's user factors to the parquet source and (when reachable) the online store."""
+    import numpy as np
+
+    from training import embeddings
+
+    manifest = registry.read_manifest(version_dir)
+    customers = np.load(version_dir / "customers.npy")
+    factors = np.load(version_dir / "user_factors.npy")
+    ts = datetime.fromisoformat(manifest.trained_until)
+    embeddings.write_parquet(settings, customers, factors, manifest.version, ts)
+    try:
+        n = embeddings.push_online(settings, customers, factors, manifest.version, ts)
+        echo(f"  customer_embedding: {n:,} rows online ({manifest.version})")
+    except Exception as exc:  # the online store is optional for training; serving falls back to the artifact
+        echo(f"  customer_embedding: online push skipped ({exc})")
+
+
+def train(
+    settings: Settings,
+    until: datetime,
+    *,
+    only: Sequence[str] = MODEL_NAMES,
+    activate: bool = False,
+    force: bool = False,
+    als_params: AlsParams | None = None,
+    echo: Callable[[str], None] | None = None,
+    push: bool = True,
+) -> TrainResult:
+    import numpy as np
+
+    from training.data import load_purchases
+
+    timer = Timer(echo=echo)
+    say = timer.echo
+    result = TrainResult()
+    digest = dataset.manifest(settings).events_sha256
+    models_dir = settings.models_dir
+    todo = [n for n in only if force or not up_to_date(models_dir, n, until, digest)]
+    result.skipped = [n for n in only if n not in todo]
+    for n in result.skipped:
+        say(f"{n}: ACTIVE version already trained until {until.date()} on this data (use --force to retrain)")
+    if not todo:
+        return result
+    params = als_params or AlsParams()
+    with timer.step("load purchases"):
+        purchases = load_purchases(settings, until)
+    if purchases.empty:
+        raise ModelError(f"no purchases before {until.isoformat()}: nothing to train on")
+    version = registry.new_version(digest)
+    shared_steps = dict(timer.steps)
+    fitted_rec = None
+
+    if "recommender" in todo or "substitutions" in todo:
+        from training import recommender
+
+        fitted_rec = recommender.fit(purchases, until, params, timer, rerank="recommender" in todo)
+
+    if "recommender" in todo:
+        from training import recommender
+        from training.onnx_export import session
+
+        with timer.step("recommender: ONNX export + parity + registry"):
+            staging = registry.staging_dir(models_dir, "recommender", version)
+            recommender.save(fitted_rec, staging)
+            max_diff = recommender.parity(fitted_rec, session((staging / "model.onnx").read_bytes()))
+            if max_diff > PARITY_TOLERANCE:
+                raise ModelError(f"ONNX parity failed: max abs diff {max_diff:.2e} > {PARITY_TOLERANCE}")
+            metrics = {
+                "onnx_parity_max_abs_diff": max_diff,
+                "customers": len(fitted_rec.index.customers),
+                "products": len(fitted_rec.index.products),
+                "purchase_lines": len(purchases),
+            }
+            if fitted_rec.reranker is not None:
+                rr = session((staging / "reranker.onnx").read_bytes())
+                x = np.random.default_rng(0).normal(size=(256, len(recommender.FEATURE_NAMES))).astype(np.float32)
+                onnx_logit = rr.run(["logit"], {"features": x})[0][:, 0]
+                diff = np.abs(onnx_logit - fitted_rec.reranker.logit(x))
+                metrics["reranker_parity_max_abs_diff"] = float(np.max(diff))
+            params_doc = {"als": params.__dict__, "top_k": recommender.TOP_K, "n_new": recommender.N_NEW,
+                          "label_days": recommender.LABEL_DAYS,
+                          "reranker_weights": fitted_rec.reranker.params() if fitted_rec.reranker else None}
+        steps = {k: v for k, v in timer.steps.items() if k.startswith("recommender") or k in shared_steps}
+        registry.publish(staging, _manifest("recommender", version, until, digest, params_doc, metrics, steps))
+        result.versions["recommender"] = version
+        say(f"recommender {version}: ONNX parity max abs diff {max_diff:.2e}")
+
+    if "substitutions" in todo:
+        from training import substitutions
+
+        staging = registry.staging_dir(models_dir, "substitutions", version)
+        params_doc, metrics = substitutions.train_and_save(settings, purchases, until, fitted_rec, staging, timer)
+        steps = {k: v for k, v in timer.steps.items() if k.startswith("substitutions") or k in shared_steps}
+        registry.publish(staging, _manifest("substitutions", version, until, digest, params_doc, metrics, steps))
+        result.versions["substitutions"] = version
+
+    if "next_best_action" in todo:
+        from training import nba
+
+        staging = registry.staging_dir(models_dir, "next_best_action", version)
+        params_doc, metrics = nba.train_and_save(settings, purchases, until, staging, timer)
+        steps = {k: v for k, v in timer.steps.items() if k.startswith("next_best_action") or k in shared_steps}
+        registry.publish(staging, _manifest("next_best_action", version, until, digest, params_doc, metrics, steps))
+        result.versions["next_best_action"] = version
+
+    for name, v in result.versions.items():
+        if activate or registry.active_version(models_dir, name) is None:
+            registry.activate(models_dir, name, v)
+            result.activated.append(name)
+            say(f"{name}: ACTIVE -> {v}")
+            if name == "recommender" and push:
+                with timer.step("recommender: push customer_embedding"):
+                    push_embeddings(settings, models_dir / name / v, say)
+        else:
+            say(f"{name}: trained {v}; ACTIVE unchanged (use `pantry models activate {name} {v}`)")
+    result.timings_s = dict(timer.steps)
+    return result
+
+
+def wall(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start

@@ -1,0 +1,232 @@
+"""Runtime scorers behind pantry.scoring's protocols. Everything is precomputed at load time (numpy arrays,
+index maps, onnxruntime sessions); a request does a few array lookups and one or two ONNX runs, no pandas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pantry.scoring import MODEL_NAMES, Features, ModelError, Scored, Surface
+from training import registry
+from training.onnx_export import session as onnx_session
+from training.recommender import Candidates, customer_candidates, history_from_arrays, load_arrays
+
+
+def _lookup(sorted_ids: np.ndarray, value: int) -> int:
+    pos = int(np.searchsorted(sorted_ids, value))
+    return pos if pos < len(sorted_ids) and int(sorted_ids[pos]) == value else -1
+
+
+def _times(n: float) -> str:
+    n = round(n)
+    return "once" if n == 1 else "twice" if n == 2 else f"{n} times"
+
+
+class Recommender:
+    """RecommenderModel: ALS via ONNX, purchase history and a logistic re-ranker (ONNX)."""
+
+    def __init__(self, directory: Path, manifest: registry.Manifest):
+        self.version = manifest.version
+        self.manifest = manifest
+        a = load_arrays(directory)
+        self.customers = a["customers"]
+        self.products = a["products"]
+        self.user_factors = a["user_factors"]
+        self.popularity = a["popularity"]
+        self.hist = history_from_arrays(a)
+        self.store_ids = a["store_ids"]
+        self.store_indptr = a["store_indptr"]
+        self.store_items = a["store_items"]
+        self.store_units = a["store_units"]
+        self.n_factors = int(self.user_factors.shape[1]) if self.user_factors.ndim == 2 else 0
+        self.als = onnx_session((directory / "model.onnx").read_bytes())
+        rr = directory / "reranker.onnx"
+        self.reranker = onnx_session(rr.read_bytes()) if rr.exists() else None
+        order = np.argsort(-self.popularity, kind="stable")[:1000]
+        self.global_popular = order.astype(np.int64)
+        self._zeros = np.zeros((1, self.n_factors), dtype=np.float32)
+
+    # ---- pieces ----------------------------------------------------------------------------------------------
+
+    def customer_factors(self, features: Features, u: int) -> np.ndarray | None:
+        """The online embedding when it is this model's, else the artifact's user-factor row, else None."""
+        row = features.get("customer_embedding") if features else None
+        if row and row.get("model_version") == self.version:
+            emb = row.get("embedding")
+            if emb is not None and len(emb) == self.n_factors:
+                return np.asarray(emb, dtype=np.float32).reshape(1, -1)
+        if u >= 0:
+            return self.user_factors[u : u + 1]
+        return None
+
+    def _store_mask(self, store_id: int | None) -> np.ndarray | None:
+        if store_id is None:
+            return None
+        s = _lookup(self.store_ids, int(store_id))
+        mask = np.zeros(len(self.products), dtype=bool)
+        if s >= 0:
+            mask[self.store_items[self.store_indptr[s] : self.store_indptr[s + 1]]] = True
+        return mask
+
+    def _exclude_mask(self, items: np.ndarray, exclude: frozenset[int]) -> np.ndarray:
+        if not exclude:
+            return np.ones(len(items), dtype=bool)
+        ex = np.fromiter(exclude, dtype=np.int64, count=len(exclude))
+        return ~np.isin(self.products[items], ex)
+
+    def _rerank(self, cands: Candidates) -> np.ndarray:
+        if self.reranker is None or len(cands.items) == 0:
+            # no learned ranker (tiny data): decayed count first, then ALS
+            return cands.features[:, 2] * 10.0 + cands.features[:, 8]
+        return self.reranker.run(["prob"], {"features": cands.features})[0][:, 0]
+
+    @staticmethod
+    def _reason(count: float, days_since: float) -> str:
+        if count > 0:
+            return f"you bought this {_times(count)}, last {int(days_since)} days ago"
+        return "customers who buy what you buy like this"
+
+    def _with_stream_repertoire(self, features: Features, cands: Candidates) -> Candidates:
+        """Items of the live repertoire bought since the cut join the candidates as just-bought items."""
+        row = features.get("customer_repertoire") if features else None
+        ids = (row or {}).get("repertoire_product_ids") or []
+        if not ids:
+            return cands
+        idx = np.searchsorted(self.products, np.asarray(ids, dtype=np.int64))
+        idx = np.clip(idx, 0, len(self.products) - 1)
+        known = self.products[idx] == np.asarray(ids, dtype=np.int64)
+        new = np.unique(idx[known])
+        bought = cands.items[cands.count > 0]
+        new = new[~np.isin(new, bought)]
+        if len(new) == 0:
+            return cands
+        scores = np.asarray((row or {}).get("repertoire_scores") or [1.0] * len(ids), dtype=np.float64)
+        score_of = dict(zip(idx[known].tolist(), scores[known].tolist(), strict=True))
+        dec = np.array([score_of[i] for i in new.tolist()], dtype=np.float32)
+        ones = np.ones(len(new), dtype=np.float32)
+        ref = self.hist.ref_day
+        from training.recommender import candidate_features
+
+        feats = candidate_features(ones, dec, dec, np.full(len(new), ref), np.full(len(new), ref),
+                                   float(np.median(cands.features[:, 10])) if len(cands.items) else 1.0,
+                                   np.zeros(len(new), dtype=np.float32), self.popularity[new], ref)
+        keep = ~np.isin(cands.items, new)
+        return Candidates(
+            np.concatenate([cands.items[keep], new]),
+            np.concatenate([cands.features[keep], feats]),
+            np.concatenate([cands.count[keep], ones]),
+            np.concatenate([cands.days_since[keep], np.zeros(len(new))]),
+        )
+
+    # ---- the protocol ------------------------------------------------------------------------------------------
+
+    def recommend(
+        self, features: Features, *, customer_id: int, k: int, surface: Surface, exclude: frozenset[int],
+        store_id: int | None,
+    ) -> list[Scored]:
+        u = _lookup(self.customers, int(customer_id))
+        factors = self.customer_factors(features, u)
+        if factors is None:
+            factors = self._zeros
+        scores, _top_scores, top_idx = self.als.run(None, {"user_factors": factors})
+        cands = customer_candidates(self.hist, u, scores[0], top_idx[0], self.popularity)
+        if surface != "discover":
+            cands = self._with_stream_repertoire(features, cands)
+        keep = self._exclude_mask(cands.items, exclude)
+        if surface == "buy_again":
+            keep &= cands.count > 0
+        elif surface == "discover":
+            keep &= cands.count == 0
+        mask = self._store_mask(store_id)
+        if mask is not None:
+            keep &= mask[cands.items]
+        items = cands.items[keep]
+        if surface == "discover":
+            score = cands.features[keep, 8]  # ALS score
+        else:
+            score = self._rerank(cands)[keep] if keep.any() else np.empty(0, dtype=np.float32)
+        order = np.argsort(-score, kind="stable")[:k]
+        counts, days = cands.count[keep], cands.days_since[keep]
+        out = [
+            Scored(int(self.products[items[j]]), float(score[j]), self._reason(float(counts[j]), float(days[j])))
+            for j in order
+        ]
+        if len(out) < k and surface != "buy_again":
+            # too few candidates (new customer, strict store filter): fill with popular items that fit
+            taken = set(exclude) | {s.product_id for s in out}
+            if surface == "discover":
+                taken |= {int(p) for p in self.products[cands.items[cands.count > 0]]}
+            for s in self.popular(k=k + len(taken), store_id=store_id, exclude=frozenset(taken)):
+                if mask is None or mask[_lookup(self.products, s.product_id)]:
+                    out.append(s)
+                    if len(out) == k:
+                        break
+        return out
+
+    def popular(self, *, k: int, store_id: int | None, exclude: frozenset[int]) -> list[Scored]:
+        if store_id is not None:
+            s = _lookup(self.store_ids, int(store_id))
+            if s >= 0:
+                sl = slice(int(self.store_indptr[s]), int(self.store_indptr[s + 1]))
+                items, units = self.store_items[sl], self.store_units[sl]
+                out = [
+                    Scored(int(self.products[i]), float(n), f"popular at your store ({int(n)} sold in 4 weeks)")
+                    for i, n in zip(items, units, strict=True)
+                    if int(self.products[i]) not in exclude
+                ]
+                if len(out) >= k:
+                    return out[:k]
+        out = []
+        for i in self.global_popular:
+            pid = int(self.products[i])
+            if pid not in exclude:
+                out.append(Scored(pid, float(self.popularity[i]), "popular with customers this month"))
+                if len(out) == k:
+                    break
+        return out
+
+
+@dataclass
+class ActiveModels:
+    recommender: Any = None
+    substitutions: Any = None
+    next_best_action: Any = None
+
+
+def _builder(name: str) -> Any:
+    if name == "recommender":
+        return Recommender
+    if name == "substitutions":
+        from training.substitution_scorer import Substitutions
+
+        return Substitutions
+    from training.nba_scorer import NextBestAction
+
+    return NextBestAction
+
+
+def load_version(models_dir: Path, name: str, version: str):
+    """Verify every file's sha256 against the manifest, then build the scorer (raises ModelError)."""
+    registry.check_name(name)
+    directory = Path(models_dir) / name / version
+    if not directory.is_dir():
+        raise ModelError(f"{name} has no version {version!r} under {models_dir}")
+    manifest = registry.verify(directory)
+    try:
+        return _builder(name)(directory, manifest)
+    except ModelError:
+        raise
+    except Exception as exc:  # a corrupt array or graph must surface as ModelError, not crash serving
+        raise ModelError(f"{name} {version}: cannot load: {exc}") from exc
+
+
+def load_active(models_dir: Path) -> ActiveModels:
+    """The ACTIVE version of each model (None when a model has no ACTIVE version yet)."""
+    loaded: dict[str, Any] = {}
+    for name in MODEL_NAMES:
+        version = registry.active_version(Path(models_dir), name)
+        loaded[name] = load_version(models_dir, name, version) if version else None
+    return ActiveModels(**loaded)
