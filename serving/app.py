@@ -1,0 +1,148 @@
+"""The Litestar app: `create_app(settings)`; errors map to HTTP statuses in one place (`_EXCEPTION_HANDLERS`).
+
+Startup (lifespan) loads the models, the popularity snapshot, the campaigns, the Feast layout and the Redis client
+(explicit timeouts from settings); background tasks hot-reload models, refresh campaign approvals and flush the
+decision log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, MediaType, Request, Response
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from pantry.settings import Settings, get_settings
+from serving import metrics
+from serving.controllers.admin import AdminCampaignsController, AdminModelsController
+from serving.controllers.events import EventsController
+from serving.controllers.features import FeaturesController
+from serving.controllers.health import HealthController
+from serving.controllers.next_best_action import NextBestActionController
+from serving.controllers.recommendations import RecommendationsController
+from serving.controllers.substitutions import SubstitutionsController
+from serving.fallbacks import StoreUnavailable
+from serving.limits import enforce_limits
+from serving.services import Services
+
+log = logging.getLogger("pantry.serving")
+
+
+# ---- errors -> statuses (the one place) ----------------------------------------------------------------------
+
+
+def _validation_error(request: Request, exc: ValidationException) -> Response:
+    problems = []
+    for item in exc.extra or []:
+        if isinstance(item, dict):
+            where = item.get("key") or item.get("source") or "body"
+            problems.append(f"{where}: {item.get('message')}")
+    detail = exc.detail if not problems else f"{exc.detail}: " + "; ".join(problems)
+    return Response({"status_code": 400, "detail": detail, "extra": exc.extra}, status_code=400,
+                    media_type=MediaType.JSON)
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    body = {"status_code": exc.status_code, "detail": exc.detail}
+    if exc.extra:
+        body["extra"] = exc.extra
+    return Response(body, status_code=exc.status_code, headers=exc.headers, media_type=MediaType.JSON)
+
+
+def _store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
+    return Response({"status_code": 503, "detail": f"feature store unavailable: {exc}"},
+                    status_code=HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}, media_type=MediaType.JSON)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return Response({"status_code": 500, "detail": "internal error"}, status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+                    media_type=MediaType.JSON)
+
+
+_EXCEPTION_HANDLERS = {
+    ValidationException: _validation_error,
+    NotFoundException: _http_error,
+    HTTPException: _http_error,
+    StoreUnavailable: _store_unavailable,
+    Exception: _unexpected,
+}
+
+
+# ---- latency metrics -----------------------------------------------------------------------------------------
+
+
+def latency_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("path_template") or ("unmatched" if status[0] == 404 else scope["path"])
+            metrics.REQUEST_LATENCY.labels(route, str(status[0])).observe(time.perf_counter() - start)
+
+    return middleware
+
+
+# ---- the app -------------------------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services = await Services.start(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            RecommendationsController,
+            SubstitutionsController,
+            NextBestActionController,
+            FeaturesController,
+            EventsController,
+            AdminCampaignsController,
+            AdminModelsController,
+        ],
+        lifespan=[lifespan],
+        exception_handlers=_EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        before_request=enforce_limits,
+        middleware=[latency_middleware],
+        cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="pantry", version="1.0.0", path="/schema",
+                                     render_plugins=[SwaggerRenderPlugin()]),
+        state=State({"settings": settings}),
+        debug=False,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """The factory granian workers call (settings from the environment)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(get_settings())

@@ -1,0 +1,116 @@
+"""Campaign governance: what a merchandiser approved, and which campaigns are active at `now`.
+
+Campaign dates and types come from the dataset (campaign_descriptions). Approvals live in Redis
+(pantry.keys.CAMPAIGN_APPROVALS: campaign_id -> msgpack record) and carry the fingerprint of the campaign they
+approve: a campaign that is new or whose type/dates changed since has no matching approval, so it is pending and
+never offered until a merchandiser approves it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from pantry import dataset
+from pantry.keys import CAMPAIGN_APPROVALS
+from pantry.settings import Settings
+
+Status = Literal["approved", "rejected"]
+
+
+class Campaign(msgspec.Struct, frozen=True):
+    campaign_id: int
+    campaign_type: str
+    start: datetime
+    end: datetime
+
+    @property
+    def fingerprint(self) -> str:
+        raw = f"{self.campaign_id}|{self.campaign_type}|{self.start.isoformat()}|{self.end.isoformat()}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    def active_at(self, now: datetime) -> bool:
+        return self.start <= now <= self.end
+
+
+class Approval(msgspec.Struct, frozen=True):
+    status: Status
+    fingerprint: str
+    by: str
+    at: str
+    note: str | None = None
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Approval)
+
+
+def load_campaigns(settings: Settings) -> dict[int, Campaign]:
+    try:
+        df = dataset.read_table(settings, "campaign_descriptions")
+    except (OSError, FileNotFoundError):
+        return {}
+    out = {}
+    for rec in df.itertuples(index=False):
+        start = rec.start_date.to_pydatetime()
+        end = rec.end_date.to_pydatetime()
+        out[int(rec.campaign_id)] = Campaign(
+            int(rec.campaign_id), str(rec.campaign_type),
+            start if start.tzinfo else start.replace(tzinfo=UTC), end if end.tzinfo else end.replace(tzinfo=UTC),
+        )
+    return out
+
+
+def encode_approval(approval: Approval) -> bytes:
+    return _encoder.encode(approval)
+
+
+def decode_approvals(raw: dict[bytes, bytes]) -> dict[int, Approval]:
+    out = {}
+    for key, value in raw.items():
+        try:
+            out[int(key)] = _decoder.decode(value)
+        except (ValueError, msgspec.DecodeError):
+            continue  # a foreign or corrupt entry is simply not an approval
+    return out
+
+
+def approval_record(campaign: Campaign, status: Status, by: str, note: str | None = None) -> Approval:
+    return Approval(status, campaign.fingerprint, by, datetime.now(UTC).isoformat(), note)
+
+
+def status_of(campaign: Campaign, approval: Approval | None) -> str:
+    if approval is None or approval.fingerprint != campaign.fingerprint:
+        return "pending"
+    return approval.status
+
+
+class CampaignBook:
+    """Per worker: the campaigns (static) and the approvals (refreshed from Redis about once a second)."""
+
+    def __init__(self, campaigns: dict[int, Campaign]):
+        self.campaigns = campaigns
+        self.approvals: dict[int, Approval] = {}
+
+    def refresh(self, raw: dict[bytes, bytes]) -> None:
+        self.approvals = decode_approvals(raw)
+
+    def offerable(self, now: datetime) -> frozenset[int]:
+        """Active at `now` AND approved for the campaign as it is now."""
+        return frozenset(
+            cid for cid, c in self.campaigns.items()
+            if c.active_at(now) and status_of(c, self.approvals.get(cid)) == "approved"
+        )
+
+
+def seed_historical(client, campaigns: Iterable[Campaign], by: str = "demo-seed") -> int:
+    """Approve every campaign of the dataset (the demo's stand-in for a merchandiser's past approvals)."""
+    mapping = {str(c.campaign_id): encode_approval(approval_record(c, "approved", by, "historical campaign"))
+               for c in campaigns}
+    if mapping:
+        client.hset(CAMPAIGN_APPROVALS, mapping=mapping)
+    return len(mapping)

@@ -1,0 +1,112 @@
+"""`pantry serve`, `pantry decisions export`, `pantry campaigns seed|list` (heavy imports inside the commands)."""
+
+from __future__ import annotations
+
+import click
+
+from pantry.settings import get_settings
+
+
+@click.command()
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default: settings).")
+@click.option("--host", default=None, help="Bind address (default: settings, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: settings, 8000).")
+def serve(workers: int | None, host: str | None, port: int | None) -> None:
+    """Serve the HTTP API with granian: N worker processes behind one port."""
+    import os
+    import shutil
+
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    settings = get_settings()
+    # one metrics directory shared by every worker, emptied at start (prometheus_client multiprocess mode)
+    prom_dir = settings.data_dir / "prometheus"
+    shutil.rmtree(prom_dir, ignore_errors=True)
+    prom_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom_dir)
+    server = Granian(
+        "serving.app:create_app_from_env",
+        factory=True,
+        address=host or settings.host,
+        port=port or settings.port,
+        interface=Interfaces.ASGI,
+        workers=workers or settings.workers,
+        loop=Loops.uvloop if _has_uvloop() else Loops.asyncio,
+        log_access=False,
+    )
+    click.echo(f"pantry serving on http://{host or settings.host}:{port or settings.port} "
+               f"({workers or settings.workers} workers)")
+    server.serve()
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@click.group()
+def decisions() -> None:
+    """The decision log (pantry:decisions)."""
+
+
+@decisions.command("export")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, writable=True), help="Parquet file.")
+def decisions_export(out: str) -> None:
+    """Every logged decision to a parquet file."""
+    from pantry.redis_server import sync_client
+    from serving.decisions import export
+
+    try:
+        n = export(sync_client(get_settings(), timeout_s=10.0), out)
+    except Exception as exc:  # Redis down, unwritable path: a message, not a traceback
+        raise click.ClickException(f"export failed: {exc}") from exc
+    click.echo(f"{n:,} decisions -> {out}")
+
+
+@click.group()
+def campaigns() -> None:
+    """Campaign approvals (nothing is offered before a merchandiser approves it)."""
+
+
+@campaigns.command("seed")
+@click.option("--approve-historical", is_flag=True, help="Approve every campaign of the dataset as 'demo-seed'.")
+def campaigns_seed(approve_historical: bool) -> None:
+    """Seed approvals for the demo."""
+    from pantry.redis_server import sync_client
+    from serving.campaigns import load_campaigns, seed_historical
+
+    if not approve_historical:
+        raise click.UsageError("nothing to do: pass --approve-historical")
+    settings = get_settings()
+    found = load_campaigns(settings)
+    if not found:
+        raise click.ClickException("no campaigns: run `pantry data load` first")
+    try:
+        n = seed_historical(sync_client(settings, timeout_s=5.0), found.values())
+    except Exception as exc:
+        raise click.ClickException(f"could not write approvals: {exc}") from exc
+    click.echo(f"{n} campaigns approved by demo-seed")
+
+
+@campaigns.command("list")
+def campaigns_list() -> None:
+    """Every campaign with its dates and approval status."""
+    from pantry.keys import CAMPAIGN_APPROVALS
+    from pantry.redis_server import sync_client
+    from serving.campaigns import decode_approvals, load_campaigns, status_of
+
+    settings = get_settings()
+    try:
+        approvals = decode_approvals(sync_client(settings, timeout_s=5.0).hgetall(CAMPAIGN_APPROVALS))
+    except Exception as exc:
+        raise click.ClickException(f"redis not reachable: {exc}") from exc
+    click.echo(f"{'id':>4} {'type':4} {'start':10} {'end':10} status")
+    for cid, c in sorted(load_campaigns(settings).items()):
+        a = approvals.get(cid)
+        status = status_of(c, a)
+        by = f" by {a.by}" if a is not None and status != "pending" else ""
+        click.echo(f"{cid:>4} {c.campaign_type:4} {c.start.date()} {c.end.date()} {status}{by}")

@@ -1,0 +1,38 @@
+"""Liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+
+from serving import metrics
+from serving.fallbacks import StoreUnavailable
+from serving.schemas import Health, Readiness
+
+
+class HealthController(Controller):
+    tags = ("health",)
+
+    @get("/healthz", summary="The process is up")
+    async def healthz(self) -> Health:
+        return Health("ok")
+
+    @get("/readyz", summary="Redis reachable, feature registry and all models loaded",
+         responses={503: ResponseSpec(Readiness, description="not ready: the body says what is missing")})
+    async def readyz(self, state: State) -> Response[Readiness]:
+        svc = state.services
+        try:
+            await svc.store.call(svc.redis.ping)
+            redis_ok = True
+        except StoreUnavailable:
+            redis_ok = False
+        models = svc.models.current
+        ready = redis_ok and models.complete and svc.reader is not None
+        body = Readiness("ready" if ready else "not_ready", redis_ok, models.versions(), svc.reader is not None)
+        return Response(body, status_code=200 if ready else 503)
+
+    @get("/metrics", summary="Prometheus metrics", media_type="text/plain", include_in_schema=True)
+    async def metrics(self) -> Response[bytes]:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)

@@ -1,0 +1,141 @@
+"""The decision log: every served answer XADDed to pantry:decisions (bounded by MAXLEN ~ decisions_maxlen).
+
+Requests only enqueue (no await on Redis); a background task flushes the queue in pipelined batches. A failed write
+is counted and dropped — it never fails or slows the request that made the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from pantry.keys import DECISIONS_STREAM
+
+log = logging.getLogger("pantry.serving.decisions")
+_encoder = msgspec.json.Encoder()
+
+
+def new_decision_id() -> str:
+    # time-ordered prefix (ms) so ids sort like the stream; random tail for uniqueness across workers
+    return f"{int(time.time() * 1000):x}-{uuid.UUID(bytes=os.urandom(16)).hex[:16]}"
+
+
+class DecisionLog:
+    def __init__(self, client, maxlen: int, queue_max: int = 10_000, on_drop=None):
+        self.client = client
+        self.maxlen = maxlen
+        self.queue: asyncio.Queue[dict[bytes, bytes]] = asyncio.Queue(maxsize=queue_max)
+        self.on_drop = on_drop or (lambda n, reason: None)
+
+    def record(
+        self,
+        *,
+        decision_id: str,
+        endpoint: str,
+        request: Any,
+        model_version: str,
+        feature_ages: dict[str, float | None],
+        fallback: str | None,
+        items: Any,
+        now: Any,
+    ) -> None:
+        entry = {
+            b"decision_id": decision_id.encode(),
+            b"endpoint": endpoint.encode(),
+            b"ts": f"{time.time():.6f}".encode(),
+            b"now": _encoder.encode(now),
+            b"request": _encoder.encode(request),
+            b"model_version": model_version.encode(),
+            b"feature_ages": _encoder.encode(feature_ages),
+            b"fallback": (fallback or "").encode(),
+            b"items": _encoder.encode(items),
+        }
+        try:
+            self.queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self.on_drop(1, "queue_full")
+
+    async def flush_once(self, max_batch: int = 500) -> int:
+        batch = [await self.queue.get()]
+        while len(batch) < max_batch and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for entry in batch:
+                pipe.xadd(DECISIONS_STREAM, entry, maxlen=self.maxlen, approximate=True)
+            await asyncio.wait_for(pipe.execute(), timeout=1.0)
+        except Exception as exc:  # Redis down: drop this batch, keep serving
+            self.on_drop(len(batch), "store_unavailable")
+            log.debug("decision log write failed: %s", exc)
+            await asyncio.sleep(0.2)
+        return len(batch)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.flush_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("decision log flusher")
+
+    async def drain(self, timeout_s: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.queue.empty() and time.monotonic() < deadline:
+            await self.flush_once()
+
+
+class DecisionRow(msgspec.Struct):
+    stream_id: str
+    decision_id: str
+    endpoint: str
+    ts: float
+    now: str
+    request: str
+    model_version: str
+    feature_ages: str
+    fallback: str | None
+    items: str
+
+
+def export(client, out_path, batch: int = 5000, progress: bool = True) -> int:
+    """Every decision in the stream to a parquet file (JSON columns kept as JSON text). Returns the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    total = client.xlen(DECISIONS_STREAM)
+    rows: list[dict] = []
+    start = "-"
+    with tqdm(total=total, desc="decisions", unit="row", disable=not progress) as bar:
+        while True:
+            chunk = client.xrange(DECISIONS_STREAM, min=start, max="+", count=batch)
+            if start != "-" and chunk:
+                chunk = chunk[1:] if chunk[0][0] == start else chunk
+            if not chunk:
+                break
+            for stream_id, fields in chunk:
+                f = {k.decode(): v.decode() for k, v in fields.items()}
+                rows.append({
+                    "stream_id": stream_id.decode(),
+                    "decision_id": f.get("decision_id", ""),
+                    "endpoint": f.get("endpoint", ""),
+                    "ts": float(f.get("ts", 0) or 0),
+                    "now": f.get("now", ""),
+                    "request": f.get("request", ""),
+                    "model_version": f.get("model_version", ""),
+                    "feature_ages": f.get("feature_ages", ""),
+                    "fallback": f.get("fallback") or None,
+                    "items": f.get("items", ""),
+                })
+            bar.update(len(chunk))
+            start = chunk[-1][0]
+    schema = pa.schema([(f, pa.float64() if f == "ts" else pa.string()) for f in DecisionRow.__struct_fields__])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), out_path)
+    return len(rows)

@@ -1,0 +1,47 @@
+"""Prometheus metrics: latency per endpoint, fallbacks by reason, feature age per view, loaded model versions.
+
+With several worker processes (`pantry serve`), PROMETHEUS_MULTIPROC_DIR is set before any worker starts, so
+/metrics aggregates every worker's samples (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+_AGE_BUCKETS = (1, 10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400)
+
+REQUEST_LATENCY = Histogram(
+    "pantry_request_seconds", "Handler latency by endpoint and status", ["endpoint", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+FALLBACKS = Counter("pantry_fallbacks_total", "Answers served from a fallback, by endpoint and reason",
+                    ["endpoint", "reason"])
+FEATURE_AGE = Histogram("pantry_feature_age_seconds", "Age of online feature rows read, by view", ["view"],
+                        buckets=_AGE_BUCKETS)
+FEATURE_STATUS = Counter("pantry_feature_rows_total", "Online rows read, by view and status", ["view", "status"])
+MODEL_VERSION = Gauge("pantry_model_info", "1 for the model version a worker serves", ["model", "version"],
+                      multiprocess_mode="max")
+DECISIONS_DROPPED = Counter("pantry_decisions_dropped_total", "Decision log entries not written", ["reason"])
+EVENTS_ACCEPTED = Counter("pantry_events_accepted_total", "Events written to the stream")
+EVENTS_REJECTED = Counter("pantry_events_rejected_total", "Events rejected by validation")
+
+
+def set_model_versions(versions: dict[str, str | None], previous: dict[str, str | None] | None = None) -> None:
+    for name, version in (previous or {}).items():
+        if version is not None:
+            MODEL_VERSION.labels(name, version).set(0)
+    for name, version in versions.items():
+        MODEL_VERSION.labels(name, version or "none").set(1)
+
+
+def render() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

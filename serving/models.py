@@ -1,0 +1,99 @@
+"""The served models: loaded from training's registry, swapped atomically when an ACTIVE file changes.
+
+Every worker process polls the ACTIVE files' (mtime, content) about once a second; on a change it loads the new
+set in a thread (training's loaders verify each file's sha256) and then replaces one attribute, so a request sees
+either the old set or the new one, never a mix, and none fails during the switch. A set that fails to load is
+logged and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pantry.scoring import MODEL_NAMES
+
+log = logging.getLogger("pantry.serving.models")
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    recommender: Any = None
+    substitutions: Any = None
+    next_best_action: Any = None
+
+    def versions(self) -> dict[str, str | None]:
+        return {name: getattr(getattr(self, name), "version", None) for name in MODEL_NAMES}
+
+    @property
+    def complete(self) -> bool:
+        return all(getattr(self, name) is not None for name in MODEL_NAMES)
+
+
+def _scorers():
+    try:
+        return importlib.import_module("training.scorers")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("training.scorers", "training"):
+            return None
+        raise
+
+
+def load_models(models_dir: Path) -> ModelSet:
+    """The ACTIVE versions; an empty set when training has not produced any (serving then uses its fallbacks)."""
+    scorers = _scorers()
+    if scorers is None:
+        return ModelSet()
+    loaded = scorers.load_active(models_dir)
+    return ModelSet(*(getattr(loaded, name, None) for name in MODEL_NAMES))
+
+
+def active_signature(models_dir: Path) -> tuple:
+    """What the poller compares: each ACTIVE file's mtime and content (content alone misses nothing we need)."""
+    sig = []
+    for name in MODEL_NAMES:
+        path = models_dir / name / "ACTIVE"
+        try:
+            sig.append((name, path.stat().st_mtime_ns, path.read_text().strip()))
+        except OSError:
+            sig.append((name, None, None))
+    return tuple(sig)
+
+
+class ModelHolder:
+    """One per worker: `current` is swapped in one assignment."""
+
+    def __init__(self, models_dir: Path):
+        self.models_dir = models_dir
+        self.current = ModelSet()
+        self.signature: tuple | None = None
+        self.last_error: str | None = None
+        self.reloads = 0
+
+    def load_now(self) -> None:
+        signature = active_signature(self.models_dir)
+        try:
+            models = load_models(self.models_dir)
+        except Exception as exc:  # a corrupt or half-written artifact must not take the service down
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("model load failed, keeping %s: %s", self.current.versions(), self.last_error)
+            self.signature = signature
+            return
+        self.current = models
+        self.signature = signature
+        self.last_error = None
+        self.reloads += 1
+        log.info("models loaded: %s", models.versions())
+
+    async def watch(self, interval_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                if active_signature(self.models_dir) != self.signature:
+                    await asyncio.to_thread(self.load_now)
+            except Exception:  # the watcher must never die
+                log.exception("model watcher")

@@ -1,0 +1,165 @@
+"""Request and response bodies of the HTTP API (ARCHITECTURE.md "HTTP API") as msgspec Structs.
+
+Requests forbid unknown fields and carry their ranges in msgspec.Meta, so a bad body is a 400 that names the field
+before any handler code runs; the same constraints appear in the OpenAPI schema at /schema.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from pantry.scoring import Action, Channel, Scored, Surface
+
+Id = Annotated[int, msgspec.Meta(ge=0, le=2**62, description="a Complete Journey id")]
+K = Annotated[int, msgspec.Meta(ge=1, le=100, description="how many items to return")]
+SmallK = Annotated[int, msgspec.Meta(ge=1, le=20, description="how many items to return")]
+Fallback = Literal[
+    "cold_start", "features_stale", "store_unavailable", "model_unavailable", "no_candidates"
+] | None
+
+
+class _Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class RecommendationRequest(_Request):
+    customer_id: Id
+    store_id: Id | None = None
+    k: K = 10
+    surface: Surface = "for_you"
+    exclude_product_ids: Annotated[list[Id], msgspec.Meta(max_length=1000)] = msgspec.field(default_factory=list)
+    as_of: datetime | None = None
+
+
+class RecommendationResponse(msgspec.Struct):
+    decision_id: str
+    model_version: str
+    items: list[Scored]
+    fallback: str | None
+
+
+class SubstitutionRequest(_Request):
+    customer_id: Id
+    store_id: Id
+    product_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=50)]
+    k: SmallK = 3
+    as_of: datetime | None = None
+
+
+class Substitution(msgspec.Struct):
+    product_id: int
+    candidates: list[Scored]
+
+
+class SubstitutionResponse(msgspec.Struct):
+    decision_id: str
+    model_version: str
+    substitutions: list[Substitution]
+    fallback: str | None
+
+
+class NextBestActionRequest(_Request):
+    customer_id: Id
+    store_id: Id | None = None
+    channel: Channel = "app"
+    k: SmallK = 3
+    as_of: datetime | None = None
+
+
+class NextBestActionResponse(msgspec.Struct):
+    decision_id: str
+    model_version: str
+    actions: list[Action]
+    fallback: str | None
+
+
+# ---- /v1/features: Feast's /get-online-features shape, plus ages ----------------------------------------------
+
+FeatureRef = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_]+:[A-Za-z0-9_]+$", description="view:feature")]
+
+
+class FeaturesRequest(_Request):
+    entities: Annotated[
+        dict[str, Annotated[list[Id], msgspec.Meta(min_length=1, max_length=1000)]],
+        msgspec.Meta(min_length=1, max_length=3),
+    ]
+    feature_service: str | None = None
+    features: Annotated[list[FeatureRef], msgspec.Meta(max_length=200)] = msgspec.field(default_factory=list)
+    full_feature_names: bool = False
+    include_feature_view_version_metadata: bool = False
+
+
+class FeaturesMetadata(msgspec.Struct):
+    feature_names: list[str]
+
+
+class FeatureVector(msgspec.Struct):
+    values: list[Any]
+    statuses: list[str]
+    event_timestamps: list[str]
+    ages_s: list[float | None]  # pantry's addition: seconds between each value's event time and `now`
+
+
+class FeaturesResponse(msgspec.Struct):
+    metadata: FeaturesMetadata
+    results: list[FeatureVector]
+
+
+# ---- /v1/events ----------------------------------------------------------------------------------------------
+
+
+class EventsAccepted(msgspec.Struct):
+    accepted: int
+
+
+class EventError(msgspec.Struct):
+    index: int
+    reason: str
+
+
+class EventsRejected(msgspec.Struct):
+    detail: str
+    errors: list[EventError]
+
+
+# ---- health and admin ----------------------------------------------------------------------------------------
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    redis: bool
+    models: dict[str, str | None]
+    layout: bool
+
+
+class CampaignApproval(msgspec.Struct, omit_defaults=True):
+    campaign_id: int
+    campaign_type: str
+    start_date: str
+    end_date: str
+    status: Literal["pending", "approved", "rejected"]
+    by: str | None = None
+    at: str | None = None
+    note: str | None = None
+
+
+class ApprovalRequest(_Request):
+    note: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class ModelVersions(msgspec.Struct):
+    name: str
+    active: str | None
+    loaded: str | None
+    versions: list[str]
+
+
+class ActivateRequest(_Request):
+    version: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]

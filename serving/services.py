@@ -1,0 +1,136 @@
+"""Everything a worker builds once at startup and its handlers share (held on app.state.services)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pantry import feast_repo
+from pantry.keys import CAMPAIGN_APPROVALS
+from pantry.online import OnlineLayout, schemas_from_feast
+from pantry.redis_server import async_client
+from pantry.settings import Settings
+from serving import metrics
+from serving.campaigns import CampaignBook, load_campaigns
+from serving.decisions import DecisionLog
+from serving.fallbacks import GuardedStore, StoreUnavailable
+from serving.models import ModelHolder
+from serving.online import OnlineReader, ReadResult, RowRead
+from serving.popularity import PopularitySnapshot
+
+log = logging.getLogger("pantry.serving")
+
+
+def load_registry(settings: Settings) -> tuple[OnlineLayout, dict[str, list[tuple[str, list[str]]]]] | None:
+    """The Feast layout and feature services from the registry (None before `feast apply`)."""
+    try:
+        fs = feast_repo.store(settings)
+        views = schemas_from_feast(fs.list_feature_views())
+        services = {
+            svc.name: [(p.name, [f.name for f in p.features]) for p in svc.feature_view_projections]
+            for svc in fs.list_feature_services()
+        }
+    except Exception as exc:  # no registry yet, or unreadable: serve fallbacks and retry later
+        log.warning("feast registry not readable (%s): online features unavailable for now", exc)
+        return None
+    if not views:
+        return None
+    return OnlineLayout(settings.project, views), services
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: Any
+    store: GuardedStore
+    models: ModelHolder
+    popularity: PopularitySnapshot
+    decisions: DecisionLog
+    campaigns: CampaignBook
+    reader: OnlineReader | None = None
+    feature_services: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Services:
+        redis = async_client(settings)
+        models = ModelHolder(settings.models_dir)
+        await asyncio.to_thread(models.load_now)
+        metrics.set_model_versions(models.current.versions())
+        popularity = await asyncio.to_thread(PopularitySnapshot.from_dataset, settings)
+        campaigns = CampaignBook(await asyncio.to_thread(load_campaigns, settings))
+        decisions = DecisionLog(redis, settings.decisions_maxlen,
+                                on_drop=lambda n, why: metrics.DECISIONS_DROPPED.labels(why).inc(n))
+        svc = cls(settings, redis, GuardedStore(), models, popularity, decisions, campaigns)
+        await svc._load_registry()
+        await svc._refresh_approvals()
+        svc.tasks = [
+            asyncio.create_task(models.watch(), name="models-watch"),
+            asyncio.create_task(decisions.run(), name="decision-log"),
+            asyncio.create_task(svc._poll(), name="poll"),
+        ]
+        return svc
+
+    async def stop(self) -> None:
+        await self.decisions.drain(timeout_s=1.0)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.redis.aclose()
+
+    async def _load_registry(self) -> None:
+        loaded = await asyncio.to_thread(load_registry, self.settings)
+        if loaded is not None:
+            layout, self.feature_services = loaded
+            self.reader = OnlineReader(layout, self.settings.clock)
+
+    async def _refresh_approvals(self) -> None:
+        try:
+            raw = await self.store.call(lambda: self.redis.hgetall(CAMPAIGN_APPROVALS))
+        except StoreUnavailable:
+            return  # keep the last known approvals
+        self.campaigns.refresh(raw)
+
+    async def _poll(self, interval_s: float = 1.0) -> None:
+        """Approvals every second; the registry every few seconds until it exists; model-version gauges."""
+        versions = self.models.current.versions()
+        tick = 0
+        while True:
+            await asyncio.sleep(interval_s)
+            tick += 1
+            try:
+                await self._refresh_approvals()
+                if self.reader is None and tick % 5 == 0:
+                    await self._load_registry()
+                current = self.models.current.versions()
+                if current != versions:
+                    metrics.set_model_versions(current, versions)
+                    versions = current
+            except Exception:  # the poller must never die
+                log.exception("poller")
+
+    async def read(self, reads: Sequence[RowRead], as_of: datetime | None) -> ReadResult:
+        """Online rows (one round trip), guarded; StoreUnavailable when Redis or the registry is not there."""
+        reader = self.reader
+        if reader is None:
+            raise StoreUnavailable("feast registry not loaded")
+        result = await self.store.call(lambda: reader.read(self.redis, reads, as_of))
+        for r, row in zip(reads, result.rows, strict=True):
+            metrics.FEATURE_STATUS.labels(r.view, row.status).inc()
+            if row.age_s is not None:
+                metrics.FEATURE_AGE.labels(r.view).observe(max(row.age_s, 0.0))
+        return result
+
+    async def now(self, as_of: datetime | None) -> datetime:
+        from pantry.clock import resolve_now
+
+        if self.reader is None:
+            return resolve_now(self.settings.clock, as_of, None)
+        try:
+            return await self.store.call(lambda: self.reader.now(self.redis, as_of))
+        except StoreUnavailable:
+            return resolve_now(self.settings.clock, as_of, None)

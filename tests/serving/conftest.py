@@ -1,0 +1,92 @@
+"""A real pantry server (granian, one worker) in a subprocess on a free port, against the session's Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+import pytest
+
+from pantry import feast_repo
+from pantry.batch_views import write_rows
+from pantry.redis_server import free_port, sync_client
+from pantry.settings import Settings
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log_path: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        with open(self.log_path) as fh:
+            return fh.read()[-4000:]
+
+
+def start_server(settings: Settings, log_dir, workers: int = 1, extra_env: dict[str, str] | None = None,
+                 timeout_s: float = 60.0) -> Server:
+    port = free_port()
+    env = feast_repo.subprocess_env(settings)
+    env.update({"PANTRY_PORT": str(port), "PANTRY_CLOCK": settings.clock, **(extra_env or {})})
+    log_path = os.path.join(log_dir, f"server-{port}.log")
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "pantry.cli", "serve", "--workers", str(workers)],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=0.5).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"server did not come up:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def api(feast_applied: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(feast_applied, tmp_path_factory.mktemp("serving-logs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def http(api: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.url, timeout=10.0) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def layout(feast_applied: Settings):
+    return feast_repo.layout(feast_applied)
+
+
+@pytest.fixture()
+def write_features(feast_applied: Settings, layout):
+    """Write online rows in Feast's layout (what the stream would have written): view, join values, values, ts."""
+    client = sync_client(feast_applied)
+
+    def write(view: str, join_values: tuple[int, ...], values: dict, ts: datetime) -> None:
+        write_rows(client, layout, view, [(join_values, values, ts)])
+
+    return write

@@ -1,0 +1,109 @@
+"""POST /v1/recommendations over real HTTP against a granian-served app and the session Redis."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pantry.keys import DECISIONS_STREAM
+from pantry.redis_server import sync_client
+
+URL = "/v1/recommendations"
+UNKNOWN_CUSTOMER = 9_000_000_001
+
+
+def test_health_ready_and_schema(http):
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz")
+    body = ready.json()
+    assert body["redis"] is True and body["layout"] is True
+    # ready only when every model is loaded; otherwise 503 and the body says which are missing
+    assert ready.status_code == (200 if all(body["models"].values()) else 503)
+    schema = http.get("/schema/openapi.json").json()
+    for path in ("/v1/recommendations", "/v1/substitutions", "/v1/next-best-action", "/v1/features", "/v1/events"):
+        assert path in schema["paths"], path
+    k = schema["components"]["schemas"]["RecommendationRequest"]["properties"]["k"]
+    assert k["minimum"] == 1 and k["maximum"] == 100
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"customer_id": 1, "k": -1}, "k"),
+        ({"customer_id": 1, "k": 0}, "k"),
+        ({"customer_id": 1, "k": 101}, "k"),
+        ({"customer_id": "one"}, "customer_id"),
+        ({"customer_id": 1, "k": "ten"}, "k"),
+        ({"k": 5}, "customer_id"),
+        ({"customer_id": 1, "surface": "everything"}, "surface"),
+        ({"customer_id": 1, "exclude_product_ids": "5"}, "exclude_product_ids"),
+        ({"customer_id": 1, "colour": "red"}, "colour"),
+    ],
+)
+def test_invalid_input_is_400_naming_the_field(http, body, field):
+    response = http.post(URL, json=body)
+    assert response.status_code == 400, response.text
+    assert field in response.json()["detail"]
+
+
+def test_malformed_json_and_wrong_content_type(http):
+    assert http.post(URL, content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    assert http.post(URL, content=b"customer_id=1", headers={"content-type": "text/plain"}).status_code == 415
+
+
+def test_unknown_customer_gets_popular_items_with_cold_start(http):
+    response = http.post(URL, json={"customer_id": UNKNOWN_CUSTOMER, "k": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["fallback"] == "cold_start"
+    assert body["decision_id"] and body["model_version"]
+    assert len(body["items"]) == 5
+    assert len({item["product_id"] for item in body["items"]}) == 5
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_exclusions_and_cart_items_are_left_out(http, write_features):
+    customer = 9_000_000_002
+    base = http.post(URL, json={"customer_id": UNKNOWN_CUSTOMER, "k": 6}).json()["items"]
+    top = [item["product_id"] for item in base]
+    now = datetime(2017, 6, 1, 12, tzinfo=UTC)
+    write_features("customer_session", (customer,), {
+        "session_events": 3, "session_distinct_products": 2, "session_product_ids": top[:2],
+        "cart_product_ids": top[:2], "session_spend": 4.5, "session_started_at": now - timedelta(minutes=5),
+    }, now - timedelta(minutes=1))
+    response = http.post(URL, json={"customer_id": customer, "k": 6, "exclude_product_ids": [top[2]],
+                                    "as_of": now.isoformat()})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["fallback"] != "cold_start"  # the session row is there and fresh
+    got = [item["product_id"] for item in body["items"]]
+    assert len(got) == 6
+    assert not set(got) & set(top[:3])
+
+
+def test_stale_features_are_not_used(http, write_features):
+    customer = 9_000_000_003
+    written = datetime(2017, 5, 1, 9, tzinfo=UTC)
+    write_features("customer_session", (customer,), {"session_events": 1, "cart_product_ids": [1]}, written)
+    fresh = http.post(URL, json={"customer_id": customer, "as_of": (written + timedelta(minutes=10)).isoformat()})
+    stale = http.post(URL, json={"customer_id": customer, "as_of": (written + timedelta(hours=3)).isoformat()})
+    assert fresh.json()["fallback"] != "features_stale"
+    assert stale.json()["fallback"] == "features_stale"  # customer_session's TTL is 1 h
+
+
+def test_every_answer_is_logged(http, feast_applied):
+    decision_id = http.post(URL, json={"customer_id": UNKNOWN_CUSTOMER, "k": 2}).json()["decision_id"]
+    client = sync_client(feast_applied)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        entries = client.xrevrange(DECISIONS_STREAM, count=50)
+        found = [f for _, f in entries if f[b"decision_id"] == decision_id.encode()]
+        if found:
+            assert found[0][b"endpoint"] == b"recommendations"
+            assert found[0][b"fallback"] == b"cold_start"
+            return
+        time.sleep(0.05)
+    pytest.fail("decision not in pantry:decisions")
