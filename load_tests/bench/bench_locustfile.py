@@ -45,7 +45,9 @@ class NextBestActionProbe(Probe):
 
 
 def _features_body(user: PantryUser) -> dict[str, Any]:
-    return {"feature_service": FEATURE_SERVICE, "entities": {"customer_id": [user.ids.shopper().customer_id]}}
+    shopper = user.ids.shopper()  # the service reads customer and store views: both join keys
+    return {"feature_service": FEATURE_SERVICE,
+            "entities": {"customer_id": [shopper.customer_id], "store_id": [shopper.store_id]}}
 
 
 def _ok(status: int, body: bytes) -> None:

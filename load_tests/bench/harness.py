@@ -211,6 +211,9 @@ def run_serving(settings: Settings, report: Report, clock: Clock, work: Path, st
     try:
         with server.background_serve(settings, serve_log) as base_url:
             report.steps.append(("pantry serve (until /healthz answers)", time.monotonic() - started, "ok"))
+            clock.say("warm-up: every endpoint for a few seconds (lazy loads in each worker; not reported)")
+            for probe in ENDPOINTS.values():
+                measure(settings, base_url, probe, 200.0, 3, work / "warmup" / probe)
             for endpoint, probe in ENDPOINTS.items():
                 if clock.left < 6 * 60:
                     report.notes.append(f"{endpoint}: sweep skipped, time budget")
@@ -270,30 +273,33 @@ def finish_targets(report: Report, settings: Settings, replayed: bool, trained: 
         report.notes.append("replay events/s is the setup step's wall time (process start included): a floor")
     t = report.targets
     t.append(_target("replay throughput", "≥ 50,000 events/s", replay_eps, lambda v: v >= 50_000, "events/s"))
-    t.append(Target("replay vs Feast push", "≥ 5x", ratio(replay_eps, push_eps) if push_eps else "-",
-                    (replay_eps / push_eps >= 5) if replay_eps and push_eps else None))
+    t.append(Target("replay vs Feast push", goal="≥ 5x", measured=ratio(replay_eps, push_eps) if push_eps else "-",
+                    met=(replay_eps / push_eps >= 5) if replay_eps and push_eps else None))
     fresh = number(streaming, "fresh", "p99")
     t.append(_target("freshness p99 (event in -> feature readable)", "≤ 500 ms", fresh, lambda v: v <= 500, "ms"))
     for endpoint, goal in (("/v1/recommendations", 10.0), ("/v1/substitutions", 15.0), ("/v1/next-best-action", 15.0)):
         point = at_rate(report.sweeps.get(endpoint, []), 300.0)
         value = point.p99_ms if point and not point.failures else None
         if point and point.failures:
-            t.append(Target(f"{endpoint} p99 @300 req/s", f"{point.failures:,} failures", f"≤ {goal:g} ms", False))
+            t.append(Target(f"{endpoint} p99 @300 req/s", goal=f"≤ {goal:g} ms",
+                            measured=f"{point.failures:,} failures", met=False))
         else:
             t.append(_target(f"{endpoint} p99 @300 req/s", f"≤ {goal:g} ms", value, lambda v, g=goal: v <= g, "ms"))
     sat = saturation(report.sweeps.get("/v1/recommendations", []))
-    t.append(_target("/v1/recommendations saturation", "≥ 1,500 req/s", sat.achieved_rps if sat else None,
-                     lambda v: v >= 1500, "req/s"))
+    t.append(_target("/v1/recommendations saturation", "≥ 1,500 req/s",
+                     sat.achieved_rps if sat and not sat.failures else None, lambda v: v >= 1500, "req/s"))
     features = next((p for n, p, _ in report.peers if n == "pantry /v1/features"), None)
     feast = next((p for n, p, _ in report.peers if n.startswith("feast serve")), None)
     if features and feast and feast.achieved_rps:
         r = features.achieved_rps / feast.achieved_rps
-        t.append(Target("/v1/features vs feast serve", "≥ 10x", f"{r:.1f}x", r >= 10))
+        failed = features.failures or feast.failures
+        t.append(Target("/v1/features vs feast serve (saturation req/s)", goal="≥ 10x",
+                        measured=f"{r:.1f}x" + (" (with failures)" if failed else ""), met=r >= 10 and not failed))
     else:
-        t.append(Target("/v1/features vs feast serve", "≥ 10x", "-", None))
+        t.append(Target("/v1/features vs feast serve (saturation req/s)", goal="≥ 10x", measured="-", met=None))
     retrain = number(training, "retrain") or number(training, "train", "_s")
     if retrain is None and trained:
         retrain = next(s for n, s, st in report.steps if n == "pantry train")
         report.notes.append("retrain time is the `pantry train` setup step's wall time")
-    t.append(Target("retrain time (full data)", "reported", fmt(retrain, "s") if retrain else "-",
-                    True if retrain else None))
+    t.append(Target("retrain time (full data)", goal="reported", measured=fmt(retrain, "s") if retrain else "-",
+                    met=True if retrain else None))

@@ -10,19 +10,15 @@ import pytest
 from load_tests import runner, server
 from load_tests.slo import Slo, evaluate
 from pantry.redis_server import free_port
-from pantry.settings import ROOT, Settings
+from pantry.settings import Settings
 
-SERVING_APP = ROOT / "serving" / "app.py"
 USER_CLASSES = {  # class -> the endpoints it must have exercised
     "StorefrontUser": {"/v1/recommendations", "/v1/events"},
     "MobileAppUser": {"/v1/recommendations", "/v1/next-best-action"},
     "GroceryOrderFlowUser": {"/v1/events", "/v1/substitutions"},
     "MarketingUser": {"/v1/next-best-action"},
 }
-RUN_S = 5
-
-pytestmark = pytest.mark.skipif(not SERVING_APP.exists(), reason="serving/app.py does not exist yet (serving/ lands "
-                                                                  "in parallel); these tests need a real pantry")
+RUN_S = 4
 
 
 @pytest.fixture(scope="module")
