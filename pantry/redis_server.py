@@ -17,6 +17,8 @@ from pathlib import Path
 
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from pantry.settings import Settings
 
@@ -38,8 +40,9 @@ def free_port() -> int:
 
 def _ping(port: int, timeout: float = 0.2) -> bool:
     try:
+        # no retries: redis-py 7 retries a refused connection with backoff (~2.5 s per probe otherwise)
         return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout,
-                                socket_connect_timeout=timeout).ping())
+                                socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)).ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
         return False
 
