@@ -1,0 +1,62 @@
+"""`pantry stream replay|live`: the Bytewax dataflow from the command line (heavy imports inside the commands)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from pantry.settings import get_settings
+
+
+def _parse_until(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint="--until") from exc
+
+
+@click.group()
+def stream() -> None:
+    """The streaming dataflow (Bytewax): events -> Feast online store + offline feature log."""
+
+
+@stream.command()
+@click.option("--until", default=None, help="Replay events before this date (YYYY-MM-DD); default: all.")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Pace the replay at N x event time (default: as fast as possible).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, help="Bytewax workers (threads).")
+@click.option("--force", is_flag=True, help="Start over even if this replay was done already.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def replay(until: str | None, speed: float | None, workers: int, force: bool, no_progress: bool) -> None:
+    """Replay the data set's events (in event-time order) through the dataflow. Idempotent."""
+    from pantry import dataset
+    from streaming import runner
+
+    settings = get_settings()
+    until_dt = _parse_until(until)
+    try:
+        dataset.manifest(settings)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not settings.registry_path.exists():
+        raise click.ClickException(f"no Feast registry at {settings.registry_path}: run `pantry feast apply` first")
+    try:
+        runner.replay(settings, until_dt, speed, workers, force, progress=not no_progress, echo=click.echo)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@stream.command()
+@click.option("--workers", type=click.IntRange(1, 64), default=1, help="Bytewax workers (threads).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def live(workers: int, no_progress: bool) -> None:
+    """Follow the Redis Stream pantry:events until SIGINT/SIGTERM; resumes after the last processed entry."""
+    from streaming import runner
+
+    settings = get_settings()
+    if not settings.registry_path.exists():
+        raise click.ClickException(f"no Feast registry at {settings.registry_path}: run `pantry feast apply` first")
+    runner.live(settings, workers, progress=not no_progress, echo=click.echo)

@@ -1,0 +1,262 @@
+"""The Bytewax dataflow: events -> gate (duplicates, lateness) -> keyed feature state -> online store + log.
+
+Items are batches (a few thousand events), not single events: the engine's per-item cost then vanishes and the
+per-event work is plain Python in streaming.features. State is sharded by entity id (NSHARDS customer shards,
+NSHARDS store shards), so `-w N` spreads the shards over workers; the gate is one key, so event order (and with
+it every result) is the same for any worker count. Step ids and NSHARDS never change (they name recovery state).
+
+Run it: `pantry stream replay|live` (streaming/cli.py), or `python -m bytewax.run streaming.dataflow:flow`
+with PANTRY_STREAM_MODE=replay|live, PANTRY_STREAM_UNTIL=YYYY-MM-DD, PANTRY_STREAM_SPEED=N.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from datetime import UTC, datetime
+
+import bytewax.operators as op
+import msgspec
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+
+from pantry.events import InvalidEvent, decode_msgpack
+from pantry.settings import Settings, get_settings
+from streaming import features as F
+from streaming.sinks import Control, ControlSink, OnlineSink, Row
+from streaming.sources import Batch, LiveSource, ReplaySource
+
+NSHARDS = 16
+_encode = msgspec.msgpack.Encoder().encode
+
+
+class StreamConfig(msgspec.Struct, frozen=True):
+    mode: str = "replay"  # replay | live
+    until: datetime | None = None
+    speed: float | None = None
+    flush_s: float = 0.1
+    write_log: bool = True
+
+
+class Parsed(msgspec.Struct, gc=False):
+    events: list[F.Ev]
+    dead: list[tuple[str, bytes]]
+    refresh: bool
+    as_of: float | None
+
+
+class Gated(msgspec.Struct, gc=False):
+    routes: dict[str, list[F.Ev]]
+    refresh: bool
+    as_of: float | None
+    control: Control
+
+
+class Work(msgspec.Struct, gc=False):
+    events: list[F.Ev]
+    refresh: bool
+    as_of: float | None
+
+
+# ---- small pure functions: the steps -----------------------------------------------------------------------------
+
+
+def parse_batch(batch: Batch) -> Parsed:
+    """Decode stream entries; schema failures and unknown types become (reason, payload) dead letters."""
+    if not batch.raws:
+        return Parsed(batch.events, [], batch.refresh, batch.as_of)
+    events = list(batch.events)
+    dead: list[tuple[str, bytes]] = []
+    for _entry_id, payload in batch.raws:
+        if payload is None:
+            dead.append(("missing field 'e'", b""))
+            continue
+        try:
+            events.append(F.from_event(decode_msgpack(payload)))
+        except InvalidEvent as exc:
+            dead.append((f"invalid: {exc}", payload))
+    return Parsed(events, dead, batch.refresh, batch.as_of)
+
+
+def customer_shard(customer_id: int) -> str:
+    return f"c{customer_id % NSHARDS:02d}"
+
+
+def store_shard(store_id: int) -> str:
+    return f"s{store_id % NSHARDS:02d}"
+
+
+ALL_SHARDS = tuple(f"{kind}{i:02d}" for kind in "cs" for i in range(NSHARDS))
+
+
+def route(gated: Gated) -> list[tuple[str, Work]]:
+    """One Work per shard, every batch (empty ones too: they let idle sinks flush)."""
+    return [(k, Work(gated.routes.get(k, []), gated.refresh, gated.as_of)) for k in ALL_SHARDS]
+
+
+class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
+    """The one place that sees every event in order: duplicates, lateness, counters, routing to shards."""
+
+    def __init__(self, resume: bytes | None):
+        self.st: F.GateState = pickle.loads(resume) if resume else F.GateState()
+
+    def on_batch(self, values: list[Parsed]) -> tuple[list[Gated], bool]:
+        out = []
+        st = self.st
+        for parsed in values:
+            accepted, late = F.gate_apply(st, parsed.events)
+            st.counters["invalid"] += len(parsed.dead)
+            routes: dict[str, list[F.Ev]] = {}
+            for e in accepted:
+                if e.customer_id is not None:
+                    routes.setdefault(customer_shard(e.customer_id), []).append(e)
+                if e.store_id is not None:
+                    routes.setdefault(store_shard(e.store_id), []).append(e)
+            dead = parsed.dead + [(reason, _encode(e)) for reason, e in late]
+            as_of = parsed.as_of if parsed.as_of is not None else st.max_t
+            out.append(Gated(routes, parsed.refresh, as_of, Control(dict(st.counters), st.max_t, dead)))
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.st, protocol=5)
+
+
+class CustomerShardLogic(StatefulBatchLogic[Work, list[Row], bytes]):
+    def __init__(self, resume: bytes | None):
+        self.states: dict[int, F.CustomerState] = pickle.loads(resume) if resume else {}
+
+    def on_batch(self, values: list[Work]) -> tuple[list[list[Row]], bool]:
+        states = self.states
+        dirty: dict[int, int] = {}
+        for work in values:
+            for e in work.events:
+                st = states.get(e.customer_id)
+                if st is None:
+                    st = states[e.customer_id] = F.CustomerState()
+                flags = F.customer_apply(st, e)
+                if flags:
+                    dirty[e.customer_id] = dirty.get(e.customer_id, 0) | flags
+            if work.refresh and work.as_of is not None:
+                for cid, st in states.items():
+                    if st.expiry is not None and st.expiry <= work.as_of and work.as_of > st.as_of:
+                        st.as_of = work.as_of
+                        dirty[cid] = dirty.get(cid, 0) | F.ACTIVITY
+        rows: list[Row] = []
+        for cid, flags in dirty.items():
+            st = states[cid]
+            for view, vals in F.customer_rows(st, flags, st.as_of):
+                rows.append((view, (cid,), vals, st.as_of))
+        return [rows], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.states, protocol=5)
+
+
+class StoreShardLogic(StatefulBatchLogic[Work, list[Row], bytes]):
+    def __init__(self, resume: bytes | None):
+        self.stores: dict[int, F.StoreState]
+        self.pairs: dict[tuple[int, int], F.StoreProductState]
+        self.stores, self.pairs = pickle.loads(resume) if resume else ({}, {})
+
+    def on_batch(self, values: list[Work]) -> tuple[list[list[Row]], bool]:
+        stores, pairs = self.stores, self.pairs
+        dirty_stores: set[int] = set()
+        dirty_pairs: set[tuple[int, int]] = set()
+        for work in values:
+            for e in work.events:
+                if e.kind == "purchase":
+                    st = stores.get(e.store_id)
+                    if st is None:
+                        st = stores[e.store_id] = F.StoreState()
+                    if F.store_apply(st, e):
+                        dirty_stores.add(e.store_id)
+                if e.product_id is not None and e.kind in ("purchase", "inventory"):
+                    key = (e.store_id, e.product_id)
+                    sp = pairs.get(key)
+                    if sp is None:
+                        sp = pairs[key] = F.StoreProductState()
+                    if F.store_product_apply(sp, e):
+                        dirty_pairs.add(key)
+            if work.refresh and work.as_of is not None:
+                as_of = work.as_of
+                for sid, st in stores.items():
+                    if st.expiry is not None and st.expiry <= as_of and as_of > st.as_of:
+                        st.as_of = as_of
+                        dirty_stores.add(sid)
+                for key, sp in pairs.items():
+                    if sp.expiry is not None and sp.expiry <= as_of and as_of > sp.as_of:
+                        sp.as_of = as_of
+                        dirty_pairs.add(key)
+        rows: list[Row] = []
+        for sid in dirty_stores:
+            st = stores[sid]
+            rows.append(("store_traffic", (sid,), F.traffic_row(st, st.as_of), st.as_of))
+        for key in dirty_pairs:
+            sp = pairs[key]
+            rows.append(("store_product", key, F.store_product_row(sp, sp.as_of), sp.as_of))
+        return [rows], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps((self.stores, self.pairs), protocol=5)
+
+
+def is_customer_shard(item: tuple[str, Work]) -> bool:
+    return item[0][0] == "c"
+
+
+def control_of(item: tuple[str, Gated]) -> Control:
+    return item[1].control
+
+
+# ---- the flow ------------------------------------------------------------------------------------------------
+
+
+def build_flow(settings: Settings, config: StreamConfig, stop_flag=None) -> Dataflow:
+    flow = Dataflow("pantry_stream")
+    if config.mode == "live":
+        source = LiveSource(settings, stop_flag)
+    else:
+        source = ReplaySource(settings, config.until, config.speed)
+    batches = op.input("events", flow, source)
+    # Batch(events | raw stream entries, refresh?)
+    parsed = op.map("parse", batches, parse_batch)
+    # Parsed(events: [Ev], dead: [(reason, payload)], refresh, as_of)
+    keyed = op.key_on("gate_key", parsed, lambda _: "gate")
+    # ("gate", Parsed)
+    gated = op.stateful_batch("gate", keyed, GateLogic)
+    # ("gate", Gated(routes {shard: [Ev]}, refresh, as_of, control))
+    work = op.flat_map("route", gated, lambda kv: route(kv[1]))
+    # (shard key "c03" | "s11", Work(events, refresh, as_of))
+    split = op.branch("split", work, is_customer_shard)
+    # trues: customer shards, falses: store shards
+    customer_rows = op.stateful_batch("customers", split.trues, CustomerShardLogic)
+    # (shard, [Row]) rows of customer_session / customer_activity / customer_repertoire
+    store_rows = op.stateful_batch("stores", split.falses, StoreShardLogic)
+    # (shard, [Row]) rows of store_traffic / store_product
+    rows = op.map("rows", op.merge("merge", customer_rows, store_rows), lambda kv: kv[1])
+    # [Row]  (view, join values, features, event time)
+    op.output("online", rows, OnlineSink(settings, config.flush_s, config.write_log))
+    # -> HSET in Feast's layout + parquet feature log
+    controls = op.map("control", gated, control_of)
+    # Control(counters, max event time, dead letters)
+    op.output("control_out", controls, ControlSink(settings))
+    # -> watermark, counters, dead-letter stream
+    return flow
+
+
+def config_from_env(env: dict[str, str] | None = None) -> StreamConfig:
+    env = dict(os.environ if env is None else env)
+    until = env.get("PANTRY_STREAM_UNTIL")
+    speed = env.get("PANTRY_STREAM_SPEED")
+    return StreamConfig(
+        mode=env.get("PANTRY_STREAM_MODE", "replay"),
+        until=datetime.fromisoformat(until).replace(tzinfo=UTC) if until else None,
+        speed=float(speed) if speed else None,
+    )
+
+
+def __getattr__(name: str) -> Dataflow:
+    # `python -m bytewax.run streaming.dataflow:flow` reads `flow`; build it only when asked for.
+    if name == "flow":
+        return build_flow(get_settings(), config_from_env())
+    raise AttributeError(name)

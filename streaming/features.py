@@ -1,0 +1,402 @@
+"""Feature logic as pure functions over small state objects: (state, event) -> state, (state, as_of) -> row.
+
+No I/O here. Times are float epoch seconds (event time). A state object belongs to exactly one keyed step
+of the dataflow, so the update functions change it in place (for speed) and return it; nothing else holds it.
+
+Views (names and types are the contract in feature_repo/features.py):
+  customer_session     session window, 30-minute gap
+  customer_activity    baskets and spend over (as_of - 7d, as_of] and (as_of - 28d, as_of], last order, preferred store
+  customer_repertoire  top 50 products by purchase count decayed with a 90-day half-life
+  store_traffic        baskets and customers over 1 h / 24 h, sales over 24 h
+  store_product        units over 7 d / 28 d, last sale, on_hand from inventory, in-stock probability
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from pantry import events as ev_schema
+
+MINUTE = 60.0
+HOUR = 3600.0
+DAY = 86400.0
+LATENESS_S = 10 * MINUTE  # events older than (max event time seen - this) are late
+SESSION_GAP_S = 30 * MINUTE
+SESSION_PRODUCTS = 20
+REPERTOIRE_TOP = 50
+REPERTOIRE_HALF_LIFE_S = 90 * DAY
+REPERTOIRE_REF_T = 1483228800.0  # 2017-01-01T00:00Z: decayed counts are kept relative to this instant
+IN_STOCK_PRIOR = 0.9  # P(in stock) before looking at sales; see in_stock_probability
+
+# Event kinds that belong to a customer's session (they name a product the customer touched).
+SESSION_KINDS = frozenset({"purchase", "add_to_cart", "remove_from_cart", "product_view", "click"})
+
+Values = dict[str, Any]
+
+
+class Ev(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """The flow's compact event: what the features need, with event time as epoch seconds."""
+
+    event_id: str
+    kind: str
+    t: float
+    customer_id: int | None = None
+    store_id: int | None = None
+    product_id: int | None = None
+    basket_id: int | None = None
+    quantity: int = 0
+    sales_value: float = 0.0
+    on_hand: int | None = None
+
+
+def from_event(event: ev_schema.Event) -> Ev:
+    """A validated pantry event as the flow's compact event."""
+    kind = type(event).__struct_config__.tag
+    t = event.ts.timestamp()
+    match event:
+        case ev_schema.Purchase():
+            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.product_id,
+                      event.basket_id, event.quantity, event.sales_value)
+        case ev_schema.AddToCart() | ev_schema.RemoveFromCart():
+            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.product_id,
+                      None, event.quantity)
+        case ev_schema.Inventory():
+            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.product_id,
+                      on_hand=event.on_hand)
+        case ev_schema.ProductView() | ev_schema.Click() | ev_schema.Impression():
+            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, getattr(event, "product_id", None))
+        case _:
+            return Ev(event.event_id, kind, t, event.customer_id, event.store_id)
+
+
+# ---- customer: session, activity, repertoire ------------------------------------------------------------------
+
+SESSION, ACTIVITY, REPERTOIRE = 1, 2, 4  # dirty flags: which customer views an event changed
+
+
+class CustomerState:
+    __slots__ = ("as_of", "baskets", "expiry", "last_order_at", "rep", "s_cart", "s_events", "s_last",
+                 "s_products", "s_spend", "s_start", "store_baskets")
+
+    def __init__(self) -> None:
+        self.as_of = 0.0  # the latest event time of this customer (or the latest refresh)
+        self.s_start: float | None = None
+        self.s_last = 0.0
+        self.s_events = 0
+        self.s_products: dict[int, float] = {}  # product -> latest time touched in this session
+        self.s_cart: dict[int, int] = {}  # product -> added - removed - purchased (may go negative out of order)
+        self.s_spend = 0.0
+        self.baskets: dict[int, list] = {}  # basket -> [time, spend]; only those that can still be in a window
+        self.store_baskets: dict[int, int] = {}  # store -> baskets ever (for preferred_store_id)
+        self.last_order_at: float | None = None
+        self.rep: dict[int, float] = {}  # product -> sum of 2 ** ((t - REF_T) / half-life) over purchases
+        self.expiry: float | None = None  # next time a window value changes without new events
+
+
+def customer_apply(st: CustomerState, e: Ev) -> int:
+    """Fold one (non-late, non-duplicate) event into the customer's state; returns the dirty-view flags."""
+    t = e.t
+    dirty = 0
+    if t > st.as_of:
+        st.as_of = t
+    if e.kind in SESSION_KINDS:
+        dirty |= _session_apply(st, e)
+    if e.kind == "purchase":
+        dirty |= ACTIVITY | REPERTOIRE
+        if e.basket_id is not None:
+            b = st.baskets.get(e.basket_id)
+            if b is None:
+                st.baskets[e.basket_id] = [t, e.sales_value]
+                if e.store_id is not None:
+                    st.store_baskets[e.store_id] = st.store_baskets.get(e.store_id, 0) + 1
+            else:
+                b[0] = min(b[0], t)
+                b[1] += e.sales_value
+        if st.last_order_at is None or t > st.last_order_at:
+            st.last_order_at = t
+        if e.product_id is not None:
+            weight = 2.0 ** ((t - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
+            st.rep[e.product_id] = st.rep.get(e.product_id, 0.0) + weight
+    return dirty
+
+
+def _session_apply(st: CustomerState, e: Ev) -> int:
+    t = e.t
+    if st.s_start is None or t > st.s_last + SESSION_GAP_S:
+        # A gap of more than 30 minutes after the newest event: a new session.
+        st.s_start, st.s_last, st.s_events, st.s_spend = t, t, 0, 0.0
+        st.s_products, st.s_cart = {}, {}
+    elif t < st.s_start - SESSION_GAP_S:
+        # Out of order and older than the current session by more than a gap: its session is closed.
+        return 0
+    else:
+        st.s_start = min(st.s_start, t)
+        st.s_last = max(st.s_last, t)
+    st.s_events += 1
+    pid = e.product_id
+    if pid is not None:
+        if t >= st.s_products.get(pid, -math.inf):
+            st.s_products[pid] = t
+        if e.kind == "add_to_cart":
+            st.s_cart[pid] = st.s_cart.get(pid, 0) + e.quantity
+        elif e.kind in ("remove_from_cart", "purchase"):
+            st.s_cart[pid] = st.s_cart.get(pid, 0) - max(e.quantity, 1)
+    if e.kind == "purchase":
+        st.s_spend += e.sales_value
+    return SESSION
+
+
+def session_row(st: CustomerState) -> Values:
+    newest_first = sorted(st.s_products.items(), key=lambda kv: (-kv[1], -kv[0]))
+    return {
+        "session_events": st.s_events,
+        "session_distinct_products": len(st.s_products),
+        "session_product_ids": [p for p, _ in newest_first[:SESSION_PRODUCTS]],
+        "cart_product_ids": [p for p, _ in newest_first if st.s_cart.get(p, 0) > 0],
+        "session_spend": st.s_spend,
+        "session_started_at": st.s_start,
+    }
+
+
+def activity_row(st: CustomerState, as_of: float) -> Values:
+    """Orders (distinct baskets) and spend in (as_of - 7d, as_of] and (as_of - 28d, as_of]."""
+    lo7, lo28 = as_of - 7 * DAY, as_of - 28 * DAY
+    horizon = lo28 - LATENESS_S
+    o7 = o28 = 0
+    s7 = s28 = 0.0
+    expiry = math.inf
+    stale = []
+    for bid, (t, spend) in st.baskets.items():
+        if t <= horizon:
+            stale.append(bid)
+            continue
+        if lo28 < t <= as_of:
+            o28 += 1
+            s28 += spend
+            if t > lo7:
+                o7 += 1
+                s7 += spend
+                expiry = min(expiry, t + 7 * DAY)
+            else:
+                expiry = min(expiry, t + 28 * DAY)
+    for bid in stale:
+        del st.baskets[bid]
+    st.expiry = None if expiry == math.inf else expiry
+    preferred = max(st.store_baskets.items(), key=lambda kv: (kv[1], -kv[0]))[0] if st.store_baskets else None
+    return {
+        "orders_7d": o7,
+        "orders_28d": o28,
+        "spend_7d": round(s7, 6),
+        "spend_28d": round(s28, 6),
+        "last_order_at": st.last_order_at,
+        "preferred_store_id": preferred,
+    }
+
+
+def repertoire_row(st: CustomerState, as_of: float) -> Values:
+    decay = 2.0 ** (-(as_of - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
+    top = heapq.nlargest(REPERTOIRE_TOP, st.rep.items(), key=lambda kv: (kv[1], -kv[0]))
+    return {
+        "repertoire_product_ids": [p for p, _ in top],
+        "repertoire_scores": [s * decay for _, s in top],
+    }
+
+
+def customer_rows(st: CustomerState, dirty: int, as_of: float) -> list[tuple[str, Values]]:
+    out = []
+    if dirty & SESSION:
+        out.append(("customer_session", session_row(st)))
+    if dirty & ACTIVITY:
+        out.append(("customer_activity", activity_row(st, as_of)))
+    if dirty & REPERTOIRE:
+        out.append(("customer_repertoire", repertoire_row(st, as_of)))
+    return out
+
+
+# ---- store: traffic ----------------------------------------------------------------------------------------------
+
+
+class StoreState:
+    __slots__ = ("as_of", "baskets", "expiry", "sales")
+
+    def __init__(self) -> None:
+        self.as_of = 0.0
+        self.baskets: dict[int, list] = {}  # basket -> [first time, customer]
+        self.sales: list[tuple[float, float]] = []  # (time, sales_value) of purchase lines
+        self.expiry: float | None = None
+
+
+def store_apply(st: StoreState, e: Ev) -> bool:
+    """Fold a purchase into the store's traffic; True if store_traffic changed."""
+    if e.kind != "purchase":
+        return False
+    t = e.t
+    if t > st.as_of:
+        st.as_of = t
+    if e.basket_id is not None:
+        b = st.baskets.get(e.basket_id)
+        if b is None:
+            st.baskets[e.basket_id] = [t, e.customer_id]
+        elif t < b[0]:
+            b[0] = t
+    st.sales.append((t, e.sales_value))
+    return True
+
+
+def traffic_row(st: StoreState, as_of: float) -> Values:
+    lo1, lo24 = as_of - HOUR, as_of - DAY
+    horizon = lo24 - LATENESS_S
+    b1 = b24 = 0
+    c1: set = set()
+    c24: set = set()
+    expiry = math.inf
+    stale = []
+    for bid, (t, cid) in st.baskets.items():
+        if t <= horizon:
+            stale.append(bid)
+        elif lo24 < t <= as_of:
+            b24 += 1
+            c24.add(cid)
+            if t > lo1:
+                b1 += 1
+                c1.add(cid)
+                expiry = min(expiry, t + HOUR)
+            else:
+                expiry = min(expiry, t + DAY)
+    for bid in stale:
+        del st.baskets[bid]
+    if st.sales and st.sales[0][0] <= horizon:
+        st.sales = [s for s in st.sales if s[0] > horizon]
+    sales = sum(v for t, v in st.sales if lo24 < t <= as_of)
+    st.expiry = None if expiry == math.inf else expiry
+    c1.discard(None)
+    c24.discard(None)
+    return {"baskets_1h": b1, "customers_1h": len(c1), "baskets_24h": b24, "customers_24h": len(c24),
+            "sales_24h": round(sales, 6)}
+
+
+# ---- store x product ------------------------------------------------------------------------------------------
+
+
+class StoreProductState:
+    __slots__ = ("as_of", "expiry", "inv_on_hand", "inv_t", "last_sold_at", "sales")
+
+    def __init__(self) -> None:
+        self.as_of = 0.0
+        self.sales: list[tuple[float, int]] = []  # (time, units)
+        self.last_sold_at: float | None = None
+        self.inv_on_hand: int | None = None  # the latest inventory count
+        self.inv_t = -math.inf  # its event time
+        self.expiry: float | None = None
+
+
+def store_product_apply(st: StoreProductState, e: Ev) -> bool:
+    t = e.t
+    if e.kind == "purchase":
+        st.sales.append((t, e.quantity))
+        if st.last_sold_at is None or t > st.last_sold_at:
+            st.last_sold_at = t
+    elif e.kind == "inventory":
+        if t < st.inv_t:
+            return False  # an older count than the one we hold
+        st.inv_t, st.inv_on_hand = t, e.on_hand
+    else:
+        return False
+    if t > st.as_of:
+        st.as_of = t
+    return True
+
+
+def in_stock_probability(sales_per_day: float, days_since_sale: float | None) -> float:
+    """P(in stock | no sale for `days_since_sale`), sales as a Poisson process while in stock.
+
+    Out of stock, nothing sells; in stock, no sale over g days has probability exp(-rate * g). Bayes with a prior
+    of IN_STOCK_PRIOR: a fast seller that stopped selling is probably out; a slow seller's silence says little.
+    """
+    if days_since_sale is None:
+        return IN_STOCK_PRIOR
+    quiet = math.exp(-sales_per_day * max(days_since_sale, 0.0))
+    return IN_STOCK_PRIOR * quiet / (IN_STOCK_PRIOR * quiet + (1.0 - IN_STOCK_PRIOR))
+
+
+def store_product_row(st: StoreProductState, as_of: float) -> Values:
+    lo7, lo28 = as_of - 7 * DAY, as_of - 28 * DAY
+    horizon = min(lo28 - LATENESS_S, st.inv_t)
+    if st.sales and st.sales[0][0] <= horizon:
+        st.sales = [s for s in st.sales if s[0] > horizon]
+    u7 = u28 = n28 = sold_since_count = 0
+    expiry = math.inf
+    for t, q in st.sales:
+        if t > st.inv_t:
+            sold_since_count += q
+        if lo28 < t <= as_of:
+            u28 += q
+            n28 += 1
+            if t > lo7:
+                u7 += q
+                expiry = min(expiry, t + 7 * DAY)
+            else:
+                expiry = min(expiry, t + 28 * DAY)
+    st.expiry = None if expiry == math.inf else expiry
+    if st.inv_on_hand is not None:
+        on_hand: int | None = max(0, st.inv_on_hand - sold_since_count)
+        prob = 1.0 if on_hand > 0 else 0.0
+    else:
+        on_hand = None
+        since = None if st.last_sold_at is None else (as_of - st.last_sold_at) / DAY
+        prob = in_stock_probability(n28 / 28.0, since)
+    return {
+        "units_7d": u7,
+        "units_28d": u28,
+        "last_sold_at": st.last_sold_at,
+        "on_hand": on_hand,
+        "in_stock_prob": prob,
+        "on_display": None,  # promotions are batch data; not known to the stream
+        "in_mailer": None,
+    }
+
+
+# ---- the gate: duplicates and lateness ---------------------------------------------------------------------------
+
+
+class GateState:
+    __slots__ = ("counters", "max_t", "seen")
+
+    def __init__(self) -> None:
+        self.max_t = -math.inf  # the greatest event time seen
+        self.seen: dict[str, float] = {}  # event_id -> time, for events that are not yet past the lateness bound
+        self.counters: dict[str, int] = {"processed": 0, "duplicate": 0, "late": 0, "invalid": 0}
+
+    @property
+    def watermark(self) -> float:
+        return self.max_t - LATENESS_S
+
+
+def gate_apply(st: GateState, events: Iterable[Ev]) -> tuple[list[Ev], list[tuple[str, Ev]]]:
+    """Split events into accepted ones and rejected (reason, event); duplicates are only counted."""
+    accepted: list[Ev] = []
+    late: list[tuple[str, Ev]] = []
+    seen = st.seen
+    counters = st.counters
+    for e in events:
+        if e.event_id in seen:
+            counters["duplicate"] += 1
+            continue
+        if e.t < st.max_t - LATENESS_S:
+            counters["late"] += 1
+            late.append((f"late: {e.t - st.max_t:.0f}s behind the newest event (lateness bound {LATENESS_S:.0f}s)", e))
+            continue
+        if e.t > st.max_t:
+            st.max_t = e.t
+        seen[e.event_id] = e.t
+        accepted.append(e)
+    counters["processed"] += len(accepted)
+    if len(seen) > 50_000:
+        bound = st.max_t - LATENESS_S
+        st.seen = {k: t for k, t in seen.items() if t >= bound}
+    return accepted, late

@@ -1,0 +1,188 @@
+"""Running the dataflow in this process: recovery store, progress bar, clean stop, replay bookkeeping."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+from tqdm import tqdm
+
+from pantry.clock import from_epoch
+from pantry.keys import EVENTS_STREAM, STREAM_COUNTERS, WATERMARK
+from pantry.redis_server import sync_client
+from pantry.settings import Settings
+
+REPLAY_RECORD = "pantry:stream:replay"  # hash: until, events, completed_at, seconds (a completed replay)
+STREAM_VIEWS = ("customer_session", "customer_activity", "customer_repertoire", "store_traffic", "store_product")
+SNAPSHOT_S = 5.0  # epoch length = how often state is snapshotted (and how much a crash re-processes)
+
+
+class ReplayRecord(msgspec.Struct):
+    until: str  # "" = the whole data set
+    events: int
+    completed_at: str
+    seconds: float
+
+
+def recovery_dir(settings: Settings) -> Path:
+    return settings.data_dir / "stream" / "recovery"
+
+
+def ensure_recovery(settings: Settings) -> Path:
+    from bytewax.recovery import init_db_dir
+
+    path = recovery_dir(settings)
+    if not path.exists():
+        path.mkdir(parents=True)
+        init_db_dir(path, 1)
+    return path
+
+
+def reset(settings: Settings) -> None:
+    """Forget all stream state: recovery store, feature log, counters, watermark, replay record."""
+    shutil.rmtree(recovery_dir(settings), ignore_errors=True)
+    for view in STREAM_VIEWS:
+        shutil.rmtree(settings.feature_log_dir / view, ignore_errors=True)
+    sync_client(settings).delete(STREAM_COUNTERS, WATERMARK, REPLAY_RECORD)
+
+
+def read_record(settings: Settings) -> ReplayRecord | None:
+    raw = sync_client(settings).hgetall(REPLAY_RECORD)
+    if not raw:
+        return None
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    return msgspec.convert(fields, ReplayRecord, strict=False)
+
+
+def write_record(settings: Settings, record: ReplayRecord) -> None:
+    sync_client(settings).hset(REPLAY_RECORD, mapping=msgspec.structs.asdict(record))
+
+
+def read_counters(client) -> dict[str, float]:
+    raw = client.hgetall(STREAM_COUNTERS)
+    return {k.decode(): float(v) for k, v in raw.items()}
+
+
+def _seen(counters: dict[str, float]) -> int:
+    return int(sum(counters.get(k, 0) for k in ("processed", "duplicate", "late", "invalid")))
+
+
+class Progress(threading.Thread):
+    """Polls the counters the control sink writes and shows them on a tqdm bar."""
+
+    def __init__(self, settings: Settings, total: int | None, desc: str, live: bool, enabled: bool):
+        super().__init__(daemon=True)
+        self.client = sync_client(settings)
+        self.live = live
+        self.stop_event = threading.Event()
+        self.base = _seen(read_counters(self.client))
+        self.bar = tqdm(total=total, desc=desc, unit="ev", disable=not enabled, dynamic_ncols=True)
+
+    def run(self) -> None:
+        while not self.stop_event.wait(0.5):
+            self.update()
+
+    def update(self) -> None:
+        counters = read_counters(self.client)
+        done = _seen(counters) - self.base
+        self.bar.update(max(0, done - self.bar.n))
+        postfix = {}
+        if "max_event_ts" in counters:
+            postfix["watermark"] = from_epoch(counters["max_event_ts"]).strftime("%Y-%m-%d %H:%M")
+        if self.live:
+            postfix["lag"] = max(0, self.client.xlen(EVENTS_STREAM) - _seen(counters))
+        elif self.bar.total:
+            postfix["lag"] = self.bar.total - done
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def finish(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=2)
+        self.update()
+        self.bar.close()
+
+
+def run_flow(settings: Settings, config, workers: int, stop_flag: Callable[[], bool] | None = None) -> None:
+    from bytewax.recovery import RecoveryConfig
+    from bytewax.run import cli_main
+
+    from streaming.dataflow import build_flow
+
+    flow = build_flow(settings, config, stop_flag)
+    recovery = RecoveryConfig(ensure_recovery(settings))
+    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=SNAPSHOT_S),
+             recovery_config=recovery)
+
+
+def count_events(settings: Settings, until: datetime | None) -> int:
+    from pantry.dataset import read_events
+
+    return read_events(settings, until=until, columns=["ts"]).num_rows
+
+
+def replay(settings: Settings, until: datetime | None, speed: float | None, workers: int, force: bool,
+           progress: bool = True, echo: Callable[[str], None] = print) -> ReplayRecord:
+    from streaming.dataflow import StreamConfig
+
+    until_s = until.date().isoformat() if until else ""
+    record = read_record(settings)
+    if force:
+        reset(settings)
+    elif record is not None:
+        if record.until == until_s:
+            echo(f"replay until {until_s or 'the end'} already done: {record.events:,} events "
+                 f"in {record.seconds:.1f}s at {record.completed_at} (use --force to redo)")
+            return record
+        if not record.until or (until_s and until_s < record.until):
+            raise ValueError(f"a replay until {record.until or 'the end'} is already in the stream state; "
+                             f"replaying to an earlier date needs --force (it starts over)")
+    total = count_events(settings, until)
+    started = time.monotonic()
+    bar = Progress(settings, total, f"replay until {until_s or 'end'}", live=False, enabled=progress)
+    bar.start()
+    try:
+        run_flow(settings, StreamConfig(mode="replay", until=until, speed=speed), workers)
+    finally:
+        bar.finish()
+    seconds = time.monotonic() - started
+    record = ReplayRecord(until_s, total, datetime.now(UTC).isoformat(timespec="seconds"), round(seconds, 3))
+    write_record(settings, record)
+    counters = read_counters(sync_client(settings))
+    echo(summary(counters, seconds, "replay"))
+    return record
+
+
+def live(settings: Settings, workers: int, progress: bool = True, echo: Callable[[str], None] = print) -> None:
+    from streaming.dataflow import StreamConfig
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic()
+    bar = Progress(settings, None, "live", live=True, enabled=progress)
+    bar.start()
+    try:
+        run_flow(settings, StreamConfig(mode="live", flush_s=0.0), workers, stop_flag=stop.is_set)
+    finally:
+        bar.finish()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    echo(summary(read_counters(sync_client(settings)), time.monotonic() - started, "live"))
+
+
+def summary(counters: dict[str, float], seconds: float, what: str) -> str:
+    n = int(counters.get("processed", 0))
+    wm = counters.get("max_event_ts")
+    watermark = from_epoch(wm).isoformat() if wm is not None else "none"
+    return (f"{what}: {n:,} events processed in {seconds:.1f}s ({n / max(seconds, 1e-9):,.0f}/s overall), "
+            f"{int(counters.get('duplicate', 0))} duplicate, {int(counters.get('late', 0))} late, "
+            f"{int(counters.get('invalid', 0))} invalid; watermark {watermark}")

@@ -1,0 +1,237 @@
+"""Where features go: the Feast online store (Redis, Feast's layout), the offline feature log, and control data.
+
+The online sink coalesces rows per (view, entity) and flushes about every 100 ms with pipelined HSETs of
+absolute values (never INCR: after a restart Bytewax replays some events, and rewriting the same absolute
+values is harmless). Every flushed row is also appended to the offline log: parquet under
+`<feature_log_dir>/<view>/<YYYY-MM-DD>/` (day of the row's event time), columns = join keys + features +
+`event_timestamp`, which is the push sources' batch_source in feature_repo/sources.py.
+The control sink publishes the watermark, absolute counters and dead letters.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from pantry.clock import from_epoch, publish_watermark
+from pantry.keys import DEAD_LETTER_STREAM, STREAM_COUNTERS
+from pantry.online import OnlineLayout, ViewSchema, encode_value, feature_field, ts_field
+from pantry.settings import Settings
+
+# (view, join values, feature values, event time in epoch seconds)
+Row = tuple[str, tuple[int, ...], dict[str, Any], float]
+
+PIPELINE_CHUNK = 2000
+LOG_EVERY_S = 5.0
+LOG_MAX_ROWS = 200_000
+DEAD_LETTER_MAXLEN = 100_000
+
+_ARROW_TYPES = {
+    "INT64": pa.int64(),
+    "INT32": pa.int32(),
+    "DOUBLE": pa.float64(),
+    "FLOAT": pa.float32(),
+    "STRING": pa.string(),
+    "BOOL": pa.bool_(),
+    "UNIX_TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "INT64_LIST": pa.list_(pa.int64()),
+    "FLOAT_LIST": pa.list_(pa.float32()),
+    "DOUBLE_LIST": pa.list_(pa.float64()),
+    "STRING_LIST": pa.list_(pa.string()),
+}
+
+
+def _ts_bytes(t: float) -> bytes:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    seconds = int(t // 1)
+    return Timestamp(seconds=seconds, nanos=round((t - seconds) * 1e6) * 1000).SerializeToString()
+
+
+class RowEncoder:
+    """Feast-layout HSET mappings for rows, with the per-view field names and dtypes looked up once."""
+
+    def __init__(self, layout: OnlineLayout):
+        self.layout = layout
+        self.plans = {
+            name: ([(f.name, feature_field(name, f.name), f.dtype) for f in view.features], ts_field(name))
+            for name, view in layout.views.items()
+        }
+        self._const: dict[tuple[str, Any], bytes] = {}
+
+    def key(self, view: str, join_values: tuple[int, ...]) -> bytes:
+        return self.layout.key(view, join_values)
+
+    def mapping(self, view: str, values: dict[str, Any], t: float) -> dict[bytes, bytes]:
+        features, ts_name = self.plans[view]
+        out = {}
+        for name, field, dtype in features:
+            if name in values:
+                out[field] = encode_value(dtype, values[name])
+        out[ts_name] = _ts_bytes(t)
+        return out
+
+
+def arrow_schema(view: ViewSchema) -> pa.Schema:
+    fields = [pa.field(k, pa.int64()) for k in view.join_keys]
+    fields += [pa.field(f.name, _ARROW_TYPES[f.dtype]) for f in view.features]
+    fields.append(pa.field("event_timestamp", pa.timestamp("us", tz="UTC")))
+    return pa.schema(fields)
+
+
+class FeatureLog:
+    """Buffers rows per view and writes them as parquet files partitioned by event day."""
+
+    def __init__(self, root, views: dict[str, ViewSchema], worker: int):
+        self.root = root
+        self.views = views
+        self.worker = worker
+        self.buffer: dict[str, list[Row]] = defaultdict(list)
+        self.n = 0
+        self.last_write = time.monotonic()
+
+    def append(self, rows: list[Row]) -> None:
+        for row in rows:
+            self.buffer[row[0]].append(row)
+        self.n += len(rows)
+        if self.n >= LOG_MAX_ROWS or time.monotonic() - self.last_write >= LOG_EVERY_S:
+            self.write()
+
+    def write(self) -> None:
+        self.last_write = time.monotonic()
+        for view, rows in self.buffer.items():
+            if rows:
+                self._write_view(view, rows)
+        self.buffer.clear()
+        self.n = 0
+
+    def _write_view(self, view: str, rows: list[Row]) -> None:
+        schema = self.views[view]
+        by_day: dict[str, list[Row]] = defaultdict(list)
+        for row in rows:
+            by_day[datetime.fromtimestamp(row[3], UTC).strftime("%Y-%m-%d")].append(row)
+        arrow = arrow_schema(schema)
+        stamp = f"{time.time_ns()}-{self.worker}-{uuid.uuid4().hex[:6]}"
+        for day, day_rows in by_day.items():
+            columns: dict[str, list] = {k: [r[1][i] for r in day_rows] for i, k in enumerate(schema.join_keys)}
+            for f in schema.features:
+                col = [r[2].get(f.name) for r in day_rows]
+                if f.dtype == "UNIX_TIMESTAMP":
+                    col = [None if v is None else from_epoch(v) for v in col]
+                columns[f.name] = col
+            columns["event_timestamp"] = [from_epoch(r[3]) for r in day_rows]
+            table = pa.Table.from_pydict(columns, schema=arrow)
+            out_dir = self.root / view / day
+            out_dir.mkdir(parents=True, exist_ok=True)
+            tmp = out_dir / f".part-{stamp}.parquet.tmp"
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, out_dir / f"part-{stamp}.parquet")  # readers never see half a file
+
+
+class OnlinePartition(StatelessSinkPartition[list[Row]]):
+    def __init__(self, settings: Settings, worker: int, flush_s: float, write_log: bool):
+        from pantry import feast_repo
+        from pantry.redis_server import sync_client
+
+        layout = feast_repo.layout(settings)
+        self.encoder = RowEncoder(layout)
+        self.client = sync_client(settings, timeout_s=30.0)
+        self.log = FeatureLog(settings.feature_log_dir, layout.views, worker) if write_log else None
+        self.flush_s = flush_s
+        self.pending: dict[tuple[str, tuple[int, ...]], Row] = {}
+        self.last_flush = time.monotonic()
+        self.rows_written = 0
+
+    def write_batch(self, items: list[list[Row]]) -> None:
+        pending = self.pending
+        for rows in items:
+            for row in rows:
+                pending[(row[0], row[1])] = row  # coalesce: the newest row of an entity wins
+        if pending and time.monotonic() - self.last_flush >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.pending:
+            return
+        rows = list(self.pending.values())
+        self.pending = {}
+        enc = self.encoder
+        pipe = self.client.pipeline(transaction=False)
+        for i, (view, join_values, values, t) in enumerate(rows, 1):
+            pipe.hset(enc.key(view, join_values), mapping=enc.mapping(view, values, t))
+            if i % PIPELINE_CHUNK == 0:
+                pipe.execute()
+        pipe.execute()
+        self.rows_written += len(rows)
+        if self.log is not None:
+            self.log.append(rows)
+
+    def close(self) -> None:
+        self.flush()
+        if self.log is not None:
+            self.log.write()
+        self.client.close()
+
+
+class OnlineSink(DynamicSink[list[Row]]):
+    def __init__(self, settings: Settings, flush_s: float = 0.1, write_log: bool = True):
+        self.settings, self.flush_s, self.write_log = settings, flush_s, write_log
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> OnlinePartition:
+        return OnlinePartition(self.settings, worker_index, self.flush_s, self.write_log)
+
+
+class Control(msgspec.Struct, gc=False):
+    """What the gate reports after each batch: absolute counters, the newest event time, rejected events."""
+
+    counters: dict[str, int]
+    max_t: float
+    dead: list[tuple[str, bytes]]  # (reason, event as msgpack or the raw payload)
+
+
+class ControlPartition(StatelessSinkPartition[Control]):
+    def __init__(self, settings: Settings):
+        from pantry.redis_server import sync_client
+
+        self.client = sync_client(settings, timeout_s=30.0)
+        self.last_max_t = float("-inf")
+        self.last_counters: dict[str, int] | None = None
+
+    def write_batch(self, items: list[Control]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for item in items:
+            for reason, payload in item.dead:
+                pipe.xadd(DEAD_LETTER_STREAM, {b"reason": reason.encode(), b"e": payload},
+                          maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        last = items[-1]
+        if last.counters != self.last_counters:
+            self.last_counters = dict(last.counters)
+            mapping: dict[str, float] = dict(last.counters)
+            if last.max_t != float("-inf"):
+                mapping["max_event_ts"] = last.max_t
+            pipe.hset(STREAM_COUNTERS, mapping=mapping)
+        pipe.execute()
+        if last.max_t > self.last_max_t and last.max_t != float("-inf"):
+            self.last_max_t = last.max_t
+            publish_watermark(self.client, from_epoch(last.max_t))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class ControlSink(DynamicSink[Control]):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> ControlPartition:
+        return ControlPartition(self.settings)

@@ -1,0 +1,174 @@
+"""Where events come from: the dataset replay (parquet, event-time order) and the live Redis Stream.
+
+Both are one Bytewax source partition named `events` with the same resume state, so a live run resumes from
+the state a replay left behind (same recovery store): the replay's offset, then the stream's last entry id.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import msgspec
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from pantry.keys import EVENT_FIELD, EVENTS_STREAM
+from pantry.settings import Settings
+from streaming.features import Ev
+
+PARTITION = "events"
+REPLAY_BATCH = 4096
+LIVE_BATCH = 2000
+LIVE_BLOCK_MS = 20
+TICK_EVERY_S = 0.1  # an idle live source still emits an empty batch this often, so the sinks flush
+REFRESH_EVERY_S = 5.0  # how often live windows are rolled forward to the newest event time
+
+
+class Batch(msgspec.Struct, gc=False):
+    """One source item: events (replay) or undecoded stream entries (live), and maybe a refresh request.
+
+    `refresh` asks every shard to re-evaluate the windows that have rolled by `as_of` (None = the newest event
+    time seen); every batch also reaches every sink, which lets them flush while the stream is idle."""
+
+    events: list[Ev] = msgspec.field(default_factory=list)
+    raws: list[tuple[bytes, bytes | None]] = msgspec.field(default_factory=list)  # (entry id, payload)
+    refresh: bool = False
+    as_of: float | None = None
+    final: bool = False  # the last batch of a replay
+
+
+class SourceState(msgspec.Struct):
+    """Resume state of the `events` partition (pickled by Bytewax)."""
+
+    replay_offset: int = 0  # events of the dataset consumed so far
+    replay_until: float | None = None
+    stream_id: str = "0-0"  # last stream entry handed to the flow
+
+
+class ReplayPartition(StatefulSourcePartition[Batch, SourceState]):
+    def __init__(self, settings: Settings, until: datetime | None, speed: float | None, state: SourceState):
+        from pantry.dataset import read_events
+
+        self.state = state
+        table = read_events(settings, until=until)
+        self.n = table.num_rows
+        offset = state.replay_offset if state.replay_offset <= self.n else self.n
+        cols = {}
+        table = table.slice(offset)
+        for name in ("event_id", "type", "customer_id", "store_id", "product_id", "basket_id", "quantity",
+                     "sales_value"):
+            cols[name] = table.column(name).to_pylist()
+        ts = table.column("ts").cast("int64").to_numpy() / 1e6
+        self.t = ts.tolist()
+        self.cols = cols
+        self.base = offset
+        self.pos = 0
+        self.until = until.timestamp() if until else None
+        self.last_t = self.t[-1] if self.t else None
+        self.speed = speed
+        self.wall0 = time.monotonic()
+        self.t0 = self.t[0] if self.t else 0.0
+        self.done = offset >= self.n
+
+    def next_batch(self) -> list[Batch]:
+        if self.done:
+            raise StopIteration
+        remaining = len(self.t) - self.pos
+        if remaining <= 0:
+            self.done = True
+            as_of = self.until if self.until is not None else self.last_t
+            return [Batch(refresh=True, as_of=as_of, final=True)]
+        end = self.pos + min(REPLAY_BATCH, remaining)
+        if self.speed:
+            # Pace by event time: emit only what `speed` x the elapsed wall time has reached.
+            horizon = self.t0 + (time.monotonic() - self.wall0) * self.speed
+            lo, hi = self.pos, end
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self.t[mid] <= horizon:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            end = lo
+            if end == self.pos:
+                return []
+        c = self.cols
+        s = slice(self.pos, end)
+        batch = [
+            Ev(eid, kind, t, cid, sid, pid, bid, q or 0, sv if sv == sv and sv is not None else 0.0)
+            for eid, kind, t, cid, sid, pid, bid, q, sv in zip(
+                c["event_id"][s], c["type"][s], self.t[s], c["customer_id"][s], c["store_id"][s],
+                c["product_id"][s], c["basket_id"][s], c["quantity"][s], c["sales_value"][s], strict=True,
+            )
+        ]
+        self.pos = end
+        return [Batch(events=batch)]
+
+    def next_awake(self):
+        return None
+
+    def snapshot(self) -> SourceState:
+        return SourceState(self.base + self.pos, self.until, self.state.stream_id)
+
+
+class ReplaySource(FixedPartitionedSource[Batch, SourceState]):
+    def __init__(self, settings: Settings, until: datetime | None = None, speed: float | None = None):
+        self.settings, self.until, self.speed = settings, until, speed
+
+    def list_parts(self) -> list[str]:
+        return [PARTITION]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: SourceState | None) -> ReplayPartition:
+        return ReplayPartition(self.settings, self.until, self.speed, resume_state or SourceState())
+
+
+class LivePartition(StatefulSourcePartition[Batch, SourceState]):
+    """XREAD from `pantry:events` after the last entry handed on; resumes there after a restart."""
+
+    def __init__(self, settings: Settings, state: SourceState, stop_flag):
+        from pantry.redis_server import sync_client
+
+        self.client = sync_client(settings, timeout_s=5.0)
+        self.state = state
+        self.last_tick = self.last_refresh = time.monotonic()
+        self.stop_flag = stop_flag
+
+    def next_batch(self) -> list[Batch]:
+        if self.stop_flag is not None and self.stop_flag():
+            raise StopIteration
+        reply = self.client.xread({EVENTS_STREAM: self.state.stream_id}, count=LIVE_BATCH, block=LIVE_BLOCK_MS)
+        now = time.monotonic()
+        refresh = now - self.last_refresh >= REFRESH_EVERY_S
+        if refresh:
+            self.last_refresh = now
+        if not reply:
+            if refresh or now - self.last_tick >= TICK_EVERY_S:
+                self.last_tick = now
+                return [Batch(refresh=refresh)]
+            return []
+        entries = reply[0][1]
+        raws = [(entry_id, fields.get(EVENT_FIELD)) for entry_id, fields in entries]
+        self.state = SourceState(self.state.replay_offset, self.state.replay_until, entries[-1][0].decode())
+        self.last_tick = now
+        return [Batch(raws=raws, refresh=refresh)]
+
+    def next_awake(self):
+        return None
+
+    def snapshot(self) -> SourceState:
+        return self.state
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class LiveSource(FixedPartitionedSource[Batch, SourceState]):
+    def __init__(self, settings: Settings, stop_flag=None):
+        self.settings = settings
+        self.stop_flag = stop_flag  # a callable; True ends the flow cleanly (SIGINT/SIGTERM)
+
+    def list_parts(self) -> list[str]:
+        return [PARTITION]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: SourceState | None) -> LivePartition:
+        return LivePartition(self.settings, resume_state or SourceState(), self.stop_flag)
