@@ -107,7 +107,8 @@ class EmbeddedRedis:
     def stop(self) -> None:
         """Shut down cleanly (the AOF is flushed), whether we started it here or it was daemonized earlier."""
         try:
-            redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5).shutdown(nosave=False)
+            redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5,
+                        retry=Retry(NoBackoff(), 0)).shutdown(nosave=False)
         except (redis.ConnectionError, redis.ResponseError, OSError):
             pass
         if self.process is not None:
