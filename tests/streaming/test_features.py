@@ -1,0 +1,182 @@
+"""The pure feature functions against hand-computed answers: window edges, sessions, late and out-of-order events."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from streaming import features as F
+from streaming.features import DAY, HOUR, MINUTE, Ev
+
+T0 = 1_500_000_000.0  # 2017-07-14T02:40Z
+
+
+def buy(eid, t, cid=1, sid=10, pid=100, bid=1, q=1, sales=1.0) -> Ev:
+    return Ev(eid, "purchase", t, cid, sid, pid, bid, q, sales)
+
+
+def ev(eid, kind, t, cid=1, pid=100, q=1) -> Ev:
+    return Ev(eid, kind, t, cid, None, pid, None, q)
+
+
+def customer(*events: Ev) -> F.CustomerState:
+    st = F.CustomerState()
+    for e in events:
+        F.customer_apply(st, e)
+    return st
+
+
+# ---- customer_activity ------------------------------------------------------------------------------------------
+
+
+def test_activity_windows_are_half_open_at_the_old_edge():
+    st = customer(
+        buy("a", T0 - 28 * DAY, bid=1, sales=5.0),  # exactly 28 days old: outside (as_of - 28d, as_of]
+        buy("b", T0 - 28 * DAY + 1, bid=2, sales=7.0),  # one second younger: inside the 28-day window
+        buy("c", T0 - 7 * DAY, bid=3, sales=11.0),  # exactly 7 days old: in 28d, not in 7d
+        buy("d", T0 - HOUR, bid=4, sales=2.0),
+        buy("e", T0 - HOUR, bid=4, pid=101, sales=3.0),  # second line of basket 4: one order, both spends
+    )
+    row = F.activity_row(st, T0)
+    assert row["orders_28d"] == 3
+    assert row["spend_28d"] == pytest.approx(7.0 + 11.0 + 5.0)
+    assert row["orders_7d"] == 1
+    assert row["spend_7d"] == pytest.approx(5.0)
+    assert row["last_order_at"] == T0 - HOUR
+    # the next change without new events: basket 2 leaves the 28-day window one second after as_of
+    assert st.expiry == pytest.approx(T0 - 28 * DAY + 1 + 28 * DAY)
+
+
+def test_preferred_store_is_the_one_with_most_baskets_ties_to_smaller_id():
+    st = customer(buy("a", T0, sid=7, bid=1), buy("b", T0 + 1, sid=3, bid=2), buy("c", T0 + 2, sid=3, bid=2))
+    assert F.activity_row(st, T0 + 2)["preferred_store_id"] == 3  # 1 basket each: the smaller id
+    F.customer_apply(st, buy("d", T0 + 3, sid=7, bid=3))
+    assert F.activity_row(st, T0 + 3)["preferred_store_id"] == 7
+
+
+def test_activity_rolls_forward_when_evaluated_later():
+    st = customer(buy("a", T0, bid=1, sales=4.0))
+    assert F.activity_row(st, T0 + 7 * DAY - 1)["orders_7d"] == 1
+    later = F.activity_row(st, T0 + 7 * DAY)
+    assert (later["orders_7d"], later["orders_28d"]) == (0, 1)
+    assert F.activity_row(st, T0 + 28 * DAY)["orders_28d"] == 0
+
+
+# ---- customer_session -------------------------------------------------------------------------------------------
+
+
+def test_session_gap_of_exactly_30_minutes_continues_more_starts_a_new_one():
+    st = customer(ev("a", "product_view", T0, pid=1), ev("b", "product_view", T0 + 30 * MINUTE, pid=2))
+    assert F.session_row(st)["session_events"] == 2
+    F.customer_apply(st, ev("c", "product_view", T0 + 60 * MINUTE + 1, pid=3))
+    row = F.session_row(st)
+    assert row["session_events"] == 1
+    assert row["session_started_at"] == T0 + 60 * MINUTE + 1
+    assert row["session_product_ids"] == [3]
+
+
+def test_session_last_20_products_newest_first_and_cart():
+    events = [ev(f"v{i}", "product_view", T0 + i, pid=i) for i in range(25)]
+    events += [ev("a1", "add_to_cart", T0 + 30, pid=5), ev("a2", "add_to_cart", T0 + 31, pid=6, q=2),
+               ev("r1", "remove_from_cart", T0 + 32, pid=6), ev("a3", "add_to_cart", T0 + 33, pid=7),
+               buy("p1", T0 + 34, pid=7, sales=2.5)]
+    row = F.session_row(customer(*events))
+    assert row["session_product_ids"][:4] == [7, 6, 5, 24]
+    assert len(row["session_product_ids"]) == 20
+    assert row["session_distinct_products"] == 25
+    assert row["cart_product_ids"] == [6, 5]  # 6: added 2, removed 1; 7 was bought
+    assert row["session_spend"] == pytest.approx(2.5)
+    assert row["session_events"] == 30
+
+
+def test_session_out_of_order_event_within_the_session_is_merged():
+    st = customer(ev("a", "product_view", T0, pid=1), ev("b", "product_view", T0 + 10 * MINUTE, pid=2))
+    F.customer_apply(st, ev("c", "add_to_cart", T0 - 5 * MINUTE, pid=3))  # arrives late, but within the gap
+    row = F.session_row(st)
+    assert row["session_started_at"] == T0 - 5 * MINUTE
+    assert row["session_product_ids"] == [2, 1, 3]
+    assert row["cart_product_ids"] == [3]
+    F.customer_apply(st, ev("d", "product_view", T0 - 2 * HOUR, pid=4))  # belongs to an older, closed session
+    assert F.session_row(st)["session_events"] == 3
+
+
+# ---- customer_repertoire ----------------------------------------------------------------------------------------
+
+
+def test_repertoire_decays_with_a_90_day_half_life():
+    st = customer(buy("a", T0, pid=1), buy("b", T0, pid=1, bid=2), buy("c", T0 + 90 * DAY, pid=2, bid=3))
+    row = F.repertoire_row(st, T0 + 90 * DAY)
+    # product 1: two purchases 90 days ago -> 2 * 0.5 = 1.0; product 2: one purchase now -> 1.0; tie -> smaller id
+    assert row["repertoire_product_ids"] == [1, 2]
+    assert row["repertoire_scores"] == pytest.approx([1.0, 1.0])
+    later = F.repertoire_row(st, T0 + 180 * DAY)
+    assert later["repertoire_scores"] == pytest.approx([0.5, 0.5])
+
+
+def test_repertoire_keeps_top_50():
+    st = customer(*[buy(f"p{i}", T0 + i, pid=i, bid=i) for i in range(60)])
+    row = F.repertoire_row(st, T0 + 60)
+    assert len(row["repertoire_product_ids"]) == 50
+    assert row["repertoire_product_ids"][0] == 59  # the newest purchase has decayed least
+
+
+# ---- store_traffic and store_product ----------------------------------------------------------------------------
+
+
+def test_store_traffic_1h_and_24h():
+    st = F.StoreState()
+    for e in (buy("a", T0 - DAY, cid=1, bid=1, sales=9.0),  # exactly 24h old: out
+              buy("b", T0 - 2 * HOUR, cid=1, bid=2, sales=1.0),
+              buy("c", T0 - HOUR, cid=2, bid=3, sales=2.0),  # exactly 1h old: in 24h only
+              buy("d", T0 - MINUTE, cid=2, bid=4, sales=3.0),
+              buy("e", T0, cid=3, bid=5, sales=4.0),
+              buy("f", T0, cid=3, bid=5, pid=7, sales=0.5)):
+        F.store_apply(st, e)
+    row = F.traffic_row(st, T0)
+    assert row == {"baskets_1h": 2, "customers_1h": 2, "baskets_24h": 4, "customers_24h": 3,
+                   "sales_24h": pytest.approx(1.0 + 2.0 + 3.0 + 4.0 + 0.5)}
+
+
+def test_store_product_units_on_hand_and_in_stock():
+    sp = F.StoreProductState()
+    for e in (buy("a", T0 - 28 * DAY, q=5), buy("b", T0 - 10 * DAY, q=2), buy("c", T0 - DAY, q=3)):
+        F.store_product_apply(sp, e)
+    row = F.store_product_row(sp, T0)
+    assert (row["units_7d"], row["units_28d"], row["last_sold_at"], row["on_hand"]) == (3, 5, T0 - DAY, None)
+    # 2 sale events in 28 days, last one a day ago: P(in stock) from the Poisson/Bayes rule
+    quiet = math.exp(-(2 / 28) * 1.0)
+    assert row["in_stock_prob"] == pytest.approx(0.9 * quiet / (0.9 * quiet + 0.1))
+    F.store_product_apply(sp, Ev("i1", "inventory", T0 - HOUR, None, 10, 100, on_hand=4))
+    F.store_product_apply(sp, buy("d", T0, q=1))  # sold after the count: 4 - 1
+    row = F.store_product_row(sp, T0)
+    assert (row["on_hand"], row["in_stock_prob"]) == (3, 1.0)
+    F.store_product_apply(sp, Ev("i0", "inventory", T0 - 2 * HOUR, None, 10, 100, on_hand=0))  # older count
+    assert F.store_product_row(sp, T0)["on_hand"] == 3
+    F.store_product_apply(sp, Ev("i2", "inventory", T0 + 1, None, 10, 100, on_hand=0))
+    row = F.store_product_row(sp, T0 + 1)
+    assert (row["on_hand"], row["in_stock_prob"]) == (0, 0.0)
+
+
+def test_in_stock_probability_falls_for_a_fast_seller_gone_quiet():
+    assert F.in_stock_probability(10.0, 0.01) > 0.85
+    assert F.in_stock_probability(10.0, 2.0) < 0.01
+    assert F.in_stock_probability(0.05, 2.0) > 0.85  # a slow seller's silence says little
+    assert F.in_stock_probability(1.0, None) == F.IN_STOCK_PRIOR
+
+
+# ---- the gate ----------------------------------------------------------------------------------------------------
+
+
+def test_gate_counts_duplicates_and_rejects_late_events_but_keeps_out_of_order_ones():
+    st = F.GateState()
+    accepted, late = F.gate_apply(st, [buy("a", T0), buy("b", T0 + 20 * MINUTE), buy("a", T0)])
+    assert [e.event_id for e in accepted] == ["a", "b"]
+    assert st.counters["duplicate"] == 1
+    # out of order by 9 minutes: within the 10-minute lateness bound
+    accepted, late = F.gate_apply(st, [buy("c", T0 + 11 * MINUTE), buy("d", T0 + 9 * MINUTE)])
+    assert [e.event_id for e in accepted] == ["c"]
+    assert [e.event_id for _, e in late] == ["d"]
+    assert late[0][0].startswith("late")
+    assert st.counters == {"processed": 3, "duplicate": 1, "late": 1, "invalid": 0}
+    assert st.watermark == T0 + 10 * MINUTE
