@@ -11,6 +11,14 @@ from pathlib import Path
 
 import click
 
+WARMUP_S = 8
+
+
+def _processes(value: int) -> int:
+    if value == 0:
+        raise click.BadParameter("must be -1 (one per core) or at least 1")
+    return value
+
 
 @click.command("load")
 @click.option("--users", type=click.IntRange(1), default=50, show_default=True, help="Concurrent simulated users.")
@@ -23,6 +31,7 @@ import click
 @click.option("--slo", "slo_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="SLO file (default: load_tests/slo.toml).")
 @click.option("--processes", type=click.IntRange(-1), default=1, show_default=True,
+              callback=lambda ctx, param, value: _processes(value),
               help="Locust worker processes (distributed mode: one master + N workers; -1 = one per core).")
 @click.option("--user-class", "user_classes", multiple=True,
               help="Only these user classes (StorefrontUser, MobileAppUser, GroceryOrderFlowUser, MarketingUser).")
@@ -60,6 +69,10 @@ def load(users: int, rate: float, duration: str, host: str | None, slo_file: Pat
         else:
             click.echo(f"==> nothing answers at {default_url}: starting `pantry serve` for this run")
             with server.background_serve(settings, out_dir / "serve.log") as base_url:
+                # A fresh server loads models and opens pools lazily in each worker: keep that out of the figures.
+                click.echo(f"==> warm-up: {WARMUP_S} s at the same rate (not gated; kept in {out_dir / 'warmup'})")
+                runner.run_locust(settings, out_dir / "warmup", progress=False, host=base_url, users=users,
+                                  rate=rate, duration_s=WARMUP_S, processes=1, user_classes=user_classes)
                 result = run(base_url)
     except server.ServerError as exc:
         raise click.ClickException(str(exc)) from exc

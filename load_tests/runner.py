@@ -92,7 +92,7 @@ def run_locust(settings: Settings, out_dir: Path, progress: bool = True, **kwarg
     proc, run = start_locust(settings, out_dir, **kwargs)
     duration_s = int(kwargs["duration_s"])
     started = time.monotonic()
-    with tqdm(total=duration_s, desc="load", unit="s", disable=not progress, leave=False) as bar:
+    with tqdm(total=duration_s, desc="load", unit="s", disable=not progress, leave=False, mininterval=5) as bar:
         while proc.poll() is None:
             time.sleep(0.5)
             bar.n = min(duration_s, int(time.monotonic() - started))
