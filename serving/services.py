@@ -12,7 +12,6 @@ from typing import Any
 from pantry import feast_repo
 from pantry.keys import CAMPAIGN_APPROVALS
 from pantry.online import OnlineLayout, schemas_from_feast
-from pantry.redis_server import async_client
 from pantry.settings import Settings
 from serving import metrics
 from serving.campaigns import CampaignBook, load_campaigns
@@ -23,6 +22,21 @@ from serving.online import OnlineReader, ReadResult, RowRead
 from serving.popularity import PopularitySnapshot
 
 log = logging.getLogger("pantry.serving")
+
+
+def serving_client(settings: Settings):
+    """Async Redis with the settings' tight timeouts and no client-side retries (the GuardedStore decides)."""
+    import redis.asyncio
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.asyncio.Redis.from_url(
+        settings.effective_redis_url(),
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        max_connections=2048,
+    )
 
 
 def load_registry(settings: Settings) -> tuple[OnlineLayout, dict[str, list[tuple[str, list[str]]]]] | None:
@@ -57,7 +71,7 @@ class Services:
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
-        redis = async_client(settings)
+        redis = serving_client(settings)
         models = ModelHolder(settings.models_dir)
         await asyncio.to_thread(models.load_now)
         metrics.set_model_versions(models.current.versions())

@@ -1,0 +1,132 @@
+"""POST /v1/events (all-or-nothing XADD, per-event errors, limits) and POST /v1/features (Feast's shape + ages)."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from pantry.events import decode_msgpack
+from pantry.keys import EVENT_FIELD, EVENTS_STREAM
+from pantry.redis_server import sync_client
+
+
+def _post_declared_length(http, path: str, length: int) -> bytes:
+    """Headers only, announcing `length` bytes: the server must refuse (413) before reading any of it.
+    (Sending the whole oversized body races the server closing the connection after its early 413.)"""
+    url = httpx.URL(str(http.base_url))
+    with socket.create_connection((url.host, url.port), timeout=5) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {length}\r\n\r\n".encode())
+        return sock.recv(4096)
+
+
+def _event(i: int, **extra) -> dict:
+    return {"type": "add_to_cart", "event_id": f"serving-test-{i}", "ts": "2017-06-01T10:00:00Z",
+            "customer_id": 7, "store_id": 3, "product_id": 1000 + i, **extra}
+
+
+def test_valid_batch_is_in_the_stream_before_202(http, feast_applied):
+    client = sync_client(feast_applied)
+    before = client.xlen(EVENTS_STREAM)
+    events = [_event(i) for i in range(5)]
+    response = http.post("/v1/events", json={"events": events})
+    assert response.status_code == 202, response.text
+    assert response.json() == {"accepted": 5}
+    entries = client.xrange(EVENTS_STREAM, count=before + 10)[before:]
+    decoded = [decode_msgpack(fields[EVENT_FIELD]) for _, fields in entries]
+    assert [e.event_id for e in decoded] == [e["event_id"] for e in events]
+    assert decoded[0].product_id == 1000
+
+
+def test_invalid_events_reject_the_batch_with_indexes(http, feast_applied):
+    client = sync_client(feast_applied)
+    before = client.xlen(EVENTS_STREAM)
+    events = [_event(0), _event(1, product_id="x"), _event(2), {"type": "teleport", "event_id": "t", "ts": "x"},
+              _event(4, ts="2017-06-01T10:00:00")]  # no timezone
+    response = http.post("/v1/events", json={"events": events})
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert [e["index"] for e in errors] == [1, 3, 4]
+    assert "product_id" in errors[0]["reason"] and "timezone" in errors[2]["reason"]
+    assert client.xlen(EVENTS_STREAM) == before  # nothing accepted
+
+
+def test_event_limits(http, feast_applied):
+    too_many = [_event(i) for i in range(feast_applied.max_events_per_batch + 1)]
+    response = http.post("/v1/events", json={"events": too_many})
+    assert response.status_code == 400 and "limit" in response.json()["detail"]
+    assert _post_declared_length(http, "/v1/events", feast_applied.max_body_bytes + 10).startswith(b"HTTP/1.1 413")
+    assert http.post("/v1/events", json={"evnts": []}).status_code == 400
+
+
+def test_features_match_feast_shape_with_ages_and_ttl(http, write_features):
+    written = datetime(2017, 7, 1, 8, tzinfo=UTC)
+    write_features("customer_activity", (9_200_000_001,), {"orders_7d": 3, "spend_7d": 12.5,
+                                                           "last_order_at": written}, written)
+    write_features("customer_session", (9_200_000_001,), {"session_events": 4}, written)
+    body = {
+        "features": ["customer_activity:orders_7d", "customer_activity:last_order_at", "customer_session:session_events"],
+        "entities": {"customer_id": [9_200_000_001, 9_200_000_002]},
+        "full_feature_names": True,
+    }
+    # Feast's feature server has no `as_of`; our clock is the watermark, so check ages relative to it
+    response = http.post("/v1/features", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["metadata"]["feature_names"] == [
+        "customer_id", "customer_activity__orders_7d", "customer_activity__last_order_at",
+        "customer_session__session_events",
+    ]
+    ids, orders, last, session = out["results"]
+    assert ids["values"] == [9_200_000_001, 9_200_000_002] and ids["statuses"] == ["PRESENT", "PRESENT"]
+    assert orders["statuses"][1] == "NOT_FOUND" and orders["values"][1] is None
+    assert orders["event_timestamps"][0] == "2017-07-01T08:00:00Z"
+    assert last["values"][0] in (None, int(written.timestamp()))
+    ages = orders["ages_s"][0]
+    assert ages is not None
+    # 90-day TTL for activity vs 1-hour TTL for session: same write time, the session goes stale first
+    if ages > 3600:
+        assert session["statuses"][0] == "OUTSIDE_MAX_AGE" and session["values"][0] is None
+    if ages <= 90 * 86400:
+        assert orders["statuses"][0] == "PRESENT" and orders["values"][0] == 3
+
+
+def test_features_by_service_and_bad_requests(http):
+    ok = http.post("/v1/features", json={"feature_service": "next_best_action_v1",
+                                         "entities": {"customer_id": [1], "coupon_upc": [10000085207]}})
+    assert ok.status_code == 200, ok.text
+    names = ok.json()["metadata"]["feature_names"]
+    assert names[:2] == ["customer_id", "coupon_upc"] and "orders_7d" in names and "campaign_ids" in names
+    for body, words in (
+        ({"feature_service": "nope", "entities": {"customer_id": [1]}}, "unknown feature service"),
+        ({"features": ["customer_activity:nope"], "entities": {"customer_id": [1]}}, "no feature"),
+        ({"features": ["store_product:on_hand"], "entities": {"store_id": [1]}}, "product_id"),
+        ({"features": ["customer_activity:orders_7d"], "entities": {"customer_id": [1], "store_id": [1, 2]}},
+         "same number"),
+        ({"entities": {"customer_id": [1]}}, "feature_service"),
+    ):
+        response = http.post("/v1/features", json=body)
+        assert response.status_code == 400, (body, response.text)
+        assert words in response.json()["detail"], response.text
+
+
+def test_features_ttl_with_old_watermark(http, write_features, feast_applied):
+    """With the event clock at a known watermark, ages and staleness are exact."""
+    from pantry.clock import publish_watermark
+
+    client = sync_client(feast_applied)
+    if client.get("pantry:watermark") is None:
+        publish_watermark(client, datetime(2017, 7, 1, 12, tzinfo=UTC))
+    from pantry.clock import read_watermark
+
+    now = read_watermark(client)
+    write_features("customer_session", (9_200_000_010,), {"session_events": 1}, now - timedelta(hours=2))
+    write_features("customer_session", (9_200_000_011,), {"session_events": 2}, now - timedelta(minutes=2))
+    out = http.post("/v1/features", json={"features": ["customer_session:session_events"],
+                                          "entities": {"customer_id": [9_200_000_010, 9_200_000_011]}}).json()
+    col = out["results"][1]
+    assert col["statuses"] == ["OUTSIDE_MAX_AGE", "PRESENT"]
+    assert col["values"] == [None, 2]
+    assert abs(col["ages_s"][0] - 7200) < 5 and abs(col["ages_s"][1] - 120) < 5

@@ -1,0 +1,81 @@
+"""Redis stops mid-test: every model endpoint still answers 200 with a fallback, quickly; events get 503;
+after Redis restarts the normal path comes back on its own (circuit breaker half-open probe)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from pantry.redis_server import EmbeddedRedis, free_port
+from serving.app import create_app
+
+UNKNOWN = 9_100_000_001
+
+
+@pytest.fixture()
+def own_redis(tmp_path):
+    server = EmbeddedRedis(port=free_port(), directory=tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def own_settings(feast_applied, own_redis, tmp_path):
+    # own data dir (a copy of the registry and dataset): feature_store.yaml there names our Redis, not the session's
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copy(feast_applied.registry_path, data_dir / "registry.db")
+    shutil.copytree(feast_applied.dataset_dir, data_dir / "data")
+    return msgspec.structs.replace(feast_applied, data_dir=data_dir, embedded_redis_port=own_redis.port)
+
+
+async def _recommend(client, k=4):
+    start = time.perf_counter()
+    response = await client.post("/v1/recommendations", json={"customer_id": UNKNOWN, "k": k})
+    return response, time.perf_counter() - start
+
+
+async def test_redis_outage_degrades_then_recovers(own_settings, own_redis):
+    async with AsyncTestClient(app=create_app(own_settings), timeout=10) as client:
+        response, _ = await _recommend(client)
+        assert response.status_code == 200 and response.json()["fallback"] == "cold_start"
+        event = {"type": "product_view", "event_id": "e-1", "ts": "2017-05-01T10:00:00Z", "customer_id": 1,
+                 "product_id": 2}
+        assert (await client.post("/v1/events", json={"events": [event]})).status_code == 202
+
+        own_redis.stop()
+        slowest = 0.0
+        for _ in range(15):
+            response, took = await _recommend(client)
+            slowest = max(slowest, took)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["fallback"] == "store_unavailable"
+            assert len(body["items"]) == 4  # popularity needs no Redis
+        assert slowest < 0.5
+        for path, body in (
+            ("/v1/substitutions", {"customer_id": UNKNOWN, "store_id": 1, "product_ids": [1, 2]}),
+            ("/v1/next-best-action", {"customer_id": UNKNOWN}),
+        ):
+            response = await client.post(path, json=body)
+            assert response.status_code == 200, response.text
+            assert response.json()["fallback"] in ("store_unavailable", "model_unavailable")
+        events = await client.post("/v1/events", json={"events": [event]})
+        assert events.status_code == 503 and "Retry-After" in events.headers
+        assert (await client.get("/readyz")).json()["redis"] is False
+
+        own_redis.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            response, _ = await _recommend(client)
+            assert response.status_code == 200
+            if response.json()["fallback"] == "cold_start":
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("did not recover after Redis came back")
+        assert (await client.post("/v1/events", json={"events": [event]})).status_code == 202
