@@ -67,7 +67,8 @@ def test_features_match_feast_shape_with_ages_and_ttl(http, write_features):
                                                            "last_order_at": written}, written)
     write_features("customer_session", (9_200_000_001,), {"session_events": 4}, written)
     body = {
-        "features": ["customer_activity:orders_7d", "customer_activity:last_order_at", "customer_session:session_events"],
+        "features": ["customer_activity:orders_7d", "customer_activity:last_order_at",
+                     "customer_session:session_events"],
         "entities": {"customer_id": [9_200_000_001, 9_200_000_002]},
         "full_feature_names": True,
     }
