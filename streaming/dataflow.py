@@ -12,8 +12,9 @@ with PANTRY_STREAM_MODE=replay|live, PANTRY_STREAM_UNTIL=YYYY-MM-DD, PANTRY_STRE
 from __future__ import annotations
 
 import os
-import pickle
+import time
 from datetime import UTC, datetime
+from functools import partial
 
 import bytewax.operators as op
 import msgspec
@@ -43,12 +44,14 @@ class Parsed(msgspec.Struct, gc=False):
     dead: list[tuple[str, bytes]]
     refresh: bool
     as_of: float | None
+    final: bool = False
 
 
 class Gated(msgspec.Struct, gc=False):
     routes: dict[str, list[F.Ev]]
     refresh: bool
     as_of: float | None
+    final: bool
     control: Control
 
 
@@ -56,6 +59,7 @@ class Work(msgspec.Struct, gc=False):
     events: list[F.Ev]
     refresh: bool
     as_of: float | None
+    final: bool
 
 
 # ---- small pure functions: the steps -----------------------------------------------------------------------------
@@ -64,7 +68,7 @@ class Work(msgspec.Struct, gc=False):
 def parse_batch(batch: Batch) -> Parsed:
     """Decode stream entries; schema failures and unknown types become (reason, payload) dead letters."""
     if not batch.raws:
-        return Parsed(batch.events, [], batch.refresh, batch.as_of)
+        return Parsed(batch.events, [], batch.refresh, batch.as_of, batch.final)
     events = list(batch.events)
     dead: list[tuple[str, bytes]] = []
     for _entry_id, payload in batch.raws:
@@ -75,7 +79,7 @@ def parse_batch(batch: Batch) -> Parsed:
             events.append(F.from_event(decode_msgpack(payload)))
         except InvalidEvent as exc:
             dead.append((f"invalid: {exc}", payload))
-    return Parsed(events, dead, batch.refresh, batch.as_of)
+    return Parsed(events, dead, batch.refresh, batch.as_of, batch.final)
 
 
 def customer_shard(customer_id: int) -> str:
@@ -91,14 +95,14 @@ ALL_SHARDS = tuple(f"{kind}{i:02d}" for kind in "cs" for i in range(NSHARDS))
 
 def route(gated: Gated) -> list[tuple[str, Work]]:
     """One Work per shard, every batch (empty ones too: they let idle sinks flush)."""
-    return [(k, Work(gated.routes.get(k, []), gated.refresh, gated.as_of)) for k in ALL_SHARDS]
+    return [(k, Work(gated.routes.get(k, []), gated.refresh, gated.as_of, gated.final)) for k in ALL_SHARDS]
 
 
 class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
     """The one place that sees every event in order: duplicates, lateness, counters, routing to shards."""
 
     def __init__(self, resume: bytes | None):
-        self.st: F.GateState = pickle.loads(resume) if resume else F.GateState()
+        self.st: F.GateState = _gate_decoder.decode(resume) if resume else F.GateState()
 
     def on_batch(self, values: list[Parsed]) -> tuple[list[Gated], bool]:
         out = []
@@ -114,90 +118,147 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
                     routes.setdefault(store_shard(e.store_id), []).append(e)
             dead = parsed.dead + [(reason, _encode(e)) for reason, e in late]
             as_of = parsed.as_of if parsed.as_of is not None else st.max_t
-            out.append(Gated(routes, parsed.refresh, as_of, Control(dict(st.counters), st.max_t, dead)))
+            control = Control(dict(st.counters), st.max_t, dead)
+            out.append(Gated(routes, parsed.refresh, as_of, parsed.final, control))
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.st, protocol=5)
+        return _encode(self.st)
 
 
-class CustomerShardLogic(StatefulBatchLogic[Work, list[Row], bytes]):
-    def __init__(self, resume: bytes | None):
-        self.states: dict[int, F.CustomerState] = pickle.loads(resume) if resume else {}
+class CustomerShard(msgspec.Struct, array_like=True):
+    states: dict[int, F.CustomerState] = msgspec.field(default_factory=dict)
+    dirty: dict[int, int] = msgspec.field(default_factory=dict)  # customer -> views changed, not yet emitted
+
+
+class StoreShard(msgspec.Struct, array_like=True):
+    stores: dict[int, F.StoreState] = msgspec.field(default_factory=dict)
+    pairs: dict[int, F.StoreProductState] = msgspec.field(default_factory=dict)  # key: pair_key(store, product)
+    dirty_stores: set[int] = msgspec.field(default_factory=set)
+    dirty_pairs: set[int] = msgspec.field(default_factory=set)
+
+
+_gate_decoder = msgspec.msgpack.Decoder(F.GateState)
+_customer_decoder = msgspec.msgpack.Decoder(CustomerShard)
+_store_decoder = msgspec.msgpack.Decoder(StoreShard)
+
+
+def pair_key(store_id: int, product_id: int) -> int:
+    return (store_id << 32) | product_id
+
+
+def pair_of(key: int) -> tuple[int, int]:
+    return key >> 32, key & 0xFFFFFFFF
+
+
+class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
+    """Changed entities are remembered (in the snapshot too) and emitted as rows at most every `flush_s`, at a
+    refresh, and at the end of a replay: one row per entity per flush, however many events touched it."""
+
+    def __init__(self, flush_s: float) -> None:
+        self.flush_s = flush_s
+        self.last_emit = time.monotonic()
 
     def on_batch(self, values: list[Work]) -> tuple[list[list[Row]], bool]:
-        states = self.states
-        dirty: dict[int, int] = {}
+        force = False
         for work in values:
-            for e in work.events:
-                st = states.get(e.customer_id)
-                if st is None:
-                    st = states[e.customer_id] = F.CustomerState()
-                flags = F.customer_apply(st, e)
-                if flags:
-                    dirty[e.customer_id] = dirty.get(e.customer_id, 0) | flags
+            self.apply(work.events)
             if work.refresh and work.as_of is not None:
-                for cid, st in states.items():
-                    if st.expiry is not None and st.expiry <= work.as_of and work.as_of > st.as_of:
-                        st.as_of = work.as_of
-                        dirty[cid] = dirty.get(cid, 0) | F.ACTIVITY
+                self.refresh(work.as_of)
+                force = True
+            force = force or work.final
+        now = time.monotonic()
+        if force or now - self.last_emit >= self.flush_s:
+            self.last_emit = now
+            return [self.rows()], StatefulBatchLogic.RETAIN
+        return [[]], StatefulBatchLogic.RETAIN  # an empty item still lets the sink flush what it holds
+
+
+class CustomerShardLogic(_Coalescing):
+    def __init__(self, resume: bytes | None, flush_s: float):
+        super().__init__(flush_s)
+        self.shard = _customer_decoder.decode(resume) if resume else CustomerShard()
+
+    def apply(self, events: list[F.Ev]) -> None:
+        states, dirty = self.shard.states, self.shard.dirty
+        for e in events:
+            st = states.get(e.customer_id)
+            if st is None:
+                st = states[e.customer_id] = F.CustomerState()
+            flags = F.customer_apply(st, e)
+            if flags:
+                dirty[e.customer_id] = dirty.get(e.customer_id, 0) | flags
+
+    def refresh(self, as_of: float) -> None:
+        dirty = self.shard.dirty
+        for cid, st in self.shard.states.items():
+            if st.expiry is not None and st.expiry <= as_of and as_of > st.as_of:
+                st.as_of = as_of
+                dirty[cid] = dirty.get(cid, 0) | F.ACTIVITY
+
+    def rows(self) -> list[Row]:
+        states = self.shard.states
         rows: list[Row] = []
-        for cid, flags in dirty.items():
+        for cid, flags in self.shard.dirty.items():
             st = states[cid]
             for view, vals in F.customer_rows(st, flags, st.as_of):
                 rows.append((view, (cid,), vals, st.as_of))
-        return [rows], StatefulBatchLogic.RETAIN
+        self.shard.dirty = {}
+        return rows
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.states, protocol=5)
+        return _encode(self.shard)
 
 
-class StoreShardLogic(StatefulBatchLogic[Work, list[Row], bytes]):
-    def __init__(self, resume: bytes | None):
-        self.stores: dict[int, F.StoreState]
-        self.pairs: dict[tuple[int, int], F.StoreProductState]
-        self.stores, self.pairs = pickle.loads(resume) if resume else ({}, {})
+class StoreShardLogic(_Coalescing):
+    def __init__(self, resume: bytes | None, flush_s: float):
+        super().__init__(flush_s)
+        self.shard = _store_decoder.decode(resume) if resume else StoreShard()
 
-    def on_batch(self, values: list[Work]) -> tuple[list[list[Row]], bool]:
-        stores, pairs = self.stores, self.pairs
-        dirty_stores: set[int] = set()
-        dirty_pairs: set[tuple[int, int]] = set()
-        for work in values:
-            for e in work.events:
-                if e.kind == "purchase":
-                    st = stores.get(e.store_id)
-                    if st is None:
-                        st = stores[e.store_id] = F.StoreState()
-                    if F.store_apply(st, e):
-                        dirty_stores.add(e.store_id)
-                if e.product_id is not None and e.kind in ("purchase", "inventory"):
-                    key = (e.store_id, e.product_id)
-                    sp = pairs.get(key)
-                    if sp is None:
-                        sp = pairs[key] = F.StoreProductState()
-                    if F.store_product_apply(sp, e):
-                        dirty_pairs.add(key)
-            if work.refresh and work.as_of is not None:
-                as_of = work.as_of
-                for sid, st in stores.items():
-                    if st.expiry is not None and st.expiry <= as_of and as_of > st.as_of:
-                        st.as_of = as_of
-                        dirty_stores.add(sid)
-                for key, sp in pairs.items():
-                    if sp.expiry is not None and sp.expiry <= as_of and as_of > sp.as_of:
-                        sp.as_of = as_of
-                        dirty_pairs.add(key)
+    def apply(self, events: list[F.Ev]) -> None:
+        sh = self.shard
+        stores, pairs = sh.stores, sh.pairs
+        for e in events:
+            kind = e.kind
+            if kind == "purchase":
+                st = stores.get(e.store_id)
+                if st is None:
+                    st = stores[e.store_id] = F.StoreState()
+                if F.store_apply(st, e):
+                    sh.dirty_stores.add(e.store_id)
+            if e.product_id is not None and (kind == "purchase" or kind == "inventory"):
+                key = pair_key(e.store_id, e.product_id)
+                sp = pairs.get(key)
+                if sp is None:
+                    sp = pairs[key] = F.StoreProductState()
+                if F.store_product_apply(sp, e):
+                    sh.dirty_pairs.add(key)
+
+    def refresh(self, as_of: float) -> None:
+        sh = self.shard
+        for sid, st in sh.stores.items():
+            if st.expiry is not None and st.expiry <= as_of and as_of > st.as_of:
+                st.as_of = as_of
+                sh.dirty_stores.add(sid)
+        for key, sp in sh.pairs.items():
+            if sp.expiry is not None and sp.expiry <= as_of and as_of > sp.as_of:
+                sp.as_of = as_of
+                sh.dirty_pairs.add(key)
+
+    def rows(self) -> list[Row]:
+        sh = self.shard
         rows: list[Row] = []
-        for sid in dirty_stores:
-            st = stores[sid]
+        for sid in sh.dirty_stores:
+            st = sh.stores[sid]
             rows.append(("store_traffic", (sid,), F.traffic_row(st, st.as_of), st.as_of))
-        for key in dirty_pairs:
-            sp = pairs[key]
-            rows.append(("store_product", key, F.store_product_row(sp, sp.as_of), sp.as_of))
-        return [rows], StatefulBatchLogic.RETAIN
+        for key in sh.dirty_pairs:
+            sp = sh.pairs[key]
+            rows.append(("store_product", pair_of(key), F.store_product_row(sp, sp.as_of), sp.as_of))
+        sh.dirty_stores, sh.dirty_pairs = set(), set()
+        return rows
 
     def snapshot(self) -> bytes:
-        return pickle.dumps((self.stores, self.pairs), protocol=5)
+        return _encode(self.shard)
 
 
 def is_customer_shard(item: tuple[str, Work]) -> bool:
@@ -229,13 +290,13 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None) -> Data
     # (shard key "c03" | "s11", Work(events, refresh, as_of))
     split = op.branch("split", work, is_customer_shard)
     # trues: customer shards, falses: store shards
-    customer_rows = op.stateful_batch("customers", split.trues, CustomerShardLogic)
+    customer_rows = op.stateful_batch("customers", split.trues, partial(CustomerShardLogic, flush_s=config.flush_s))
     # (shard, [Row]) rows of customer_session / customer_activity / customer_repertoire
-    store_rows = op.stateful_batch("stores", split.falses, StoreShardLogic)
+    store_rows = op.stateful_batch("stores", split.falses, partial(StoreShardLogic, flush_s=config.flush_s))
     # (shard, [Row]) rows of store_traffic / store_product
     rows = op.map("rows", op.merge("merge", customer_rows, store_rows), lambda kv: kv[1])
     # [Row]  (view, join values, features, event time)
-    op.output("online", rows, OnlineSink(settings, config.flush_s, config.write_log))
+    op.output("online", rows, OnlineSink(settings, config.write_log))
     # -> HSET in Feast's layout + parquet feature log
     controls = op.map("control", gated, control_of)
     # Control(counters, max event time, dead letters)

@@ -31,6 +31,7 @@ SESSION_PRODUCTS = 20
 REPERTOIRE_TOP = 50
 REPERTOIRE_HALF_LIFE_S = 90 * DAY
 REPERTOIRE_REF_T = 1483228800.0  # 2017-01-01T00:00Z: decayed counts are kept relative to this instant
+NO_TIME = -1e300  # "never" as a float that msgpack and comparisons both handle
 IN_STOCK_PRIOR = 0.9  # P(in stock) before looking at sales; see in_stock_probability
 
 # Event kinds that belong to a customer's session (they name a product the customer touched).
@@ -79,23 +80,19 @@ def from_event(event: ev_schema.Event) -> Ev:
 SESSION, ACTIVITY, REPERTOIRE = 1, 2, 4  # dirty flags: which customer views an event changed
 
 
-class CustomerState:
-    __slots__ = ("as_of", "baskets", "expiry", "last_order_at", "rep", "s_cart", "s_events", "s_last",
-                 "s_products", "s_spend", "s_start", "store_baskets")
-
-    def __init__(self) -> None:
-        self.as_of = 0.0  # the latest event time of this customer (or the latest refresh)
-        self.s_start: float | None = None
-        self.s_last = 0.0
-        self.s_events = 0
-        self.s_products: dict[int, float] = {}  # product -> latest time touched in this session
-        self.s_cart: dict[int, int] = {}  # product -> added - removed - purchased (may go negative out of order)
-        self.s_spend = 0.0
-        self.baskets: dict[int, list] = {}  # basket -> [time, spend]; only those that can still be in a window
-        self.store_baskets: dict[int, int] = {}  # store -> baskets ever (for preferred_store_id)
-        self.last_order_at: float | None = None
-        self.rep: dict[int, float] = {}  # product -> sum of 2 ** ((t - REF_T) / half-life) over purchases
-        self.expiry: float | None = None  # next time a window value changes without new events
+class CustomerState(msgspec.Struct, array_like=True):
+    as_of: float = 0.0  # the latest event time of this customer (or the latest refresh)
+    s_start: float | None = None
+    s_last: float = 0.0
+    s_events: int = 0
+    s_products: dict[int, float] = msgspec.field(default_factory=dict)  # product -> latest time in this session
+    s_cart: dict[int, int] = msgspec.field(default_factory=dict)  # added - removed - purchased (may go < 0)
+    s_spend: float = 0.0
+    baskets: dict[int, list] = msgspec.field(default_factory=dict)  # basket -> [time, spend] still in a window
+    store_baskets: dict[int, int] = msgspec.field(default_factory=dict)  # store -> baskets ever
+    last_order_at: float | None = None
+    rep: dict[int, float] = msgspec.field(default_factory=dict)  # product -> sum 2 ** ((t - REF_T) / half-life)
+    expiry: float | None = None  # next time a window value changes without new events
 
 
 def customer_apply(st: CustomerState, e: Ev) -> int:
@@ -221,14 +218,11 @@ def customer_rows(st: CustomerState, dirty: int, as_of: float) -> list[tuple[str
 # ---- store: traffic ----------------------------------------------------------------------------------------------
 
 
-class StoreState:
-    __slots__ = ("as_of", "baskets", "expiry", "sales")
-
-    def __init__(self) -> None:
-        self.as_of = 0.0
-        self.baskets: dict[int, list] = {}  # basket -> [first time, customer]
-        self.sales: list[tuple[float, float]] = []  # (time, sales_value) of purchase lines
-        self.expiry: float | None = None
+class StoreState(msgspec.Struct, array_like=True):
+    as_of: float = 0.0
+    baskets: dict[int, list] = msgspec.field(default_factory=dict)  # basket -> [first time, customer]
+    sales: list[tuple[float, float]] = msgspec.field(default_factory=list)  # (time, sales_value) of lines
+    expiry: float | None = None
 
 
 def store_apply(st: StoreState, e: Ev) -> bool:
@@ -283,16 +277,13 @@ def traffic_row(st: StoreState, as_of: float) -> Values:
 # ---- store x product ------------------------------------------------------------------------------------------
 
 
-class StoreProductState:
-    __slots__ = ("as_of", "expiry", "inv_on_hand", "inv_t", "last_sold_at", "sales")
-
-    def __init__(self) -> None:
-        self.as_of = 0.0
-        self.sales: list[tuple[float, int]] = []  # (time, units)
-        self.last_sold_at: float | None = None
-        self.inv_on_hand: int | None = None  # the latest inventory count
-        self.inv_t = -math.inf  # its event time
-        self.expiry: float | None = None
+class StoreProductState(msgspec.Struct, array_like=True):
+    as_of: float = 0.0
+    sales: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (time, units)
+    last_sold_at: float | None = None
+    inv_on_hand: int | None = None  # the latest inventory count
+    inv_t: float = NO_TIME  # its event time (none yet: before anything)
+    expiry: float | None = None
 
 
 def store_product_apply(st: StoreProductState, e: Ev) -> bool:
@@ -364,13 +355,11 @@ def store_product_row(st: StoreProductState, as_of: float) -> Values:
 # ---- the gate: duplicates and lateness ---------------------------------------------------------------------------
 
 
-class GateState:
-    __slots__ = ("counters", "max_t", "seen")
-
-    def __init__(self) -> None:
-        self.max_t = -math.inf  # the greatest event time seen
-        self.seen: dict[str, float] = {}  # event_id -> time, for events that are not yet past the lateness bound
-        self.counters: dict[str, int] = {"processed": 0, "duplicate": 0, "late": 0, "invalid": 0}
+class GateState(msgspec.Struct, array_like=True):
+    max_t: float = NO_TIME  # the greatest event time seen (none yet: before anything)
+    seen: dict[str, float] = msgspec.field(default_factory=dict)  # event_id -> time, not yet past lateness
+    counters: dict[str, int] = msgspec.field(
+        default_factory=lambda: {"processed": 0, "duplicate": 0, "late": 0, "invalid": 0})
 
     @property
     def watermark(self) -> float:
