@@ -20,6 +20,8 @@ DAY_S = 86_400.0
 HALF_LIFE_DAYS = 90.0
 SHORT_HALF_LIFE_DAYS = 21.0
 STORE_WINDOW_DAYS = 28
+LONG_WEEKS = 26
+SHORT_WEEKS = 5
 
 
 def parse_until(text: str) -> datetime:
@@ -116,7 +118,10 @@ class History:
     decayed_short: np.ndarray  # float32 same with a 21-day half-life
     first_day: np.ndarray  # float64 days since epoch
     last_day: np.ndarray  # float64
+    weeks_long: np.ndarray  # float32 distinct weeks (of the last 26) with the item
+    weeks_short: np.ndarray  # float32 distinct weeks (of the last 5) with the item
     n_baskets: np.ndarray  # float32 [n_users] baskets of the customer
+    active_weeks: np.ndarray  # float32 [n_users] distinct weeks (of the last 26) with any basket
     ref_day: float  # the cut, in days since epoch
 
     def row(self, u: int) -> slice:
@@ -131,12 +136,20 @@ def build_history(purchases: pd.DataFrame, index: Index, until: datetime) -> His
     age = ref - per_basket["day"].to_numpy()
     per_basket["w"] = np.power(0.5, age / HALF_LIFE_DAYS)
     per_basket["ws"] = np.power(0.5, age / SHORT_HALF_LIFE_DAYS)
+    week = np.floor(age / 7.0)
+    per_basket["wk_long"] = np.where(week < LONG_WEEKS, week, -1)
+    per_basket["wk_short"] = np.where(week < SHORT_WEEKS, week, -1)
     agg = (
         per_basket.groupby(["u", "i"], sort=True)
         .agg(count=("day", "size"), decayed=("w", "sum"), decayed_short=("ws", "sum"),
              first_day=("day", "min"), last_day=("day", "max"))
         .reset_index()
     )
+    # distinct recent weeks with the item (regularity: staples show up most weeks)
+    for col, out in (("wk_long", "weeks_long"), ("wk_short", "weeks_short")):
+        wk = per_basket[per_basket[col] >= 0].drop_duplicates(["u", "i", col]).groupby(["u", "i"]).size()
+        agg[out] = wk.reindex(pd.MultiIndex.from_arrays([agg["u"], agg["i"]])).fillna(0).to_numpy()
+    cust_weeks = per_basket[per_basket["wk_long"] >= 0].drop_duplicates(["u", "wk_long"]).groupby("u").size()
     n_users = len(index.customers)
     u = agg["u"].to_numpy()
     indptr = np.zeros(n_users + 1, dtype=np.int64)
@@ -145,6 +158,8 @@ def build_history(purchases: pd.DataFrame, index: Index, until: datetime) -> His
     baskets = purchases.groupby("customer_id")["basket_id"].nunique()
     n_baskets = np.zeros(n_users, dtype=np.float32)
     n_baskets[index.user_idx(baskets.index.to_numpy())] = baskets.to_numpy()
+    active_weeks = np.zeros(n_users, dtype=np.float32)
+    active_weeks[cust_weeks.index.to_numpy()] = cust_weeks.to_numpy()
     return History(
         indptr=indptr,
         items=agg["i"].to_numpy(dtype=np.int64),
@@ -153,7 +168,10 @@ def build_history(purchases: pd.DataFrame, index: Index, until: datetime) -> His
         decayed_short=agg["decayed_short"].to_numpy(dtype=np.float32),
         first_day=agg["first_day"].to_numpy(dtype=np.float64),
         last_day=agg["last_day"].to_numpy(dtype=np.float64),
+        weeks_long=agg["weeks_long"].to_numpy(dtype=np.float32),
+        weeks_short=agg["weeks_short"].to_numpy(dtype=np.float32),
         n_baskets=n_baskets,
+        active_weeks=active_weeks,
         ref_day=ref,
     )
 

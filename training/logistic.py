@@ -31,10 +31,12 @@ class Logistic:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float = 1.0,
-                 sample_weight: np.ndarray | None = None) -> Logistic:
+                 sample_weight: np.ndarray | None = None, center: bool = True) -> Logistic:
+    """`center=False` keeps the mean at 0 (pairwise differences must not be shifted: a shift changes nothing in
+    a ranking but would be fit as part of the bias)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    mean = x.mean(axis=0)
+    mean = x.mean(axis=0) if center else np.zeros(x.shape[1])
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0
     z = (x - mean) / scale
@@ -54,3 +56,33 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float
 
     res = minimize(loss, np.zeros(z.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": 500})
     return Logistic(names=names, mean=mean, scale=scale, weights=res.x[:-1], bias=float(res.x[-1]))
+
+
+def fit_conditional_logit(x: np.ndarray, group_ptr: np.ndarray, positive: np.ndarray, names: tuple[str, ...],
+                          l2: float = 1.0) -> Logistic:
+    """A linear scorer trained with softmax cross-entropy within groups (one chosen row per group): the right
+    objective when exactly one candidate of each list was picked. Rows of group g are x[group_ptr[g]:group_ptr[g+1]];
+    `positive[g]` is the absolute row index of the chosen one. Returned as a Logistic (same ONNX graph)."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = (x - mean) / scale
+    starts = group_ptr[:-1]
+    sizes = np.diff(group_ptr)
+    group_of = np.repeat(np.arange(len(sizes)), sizes)
+    n_groups = len(sizes)
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        s = z @ w
+        m = np.maximum.reduceat(s, starts)
+        e = np.exp(s - m[group_of])
+        denom = np.add.reduceat(e, starts)
+        lse = m + np.log(denom)
+        value = (lse.sum() - s[positive].sum()) / n_groups + 0.5 * l2 * (w @ w) / n_groups
+        p = e / denom[group_of]
+        grad = (z.T @ p - z[positive].sum(axis=0)) / n_groups + l2 * w / n_groups
+        return value, grad
+
+    res = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    return Logistic(names=names, mean=mean, scale=scale, weights=res.x, bias=0.0)

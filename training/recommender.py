@@ -42,9 +42,15 @@ FEATURE_NAMES = (
     "als_score",
     "log_popularity",
     "log_n_baskets",
+    "repeat_rate",
+    "expected_in_window",
+    "week_share_long",
+    "week_share_short",
+    "item_trend",
 )
 TOP_K = 200  # ALS TopK in the ONNX graph: the pool of never-bought candidates
 N_NEW = 30  # never-bought ALS candidates per customer
+N_POPULAR = 30  # never-bought popular candidates per customer
 MAX_HISTORY = 400  # bought candidates per customer (by decayed count)
 LABEL_DAYS = 35  # the re-ranker's label window (about the evaluation holdout's length)
 NEVER_DAYS = 400.0
@@ -59,7 +65,13 @@ def candidate_features(
     n_baskets: np.ndarray | float,
     als_score: np.ndarray,
     popularity: np.ndarray,
+    repeat_rate: np.ndarray,
     ref_day: float,
+    customer_first_day: float,
+    weeks_long: np.ndarray,
+    weeks_short: np.ndarray,
+    active_weeks: float,
+    trend: np.ndarray,
 ) -> np.ndarray:
     """[n, len(FEATURE_NAMES)] float32. Never-bought candidates have count 0 (their day fields are ignored)."""
     bought = count > 0
@@ -80,7 +92,48 @@ def candidate_features(
     out[:, 8] = als_score
     out[:, 9] = np.log1p(popularity)
     out[:, 10] = np.log1p(n_b)
+    out[:, 11] = repeat_rate
+    # a Poisson guess at "bought again within the label window" from the customer's rate for this item
+    active_days = max(ref_day - customer_first_day, 28.0)
+    out[:, 12] = 1.0 - np.exp(-(count / active_days) * LABEL_DAYS)
+    out[:, 13] = weeks_long / max(active_weeks, 1.0)
+    out[:, 14] = weeks_short / 5.0
+    out[:, 15] = trend
     return out
+
+
+@dataclass(frozen=True)
+class ItemStats:
+    popularity: np.ndarray  # float32 distinct customers in the last 28 days (+ tiny all-time term)
+    repeat_rate: np.ndarray  # float32 smoothed share of an item's buyers who bought it in 2+ baskets
+    popular_top: np.ndarray  # int64 item indices, most popular first
+    trend: np.ndarray  # float32 log of (buyers in the last 14 days + 1) / (buyers in the 8 weeks before / 4 + 1)
+
+
+def item_stats(popularity: np.ndarray, repeat_rate: np.ndarray, trend: np.ndarray, n_top: int = 200) -> ItemStats:
+    top = np.argsort(-popularity, kind="stable")[:n_top].astype(np.int64)
+    return ItemStats(popularity.astype(np.float32), repeat_rate.astype(np.float32), top, trend.astype(np.float32))
+
+
+def item_trend(purchases: pd.DataFrame, index: Index, until: datetime) -> np.ndarray:
+    ref = to_days(until)
+    n = len(index.products)
+
+    def buyers(lo: float, hi: float) -> np.ndarray:
+        w = purchases[(purchases["day"] >= ref - lo) & (purchases["day"] < ref - hi)]
+        g = w.groupby("product_id")["customer_id"].nunique()
+        out = np.zeros(n)
+        out[index.item_idx(g.index.to_numpy())] = g.to_numpy()
+        return out
+
+    return np.log((buyers(14, 0) + 1.0) / (buyers(70, 14) / 4.0 + 1.0)).astype(np.float32)
+
+
+def repeat_rates(hist: History, n_items: int, prior: float = 5.0) -> np.ndarray:
+    buyers = np.bincount(hist.items, minlength=n_items).astype(np.float64)
+    repeaters = np.bincount(hist.items, weights=(hist.count >= 2).astype(np.float64), minlength=n_items)
+    base = repeaters.sum() / max(buyers.sum(), 1.0)
+    return ((repeaters + prior * base) / (buyers + prior)).astype(np.float32)
 
 
 @dataclass
@@ -94,27 +147,36 @@ class Candidates:
 
 
 def customer_candidates(
-    hist: History, u: int, scores_row: np.ndarray, top_indices: np.ndarray, popularity: np.ndarray,
-    n_new: int = N_NEW, max_history: int = MAX_HISTORY,
+    hist: History, u: int, scores_row: np.ndarray, top_indices: np.ndarray, stats: ItemStats,
+    n_new: int = N_NEW, n_popular: int = N_POPULAR, max_history: int = MAX_HISTORY,
 ) -> Candidates:
-    """Bought items (top `max_history` by decayed count) + the first `n_new` never-bought items of the ALS top-k."""
+    """Bought items (top `max_history` by decayed count) + the first `n_new` never-bought items of the ALS top-k
+    + the first `n_popular` never-bought popular items."""
+    customer_first = hist.ref_day
     if u >= 0:
         sl = hist.row(u)
         items = hist.items[sl]
         count, decayed, decayed_s = hist.count[sl], hist.decayed[sl], hist.decayed_short[sl]
         first, last = hist.first_day[sl], hist.last_day[sl]
+        wl, wsh = hist.weeks_long[sl], hist.weeks_short[sl]
         n_b = float(hist.n_baskets[u])
+        act = float(hist.active_weeks[u])
+        if len(first):
+            customer_first = float(first.min())
         if len(items) > max_history:
             keep = np.argpartition(-decayed, max_history)[:max_history]
-            items, count, decayed, decayed_s, first, last = (
-                a[keep] for a in (items, count, decayed, decayed_s, first, last)
+            items, count, decayed, decayed_s, first, last, wl, wsh = (
+                a[keep] for a in (items, count, decayed, decayed_s, first, last, wl, wsh)
             )
     else:
         items = np.empty(0, dtype=np.int64)
-        count = decayed = decayed_s = np.empty(0, dtype=np.float32)
+        count = decayed = decayed_s = wl = wsh = np.empty(0, dtype=np.float32)
         first = last = np.empty(0, dtype=np.float64)
-        n_b = 0.0
-    new = top_indices[~np.isin(top_indices, items)][:n_new] if len(items) else top_indices[:n_new]
+        n_b = act = 0.0
+    new_als = top_indices[~np.isin(top_indices, items)][:n_new] if len(items) else top_indices[:n_new]
+    pop = stats.popular_top
+    new_pop = pop[~np.isin(pop, items) & ~np.isin(pop, new_als)][:n_popular]
+    new = np.concatenate([new_als, new_pop])
     all_items = np.concatenate([items, new]).astype(np.int64)
     z32 = np.zeros(len(new), dtype=np.float32)
     z64 = np.zeros(len(new), dtype=np.float64)
@@ -128,15 +190,21 @@ def customer_candidates(
         all_last,
         n_b,
         scores_row[all_items],
-        popularity[all_items],
+        stats.popularity[all_items],
+        stats.repeat_rate[all_items],
         hist.ref_day,
+        customer_first,
+        np.concatenate([wl, z32]),
+        np.concatenate([wsh, z32]),
+        act,
+        stats.trend[all_items],
     )
     days_since = np.where(all_count > 0, hist.ref_day - all_last, np.inf)
     return Candidates(all_items, feats, all_count, days_since)
 
 
 def batch_candidates(
-    users: np.ndarray, hist: History, user_factors: np.ndarray, item_factors: np.ndarray, popularity: np.ndarray,
+    users: np.ndarray, hist: History, user_factors: np.ndarray, item_factors: np.ndarray, stats: ItemStats,
     chunk: int = 256,
 ) -> tuple[np.ndarray, list[Candidates]]:
     """customer_candidates for many customers, scoring ALS in chunks (numpy, the same arithmetic as the graph)."""
@@ -149,7 +217,7 @@ def batch_candidates(
         for j, u in enumerate(block):
             row = scores[j]
             order = top[j][np.argsort(-row[top[j]], kind="stable")]
-            out.append(customer_candidates(hist, int(u), row, order, popularity))
+            out.append(customer_candidates(hist, int(u), row, order, stats))
     return users, out
 
 
@@ -181,7 +249,7 @@ class Fitted:
     hist: History
     user_factors: np.ndarray
     item_factors: np.ndarray
-    popularity: np.ndarray
+    stats: ItemStats
     reranker: Logistic | None
     store_ids: np.ndarray
     store_indptr: np.ndarray
@@ -203,12 +271,22 @@ def fit_als_at(purchases: pd.DataFrame, until: datetime, params: als.AlsParams):
 def train_reranker(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, max_users: int = 1500,
                    seed: int = 0) -> Logistic | None:
     """Fit ALS at `until - LABEL_DAYS`, label candidates with what was bought in the window up to `until`."""
+    built = reranker_set(purchases, until, params, max_users, seed)
+    if built is None:
+        return None
+    cands, users, truth = built
+    return fit_pairwise(cands, users, truth, np.random.default_rng(seed))
+
+
+def reranker_set(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, max_users: int = 1500,
+                 seed: int = 0):
     cut = until - timedelta(days=LABEL_DAYS)
     before, index, _m, _model, uf, itf = fit_als_at(purchases, cut, params)
     if len(index.customers) == 0:
         return None
     hist = build_history(before, index, cut)
-    pop = item_popularity(before, index, cut)
+    stats = item_stats(item_popularity(before, index, cut), repeat_rates(hist, len(index.products)),
+                       item_trend(before, index, cut))
     truth = truth_sets(purchases[purchases["day"] < to_days(until)], index, cut, until)
     users = np.array(sorted(truth), dtype=np.int64)
     if len(users) == 0:
@@ -216,12 +294,29 @@ def train_reranker(purchases: pd.DataFrame, until: datetime, params: als.AlsPara
     rng = np.random.default_rng(seed)
     if len(users) > max_users:
         users = np.sort(rng.choice(users, size=max_users, replace=False))
-    users, cands = batch_candidates(users, hist, uf, itf, pop)
-    x = np.concatenate([c.features for c in cands])
-    y = labels_for(cands, users, truth)
-    if y.min() == y.max():
+    users, cands = batch_candidates(users, hist, uf, itf, stats)
+    return cands, users, truth
+
+
+def fit_pairwise(cands: list[Candidates], users: np.ndarray, truth: dict[int, set[int]],
+                 rng: np.random.Generator, pairs_per_customer: int = 300) -> Logistic | None:
+    """A linear ranker from within-customer pairs (bought in the window vs not): what matters is the order of
+    one customer's candidates, not how active the customer is. Symmetric pairs, so the bias is ~0."""
+    diffs = []
+    for u, c in zip(users, cands, strict=True):
+        label = np.isin(c.items, np.fromiter(truth.get(int(u), ()), dtype=np.int64))
+        pos, neg = np.flatnonzero(label), np.flatnonzero(~label)
+        if len(pos) == 0 or len(neg) == 0:
+            continue
+        n = min(pairs_per_customer, len(pos) * len(neg))
+        diffs.append(c.features[rng.choice(pos, n)] - c.features[rng.choice(neg, n)])
+    if not diffs:
         return None
-    return fit_logistic(x, y, FEATURE_NAMES, l2=1.0)
+    d = np.concatenate(diffs)
+    x = np.concatenate([d, -d])
+    y = np.concatenate([np.ones(len(d)), np.zeros(len(d))])
+    model = fit_logistic(x, y, FEATURE_NAMES, l2=1.0, center=False)
+    return model
 
 
 def store_tables(purchases: pd.DataFrame, index: Index, until: datetime):
@@ -242,19 +337,20 @@ def fit(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, timer: 
         before, index, _matrix, model, uf, itf = fit_als_at(purchases, until, params)
     with timer.step("recommender: history + popularity tables"):
         hist = build_history(before, index, until)
-        pop = item_popularity(before, index, until)
+        stats = item_stats(item_popularity(before, index, until), repeat_rates(hist, len(index.products)),
+                           item_trend(before, index, until))
         s_ids, s_ptr, s_items, s_units = store_tables(before, index, until)
     reranker = None
     if rerank:
         with timer.step("recommender: re-ranker (ALS at earlier cut + logistic fit)"):
             reranker = train_reranker(purchases, until, params)
-    return Fitted(index, hist, uf, itf, pop, reranker, s_ids, s_ptr, s_items, s_units, als_model=model)
+    return Fitted(index, hist, uf, itf, stats, reranker, s_ids, s_ptr, s_items, s_units, als_model=model)
 
 
 ARRAYS = (
-    "customers", "products", "user_factors", "item_factors", "popularity",
+    "customers", "products", "user_factors", "item_factors", "popularity", "repeat_rate", "trend",
     "hist_indptr", "hist_items", "hist_count", "hist_decayed", "hist_decayed_short", "hist_first_day",
-    "hist_last_day", "n_baskets", "ref_day", "store_ids", "store_indptr", "store_items", "store_units",
+    "hist_last_day", "hist_weeks_long", "hist_weeks_short", "n_baskets", "active_weeks", "ref_day", "store_ids", "store_indptr", "store_items", "store_units",
 )
 
 
@@ -262,10 +358,13 @@ def save(fitted: Fitted, directory: Path) -> None:
     h = fitted.hist
     arrays = {
         "customers": fitted.index.customers, "products": fitted.index.products,
-        "user_factors": fitted.user_factors, "item_factors": fitted.item_factors, "popularity": fitted.popularity,
+        "user_factors": fitted.user_factors, "item_factors": fitted.item_factors,
+        "popularity": fitted.stats.popularity, "repeat_rate": fitted.stats.repeat_rate,
+        "trend": fitted.stats.trend,
         "hist_indptr": h.indptr, "hist_items": h.items, "hist_count": h.count, "hist_decayed": h.decayed,
         "hist_decayed_short": h.decayed_short, "hist_first_day": h.first_day, "hist_last_day": h.last_day,
-        "n_baskets": h.n_baskets, "ref_day": np.array([h.ref_day]),
+        "hist_weeks_long": h.weeks_long, "hist_weeks_short": h.weeks_short,
+        "n_baskets": h.n_baskets, "active_weeks": h.active_weeks, "ref_day": np.array([h.ref_day]),
         "store_ids": fitted.store_ids, "store_indptr": fitted.store_indptr, "store_items": fitted.store_items,
         "store_units": fitted.store_units,
     }
@@ -284,7 +383,8 @@ def history_from_arrays(a: dict[str, np.ndarray]) -> History:
     return History(
         indptr=a["hist_indptr"], items=a["hist_items"], count=a["hist_count"], decayed=a["hist_decayed"],
         decayed_short=a["hist_decayed_short"], first_day=a["hist_first_day"], last_day=a["hist_last_day"],
-        n_baskets=a["n_baskets"], ref_day=float(a["ref_day"][0]),
+        weeks_long=a["hist_weeks_long"], weeks_short=a["hist_weeks_short"], n_baskets=a["n_baskets"],
+        active_weeks=a["active_weeks"], ref_day=float(a["ref_day"][0]),
     )
 
 

@@ -12,7 +12,14 @@ import numpy as np
 from pantry.scoring import MODEL_NAMES, Features, ModelError, Scored, Surface
 from training import registry
 from training.onnx_export import session as onnx_session
-from training.recommender import Candidates, customer_candidates, history_from_arrays, load_arrays
+from training.recommender import (
+    Candidates,
+    candidate_features,
+    customer_candidates,
+    history_from_arrays,
+    item_stats,
+    load_arrays,
+)
 
 
 def _lookup(sorted_ids: np.ndarray, value: int) -> int:
@@ -36,6 +43,7 @@ class Recommender:
         self.products = a["products"]
         self.user_factors = a["user_factors"]
         self.popularity = a["popularity"]
+        self.stats = item_stats(a["popularity"], a["repeat_rate"], a["trend"])
         self.hist = history_from_arrays(a)
         self.store_ids = a["store_ids"]
         self.store_indptr = a["store_indptr"]
@@ -45,8 +53,7 @@ class Recommender:
         self.als = onnx_session((directory / "model.onnx").read_bytes())
         rr = directory / "reranker.onnx"
         self.reranker = onnx_session(rr.read_bytes()) if rr.exists() else None
-        order = np.argsort(-self.popularity, kind="stable")[:1000]
-        self.global_popular = order.astype(np.int64)
+        self.global_popular = np.argsort(-self.popularity, kind="stable")[:1000].astype(np.int64)
         self._zeros = np.zeros((1, self.n_factors), dtype=np.float32)
 
     # ---- pieces ----------------------------------------------------------------------------------------------
@@ -108,11 +115,11 @@ class Recommender:
         dec = np.array([score_of[i] for i in new.tolist()], dtype=np.float32)
         ones = np.ones(len(new), dtype=np.float32)
         ref = self.hist.ref_day
-        from training.recommender import candidate_features
-
         feats = candidate_features(ones, dec, dec, np.full(len(new), ref), np.full(len(new), ref),
                                    float(np.median(cands.features[:, 10])) if len(cands.items) else 1.0,
-                                   np.zeros(len(new), dtype=np.float32), self.popularity[new], ref)
+                                   np.zeros(len(new), dtype=np.float32), self.popularity[new],
+                                   self.stats.repeat_rate[new], ref, ref - 365.0, ones, ones, 26.0,
+                                   self.stats.trend[new])
         keep = ~np.isin(cands.items, new)
         return Candidates(
             np.concatenate([cands.items[keep], new]),
@@ -132,7 +139,7 @@ class Recommender:
         if factors is None:
             factors = self._zeros
         scores, _top_scores, top_idx = self.als.run(None, {"user_factors": factors})
-        cands = customer_candidates(self.hist, u, scores[0], top_idx[0], self.popularity)
+        cands = customer_candidates(self.hist, u, scores[0], top_idx[0], self.stats)
         if surface != "discover":
             cands = self._with_stream_repertoire(features, cands)
         keep = self._exclude_mask(cands.items, exclude)
@@ -144,10 +151,7 @@ class Recommender:
         if mask is not None:
             keep &= mask[cands.items]
         items = cands.items[keep]
-        if surface == "discover":
-            score = cands.features[keep, 8]  # ALS score
-        else:
-            score = self._rerank(cands)[keep] if keep.any() else np.empty(0, dtype=np.float32)
+        score = self._rerank(cands)[keep] if keep.any() else np.empty(0, dtype=np.float32)
         order = np.argsort(-score, kind="stable")[:k]
         counts, days = cands.count[keep], cands.days_since[keep]
         out = [

@@ -1,0 +1,315 @@
+"""Substitutions: given a customer's usual item, rank the items of the same product type they would switch to.
+
+Training data = switch events before the cut (the evaluation protocol's definition, moved earlier): with an
+inner cut `until - SWITCH_DAYS`, a customer's *usual item* of a product type is their most bought item of that
+type (bought >= 2 times before the inner cut); a *switch* is the first purchase in [inner cut, until) of an item
+of that type they never bought before. Candidates = the type's pool (top POOL by buyers) minus the usual item
+and what they already bought; label = the item chosen. The ranker is a logistic regression (ONNX).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pantry import dataset
+from pantry.settings import Settings
+from training import als
+from training.data import Index, to_days
+from training.logistic import Logistic, fit_conditional_logit
+from training.timing import Timer
+
+POOL = 50
+SWITCH_DAYS = 60
+FEATURE_NAMES = (
+    "als_similarity",
+    "log_buyers",
+    "log_pool_rank",
+    "same_brand_kind",
+    "same_manufacturer",
+    "same_size",
+    "abs_log_price_ratio",
+    "log_price_ratio",
+    "customer_brand_kind_share",
+    "customer_affinity",
+    "same_type",
+    "log_store_units_28d",
+    "log_recent_buyers",
+)
+
+
+@dataclass
+class Catalogue:
+    """Item-level tables over the products bought before the cut (index = Index.products)."""
+
+    products: np.ndarray
+    type_code: np.ndarray  # int64, -1 unknown
+    category_code: np.ndarray
+    private: np.ndarray  # float32 1 = private label
+    manufacturer: np.ndarray  # int64
+    size_code: np.ndarray  # int64, -1 unknown
+    log_price: np.ndarray  # float32 mean log unit price
+    buyers: np.ndarray  # float32 distinct customers
+    recent_buyers: np.ndarray  # float32 distinct customers in the last 28 days
+    factors: np.ndarray  # float32 L2-normalised ALS item factors
+    pool_indptr: np.ndarray  # per type code: items by buyers, best first
+    pool_items: np.ndarray
+    cat_indptr: np.ndarray  # per category code
+    cat_items: np.ndarray
+
+
+def _codes(values: pd.Series) -> np.ndarray:
+    codes, _uniques = pd.factorize(values, use_na_sentinel=True)
+    return codes.astype(np.int64)
+
+
+def _pools(codes: np.ndarray, buyers: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    n_codes = int(codes.max()) + 1 if len(codes) and codes.max() >= 0 else 0
+    order = np.lexsort((-buyers, codes))  # by code, then most buyers first
+    order = order[codes[order] >= 0]
+    indptr = np.zeros(n_codes + 1, dtype=np.int64)
+    items: list[np.ndarray] = []
+    for c in range(n_codes):
+        lo, hi = np.searchsorted(codes[order], [c, c + 1])
+        chunk = order[lo:hi][:limit]
+        items.append(chunk)
+        indptr[c + 1] = indptr[c] + len(chunk)
+    return indptr, (np.concatenate(items) if items else np.empty(0, dtype=np.int64)).astype(np.int64)
+
+
+def build_catalogue(settings: Settings, before: pd.DataFrame, index: Index, item_factors: np.ndarray) -> Catalogue:
+    products = dataset.read_table(settings, "products").set_index("product_id")
+    meta = products.reindex(index.products)
+    buyers = before.groupby("product_id")["customer_id"].nunique().reindex(index.products).fillna(0).to_numpy()
+    recent = before[before["day"] >= before["day"].max() - 28]
+    recent_buyers = recent.groupby("product_id")["customer_id"].nunique().reindex(index.products).fillna(0)
+    qty = before["quantity"].clip(lower=1)
+    unit = np.log(np.maximum(before["sales_value"].to_numpy() / qty.to_numpy(), 0.01))
+    price = pd.Series(unit).groupby(before["product_id"].to_numpy()).mean().reindex(index.products).fillna(0.0)
+    norms = np.linalg.norm(item_factors, axis=1, keepdims=True)
+    type_code = _codes(meta["product_type"])
+    cat_code = _codes(meta["category"])
+    t_ptr, t_items = _pools(type_code, buyers, POOL + 1)
+    c_ptr, c_items = _pools(cat_code, buyers, POOL + 1)
+    return Catalogue(
+        products=index.products,
+        type_code=type_code,
+        category_code=cat_code,
+        private=(meta["brand"] == "Private").to_numpy(dtype=np.float32),
+        manufacturer=meta["manufacturer_id"].fillna(-1).to_numpy(dtype=np.int64),
+        size_code=_codes(meta["package_size"]),
+        log_price=price.to_numpy(dtype=np.float32),
+        buyers=buyers.astype(np.float32),
+        recent_buyers=recent_buyers.to_numpy(dtype=np.float32),
+        factors=(item_factors / np.maximum(norms, 1e-9)).astype(np.float32),
+        pool_indptr=t_ptr, pool_items=t_items, cat_indptr=c_ptr, cat_items=c_items,
+    )
+
+
+def pool(cat: Catalogue, item: int) -> np.ndarray:
+    """Candidate item indices for item index `item`: same type (else same category), best first, bounded."""
+    t = int(cat.type_code[item])
+    if t >= 0:
+        items = cat.pool_items[cat.pool_indptr[t] : cat.pool_indptr[t + 1]]
+        items = items[items != item]
+        if len(items) >= 2:
+            return items[:POOL]
+    c = int(cat.category_code[item])
+    if c < 0:
+        return np.empty(0, dtype=np.int64)
+    items = cat.cat_items[cat.cat_indptr[c] : cat.cat_indptr[c + 1]]
+    return items[items != item][:POOL]
+
+
+def features(cat: Catalogue, usual: int, cands: np.ndarray, customer_private_share: float,
+             user_factors: np.ndarray | None, store_units: np.ndarray) -> np.ndarray:
+    """[len(cands), len(FEATURE_NAMES)] float32 for one (usual item, customer)."""
+    out = np.empty((len(cands), len(FEATURE_NAMES)), dtype=np.float32)
+    out[:, 0] = cat.factors[cands] @ cat.factors[usual]
+    out[:, 1] = np.log1p(cat.buyers[cands])
+    out[:, 2] = np.log1p(np.arange(len(cands)))  # pools are ordered by buyers
+    out[:, 3] = cat.private[cands] == cat.private[usual]
+    out[:, 4] = (cat.manufacturer[cands] == cat.manufacturer[usual]) & (cat.manufacturer[usual] >= 0)
+    out[:, 5] = (cat.size_code[cands] == cat.size_code[usual]) & (cat.size_code[usual] >= 0)
+    ratio = cat.log_price[cands] - cat.log_price[usual]
+    out[:, 6] = np.abs(ratio)
+    out[:, 7] = ratio
+    out[:, 8] = np.where(cat.private[cands] > 0, customer_private_share, 1.0 - customer_private_share)
+    out[:, 9] = 0.0 if user_factors is None else (cat.factors[cands] @ user_factors)
+    out[:, 10] = cat.type_code[cands] == cat.type_code[usual]
+    out[:, 11] = np.log1p(store_units)
+    out[:, 12] = np.log1p(cat.recent_buyers[cands])
+    return out
+
+
+@dataclass
+class SwitchEvents:
+    customers: np.ndarray  # customer ids
+    usual: np.ndarray  # item index of the usual item
+    chosen: np.ndarray  # item index of the chosen item (-1 when unknown to the model)
+    bought: list[np.ndarray]  # item indices the customer bought of that type before the cut
+    store_id: np.ndarray  # store of the switch purchase
+
+
+def switch_events(settings: Settings, before: pd.DataFrame, after: pd.DataFrame, index: Index) -> SwitchEvents:
+    """The protocol's switch events: usual item (most bought of its type, >= 2 baskets before the cut) -> the
+    first purchase after the cut of an item of that type never bought before. Items new to the catalogue after the
+    cut keep chosen = -1 (every model misses them, they still count)."""
+    products = dataset.read_table(settings, "products")[["product_id", "product_type"]].dropna()
+    b = before[["customer_id", "product_id", "basket_id"]].drop_duplicates().merge(products, on="product_id")
+    counts = b.groupby(["customer_id", "product_type", "product_id"]).size().reset_index(name="n")
+    counts = counts.sort_values(["customer_id", "product_type", "n", "product_id"],
+                                ascending=[True, True, False, True])
+    usual = counts.drop_duplicates(["customer_id", "product_type"])
+    usual = usual[usual["n"] >= 2].rename(columns={"product_id": "usual"})[["customer_id", "product_type", "usual"]]
+    a = after.sort_values("day", kind="stable")[["customer_id", "product_id", "store_id"]]
+    a = a.merge(products, on="product_id")
+    a = a.merge(usual, on=["customer_id", "product_type"])
+    seen = counts[["customer_id", "product_type", "product_id"]].assign(seen=True)
+    a = a.merge(seen, on=["customer_id", "product_type", "product_id"], how="left")
+    first = a[a["seen"].isna()].drop_duplicates(["customer_id", "product_type"], keep="first")
+    bought_sets = counts.groupby(["customer_id", "product_type"])["product_id"].apply(lambda s: s.to_numpy())
+    bought = [
+        np.sort(index.item_idx(bought_sets.loc[(c, t)]))
+        for c, t in zip(first["customer_id"], first["product_type"], strict=True)
+    ]
+    return SwitchEvents(first["customer_id"].to_numpy(np.int64), index.item_idx(first["usual"].to_numpy()),
+                        index.item_idx(first["product_id"].to_numpy()), bought, first["store_id"].to_numpy(np.int64))
+
+
+def private_share(before: pd.DataFrame, index: Index, cat: Catalogue) -> pd.Series:
+    i = index.item_idx(before["product_id"].to_numpy())
+    priv = np.where(i >= 0, cat.private[np.maximum(i, 0)], 0.0)
+    return pd.Series(priv).groupby(before["customer_id"].to_numpy()).mean()
+
+
+def store_units(before: pd.DataFrame, index: Index, days: int = 28) -> dict[int, np.ndarray]:
+    """store -> units per item index over the last `days` before the cut (what the live store_product view has)."""
+    recent = before[before["day"] >= before["day"].max() - days]
+    out: dict[int, np.ndarray] = {}
+    n = len(index.products)
+    for store, g in recent.groupby("store_id"):
+        arr = np.zeros(n, dtype=np.float32)
+        i = index.item_idx(g["product_id"].to_numpy())
+        np.add.at(arr, i[i >= 0], 1.0)
+        out[int(store)] = arr
+    return out
+
+
+def event_rows(cat: Catalogue, ev: SwitchEvents, shares: pd.Series, user_index: Index | None,
+               user_factors: np.ndarray | None, units: dict[int, np.ndarray]):
+    """Per event: candidates (pool minus usual and already bought) and their features."""
+    for j in range(len(ev.customers)):
+        cands = pool(cat, int(ev.usual[j]))
+        cands = cands[~np.isin(cands, ev.bought[j])]
+        if len(cands) == 0:
+            yield j, cands, None
+            continue
+        uf = None
+        if user_index is not None and user_factors is not None:
+            u = user_index.user_idx(np.array([ev.customers[j]]))[0]
+            uf = user_factors[u] if u >= 0 else None
+        share = float(shares.get(int(ev.customers[j]), 0.2))
+        su = units.get(int(ev.store_id[j]))
+        yield j, cands, features(cat, int(ev.usual[j]), cands, share, uf,
+                                 su[cands] if su is not None else np.zeros(len(cands), dtype=np.float32))
+
+
+def _fit_at(settings: Settings, purchases: pd.DataFrame, cut: datetime, params: als.AlsParams):
+    from training.recommender import fit_als_at
+
+    before, index, _m, _model, uf, itf = fit_als_at(purchases, cut, params)
+    cat = build_catalogue(settings, before, index, itf)
+    return before, index, uf, cat
+
+
+def train_ranker(settings: Settings, purchases: pd.DataFrame, until: datetime, params: als.AlsParams) -> Logistic:
+    inner = until - timedelta(days=SWITCH_DAYS)
+    before, index, uf, cat = _fit_at(settings, purchases, inner, params)
+    after = purchases[(purchases["day"] >= to_days(inner)) & (purchases["day"] < to_days(until))]
+    ev = switch_events(settings, before, after, index)
+    shares = private_share(before, index, cat)
+    xs, ptr, pos = [], [0], []
+    for j, cands, x in event_rows(cat, ev, shares, index, uf, store_units(before, index)):
+        if x is None:
+            continue
+        hit = np.flatnonzero(cands == ev.chosen[j])
+        if len(hit) == 0:
+            continue  # the chosen item is outside the pool: nothing to learn about the order
+        pos.append(ptr[-1] + int(hit[0]))
+        xs.append(x)
+        ptr.append(ptr[-1] + len(cands))
+    if not xs:
+        raise ValueError("no switch events to train the substitution ranker on")
+    return fit_conditional_logit(np.concatenate(xs), np.array(ptr), np.array(pos), FEATURE_NAMES)
+
+
+ARRAYS = ("products", "type_code", "category_code", "private", "manufacturer", "size_code", "log_price", "buyers",
+          "factors", "pool_indptr", "pool_items", "cat_indptr", "cat_items")
+
+
+def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime, fitted_rec, staging: Path,
+                   timer: Timer, params: als.AlsParams | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    params = params or als.AlsParams()
+    before = purchases[purchases["day"] < to_days(until)]
+    with timer.step("substitutions: catalogue + pools"):
+        cat = build_catalogue(settings, before, fitted_rec.index, fitted_rec.item_factors)
+        shares = private_share(before, fitted_rec.index, cat)
+    with timer.step("substitutions: ranker (switch events before the cut)"):
+        ranker = train_ranker(settings, purchases, until, params)
+    with timer.step("substitutions: ONNX export + registry"):
+        for name in ARRAYS:
+            np.save(staging / f"{name}.npy", np.ascontiguousarray(getattr(cat, name)), allow_pickle=False)
+        np.save(staging / "customers.npy", fitted_rec.index.customers)
+        np.save(staging / "user_factors.npy", fitted_rec.user_factors)
+        share = shares.reindex(fitted_rec.index.customers).fillna(0.2).to_numpy(np.float32)
+        np.save(staging / "private_share.npy", share)
+        (staging / "model.onnx").write_bytes(ranker.onnx("substitution_ranker"))
+        from training.onnx_export import session
+
+        x = np.random.default_rng(0).normal(size=(256, len(FEATURE_NAMES))).astype(np.float32)
+        onnx_logit = session((staging / "model.onnx").read_bytes()).run(["logit"], {"features": x})[0][:, 0]
+        parity = float(np.max(np.abs(onnx_logit - ranker.logit(x))))
+    return ({"pool": POOL, "switch_days": SWITCH_DAYS, "weights": ranker.params()},
+            {"onnx_parity_max_abs_diff": parity, "products": len(cat.products)})
+
+
+# ---- evaluation (protocol: cut 2017-11-01, test = everything after) -------------------------------------------
+
+
+def evaluate_substitutions(settings: Settings, purchases: pd.DataFrame, scratch: Path, timer: Timer) -> dict[str, Any]:
+    from training.evaluate import SUB_CUT
+
+    params = als.AlsParams()
+    cut = to_days(SUB_CUT)
+    with timer.step("substitutions eval: train at the cut"):
+        before, index, uf, cat = _fit_at(settings, purchases, SUB_CUT, params)
+        ranker = train_ranker(settings, purchases[purchases["day"] < cut], SUB_CUT, params)
+    after = purchases[purchases["day"] >= cut]
+    ev = switch_events(settings, before, after, index)
+    shares = private_share(before, index, cat)
+    units = store_units(before, index)
+    hits = {"model (served ranker)": 0.0, "type popularity": 0.0, "ALS similarity + type popularity": 0.0}
+    with timer.step("substitutions eval: rank switch events"):
+        for j, cands, x in event_rows(cat, ev, shares, index, uf, units):
+            if x is None:
+                continue
+            target = ev.chosen[j]
+            model_order = cands[np.argsort(-ranker.logit(x), kind="stable")]
+            hits["model (served ranker)"] += float(target in model_order[:3])
+            hits["type popularity"] += float(target in cands[:3])
+            blend = x[:, 0] + 0.5 * (x[:, 1] / max(x[:, 1].max(), 1e-9))
+            hits["ALS similarity + type popularity"] += float(target in cands[np.argsort(-blend, kind="stable")][:3])
+    n_events = len(ev.customers)
+    return {
+        "cut": SUB_CUT.isoformat(),
+        "events": n_events,
+        "events_with_item_new_to_catalogue": int((ev.chosen < 0).sum()),
+        "hit@3": {k: v / max(n_events, 1) for k, v in hits.items()},
+        "weights": ranker.params(),
+    }
