@@ -57,10 +57,11 @@ def fmt(value: Any, unit: str = "") -> str:
 
 
 def ratio(value: float | None, peer: float | None, higher_is_better: bool = True) -> str:
-    if value is None or peer is None or not peer or math.isnan(value) or math.isnan(peer):
+    if value is None or peer is None or not peer or not value or math.isnan(value) or math.isnan(peer):
         return "-"
-    r = value / peer
-    return f"{r:,.2f}x" + ("" if higher_is_better else " (lower is better)")
+    if higher_is_better:
+        return f"{value / peer:,.2f}x"
+    return f"{peer / value:,.1f}x lower" if value < peer else f"{value / peer:,.1f}x higher"
 
 
 def mark(met: bool | None) -> str:
