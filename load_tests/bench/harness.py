@@ -145,10 +145,12 @@ def run_all(quick: bool = False, output: Path | None = None) -> int:
     report.slo_ms = dict(load_slo(DEFAULT_SLO_FILE).p99_ms)
     clock.say(f"bench: data {settings.data_dir}, redis port {settings.embedded_redis_port}, logs in {work}")
 
-    # Deterministic start: the dataset parquet is reused (it is deterministic); Redis, registry, models are not.
-    for stale in (settings.redis_dir, settings.feature_log_dir, settings.artifacts_dir):
-        shutil.rmtree(stale, ignore_errors=True)
-    settings.registry_path.unlink(missing_ok=True)
+    # Deterministic start: only the dataset parquet is reused (it is deterministic). Everything else a component
+    # keeps under the data dir (Redis, registry, stream state and checkpoints, embeddings, models) starts empty.
+    for entry in settings.data_dir.iterdir():
+        if entry.name in (settings.dataset_dir.name, work.name):
+            continue
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
     redis = EmbeddedRedis(port=settings.embedded_redis_port, directory=settings.redis_dir).start(daemonize=False)
     setup_ok = True
 
