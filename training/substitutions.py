@@ -228,7 +228,18 @@ def _fit_at(settings: Settings, purchases: pd.DataFrame, cut: datetime, params: 
     return before, index, uf, cat
 
 
-def train_ranker(settings: Settings, purchases: pd.DataFrame, until: datetime, params: als.AlsParams) -> Logistic:
+def prior_ranker() -> Logistic:
+    """Used when there are no switch events to learn from (a small slice): similarity, then popularity."""
+    w = np.zeros(len(FEATURE_NAMES))
+    w[FEATURE_NAMES.index("als_similarity")] = 1.0
+    w[FEATURE_NAMES.index("log_buyers")] = 0.5
+    w[FEATURE_NAMES.index("same_manufacturer")] = 0.2
+    n = len(FEATURE_NAMES)
+    return Logistic(FEATURE_NAMES, np.zeros(n), np.ones(n), w, 0.0)
+
+
+def train_ranker(settings: Settings, purchases: pd.DataFrame, until: datetime,
+                 params: als.AlsParams) -> Logistic | None:
     inner = until - timedelta(days=SWITCH_DAYS)
     before, index, uf, cat = _fit_at(settings, purchases, inner, params)
     after = purchases[(purchases["day"] >= to_days(inner)) & (purchases["day"] < to_days(until))]
@@ -245,11 +256,12 @@ def train_ranker(settings: Settings, purchases: pd.DataFrame, until: datetime, p
         xs.append(x)
         ptr.append(ptr[-1] + len(cands))
     if not xs:
-        raise ValueError("no switch events to train the substitution ranker on")
+        return None
     return fit_conditional_logit(np.concatenate(xs), np.array(ptr), np.array(pos), FEATURE_NAMES)
 
 
 ARRAYS = ("products", "type_code", "category_code", "private", "manufacturer", "size_code", "log_price", "buyers",
+          "recent_buyers",
           "factors", "pool_indptr", "pool_items", "cat_indptr", "cat_items")
 
 
@@ -262,6 +274,8 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
         shares = private_share(before, fitted_rec.index, cat)
     with timer.step("substitutions: ranker (switch events before the cut)"):
         ranker = train_ranker(settings, purchases, until, params)
+        kind = "conditional logit" if ranker is not None else "prior (no switch events to learn from)"
+        ranker = ranker or prior_ranker()
     with timer.step("substitutions: ONNX export + registry"):
         for name in ARRAYS:
             np.save(staging / f"{name}.npy", np.ascontiguousarray(getattr(cat, name)), allow_pickle=False)
@@ -275,7 +289,7 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
         x = np.random.default_rng(0).normal(size=(256, len(FEATURE_NAMES))).astype(np.float32)
         onnx_logit = session((staging / "model.onnx").read_bytes()).run(["logit"], {"features": x})[0][:, 0]
         parity = float(np.max(np.abs(onnx_logit - ranker.logit(x))))
-    return ({"pool": POOL, "switch_days": SWITCH_DAYS, "weights": ranker.params()},
+    return ({"pool": POOL, "switch_days": SWITCH_DAYS, "ranker": kind, "weights": ranker.params()},
             {"onnx_parity_max_abs_diff": parity, "products": len(cat.products)})
 
 
@@ -289,7 +303,7 @@ def evaluate_substitutions(settings: Settings, purchases: pd.DataFrame, scratch:
     cut = to_days(SUB_CUT)
     with timer.step("substitutions eval: train at the cut"):
         before, index, uf, cat = _fit_at(settings, purchases, SUB_CUT, params)
-        ranker = train_ranker(settings, purchases[purchases["day"] < cut], SUB_CUT, params)
+        ranker = train_ranker(settings, purchases[purchases["day"] < cut], SUB_CUT, params) or prior_ranker()
     after = purchases[purchases["day"] >= cut]
     ev = switch_events(settings, before, after, index)
     shares = private_share(before, index, cat)

@@ -6,4 +6,4 @@ from training.als import AlsParams
 
 TINY_ALS = AlsParams(factors=16, iterations=3)
 SLICE_UNTIL = datetime(2017, 11, 1, tzinfo=UTC)
-TRAINED = ("recommender",)
+TRAINED = ("recommender", "substitutions", "next_best_action")

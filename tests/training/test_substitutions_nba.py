@@ -1,0 +1,84 @@
+"""SubstitutionModel and NextBestActionModel contracts on models trained on the 40-household slice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from pantry import dataset
+from training import registry
+from training.scorers import load_active
+
+
+@pytest.fixture(scope="module")
+def active(trained):
+    return load_active(trained.models_dir)
+
+
+def _product_with_pool(model) -> tuple[int, list[int]]:
+    for pid in model.products[np.argsort(-model.cat.buyers)][:200]:
+        pool = model.candidate_pool(int(pid))
+        if len(pool) >= 4:
+            return int(pid), pool
+    raise AssertionError("no product with a pool of 4+ in the slice")
+
+
+def test_substitution_pool_is_same_type_bounded_and_excludes_the_item(trained, active) -> None:
+    model = active.substitutions
+    pid, pool = _product_with_pool(model)
+    assert pid not in pool and len(pool) <= 50 and len(set(pool)) == len(pool)
+    products = dataset.read_table(trained, "products").set_index("product_id")
+    types = {products.loc[p, "product_type"] for p in pool}
+    if types != {products.loc[pid, "product_type"]}:  # the type has < 2 other items here: same category instead
+        assert {products.loc[p, "category"] for p in pool} == {products.loc[pid, "category"]}
+    assert model.candidate_pool(-12345) == []
+
+
+def test_substitution_rank_respects_stock_and_k(active) -> None:
+    model = active.substitutions
+    pid, pool = _product_with_pool(model)
+    customer = int(model.customers[0])
+    free = {p: {"on_hand": 5, "in_stock_prob": 0.9, "units_28d": 3} for p in pool}
+    ranked = model.rank(pid, pool, customer_id=customer, features={}, stock=free, k=3)
+    assert len(ranked) == 3 and all(r.reason for r in ranked)
+    assert ranked[0].score >= ranked[1].score >= ranked[2].score
+    # the top choice out of stock (by count, then by estimate): never offered
+    best = ranked[0].product_id
+    for row in ({"on_hand": 0, "in_stock_prob": 0.9}, {"on_hand": None, "in_stock_prob": 0.0}):
+        again = model.rank(pid, pool, customer_id=customer, features={}, stock={**free, best: row}, k=3)
+        assert best not in [r.product_id for r in again] and len(again) == 3
+    # a substitute the customer already buys (live repertoire) moves up
+    last = model.rank(pid, pool, customer_id=customer, features={}, stock=free, k=len(pool))[-1].product_id
+    feats = {"customer_repertoire": {"repertoire_product_ids": [last], "repertoire_scores": [2.0]}}
+    boosted = model.rank(pid, pool, customer_id=customer, features=feats, stock=free, k=len(pool))
+    assert [r.product_id for r in boosted].index(last) < len(pool) - 1
+    assert boosted[[r.product_id for r in boosted].index(last)].reason == "you have bought this before"
+
+
+def test_nba_offers_only_given_enrolled_active_campaigns(trained, active) -> None:
+    model = active.next_best_action
+    enrol = dataset.read_table(trained, "campaigns")
+    desc = dataset.read_table(trained, "campaign_descriptions").set_index("campaign_id")
+    customer, campaign = (int(v) for v in enrol.iloc[0][["customer_id", "campaign_id"]])
+    start = desc.loc[campaign, "start_date"].to_pydatetime()
+    now = start.replace(tzinfo=UTC) if start.tzinfo is None else start
+    acts = model.actions({}, customer_id=customer, campaign_ids=frozenset({campaign}), k=3, channel="app", now=now)
+    coupons = [a for a in acts if a.action_type == "coupon"]
+    assert coupons and all(a.campaign_id == campaign and a.rationale for a in coupons)
+    assert [a.score for a in coupons] == sorted((a.score for a in coupons), reverse=True)
+    # not enrolled / not active / not approved (not in the set): no coupon, a buy-again nudge instead
+    others = set(desc.index) - set(enrol[enrol["customer_id"] == customer]["campaign_id"])
+    far = datetime(2030, 1, 1, tzinfo=UTC)
+    for ids, when in ((frozenset(others), now), (frozenset({campaign}), far), (frozenset(), now)):
+        acts = model.actions({}, customer_id=customer, campaign_ids=ids, k=2, channel="email", now=when)
+        assert all(a.action_type == "buy_again" and a.product_id and a.rationale for a in acts)
+
+
+def test_all_manifests_record_onnx_parity(trained) -> None:
+    for name in ("substitutions", "next_best_action"):
+        version = registry.active_version(trained.models_dir, name)
+        manifest = registry.verify(trained.models_dir / name / version)
+        assert manifest.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+        assert "model.onnx" in manifest.files

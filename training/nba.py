@@ -1,0 +1,319 @@
+"""Next best action: rank the coupons of a customer's active, approved campaigns by redemption likelihood.
+
+Features of a (customer, coupon, day) are taken as of a cut (point in time: purchases and redemptions strictly
+before it) plus the campaign's calendar on the day. The ranker is a conditional logit trained on the
+redemptions in [until - TRAIN_DAYS, until) with features as of `until - TRAIN_DAYS` (the candidates of each
+redemption = the coupons of the customer's campaigns active that day), exported to ONNX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pantry import dataset
+from pantry.settings import Settings
+from training.data import DAY_S, HALF_LIFE_DAYS, to_days
+from training.logistic import Logistic, fit_conditional_logit
+from training.timing import Timer
+
+TRAIN_DAYS = 120
+SNAPSHOT_DAYS = 30
+RECENT_DAYS = 28
+FEATURE_NAMES = (
+    "log_affinity",
+    "log_affinity_decayed",
+    "log_affinity_recent",
+    "redeemed_before",
+    "log_coupon_redemptions",
+    "log_product_buyers",
+    "log_n_products",
+    "type_a",
+    "type_b",
+    "type_c",
+    "log_days_since_start",
+    "log_days_to_end",
+    "log_customer_redemptions",
+)
+
+
+@dataclass
+class Tables:
+    """Everything the ranker needs, as of one cut (arrays; CSR per customer / per campaign)."""
+
+    ref_day: float
+    coupons: np.ndarray  # sorted coupon_upc
+    coupon_redemptions: np.ndarray  # float32 redemptions of the coupon before the cut (anyone)
+    coupon_buyers: np.ndarray  # float32 distinct buyers of the coupon's products before the cut
+    coupon_n_products: np.ndarray
+    customers: np.ndarray  # sorted customer ids with any pair or enrolment
+    pair_indptr: np.ndarray  # per customer: coupon idx with affinity/redeemed stats
+    pair_coupon: np.ndarray
+    pair_aff: np.ndarray
+    pair_aff_decayed: np.ndarray
+    pair_aff_recent: np.ndarray
+    pair_redeemed: np.ndarray
+    customer_redemptions: np.ndarray
+    enr_indptr: np.ndarray  # per customer: enrolled campaign ids
+    enr_campaigns: np.ndarray
+    campaigns: np.ndarray  # sorted campaign ids
+    campaign_type: np.ndarray  # 0/1/2 = A/B/C
+    campaign_start: np.ndarray  # days since epoch
+    campaign_end: np.ndarray
+    camp_indptr: np.ndarray  # per campaign: coupon idx
+    camp_coupons: np.ndarray
+    nudge_indptr: np.ndarray  # per customer: top products by decayed count (the buy-again nudge)
+    nudge_products: np.ndarray
+    nudge_counts: np.ndarray
+
+
+def _csr(keys: np.ndarray, universe: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Group rows by key (sorted universe) into CSR: (indptr, *cols sorted by key)."""
+    pos = np.searchsorted(universe, keys)
+    order = np.argsort(pos, kind="stable")
+    counts = np.bincount(pos, minlength=len(universe))
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return (indptr, *(c[order] for c in cols))
+
+
+def build_tables(settings: Settings, purchases: pd.DataFrame, cut: datetime) -> Tables:
+    ref = to_days(cut)
+    before = purchases[purchases["day"] < ref]
+    coupons_df = dataset.read_table(settings, "coupons")
+    desc = dataset.read_table(settings, "campaign_descriptions").sort_values("campaign_id")
+    enrol = dataset.read_table(settings, "campaigns")
+    red = dataset.read_table(settings, "coupon_redemptions")
+    red = red[red["redemption_date"] < pd.Timestamp(cut)]
+
+    coupons = np.unique(coupons_df["coupon_upc"].to_numpy(np.int64))
+    cp = coupons_df[["coupon_upc", "product_id"]].drop_duplicates()
+    n_products = cp.groupby("coupon_upc").size().reindex(coupons).fillna(0).to_numpy(np.float32)
+    buyers_per_product = before.groupby("product_id")["customer_id"].nunique()
+    cp_b = cp.assign(b=cp["product_id"].map(buyers_per_product).fillna(0))
+    coupon_buyers = cp_b.groupby("coupon_upc")["b"].sum().reindex(coupons).fillna(0).to_numpy(np.float32)
+    coupon_red = red.groupby("coupon_upc").size().reindex(coupons).fillna(0).to_numpy(np.float32)
+
+    # customer x coupon affinity: baskets with any of the coupon's products
+    lines = before[["customer_id", "product_id", "basket_id", "day"]].drop_duplicates(["customer_id", "basket_id",
+                                                                                        "product_id"])
+    m = lines.merge(cp, on="product_id")
+    m = m.drop_duplicates(["customer_id", "coupon_upc", "basket_id"])
+    m["w"] = np.power(0.5, (ref - m["day"].to_numpy()) / HALF_LIFE_DAYS)
+    m["recent"] = (m["day"] >= ref - RECENT_DAYS).astype(np.float32)
+    aff = m.groupby(["customer_id", "coupon_upc"]).agg(aff=("basket_id", "size"), dec=("w", "sum"),
+                                                          rec=("recent", "sum")).reset_index()
+    redeemed = red.groupby(["customer_id", "coupon_upc"]).size().rename("red").reset_index()
+    pairs = aff.merge(redeemed, on=["customer_id", "coupon_upc"], how="outer").fillna(0)
+    customers = np.unique(np.concatenate([pairs["customer_id"].to_numpy(np.int64),
+                                          enrol["customer_id"].to_numpy(np.int64),
+                                          before["customer_id"].to_numpy(np.int64)]))
+    p_ptr, p_cpn, p_aff, p_dec, p_rec, p_red = _csr(
+        pairs["customer_id"].to_numpy(np.int64), customers,
+        np.searchsorted(coupons, pairs["coupon_upc"].to_numpy(np.int64)).astype(np.int64),
+        pairs["aff"].to_numpy(np.float32), pairs["dec"].to_numpy(np.float32), pairs["rec"].to_numpy(np.float32),
+        pairs["red"].to_numpy(np.float32),
+    )
+    # sort each customer's coupons so lookups can use searchsorted
+    for u in range(len(customers)):
+        sl = slice(p_ptr[u], p_ptr[u + 1])
+        o = np.argsort(p_cpn[sl], kind="stable")
+        for arr in (p_cpn, p_aff, p_dec, p_rec, p_red):
+            arr[sl] = arr[sl][o]
+    cust_red = red.groupby("customer_id").size().reindex(customers).fillna(0).to_numpy(np.float32)
+    e_ptr, e_camp = _csr(enrol["customer_id"].to_numpy(np.int64), customers, enrol["campaign_id"].to_numpy(np.int64))
+
+    campaigns = desc["campaign_id"].to_numpy(np.int64)
+    ctype = desc["campaign_type"].map({"A": 0, "B": 1, "C": 2}).fillna(0).to_numpy(np.int64)
+    start = desc["start_date"].astype("int64").to_numpy() / 1e6 / DAY_S
+    end = desc["end_date"].astype("int64").to_numpy() / 1e6 / DAY_S
+    cc = coupons_df[["campaign_id", "coupon_upc"]].drop_duplicates()
+    cc = cc[cc["campaign_id"].isin(campaigns)]
+    c_ptr, c_cpn = _csr(cc["campaign_id"].to_numpy(np.int64), campaigns,
+                        np.searchsorted(coupons, cc["coupon_upc"].to_numpy(np.int64)).astype(np.int64))
+
+    top = before.groupby(["customer_id", "product_id"]).agg(n=("basket_id", "nunique"), last=("day", "max"))
+    top = top.reset_index()
+    top["w"] = top["n"] * np.power(0.5, (ref - top["last"].to_numpy()) / HALF_LIFE_DAYS)
+    top = top.sort_values(["customer_id", "w"], ascending=[True, False]).groupby("customer_id").head(3)
+    n_ptr, n_prod, n_cnt = _csr(top["customer_id"].to_numpy(np.int64), customers,
+                                top["product_id"].to_numpy(np.int64), top["n"].to_numpy(np.float32))
+    return Tables(ref, coupons, coupon_red, coupon_buyers, n_products, customers, p_ptr, p_cpn, p_aff, p_dec, p_rec,
+                  p_red, cust_red, e_ptr, e_camp, campaigns, ctype, start, end, c_ptr, c_cpn, n_ptr, n_prod, n_cnt)
+
+
+def _lookup(sorted_ids: np.ndarray, value: int) -> int:
+    pos = int(np.searchsorted(sorted_ids, value))
+    return pos if pos < len(sorted_ids) and int(sorted_ids[pos]) == value else -1
+
+
+def candidates(t: Tables, customer_id: int, campaign_ids: np.ndarray, day: float) -> tuple[np.ndarray, np.ndarray]:
+    """(coupon idx, campaign idx) pairs: coupons of the given campaigns the customer is enrolled in, active on
+    `day`. A coupon in several of those campaigns appears once (its first campaign)."""
+    u = _lookup(t.customers, customer_id)
+    if u < 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    enrolled = t.enr_campaigns[t.enr_indptr[u] : t.enr_indptr[u + 1]]
+    chosen = np.intersect1d(enrolled, campaign_ids)
+    cpn, camp = [], []
+    for c in chosen:
+        ci = _lookup(t.campaigns, int(c))
+        if ci < 0 or not (t.campaign_start[ci] <= day <= t.campaign_end[ci] + 1.0):
+            continue
+        items = t.camp_coupons[t.camp_indptr[ci] : t.camp_indptr[ci + 1]]
+        cpn.append(items)
+        camp.append(np.full(len(items), ci, dtype=np.int64))
+    if not cpn:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    cpn_all, camp_all = np.concatenate(cpn), np.concatenate(camp)
+    _uniq, first = np.unique(cpn_all, return_index=True)
+    first = np.sort(first)
+    return cpn_all[first], camp_all[first]
+
+
+def features(t: Tables, customer_id: int, coupon_idx: np.ndarray, campaign_idx: np.ndarray, day: float) -> np.ndarray:
+    out = np.zeros((len(coupon_idx), len(FEATURE_NAMES)), dtype=np.float32)
+    u = _lookup(t.customers, customer_id)
+    if u >= 0:
+        sl = slice(t.pair_indptr[u], t.pair_indptr[u + 1])
+        have = t.pair_coupon[sl]
+        pos = np.clip(np.searchsorted(have, coupon_idx), 0, max(len(have) - 1, 0))
+        hit = (have[pos] == coupon_idx) if len(have) else np.zeros(len(coupon_idx), dtype=bool)
+        for col, arr in ((0, t.pair_aff), (1, t.pair_aff_decayed), (2, t.pair_aff_recent), (3, t.pair_redeemed)):
+            vals = arr[sl][pos] if len(have) else np.zeros(len(coupon_idx))
+            out[:, col] = np.where(hit, np.log1p(vals) if col < 3 else vals > 0, 0.0)
+        out[:, 12] = np.log1p(t.customer_redemptions[u])
+    out[:, 4] = np.log1p(t.coupon_redemptions[coupon_idx])
+    out[:, 5] = np.log1p(t.coupon_buyers[coupon_idx])
+    out[:, 6] = np.log1p(t.coupon_n_products[coupon_idx])
+    ctype = t.campaign_type[campaign_idx]
+    out[:, 7], out[:, 8], out[:, 9] = ctype == 0, ctype == 1, ctype == 2
+    out[:, 10] = np.log1p(np.maximum(day - t.campaign_start[campaign_idx], 0.0))
+    out[:, 11] = np.log1p(np.maximum(t.campaign_end[campaign_idx] - day, 0.0))
+    return out
+
+
+def redemption_events(settings: Settings, start: datetime, end: datetime | None) -> pd.DataFrame:
+    red = dataset.read_table(settings, "coupon_redemptions")
+    red = red[red["redemption_date"] >= pd.Timestamp(start)]
+    if end is not None:
+        red = red[red["redemption_date"] < pd.Timestamp(end)]
+    red = red.assign(day=red["redemption_date"].astype("int64").to_numpy() / 1e6 / DAY_S)
+    return red.sort_values(["redemption_date", "customer_id", "coupon_upc"]).reset_index(drop=True)
+
+
+def event_sets(t: Tables, events: pd.DataFrame):
+    """Per redemption: (row, candidate coupon idx, campaign idx, features, index of the redeemed coupon or -1)."""
+    all_campaigns = t.campaigns
+    for row in events.itertuples(index=False):
+        cpn, camp = candidates(t, int(row.customer_id), all_campaigns, float(row.day))
+        target = _lookup(t.coupons, int(row.coupon_upc))
+        if len(cpn) == 0:
+            yield row, cpn, camp, None, -1
+            continue
+        where = np.flatnonzero(cpn == target)
+        yield row, cpn, camp, features(t, int(row.customer_id), cpn, camp, float(row.day)), (
+            int(where[0]) if len(where) else -1)
+
+
+def train_ranker(settings: Settings, purchases: pd.DataFrame, until: datetime) -> Logistic | None:
+    """Snapshots every SNAPSHOT_DAYS back to TRAIN_DAYS: features as of each snapshot, the redemptions of the
+    following SNAPSHOT_DAYS as labels (features are never older than a month, as after a monthly retrain)."""
+    xs, ptr, pos = [], [0], []
+    for back in range(SNAPSHOT_DAYS, TRAIN_DAYS + 1, SNAPSHOT_DAYS):
+        inner = until - timedelta(days=back)
+        t = build_tables(settings, purchases, inner)
+        window = redemption_events(settings, inner, inner + timedelta(days=SNAPSHOT_DAYS))
+        for _row, _cpn, _camp, x, target in event_sets(t, window):
+            if x is None or target < 0:
+                continue
+            pos.append(ptr[-1] + target)
+            xs.append(x)
+            ptr.append(ptr[-1] + len(x))
+    if not xs:
+        return None
+    return fit_conditional_logit(np.concatenate(xs), np.array(ptr), np.array(pos), FEATURE_NAMES)
+
+
+def prior_ranker() -> Logistic:
+    """Used when there are no redemptions to learn from (a small slice): affinity first, then popularity."""
+    w = np.zeros(len(FEATURE_NAMES))
+    w[FEATURE_NAMES.index("log_affinity_decayed")] = 1.0
+    w[FEATURE_NAMES.index("redeemed_before")] = 1.0
+    w[FEATURE_NAMES.index("log_product_buyers")] = 0.1
+    n = len(FEATURE_NAMES)
+    return Logistic(FEATURE_NAMES, np.zeros(n), np.ones(n), w, 0.0)
+
+
+FIELDS = tuple(f for f in Tables.__dataclass_fields__ if f != "ref_day")
+
+
+def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime, staging: Path,
+                   timer: Timer) -> tuple[dict[str, Any], dict[str, Any]]:
+    with timer.step("next_best_action: ranker (redemptions before the cut)"):
+        ranker = train_ranker(settings, purchases, until)
+        kind = "conditional logit" if ranker is not None else "prior (no redemptions to learn from)"
+        ranker = ranker or prior_ranker()
+    with timer.step("next_best_action: point-in-time tables at the cut"):
+        t = build_tables(settings, purchases, until)
+    with timer.step("next_best_action: ONNX export + registry"):
+        for name in FIELDS:
+            np.save(staging / f"{name}.npy", np.ascontiguousarray(getattr(t, name)), allow_pickle=False)
+        np.save(staging / "ref_day.npy", np.array([t.ref_day]))
+        (staging / "model.onnx").write_bytes(ranker.onnx("next_best_action_ranker"))
+        from training.onnx_export import session
+
+        x = np.random.default_rng(0).normal(size=(256, len(FEATURE_NAMES))).astype(np.float32)
+        onnx_logit = session((staging / "model.onnx").read_bytes()).run(["logit"], {"features": x})[0][:, 0]
+        parity = float(np.max(np.abs(onnx_logit - ranker.logit(x))))
+    return ({"train_days": TRAIN_DAYS, "ranker": kind, "weights": ranker.params()},
+            {"onnx_parity_max_abs_diff": parity, "coupons": len(t.coupons)})
+
+
+def load_tables(directory: Path) -> Tables:
+    arrays = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in FIELDS}
+    return Tables(ref_day=float(np.load(directory / "ref_day.npy")[0]), **arrays)
+
+
+# ---- evaluation (protocol: cut 2017-10-01, every redemption after it) -----------------------------------------
+
+
+def evaluate_nba(settings: Settings, purchases: pd.DataFrame, scratch: Path, timer: Timer) -> dict[str, Any]:
+    from training.evaluate import NBA_CUT
+
+    with timer.step("next_best_action eval: train + tables at the cut"):
+        ranker = train_ranker(settings, purchases[purchases["day"] < to_days(NBA_CUT)], NBA_CUT) or prior_ranker()
+        t = build_tables(settings, purchases, NBA_CUT)
+    events = redemption_events(settings, NBA_CUT, None)
+    rng = np.random.default_rng(0)
+    names = ("model (served ranker)", "random", "past-purchase affinity", "coupon product popularity",
+             "redeemed-before, then affinity")
+    hits = dict.fromkeys(names, 0.0)
+    sizes = []
+    with timer.step("next_best_action eval: rank redemptions"):
+        for _row, cpn, _camp, x, target in event_sets(t, events):
+            if x is None or target < 0:
+                continue  # still counted in the denominator: a miss for every method
+            sizes.append(len(cpn))
+            orders = {
+                "model (served ranker)": np.argsort(-ranker.logit(x), kind="stable"),
+                "random": rng.permutation(len(cpn)),
+                "past-purchase affinity": np.lexsort((-x[:, 5], -x[:, 1])),
+                "coupon product popularity": np.argsort(-x[:, 5], kind="stable"),
+                "redeemed-before, then affinity": np.lexsort((-x[:, 5], -x[:, 1], -x[:, 3])),
+            }
+            for name, order in orders.items():
+                hits[name] += float(target in order[:3])
+    n = len(events)
+    return {
+        "cut": NBA_CUT.isoformat(),
+        "events": n,
+        "events_with_candidates": len(sizes),
+        "median_candidates": float(np.median(sizes)) if sizes else 0.0,
+        "hit@3": {k: v / max(n, 1) for k, v in hits.items()},
+        "weights": ranker.params(),
+    }
