@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -170,7 +171,7 @@ def _timed_retrain(settings: Settings) -> dict[str, Any]:
     from training.pipeline import train
 
     with tempfile.TemporaryDirectory(prefix="pantry-retrain-") as tmp:
-        scratch = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__}, "artifacts_dir": Path(tmp)})
+        scratch = msgspec.structs.replace(settings, artifacts_dir=Path(tmp))
         start = time.perf_counter()
         result = train(scratch, default_until(settings), activate=True, force=True, push=False)
         total = time.perf_counter() - start

@@ -350,7 +350,8 @@ def fit(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, timer: 
 ARRAYS = (
     "customers", "products", "user_factors", "item_factors", "popularity", "repeat_rate", "trend",
     "hist_indptr", "hist_items", "hist_count", "hist_decayed", "hist_decayed_short", "hist_first_day",
-    "hist_last_day", "hist_weeks_long", "hist_weeks_short", "n_baskets", "active_weeks", "ref_day", "store_ids", "store_indptr", "store_items", "store_units",
+    "hist_last_day", "hist_weeks_long", "hist_weeks_short", "n_baskets", "active_weeks", "ref_day",
+    "store_ids", "store_indptr", "store_items", "store_units",
 )
 
 

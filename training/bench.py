@@ -1,0 +1,93 @@
+"""Benchmarks for `make bench` (the load_tests harness calls `run_bench(settings)`).
+
+1. Full retrain (all three models, ONNX export, parity checks, registry) into a scratch artifacts dir, timed.
+2. ONNX item scoring vs implicit's native `recommend` for the same customers (one call per customer, top 10,
+   from the retrained version's factors), p50/p99 per call.
+3. The served `Recommender.recommend` (candidates + ONNX ALS + ONNX re-ranker) per surface, p50/p99 per call.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from pantry.settings import Settings
+
+
+def _pcts(samples: list[float]) -> dict[str, float]:
+    ms = np.array(samples) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "mean_ms": float(ms.mean()), "calls": len(ms)}
+
+
+def run_bench(settings: Settings, n_users: int = 500, progress: bool = False) -> dict[str, Any]:
+    from implicit.cpu.als import AlternatingLeastSquares
+    from scipy.sparse import csr_matrix
+    from threadpoolctl import threadpool_limits
+
+    from training import registry
+    from training.data import default_until
+    from training.onnx_export import session
+    from training.pipeline import train
+    from training.scorers import load_version
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="pantry-bench-") as tmp:
+        scratch = msgspec.structs.replace(settings, artifacts_dir=Path(tmp))
+        start = time.perf_counter()
+        result = train(scratch, default_until(settings), activate=True, force=True, push=False,
+                       echo=(print if progress else (lambda _m: None)))
+        out["retrain_total_s"] = time.perf_counter() - start
+        out["retrain_steps_s"] = result.timings_s
+        version = result.versions["recommender"]
+        vdir = scratch.models_dir / "recommender" / version
+        registry.verify(vdir)
+        user_factors = np.load(vdir / "user_factors.npy")
+        item_factors = np.load(vdir / "item_factors.npy")
+
+        native = AlternatingLeastSquares(factors=user_factors.shape[1])
+        native.user_factors, native.item_factors = user_factors, item_factors
+        sess = session((vdir / "model.onnx").read_bytes())
+        rng = np.random.default_rng(0)
+        users = rng.choice(len(user_factors), size=min(n_users, len(user_factors)), replace=False)
+        empty = csr_matrix((1, item_factors.shape[0]), dtype=np.float32)
+        onnx_t, native_t = [], []
+        with threadpool_limits(1, "blas"):
+            for u in users[:20]:  # warm-up both
+                sess.run(["top_scores", "top_indices"], {"user_factors": user_factors[u : u + 1]})
+                native.recommend(int(u), empty, N=10, filter_already_liked_items=False)
+            for u in users:
+                t0 = time.perf_counter()
+                sess.run(["top_scores", "top_indices"], {"user_factors": user_factors[u : u + 1]})
+                onnx_t.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                native.recommend(int(u), empty, N=10, filter_already_liked_items=False)
+                native_t.append(time.perf_counter() - t0)
+        out["onnx_topk"] = _pcts(onnx_t)
+        out["implicit_recommend"] = _pcts(native_t)
+        out["onnx_vs_implicit_p50_ratio"] = out["onnx_topk"]["p50_ms"] / out["implicit_recommend"]["p50_ms"]
+        out["n_items"] = int(item_factors.shape[0])
+
+        model = load_version(scratch.models_dir, "recommender", version)
+        customers = model.customers[users]
+        for surface in ("for_you", "buy_again", "discover"):
+            times = []
+            for c in customers:
+                t0 = time.perf_counter()
+                model.recommend({}, customer_id=int(c), k=10, surface=surface, exclude=frozenset(), store_id=None)
+                times.append(time.perf_counter() - t0)
+            out[f"served_recommend_{surface}"] = _pcts(times)
+    return out
+
+
+if __name__ == "__main__":  # `python -m training.bench` prints the figures
+    import json
+
+    from pantry.settings import get_settings
+
+    print(json.dumps(run_bench(get_settings(), progress=True), indent=1))
