@@ -19,7 +19,9 @@ from serving.schemas import Substitution, SubstitutionRequest, SubstitutionRespo
 log = logging.getLogger("pantry.serving.substitutions")
 ENDPOINT = "substitutions"
 CUSTOMER_VIEWS = ("customer_repertoire", "customer_session")
-MAX_POOL = 50  # candidates per product read from the store (the model's pool is bounded too)
+MAX_POOL = 20  # candidates per product read from the store: the pool comes best-first, and each costs a read
+# what the ranking and the stock rule need from store_product (fewer fields: less to fetch and decode)
+STOCK_FEATURES = ("on_hand", "in_stock_prob", "units_28d", "units_7d")
 
 
 def _out_of_stock(row) -> bool:
@@ -52,7 +54,7 @@ class SubstitutionsController(Controller):
         candidates = list(dict.fromkeys(c for pool in pools.values() for c in pool))
 
         customer_reads = [RowRead(v, (data.customer_id,)) for v in CUSTOMER_VIEWS]
-        stock_reads = [RowRead("store_product", (data.store_id, c)) for c in candidates]
+        stock_reads = [RowRead("store_product", (data.store_id, c), STOCK_FEATURES) for c in candidates]
         fallback: str | None = None
         features: dict = {}
         stock: dict[int, dict | None] = {}

@@ -90,3 +90,27 @@ def write_features(feast_applied: Settings, layout):
         write_rows(client, layout, view, [(join_values, values, ts)])
 
     return write
+
+
+def _train(settings: Settings, *args: str) -> None:
+    cmd = [sys.executable, "-m", "pantry.cli", "train", "--no-push", *args]
+    result = subprocess.run(cmd, env=feast_repo.subprocess_env(settings), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+@pytest.fixture(scope="session")
+def trained_models(feast_applied: Settings) -> tuple[str, str]:
+    """All three models trained on the slice and ACTIVE, plus a second recommender version (not active).
+
+    Returns (active recommender version, newer recommender version). The session server hot-reloads them.
+    """
+    pytest.importorskip("training.registry")
+    from training import registry
+
+    _train(feast_applied, "--until", "2017-09-01", "--activate", "--force")
+    active = registry.active_version(feast_applied.models_dir, "recommender")
+    _train(feast_applied, "--only", "recommender", "--until", "2017-11-01", "--force")
+    newer = registry.versions(feast_applied.models_dir, "recommender")[-1]
+    assert active and newer and newer != active
+    return active, newer

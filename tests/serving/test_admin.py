@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -11,7 +9,6 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from pantry import feast_repo
 from serving.campaigns import Approval, Campaign, CampaignBook, status_of
 
 MERCH = {"X-API-Key": "merch-demo-key"}
@@ -55,24 +52,9 @@ def test_changed_campaign_needs_a_new_approval():
     assert book.offerable(datetime(2017, 3, 15, tzinfo=UTC)) == frozenset()
 
 
-def _train(settings, until: str) -> None:
-    cmd = [sys.executable, "-m", "pantry.cli", "train", "--only", "recommender", "--until", until, "--no-push",
-           "--force"]
-    result = subprocess.run(cmd, env=feast_repo.subprocess_env(settings), capture_output=True, text=True,
-                            timeout=240)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def two_versions(feast_applied):
-    pytest.importorskip("training.registry")
-    from training import registry
-
-    _train(feast_applied, "2017-09-01")
-    _train(feast_applied, "2017-11-01")
-    versions = registry.versions(feast_applied.models_dir, "recommender")
-    assert len(versions) >= 2
-    return versions[-2], versions[-1]
+@pytest.fixture()
+def two_versions(trained_models):
+    return trained_models
 
 
 def _served_version(http) -> str:

@@ -1,0 +1,98 @@
+"""Substitutions and next-best-action with the trained models: stock rule and campaign governance."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from pantry import dataset
+
+MERCH = {"X-API-Key": "merch-demo-key"}
+
+
+@pytest.fixture(scope="module")
+def models(trained_models, feast_applied):
+    from training.scorers import load_active
+
+    return load_active(feast_applied.models_dir)
+
+
+def _wait_served(http, path: str, body: dict, version: str, timeout_s: float = 5.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = http.post(path, json=body).json()
+        if out.get("model_version") == version or time.monotonic() > deadline:
+            return out
+        time.sleep(0.1)
+
+
+def test_substitutions_never_offer_out_of_stock(http, models, feast_applied, write_features):
+    subs = models.substitutions
+    products = dataset.read_table(feast_applied, "products")["product_id"].astype(int).tolist()
+    product, pool = next((p, subs.candidate_pool(p)) for p in products if len(subs.candidate_pool(p)) >= 4)
+    pool = [c for c in pool if c != product]
+    store, customer = 9_300_001, 9_300_002
+    as_of = datetime(2017, 10, 1, 12, tzinfo=UTC)
+    body = {"customer_id": customer, "store_id": store, "product_ids": [product], "k": 3, "as_of": as_of.isoformat()}
+    first = _wait_served(http, "/v1/substitutions", body, subs.version)
+    assert first["model_version"] == subs.version, first
+    offered = [c["product_id"] for c in first["substitutions"][0]["candidates"]]
+    assert offered and product not in offered
+    # the store runs out of everything it offered: none of it may be offered again
+    for c in offered:
+        write_features("store_product", (store, c), {"on_hand": 0, "units_28d": 9}, as_of - timedelta(hours=1))
+    second = http.post("/v1/substitutions", json=body).json()
+    again = [c["product_id"] for c in second["substitutions"][0]["candidates"]]
+    assert not set(again) & set(offered)
+    assert again, "other candidates of the pool are still offered"
+    bad = http.post("/v1/substitutions", json={**body, "product_ids": []})
+    assert bad.status_code == 400 and "product_ids" in bad.json()["detail"]
+    assert http.post("/v1/substitutions", json={**body, "product_ids": list(range(51))}).status_code == 400
+
+
+def _enrolments(settings) -> list[tuple[int, int, datetime]]:
+    camps = dataset.read_table(settings, "campaigns")
+    desc = dataset.read_table(settings, "campaign_descriptions")
+    merged = camps.merge(desc, on="campaign_id")
+    out = []
+    for rec in merged.itertuples(index=False):
+        mid = rec.start_date + (rec.end_date - rec.start_date) / 2
+        out.append((int(rec.customer_id), int(rec.campaign_id), pd.Timestamp(mid).to_pydatetime()))
+    return out[:40]
+
+
+def test_next_best_action_offers_only_approved_active_campaigns(http, models, feast_applied):
+    nba = models.next_best_action
+    enrolments = _enrolments(feast_applied)
+    assert enrolments
+    for cid in {c for _, c, _ in enrolments}:
+        assert http.post(f"/admin/campaigns/{cid}/approve", headers=MERCH).status_code == 200
+    time.sleep(1.5)  # approvals reach every worker within a second
+
+    def offered() -> dict[tuple[int, str], set[int]]:
+        out = {}
+        for customer, _, when in enrolments:
+            body = {"customer_id": customer, "k": 5, "as_of": when.isoformat()}
+            answer = _wait_served(http, "/v1/next-best-action", body, nba.version)
+            assert answer["model_version"] == nba.version
+            out[(customer, when.isoformat())] = {a["campaign_id"] for a in answer["actions"] if "campaign_id" in a}
+        return out
+
+    approved = offered()
+    all_offered = set().union(*approved.values())
+    assert all_offered, "with every campaign approved, some coupon is offered"
+    desc = dataset.read_table(feast_applied, "campaign_descriptions").set_index("campaign_id")
+    for (_, when), campaign_ids in approved.items():
+        at = pd.Timestamp(when)
+        for cid in campaign_ids:  # every offered campaign is active at `now`
+            assert desc.loc[cid, "start_date"] <= at <= desc.loc[cid, "end_date"]
+
+    victim = next(iter(all_offered))
+    assert http.post(f"/admin/campaigns/{victim}/reject", headers=MERCH).status_code == 200
+    time.sleep(1.5)
+    after = offered()
+    assert victim not in set().union(*after.values())
+    http.post(f"/admin/campaigns/{victim}/approve", headers=MERCH)
