@@ -192,7 +192,7 @@ class CustomerShardLogic(_Coalescing):
     def refresh(self, as_of: float) -> None:
         dirty = self.shard.dirty
         for cid, st in self.shard.states.items():
-            if st.expiry is not None and st.expiry <= as_of and as_of > st.as_of:
+            if as_of > st.as_of and F.customer_next_change(st) <= as_of:
                 st.as_of = as_of
                 dirty[cid] = dirty.get(cid, 0) | F.ACTIVITY
 
@@ -237,11 +237,11 @@ class StoreShardLogic(_Coalescing):
     def refresh(self, as_of: float) -> None:
         sh = self.shard
         for sid, st in sh.stores.items():
-            if st.expiry is not None and st.expiry <= as_of and as_of > st.as_of:
+            if as_of > st.as_of and F.store_next_change(st) <= as_of:
                 st.as_of = as_of
                 sh.dirty_stores.add(sid)
         for key, sp in sh.pairs.items():
-            if sp.expiry is not None and sp.expiry <= as_of and as_of > sp.as_of:
+            if as_of > sp.as_of and F.store_product_next_change(sp) <= as_of:
                 sp.as_of = as_of
                 sh.dirty_pairs.add(key)
 

@@ -75,6 +75,36 @@ def from_event(event: ev_schema.Event) -> Ev:
             return Ev(event.event_id, kind, t, event.customer_id, event.store_id)
 
 
+def next_change(times: Iterable[float], as_of: float, windows: tuple[float, ...]) -> float:
+    """The first instant after `as_of` at which an entry (event time) leaves a window (lengths ascending) that
+    holds it at `as_of`: until then the windowed values stay as they are. inf if nothing is in a window.
+    Computed from the state alone, so when a refresh re-evaluates an entity never depends on emission timing."""
+    best = math.inf
+    for t in times:
+        if t > as_of:
+            continue
+        for w in windows:
+            end = t + w
+            if end > as_of:
+                if end < best:
+                    best = end
+                break
+    return best
+
+
+def customer_next_change(st: CustomerState) -> float:
+    return next_change((b[0] for b in st.baskets.values()), st.as_of, (7 * DAY, 28 * DAY))
+
+
+def store_next_change(st: StoreState) -> float:
+    return min(next_change((b[0] for b in st.baskets.values()), st.as_of, (HOUR, DAY)),
+               next_change((t for t, _ in st.sales), st.as_of, (DAY,)))
+
+
+def store_product_next_change(st: StoreProductState) -> float:
+    return next_change((t for t, _ in st.sales), st.as_of, (7 * DAY, 28 * DAY))
+
+
 # ---- customer: session, activity, repertoire ------------------------------------------------------------------
 
 SESSION, ACTIVITY, REPERTOIRE = 1, 2, 4  # dirty flags: which customer views an event changed
@@ -92,7 +122,6 @@ class CustomerState(msgspec.Struct, array_like=True):
     store_baskets: dict[int, int] = msgspec.field(default_factory=dict)  # store -> baskets ever
     last_order_at: float | None = None
     rep: dict[int, float] = msgspec.field(default_factory=dict)  # product -> sum 2 ** ((t - REF_T) / half-life)
-    expiry: float | None = None  # next time a window value changes without new events
 
 
 def customer_apply(st: CustomerState, e: Ev) -> int:
@@ -101,6 +130,7 @@ def customer_apply(st: CustomerState, e: Ev) -> int:
     dirty = 0
     if t > st.as_of:
         st.as_of = t
+        dirty = ACTIVITY | REPERTOIRE  # both are evaluated at as_of: moving it changes them
     if e.kind in SESSION_KINDS:
         dirty |= _session_apply(st, e)
     if e.kind == "purchase":
@@ -166,7 +196,6 @@ def activity_row(st: CustomerState, as_of: float) -> Values:
     horizon = lo28 - LATENESS_S
     o7 = o28 = 0
     s7 = s28 = 0.0
-    expiry = math.inf
     stale = []
     for bid, (t, spend) in st.baskets.items():
         if t <= horizon:
@@ -178,12 +207,8 @@ def activity_row(st: CustomerState, as_of: float) -> Values:
             if t > lo7:
                 o7 += 1
                 s7 += spend
-                expiry = min(expiry, t + 7 * DAY)
-            else:
-                expiry = min(expiry, t + 28 * DAY)
     for bid in stale:
         del st.baskets[bid]
-    st.expiry = None if expiry == math.inf else expiry
     preferred = max(st.store_baskets.items(), key=lambda kv: (kv[1], -kv[0]))[0] if st.store_baskets else None
     return {
         "orders_7d": o7,
@@ -222,7 +247,6 @@ class StoreState(msgspec.Struct, array_like=True):
     as_of: float = 0.0
     baskets: dict[int, list] = msgspec.field(default_factory=dict)  # basket -> [first time, customer]
     sales: list[tuple[float, float]] = msgspec.field(default_factory=list)  # (time, sales_value) of lines
-    expiry: float | None = None
 
 
 def store_apply(st: StoreState, e: Ev) -> bool:
@@ -248,7 +272,6 @@ def traffic_row(st: StoreState, as_of: float) -> Values:
     b1 = b24 = 0
     c1: set = set()
     c24: set = set()
-    expiry = math.inf
     stale = []
     for bid, (t, cid) in st.baskets.items():
         if t <= horizon:
@@ -259,15 +282,11 @@ def traffic_row(st: StoreState, as_of: float) -> Values:
             if t > lo1:
                 b1 += 1
                 c1.add(cid)
-                expiry = min(expiry, t + HOUR)
-            else:
-                expiry = min(expiry, t + DAY)
     for bid in stale:
         del st.baskets[bid]
     if st.sales and st.sales[0][0] <= horizon:
         st.sales = [s for s in st.sales if s[0] > horizon]
     sales = sum(v for t, v in st.sales if lo24 < t <= as_of)
-    st.expiry = None if expiry == math.inf else expiry
     c1.discard(None)
     c24.discard(None)
     return {"baskets_1h": b1, "customers_1h": len(c1), "baskets_24h": b24, "customers_24h": len(c24),
@@ -283,7 +302,6 @@ class StoreProductState(msgspec.Struct, array_like=True):
     last_sold_at: float | None = None
     inv_on_hand: int | None = None  # the latest inventory count
     inv_t: float = NO_TIME  # its event time (none yet: before anything)
-    expiry: float | None = None
 
 
 def store_product_apply(st: StoreProductState, e: Ev) -> bool:
@@ -317,11 +335,12 @@ def in_stock_probability(sales_per_day: float, days_since_sale: float | None) ->
 
 def store_product_row(st: StoreProductState, as_of: float) -> Values:
     lo7, lo28 = as_of - 7 * DAY, as_of - 28 * DAY
-    horizon = min(lo28 - LATENESS_S, st.inv_t)
+    horizon = lo28 - LATENESS_S
+    if st.inv_on_hand is not None:
+        horizon = min(horizon, st.inv_t)  # sales since the last count still matter for on_hand
     if st.sales and st.sales[0][0] <= horizon:
         st.sales = [s for s in st.sales if s[0] > horizon]
     u7 = u28 = n28 = sold_since_count = 0
-    expiry = math.inf
     for t, q in st.sales:
         if t > st.inv_t:
             sold_since_count += q
@@ -330,10 +349,6 @@ def store_product_row(st: StoreProductState, as_of: float) -> Values:
             n28 += 1
             if t > lo7:
                 u7 += q
-                expiry = min(expiry, t + 7 * DAY)
-            else:
-                expiry = min(expiry, t + 28 * DAY)
-    st.expiry = None if expiry == math.inf else expiry
     if st.inv_on_hand is not None:
         on_hand: int | None = max(0, st.inv_on_hand - sold_since_count)
         prob = 1.0 if on_hand > 0 else 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import threading
@@ -21,6 +22,11 @@ from pantry.settings import Settings
 REPLAY_RECORD = "pantry:stream:replay"  # hash: until, events, completed_at, seconds (a completed replay)
 STREAM_VIEWS = ("customer_session", "customer_activity", "customer_repertoire", "store_traffic", "store_product")
 SNAPSHOT_S = 5.0  # epoch length = how often state is snapshotted (and how much a crash re-processes)
+
+
+def snapshot_interval_s() -> float:
+    # PANTRY_STREAM_SNAPSHOT_S: shorter in tests that crash the flow on purpose
+    return float(os.environ.get("PANTRY_STREAM_SNAPSHOT_S") or SNAPSHOT_S)
 
 
 class ReplayRecord(msgspec.Struct):
@@ -116,7 +122,7 @@ def run_flow(settings: Settings, config, workers: int, stop_flag: Callable[[], b
 
     flow = build_flow(settings, config, stop_flag)
     recovery = RecoveryConfig(ensure_recovery(settings))
-    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=SNAPSHOT_S),
+    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_interval_s()),
              recovery_config=recovery)
 
 

@@ -45,7 +45,7 @@ def test_activity_windows_are_half_open_at_the_old_edge():
     assert row["spend_7d"] == pytest.approx(5.0)
     assert row["last_order_at"] == T0 - HOUR
     # the next change without new events: basket 2 leaves the 28-day window one second after as_of
-    assert st.expiry == pytest.approx(T0 - 28 * DAY + 1 + 28 * DAY)
+    assert F.customer_next_change(st) == pytest.approx(T0 + 1)
 
 
 def test_preferred_store_is_the_one_with_most_baskets_ties_to_smaller_id():
