@@ -79,3 +79,25 @@ async def test_redis_outage_degrades_then_recovers(own_settings, own_redis):
         else:
             pytest.fail("did not recover after Redis came back")
         assert (await client.post("/v1/events", json={"events": [event]})).status_code == 202
+
+
+async def test_rate_limit_is_shared_in_redis_and_cors_is_only_for_configured_origins(own_settings):
+    limited = msgspec.structs.replace(own_settings, rate_limit_per_minute=5, cors_origins=("https://shop.example",))
+    body = {"customer_id": UNKNOWN, "k": 2}
+    async with AsyncTestClient(app=create_app(limited), timeout=10) as a, \
+            AsyncTestClient(app=create_app(limited), timeout=10) as b:  # two "workers", one Redis counter
+        minute = int(time.time() // 60)
+        statuses = [(await (a if i % 2 else b).post("/v1/recommendations", json=body)).status_code for i in range(7)]
+        if int(time.time() // 60) != minute:  # the minute rolled over mid-test: counters restarted
+            pytest.skip("minute boundary")
+        assert statuses[:5] == [200] * 5 and statuses[5:] == [429, 429]
+        limited_response = await a.post("/v1/recommendations", json=body)
+        assert 1 <= int(limited_response.headers["Retry-After"]) <= 60
+        assert (await a.get("/healthz")).status_code == 200  # probes are not limited
+
+        allowed = await a.options("/v1/recommendations", headers={
+            "Origin": "https://shop.example", "Access-Control-Request-Method": "POST"})
+        assert allowed.headers.get("access-control-allow-origin") == "https://shop.example"
+        other = await a.options("/v1/recommendations", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        assert other.headers.get("access-control-allow-origin") != "https://evil.example"
