@@ -99,8 +99,9 @@ def load(users: int, rate: float, duration: str, host: str | None, slo_file: Pat
 @click.option("--quick", is_flag=True, help="Shorter steps (a smoke run; the figures are less stable).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the report (default: docs/BENCHMARKS.md).")
-def bench(quick: bool, output: Path | None) -> None:
+@click.option("--render-only", is_flag=True, help="Re-render the report from the last run's figures, measure nothing.")
+def bench(quick: bool, output: Path | None, render_only: bool) -> None:
     """Run every benchmark in one go (own data dir and Redis) and write docs/BENCHMARKS.md."""
-    from load_tests.bench.harness import run_all
+    from load_tests.bench.harness import render_last, run_all
 
-    sys.exit(run_all(quick=quick, output=output))
+    sys.exit(render_last(output) if render_only else run_all(quick=quick, output=output))

@@ -6,6 +6,8 @@ names a household, store and product that exist in the data the service was buil
 
 from __future__ import annotations
 
+import os
+import pickle
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -84,7 +86,30 @@ def build(settings: Settings, seed: int | None = None) -> IdPool:
     )
 
 
+def cached(settings: Settings) -> IdPool:
+    """The pool, from a cache file beside the dataset when it matches the dataset's digest (building it from
+    1.47M events takes seconds, and every Locust process needs it)."""
+    digest = dataset.manifest(settings).events_sha256
+    path = settings.data_dir / "load_id_pool.pickle"
+    try:
+        saved_digest, saved = pickle.loads(path.read_bytes())  # our own file, written below
+        if saved_digest == digest:
+            saved.rng = random.Random()  # fresh entropy: processes loading the same file must not draw alike
+            return saved
+    except (OSError, pickle.UnpicklingError, ValueError, EOFError, AttributeError, TypeError):
+        pass
+    built = build(settings)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(pickle.dumps((digest, built), protocol=pickle.HIGHEST_PROTOCOL))
+    tmp.replace(path)  # atomic: concurrent Locust processes never read half a file
+    return built
+
+
 @cache
 def pool() -> IdPool:
-    """The process-wide pool (each Locust worker process builds its own, once)."""
-    return build(get_settings())
+    """The process-wide pool (each Locust worker process loads its own, once)."""
+    settings = get_settings()
+    try:
+        return cached(settings)
+    except FileNotFoundError:
+        return build(settings)  # raises the clear "run `pantry data load`" error
