@@ -49,6 +49,7 @@ FEATURE_NAMES = (
     "item_trend",
 )
 TOP_K = 200  # ALS TopK in the ONNX graph: the pool of never-bought candidates
+MIN_BUYERS = 3  # items the ONNX graph scores: bought by at least this many customers (fewer: noise, and slower)
 N_NEW = 30  # never-bought ALS candidates per customer
 N_POPULAR = 30  # never-bought popular candidates per customer
 MAX_HISTORY = 400  # bought candidates per customer (by decayed count)
@@ -147,7 +148,7 @@ class Candidates:
 
 
 def customer_candidates(
-    hist: History, u: int, scores_row: np.ndarray, top_indices: np.ndarray, stats: ItemStats,
+    hist: History, u: int, user_vec: np.ndarray, item_factors: np.ndarray, top_indices: np.ndarray, stats: ItemStats,
     n_new: int = N_NEW, n_popular: int = N_POPULAR, max_history: int = MAX_HISTORY,
 ) -> Candidates:
     """Bought items (top `max_history` by decayed count) + the first `n_new` never-bought items of the ALS top-k
@@ -189,7 +190,7 @@ def customer_candidates(
         np.concatenate([first, z64]),
         all_last,
         n_b,
-        scores_row[all_items],
+        item_factors[all_items] @ user_vec,
         stats.popularity[all_items],
         stats.repeat_rate[all_items],
         hist.ref_day,
@@ -209,16 +210,25 @@ def batch_candidates(
 ) -> tuple[np.ndarray, list[Candidates]]:
     """customer_candidates for many customers, scoring ALS in chunks (numpy, the same arithmetic as the graph)."""
     out: list[Candidates] = []
-    k = min(TOP_K, item_factors.shape[0])
+    scorable = scorable_items(hist, item_factors.shape[0])
+    sub = item_factors[scorable]
+    k = min(TOP_K, len(scorable))
     for start in range(0, len(users), chunk):
         block = users[start : start + chunk]
-        scores = user_factors[block] @ item_factors.T
+        scores = user_factors[block] @ sub.T
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         for j, u in enumerate(block):
             row = scores[j]
-            order = top[j][np.argsort(-row[top[j]], kind="stable")]
-            out.append(customer_candidates(hist, int(u), row, order, stats))
+            order = scorable[top[j][np.argsort(-row[top[j]], kind="stable")]]
+            out.append(customer_candidates(hist, int(u), user_factors[u], item_factors, order, stats))
     return users, out
+
+
+def scorable_items(hist: History, n_items: int) -> np.ndarray:
+    """Item indices the ALS graph ranks: bought by MIN_BUYERS+ customers (all items when that leaves too few)."""
+    buyers = np.bincount(hist.items, minlength=n_items)
+    keep = np.flatnonzero(buyers >= MIN_BUYERS)
+    return keep if len(keep) >= TOP_K else np.arange(n_items)
 
 
 def labels_for(cands: list[Candidates], users: np.ndarray, truth: dict[int, set[int]]) -> np.ndarray:
@@ -371,7 +381,9 @@ def save(fitted: Fitted, directory: Path) -> None:
     }
     for name, arr in arrays.items():
         np.save(directory / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
-    (directory / "model.onnx").write_bytes(als_scoring_graph(fitted.item_factors, TOP_K))
+    scorable = scorable_items(h, fitted.item_factors.shape[0])
+    np.save(directory / "scorable_items.npy", scorable, allow_pickle=False)
+    (directory / "model.onnx").write_bytes(als_scoring_graph(fitted.item_factors[scorable], TOP_K))
     if fitted.reranker is not None:
         (directory / "reranker.onnx").write_bytes(fitted.reranker.onnx("recommender_reranker"))
 
@@ -396,16 +408,19 @@ def parity(fitted: Fitted, session, n_users: int = 64) -> float:
     if n == 0:
         return 0.0
     users = np.linspace(0, len(fitted.index.customers) - 1, n).astype(np.int64)
+    scorable = scorable_items(fitted.hist, fitted.item_factors.shape[0])
     out = session.run(None, {"user_factors": fitted.user_factors[users]})
-    scores, top_scores = out[0], out[1]
+    scores, top_scores, top_local = out[0], out[1], out[2]
     worst = 0.0
     k = min(10, scores.shape[1])
     from scipy.sparse import csr_matrix
 
     empty = csr_matrix((1, len(fitted.index.products)), dtype=np.float32)
     for row, u in enumerate(users):
-        ids, native = model.recommend(int(u), empty, N=k, filter_already_liked_items=False)
+        ids, native = model.recommend(int(u), empty, N=k, filter_already_liked_items=False, items=scorable)
         worst = max(worst, float(np.max(np.abs(top_scores[row, :k] - native))))
-        worst = max(worst, float(np.max(np.abs(scores[row, ids] - native))))
-    dense = fitted.user_factors[users].astype(np.float64) @ fitted.item_factors.T.astype(np.float64)
+        local = np.searchsorted(scorable, ids)
+        worst = max(worst, float(np.max(np.abs(scores[row, local] - native))))
+        worst = max(worst, float(np.max(np.abs(scores[row, top_local[row, :k]] - top_scores[row, :k]))))
+    dense = fitted.user_factors[users].astype(np.float64) @ fitted.item_factors[scorable].T.astype(np.float64)
     return max(worst, float(np.max(np.abs(scores - dense))))

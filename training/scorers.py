@@ -42,6 +42,8 @@ class Recommender:
         self.customers = a["customers"]
         self.products = a["products"]
         self.user_factors = a["user_factors"]
+        self.item_factors = a["item_factors"]
+        self.scorable = np.load(directory / "scorable_items.npy", allow_pickle=False)
         self.popularity = a["popularity"]
         self.stats = item_stats(a["popularity"], a["repeat_rate"], a["trend"])
         self.hist = history_from_arrays(a)
@@ -138,8 +140,9 @@ class Recommender:
         factors = self.customer_factors(features, u)
         if factors is None:
             factors = self._zeros
-        scores, _top_scores, top_idx = self.als.run(None, {"user_factors": factors})
-        cands = customer_candidates(self.hist, u, scores[0], top_idx[0], self.stats)
+        (top_local,) = self.als.run(["top_indices"], {"user_factors": factors})
+        cands = customer_candidates(self.hist, u, factors[0], self.item_factors, self.scorable[top_local[0]],
+                                    self.stats)
         if surface != "discover":
             cands = self._with_stream_repertoire(features, cands)
         keep = self._exclude_mask(cands.items, exclude)
