@@ -269,7 +269,7 @@ def hello_world(work: Path, workers: int) -> contextmanager:
     port = free_port()
     granian = str(Path(sys.executable).with_name("granian"))
     cmd = [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-           "--no-ws", "--app-dir", str(work), "pantry_bench_hello:app"]
+           "--no-ws", "--working-dir", str(work), "pantry_bench_hello:app"]
     return _process(cmd, dict(os.environ), f"http://127.0.0.1:{port}", "/healthz", work / "hello.log")
 
 

@@ -19,7 +19,7 @@ REQUEST_LATENCY = Histogram(
 )
 FALLBACKS = Counter("pantry_fallbacks_total", "Answers served from a fallback, by endpoint and reason",
                     ["endpoint", "reason"])
-FEATURE_AGE = Histogram("pantry_feature_age_seconds", "Age of online feature rows read, by view", ["view"],
+FEATURE_AGE = Histogram("pantry_feature_age_seconds", "Age of the oldest row of a view per request", ["view"],
                         buckets=_AGE_BUCKETS)
 FEATURE_STATUS = Counter("pantry_feature_rows_total", "Online rows read, by view and status", ["view", "status"])
 MODEL_VERSION = Gauge("pantry_model_info", "1 for the model version a worker serves", ["model", "version"],

@@ -43,13 +43,31 @@ def _scorers():
         raise
 
 
-def load_models(models_dir: Path) -> ModelSet:
-    """The ACTIVE versions; an empty set when training has not produced any (serving then uses its fallbacks)."""
+def load_models(models_dir: Path, current: ModelSet | None = None) -> tuple[ModelSet, dict[str, str]]:
+    """The ACTIVE version of each model, loaded one by one: a model that fails to load keeps its previous version
+    (or stays None) without taking the others down. Returns the set and {model: error} for the failures."""
     scorers = _scorers()
+    current = current or ModelSet()
     if scorers is None:
-        return ModelSet()
-    loaded = scorers.load_active(models_dir)
-    return ModelSet(*(getattr(loaded, name, None) for name in MODEL_NAMES))
+        return current, {}
+    from training import registry
+
+    loaded: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name in MODEL_NAMES:
+        old = getattr(current, name)
+        try:
+            version = registry.active_version(models_dir, name)
+            if version is None:
+                loaded[name] = None
+            elif old is not None and getattr(old, "version", None) == version:
+                loaded[name] = old  # unchanged: keep the instance
+            else:
+                loaded[name] = scorers.load_version(models_dir, name, version)  # verifies every sha256
+        except Exception as exc:  # a corrupt or half-written artifact must not take the service down
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            loaded[name] = old
+    return ModelSet(**loaded), errors
 
 
 def active_signature(models_dir: Path) -> tuple:
@@ -76,18 +94,15 @@ class ModelHolder:
 
     def load_now(self) -> None:
         signature = active_signature(self.models_dir)
-        try:
-            models = load_models(self.models_dir)
-        except Exception as exc:  # a corrupt or half-written artifact must not take the service down
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("model load failed, keeping %s: %s", self.current.versions(), self.last_error)
-            self.signature = signature
-            return
-        self.current = models
+        models, errors = load_models(self.models_dir, self.current)
+        for name, error in errors.items():
+            log.warning("model %s not (re)loaded, keeping %s: %s", name, getattr(models, name) and
+                        getattr(models, name).version, error)
+        self.last_error = "; ".join(f"{n}: {e}" for n, e in errors.items()) or None
+        self.current = models  # one assignment: a request sees the old set or the new one
         self.signature = signature
-        self.last_error = None
         self.reloads += 1
-        log.info("models loaded: %s", models.versions())
+        log.info("models: %s", models.versions())
 
     async def watch(self, interval_s: float = 1.0) -> None:
         while True:

@@ -133,10 +133,17 @@ class Services:
         if reader is None:
             raise StoreUnavailable("feast registry not loaded")
         result = await self.store.call(lambda: reader.read(self.redis, reads, as_of))
+        # one metric update per (view, status) and per view, not per row: a substitution read has ~60 rows
+        counts: dict[tuple[str, str], int] = {}
+        oldest: dict[str, float] = {}
         for r, row in zip(reads, result.rows, strict=True):
-            metrics.FEATURE_STATUS.labels(r.view, row.status).inc()
-            if row.age_s is not None:
-                metrics.FEATURE_AGE.labels(r.view).observe(max(row.age_s, 0.0))
+            counts[(r.view, row.status)] = counts.get((r.view, row.status), 0) + 1
+            if row.age_s is not None and row.age_s > oldest.get(r.view, -1.0):
+                oldest[r.view] = row.age_s
+        for (view, status), n in counts.items():
+            metrics.FEATURE_STATUS.labels(view, status).inc(n)
+        for view, age in oldest.items():
+            metrics.FEATURE_AGE.labels(view).observe(max(age, 0.0))
         return result
 
     async def now(self, as_of: datetime | None) -> datetime:
