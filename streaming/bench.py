@@ -1,0 +1,243 @@
+"""Streaming benchmark, called by `make bench` (load_tests harness): `run_bench(settings) -> dict`.
+
+Measures, on its own data dir and Redis db (the harness's stream state is left alone):
+  replay      events/s of `pantry stream replay` (a subprocess, real Bytewax, Feast-layout writes + feature log)
+              over the first REPLAY_UNTIL of the data (the full year does not fit the 5-minute budget here)
+  push        Feast's plain path: FeatureStore.push of PUSH_ROWS store_product rows (rows/s), the peer
+  freshness   `pantry stream live` (subprocess) fed by XADD at 1,000 and 5,000 events/s; p50/p99 from the
+              XADD of a probe purchase to its row being readable in the online store
+  memory      peak RSS of the dataflow processes
+Reproduce: `.venv/bin/python -c "from streaming.bench import main; main()"` (prints the figures as JSON).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from pantry import events
+from pantry.keys import EVENT_FIELD, EVENTS_STREAM
+from pantry.redis_server import sync_client
+from pantry.settings import Settings, from_env
+
+REPLAY_UNTIL = datetime(2017, 4, 1, tzinfo=UTC)
+PUSH_ROWS = 20_000
+RATES = (1_000, 5_000)
+RATE_SECONDS = 8.0
+BENCH_DB = 7
+
+
+def _isolated(settings: Settings) -> Settings:
+    root = settings.data_dir / "bench-stream"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    (root / "data").symlink_to(settings.dataset_dir)
+    shutil.copy(settings.registry_path, root / "registry.db")
+    base = settings.redis_url or settings.effective_redis_url()
+    url = base.rsplit("/", 1)[0] + f"/{BENCH_DB}"
+    bench = from_env({**os.environ, "PANTRY_DATA_DIR": str(root), "REDIS_URL": url})
+    sync_client(bench).flushdb()
+    return bench
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "PANTRY_DATA_DIR": str(settings.data_dir), "REDIS_URL": settings.effective_redis_url()}
+
+
+def _pantry(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pantry.cli", *args]
+
+
+def bench_replay(settings: Settings) -> dict:
+    from streaming import runner
+
+    started = time.monotonic()
+    subprocess.run(_pantry("stream", "replay", "--until", REPLAY_UNTIL.date().isoformat(), "--no-progress"),
+                   env=_env(settings), check=True, capture_output=True)
+    wall = time.monotonic() - started
+    record = runner.read_record(settings)
+    assert record is not None
+    return {
+        "events": record.events,
+        "until": record.until,
+        "events_per_s": round(record.events / record.seconds),  # flow build + run + final flush
+        "wall_s_with_process_start": round(wall, 1),
+        "events_per_s_with_process_start": round(record.events / wall),
+    }
+
+
+def bench_push(settings: Settings, n: int = PUSH_ROWS) -> dict:
+    import pandas as pd
+    from feast.data_source import PushMode
+
+    from pantry import feast_repo
+
+    fs = feast_repo.store(settings)
+    now = pd.Timestamp(REPLAY_UNTIL)
+    df = pd.DataFrame({
+        "store_id": [i % 400 for i in range(n)],
+        "product_id": [1_000_000 + i for i in range(n)],
+        "units_7d": [i % 5 for i in range(n)],
+        "units_28d": [i % 9 for i in range(n)],
+        "last_sold_at": [now] * n,
+        "on_hand": [None] * n,
+        "in_stock_prob": [0.9] * n,
+        "on_display": [False] * n,
+        "in_mailer": [False] * n,
+        "event_timestamp": [now] * n,
+    })
+    df["on_hand"] = df["on_hand"].astype("Int64")
+    started = time.monotonic()
+    fs.push("store_product_push", df, to=PushMode.ONLINE)
+    took = time.monotonic() - started
+    return {"rows": n, "rows_per_s": round(n / took), "seconds": round(took, 2)}
+
+
+class _Probe(threading.Thread):
+    """Polls the online hash of each probe customer until its activity row appears; records the delay."""
+
+    def __init__(self, settings: Settings, layout):
+        super().__init__(daemon=True)
+        self.client = sync_client(settings)
+        self.layout = layout
+        self.pending: dict[bytes, float] = {}
+        self.lock = threading.Lock()
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+        self.field = layout.fields("customer_activity", ["orders_7d"])[-1]  # the _ts field
+
+    def expect(self, customer_id: int, sent: float) -> None:
+        with self.lock:
+            self.pending[self.layout.key("customer_activity", (customer_id,))] = sent
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                keys = list(self.pending)
+            if keys:
+                pipe = self.client.pipeline(transaction=False)
+                for k in keys:
+                    pipe.hexists(k, self.field)
+                now = time.monotonic()
+                for k, seen in zip(keys, pipe.execute(), strict=True):
+                    if seen:
+                        with self.lock:
+                            self.latencies.append(now - self.pending.pop(k))
+            time.sleep(0.002)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_freshness(settings: Settings) -> tuple[dict, int]:
+    from pantry import feast_repo
+
+    layout = feast_repo.layout(settings)
+    client = sync_client(settings)
+    proc = subprocess.Popen(_pantry("stream", "live", "--no-progress"), env=_env(settings),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    out: dict = {}
+    try:
+        base = REPLAY_UNTIL + timedelta(days=1)
+        seq = 0
+        # wait for the flow: one event processed
+        client.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(events.ProductView(
+            event_id="bench-warm", ts=base, customer_id=1, product_id=1))})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not client.hget("pantry:stream:counters", "processed"):
+            time.sleep(0.1)
+        rng = random.Random(7)
+        for rate in RATES:
+            probe = _Probe(settings, layout)
+            probe.start()
+            tick = 0.01
+            per_tick = max(1, int(rate * tick))
+            started = time.monotonic()
+            next_at = started
+            probe_customer = 50_000_000 + rate * 1000
+            sent = 0
+            while time.monotonic() - started < RATE_SECONDS:
+                pipe = client.pipeline(transaction=False)
+                for _ in range(per_tick):
+                    seq += 1
+                    ts = base + timedelta(milliseconds=seq)
+                    e = events.Purchase(event_id=f"bench-{rate}-{seq}", ts=ts, customer_id=rng.randrange(1, 5000),
+                                        store_id=rng.randrange(1, 400), basket_id=seq,
+                                        product_id=rng.randrange(1, 90_000), sales_value=1.0)
+                    pipe.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(e)})
+                probe_customer += 1
+                e = events.Purchase(event_id=f"probe-{probe_customer}", ts=base + timedelta(milliseconds=seq),
+                                    customer_id=probe_customer, store_id=1, basket_id=10**9 + probe_customer,
+                                    product_id=1, sales_value=1.0)
+                pipe.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(e)})
+                pipe.execute()
+                probe.expect(probe_customer, time.monotonic())
+                sent += per_tick + 1
+                next_at += tick
+                time.sleep(max(0.0, next_at - time.monotonic()))
+            achieved = sent / (time.monotonic() - started)
+            time.sleep(1.0)
+            probe.stop.set()
+            probe.join()
+            lat = probe.latencies
+            out[f"{rate}_eps"] = {
+                "offered_events_per_s": round(achieved),
+                "probes": len(lat),
+                "missing_probes": len(probe.pending),
+                "p50_ms": round(_percentile(lat, 0.5) * 1000, 1) if lat else None,
+                "p99_ms": round(_percentile(lat, 0.99) * 1000, 1) if lat else None,
+            }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return out, proc.returncode
+
+
+def run_bench(settings: Settings) -> dict:
+    bench = _isolated(settings)
+    try:
+        replay = bench_replay(bench)
+        push = bench_push(bench)
+        freshness, live_rc = bench_freshness(bench)
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        p99s = [v["p99_ms"] for v in freshness.values() if v.get("p99_ms") is not None]
+        return {
+            "replay_events_per_s": replay["events_per_s"],
+            "push_rows_per_s": push["rows_per_s"],
+            "replay_vs_push": round(replay["events_per_s"] / push["rows_per_s"], 2),
+            "freshness_p99_ms_worst": max(p99s) if p99s else None,
+            "replay": replay,
+            "push": push,
+            "freshness": freshness,
+            "live_exit_code": live_rc,
+            "dataflow_peak_rss_mb": round(peak_mb, 1),
+        }
+    finally:
+        sync_client(bench).flushdb()
+        shutil.rmtree(bench.data_dir, ignore_errors=True)
+
+
+def main() -> None:
+    from pantry.settings import get_settings
+
+    print(msgspec.json.format(msgspec.json.encode(run_bench(get_settings()))).decode())
+
+
+if __name__ == "__main__":
+    main()
