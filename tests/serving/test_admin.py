@@ -98,6 +98,9 @@ def test_activate_hot_reload_and_rollback(http, api, two_versions, feast_applied
     try:
         registry.activate(feast_applied.models_dir, "recommender", new)
         _wait_version(http, new)  # the worker's poller picked it up by itself
+        deadline = time.monotonic() + 5
+        while new not in seen and time.monotonic() < deadline:  # and the hammering client saw it too
+            time.sleep(0.05)
     finally:
         stop.set()
         thread.join()
