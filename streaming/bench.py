@@ -152,11 +152,14 @@ def bench_freshness(settings: Settings) -> tuple[dict, int]:
     try:
         base = REPLAY_UNTIL + timedelta(days=1)
         seq = 0
-        # wait for the flow: one event processed
+        # wait for the flow: the warm-up event processed
+        before = float(client.hget("pantry:stream:counters", "processed") or 0)
         client.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(events.ProductView(
             event_id="bench-warm", ts=base, customer_id=1, product_id=1))})
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not client.hget("pantry:stream:counters", "processed"):
+        while time.monotonic() < deadline and float(client.hget("pantry:stream:counters", "processed") or 0) <= before:
+            if proc.poll() is not None:
+                raise RuntimeError(f"pantry stream live exited: {proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.1)
         rng = random.Random(7)
         for rate in RATES:

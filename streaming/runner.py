@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -122,6 +123,8 @@ def run_flow(settings: Settings, config, workers: int, stop_flag: Callable[[], b
 
     flow = build_flow(settings, config, stop_flag)
     recovery = RecoveryConfig(ensure_recovery(settings))
+    # The state is millions of small acyclic objects: the default GC thresholds rescan them over and over.
+    gc.set_threshold(200_000, 50, 1000)
     cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_interval_s()),
              recovery_config=recovery)
 

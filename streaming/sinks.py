@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -95,17 +96,43 @@ class EntityKeys:
         return b"".join([self.header, *(pack(t, 8, values[i]) for i in self.order), self.project])
 
 
+_DOUBLE = struct.Struct("<d")
+_FLOAT = struct.Struct("<f")
+_SMALL_INT = {n: encode_value("INT64", n) for n in range(-1, 4096)}
+
+
+def _int64(v) -> bytes:
+    cached = _SMALL_INT.get(v)
+    return cached if cached is not None else b"\x20" + _varint(int(v))  # field 4, varint
+
+
+def _double(v) -> bytes:
+    return b"\x29" + _DOUBLE.pack(v)  # field 5, fixed64
+
+
+def _float(v) -> bytes:
+    return b"\x35" + _FLOAT.pack(v)  # field 6, fixed32
+
+
+def _unix_ts(v) -> bytes:
+    return b"\x40" + _varint(int(v))  # field 8, varint (seconds)
+
+
+_FAST = {"INT64": _int64, "DOUBLE": _double, "FLOAT": _float, "UNIX_TIMESTAMP": _unix_ts}
+
+
 class RowEncoder:
-    """Feast-layout HSET arguments for rows, with each view's field names, dtypes and key codec looked up once."""
+    """Feast-layout HSET arguments for rows: per view, the field names and a value encoder are looked up once;
+    scalar ValueProtos are built by hand (same bytes as protobuf, a test checks), lists by protobuf."""
 
     def __init__(self, layout: OnlineLayout):
         self.layout = layout
         self.plans = {
-            name: ([(f.name, feature_field(name, f.name), f.dtype) for f in view.features], ts_field(name))
+            name: ([(f.name, feature_field(name, f.name), _FAST.get(f.dtype) or partial(encode_value, f.dtype))
+                    for f in view.features], ts_field(name))
             for name, view in layout.views.items()
         }
         self.keys = {name: EntityKeys(layout.project, view.join_keys) for name, view in layout.views.items()}
-        self._none = encode_value("INT64", None)
 
     def key(self, view: str, join_values: tuple[int, ...]) -> bytes:
         return self.keys[view](join_values)
@@ -113,16 +140,23 @@ class RowEncoder:
     def hset_args(self, view: str, values: dict[str, Any], t: float) -> list[bytes]:
         features, ts_name = self.plans[view]
         out: list = []
-        for name, field, dtype in features:
-            if name in values:
-                v = values[name]
-                out += (field, self._none if v is None else encode_value(dtype, v))
+        for name, field, encode in features:
+            v = values.get(name, _ABSENT)
+            if v is not _ABSENT:
+                out += (field, b"" if v is None else encode(v))
         out += (ts_name, _ts_bytes(t))
         return out
 
     def mapping(self, view: str, values: dict[str, Any], t: float) -> dict[bytes, bytes]:
         args = self.hset_args(view, values, t)
         return dict(zip(args[::2], args[1::2], strict=True))
+
+
+_ABSENT = object()
+
+
+def _micros(values: list[int | None]) -> pa.Array:
+    return pa.array(values, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 
 def arrow_schema(view: ViewSchema) -> pa.Schema:
@@ -170,9 +204,9 @@ class FeatureLog:
             for f in schema.features:
                 col = [r[2].get(f.name) for r in day_rows]
                 if f.dtype == "UNIX_TIMESTAMP":
-                    col = [None if v is None else from_epoch(v) for v in col]
+                    col = _micros([None if v is None else int(v * 1e6) for v in col])
                 columns[f.name] = col
-            columns["event_timestamp"] = [from_epoch(r[3]) for r in day_rows]
+            columns["event_timestamp"] = _micros([int(r[3] * 1e6) for r in day_rows])
             table = pa.Table.from_pydict(columns, schema=arrow)
             out_dir = self.root / view / datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
             out_dir.mkdir(parents=True, exist_ok=True)

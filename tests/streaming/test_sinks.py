@@ -40,3 +40,16 @@ def test_row_encoding_matches_the_layout():
     want = layout.encode_row("store_product", values, datetime.fromtimestamp(t, UTC))
     assert enc.mapping("store_product", values, t) == want
     assert enc.key("store_product", (367, 42)) == layout.key("store_product", (367, 42))
+
+
+def test_scalar_encoders_match_protobuf():
+    from pantry.online import encode_value
+    from streaming.sinks import _double, _float, _int64, _unix_ts
+
+    for n in [0, 1, 4095, 4096, 2**40, -5]:
+        assert _int64(n) == encode_value("INT64", n), n
+    for x in [0.0, 1.5, -2.25, 1e-9, 123456.789]:
+        assert _double(x) == encode_value("DOUBLE", x)
+        assert _float(x) == encode_value("FLOAT", x)
+    for t in [0, 1_500_000_000, 1_500_000_000.7]:
+        assert _unix_ts(t) == encode_value("UNIX_TIMESTAMP", t)
