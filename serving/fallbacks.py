@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import hiredis
 from redis.exceptions import RedisError
 
 T = TypeVar("T")
@@ -100,7 +101,7 @@ class GuardedStore:
             try:
                 async with asyncio.timeout(self.timeout_s):
                     result = await make()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (RedisError, OSError, TimeoutError, hiredis.HiredisError) as exc:
                 if attempts == 1 and self.budget.try_spend():
                     continue
                 self.breaker.failure()

@@ -17,6 +17,7 @@ from pantry.online import OnlineLayout
 from pantry.settings import ClockMode
 
 Status = Literal["present", "missing", "stale"]
+_GET_WATERMARK = (b"GET", WATERMARK.encode())
 
 
 class RowRead(NamedTuple):
@@ -54,8 +55,8 @@ class OnlineReader:
         self.ttl = {name: view.ttl_s for name, view in layout.views.items()}
         self._fields = lru_cache(maxsize=256)(self._fields_uncached)
 
-    def _fields_uncached(self, view: str, features: tuple[str, ...] | None) -> list[bytes]:
-        return self.layout.fields(view, features)
+    def _fields_uncached(self, view: str, features: tuple[str, ...] | None) -> tuple[bytes, ...]:
+        return tuple(self.layout.fields(view, features))
 
     def check(self, reads: Sequence[RowRead]) -> None:
         for r in reads:
@@ -66,19 +67,20 @@ class OnlineReader:
                 schema.dtype(f)
 
     async def read(self, client, reads: Sequence[RowRead], as_of: datetime | None) -> ReadResult:
-        """One pipelined round trip: GET watermark + one HMGET per row. Raises redis errors to the caller."""
-        pipe = client.pipeline(transaction=False)
-        pipe.get(WATERMARK)
+        """One pipelined round trip: GET watermark + one HMGET per row (client: serving.resp.RespClient).
+        Raises connection errors to the caller."""
+        commands = [_GET_WATERMARK]
         for r in reads:
-            pipe.hmget(self.layout.key(r.view, r.join_values), self._fields(r.view, r.features))
-        replies = await pipe.execute()
+            commands.append((b"HMGET", self.layout.key(r.view, r.join_values), *self._fields(r.view, r.features)))
+        replies = await client.execute(commands)
         now = resolve_now(self.clock, as_of, parse_watermark(replies[0]))
         return ReadResult(now, [self._row(r, raw, now) for r, raw in zip(reads, replies[1:], strict=True)])
 
     async def now(self, client, as_of: datetime | None) -> datetime:
         if as_of is not None or self.clock != "event":
             return resolve_now(self.clock, as_of, None)
-        return resolve_now(self.clock, None, parse_watermark(await client.get(WATERMARK)))
+        (raw,) = await client.execute([_GET_WATERMARK])
+        return resolve_now(self.clock, None, parse_watermark(raw))
 
     def _row(self, read: RowRead, raw: Sequence[bytes | None], now: datetime) -> Row:
         values, ts = self.layout.decode_row(read.view, raw, read.features)

@@ -20,6 +20,7 @@ from serving.fallbacks import GuardedStore, StoreUnavailable
 from serving.models import ModelHolder
 from serving.online import OnlineReader, ReadResult, RowRead
 from serving.popularity import PopularitySnapshot
+from serving.resp import RespClient
 
 log = logging.getLogger("pantry.serving")
 
@@ -66,6 +67,7 @@ class Services:
     decisions: DecisionLog
     campaigns: CampaignBook
     reader: OnlineReader | None = None
+    fast: RespClient | None = None  # the hot read path (see serving/resp.py)
     feature_services: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -79,7 +81,8 @@ class Services:
         campaigns = CampaignBook(await asyncio.to_thread(load_campaigns, settings))
         decisions = DecisionLog(redis, settings.decisions_maxlen,
                                 on_drop=lambda n, why: metrics.DECISIONS_DROPPED.labels(why).inc(n))
-        svc = cls(settings, redis, GuardedStore(), models, popularity, decisions, campaigns)
+        svc = cls(settings, redis, GuardedStore(), models, popularity, decisions, campaigns,
+                  fast=RespClient(settings.effective_redis_url(), settings.redis_connect_timeout_s))
         await svc._load_registry()
         await svc._refresh_approvals()
         svc.tasks = [
@@ -95,6 +98,8 @@ class Services:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.redis.aclose()
+        if self.fast is not None:
+            self.fast.close()
 
     async def _load_registry(self) -> None:
         loaded = await asyncio.to_thread(load_registry, self.settings)
@@ -132,7 +137,7 @@ class Services:
         reader = self.reader
         if reader is None:
             raise StoreUnavailable("feast registry not loaded")
-        result = await self.store.call(lambda: reader.read(self.redis, reads, as_of))
+        result = await self.store.call(lambda: reader.read(self.fast, reads, as_of))
         # one metric update per (view, status) and per view, not per row: a substitution read has ~60 rows
         counts: dict[tuple[str, str], int] = {}
         oldest: dict[str, float] = {}
@@ -152,6 +157,6 @@ class Services:
         if self.reader is None:
             return resolve_now(self.settings.clock, as_of, None)
         try:
-            return await self.store.call(lambda: self.reader.now(self.redis, as_of))
+            return await self.store.call(lambda: self.reader.now(self.fast, as_of))
         except StoreUnavailable:
             return resolve_now(self.settings.clock, as_of, None)
