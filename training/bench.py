@@ -25,7 +25,7 @@ def _pcts(samples: list[float]) -> dict[str, float]:
             "mean_ms": float(ms.mean()), "calls": len(ms)}
 
 
-def run_bench(settings: Settings, n_users: int = 500, progress: bool = False) -> dict[str, Any]:
+def run_bench(settings: Settings, n_users: int = 300, progress: bool = False) -> dict[str, Any]:
     from implicit.cpu.als import AlternatingLeastSquares
     from scipy.sparse import csr_matrix
     from threadpoolctl import threadpool_limits

@@ -269,8 +269,23 @@ class Fitted:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+_ALS_CACHE: dict[tuple, tuple] = {}
+
+
 def fit_als_at(purchases: pd.DataFrame, until: datetime, params: als.AlsParams):
+    """ALS on the purchases before `until`. The re-ranker and the substitution ranker train at the same inner cut
+    in one run: the fit is cached by (cut, params, a fingerprint of the rows) so it is done once."""
     before = purchases[purchases["day"] < to_days(until)]
+    key = (until.isoformat(), params, len(before), float(before["day"].sum()), int(before["product_id"].sum()))
+    if key in _ALS_CACHE:
+        return _ALS_CACHE[key]
+    result = _fit_als(before, params)
+    _ALS_CACHE.clear()  # keep one fit: they are tens of MB
+    _ALS_CACHE[key] = result
+    return result
+
+
+def _fit_als(before: pd.DataFrame, params: als.AlsParams):
     index = Index.from_purchases(before)
     matrix = interaction_matrix(before, index)
     model = als.fit(matrix, params)

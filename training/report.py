@@ -153,7 +153,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
             _table(rows, ["method", "hit@3", "issue's figure"]),
             "",
             f"- **model hit@3 = {hit:.3f}** (target ≥ 0.36: **{'met' if hit >= 0.36 else 'missed'}**).",
-            "- Ranker: conditional logit (softmax over each event's candidates) trained on switch events in the 60 "
+            "- Ranker: conditional logit (softmax over each event's candidates) trained on switch events in the 35 "
             "days before the cut, features: " + ", ".join(f"`{k}` {v:+.3f}" for k, v in sub["weights"].items()),
             "",
         ]

@@ -25,7 +25,7 @@ from training.logistic import Logistic, fit_conditional_logit
 from training.timing import Timer
 
 POOL = 50
-SWITCH_DAYS = 60
+SWITCH_DAYS = 35  # = recommender.LABEL_DAYS: both rankers then share one ALS fit at the inner cut
 FEATURE_NAMES = (
     "als_similarity",
     "log_buyers",

@@ -50,11 +50,15 @@ def test_substitution_rank_respects_stock_and_k(active) -> None:
         again = model.rank(pid, pool, customer_id=customer, features={}, stock={**free, best: row}, k=3)
         assert best not in [r.product_id for r in again] and len(again) == 3
     # a substitute the customer already buys (live repertoire) moves up
-    last = model.rank(pid, pool, customer_id=customer, features={}, stock=free, k=len(pool))[-1].product_id
-    feats = {"customer_repertoire": {"repertoire_product_ids": [last], "repertoire_scores": [2.0]}}
+    from training.substitution_scorer import REPERTOIRE_BONUS
+
+    plain = model.rank(pid, pool, customer_id=customer, features={}, stock=free, k=len(pool))
+    last = plain[-1]
+    feats = {"customer_repertoire": {"repertoire_product_ids": [last.product_id], "repertoire_scores": [2.0]}}
     boosted = model.rank(pid, pool, customer_id=customer, features=feats, stock=free, k=len(pool))
-    assert [r.product_id for r in boosted].index(last) < len(pool) - 1
-    assert boosted[[r.product_id for r in boosted].index(last)].reason == "you have bought this before"
+    where = [r.product_id for r in boosted].index(last.product_id)
+    assert boosted[where].score == pytest.approx(last.score + REPERTOIRE_BONUS, abs=1e-5)
+    assert where <= len(plain) - 1 and boosted[where].reason == "you have bought this before"
 
 
 def test_nba_offers_only_given_enrolled_active_campaigns(trained, active) -> None:
