@@ -95,7 +95,8 @@ def run_locust(settings: Settings, out_dir: Path, progress: bool = True, **kwarg
     with tqdm(total=duration_s, desc="load", unit="s", disable=not progress, leave=False, mininterval=5) as bar:
         while proc.poll() is None:
             time.sleep(0.5)
-            bar.n = min(duration_s, int(time.monotonic() - started))
-            bar.refresh()
+            done = min(duration_s, int(time.monotonic() - started))
+            if done > bar.n:
+                bar.update(done - bar.n)  # update() honours mininterval (refresh() would print every time)
     run.returncode = proc.returncode
     return run
