@@ -94,8 +94,13 @@ ALL_SHARDS = tuple(f"{kind}{i:02d}" for kind in "cs" for i in range(NSHARDS))
 
 
 def route(gated: Gated) -> list[tuple[str, Work]]:
-    """One Work per shard, every batch (empty ones too: they let idle sinks flush)."""
-    return [(k, Work(gated.routes.get(k, []), gated.refresh, gated.as_of, gated.final)) for k in ALL_SHARDS]
+    """Work for the shards that got events; for every shard on a refresh or at the end (so they emit what they
+    hold). Idle shards get nothing: Bytewax snapshots only the keys that saw items in an epoch."""
+    if gated.refresh or gated.final:
+        keys: tuple[str, ...] | list[str] = ALL_SHARDS
+    else:
+        keys = list(gated.routes)
+    return [(k, Work(gated.routes.get(k, []), gated.refresh, gated.as_of, gated.final)) for k in keys]
 
 
 class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
@@ -171,7 +176,7 @@ class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
         if force or now - self.last_emit >= self.flush_s:
             self.last_emit = now
             return [self.rows()], StatefulBatchLogic.RETAIN
-        return [[]], StatefulBatchLogic.RETAIN  # an empty item still lets the sink flush what it holds
+        return [], StatefulBatchLogic.RETAIN
 
 
 class CustomerShardLogic(_Coalescing):
@@ -192,17 +197,17 @@ class CustomerShardLogic(_Coalescing):
     def refresh(self, as_of: float) -> None:
         dirty = self.shard.dirty
         for cid, st in self.shard.states.items():
-            if as_of > st.as_of and F.customer_next_change(st) <= as_of:
-                st.as_of = as_of
-                dirty[cid] = dirty.get(cid, 0) | F.ACTIVITY
+            if as_of > st.as_of and F.cached_next_change(st, F.customer_next_change) <= as_of:
+                st.as_of, st.nc = as_of, None
+                dirty[cid] = dirty.get(cid, 0) | F.ACTIVITY | F.REPERTOIRE  # both are evaluated at as_of
 
     def rows(self) -> list[Row]:
         states = self.shard.states
         rows: list[Row] = []
         for cid, flags in self.shard.dirty.items():
             st = states[cid]
-            for view, vals in F.customer_rows(st, flags, st.as_of):
-                rows.append((view, (cid,), vals, st.as_of))
+            for view, vals, t in F.customer_rows(st, flags):
+                rows.append((view, (cid,), vals, t))
         self.shard.dirty = {}
         return rows
 
@@ -237,12 +242,12 @@ class StoreShardLogic(_Coalescing):
     def refresh(self, as_of: float) -> None:
         sh = self.shard
         for sid, st in sh.stores.items():
-            if as_of > st.as_of and F.store_next_change(st) <= as_of:
-                st.as_of = as_of
+            if as_of > st.as_of and F.cached_next_change(st, F.store_next_change) <= as_of:
+                st.as_of, st.nc = as_of, None
                 sh.dirty_stores.add(sid)
         for key, sp in sh.pairs.items():
-            if as_of > sp.as_of and F.store_product_next_change(sp) <= as_of:
-                sp.as_of = as_of
+            if as_of > sp.as_of and F.cached_next_change(sp, F.store_product_next_change) <= as_of:
+                sp.as_of, sp.nc = as_of, None
                 sh.dirty_pairs.add(key)
 
     def rows(self) -> list[Row]:

@@ -92,6 +92,13 @@ def next_change(times: Iterable[float], as_of: float, windows: tuple[float, ...]
     return best
 
 
+def cached_next_change(st, compute) -> float:
+    """next_change, remembered in the state until the state changes (refreshes then cost O(1) per entity)."""
+    if st.nc is None:
+        st.nc = compute(st)
+    return st.nc
+
+
 def customer_next_change(st: CustomerState) -> float:
     return next_change((b[0] for b in st.baskets.values()), st.as_of, (7 * DAY, 28 * DAY))
 
@@ -122,12 +129,14 @@ class CustomerState(msgspec.Struct, array_like=True):
     store_baskets: dict[int, int] = msgspec.field(default_factory=dict)  # store -> baskets ever
     last_order_at: float | None = None
     rep: dict[int, float] = msgspec.field(default_factory=dict)  # product -> sum 2 ** ((t - REF_T) / half-life)
+    nc: float | None = None  # cached next_change of this state (None: recompute; any update clears it)
 
 
 def customer_apply(st: CustomerState, e: Ev) -> int:
     """Fold one (non-late, non-duplicate) event into the customer's state; returns the dirty-view flags."""
     t = e.t
     dirty = 0
+    st.nc = None
     if t > st.as_of:
         st.as_of = t
         dirty = ACTIVITY | REPERTOIRE  # both are evaluated at as_of: moving it changes them
@@ -229,14 +238,15 @@ def repertoire_row(st: CustomerState, as_of: float) -> Values:
     }
 
 
-def customer_rows(st: CustomerState, dirty: int, as_of: float) -> list[tuple[str, Values]]:
+def customer_rows(st: CustomerState, dirty: int) -> list[tuple[str, Values, float]]:
+    """(view, values, row time): a session row is as of its newest event, the others as of the state's as_of."""
     out = []
     if dirty & SESSION:
-        out.append(("customer_session", session_row(st)))
+        out.append(("customer_session", session_row(st), st.s_last))
     if dirty & ACTIVITY:
-        out.append(("customer_activity", activity_row(st, as_of)))
+        out.append(("customer_activity", activity_row(st, st.as_of), st.as_of))
     if dirty & REPERTOIRE:
-        out.append(("customer_repertoire", repertoire_row(st, as_of)))
+        out.append(("customer_repertoire", repertoire_row(st, st.as_of), st.as_of))
     return out
 
 
@@ -247,6 +257,7 @@ class StoreState(msgspec.Struct, array_like=True):
     as_of: float = 0.0
     baskets: dict[int, list] = msgspec.field(default_factory=dict)  # basket -> [first time, customer]
     sales: list[tuple[float, float]] = msgspec.field(default_factory=list)  # (time, sales_value) of lines
+    nc: float | None = None
 
 
 def store_apply(st: StoreState, e: Ev) -> bool:
@@ -254,6 +265,7 @@ def store_apply(st: StoreState, e: Ev) -> bool:
     if e.kind != "purchase":
         return False
     t = e.t
+    st.nc = None
     if t > st.as_of:
         st.as_of = t
     if e.basket_id is not None:
@@ -302,10 +314,12 @@ class StoreProductState(msgspec.Struct, array_like=True):
     last_sold_at: float | None = None
     inv_on_hand: int | None = None  # the latest inventory count
     inv_t: float = NO_TIME  # its event time (none yet: before anything)
+    nc: float | None = None
 
 
 def store_product_apply(st: StoreProductState, e: Ev) -> bool:
     t = e.t
+    st.nc = None
     if e.kind == "purchase":
         st.sales.append((t, e.quantity))
         if st.last_sold_at is None or t > st.last_sold_at:

@@ -22,12 +22,15 @@ from pantry.settings import Settings
 
 REPLAY_RECORD = "pantry:stream:replay"  # hash: until, events, completed_at, seconds (a completed replay)
 STREAM_VIEWS = ("customer_session", "customer_activity", "customer_repertoire", "store_traffic", "store_product")
-SNAPSHOT_S = 5.0  # epoch length = how often state is snapshotted (and how much a crash re-processes)
+# Epoch length = how often state is snapshotted (and how much a restart re-processes). A snapshot encodes the
+# state of every shard that saw events in the epoch, a pause of O(state): rarer in live mode, where pauses show
+# up as freshness.
+SNAPSHOT_S = {"replay": 10.0, "live": 30.0}
 
 
-def snapshot_interval_s() -> float:
+def snapshot_interval_s(mode: str) -> float:
     # PANTRY_STREAM_SNAPSHOT_S: shorter in tests that crash the flow on purpose
-    return float(os.environ.get("PANTRY_STREAM_SNAPSHOT_S") or SNAPSHOT_S)
+    return float(os.environ.get("PANTRY_STREAM_SNAPSHOT_S") or SNAPSHOT_S[mode])
 
 
 class ReplayRecord(msgspec.Struct):
@@ -125,7 +128,7 @@ def run_flow(settings: Settings, config, workers: int, stop_flag: Callable[[], b
     recovery = RecoveryConfig(ensure_recovery(settings))
     # The state is millions of small acyclic objects: the default GC thresholds rescan them over and over.
     gc.set_threshold(200_000, 50, 1000)
-    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_interval_s()),
+    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_interval_s(config.mode)),
              recovery_config=recovery)
 
 

@@ -67,7 +67,20 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+_TS_CACHE: dict[float, bytes] = {}  # rows of one basket share their time: encode it once
+_UNIX_CACHE: dict[float, bytes] = {}
+
+
 def _ts_bytes(t: float) -> bytes:
+    cached = _TS_CACHE.get(t)
+    if cached is None:
+        if len(_TS_CACHE) > 100_000:
+            _TS_CACHE.clear()
+        cached = _TS_CACHE[t] = _encode_ts(t)
+    return cached
+
+
+def _encode_ts(t: float) -> bytes:
     """A serialized google.protobuf.Timestamp (seconds = 1, nanos = 2), as Feast stores `_ts:<view>`."""
     seconds = int(t // 1)
     nanos = round((t - seconds) * 1e6) * 1000
@@ -115,7 +128,12 @@ def _float(v) -> bytes:
 
 
 def _unix_ts(v) -> bytes:
-    return b"\x40" + _varint(int(v))  # field 8, varint (seconds)
+    cached = _UNIX_CACHE.get(v)
+    if cached is None:
+        if len(_UNIX_CACHE) > 100_000:
+            _UNIX_CACHE.clear()
+        cached = _UNIX_CACHE[v] = b"\x40" + _varint(int(v))  # field 8, varint (seconds)
+    return cached
 
 
 _FAST = {"INT64": _int64, "DOUBLE": _double, "FLOAT": _float, "UNIX_TIMESTAMP": _unix_ts}

@@ -48,6 +48,24 @@ def feature_hashes(settings: Settings) -> dict[bytes, dict[bytes, bytes]]:
     return dict(zip(keys, pipe.execute(), strict=True))
 
 
+def describe(settings: Settings, expected: dict, got: dict, keys: list[bytes]) -> str:
+    """The differing fields of a few keys, decoded, for the failure message."""
+    from pantry import feast_repo
+    from pantry.online import decode_ts, decode_value, feature_field, ts_field
+
+    layout = feast_repo.layout(settings)
+    names = {feature_field(v, f.name): f"{v}:{f.name}" for v, s in layout.views.items() for f in s.features}
+    names.update({ts_field(v): f"_ts:{v}" for v in layout.views})
+    out = []
+    for k in keys[:3]:
+        a, b = expected[k], got.get(k) or {}
+        for field in sorted(set(a) | set(b)):
+            if a.get(field) != b.get(field):
+                dec = decode_ts if field.startswith(b"_ts") else decode_value
+                out.append(f"{names.get(field, field)}: {dec(a.get(field))} != {dec(b.get(field))}")
+    return "; ".join(out)
+
+
 def quiet_replay(settings: Settings, workers: int = 1) -> None:
     runner.replay(settings, UNTIL, None, workers, force=False, progress=False, echo=lambda _: None)
 
@@ -92,7 +110,8 @@ def test_sigkill_mid_replay_then_resume_equals_uninterrupted(feast_applied, unin
     got = feature_hashes(settings)
     assert len(got) == len(expected) > 100
     differing = [k for k in expected if got.get(k) != expected[k]]
-    assert differing == [], f"{len(differing)} of {len(expected)} keys differ"
+    assert differing == [], f"{len(differing)} of {len(expected)} keys differ: " + describe(
+        settings, expected, got, differing)
     assert runner.read_counters(client)["processed"] == expected_counters["processed"]
 
 
