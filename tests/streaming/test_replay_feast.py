@@ -128,6 +128,15 @@ def test_offline_feature_log_readable(replayed):
     assert {"customer_id", "orders_28d", "spend_28d", "event_timestamp"} <= set(df.columns)
     assert df["event_timestamp"].max() <= pd.Timestamp(UNTIL)
     assert len(df) > 0
+    # Feast reads it as the push source's batch_source: a point-in-time join at UNTIL gives the online values
+    customers = [int(c) for c in df["customer_id"].unique()[:3]]
+    entity_df = pd.DataFrame({"customer_id": customers, "event_timestamp": [pd.Timestamp(UNTIL)] * len(customers)})
+    fs = feast_repo.store(replayed)
+    hist = fs.get_historical_features(entity_df=entity_df, features=["customer_activity:orders_28d"]).to_df()
+    online = fs.get_online_features(features=["customer_activity:orders_28d"],
+                                    entity_rows=[{"customer_id": c} for c in customers]).to_dict()
+    by_customer = dict(zip(hist["customer_id"], hist["orders_28d"], strict=True))
+    assert [by_customer[c] for c in customers] == online["orders_28d"]
 
 
 def test_replay_is_idempotent(replayed):
