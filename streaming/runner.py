@@ -22,6 +22,9 @@ from pantry.settings import Settings
 
 REPLAY_RECORD = "pantry:stream:replay"  # hash: until, events, completed_at, seconds (a completed replay)
 STREAM_VIEWS = ("customer_session", "customer_activity", "customer_repertoire", "store_traffic", "store_product")
+# A replay emits each changed entity at most this often (wall time): fewer intermediate rows, same final values.
+REPLAY_FLUSH_S = float(os.environ.get("PANTRY_STREAM_REPLAY_FLUSH_S") or 1.0)
+
 # Epoch length = how often state is snapshotted (and how much a restart re-processes). A snapshot encodes the
 # state of every shard that saw events in the epoch, a pause of O(state): rarer in live mode, where pauses show
 # up as freshness.
@@ -159,7 +162,7 @@ def replay(settings: Settings, until: datetime | None, speed: float | None, work
     bar = Progress(settings, total, f"replay until {until_s or 'end'}", live=False, enabled=progress)
     bar.start()
     try:
-        run_flow(settings, StreamConfig(mode="replay", until=until, speed=speed), workers)
+        run_flow(settings, StreamConfig(mode="replay", until=until, speed=speed, flush_s=REPLAY_FLUSH_S), workers)
     finally:
         bar.finish()
     seconds = time.monotonic() - started
