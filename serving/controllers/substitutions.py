@@ -1,5 +1,10 @@
 """POST /v1/substitutions: candidate pools, then ONE read of store_product rows (store, candidate) plus customer
-views, then the model's ranking. A candidate the store has none of (on_hand == 0) is never offered."""
+views, then the model's ranking.
+
+Never offered: any product the request asks substitutes for (they are all out of stock for this customer), an item
+already in the customer's cart, and a candidate whose store_product row says on_hand == 0 or in_stock_prob == 0
+(the model's ranking applies the same stock rule; it is checked here too so the model_error fallback obeys it).
+A stale store_product row still counts for this rule: an old "none left" is no reason to offer the item."""
 
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ STOCK_FEATURES = ("on_hand", "in_stock_prob", "units_28d", "units_7d")
 
 
 def _out_of_stock(row) -> bool:
-    return row is not None and row.get("on_hand") == 0
+    return row is not None and (row.get("on_hand") == 0 or row.get("in_stock_prob") == 0)
 
 
 class SubstitutionsController(Controller):
@@ -43,6 +48,7 @@ class SubstitutionsController(Controller):
             self._record(svc, data, answer, {}, data.as_of)
             return answer
 
+        requested = set(product_ids)
         pools: dict[int, list[int]] = {}
         for pid in product_ids:
             try:
@@ -50,7 +56,7 @@ class SubstitutionsController(Controller):
             except Exception:
                 log.exception("candidate_pool failed for %s", pid)
                 pool = []
-            pools[pid] = [c for c in pool if c != pid][:MAX_POOL]
+            pools[pid] = [c for c in pool if c not in requested][:MAX_POOL]
         candidates = list(dict.fromkeys(c for pool in pools.values() for c in pool))
 
         customer_reads = [RowRead(v, (data.customer_id,)) for v in CUSTOMER_VIEWS]
@@ -58,6 +64,7 @@ class SubstitutionsController(Controller):
         fallback: str | None = None
         features: dict = {}
         stock: dict[int, dict | None] = {}
+        never: set[int] = set(requested)  # grows with the cart and the zero-stock candidates once read
         ages: dict[str, float | None] = {}
         now = data.as_of
         try:
@@ -70,6 +77,10 @@ class SubstitutionsController(Controller):
             features = {r.view: row.values for r, row in zip(customer_reads, result.rows[:n], strict=True)}
             ages = {r.view: row.age_s for r, row in zip(customer_reads, result.rows[:n], strict=True)}
             stock = {c: row.values for c, row in zip(candidates, result.rows[n:], strict=True)}
+            never.update(c for c, row in zip(candidates, result.rows[n:], strict=True)
+                         if _out_of_stock(row.raw_values))
+            session = features.get("customer_session") or {}
+            never.update(session.get("cart_product_ids") or ())
             stock_ages = [row.age_s for row in result.rows[n:] if row.age_s is not None]
             if stock_ages:
                 ages["store_product_max"] = max(stock_ages)
@@ -77,7 +88,7 @@ class SubstitutionsController(Controller):
                                          CUSTOMER_VIEWS)
         out = []
         for pid in product_ids:
-            pool = [c for c in pools[pid] if not _out_of_stock(stock.get(c))]
+            pool = [c for c in pools[pid] if c not in never]
             ranked: list[Scored] = []
             if pool:
                 try:
@@ -87,7 +98,7 @@ class SubstitutionsController(Controller):
                     log.exception("substitution rank failed for %s", pid)
                     fallback = fallback or "model_error"
                     ranked = [Scored(c, 0.0, "same kind of product") for c in pool[: data.k]]
-            ranked = [s for s in ranked if s.product_id != pid and not _out_of_stock(stock.get(s.product_id))]
+            ranked = [s for s in ranked if s.product_id not in never]
             out.append(Substitution(pid, ranked[: data.k]))
         answer = SubstitutionResponse(new_decision_id(), model.version, out, fallback)
         self._record(svc, data, answer, ages, now)

@@ -96,3 +96,31 @@ def test_next_best_action_offers_only_approved_active_campaigns(http, models, fe
     after = offered()
     assert victim not in set().union(*after.values())
     http.post(f"/admin/campaigns/{victim}/approve", headers=MERCH)
+
+
+def test_substitutions_never_offer_requested_cart_or_unstocked_items(http, models, feast_applied, write_features):
+    """Asking for several products at once: none of them, nor a cart item, nor a zero-stock candidate is offered."""
+    subs = models.substitutions
+    products = dataset.read_table(feast_applied, "products")["product_id"].astype(int).tolist()
+    product, pool = next((p, subs.candidate_pool(p)) for p in products if len(subs.candidate_pool(p)) >= 6)
+    pool = [c for c in pool if c != product][:6]
+    also_requested, in_cart, zero_prob, *kept = pool
+    store, customer = 9_300_011, 9_300_012
+    as_of = datetime(2017, 10, 1, 12, tzinfo=UTC)
+    hour_ago = as_of - timedelta(hours=1)
+    # every other pool member is out of stock, so only the offenders and `kept` remain to be offered
+    for c in subs.candidate_pool(product):
+        if c not in (also_requested, in_cart, zero_prob, *kept):
+            write_features("store_product", (store, c), {"on_hand": 0, "units_28d": 9}, hour_ago)
+    write_features("store_product", (store, zero_prob), {"on_hand": 4, "in_stock_prob": 0.0, "units_28d": 50},
+                   hour_ago)
+    write_features("customer_session", (customer,), {"session_events": 2, "cart_product_ids": [in_cart]},
+                   as_of - timedelta(minutes=1))
+    body = {"customer_id": customer, "store_id": store, "product_ids": [product, also_requested], "k": 5,
+            "as_of": as_of.isoformat()}
+    answer = _wait_served(http, "/v1/substitutions", body, subs.version)
+    assert answer["model_version"] == subs.version, answer
+    offered = {c["product_id"] for s in answer["substitutions"] for c in s["candidates"]}
+    assert not offered & {product, also_requested, in_cart, zero_prob}, answer
+    first = {c["product_id"] for c in answer["substitutions"][0]["candidates"]}
+    assert first and first <= set(kept), answer
