@@ -28,6 +28,8 @@ from streaming.sinks import Control, ControlSink, OnlineSink, Row
 from streaming.sources import Batch, LiveSource, ReplaySource
 
 NSHARDS = 16
+ROLL_EVERY_S = 0.1  # spread refresh: 32 shards x refresh_slice entities this often (~5k rows/s at most)
+ROLLING_S = 5.0  # after a live refresh, every batch reaches every shard this long (spread refresh; == live period)
 _encode = msgspec.msgpack.Encoder().encode
 
 
@@ -37,6 +39,7 @@ class StreamConfig(msgspec.Struct, frozen=True):
     speed: float | None = None
     flush_s: float = 0.1
     write_log: bool = True
+    refresh_slice: int = 16  # per shard, rolled forward every ROLL_EVERY_S after a live refresh (0: all at once)
 
 
 class Parsed(msgspec.Struct, gc=False):
@@ -53,6 +56,7 @@ class Gated(msgspec.Struct, gc=False):
     as_of: float | None
     final: bool
     control: Control
+    rolling: bool = False  # a spread refresh is under way: every shard gets (maybe empty) work to roll with
 
 
 class Work(msgspec.Struct, gc=False):
@@ -96,7 +100,7 @@ ALL_SHARDS = tuple(f"{kind}{i:02d}" for kind in "cs" for i in range(NSHARDS))
 def route(gated: Gated) -> list[tuple[str, Work]]:
     """Work for the shards that got events; for every shard on a refresh or at the end (so they emit what they
     hold). Idle shards get nothing: Bytewax snapshots only the keys that saw items in an epoch."""
-    if gated.refresh or gated.final:
+    if gated.refresh or gated.final or gated.rolling:
         keys: tuple[str, ...] | list[str] = ALL_SHARDS
     else:
         keys = list(gated.routes)
@@ -108,6 +112,7 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
 
     def __init__(self, resume: bytes | None):
         self.st: F.GateState = _gate_decoder.decode(resume) if resume else F.GateState()
+        self.rolling_until = 0.0  # monotonic time until which shards still roll a spread refresh forward
 
     def on_batch(self, values: list[Parsed]) -> tuple[list[Gated], bool]:
         out = []
@@ -124,7 +129,10 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
             dead = parsed.dead + [(reason, _encode(e)) for reason, e in late]
             as_of = parsed.as_of if parsed.as_of is not None else st.max_t
             control = Control(dict(st.counters), st.max_t, dead)
-            out.append(Gated(routes, parsed.refresh, as_of, parsed.final, control))
+            now = time.monotonic()
+            if parsed.refresh and not parsed.final:
+                self.rolling_until = now + ROLLING_S
+            out.append(Gated(routes, parsed.refresh, as_of, parsed.final, control, now < self.rolling_until))
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
@@ -158,30 +166,50 @@ def pair_of(key: int) -> tuple[int, int]:
 
 class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
     """Changed entities are remembered (in the snapshot too) and emitted as rows at most every `flush_s`, at a
-    refresh, and at the end of a replay: one row per entity per flush, however many events touched it."""
+    refresh, and at the end of a replay: one row per entity per flush, however many events touched it.
 
-    def __init__(self, flush_s: float) -> None:
+    A live refresh is spread: the scan (O(1) per entity from the cached next-change time) lists the due entities,
+    and every ROLL_EVERY_S a batch rolls at most `refresh_slice` of them forward, so rolling windows never stall
+    fresh events (after a long gap, e.g. live after a replay, the backlog drains over several refreshes). The due
+    list is not snapshotted: rolled-forward entities are in the state, the rest stay due and the next refresh
+    after a restart lists them again. A final refresh (end of a replay) rolls everything at once."""
+
+    def __init__(self, flush_s: float, refresh_slice: int) -> None:
         self.flush_s = flush_s
-        self.last_emit = time.monotonic()
+        self.refresh_slice = refresh_slice
+        self.last_emit = self.last_roll = time.monotonic()
+        self.due: list = []  # entities whose windows roll by due_as_of, newest scan; popped from the end
+        self.due_as_of = 0.0
 
     def on_batch(self, values: list[Work]) -> tuple[list[list[Row]], bool]:
         force = False
         for work in values:
             self.apply(work.events)
             if work.refresh and work.as_of is not None:
-                self.refresh(work.as_of)
-                force = True
+                self.due, self.due_as_of = self.scan(work.as_of), work.as_of
+                if work.final or self.refresh_slice <= 0:
+                    self.roll(len(self.due))
+                    force = True
             force = force or work.final
         now = time.monotonic()
+        if self.due and now - self.last_roll >= ROLL_EVERY_S:
+            self.last_roll = now
+            self.roll(self.refresh_slice)
         if force or now - self.last_emit >= self.flush_s:
             self.last_emit = now
             return [self.rows()], StatefulBatchLogic.RETAIN
         return [], StatefulBatchLogic.RETAIN
 
+    def roll(self, n: int) -> None:
+        """Roll up to n due entities forward to due_as_of (re-checked: events may have moved them since)."""
+        due, as_of = self.due, self.due_as_of
+        for _ in range(min(n, len(due))):
+            self.roll_one(due.pop(), as_of)
+
 
 class CustomerShardLogic(_Coalescing):
-    def __init__(self, resume: bytes | None, flush_s: float):
-        super().__init__(flush_s)
+    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0):
+        super().__init__(flush_s, refresh_slice)
         self.shard = _customer_decoder.decode(resume) if resume else CustomerShard()
 
     def apply(self, events: list[F.Ev]) -> None:
@@ -194,12 +222,17 @@ class CustomerShardLogic(_Coalescing):
             if flags:
                 dirty[e.customer_id] = dirty.get(e.customer_id, 0) | flags
 
-    def refresh(self, as_of: float) -> None:
-        dirty = self.shard.dirty
-        for cid, st in self.shard.states.items():
-            if as_of > st.as_of and F.cached_next_change(st, F.customer_next_change) <= as_of:
-                st.as_of, st.nc = as_of, None
-                dirty[cid] = dirty.get(cid, 0) | F.ACTIVITY | F.REPERTOIRE  # both are evaluated at as_of
+    def scan(self, as_of: float) -> list:
+        nc = F.cached_next_change
+        return [cid for cid, st in self.shard.states.items()
+                if as_of > st.as_of and nc(st, F.customer_next_change) <= as_of]
+
+    def roll_one(self, cid: int, as_of: float) -> None:
+        st = self.shard.states[cid]
+        if as_of > st.as_of and F.cached_next_change(st, F.customer_next_change) <= as_of:
+            st.as_of, st.nc = as_of, None
+            dirty = self.shard.dirty
+            dirty[cid] = dirty.get(cid, 0) | F.ACTIVITY | F.REPERTOIRE  # both are evaluated at as_of
 
     def rows(self) -> list[Row]:
         states = self.shard.states
@@ -216,8 +249,8 @@ class CustomerShardLogic(_Coalescing):
 
 
 class StoreShardLogic(_Coalescing):
-    def __init__(self, resume: bytes | None, flush_s: float):
-        super().__init__(flush_s)
+    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0):
+        super().__init__(flush_s, refresh_slice)
         self.shard = _store_decoder.decode(resume) if resume else StoreShard()
 
     def apply(self, events: list[F.Ev]) -> None:
@@ -239,13 +272,23 @@ class StoreShardLogic(_Coalescing):
                 if F.store_product_apply(sp, e):
                     sh.dirty_pairs.add(key)
 
-    def refresh(self, as_of: float) -> None:
+    def scan(self, as_of: float) -> list:
+        # store ids are negated (-1 - id) so that one list holds both kinds; pair keys are >= 0
+        sh, nc = self.shard, F.cached_next_change
+        due = [key for key, sp in sh.pairs.items() if as_of > sp.as_of and nc(sp, F.store_product_next_change) <= as_of]
+        due += [-1 - sid for sid, st in sh.stores.items() if as_of > st.as_of and nc(st, F.store_next_change) <= as_of]
+        return due
+
+    def roll_one(self, key: int, as_of: float) -> None:
         sh = self.shard
-        for sid, st in sh.stores.items():
+        if key < 0:
+            sid = -1 - key
+            st = sh.stores[sid]
             if as_of > st.as_of and F.cached_next_change(st, F.store_next_change) <= as_of:
                 st.as_of, st.nc = as_of, None
                 sh.dirty_stores.add(sid)
-        for key, sp in sh.pairs.items():
+        else:
+            sp = sh.pairs[key]
             if as_of > sp.as_of and F.cached_next_change(sp, F.store_product_next_change) <= as_of:
                 sp.as_of, sp.nc = as_of, None
                 sh.dirty_pairs.add(key)
@@ -295,9 +338,11 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None) -> Data
     # (shard key "c03" | "s11", Work(events, refresh, as_of))
     split = op.branch("split", work, is_customer_shard)
     # trues: customer shards, falses: store shards
-    customer_rows = op.stateful_batch("customers", split.trues, partial(CustomerShardLogic, flush_s=config.flush_s))
+    customer_rows = op.stateful_batch("customers", split.trues, partial(CustomerShardLogic, flush_s=config.flush_s,
+                                                                      refresh_slice=config.refresh_slice))
     # (shard, [Row]) rows of customer_session / customer_activity / customer_repertoire
-    store_rows = op.stateful_batch("stores", split.falses, partial(StoreShardLogic, flush_s=config.flush_s))
+    store_rows = op.stateful_batch("stores", split.falses, partial(StoreShardLogic, flush_s=config.flush_s,
+                                                                  refresh_slice=config.refresh_slice))
     # (shard, [Row]) rows of store_traffic / store_product
     rows = op.map("rows", op.merge("merge", customer_rows, store_rows), lambda kv: kv[1])
     # [Row]  (view, join values, features, event time)

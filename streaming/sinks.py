@@ -233,6 +233,31 @@ class FeatureLog:
             os.replace(tmp, out_dir / f"part-{stamp}.parquet")  # readers never see half a file
 
 
+def resp_command(args: list[bytes]) -> bytes:
+    """One command in RESP, as redis-py's pack_command would send it (a test checks), minus its per-argument
+    type dispatch: every argument here is already bytes."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        parts += (b"$%d\r\n" % len(a), a, b"\r\n")
+    return b"".join(parts)
+
+
+def send_pipelined(client, commands: list[bytes]) -> None:
+    """Send pre-encoded RESP commands on one pooled connection and read every reply (an error reply raises)."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([b"".join(commands)], check_health=False)
+        read = conn.read_response
+        for _ in range(len(commands)):
+            read()
+    except BaseException:
+        conn.disconnect()  # replies may be left unread: never hand this connection out again as is
+        raise
+    finally:
+        pool.release(conn)
+
+
 class OnlinePartition(StatelessSinkPartition[list[Row]]):
     """Writes what the shards emit (they coalesce per entity per flush) with pipelined HSETs of absolute values."""
 
@@ -253,13 +278,14 @@ class OnlinePartition(StatelessSinkPartition[list[Row]]):
         if len(items) > 1:  # the same entity from two flushes in one batch: the newest row wins
             rows = list({(r[0], r[1]): r for r in rows}.values())
         enc = self.encoder
-        pipe = self.client.pipeline(transaction=False)
-        hset = pipe.execute_command
-        for i, (view, join_values, values, t) in enumerate(rows, 1):
-            hset("HSET", enc.key(view, join_values), *enc.hset_args(view, values, t))
-            if i % PIPELINE_CHUNK == 0:
-                pipe.execute()
-        pipe.execute()
+        commands: list[bytes] = []
+        for view, join_values, values, t in rows:
+            commands.append(resp_command([b"HSET", enc.key(view, join_values), *enc.hset_args(view, values, t)]))
+            if len(commands) == PIPELINE_CHUNK:
+                send_pipelined(self.client, commands)
+                commands = []
+        if commands:
+            send_pipelined(self.client, commands)
         self.rows_written += len(rows)
         if self.log is not None:
             self.log.append(rows)

@@ -53,3 +53,23 @@ def test_scalar_encoders_match_protobuf():
         assert _float(x) == encode_value("FLOAT", x)
     for t in [0, 1_500_000_000, 1_500_000_000.7]:
         assert _unix_ts(t) == encode_value("UNIX_TIMESTAMP", t)
+
+
+def test_resp_commands_match_redis_py_and_reach_redis(settings, redis_server):
+    import pytest
+    import redis
+
+    from pantry.redis_server import sync_client
+    from streaming.sinks import resp_command, send_pipelined
+
+    args = [b"HSET", b"pantry:test:resp", b"f\x00\r\n", b"", b"g", bytes(range(256))]
+    assert resp_command(args) == b"".join(redis.connection.Connection().pack_command(*args))
+    client = sync_client(settings)
+    client.delete(b"pantry:test:resp")
+    send_pipelined(client, [resp_command(args), resp_command([b"HSET", b"pantry:test:resp", b"h", b"1"])])
+    assert client.hgetall(b"pantry:test:resp") == {b"f\x00\r\n": b"", b"g": bytes(range(256)), b"h": b"1"}
+    with pytest.raises(redis.ResponseError):  # an error reply (HSET on a string) is not swallowed
+        client.set(b"pantry:test:resp:str", b"x")
+        send_pipelined(client, [resp_command([b"HSET", b"pantry:test:resp:str", b"a", b"b"])])
+    assert client.ping()  # and the pool still works
+    client.delete(b"pantry:test:resp", b"pantry:test:resp:str")
