@@ -128,7 +128,12 @@ def train(
             }
             if fitted_rec.reranker is not None:
                 rr = session((staging / "reranker.onnx").read_bytes())
-                x = np.random.default_rng(0).normal(size=(256, len(recommender.FEATURE_NAMES))).astype(np.float32)
+                # real candidate rows (tree thresholds sit where the data is) plus random ones
+                _u, real = recommender.batch_candidates(
+                    np.arange(min(32, len(fitted_rec.index.customers))), fitted_rec.hist, fitted_rec.user_factors,
+                    fitted_rec.item_factors, fitted_rec.stats)
+                noise = np.random.default_rng(0).normal(size=(256, len(recommender.FEATURE_NAMES)))
+                x = np.concatenate([c.features for c in real] + [noise]).astype(np.float32)
                 onnx_logit = rr.run(["logit"], {"features": x})[0][:, 0]
                 diff = np.abs(onnx_logit - fitted_rec.reranker.logit(x))
                 metrics["reranker_parity_max_abs_diff"] = float(np.max(diff))

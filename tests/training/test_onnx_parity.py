@@ -64,3 +64,20 @@ def test_online_embedding_matches_artifact(trained) -> None:
     assert model.customer_factors({"customer_embedding": stale}, 0) is not None
     emb = trained.data_dir / "embeddings" / "customer_embedding.parquet"
     assert emb.exists()
+
+
+def test_boosted_graph_matches_lightgbm() -> None:
+    """Both objectives: the ONNX tree ensemble's logit and prob agree with LightGBM's raw score to 1e-4."""
+    from training.gbm import GbmParams, fit_lambdarank
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 6)).astype(np.float32)
+    y = ((x[:, 0] * x[:, 1] > 0) & (x[:, 2] > -0.5)).astype(np.float32)  # an interaction a linear model misses
+    for objective in ("binary", "lambdarank"):
+        model = fit_lambdarank(x, y, np.full(40, 100), tuple(f"f{i}" for i in range(6)),
+                               GbmParams(objective=objective, n_trees=30))
+        logit, prob = session(model.onnx("t")).run(["logit", "prob"], {"features": x[:500]})
+        reference = model.logit(x[:500])
+        assert np.max(np.abs(logit[:, 0] - reference)) <= 1e-4
+        assert np.max(np.abs(prob[:, 0] - 1.0 / (1.0 + np.exp(-reference)))) <= 1e-4
+        assert np.std(reference) > 0.1  # the trees learned something, so parity is not trivially 0 = 0
