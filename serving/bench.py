@@ -145,6 +145,7 @@ async def closed_loop(base_url: str, path: str, bodies: Callable[[], bytes], con
     url = urlparse(base_url)
     latencies: list[float] = []
     errors = 0
+    error_statuses: dict[int, int] = {}
     sent = 0
     loop = asyncio.get_running_loop()
     end = loop.time() + duration_s
@@ -159,6 +160,7 @@ async def closed_loop(base_url: str, path: str, bodies: Callable[[], bytes], con
                 status = await conn.request(path, bodies())
                 if status >= 400:
                     errors += 1
+                    error_statuses[status] = error_statuses.get(status, 0) + 1
                 else:
                     latencies.append(loop.time() - start)
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
@@ -169,7 +171,7 @@ async def closed_loop(base_url: str, path: str, bodies: Callable[[], bytes], con
 
     started = loop.time()
     await asyncio.gather(*(worker() for _ in range(connections)))
-    return _summary(latencies, errors, loop.time() - started, sent)
+    return _summary(latencies, errors, loop.time() - started, sent) | {"error_statuses": error_statuses}
 
 
 # ---- request bodies from the dataset ---------------------------------------------------------------------------

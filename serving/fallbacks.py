@@ -14,8 +14,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import hiredis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# Only these mean "Redis is sick": a reply error (WRONGTYPE, ...) is a bug to surface, and a slow event loop is load,
+# not an outage. Timeouts are the client's socket timeouts, which start once a command has been sent.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 
 T = TypeVar("T")
 
@@ -82,14 +86,44 @@ class CircuitBreaker:
             self._opened_at = time.monotonic()
 
 
+class LoopLag:
+    """How late this event loop runs its timers (a 10 ms tick's overshoot, the worst of the last ~second).
+
+    A socket timeout's timer and the reply's wake-up are both served by the loop: on a saturated loop the reply can
+    be sitting in the socket while the timer fires. With this, a timeout on a late loop is blamed on load, not Redis.
+    """
+
+    def __init__(self, tick_s: float = 0.01, window_s: float = 1.0):
+        self.tick_s, self.window_s = tick_s, window_s
+        self._worst = 0.0
+        self._worst_at = 0.0
+
+    @property
+    def recent_s(self) -> float:
+        return self._worst if time.monotonic() - self._worst_at < self.window_s else 0.0
+
+    async def run(self) -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(self.tick_s)
+            now = time.monotonic()
+            lag = now - start - self.tick_s
+            if lag >= self.recent_s:
+                self._worst, self._worst_at = lag, now
+
+
 class GuardedStore:
-    """Runs a Redis coroutine under the breaker and the retry budget; raises StoreUnavailable on failure."""
+    """Runs a Redis coroutine under the breaker and the retry budget; raises StoreUnavailable on failure.
+
+    A timeout while the loop itself runs late (LoopLag above `slack_s`) is load, not an outage: it is retried (up to
+    twice) and never counts towards opening the circuit."""
 
     def __init__(self, breaker: CircuitBreaker | None = None, budget: RetryBudget | None = None,
-                 timeout_s: float = 0.25):
+                 lag: LoopLag | None = None, slack_s: float = 0.025):
         self.breaker = breaker or CircuitBreaker()
         self.budget = budget or RetryBudget()
-        self.timeout_s = timeout_s  # a hard cap over the socket timeouts (a pipeline is several reads)
+        self.lag = lag or LoopLag()
+        self.slack_s = slack_s  # ~ half the socket timeout
 
     async def call(self, make: Callable[[], Awaitable[T]]) -> T:
         if not self.breaker.allow():
@@ -99,12 +133,15 @@ class GuardedStore:
         while True:
             attempts += 1
             try:
-                async with asyncio.timeout(self.timeout_s):
-                    result = await make()
-            except (RedisError, OSError, TimeoutError, hiredis.HiredisError) as exc:
-                if attempts == 1 and self.budget.try_spend():
+                # no wall-clock cap here: it would also count time queued behind other requests on a saturated
+                # loop and open the circuit under pure load (the socket timeouts bound Redis itself)
+                result = await make()
+            except UNAVAILABLE as exc:
+                busy_loop = isinstance(exc, RedisTimeoutError | TimeoutError) and self.lag.recent_s > self.slack_s
+                if (busy_loop and attempts < 3) or (attempts == 1 and self.budget.try_spend()):
                     continue
-                self.breaker.failure()
+                if not busy_loop:
+                    self.breaker.failure()
                 raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
             self.breaker.success()
             return result

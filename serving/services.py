@@ -20,13 +20,15 @@ from serving.fallbacks import GuardedStore, StoreUnavailable
 from serving.models import ModelHolder
 from serving.online import OnlineReader, ReadResult, RowRead
 from serving.popularity import PopularitySnapshot
-from serving.resp import RespClient
 
 log = logging.getLogger("pantry.serving")
 
 
 def serving_client(settings: Settings):
-    """Async Redis with the settings' tight timeouts and no client-side retries (the GuardedStore decides)."""
+    """The worker's one async Redis client (built at startup, shared by every request): hiredis parses replies
+    (redis-py picks it up when installed), connections are pooled and reused, no client-side retries (the
+    GuardedStore decides). socket_timeout counts per read from when the pipeline has been sent, so waiting behind
+    other requests on a busy event loop is not a Redis timeout."""
     import redis.asyncio
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -36,7 +38,7 @@ def serving_client(settings: Settings):
         socket_timeout=settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_connect_timeout_s,
         retry=Retry(NoBackoff(), 0),
-        max_connections=2048,
+        max_connections=512,  # ~ requests in flight per worker; a pool miss opens one more connection, kept
     )
 
 
@@ -67,7 +69,6 @@ class Services:
     decisions: DecisionLog
     campaigns: CampaignBook
     reader: OnlineReader | None = None
-    fast: RespClient | None = None  # the hot read path (see serving/resp.py)
     feature_services: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -81,14 +82,15 @@ class Services:
         campaigns = CampaignBook(await asyncio.to_thread(load_campaigns, settings))
         decisions = DecisionLog(redis, settings.decisions_maxlen,
                                 on_drop=lambda n, why: metrics.DECISIONS_DROPPED.labels(why).inc(n))
-        svc = cls(settings, redis, GuardedStore(), models, popularity, decisions, campaigns,
-                  fast=RespClient(settings.effective_redis_url(), settings.redis_connect_timeout_s))
+        store = GuardedStore(slack_s=settings.redis_socket_timeout_s / 2)
+        svc = cls(settings, redis, store, models, popularity, decisions, campaigns)
         await svc._load_registry()
         await svc._refresh_approvals()
         svc.tasks = [
             asyncio.create_task(models.watch(), name="models-watch"),
             asyncio.create_task(decisions.run(), name="decision-log"),
             asyncio.create_task(svc._poll(), name="poll"),
+            asyncio.create_task(store.lag.run(), name="loop-lag"),
         ]
         return svc
 
@@ -98,8 +100,6 @@ class Services:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.redis.aclose()
-        if self.fast is not None:
-            self.fast.close()
 
     async def _load_registry(self) -> None:
         loaded = await asyncio.to_thread(load_registry, self.settings)
@@ -137,7 +137,7 @@ class Services:
         reader = self.reader
         if reader is None:
             raise StoreUnavailable("feast registry not loaded")
-        result = await self.store.call(lambda: reader.read(self.fast, reads, as_of))
+        result = await self.store.call(lambda: reader.read(self.redis, reads, as_of))
         # one metric update per (view, status) and per view, not per row: a substitution read has ~60 rows
         counts: dict[tuple[str, str], int] = {}
         oldest: dict[str, float] = {}
@@ -157,6 +157,6 @@ class Services:
         if self.reader is None:
             return resolve_now(self.settings.clock, as_of, None)
         try:
-            return await self.store.call(lambda: self.reader.now(self.fast, as_of))
+            return await self.store.call(lambda: self.reader.now(self.redis, as_of))
         except StoreUnavailable:
             return resolve_now(self.settings.clock, as_of, None)
