@@ -6,7 +6,8 @@ of the dataflow, so the update functions change it in place (for speed) and retu
 Views (names and types are the contract in feature_repo/features.py):
   customer_session     session window, 30-minute gap
   customer_activity    baskets and spend over (as_of - 7d, as_of] and (as_of - 28d, as_of], last order, preferred store
-  customer_repertoire  top 50 products by purchase count decayed with a 90-day half-life
+  customer_repertoire  top 50 products by purchase count decayed with a 90-day half-life, plus the last 10
+                       distinct products bought (so a purchase shows up in buy-again at once, even for big baskets)
   store_traffic        baskets and customers over 1 h / 24 h, sales over 24 h
   store_product        units over 7 d / 28 d, last sale, on_hand from inventory, in-stock probability
 """
@@ -29,6 +30,7 @@ LATENESS_S = 10 * MINUTE  # events older than (max event time seen - this) are l
 SESSION_GAP_S = 30 * MINUTE
 SESSION_PRODUCTS = 20
 REPERTOIRE_TOP = 50
+REPERTOIRE_RECENT = 10
 REPERTOIRE_HALF_LIFE_S = 90 * DAY
 REPERTOIRE_REF_T = 1483228800.0  # 2017-01-01T00:00Z: decayed counts are kept relative to this instant
 NO_TIME = -1e300  # "never" as a float that msgpack and comparisons both handle
@@ -130,6 +132,7 @@ class CustomerState(msgspec.Struct, array_like=True):
     last_order_at: float | None = None
     rep: dict[int, float] = msgspec.field(default_factory=dict)  # product -> sum 2 ** ((t - REF_T) / half-life)
     nc: float | None = None  # cached next_change of this state (None: recompute; any update clears it)
+    recent: dict[int, float] = msgspec.field(default_factory=dict)  # the last REPERTOIRE_RECENT products bought
 
 
 def customer_apply(st: CustomerState, e: Ev) -> int:
@@ -158,7 +161,16 @@ def customer_apply(st: CustomerState, e: Ev) -> int:
         if e.product_id is not None:
             weight = 2.0 ** ((t - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
             st.rep[e.product_id] = st.rep.get(e.product_id, 0.0) + weight
+            _remember_recent(st.recent, e.product_id, t)
     return dirty
+
+
+def _remember_recent(recent: dict[int, float], product_id: int, t: float) -> None:
+    """Keep the REPERTOIRE_RECENT products with the newest purchase times (order-independent: evict the oldest)."""
+    if t > recent.get(product_id, -math.inf):
+        recent[product_id] = t
+    if len(recent) > REPERTOIRE_RECENT:
+        del recent[min(recent.items(), key=lambda kv: (kv[1], kv[0]))[0]]
 
 
 def _session_apply(st: CustomerState, e: Ev) -> int:
@@ -232,6 +244,9 @@ def activity_row(st: CustomerState, as_of: float) -> Values:
 def repertoire_row(st: CustomerState, as_of: float) -> Values:
     decay = 2.0 ** (-(as_of - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
     top = heapq.nlargest(REPERTOIRE_TOP, st.rep.items(), key=lambda kv: (kv[1], -kv[0]))
+    missing = [p for p in st.recent if p not in dict(top)]
+    if missing:
+        top = sorted([*top, *((p, st.rep[p]) for p in missing)], key=lambda kv: (-kv[1], kv[0]))
     return {
         "repertoire_product_ids": [p for p, _ in top],
         "repertoire_scores": [s * decay for _, s in top],

@@ -121,6 +121,26 @@ def test_repertoire_keeps_top_50():
     assert row["repertoire_product_ids"][0] == 59  # the newest purchase has decayed least
 
 
+def test_repertoire_always_holds_the_last_purchases():
+    # 60 staples bought 3 times yesterday (score ~3 each) push one fresh purchase (score 1) out of the top 50,
+    # yet it is kept: it is among the customer's last REPERTOIRE_RECENT purchases.
+    staples = [buy(f"h{i}-{n}", T0 - DAY - i, pid=i, bid=2000 + n) for i in range(60) for n in range(3)]
+    st = customer(*staples, buy("fresh", T0, pid=999, bid=5))
+    row = F.repertoire_row(st, T0)
+    ids, scores = row["repertoire_product_ids"], row["repertoire_scores"]
+    assert 999 in ids and ids[-1] == 999  # sorted by score: it has the smallest
+    assert scores == sorted(scores, reverse=True)
+    assert len(ids) <= F.REPERTOIRE_TOP + F.REPERTOIRE_RECENT
+    assert set(ids[:50]) == set(range(50))  # the decayed top 50 is untouched
+
+
+def test_recent_purchases_do_not_depend_on_arrival_order():
+    events = [buy(f"r{i}", T0 + (i * 7919) % 30, pid=i, bid=i) for i in range(30)]
+    forward, backward = customer(*events), customer(*reversed(events))
+    assert forward.recent == backward.recent
+    assert len(forward.recent) == F.REPERTOIRE_RECENT
+
+
 # ---- store_traffic and store_product ----------------------------------------------------------------------------
 
 
