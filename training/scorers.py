@@ -94,16 +94,19 @@ class Recommender:
 
     @staticmethod
     def _reason(count: float, days_since: float) -> str:
+        if count > 0 and days_since < 1:
+            return "you just bought this"
         if count > 0:
             return f"you bought this {_times(count)}, last {int(days_since)} days ago"
         return "customers who buy what you buy like this"
 
-    def _with_stream_repertoire(self, features: Features, cands: Candidates) -> Candidates:
-        """Items of the live repertoire bought since the cut join the candidates as just-bought items."""
+    def _with_stream_repertoire(self, features: Features, cands: Candidates) -> tuple[Candidates, np.ndarray]:
+        """Items of the live repertoire bought since the cut join the candidates as just-bought items (returned
+        second, as item indices)."""
         row = features.get("customer_repertoire") if features else None
         ids = (row or {}).get("repertoire_product_ids") or []
         if not ids:
-            return cands
+            return cands, np.empty(0, dtype=np.int64)
         idx = np.searchsorted(self.products, np.asarray(ids, dtype=np.int64))
         idx = np.clip(idx, 0, len(self.products) - 1)
         known = self.products[idx] == np.asarray(ids, dtype=np.int64)
@@ -111,7 +114,7 @@ class Recommender:
         bought = cands.items[cands.count > 0]
         new = new[~np.isin(new, bought)]
         if len(new) == 0:
-            return cands
+            return cands, new
         scores = np.asarray((row or {}).get("repertoire_scores") or [1.0] * len(ids), dtype=np.float64)
         score_of = dict(zip(idx[known].tolist(), scores[known].tolist(), strict=True))
         dec = np.array([score_of[i] for i in new.tolist()], dtype=np.float32)
@@ -128,7 +131,7 @@ class Recommender:
             np.concatenate([cands.features[keep], feats]),
             np.concatenate([cands.count[keep], ones]),
             np.concatenate([cands.days_since[keep], np.zeros(len(new))]),
-        )
+        ), new
 
     # ---- the protocol ------------------------------------------------------------------------------------------
 
@@ -143,8 +146,9 @@ class Recommender:
         (top_local,) = self.als.run(["top_indices"], {"user_factors": factors})
         cands = customer_candidates(self.hist, u, factors[0], self.item_factors, self.scorable[top_local[0]],
                                     self.stats)
+        fresh = np.empty(0, dtype=np.int64)
         if surface != "discover":
-            cands = self._with_stream_repertoire(features, cands)
+            cands, fresh = self._with_stream_repertoire(features, cands)
         keep = self._exclude_mask(cands.items, exclude)
         if surface == "buy_again":
             keep &= cands.count > 0
@@ -156,6 +160,8 @@ class Recommender:
         items = cands.items[keep]
         score = self._rerank(cands)[keep] if keep.any() else np.empty(0, dtype=np.float32)
         order = np.argsort(-score, kind="stable")[:k]
+        if surface == "buy_again" and len(fresh):
+            order = self._pin_fresh(items, fresh, order, k)
         counts, days = cands.count[keep], cands.days_since[keep]
         out = [
             Scored(int(self.products[items[j]]), float(score[j]), self._reason(float(counts[j]), float(days[j])))
@@ -172,6 +178,16 @@ class Recommender:
                     if len(out) == k:
                         break
         return out
+
+    @staticmethod
+    def _pin_fresh(items: np.ndarray, fresh: np.ndarray, order: np.ndarray, k: int) -> np.ndarray:
+        """Buy-again shows what the shopper bought since the model was trained in up to k/5 slots: the re-ranker
+        scores a one-off purchase low, yet a shopper expects what they just bought to be there."""
+        pinned = np.flatnonzero(np.isin(items, fresh))[: max(1, k // 5)].tolist()
+        if not pinned:
+            return order
+        rest = [j for j in order.tolist() if j not in pinned]
+        return np.asarray((pinned + rest)[:k], dtype=np.int64)
 
     def popular(self, *, k: int, store_id: int | None, exclude: frozenset[int]) -> list[Scored]:
         if store_id is not None:
