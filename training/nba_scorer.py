@@ -12,18 +12,9 @@ from training import registry
 from training.nba import candidates, load_tables
 from training.nba import features as coupon_features
 from training.onnx_export import session as onnx_session
+from training.scorers import _lookup, _times  # scorers imports this module lazily, so no cycle
 
 TYPE_NAMES = ("A", "B", "C")
-
-
-def _lookup(sorted_ids: np.ndarray, value: int) -> int:
-    pos = int(np.searchsorted(sorted_ids, value))
-    return pos if pos < len(sorted_ids) and int(sorted_ids[pos]) == value else -1
-
-
-def _times(n: float) -> str:
-    n = round(n)
-    return "once" if n == 1 else "twice" if n == 2 else f"{n} times"
 
 
 class NextBestAction:
