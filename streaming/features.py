@@ -166,11 +166,19 @@ def customer_apply(st: CustomerState, e: Ev) -> int:
 
 
 def _remember_recent(recent: dict[int, float], product_id: int, t: float) -> None:
-    """Keep the REPERTOIRE_RECENT products with the newest purchase times (order-independent: evict the oldest)."""
-    if t > recent.get(product_id, -math.inf):
+    """Keep the REPERTOIRE_RECENT products with the newest purchase times (order-independent: the smallest
+    (time, product) goes; a newcomer that would be the smallest is not taken in)."""
+    held = recent.get(product_id)
+    if held is not None:
+        if t > held:
+            recent[product_id] = t
+    elif len(recent) < REPERTOIRE_RECENT:
         recent[product_id] = t
-    if len(recent) > REPERTOIRE_RECENT:
-        del recent[min(recent.items(), key=lambda kv: (kv[1], kv[0]))[0]]
+    else:
+        oldest_t, oldest = min(zip(recent.values(), recent.keys(), strict=True))
+        if (t, product_id) > (oldest_t, oldest):
+            del recent[oldest]
+            recent[product_id] = t
 
 
 def _session_apply(st: CustomerState, e: Ev) -> int:
@@ -243,14 +251,29 @@ def activity_row(st: CustomerState, as_of: float) -> Values:
 
 def repertoire_row(st: CustomerState, as_of: float) -> Values:
     decay = 2.0 ** (-(as_of - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
-    top = heapq.nlargest(REPERTOIRE_TOP, st.rep.items(), key=lambda kv: (kv[1], -kv[0]))
-    missing = [p for p in st.recent if p not in dict(top)]
+    top = top_scores(st.rep, REPERTOIRE_TOP)
+    chosen = {p for p, _ in top}
+    missing = [p for p in st.recent if p not in chosen]
     if missing:
         top = sorted([*top, *((p, st.rep[p]) for p in missing)], key=lambda kv: (-kv[1], kv[0]))
     return {
         "repertoire_product_ids": [p for p, _ in top],
         "repertoire_scores": [s * decay for _, s in top],
     }
+
+
+def top_scores(scores: dict[int, float], n: int) -> list[tuple[int, float]]:
+    """The n (product, score) with the highest scores, ties to the smaller product id, highest first.
+
+    The n-th highest score is found over bare floats (C comparisons); only the few entries at or above it are
+    then sorted with the tie-break, instead of comparing (score, -product) keys across the whole dict."""
+    if len(scores) > n:
+        threshold = heapq.nlargest(n, scores.values())[-1]
+        items = [(p, s) for p, s in scores.items() if s >= threshold]
+    else:
+        items = list(scores.items())
+    items.sort(key=lambda kv: (-kv[1], kv[0]))
+    return items[:n]
 
 
 def customer_rows(st: CustomerState, dirty: int) -> list[tuple[str, Values, float]]:

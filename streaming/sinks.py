@@ -17,11 +17,14 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from pantry.clock import from_epoch, publish_watermark
@@ -139,6 +142,62 @@ def _unix_ts(v) -> bytes:
 _FAST = {"INT64": _int64, "DOUBLE": _double, "FLOAT": _float, "UNIX_TIMESTAMP": _unix_ts}
 
 
+# ---- RESP: a row straight to the bytes of one HSET command ----------------------------------------------------
+# Per argument RESP is `$<len>\r\n<bytes>\r\n`. Field names are constants and the common values (small ints,
+# timestamps, absent values) repeat, so their RESP forms are built once; a row then costs one join.
+
+
+def _bulk(b: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(b), b)
+
+
+_BULK_NONE = _bulk(b"")  # None: an empty ValueProto, as Feast writes a missing value
+_BULK_HSET = _bulk(b"HSET")
+_ARRAY_HEAD = [b"*%d\r\n" % n for n in range(256)]
+_BULK_LEN = [b"$%d\r\n" % n for n in range(256)]
+_RESP_SMALL_INT = {n: _bulk(v) for n, v in _SMALL_INT.items()}
+_RESP_TS_CACHE: dict[float, bytes] = {}
+_RESP_UNIX_CACHE: dict[float, bytes] = {}
+
+
+def _resp_int64(v) -> bytes:
+    cached = _RESP_SMALL_INT.get(v)
+    return cached if cached is not None else _bulk(_int64(v))
+
+
+def _resp_double(v) -> bytes:
+    return b"$9\r\n\x29" + _DOUBLE.pack(v) + b"\r\n"
+
+
+def _resp_float(v) -> bytes:
+    return b"$5\r\n\x35" + _FLOAT.pack(v) + b"\r\n"
+
+
+def _resp_unix_ts(v) -> bytes:
+    cached = _RESP_UNIX_CACHE.get(v)
+    if cached is None:
+        if len(_RESP_UNIX_CACHE) > 100_000:
+            _RESP_UNIX_CACHE.clear()
+        cached = _RESP_UNIX_CACHE[v] = _bulk(_unix_ts(v))
+    return cached
+
+
+def _resp_ts(t: float) -> bytes:
+    cached = _RESP_TS_CACHE.get(t)
+    if cached is None:
+        if len(_RESP_TS_CACHE) > 100_000:
+            _RESP_TS_CACHE.clear()
+        cached = _RESP_TS_CACHE[t] = _bulk(_encode_ts(t))
+    return cached
+
+
+_RESP_FAST = {"INT64": _resp_int64, "DOUBLE": _resp_double, "FLOAT": _resp_float, "UNIX_TIMESTAMP": _resp_unix_ts}
+
+
+def _resp_slow(dtype: str, v) -> bytes:
+    return _bulk(encode_value(dtype, v))
+
+
 class RowEncoder:
     """Feast-layout HSET arguments for rows: per view, the field names and a value encoder are looked up once;
     scalar ValueProtos are built by hand (same bytes as protobuf, a test checks), lists by protobuf."""
@@ -151,6 +210,32 @@ class RowEncoder:
             for name, view in layout.views.items()
         }
         self.keys = {name: EntityKeys(layout.project, view.join_keys) for name, view in layout.views.items()}
+        # per view: entity key builder, [(feature, RESP of its field name, RESP value encoder)], RESP of _ts field
+        self.resp_plans = {
+            name: (self.keys[name],
+                   [(f.name, _bulk(feature_field(name, f.name)),
+                     _RESP_FAST.get(f.dtype) or partial(_resp_slow, f.dtype)) for f in view.features],
+                   _bulk(ts_field(name)))
+            for name, view in layout.views.items()
+        }
+
+    def hset_command(self, view: str, join_values: tuple[int, ...], values: dict[str, Any], t: float) -> bytes:
+        """`HSET key field value ...` of one row as RESP: the bytes of resp_command([b"HSET", key, *hset_args])."""
+        keys, features, ts_name = self.resp_plans[view]
+        key = keys(join_values)
+        n = len(key)
+        parts = [b"", _BULK_HSET, _BULK_LEN[n] if n < 256 else b"$%d\r\n" % n, key, b"\r\n"]
+        append = parts.append
+        for name, field, encode in features:
+            v = values.get(name, _ABSENT)
+            if v is not _ABSENT:
+                append(field)
+                append(_BULK_NONE if v is None else encode(v))
+        append(ts_name)
+        append(_resp_ts(t))
+        n_args = len(parts) - 3  # HSET, key, then one part per argument
+        parts[0] = _ARRAY_HEAD[n_args] if n_args < 256 else b"*%d\r\n" % n_args
+        return b"".join(parts)
 
     def key(self, view: str, join_values: tuple[int, ...]) -> bytes:
         return self.keys[view](join_values)
@@ -212,25 +297,41 @@ class FeatureLog:
 
     def _write_view(self, view: str, rows: list[Row]) -> None:
         schema = self.views[view]
-        by_day: dict[int, list[Row]] = defaultdict(list)  # epoch day -> rows
-        for row in rows:
-            by_day[int(row[3] // 86400)].append(row)
-        arrow = arrow_schema(schema)
+        table = pa.Table.from_pydict(_columns(schema, rows), schema=arrow_schema(schema))
+        days = [int(r[3] // 86400) for r in rows]
         stamp = f"{time.time_ns()}-{self.worker}-{uuid.uuid4().hex[:6]}"
-        for day, day_rows in by_day.items():
-            columns: dict[str, list] = {k: [r[1][i] for r in day_rows] for i, k in enumerate(schema.join_keys)}
-            for f in schema.features:
-                col = [r[2].get(f.name) for r in day_rows]
-                if f.dtype == "UNIX_TIMESTAMP":
-                    col = _micros([None if v is None else int(v * 1e6) for v in col])
-                columns[f.name] = col
-            columns["event_timestamp"] = _micros([int(r[3] * 1e6) for r in day_rows])
-            table = pa.Table.from_pydict(columns, schema=arrow)
-            out_dir = self.root / view / datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
-            out_dir.mkdir(parents=True, exist_ok=True)
-            tmp = out_dir / f".part-{stamp}.parquet.tmp"
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, out_dir / f"part-{stamp}.parquet")  # readers never see half a file
+        if min(days) == max(days):
+            self._write_day(view, days[0], table, stamp)
+            return
+        day_array = pa.array(days, pa.int64())
+        for day in sorted(set(days)):
+            self._write_day(view, day, table.filter(pc.equal(day_array, day)), stamp)
+
+    def _write_day(self, view: str, day: int, table: pa.Table, stamp: str) -> None:
+        out_dir = self.root / view / datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / f".part-{stamp}.parquet.tmp"
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, out_dir / f"part-{stamp}.parquet")  # readers never see half a file
+
+
+def _columns(schema: ViewSchema, rows: list[Row]) -> dict[str, list | pa.Array]:
+    """Rows of one view as columns: join keys, features (None where a row lacks one), event_timestamp."""
+    columns: dict[str, list | pa.Array] = {
+        k: [r[1][i] for r in rows] for i, k in enumerate(schema.join_keys)}
+    names = [f.name for f in schema.features]
+    values = [r[2] for r in rows]
+    try:  # the feature functions return every feature: transpose at C speed
+        table = list(zip(*map(itemgetter(*names), values), strict=True)) if len(names) > 1 else [
+            [v[names[0]] for v in values]]
+    except KeyError:
+        table = [[v.get(name) for v in values] for name in names]
+    for f, col in zip(schema.features, table, strict=True):
+        if f.dtype == "UNIX_TIMESTAMP":
+            col = _micros([None if v is None else int(v * 1e6) for v in col])
+        columns[f.name] = col
+    columns["event_timestamp"] = _micros([int(r[3] * 1e6) for r in rows])
+    return columns
 
 
 def resp_command(args: list[bytes]) -> bytes:
@@ -258,6 +359,38 @@ def send_pipelined(client, commands: list[bytes]) -> None:
         pool.release(conn)
 
 
+class PipelineWriter:
+    """Sends pre-encoded RESP commands whose replies are one line each (HSET: `:n`, or an `-error`) on one dedicated
+    redis-py connection (its AUTH/SELECT handshake), and reads the replies as raw bytes: counting lines and looking
+    for an error is far cheaper than parsing thousands of integer replies one call each."""
+
+    def __init__(self, client) -> None:
+        self.conn = client.connection_pool.make_connection()
+
+    def send(self, commands: list[bytes]) -> None:
+        conn = self.conn
+        if conn._sock is None:
+            conn.connect()
+        sock = conn._sock
+        try:
+            sock.sendall(b"".join(commands))
+            want, buf = len(commands), bytearray()
+            while buf.count(b"\r\n") < want:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise redis.ConnectionError("Redis closed the connection while replies were pending")
+                buf += chunk
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: reconnect next time
+            raise
+        if b"-" in buf:  # integer replies of HSET are >= 0: a minus sign starts an error reply
+            line = buf[buf.index(b"-") + 1:].split(b"\r\n", 1)[0]
+            raise redis.ResponseError(line.decode(errors="replace"))
+
+    def close(self) -> None:
+        self.conn.disconnect()
+
+
 class OnlinePartition(StatelessSinkPartition[list[Row]]):
     """Writes what the shards emit (they coalesce per entity per flush) with pipelined HSETs of absolute values."""
 
@@ -268,24 +401,19 @@ class OnlinePartition(StatelessSinkPartition[list[Row]]):
         layout = feast_repo.layout(settings)
         self.encoder = RowEncoder(layout)
         self.client = sync_client(settings, timeout_s=30.0)
+        self.writer = PipelineWriter(self.client)
         self.log = FeatureLog(settings.feature_log_dir, layout.views, worker) if write_log else None
         self.rows_written = 0
 
     def write_batch(self, items: list[list[Row]]) -> None:
+        # Rows are written in order: if one entity comes twice (two flushes of a shard in one batch), the newer
+        # HSET lands last and wins, and the log keeps both (each was true as of its time).
         rows = [row for batch in items for row in batch]
         if not rows:
             return
-        if len(items) > 1:  # the same entity from two flushes in one batch: the newest row wins
-            rows = list({(r[0], r[1]): r for r in rows}.values())
-        enc = self.encoder
-        commands: list[bytes] = []
-        for view, join_values, values, t in rows:
-            commands.append(resp_command([b"HSET", enc.key(view, join_values), *enc.hset_args(view, values, t)]))
-            if len(commands) == PIPELINE_CHUNK:
-                send_pipelined(self.client, commands)
-                commands = []
-        if commands:
-            send_pipelined(self.client, commands)
+        command = self.encoder.hset_command
+        for i in range(0, len(rows), PIPELINE_CHUNK):
+            self.writer.send([command(*row) for row in rows[i:i + PIPELINE_CHUNK]])
         self.rows_written += len(rows)
         if self.log is not None:
             self.log.append(rows)
@@ -293,6 +421,7 @@ class OnlinePartition(StatelessSinkPartition[list[Row]]):
     def close(self) -> None:
         if self.log is not None:
             self.log.write()
+        self.writer.close()
         self.client.close()
 
 

@@ -73,3 +73,35 @@ def test_resp_commands_match_redis_py_and_reach_redis(settings, redis_server):
         send_pipelined(client, [resp_command([b"HSET", b"pantry:test:resp:str", b"a", b"b"])])
     assert client.ping()  # and the pool still works
     client.delete(b"pantry:test:resp", b"pantry:test:resp:str")
+
+
+def test_hset_command_is_resp_of_the_row_and_redis_py_agrees(settings, redis_server):
+    import pytest
+    import redis
+
+    from pantry.redis_server import sync_client
+    from streaming.sinks import PipelineWriter, resp_command
+
+    layout = OnlineLayout("pantry", {"store_product": VIEW})
+    enc = RowEncoder(layout)
+    rows = [
+        ((367, 42), {"units_7d": 3, "last_sold_at": 1_500_000_000.0, "on_hand": None, "in_stock_prob": 0.5,
+                     "ids": [3, 1], "scores": [0.5, 0.25]}, 1_500_000_123.0),
+        ((1, 2**40), {"units_7d": 2**40, "on_hand": -1, "in_stock_prob": 1.0, "ids": [], "scores": []}, 0.25),
+    ]
+    for join_values, values, t in rows:
+        args = [b"HSET", enc.key("store_product", join_values), *enc.hset_args("store_product", values, t)]
+        command = enc.hset_command("store_product", join_values, values, t)
+        assert command == resp_command(args) == b"".join(redis.connection.Connection().pack_command(*args))
+    client = sync_client(settings)
+    writer = PipelineWriter(client)
+    writer.send([enc.hset_command("store_product", jv, v, t) for jv, v, t in rows] * 1500)  # > one recv of replies
+    for join_values, values, t in rows:
+        assert client.hgetall(enc.key("store_product", join_values)) == enc.mapping("store_product", values, t)
+    client.set(b"pantry:test:resp:str", b"x")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):  # an error reply among good ones is not swallowed
+        writer.send([enc.hset_command("store_product", *rows[0]),
+                     resp_command([b"HSET", b"pantry:test:resp:str", b"a", b"b"])])
+    writer.send([enc.hset_command("store_product", *rows[1])])  # and the writer still works
+    writer.close()
+    client.delete(b"pantry:test:resp:str", *(enc.key("store_product", jv) for jv, _, _ in rows))
