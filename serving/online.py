@@ -16,6 +16,7 @@ from pantry.clock import parse_watermark, resolve_now
 from pantry.keys import WATERMARK
 from pantry.online import OnlineLayout
 from pantry.settings import ClockMode
+from serving.redis_io import RawPipeline
 
 Status = Literal["present", "missing", "stale"]
 _WATERMARK_KEY = WATERMARK.encode()
@@ -97,14 +98,13 @@ class OnlineReader:
             for f in r.features or ():
                 schema.dtype(f)
 
-    async def read(self, client, reads: Sequence[RowRead], as_of: datetime | None) -> ReadResult:
-        """One pipelined round trip (one execute, no MULTI): GET watermark + one HMGET per row.
-        client: the worker's redis.asyncio.Redis. Raises connection errors and timeouts to the caller."""
-        pipe = client.pipeline(transaction=False)
-        pipe.get(_WATERMARK_KEY)
-        for r in reads:
-            pipe.hmget(self._key(r.view, r.join_values), self._fields(r.view, r.features))
-        replies = await pipe.execute()
+    async def read(self, pipeline: RawPipeline, reads: Sequence[RowRead], as_of: datetime | None) -> ReadResult:
+        """One pipelined round trip (no MULTI): GET watermark + one HMGET per row.
+        Raises connection errors and timeouts to the caller."""
+        key, fields = self._key, self._fields
+        commands = [(b"GET", _WATERMARK_KEY)]
+        commands.extend((b"HMGET", key(r.view, r.join_values), *fields(r.view, r.features)) for r in reads)
+        replies = await pipeline.run(commands)
         now = resolve_now(self.clock, as_of, parse_watermark(replies[0]))
         return ReadResult(now, [self._row(r, raw, now) for r, raw in zip(reads, replies[1:], strict=True)])
 

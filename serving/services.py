@@ -20,6 +20,7 @@ from serving.fallbacks import GuardedStore, StoreUnavailable
 from serving.models import ModelHolder
 from serving.online import OnlineReader, ReadResult, RowRead
 from serving.popularity import PopularitySnapshot
+from serving.redis_io import RawPipeline
 
 log = logging.getLogger("pantry.serving")
 
@@ -40,6 +41,12 @@ def serving_client(settings: Settings):
         retry=Retry(NoBackoff(), 0),
         max_connections=512,  # ~ requests in flight per worker; a pool miss opens one more connection, kept
     )
+
+
+def read_pipeline(settings: Settings) -> RawPipeline:
+    """The worker's pool for feature reads: one round trip per request, bounded by the socket timeout."""
+    return RawPipeline(settings.effective_redis_url(), read_timeout_s=settings.redis_socket_timeout_s,
+                       connect_timeout_s=settings.redis_connect_timeout_s)
 
 
 def load_registry(settings: Settings) -> tuple[OnlineLayout, dict[str, list[tuple[str, list[str]]]]] | None:
@@ -63,6 +70,7 @@ def load_registry(settings: Settings) -> tuple[OnlineLayout, dict[str, list[tupl
 class Services:
     settings: Settings
     redis: Any
+    feature_reads: RawPipeline
     store: GuardedStore
     models: ModelHolder
     popularity: PopularitySnapshot
@@ -83,7 +91,7 @@ class Services:
         decisions = DecisionLog(redis, settings.decisions_maxlen,
                                 on_drop=lambda n, why: metrics.DECISIONS_DROPPED.labels(why).inc(n))
         store = GuardedStore(slack_s=settings.redis_socket_timeout_s / 2)
-        svc = cls(settings, redis, store, models, popularity, decisions, campaigns)
+        svc = cls(settings, redis, read_pipeline(settings), store, models, popularity, decisions, campaigns)
         await svc._load_registry()
         await svc._refresh_approvals()
         svc.tasks = [
@@ -100,6 +108,7 @@ class Services:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.redis.aclose()
+        await self.feature_reads.aclose()
 
     async def _load_registry(self) -> None:
         loaded = await asyncio.to_thread(load_registry, self.settings)
@@ -137,7 +146,7 @@ class Services:
         reader = self.reader
         if reader is None:
             raise StoreUnavailable("feast registry not loaded")
-        result = await self.store.call(lambda: reader.read(self.redis, reads, as_of))
+        result = await self.store.call(lambda: reader.read(self.feature_reads, reads, as_of))
         # one metric update per (view, status) and per view, not per row: a substitution read has ~60 rows
         counts: dict[tuple[str, str], int] = {}
         oldest: dict[str, float] = {}
