@@ -22,6 +22,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from pantry.events import InvalidEvent, decode_msgpack
+from pantry.online import OnlineLayout
 from pantry.settings import Settings, get_settings
 from streaming import features as F
 from streaming.sinks import Control, ControlSink, OnlineSink, Row
@@ -320,7 +321,8 @@ def control_of(item: tuple[str, Gated]) -> Control:
 # ---- the flow ------------------------------------------------------------------------------------------------
 
 
-def build_flow(settings: Settings, config: StreamConfig, stop_flag=None) -> Dataflow:
+def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
+               layout: OnlineLayout | None = None) -> Dataflow:
     flow = Dataflow("pantry_stream")
     if config.mode == "live":
         source = LiveSource(settings, stop_flag)
@@ -346,7 +348,7 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None) -> Data
     # (shard, [Row]) rows of store_traffic / store_product
     rows = op.map("rows", op.merge("merge", customer_rows, store_rows), lambda kv: kv[1])
     # [Row]  (view, join values, features, event time)
-    op.output("online", rows, OnlineSink(settings, config.write_log))
+    op.output("online", rows, OnlineSink(settings, config.write_log, layout))
     # -> HSET in Feast's layout + parquet feature log
     controls = op.map("control", gated, control_of)
     # Control(counters, max event time, dead letters)

@@ -105,3 +105,19 @@ def test_hset_command_is_resp_of_the_row_and_redis_py_agrees(settings, redis_ser
     writer.send([enc.hset_command("store_product", *rows[1])])  # and the writer still works
     writer.close()
     client.delete(b"pantry:test:resp:str", *(enc.key("store_product", jv) for jv, _, _ in rows))
+
+
+def test_list_encoders_match_protobuf():
+    import random
+
+    from pantry.online import encode_value
+    from streaming.sinks import _bulk, _resp_double_list, _resp_float_list, _resp_int64_list
+
+    rng = random.Random(3)
+    for n in [0, 1, 2, 50, 200]:
+        ints = [rng.choice([0, 1, 127, 128, 2**40, -1, -(2**63), rng.randrange(10**7)]) for _ in range(n)]
+        floats = [rng.choice([0.0, -0.5, 1e-40, 3.4e38, rng.random() * 100]) for _ in range(n)]
+        assert _resp_int64_list(ints) == _bulk(encode_value("INT64_LIST", ints))
+        assert _resp_double_list(floats) == _bulk(encode_value("DOUBLE_LIST", floats))
+        assert _resp_float_list(floats) == _bulk(encode_value("FLOAT_LIST", floats))
+    assert _resp_float_list([1e300]) == _bulk(encode_value("FLOAT_LIST", [1e300]))  # overflow: as protobuf does
