@@ -28,9 +28,12 @@ def stream() -> None:
 @click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Pace the replay at N x event time (default: as fast as possible).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, help="Bytewax workers (threads).")
+@click.option("--processes", type=click.IntRange(1, 16), default=1,
+              help="Processes, each with --workers threads (more CPU cores; the same result).")
 @click.option("--force", is_flag=True, help="Start over even if this replay was done already.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def replay(until: str | None, speed: float | None, workers: int, force: bool, no_progress: bool) -> None:
+def replay(until: str | None, speed: float | None, workers: int, processes: int, force: bool,
+           no_progress: bool) -> None:
     """Replay the data set's events (in event-time order) through the dataflow. Idempotent."""
     from pantry import dataset
     from streaming import runner
@@ -44,7 +47,8 @@ def replay(until: str | None, speed: float | None, workers: int, force: bool, no
     if not settings.registry_path.exists():
         raise click.ClickException(f"no Feast registry at {settings.registry_path}: run `pantry feast apply` first")
     try:
-        runner.replay(settings, until_dt, speed, workers, force, progress=not no_progress, echo=click.echo)
+        runner.replay(settings, until_dt, speed, workers, force, progress=not no_progress, echo=click.echo,
+                      processes=processes)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -6,6 +6,9 @@ import gc
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -123,7 +126,39 @@ class Progress(threading.Thread):
 
 
 def run_flow(settings: Settings, config, workers: int, stop_flag: Callable[[], bool] | None = None,
-             layout=None) -> None:
+             layout=None, processes: int = 1, on_start: Callable[[], None] | None = None) -> None:
+    """Run the flow to its end: `workers` threads in this process, times `processes` (the others are children
+    that run the same flow; they die with this process). `on_start` is called once every process is ready."""
+    if processes <= 1:
+        run_process(settings, config, workers, stop_flag=stop_flag, layout=layout, on_start=on_start)
+        return
+    ensure_recovery(settings)  # before any process opens it
+    addresses = free_addresses(processes)
+    children = [spawn_process(settings, config, workers, i, addresses) for i in range(1, processes)]
+    try:
+        for child in children:  # each says "ready" once imported and built, just before it joins the cluster
+            if child.stdout.readline().strip() != b"ready":
+                raise RuntimeError(f"process {child.args[-1]} of the flow did not start")
+        run_process(settings, config, workers, stop_flag=stop_flag, layout=layout, process_id=0, addresses=addresses,
+                    on_start=on_start)
+    finally:
+        failed = []
+        for child in children:
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            if child.returncode:
+                failed.append(f"process {child.args[-1]} exited with {child.returncode}: "
+                              f"{child.stderr.read().decode(errors='replace')[-2000:]}")
+    if failed:
+        raise RuntimeError("; ".join(failed))
+
+
+def run_process(settings: Settings, config, workers: int, stop_flag: Callable[[], bool] | None = None,
+                layout=None, process_id: int | None = None, addresses: list[str] | None = None,
+                on_start: Callable[[], None] | None = None) -> None:
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
@@ -133,8 +168,39 @@ def run_flow(settings: Settings, config, workers: int, stop_flag: Callable[[], b
     recovery = RecoveryConfig(ensure_recovery(settings))
     # The state is millions of small acyclic objects: the default GC thresholds rescan them over and over.
     gc.set_threshold(200_000, 50, 1000)
-    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_interval_s(config.mode)),
-             recovery_config=recovery)
+    if on_start is not None:
+        on_start()
+    cli_main(flow, workers_per_process=workers, process_id=process_id, addresses=addresses,
+             epoch_interval=timedelta(seconds=snapshot_interval_s(config.mode)), recovery_config=recovery)
+
+
+def free_addresses(n: int) -> list[str]:
+    """n local TCP addresses for the processes of one flow (ports the OS just handed out as free)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive us
+
+
+def spawn_process(settings: Settings, config, workers: int, process_id: int, addresses: list[str]):
+    """Process `process_id` of the flow: `python -m streaming.worker`, configured through the environment."""
+    env = {**os.environ, "PANTRY_DATA_DIR": str(settings.data_dir), "REDIS_URL": settings.effective_redis_url(),
+           "PANTRY_STREAM_CONFIG": msgspec.json.encode(config).decode(), "PANTRY_STREAM_WORKERS": str(workers),
+           "PANTRY_STREAM_ADDRESSES": ";".join(addresses)}
+    # -O: Feast's typeguard decorators then skip re-compiling its sources at import (start-up halves); pantry's
+    # code has no asserts to lose
+    return subprocess.Popen([sys.executable, "-O", "-m", "streaming.worker", str(process_id)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
 
 
 def count_events(settings: Settings, until: datetime | None) -> int:
@@ -144,7 +210,7 @@ def count_events(settings: Settings, until: datetime | None) -> int:
 
 
 def replay(settings: Settings, until: datetime | None, speed: float | None, workers: int, force: bool,
-           progress: bool = True, echo: Callable[[str], None] = print) -> ReplayRecord:
+           progress: bool = True, echo: Callable[[str], None] = print, processes: int = 1) -> ReplayRecord:
     from streaming.dataflow import StreamConfig
 
     until_s = until.date().isoformat() if until else ""
@@ -165,15 +231,19 @@ def replay(settings: Settings, until: datetime | None, speed: float | None, work
     from pantry import feast_repo
 
     layout = feast_repo.layout(settings)
-    started = time.monotonic()
+    clock = {"started": time.monotonic()}  # restarted once every process of the flow is ready
+
+    def on_start() -> None:
+        clock["started"] = time.monotonic()
+
     bar = Progress(settings, total, f"replay until {until_s or 'end'}", live=False, enabled=progress)
     bar.start()
     try:
         run_flow(settings, StreamConfig(mode="replay", until=until, speed=speed, flush_s=REPLAY_FLUSH_S), workers,
-                 layout=layout)
+                 layout=layout, processes=processes, on_start=on_start)
     finally:
         bar.finish()
-    seconds = time.monotonic() - started
+    seconds = time.monotonic() - clock["started"]
     record = ReplayRecord(until_s, total, datetime.now(UTC).isoformat(timespec="seconds"), round(seconds, 3))
     write_record(settings, record)
     counters = read_counters(sync_client(settings))

@@ -137,5 +137,8 @@ def test_live_events_reach_feast_within_a_second_and_resume(live_env):
     with LiveFlow(settings):
         xadd(client, ev(events.ProductView, 5, 5, customer_id=CUSTOMER, product_id=PRODUCT))
         assert wait_for(lambda: customer_row()["session_events"][0] == 4, 60), customer_row()
+        # the counters come from the control sink, written independently of the online rows
+        assert wait_for(lambda: counters(client)["processed"] == processed + 1, 5.0), counters(client)
+        time.sleep(0.3)
         assert counters(client)["processed"] == processed + 1
     assert latency < 1.0

@@ -66,8 +66,9 @@ def describe(settings: Settings, expected: dict, got: dict, keys: list[bytes]) -
     return "; ".join(out)
 
 
-def quiet_replay(settings: Settings, workers: int = 1) -> None:
-    runner.replay(settings, UNTIL, None, workers, force=False, progress=False, echo=lambda _: None)
+def quiet_replay(settings: Settings, workers: int = 1, processes: int = 1) -> None:
+    runner.replay(settings, UNTIL, None, workers, force=False, progress=False, echo=lambda _: None,
+                  processes=processes)
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +124,17 @@ def test_two_workers_equal_one(feast_applied, uninterrupted, tmp_path):
     differing = [k for k in expected if got.get(k) != expected[k]]
     assert len(got) == len(expected)
     assert differing == [], f"{len(differing)} of {len(expected)} keys differ"
+
+
+def test_two_processes_equal_one(feast_applied, uninterrupted, tmp_path):
+    expected, expected_counters = uninterrupted
+    settings = isolated(feast_applied, tmp_path, 6)
+    quiet_replay(settings, processes=2)
+    got = feature_hashes(settings)
+    differing = [k for k in expected if got.get(k) != expected[k]]
+    assert len(got) == len(expected)
+    assert differing == [], f"{len(differing)} of {len(expected)} keys differ"
+    assert runner.read_counters(sync_client(settings))["processed"] == expected_counters["processed"]
+    # both processes wrote their share of the offline log (file names carry the worker index)
+    parts = {p.name.split("-")[2] for p in settings.feature_log_dir.rglob("part-*.parquet")}
+    assert parts == {"0", "1"}, parts
