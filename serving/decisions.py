@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from pantry.keys import DECISIONS_STREAM
+from serving.redis_io import RawPipeline
 
 log = logging.getLogger("pantry.serving.decisions")
 _encoder = msgspec.json.Encoder()
@@ -27,10 +28,11 @@ def new_decision_id() -> str:
 
 
 class DecisionLog:
-    def __init__(self, client, maxlen: int, queue_max: int = 10_000, on_drop=None):
-        self.client = client
+    def __init__(self, pipeline: RawPipeline, maxlen: int, queue_max: int = 10_000, on_drop=None):
+        self.pipeline = pipeline
         self.maxlen = maxlen
-        self.queue: asyncio.Queue[dict[bytes, bytes]] = asyncio.Queue(maxsize=queue_max)
+        self._xadd = (b"XADD", DECISIONS_STREAM.encode(), b"MAXLEN", b"~", str(maxlen).encode(), b"*")
+        self.queue: asyncio.Queue[tuple[bytes, ...]] = asyncio.Queue(maxsize=queue_max)  # whole XADD commands
         self.on_drop = on_drop or (lambda n, reason: None)
 
     def record(
@@ -45,17 +47,18 @@ class DecisionLog:
         items: Any,
         now: Any,
     ) -> None:
-        entry = {
-            b"decision_id": decision_id.encode(),
-            b"endpoint": endpoint.encode(),
-            b"ts": f"{time.time():.6f}".encode(),
-            b"now": _encoder.encode(now),
-            b"request": _encoder.encode(request),
-            b"model_version": model_version.encode(),
-            b"feature_ages": _encoder.encode(feature_ages),
-            b"fallback": (fallback or "").encode(),
-            b"items": _encoder.encode(items),
-        }
+        entry = (
+            *self._xadd,
+            b"decision_id", decision_id.encode(),
+            b"endpoint", endpoint.encode(),
+            b"ts", f"{time.time():.6f}".encode(),
+            b"now", _encoder.encode(now),
+            b"request", _encoder.encode(request),
+            b"model_version", model_version.encode(),
+            b"feature_ages", _encoder.encode(feature_ages),
+            b"fallback", (fallback or "").encode(),
+            b"items", _encoder.encode(items),
+        )
         try:
             self.queue.put_nowait(entry)
         except asyncio.QueueFull:
@@ -66,10 +69,7 @@ class DecisionLog:
         while len(batch) < max_batch and not self.queue.empty():
             batch.append(self.queue.get_nowait())
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for entry in batch:
-                pipe.xadd(DECISIONS_STREAM, entry, maxlen=self.maxlen, approximate=True)
-            await asyncio.wait_for(pipe.execute(), timeout=1.0)
+            await self.pipeline.run(batch, timeout_s=1.0)
         except Exception as exc:  # Redis down: drop this batch, keep serving
             self.on_drop(len(batch), "store_unavailable")
             log.debug("decision log write failed: %s", exc)
@@ -84,6 +84,7 @@ class DecisionLog:
                 raise
             except Exception:
                 log.exception("decision log flusher")
+                await asyncio.sleep(1.0)  # a bug here must not spin the loop
 
     async def drain(self, timeout_s: float = 2.0) -> None:
         deadline = time.monotonic() + timeout_s

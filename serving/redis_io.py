@@ -26,14 +26,14 @@ class RawPipeline:
             url, socket_timeout=None, socket_connect_timeout=connect_timeout_s, max_connections=max_connections)
         self.read_timeout_s = read_timeout_s
 
-    async def run(self, commands: Sequence[Command]) -> list[Any]:
+    async def run(self, commands: Sequence[Command], timeout_s: float | None = None) -> list[Any]:
         """The replies in command order. A reply error (WRONGTYPE, ...) raises redis ResponseError, a connection error
         or the read timeout (TimeoutError) raises as it comes; either way the connection is dropped, not reused."""
         packed = b"".join([hiredis.pack_command(c) for c in commands])
         conn = await self.pool.get_connection()
         try:
             await conn.send_packed_command(packed, check_health=False)
-            async with asyncio.timeout(self.read_timeout_s):
+            async with asyncio.timeout(timeout_s or self.read_timeout_s):
                 replies = [await conn.read_response() for _ in range(len(commands))]
         except BaseException:
             # a half-read connection must never serve another request

@@ -44,7 +44,7 @@ def serving_client(settings: Settings):
 
 
 def read_pipeline(settings: Settings) -> RawPipeline:
-    """The worker's pool for feature reads: one round trip per request, bounded by the socket timeout."""
+    """The worker's pool for feature reads and decision-log writes (one round trip each, hiredis-packed)."""
     return RawPipeline(settings.effective_redis_url(), read_timeout_s=settings.redis_socket_timeout_s,
                        connect_timeout_s=settings.redis_connect_timeout_s)
 
@@ -70,7 +70,7 @@ def load_registry(settings: Settings) -> tuple[OnlineLayout, dict[str, list[tupl
 class Services:
     settings: Settings
     redis: Any
-    feature_reads: RawPipeline
+    pipeline: RawPipeline
     store: GuardedStore
     models: ModelHolder
     popularity: PopularitySnapshot
@@ -88,10 +88,11 @@ class Services:
         metrics.set_model_versions(models.current.versions())
         popularity = await asyncio.to_thread(PopularitySnapshot.from_dataset, settings)
         campaigns = CampaignBook(await asyncio.to_thread(load_campaigns, settings))
-        decisions = DecisionLog(redis, settings.decisions_maxlen,
+        pipeline = read_pipeline(settings)
+        decisions = DecisionLog(pipeline, settings.decisions_maxlen,
                                 on_drop=lambda n, why: metrics.DECISIONS_DROPPED.labels(why).inc(n))
         store = GuardedStore(slack_s=settings.redis_socket_timeout_s / 2)
-        svc = cls(settings, redis, read_pipeline(settings), store, models, popularity, decisions, campaigns)
+        svc = cls(settings, redis, pipeline, store, models, popularity, decisions, campaigns)
         await svc._load_registry()
         await svc._refresh_approvals()
         svc.tasks = [
@@ -108,7 +109,7 @@ class Services:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.redis.aclose()
-        await self.feature_reads.aclose()
+        await self.pipeline.aclose()
 
     async def _load_registry(self) -> None:
         loaded = await asyncio.to_thread(load_registry, self.settings)
@@ -146,7 +147,7 @@ class Services:
         reader = self.reader
         if reader is None:
             raise StoreUnavailable("feast registry not loaded")
-        result = await self.store.call(lambda: reader.read(self.feature_reads, reads, as_of))
+        result = await self.store.call(lambda: reader.read(self.pipeline, reads, as_of))
         # one metric update per (view, status) and per view, not per row: a substitution read has ~60 rows
         counts: dict[tuple[str, str], int] = {}
         oldest: dict[str, float] = {}
