@@ -36,8 +36,8 @@ def _native(value):
         return int(value.timestamp())  # Feast returns UNIX_TIMESTAMP values as epoch seconds
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, list) and value and isinstance(value[0], float):
-        return [_native(v) for v in value]
+    if isinstance(value, list) and value and isinstance(value[0], float) and not all(map(math.isfinite, value)):
+        return [_native(v) for v in value]  # rare: only a list holding NaN/inf is copied (embeddings are 64 floats)
     return value
 
 
