@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_events_per_batch: int = 1000
     rate_limit_per_minute: int = 0  # 0 = unlimited (the demo's default, so bench and load are unthrottled)
     decisions_maxlen: int = 1_000_000
+    # structured access log (one JSON line per request, no payloads): "off", "-" (stderr) or a file path;
+    # None -> <data_dir>/logs/access.log
+    access_log: str | None = None
 
     @property
     def dataset_dir(self) -> Path:
@@ -49,6 +52,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def feature_log_dir(self) -> Path:
         return self.data_dir / "feature_log"
+
+    @property
+    def access_log_target(self) -> str:
+        return self.access_log or str(self.data_dir / "logs" / "access.log")
 
     @property
     def registry_path(self) -> Path:
@@ -131,6 +138,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_MAX_BODY_BYTES", "max_body_bytes", int)
     num("PANTRY_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", int)
     num("PANTRY_DECISIONS_MAXLEN", "decisions_maxlen", int)
+    if env.get("PANTRY_ACCESS_LOG"):
+        kw["access_log"] = env["PANTRY_ACCESS_LOG"]
     clock = env.get("PANTRY_CLOCK", "event")
     if clock not in ("event", "wall"):
         raise SettingsError(f"PANTRY_CLOCK={clock!r} must be 'event' or 'wall'")

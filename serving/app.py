@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, MediaType, Request, Response
@@ -23,6 +23,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pantry.settings import Settings, get_settings
 from serving import metrics
+from serving.access_log import AccessLogger, access_logger
 from serving.controllers.admin import AdminCampaignsController, AdminModelsController
 from serving.controllers.events import EventsController
 from serving.controllers.features import FeaturesController
@@ -78,10 +79,15 @@ _EXCEPTION_HANDLERS = {
 }
 
 
-# ---- latency metrics -----------------------------------------------------------------------------------------
+# ---- latency metrics and access log ---------------------------------------------------------------------
 
 
-def latency_middleware(app: ASGIApp) -> ASGIApp:
+def observe_middleware(access: AccessLogger | None) -> Callable[[ASGIApp], ASGIApp]:
+    """Latency histogram per route and status, and the access log line (when enabled)."""
+    return lambda app: _observe(app, access)
+
+
+def _observe(app: ASGIApp, access: AccessLogger | None) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
@@ -97,8 +103,12 @@ def latency_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("path_template") or ("unmatched" if status[0] == 404 else scope["path"])
-            metrics.REQUEST_LATENCY.labels(route, str(status[0])).observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            # the template, never the raw path: an unmatched path could carry anything
+            route = scope.get("path_template") or ("unmatched" if status[0] == 404 else "other")
+            metrics.REQUEST_LATENCY.labels(route, str(status[0])).observe(seconds)
+            if access is not None:
+                access(scope["method"], route, status[0], seconds)
 
     return middleware
 
@@ -132,7 +142,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=_EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=enforce_limits,
-        middleware=[latency_middleware],
+        middleware=[observe_middleware(access_logger(settings))],
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="pantry", version="1.0.0", path="/schema",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -107,3 +108,23 @@ def test_every_answer_is_logged(http, feast_applied):
             return
         time.sleep(0.05)
     pytest.fail("decision not in pantry:decisions")
+
+
+def test_access_log_is_structured_and_carries_no_payload(http, feast_applied):
+    customer = 987_654_321  # a value that would show up in the log if a body or id leaked into it
+    http.post(URL, json={"customer_id": customer, "k": 2})
+    http.post(URL, json={"customer_id": "x"})
+    log_path = feast_applied.data_dir / "logs" / "access.log"
+    deadline = time.monotonic() + 3
+    lines: list[dict] = []
+    while time.monotonic() < deadline and len(lines) < 2:
+        text = log_path.read_text() if log_path.exists() else ""
+        lines = [json.loads(line) for line in text.splitlines() if line]
+        lines = [r for r in lines if r["route"] == URL]
+        time.sleep(0.05)
+    assert len(lines) >= 2, "no access log lines for the requests"
+    assert {r["status"] for r in lines[-2:]} == {200, 400}
+    for r in lines:
+        assert set(r) == {"ts", "method", "route", "status", "ms", "pid"}
+        assert r["method"] == "POST" and r["ms"] >= 0
+    assert str(customer) not in log_path.read_text()
