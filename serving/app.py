@@ -7,6 +7,7 @@ decision log.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -123,6 +124,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = await Services.start(settings)
         app.state.services = services
+        # what startup built (models, campaigns, popularity, the registry) lives as long as the worker: move it out
+        # of the collector's generations so a full collection does not rescan it in the middle of a request
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
