@@ -2,7 +2,8 @@
 
 Measures, on its own data dir and Redis db (the harness's stream state is left alone):
   replay      events/s of `pantry stream replay` (a subprocess, real Bytewax, Feast-layout writes + feature log)
-              over the first REPLAY_UNTIL of the data (the full year does not fit the 5-minute budget here)
+              over the first REPLAY_UNTIL of the data (the full year does not fit the 5-minute budget here),
+              in one process and with `--processes 2` (each run starts over)
   push        Feast's plain path: FeatureStore.push of PUSH_ROWS store_product rows (rows/s), the peer
   freshness   `pantry stream live` (subprocess) fed by XADD at 1,000 and 5,000 events/s; p50/p99 from the
               XADD of a probe purchase to its row being readable in the online store
@@ -58,16 +59,17 @@ def _pantry(*args: str) -> list[str]:
     return [sys.executable, "-m", "pantry.cli", *args]
 
 
-def bench_replay(settings: Settings) -> dict:
+def bench_replay(settings: Settings, processes: int = 1) -> dict:
     from streaming import runner
 
     started = time.monotonic()
-    subprocess.run(_pantry("stream", "replay", "--until", REPLAY_UNTIL.date().isoformat(), "--no-progress"),
-                   env=_env(settings), check=True, capture_output=True)
+    subprocess.run(_pantry("stream", "replay", "--until", REPLAY_UNTIL.date().isoformat(), "--no-progress", "--force",
+                           "--processes", str(processes)), env=_env(settings), check=True, capture_output=True)
     wall = time.monotonic() - started
     record = runner.read_record(settings)
     assert record is not None
     return {
+        "processes": processes,
         "events": record.events,
         "until": record.until,
         "events_per_s": round(record.events / record.seconds),  # flow build + run + final flush
@@ -216,6 +218,7 @@ def run_bench(settings: Settings) -> dict:
     bench = _isolated(settings)
     try:
         replay = bench_replay(bench)
+        replay2 = bench_replay(bench, processes=2)  # starts over (--force); the live flow continues its state
         push = bench_push(bench)
         freshness, live_rc = bench_freshness(bench)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -224,8 +227,11 @@ def run_bench(settings: Settings) -> dict:
             "replay_events_per_s": replay["events_per_s"],
             "push_rows_per_s": push["rows_per_s"],
             "replay_vs_push": round(replay["events_per_s"] / push["rows_per_s"], 2),
+            "replay_2_processes_events_per_s": replay2["events_per_s"],
+            "replay_2_processes_vs_push": round(replay2["events_per_s"] / push["rows_per_s"], 2),
             "freshness_p99_ms_worst": max(p99s) if p99s else None,
             "replay": replay,
+            "replay_2_processes": replay2,
             "push": push,
             "freshness": freshness,
             "live_exit_code": live_rc,

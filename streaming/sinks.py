@@ -204,16 +204,16 @@ def _packed_list(tag: bytes, payload: bytes) -> bytes:
 
 
 def _resp_int64_list(v) -> bytes:
-    get = _VARINTS.get
-    parts = []
-    for n in v:
-        b = get(n)
-        if b is None:
-            if len(_VARINTS) > 200_000:
-                _VARINTS.clear()
-            b = _VARINTS[n] = _varint(int(n))
-        parts.append(b)
-    return _packed_list(b"\x72", b"".join(parts))  # int64_list_val = 14
+    try:
+        payload = b"".join(map(_VARINTS.__getitem__, v))  # C speed when every id was seen before
+    except KeyError:
+        if len(_VARINTS) > 200_000:
+            _VARINTS.clear()
+        for n in v:
+            if n not in _VARINTS:
+                _VARINTS[n] = _varint(int(n))
+        payload = b"".join(map(_VARINTS.__getitem__, v))
+    return _packed_list(b"\x72", payload)  # int64_list_val = 14
 
 
 def _resp_float_list(v) -> bytes:
