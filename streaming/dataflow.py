@@ -235,9 +235,12 @@ class CustomerShardLogic(_Coalescing):
     def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0):
         super().__init__(flush_s, refresh_slice)
         self.shard = _customer_decoder.decode(resume) if resume else CustomerShard()
+        # customer -> top_scores of its repertoire, kept up to date per purchase (F.top_update) instead of ranking
+        # every product again per row; not in the snapshot (rebuilt on first use)
+        self.tops: dict[int, list[tuple[int, float]]] = {}
 
     def apply(self, events: list[F.Ev]) -> None:
-        states, dirty = self.shard.states, self.shard.dirty
+        states, dirty, tops = self.shard.states, self.shard.dirty, self.tops
         for e in events:
             st = states.get(e.customer_id)
             if st is None:
@@ -245,6 +248,10 @@ class CustomerShardLogic(_Coalescing):
             flags = F.customer_apply(st, e)
             if flags:
                 dirty[e.customer_id] = dirty.get(e.customer_id, 0) | flags
+                if e.kind == "purchase" and e.product_id is not None:
+                    top = tops.get(e.customer_id)
+                    if top is not None:
+                        F.top_update(top, e.product_id, st.rep[e.product_id], F.REPERTOIRE_TOP)
 
     def scan(self, as_of: float) -> list:
         nc = F.cached_next_change
@@ -261,9 +268,15 @@ class CustomerShardLogic(_Coalescing):
     def rows(self) -> list[Row]:
         states = self.shard.states
         rows: list[Row] = []
+        tops = self.tops
         for cid, flags in self.shard.dirty.items():
             st = states[cid]
-            for view, vals, t in F.customer_rows(st, flags):
+            top = None
+            if flags & F.REPERTOIRE:
+                top = tops.get(cid)
+                if top is None:
+                    top = tops[cid] = F.top_scores(st.rep, F.REPERTOIRE_TOP)
+            for view, vals, t in F.customer_rows(st, flags, top):
                 rows.append((view, (cid,), vals, t))
         self.shard.dirty = {}
         return rows

@@ -249,9 +249,11 @@ def activity_row(st: CustomerState, as_of: float) -> Values:
     }
 
 
-def repertoire_row(st: CustomerState, as_of: float) -> Values:
+def repertoire_row(st: CustomerState, as_of: float, top: list[tuple[int, float]] | None = None) -> Values:
+    """`top`: top_scores(st.rep, REPERTOIRE_TOP) if the caller keeps it up to date (see top_update)."""
     decay = 2.0 ** (-(as_of - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
-    top = top_scores(st.rep, REPERTOIRE_TOP)
+    if top is None:
+        top = top_scores(st.rep, REPERTOIRE_TOP)
     chosen = {p for p, _ in top}
     missing = [p for p in st.recent if p not in chosen]
     if missing:
@@ -276,15 +278,35 @@ def top_scores(scores: dict[int, float], n: int) -> list[tuple[int, float]]:
     return items[:n]
 
 
-def customer_rows(st: CustomerState, dirty: int) -> list[tuple[str, Values, float]]:
-    """(view, values, row time): a session row is as of its newest event, the others as of the state's as_of."""
+def top_update(top: list[tuple[int, float]], product_id: int, score: float, n: int) -> None:
+    """Keep `top` == top_scores(scores, n) after scores[product_id] rose to `score` (scores only ever rise:
+    they are kept relative to a fixed instant), without looking at the other scores: they did not move, so
+    only this product can enter, or move up within, the top n."""
+    for i, (p, _) in enumerate(top):
+        if p == product_id:
+            top[i] = (product_id, score)
+            break
+    else:
+        if len(top) >= n:
+            last_p, last_s = top[-1]
+            if (-score, product_id) > (-last_s, last_p):
+                return  # still below the n-th
+            top.pop()
+        top.append((product_id, score))
+    top.sort(key=lambda kv: (-kv[1], kv[0]))
+
+
+def customer_rows(st: CustomerState, dirty: int, top: list[tuple[int, float]] | None = None
+                  ) -> list[tuple[str, Values, float]]:
+    """(view, values, row time): a session row is as of its newest event, the others as of the state's as_of.
+    `top`: the customer's top_scores, if the caller keeps them (repertoire_row)."""
     out = []
     if dirty & SESSION:
         out.append(("customer_session", session_row(st), st.s_last))
     if dirty & ACTIVITY:
         out.append(("customer_activity", activity_row(st, st.as_of), st.as_of))
     if dirty & REPERTOIRE:
-        out.append(("customer_repertoire", repertoire_row(st, st.as_of), st.as_of))
+        out.append(("customer_repertoire", repertoire_row(st, st.as_of, top), st.as_of))
     return out
 
 
