@@ -30,6 +30,7 @@ from streaming.sources import Batch, LiveSource, ReplaySource
 
 NSHARDS = 16
 ROLL_EVERY_S = 0.1  # spread refresh: 32 shards x refresh_slice entities this often (~5k rows/s at most)
+CHECKS_PER_ROLL = 1000  # candidates looked at per shard per ROLL_EVERY_S (~0.3 ms; 50k per shard per refresh)
 ROLLING_S = 5.0  # after a live refresh, every batch reaches every shard this long (spread refresh; == live period)
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -192,17 +193,18 @@ class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
     """Changed entities are remembered (in the snapshot too) and emitted as rows at most every `flush_s`, at a
     refresh, and at the end of a replay: one row per entity per flush, however many events touched it.
 
-    A live refresh is spread: the scan (O(1) per entity from the cached next-change time) lists the due entities,
-    and every ROLL_EVERY_S a batch rolls at most `refresh_slice` of them forward, so rolling windows never stall
-    fresh events (after a long gap, e.g. live after a replay, the backlog drains over several refreshes). The due
-    list is not snapshotted: rolled-forward entities are in the state, the rest stay due and the next refresh
-    after a restart lists them again. A final refresh (end of a replay) rolls everything at once."""
+    A live refresh is spread: it lists every entity as a candidate, and every ROLL_EVERY_S a batch checks at most
+    CHECKS_PER_ROLL candidates (O(1) each from the cached next-change time) and rolls at most `refresh_slice` due
+    ones forward, so rolling windows never stall fresh events (after a long gap, e.g. live after a replay, the
+    backlog drains over several refreshes). The candidate list is not snapshotted: rolled-forward entities are in
+    the state, the rest stay due and the next refresh after a restart lists them again. A final refresh (end of
+    a replay) rolls everything at once."""
 
     def __init__(self, flush_s: float, refresh_slice: int) -> None:
         self.flush_s = flush_s
         self.refresh_slice = refresh_slice
         self.last_emit = self.last_roll = time.monotonic()
-        self.due: list = []  # entities whose windows roll by due_as_of, newest scan; popped from the end
+        self.due: list = []  # candidates to roll forward to due_as_of (newest refresh); popped from the end
         self.due_as_of = 0.0
 
     def on_batch(self, values: list[Work]) -> tuple[list[list[Row]], bool]:
@@ -210,25 +212,31 @@ class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
         for work in values:
             self.apply(work.events)
             if work.refresh and work.as_of is not None:
-                self.due, self.due_as_of = self.scan(work.as_of), work.as_of
+                self.due, self.due_as_of = self.candidates(), work.as_of
                 if work.final or self.refresh_slice <= 0:
-                    self.roll(len(self.due))
+                    self.roll(len(self.due), len(self.due))
                     force = True
             force = force or work.final
         now = time.monotonic()
         if self.due and now - self.last_roll >= ROLL_EVERY_S:
             self.last_roll = now
-            self.roll(self.refresh_slice)
+            self.roll(self.refresh_slice, CHECKS_PER_ROLL)
         if force or now - self.last_emit >= self.flush_s:
             self.last_emit = now
             return [self.rows()], StatefulBatchLogic.RETAIN
         return [], StatefulBatchLogic.RETAIN
 
-    def roll(self, n: int) -> None:
-        """Roll up to n due entities forward to due_as_of (re-checked: events may have moved them since)."""
-        due, as_of = self.due, self.due_as_of
-        for _ in range(min(n, len(due))):
-            self.roll_one(due.pop(), as_of)
+    def roll(self, n: int, max_checks: int) -> None:
+        """Roll up to n due entities forward to due_as_of, looking at no more than max_checks candidates: the
+        refresh lists every entity (C speed) and the check whether one is due (O(1) from the cached next-change
+        time) is spread over the batches too; a scan of all entities at once stalled the live flow for 100+ ms
+        every refresh, which was the p99 of freshness at 1,000 events/s."""
+        due, as_of, roll_one = self.due, self.due_as_of, self.roll_one
+        rolled = checked = 0
+        while due and rolled < n and checked < max_checks:
+            checked += 1
+            if roll_one(due.pop(), as_of):
+                rolled += 1
 
 
 class CustomerShardLogic(_Coalescing):
@@ -253,17 +261,17 @@ class CustomerShardLogic(_Coalescing):
                     if top is not None:
                         F.top_update(top, e.product_id, st.rep[e.product_id], F.REPERTOIRE_TOP)
 
-    def scan(self, as_of: float) -> list:
-        nc = F.cached_next_change
-        return [cid for cid, st in self.shard.states.items()
-                if as_of > st.as_of and nc(st, F.customer_next_change) <= as_of]
+    def candidates(self) -> list:
+        return list(self.shard.states)
 
-    def roll_one(self, cid: int, as_of: float) -> None:
+    def roll_one(self, cid: int, as_of: float) -> bool:
         st = self.shard.states[cid]
         if as_of > st.as_of and F.cached_next_change(st, F.customer_next_change) <= as_of:
             st.as_of, st.nc = as_of, None
             dirty = self.shard.dirty
             dirty[cid] = dirty.get(cid, 0) | F.ACTIVITY | F.REPERTOIRE  # both are evaluated at as_of
+            return True
+        return False
 
     def rows(self) -> list[Row]:
         states = self.shard.states
@@ -309,14 +317,11 @@ class StoreShardLogic(_Coalescing):
                 if F.store_product_apply(sp, e):
                     sh.dirty_pairs.add(key)
 
-    def scan(self, as_of: float) -> list:
+    def candidates(self) -> list:
         # store ids are negated (-1 - id) so that one list holds both kinds; pair keys are >= 0
-        sh, nc = self.shard, F.cached_next_change
-        due = [key for key, sp in sh.pairs.items() if as_of > sp.as_of and nc(sp, F.store_product_next_change) <= as_of]
-        due += [-1 - sid for sid, st in sh.stores.items() if as_of > st.as_of and nc(st, F.store_next_change) <= as_of]
-        return due
+        return [*self.shard.pairs, *(-1 - sid for sid in self.shard.stores)]
 
-    def roll_one(self, key: int, as_of: float) -> None:
+    def roll_one(self, key: int, as_of: float) -> bool:
         sh = self.shard
         if key < 0:
             sid = -1 - key
@@ -324,11 +329,14 @@ class StoreShardLogic(_Coalescing):
             if as_of > st.as_of and F.cached_next_change(st, F.store_next_change) <= as_of:
                 st.as_of, st.nc = as_of, None
                 sh.dirty_stores.add(sid)
+                return True
         else:
             sp = sh.pairs[key]
             if as_of > sp.as_of and F.cached_next_change(sp, F.store_product_next_change) <= as_of:
                 sp.as_of, sp.nc = as_of, None
                 sh.dirty_pairs.add(key)
+                return True
+        return False
 
     def rows(self) -> list[Row]:
         sh = self.shard
