@@ -31,6 +31,7 @@ from streaming.sources import Batch, LiveSource, ReplaySource
 NSHARDS = 16
 ROLL_EVERY_S = 0.1  # spread refresh: 32 shards x refresh_slice entities this often (~5k rows/s at most)
 CHECKS_PER_ROLL = 1000  # candidates looked at per shard per ROLL_EVERY_S (~0.3 ms; 50k per shard per refresh)
+ROLL_MAX_EVENTS = 64  # a shard with more new events than this in one batch is behind: fresh events first, no roll
 ROLLING_S = 5.0  # after a live refresh, every batch reaches every shard this long (spread refresh; == live period)
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -196,9 +197,10 @@ class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
     A live refresh is spread: it lists every entity as a candidate, and every ROLL_EVERY_S a batch checks at most
     CHECKS_PER_ROLL candidates (O(1) each from the cached next-change time) and rolls at most `refresh_slice` due
     ones forward, so rolling windows never stall fresh events (after a long gap, e.g. live after a replay, the
-    backlog drains over several refreshes). The candidate list is not snapshotted: rolled-forward entities are in
-    the state, the rest stay due and the next refresh after a restart lists them again. A final refresh (end of
-    a replay) rolls everything at once."""
+    backlog drains over several refreshes); a shard that got more than ROLL_MAX_EVENTS events in a batch is
+    behind the stream and skips rolling until it has caught up. The candidate list is not snapshotted:
+    rolled-forward entities are in the state, the rest stay due and the next refresh after a restart lists them
+    again. A final refresh (end of a replay) rolls everything at once."""
 
     def __init__(self, flush_s: float, refresh_slice: int) -> None:
         self.flush_s = flush_s
@@ -209,7 +211,9 @@ class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
 
     def on_batch(self, values: list[Work]) -> tuple[list[list[Row]], bool]:
         force = False
+        n_events = 0
         for work in values:
+            n_events += len(work.events)
             self.apply(work.events)
             if work.refresh and work.as_of is not None:
                 self.due, self.due_as_of = self.candidates(), work.as_of
@@ -218,7 +222,7 @@ class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
                     force = True
             force = force or work.final
         now = time.monotonic()
-        if self.due and now - self.last_roll >= ROLL_EVERY_S:
+        if self.due and now - self.last_roll >= ROLL_EVERY_S and n_events <= ROLL_MAX_EVENTS:
             self.last_roll = now
             self.roll(self.refresh_slice, CHECKS_PER_ROLL)
         if force or now - self.last_emit >= self.flush_s:
