@@ -1,11 +1,14 @@
-"""Training inputs: purchases strictly before a cut, index maps, the interaction matrix, per-customer histories.
+"""Training inputs: purchases strictly before a cut, index maps, the interaction matrix, per-customer histories,
+and point-in-time feature rows from Feast's offline store (`historical_features`).
 
 Every function here takes the cut and never returns a row at or after it; `tests/training/test_leak.py` checks
-the matrix and histories built from a cut against the raw events.
+the matrix and histories built from a cut against the raw events, and that a feature-log row at or after the
+cut never reaches a training set.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -13,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pantry import dataset
+from pantry import dataset, feast_repo
 from pantry.settings import Settings
 
 DAY_S = 86_400.0
@@ -39,6 +42,55 @@ def default_until(settings: Settings) -> datetime:
     """The day after the last event: train on everything."""
     last = datetime.fromisoformat(dataset.manifest(settings).last_event)
     return datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+
+
+# A feature row written for an event carries that event's time; an entity row at exactly that time would see it
+# (Feast joins rows at or before the entity timestamp). Entities are asked as of this much before their event.
+BEFORE_EVENT = timedelta(seconds=1)
+
+
+def feature_log_present(settings: Settings, views: Sequence[str]) -> bool:
+    """True when the streaming dataflow has written the offline feature log of every view (`pantry stream ...`)."""
+    return all(any((settings.feature_log_dir / v).glob("*/*.parquet")) for v in views)
+
+
+def _patch_feast_dask_sort() -> None:
+    """Feast 0.67's dask offline store masks rows outside the TTL to NaT and then sorts by timestamp; with a
+    feature log of many files (one dask partition each) dask cannot compute sort divisions over those NaTs and
+    raises. Feast already retries that sort on one partition, but only for ZeroDivisionError (dask#8939): retry
+    the same way for this error too. Results are unchanged (the sort is only there to keep the latest row)."""
+    from feast.infra.offline_stores import dask as feast_dask
+
+    original = feast_dask._drop_duplicates
+    if getattr(original, "pantry_patched", False):
+        return
+
+    def drop_duplicates(df_to_join, *args, **kwargs):
+        try:
+            return original(df_to_join, *args, **kwargs)
+        except (NotImplementedError, TypeError):
+            return original(df_to_join.repartition(npartitions=1), *args, **kwargs)
+
+    drop_duplicates.pantry_patched = True  # type: ignore[attr-defined]
+    feast_dask._drop_duplicates = drop_duplicates
+
+
+def historical_features(settings: Settings, entities: pd.DataFrame, features: Sequence[str],
+                        until: datetime | None) -> pd.DataFrame:
+    """Feast `get_historical_features` (point-in-time join over the offline feature log and batch sources): for
+    each entity row (join keys + `event_timestamp`), the latest feature row at or before that timestamp within the
+    view's TTL. Rows come back in the entity frame's order (`row` column). With `until`, every entity timestamp
+    must be strictly before it, so no feature row at or after `until` can be joined."""
+    ts = pd.to_datetime(entities["event_timestamp"], utc=True)
+    if until is not None and len(ts) and ts.max() >= pd.Timestamp(until):
+        raise ValueError(f"entity rows at or after --until {until.isoformat()} asked for features")
+    frame = entities.assign(event_timestamp=ts, row=np.arange(len(entities)))
+    if frame.empty:
+        return frame
+    _patch_feast_dask_sort()
+    store = feast_repo.store(settings)
+    got = store.get_historical_features(entity_df=frame, features=list(features)).to_df()
+    return got.sort_values("row").reset_index(drop=True)
 
 
 def to_days(ts: datetime) -> float:

@@ -1,9 +1,10 @@
 """Next best action: rank the coupons of a customer's active, approved campaigns by redemption likelihood.
 
 Features of a (customer, coupon, day) are taken as of a cut (point in time: purchases and redemptions strictly
-before it) plus the campaign's calendar on the day. The ranker is a conditional logit trained on the
-redemptions in [until - TRAIN_DAYS, until) with features as of `until - TRAIN_DAYS` (the candidates of each
-redemption = the coupons of the customer's campaigns active that day), exported to ONNX.
+before it) plus the campaign's calendar on the day. The ranker is LightGBM lambdarank (ONNX via onnxmltools,
+training/gbm.py) trained on the redemptions of monthly snapshots over [until - TRAIN_DAYS, until), each with
+features as of its snapshot (the candidates of each redemption = the coupons of the customer's campaigns active
+that day); a conditional logit when there are too few redemptions for trees (a small slice).
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ import pandas as pd
 
 from pantry import dataset
 from pantry.settings import Settings
-from training.data import DAY_S, HALF_LIFE_DAYS, to_days
+from training.data import BEFORE_EVENT, DAY_S, HALF_LIFE_DAYS, feature_log_present, historical_features, to_days
+from training.gbm import Boosted, GbmParams, fit_lambdarank
 from training.logistic import Logistic, fit_conditional_logit
 from training.timing import Timer
 
 TRAIN_DAYS = 120
 SNAPSHOT_DAYS = 30
-L2 = 30.0  # chosen on a validation cut before the test cut (train before 2017-09-01, score September): report
+L2 = 30.0  # the logit's (small data only); chosen on the validation cut below
+# Chosen on a validation cut before the test cut (train before 2017-09-01, score September; validate_nba_l2.py):
+# shallow trees, slow learning rate; deeper or longer fits overfit the few hundred redemptions.
+RANKER_GBM = GbmParams(objective="lambdarank", n_trees=100, num_leaves=7, learning_rate=0.05, min_child_samples=50)
+MIN_EVENTS_FOR_TREES = 200
 RECENT_DAYS = 28
 FEATURE_NAMES = (
     "log_affinity",
@@ -43,7 +49,10 @@ FEATURE_NAMES = (
     "log_distinct_products_bought",
     "log_category_affinity",
     "affinity_share",
+    "log_repertoire_score",
+    "log_repertoire_products",
 )
+REPERTOIRE_FEATURES = ("customer_repertoire:repertoire_product_ids", "customer_repertoire:repertoire_scores")
 
 
 @dataclass
@@ -77,6 +86,8 @@ class Tables:
     nudge_indptr: np.ndarray  # per customer: top products by decayed count (the buy-again nudge)
     nudge_products: np.ndarray
     nudge_counts: np.ndarray
+    cpn_prod_indptr: np.ndarray  # per coupon idx: its product ids (sorted)
+    cpn_products: np.ndarray
 
 
 def _csr(keys: np.ndarray, universe: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -160,9 +171,12 @@ def build_tables(settings: Settings, purchases: pd.DataFrame, cut: datetime) -> 
     top = top.sort_values(["customer_id", "w"], ascending=[True, False]).groupby("customer_id").head(3)
     n_ptr, n_prod, n_cnt = _csr(top["customer_id"].to_numpy(np.int64), customers,
                                 top["product_id"].to_numpy(np.int64), top["n"].to_numpy(np.float32))
+    cp_sorted = cp.sort_values(["coupon_upc", "product_id"])
+    cp_ptr, cp_prod = _csr(cp_sorted["coupon_upc"].to_numpy(np.int64), coupons,
+                           cp_sorted["product_id"].to_numpy(np.int64))
     return Tables(ref, coupons, coupon_red, coupon_buyers, n_products, customers, p_ptr, p_cpn, p_aff, p_dec, p_rec,
                   p_red, p_dist, p_cat, cust_baskets.to_numpy(np.float32), cust_red, e_ptr, e_camp, campaigns, ctype,
-                  start, end, c_ptr, c_cpn, n_ptr, n_prod, n_cnt)
+                  start, end, c_ptr, c_cpn, n_ptr, n_prod, n_cnt, cp_ptr, cp_prod)
 
 
 def _lookup(sorted_ids: np.ndarray, value: int) -> int:
@@ -194,7 +208,39 @@ def candidates(t: Tables, customer_id: int, campaign_ids: np.ndarray, day: float
     return cpn_all[first], camp_all[first]
 
 
-def features(t: Tables, customer_id: int, coupon_idx: np.ndarray, campaign_idx: np.ndarray, day: float) -> np.ndarray:
+Repertoire = tuple[np.ndarray, np.ndarray]  # the customer_repertoire feature row: product ids, decayed scores
+
+
+def repertoire_of(row: dict | None) -> Repertoire | None:
+    """The customer_repertoire feature row (online read or Feast historical retrieval) as arrays; None if absent."""
+    if not row:
+        return None
+    ids, scores = row.get("repertoire_product_ids"), row.get("repertoire_scores")
+    if ids is None or scores is None or len(ids) == 0:
+        return None
+    return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64)
+
+
+def repertoire_columns(t: Tables, coupon_idx: np.ndarray, rep: Repertoire | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per coupon: the customer's live repertoire score summed over the coupon's products, and how many of them."""
+    if rep is None or len(coupon_idx) == 0:
+        return np.zeros(len(coupon_idx)), np.zeros(len(coupon_idx))
+    ids, scores = rep
+    order = np.argsort(ids)
+    ids, scores = ids[order], scores[order]
+    lo, hi = t.cpn_prod_indptr[coupon_idx], t.cpn_prod_indptr[coupon_idx + 1]
+    sizes = hi - lo
+    flat = np.concatenate([t.cpn_products[a:b] for a, b in zip(lo, hi, strict=True)]) if sizes.sum() else np.empty(0)
+    pos = np.clip(np.searchsorted(ids, flat), 0, len(ids) - 1)
+    hit = ids[pos] == flat
+    owner = np.repeat(np.arange(len(coupon_idx)), sizes)
+    score = np.bincount(owner[hit], weights=scores[pos[hit]], minlength=len(coupon_idx))
+    count = np.bincount(owner[hit], minlength=len(coupon_idx)).astype(np.float64)
+    return score, count
+
+
+def features(t: Tables, customer_id: int, coupon_idx: np.ndarray, campaign_idx: np.ndarray, day: float,
+             repertoire: Repertoire | None = None) -> np.ndarray:
     out = np.zeros((len(coupon_idx), len(FEATURE_NAMES)), dtype=np.float32)
     u = _lookup(t.customers, customer_id)
     if u >= 0:
@@ -215,6 +261,9 @@ def features(t: Tables, customer_id: int, coupon_idx: np.ndarray, campaign_idx: 
     out[:, 7], out[:, 8], out[:, 9] = ctype == 0, ctype == 1, ctype == 2
     out[:, 10] = np.log1p(np.maximum(day - t.campaign_start[campaign_idx], 0.0))
     out[:, 11] = np.log1p(np.maximum(t.campaign_end[campaign_idx] - day, 0.0))
+    score, count = repertoire_columns(t, coupon_idx, repertoire)
+    out[:, 16] = np.log1p(score)
+    out[:, 17] = np.log1p(count)
     return out
 
 
@@ -227,37 +276,85 @@ def redemption_events(settings: Settings, start: datetime, end: datetime | None)
     return red.sort_values(["redemption_date", "customer_id", "coupon_upc"]).reset_index(drop=True)
 
 
-def event_sets(t: Tables, events: pd.DataFrame):
+def repertoires_at(settings: Settings, events: pd.DataFrame, until: datetime | None) -> list[Repertoire | None]:
+    """The customer_repertoire row each customer had just before the day of each redemption (the redemption's
+    time is a date): Feast point-in-time retrieval over the offline feature log. All None without a feature log
+    (the stream has not run on this data): the features are then those of a customer without a live repertoire."""
+    if events.empty or not feature_log_present(settings, ["customer_repertoire"]):
+        return [None] * len(events)
+    entities = pd.DataFrame({
+        "customer_id": events["customer_id"].to_numpy(np.int64),
+        "event_timestamp": pd.to_datetime(events["redemption_date"], utc=True) - BEFORE_EVENT,
+    })
+    got = historical_features(settings, entities, REPERTOIRE_FEATURES, until)
+    return [repertoire_of({"repertoire_product_ids": ids, "repertoire_scores": sc})
+            for ids, sc in zip(got["repertoire_product_ids"], got["repertoire_scores"], strict=True)]
+
+
+def event_sets(t: Tables, events: pd.DataFrame, repertoires: list[Repertoire | None] | None = None):
     """Per redemption: (row, candidate coupon idx, campaign idx, features, index of the redeemed coupon or -1)."""
     all_campaigns = t.campaigns
-    for row in events.itertuples(index=False):
+    for k, row in enumerate(events.itertuples(index=False)):
         cpn, camp = candidates(t, int(row.customer_id), all_campaigns, float(row.day))
         target = _lookup(t.coupons, int(row.coupon_upc))
         if len(cpn) == 0:
             yield row, cpn, camp, None, -1
             continue
         where = np.flatnonzero(cpn == target)
-        yield row, cpn, camp, features(t, int(row.customer_id), cpn, camp, float(row.day)), (
+        rep = repertoires[k] if repertoires is not None else None
+        yield row, cpn, camp, features(t, int(row.customer_id), cpn, camp, float(row.day), rep), (
             int(where[0]) if len(where) else -1)
 
 
-def train_ranker(settings: Settings, purchases: pd.DataFrame, until: datetime) -> Logistic | None:
-    """Snapshots every SNAPSHOT_DAYS back to TRAIN_DAYS: features as of each snapshot, the redemptions of the
-    following SNAPSHOT_DAYS as labels (features are never older than a month, as after a monthly retrain)."""
-    xs, ptr, pos = [], [0], []
-    for back in range(SNAPSHOT_DAYS, TRAIN_DAYS + 1, SNAPSHOT_DAYS):
-        inner = until - timedelta(days=back)
+def training_groups(settings: Settings, purchases: pd.DataFrame, until: datetime,
+                    train_days: int = TRAIN_DAYS) -> tuple[list[np.ndarray], list[int]]:
+    """Snapshots every SNAPSHOT_DAYS back to `train_days`: features as of each snapshot, the redemptions of the
+    following SNAPSHOT_DAYS as labels (features are never older than a month, as after a monthly retrain); the
+    live repertoire of each redemption comes from one Feast historical retrieval over all of them.
+    Returns the candidate blocks and the redeemed row of each."""
+    inners = [until - timedelta(days=back) for back in range(SNAPSHOT_DAYS, train_days + 1, SNAPSHOT_DAYS)]
+    windows = [redemption_events(settings, inner, min(inner + timedelta(days=SNAPSHOT_DAYS), until))
+               for inner in inners]
+    every = pd.concat(windows, ignore_index=True) if windows else pd.DataFrame()
+    live = repertoires_at(settings, every, until)
+    xs, pos, offset = [], [], 0
+    for inner, window in zip(inners, windows, strict=True):
         t = build_tables(settings, purchases, inner)
-        window = redemption_events(settings, inner, inner + timedelta(days=SNAPSHOT_DAYS))
-        for _row, _cpn, _camp, x, target in event_sets(t, window):
+        reps = live[offset : offset + len(window)]
+        offset += len(window)
+        for _row, _cpn, _camp, x, target in event_sets(t, window, reps):
             if x is None or target < 0:
                 continue
-            pos.append(ptr[-1] + target)
             xs.append(x)
-            ptr.append(ptr[-1] + len(x))
+            pos.append(target)
+    return xs, pos
+
+
+def fit_ranker(xs: list[np.ndarray], pos: list[int], gbm: GbmParams | None = RANKER_GBM, l2: float = L2,
+               names: tuple[str, ...] = FEATURE_NAMES) -> Logistic | Boosted | None:
     if not xs:
         return None
-    return fit_conditional_logit(np.concatenate(xs), np.array(ptr), np.array(pos), FEATURE_NAMES, l2=L2)
+    sizes = np.array([len(x) for x in xs])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    x = np.concatenate(xs)
+    if gbm is None or len(xs) < MIN_EVENTS_FOR_TREES:
+        return fit_conditional_logit(x, np.concatenate([starts, [len(x)]]), starts + np.array(pos), names, l2=l2)
+    labels = np.zeros(len(x), dtype=np.float32)
+    labels[starts + np.array(pos)] = 1.0
+    return fit_lambdarank(x, labels, sizes, names, gbm, eval_at=3)
+
+
+def train_ranker(settings: Settings, purchases: pd.DataFrame, until: datetime) -> Logistic | Boosted | None:
+    return fit_ranker(*training_groups(settings, purchases, until))
+
+
+def ranker_kind(ranker: Logistic | Boosted | None) -> str:
+    if ranker is None:
+        return "prior (no redemptions to learn from)"
+    if isinstance(ranker, Boosted):
+        return (f"LightGBM {RANKER_GBM.objective} ({RANKER_GBM.n_trees} trees x {RANKER_GBM.num_leaves} leaves, "
+                f"learning rate {RANKER_GBM.learning_rate}) on monthly snapshots over {TRAIN_DAYS} days")
+    return "conditional logit (too few redemptions for trees)"
 
 
 def prior_ranker() -> Logistic:
@@ -277,7 +374,7 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
                    timer: Timer) -> tuple[dict[str, Any], dict[str, Any]]:
     with timer.step("next_best_action: ranker (redemptions before the cut)"):
         ranker = train_ranker(settings, purchases, until)
-        kind = "conditional logit" if ranker is not None else "prior (no redemptions to learn from)"
+        kind = ranker_kind(ranker)
         ranker = ranker or prior_ranker()
     with timer.step("next_best_action: point-in-time tables at the cut"):
         t = build_tables(settings, purchases, until)
@@ -288,11 +385,22 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
         (staging / "model.onnx").write_bytes(ranker.onnx("next_best_action_ranker"))
         from training.onnx_export import session
 
-        x = np.random.default_rng(0).normal(size=(256, len(FEATURE_NAMES))).astype(np.float32)
+        x = parity_rows(t)
         onnx_logit = session((staging / "model.onnx").read_bytes()).run(["logit"], {"features": x})[0][:, 0]
         parity = float(np.max(np.abs(onnx_logit - ranker.logit(x))))
-    return ({"train_days": TRAIN_DAYS, "ranker": kind, "weights": ranker.params()},
+    return ({"train_days": TRAIN_DAYS, "snapshot_days": SNAPSHOT_DAYS, "ranker": kind, "weights": ranker.params()},
             {"onnx_parity_max_abs_diff": parity, "coupons": len(t.coupons)})
+
+
+def parity_rows(t: Tables, n_customers: int = 32) -> np.ndarray:
+    """Real candidate rows (tree thresholds sit where the data is) plus random ones, for the ONNX parity check."""
+    rows = [np.random.default_rng(0).normal(size=(256, len(FEATURE_NAMES))).astype(np.float32)]
+    day = t.ref_day
+    for c in t.customers[:: max(len(t.customers) // n_customers, 1)]:
+        cpn, camp = candidates(t, int(c), t.campaigns, day)
+        if len(cpn):
+            rows.append(features(t, int(c), cpn, camp, day))
+    return np.concatenate(rows)
 
 
 def load_tables(directory: Path) -> Tables:
@@ -312,20 +420,25 @@ def evaluate_nba(settings: Settings, purchases: pd.DataFrame, scratch: Path, tim
     events = redemption_events(settings, NBA_CUT, None)
     rng = np.random.default_rng(0)
     names = ("model (served ranker)", "random", "past-purchase affinity", "coupon product popularity",
-             "redeemed-before, then affinity")
+             "redeemed-before, then affinity", "live repertoire score, then affinity")
     hits = dict.fromkeys(names, 0.0)
     sizes = []
     with timer.step("next_best_action eval: rank redemptions"):
-        for _row, cpn, _camp, x, target in event_sets(t, events):
-            if x is None or target < 0:
-                continue  # still counted in the denominator: a miss for every method
-            sizes.append(len(cpn))
+        # events without candidates or whose coupon is not among them still count: a miss for every method
+        live = repertoires_at(settings, events, None)  # as the online store had them the day before each
+        sets = [(x, target) for _row, _cpn, _camp, x, target in event_sets(t, events, live)
+                if x is not None and target >= 0]
+        logits = ranker.logit(np.concatenate([x for x, _t in sets])) if sets else np.empty(0)
+        offsets = np.cumsum([0] + [len(x) for x, _t in sets])
+        for (x, target), lo, hi in zip(sets, offsets[:-1], offsets[1:], strict=True):
+            sizes.append(len(x))
             orders = {
-                "model (served ranker)": np.argsort(-ranker.logit(x), kind="stable"),
-                "random": rng.permutation(len(cpn)),
+                "model (served ranker)": np.argsort(-logits[lo:hi], kind="stable"),
+                "random": rng.permutation(len(x)),
                 "past-purchase affinity": np.lexsort((-x[:, 5], -x[:, 1])),
                 "coupon product popularity": np.argsort(-x[:, 5], kind="stable"),
                 "redeemed-before, then affinity": np.lexsort((-x[:, 5], -x[:, 1], -x[:, 3])),
+                "live repertoire score, then affinity": np.lexsort((-x[:, 5], -x[:, 1], -x[:, 16])),
             }
             for name, order in orders.items():
                 hits[name] += float(target in order[:3])
@@ -336,5 +449,6 @@ def evaluate_nba(settings: Settings, purchases: pd.DataFrame, scratch: Path, tim
         "events_with_candidates": len(sizes),
         "median_candidates": float(np.median(sizes)) if sizes else 0.0,
         "hit@3": {k: v / max(n, 1) for k, v in hits.items()},
+        "ranker": ranker_kind(ranker),
         "weights": ranker.params(),
     }

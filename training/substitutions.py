@@ -4,7 +4,13 @@ Training data = switch events before the cut (the evaluation protocol's definiti
 inner cut `until - SWITCH_DAYS`, a customer's *usual item* of a product type is their most bought item of that
 type (bought >= 2 times before the inner cut); a *switch* is the first purchase in [inner cut, until) of an item
 of that type they never bought before. Candidates = the type's pool (top POOL by buyers) minus the usual item
-and what they already bought; label = the item chosen. The ranker is a logistic regression (ONNX).
+and what they already bought; label = the item chosen. Several such windows are stacked (WINDOWS, each with its
+own ALS fit at its inner cut). The ranker is LightGBM lambdarank over each event's candidates (ONNX via
+onnxmltools, training/gbm.py); a conditional logit when there are too few events for trees (a small slice).
+
+Besides similarity, popularity, brand/size/price closeness and the customer's own history, the ranker sees what
+other customers with the same usual item did before the cut (`PairTable`): how many of them also bought the
+candidate, and how many tried it after their usual one (a "switch" in history).
 """
 
 from __future__ import annotations
@@ -21,11 +27,17 @@ from pantry import dataset
 from pantry.settings import Settings
 from training import als
 from training.data import Index, to_days
+from training.gbm import Boosted, GbmParams, fit_lambdarank
 from training.logistic import Logistic, fit_conditional_logit
 from training.timing import Timer
 
 POOL = 50
-SWITCH_DAYS = 35  # = recommender.LABEL_DAYS: both rankers then share one ALS fit at the inner cut
+SWITCH_DAYS = 35  # = recommender.LABEL_DAYS: the first window shares the re-ranker's ALS fit at the inner cut
+WINDOWS = 2  # stacked switch windows [until - w * SWITCH_DAYS, until - (w - 1) * SWITCH_DAYS)
+NEW_BUYER_DAYS = 28
+MIN_EVENTS_FOR_TREES = 500  # fewer switch events (a small slice): a conditional logit, trees would only memorise
+# Chosen on a validation cut before the test cut (train before 2017-09-01, score Sep-Oct; docs/MODEL_REPORT.md).
+RANKER_GBM = GbmParams(objective="lambdarank", n_trees=100, num_leaves=15, learning_rate=0.1)
 FEATURE_NAMES = (
     "als_similarity",
     "log_buyers",
@@ -40,6 +52,12 @@ FEATURE_NAMES = (
     "same_type",
     "log_store_units_28d",
     "log_recent_buyers",
+    "log_switch",
+    "log_co_buyers",
+    "switch_rate",
+    "co_rate",
+    "log_new_buyers",
+    "log_item_age",
 )
 
 
@@ -61,6 +79,12 @@ class Catalogue:
     pool_items: np.ndarray
     cat_indptr: np.ndarray  # per category code
     cat_items: np.ndarray
+    pair_key: np.ndarray  # int64 sorted usual * n_items + candidate (PairTable, flattened)
+    pair_co: np.ndarray  # float32 customers with that usual item who also bought the candidate
+    pair_switch: np.ndarray  # float32 ... whose first purchase of the candidate came after the usual one's
+    usual_customers: np.ndarray  # float32 per item: customers whose usual item (of its type) it is
+    new_buyers: np.ndarray  # float32 per item: customers who bought it for the first time in the last 28 days
+    item_age: np.ndarray  # float32 per item: days between its first sale and the cut
 
 
 def _codes(values: pd.Series) -> np.ndarray:
@@ -80,6 +104,47 @@ def _pools(codes: np.ndarray, buyers: np.ndarray, limit: int) -> tuple[np.ndarra
         items.append(chunk)
         indptr[c + 1] = indptr[c] + len(chunk)
     return indptr, (np.concatenate(items) if items else np.empty(0, dtype=np.int64)).astype(np.int64)
+
+
+def _usual_items(first: pd.DataFrame) -> pd.DataFrame:
+    """Per (customer, type): the most bought item (>= 2 baskets, ties by product id) = the protocol's usual item."""
+    ordered = first.sort_values(["customer_id", "t", "n", "product_id"], ascending=[True, True, False, True])
+    usual = ordered.drop_duplicates(["customer_id", "t"])
+    return usual[usual["n"] >= 2][["customer_id", "t", "i", "first"]].rename(columns={"i": "u", "first": "fu"})
+
+
+def pair_table(before: pd.DataFrame, index: Index, type_code: np.ndarray) -> dict[str, np.ndarray]:
+    """What customers with the same usual item did, from purchases before the cut: for (usual, candidate) of one
+    type, the customers who also bought the candidate (co) and those who first bought it after the usual (switch).
+    Also per item: customers whose usual item it is, first-time buyers in the last NEW_BUYER_DAYS, age."""
+    n = len(index.products)
+    first = before.groupby(["customer_id", "product_id"]).agg(n=("basket_id", "nunique"), first=("day", "min"))
+    first = first.reset_index()
+    first["i"] = index.item_idx(first["product_id"].to_numpy())
+    first = first[first["i"] >= 0]
+    first["t"] = type_code[first["i"].to_numpy()]
+    typed = first[first["t"] >= 0]
+    usual = _usual_items(typed)
+    m = typed.merge(usual, on=["customer_id", "t"])
+    m = m[m["i"] != m["u"]]
+    m = m.assign(after=(m["first"] > m["fu"]).astype(np.float32))
+    agg = m.groupby(["u", "i"]).agg(co=("after", "size"), sw=("after", "sum")).reset_index()
+    key = agg["u"].to_numpy(np.int64) * n + agg["i"].to_numpy(np.int64)
+    order = np.argsort(key, kind="stable")
+    usual_customers = np.bincount(usual["u"].to_numpy(np.int64), minlength=n).astype(np.float32)
+    ref = float(before["day"].max()) if len(before) else 0.0
+    new = first[first["first"] >= ref - NEW_BUYER_DAYS]["i"].to_numpy(np.int64)
+    first_sale = first.groupby("i")["first"].min()
+    age = np.zeros(n, dtype=np.float32)
+    age[first_sale.index.to_numpy()] = ref - first_sale.to_numpy()
+    return {
+        "pair_key": key[order],
+        "pair_co": agg["co"].to_numpy(np.float32)[order],
+        "pair_switch": agg["sw"].to_numpy(np.float32)[order],
+        "usual_customers": usual_customers,
+        "new_buyers": np.bincount(new, minlength=n).astype(np.float32),
+        "item_age": age,
+    }
 
 
 def build_catalogue(settings: Settings, before: pd.DataFrame, index: Index, item_factors: np.ndarray) -> Catalogue:
@@ -108,6 +173,7 @@ def build_catalogue(settings: Settings, before: pd.DataFrame, index: Index, item
         recent_buyers=recent_buyers.to_numpy(dtype=np.float32),
         factors=(item_factors / np.maximum(norms, 1e-9)).astype(np.float32),
         pool_indptr=t_ptr, pool_items=t_items, cat_indptr=c_ptr, cat_items=c_items,
+        **pair_table(before, index, type_code),
     )
 
 
@@ -144,6 +210,18 @@ def features(cat: Catalogue, usual: int, cands: np.ndarray, customer_private_sha
     out[:, 10] = cat.type_code[cands] == cat.type_code[usual]
     out[:, 11] = np.log1p(store_units)
     out[:, 12] = np.log1p(cat.recent_buyers[cands])
+    key = np.int64(usual) * len(cat.products) + cands.astype(np.int64)
+    pos = np.clip(np.searchsorted(cat.pair_key, key), 0, max(len(cat.pair_key) - 1, 0))
+    hit = cat.pair_key[pos] == key if len(cat.pair_key) else np.zeros(len(cands), dtype=bool)
+    co = np.where(hit, cat.pair_co[pos] if len(cat.pair_key) else 0.0, 0.0)
+    switch = np.where(hit, cat.pair_switch[pos] if len(cat.pair_key) else 0.0, 0.0)
+    n_usual = float(cat.usual_customers[usual]) + 1.0
+    out[:, 13] = np.log1p(switch)
+    out[:, 14] = np.log1p(co)
+    out[:, 15] = switch / n_usual
+    out[:, 16] = co / n_usual
+    out[:, 17] = np.log1p(cat.new_buyers[cands])
+    out[:, 18] = np.log1p(cat.item_age[cands])
     return out
 
 
@@ -238,31 +316,70 @@ def prior_ranker() -> Logistic:
     return Logistic(FEATURE_NAMES, np.zeros(n), np.ones(n), w, 0.0)
 
 
-def train_ranker(settings: Settings, purchases: pd.DataFrame, until: datetime,
-                 params: als.AlsParams) -> Logistic | None:
-    inner = until - timedelta(days=SWITCH_DAYS)
-    before, index, uf, cat = _fit_at(settings, purchases, inner, params)
-    after = purchases[(purchases["day"] >= to_days(inner)) & (purchases["day"] < to_days(until))]
+def window_set(settings: Settings, purchases: pd.DataFrame, start: datetime, end: datetime,
+               params: als.AlsParams) -> tuple[list[np.ndarray], list[int]]:
+    """Switch events in [start, end) with everything as of `start`: (feature blocks, chosen row per block)."""
+    before, index, uf, cat = _fit_at(settings, purchases, start, params)
+    after = purchases[(purchases["day"] >= to_days(start)) & (purchases["day"] < to_days(end))]
     ev = switch_events(settings, before, after, index)
     shares = private_share(before, index, cat)
-    xs, ptr, pos = [], [0], []
+    xs, pos = [], []
     for j, cands, x in event_rows(cat, ev, shares, index, uf, store_units(before, index)):
         if x is None:
             continue
         hit = np.flatnonzero(cands == ev.chosen[j])
         if len(hit) == 0:
             continue  # the chosen item is outside the pool: nothing to learn about the order
-        pos.append(ptr[-1] + int(hit[0]))
         xs.append(x)
-        ptr.append(ptr[-1] + len(cands))
+        pos.append(int(hit[0]))
+    return xs, pos
+
+
+def train_ranker(settings: Settings, purchases: pd.DataFrame, until: datetime, params: als.AlsParams,
+                 windows: int = WINDOWS, gbm: GbmParams = RANKER_GBM) -> Logistic | Boosted | None:
+    xs: list[np.ndarray] = []
+    pos: list[int] = []
+    for w in range(1, windows + 1):
+        start = until - timedelta(days=w * SWITCH_DAYS)
+        wx, wp = window_set(settings, purchases, start, start + timedelta(days=SWITCH_DAYS), params)
+        xs += wx
+        pos += wp
     if not xs:
         return None
-    return fit_conditional_logit(np.concatenate(xs), np.array(ptr), np.array(pos), FEATURE_NAMES)
+    sizes = np.array([len(x) for x in xs])
+    x = np.concatenate(xs)
+    if len(xs) < MIN_EVENTS_FOR_TREES:
+        ptr = np.concatenate([[0], np.cumsum(sizes)])
+        return fit_conditional_logit(x, ptr, ptr[:-1] + np.array(pos), FEATURE_NAMES)
+    labels = np.zeros(len(x), dtype=np.float32)
+    labels[np.concatenate([[0], np.cumsum(sizes)[:-1]]) + np.array(pos)] = 1.0
+    return fit_lambdarank(x, labels, sizes, FEATURE_NAMES, gbm, eval_at=3)
 
 
 ARRAYS = ("products", "type_code", "category_code", "private", "manufacturer", "size_code", "log_price", "buyers",
-          "recent_buyers",
-          "factors", "pool_indptr", "pool_items", "cat_indptr", "cat_items")
+          "recent_buyers", "factors", "pool_indptr", "pool_items", "cat_indptr", "cat_items", "pair_key", "pair_co",
+          "pair_switch", "usual_customers", "new_buyers", "item_age")
+
+
+def ranker_kind(ranker: Logistic | Boosted | None) -> str:
+    if ranker is None:
+        return "prior (no switch events to learn from)"
+    if isinstance(ranker, Boosted):
+        return (f"LightGBM {RANKER_GBM.objective} ({RANKER_GBM.n_trees} trees x {RANKER_GBM.num_leaves} leaves) "
+                f"on {WINDOWS} stacked {SWITCH_DAYS}-day switch windows")
+    return "conditional logit (too few switch events for trees)"
+
+
+def parity_rows(cat: Catalogue, shares: pd.Series, n_items: int = 64) -> np.ndarray:
+    """Real candidate rows (tree thresholds sit where the data is) plus random ones, for the ONNX parity check."""
+    rng = np.random.default_rng(0)
+    share = float(shares.mean()) if len(shares) else 0.2
+    rows = [rng.normal(size=(256, len(FEATURE_NAMES))).astype(np.float32)]
+    for usual in np.argsort(-cat.buyers)[:n_items]:
+        cands = pool(cat, int(usual))
+        if len(cands):
+            rows.append(features(cat, int(usual), cands, share, None, np.zeros(len(cands), dtype=np.float32)))
+    return np.concatenate(rows)
 
 
 def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime, fitted_rec, staging: Path,
@@ -274,7 +391,7 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
         shares = private_share(before, fitted_rec.index, cat)
     with timer.step("substitutions: ranker (switch events before the cut)"):
         ranker = train_ranker(settings, purchases, until, params)
-        kind = "conditional logit" if ranker is not None else "prior (no switch events to learn from)"
+        kind = ranker_kind(ranker)
         ranker = ranker or prior_ranker()
     with timer.step("substitutions: ONNX export + registry"):
         for name in ARRAYS:
@@ -286,10 +403,11 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
         (staging / "model.onnx").write_bytes(ranker.onnx("substitution_ranker"))
         from training.onnx_export import session
 
-        x = np.random.default_rng(0).normal(size=(256, len(FEATURE_NAMES))).astype(np.float32)
+        x = parity_rows(cat, shares)
         onnx_logit = session((staging / "model.onnx").read_bytes()).run(["logit"], {"features": x})[0][:, 0]
         parity = float(np.max(np.abs(onnx_logit - ranker.logit(x))))
-    return ({"pool": POOL, "switch_days": SWITCH_DAYS, "ranker": kind, "weights": ranker.params()},
+    return ({"pool": POOL, "switch_days": SWITCH_DAYS, "windows": WINDOWS, "ranker": kind,
+             "weights": ranker.params()},
             {"onnx_parity_max_abs_diff": parity, "products": len(cat.products)})
 
 
@@ -310,11 +428,12 @@ def evaluate_substitutions(settings: Settings, purchases: pd.DataFrame, scratch:
     units = store_units(before, index)
     hits = {"model (served ranker)": 0.0, "type popularity": 0.0, "ALS similarity + type popularity": 0.0}
     with timer.step("substitutions eval: rank switch events"):
-        for j, cands, x in event_rows(cat, ev, shares, index, uf, units):
-            if x is None:
-                continue
+        rows = [(j, cands, x) for j, cands, x in event_rows(cat, ev, shares, index, uf, units) if x is not None]
+        logits = ranker.logit(np.concatenate([x for _j, _c, x in rows])) if rows else np.empty(0)
+        offsets = np.cumsum([0] + [len(c) for _j, c, _x in rows])
+        for (j, cands, x), lo, hi in zip(rows, offsets[:-1], offsets[1:], strict=True):
             target = ev.chosen[j]
-            model_order = cands[np.argsort(-ranker.logit(x), kind="stable")]
+            model_order = cands[np.argsort(-logits[lo:hi], kind="stable")]
             hits["model (served ranker)"] += float(target in model_order[:3])
             hits["type popularity"] += float(target in cands[:3])
             blend = x[:, 0] + 0.5 * (x[:, 1] / max(x[:, 1].max(), 1e-9))
@@ -325,5 +444,6 @@ def evaluate_substitutions(settings: Settings, purchases: pd.DataFrame, scratch:
         "events": n_events,
         "events_with_item_new_to_catalogue": int((ev.chosen < 0).sum()),
         "hit@3": {k: v / max(n_events, 1) for k, v in hits.items()},
+        "ranker": ranker_kind(ranker),
         "weights": ranker.params(),
     }

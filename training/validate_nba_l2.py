@@ -1,11 +1,12 @@
-"""Picks the NBA ranker's L2 on a validation cut before the test cut (never on the test period).
+"""Picks the NBA ranker (conditional logit L2, LightGBM settings) on a validation cut before the test cut.
 
 `PANTRY_DATA_DIR=... python -m training.validate_nba_l2`: snapshots before NBA_CUT - 30 d train, the redemptions
-of the following 30 days are scored (hit@3) for each L2.
+of the following 30 days (September) are scored (hit@3) for each candidate ranker. Never the test period.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -14,33 +15,46 @@ from pantry.settings import Settings
 from training import nba
 from training.data import load_purchases
 from training.evaluate import NBA_CUT
-from training.logistic import fit_conditional_logit
+from training.gbm import GbmParams
 
 L2_GRID = (30.0, 300.0, 1000.0)
+GBM_GRID = (
+    GbmParams(objective="lambdarank", n_trees=100, num_leaves=7, learning_rate=0.05, min_child_samples=50),
+    GbmParams(objective="lambdarank", n_trees=200, num_leaves=15, learning_rate=0.05, min_child_samples=50),
+    GbmParams(objective="binary", n_trees=100, num_leaves=7, learning_rate=0.05, min_child_samples=50),
+)
 
 
 def main() -> None:
     settings = Settings()
     val_cut = NBA_CUT - timedelta(days=30)
     purchases = load_purchases(settings, NBA_CUT)
-    xs, ptr, pos = [], [0], []
-    for back in range(nba.SNAPSHOT_DAYS, nba.TRAIN_DAYS + 1, nba.SNAPSHOT_DAYS):
-        inner = val_cut - timedelta(days=back)
-        tables = nba.build_tables(settings, purchases, inner)
-        window = nba.redemption_events(settings, inner, inner + timedelta(days=nba.SNAPSHOT_DAYS))
-        for _row, _cpn, _camp, x, target in nba.event_sets(tables, window):
-            if x is None or target < 0:
-                continue
-            pos.append(ptr[-1] + target)
-            xs.append(x)
-            ptr.append(ptr[-1] + len(x))
+    xs, pos = nba.training_groups(settings, purchases, val_cut)
     tables = nba.build_tables(settings, purchases, val_cut)
-    valid = [(x, t) for _r, _c, _k, x, t in nba.event_sets(tables, nba.redemption_events(settings, val_cut, NBA_CUT))]
-    print(f"validation redemptions {len(valid)}")
+    events = nba.redemption_events(settings, val_cut, NBA_CUT)
+    live = nba.repertoires_at(settings, events, NBA_CUT)
+    valid = [(x, t) for _r, _c, _k, x, t in nba.event_sets(tables, events, live)]
+    print(f"training redemptions {len(xs)}, validation redemptions {len(valid)}")
+
+    def hit3(model) -> float:
+        hits = [0 if x is None or t < 0 else int(t in np.argsort(-model.logit(x), kind="stable")[:3])
+                for x, t in valid]
+        return float(np.mean(hits))
+
+    without = [n for n in nba.FEATURE_NAMES if not n.startswith("log_repertoire")]
+    cols = [nba.FEATURE_NAMES.index(n) for n in without]
+    base = nba.fit_ranker([x[:, cols] for x in xs], pos, gbm=GBM_GRID[0], names=tuple(without))
+    hits = [0 if x is None or t < 0 else int(t in np.argsort(-base.logit(x[:, cols]), kind="stable")[:3])
+            for x, t in valid]
+    print(f"LightGBM {GBM_GRID[0].objective} without the live repertoire features: hit@3 {np.mean(hits):.4f}")
     for l2 in L2_GRID:
-        model = fit_conditional_logit(np.concatenate(xs), np.array(ptr), np.array(pos), nba.FEATURE_NAMES, l2=l2)
-        hits = [0 if x is None or t < 0 else int(t in np.argsort(-model.logit(x), kind="stable")[:3]) for x, t in valid]
-        print(f"L2 {l2:g}: hit@3 {np.mean(hits):.4f}")
+        print(f"conditional logit L2 {l2:g}: hit@3 {hit3(nba.fit_ranker(xs, pos, gbm=None, l2=l2)):.4f}")
+    for params in GBM_GRID:
+        start = time.perf_counter()
+        model = nba.fit_ranker(xs, pos, gbm=params)
+        took = time.perf_counter() - start
+        print(f"LightGBM {params.objective} {params.n_trees} trees x {params.num_leaves} leaves lr "
+              f"{params.learning_rate}: hit@3 {hit3(model):.4f} (fit {took:.1f} s)")
 
 
 if __name__ == "__main__":
