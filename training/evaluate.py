@@ -80,9 +80,12 @@ def evaluate_recommender(purchases: pd.DataFrame, scratch: Path, timer: Timer) -
     hist = fitted.hist
     lists: dict[str, dict[int, list[int]]] = {name: {} for name in (
         "for_you (served)", "buy_again (served)", "discover (served)", "popularity", "ALS (bm25, 64 factors)",
-        "most frequent items", "decayed count (90 d half-life)", "naive blend decayed + ALS",
-        "never-bought popularity")}
+        "ALS alone (served, 60 d recency)", "most frequent items", "decayed count (90 d half-life)",
+        "naive blend decayed + ALS", "never-bought popularity")}
     latencies: list[float] = []
+    with timer.step("recommender eval: plain ALS baseline (basket counts, no recency weighting)"):
+        plain = AlsParams(recency_half_life_days=0.0)
+        _b, plain_index, _m, _model, plain_uf, plain_itf = recommender.fit_als_at(before, REC_CUT, plain)
     pop_counts = before.groupby("product_id")["basket_id"].nunique().sort_values(ascending=False, kind="stable")
     popular_ids = pop_counts.index.to_numpy()[:500]
     with timer.step("recommender eval: score 2 x served surfaces + baselines"):
@@ -98,7 +101,10 @@ def evaluate_recommender(purchases: pd.DataFrame, scratch: Path, timer: Timer) -
             items, count, decayed, last = hist.items[sl], hist.count[sl], hist.decayed[sl], hist.last_day[sl]
             als_scores = fitted.user_factors[u] @ fitted.item_factors.T
             lists["popularity"][c] = popular_ids[:K].tolist()
-            lists["ALS (bm25, 64 factors)"][c] = products[_top(als_scores, K)].tolist()
+            lists["ALS alone (served, 60 d recency)"][c] = products[_top(als_scores, K)].tolist()
+            pu = int(np.searchsorted(plain_index.customers, c))
+            plain_scores = plain_uf[pu] @ plain_itf.T
+            lists["ALS (bm25, 64 factors)"][c] = plain_index.products[_top(plain_scores, K)].tolist()
             lists["most frequent items"][c] = products[items[_top(count + last / 1e6, K)]].tolist()
             lists["decayed count (90 d half-life)"][c] = products[items[_top(decayed.astype(np.float64), K)]].tolist()
             cand = np.union1d(items, _top(als_scores, 50))

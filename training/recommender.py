@@ -283,18 +283,34 @@ def fit_als_at(purchases: pd.DataFrame, until: datetime, params: als.AlsParams):
     key = (until.isoformat(), params, len(before), float(before["day"].sum()), int(before["product_id"].sum()))
     if key in _ALS_CACHE:
         return _ALS_CACHE[key]
-    result = _fit_als(before, params)
+    result = _fit_als(before, params, to_days(until))
     _ALS_CACHE.clear()  # keep one fit: they are tens of MB
     _ALS_CACHE[key] = result
     return result
 
 
-def _fit_als(before: pd.DataFrame, params: als.AlsParams):
+def _fit_als(before: pd.DataFrame, params: als.AlsParams, ref_day: float):
     index = Index.from_purchases(before)
     matrix = interaction_matrix(before, index)
+    if params.recency_half_life_days > 0 and matrix.nnz:
+        matrix = recency_weighted(matrix, before, index, ref_day, params.recency_half_life_days)
     model = als.fit(matrix, params)
     uf, itf = als.factors(model)
     return before, index, matrix, model, uf, itf
+
+
+def recency_weighted(matrix, before: pd.DataFrame, index: Index, ref_day: float, half_life_days: float):
+    """Each cell (basket count) x 0.5 ** (days from its last purchase to the cut / half-life)."""
+    import scipy.sparse as sp
+
+    last = before.groupby(["customer_id", "product_id"], sort=False)["day"].max()
+    rows = index.user_idx(last.index.get_level_values(0).to_numpy())
+    cols = index.item_idx(last.index.get_level_values(1).to_numpy())
+    weight = np.power(0.5, np.maximum(ref_day - last.to_numpy(), 0.0) / half_life_days)
+    w = sp.csr_matrix((weight, (rows, cols)), shape=matrix.shape, dtype=np.float64)
+    out = matrix.multiply(w).tocsr().astype(np.float32)
+    out.eliminate_zeros()
+    return out
 
 
 def train_reranker(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, max_users: int = 1500,

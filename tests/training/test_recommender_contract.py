@@ -100,3 +100,20 @@ def test_stream_repertoire_joins_buy_again(tiny_model) -> None:
     feats = {"customer_repertoire": {"repertoire_product_ids": [30, 10], "repertoire_scores": [3.0, 1.0]}}
     got = tiny_model.recommend(feats, customer_id=4, k=5, surface="buy_again", exclude=frozenset(), store_id=None)
     assert set(_ids(got)) == {10, 20, 30}
+
+
+def test_recency_weighting_halves_a_cell_per_half_life() -> None:
+    """ALS input: a cell last bought at the cut keeps its basket count, one last bought a half-life earlier
+    weighs half."""
+    import numpy as np
+
+    from training.data import Index, interaction_matrix
+
+    cut = to_days(UNTIL)
+    rows = [(1, 10, 1, 1, 1, 1.0, cut - 60.0), (1, 10, 1, 2, 1, 1.0, cut - 0.5),  # 2 baskets, last just now
+            (2, 10, 1, 3, 1, 1.0, cut - 90.0), (2, 20, 1, 3, 1, 1.0, cut - 30.0)]
+    before = pd.DataFrame(rows, columns=["customer_id", "product_id", "store_id", "basket_id", "quantity",
+                                         "sales_value", "day"])
+    index = Index.from_purchases(before)
+    weighted = recommender.recency_weighted(interaction_matrix(before, index), before, index, cut, 30.0).toarray()
+    np.testing.assert_allclose(weighted, [[2.0 * 0.5 ** (0.5 / 30.0), 0.0], [0.125, 0.5]], rtol=1e-5)
