@@ -79,18 +79,21 @@ def historical_features(settings: Settings, entities: pd.DataFrame, features: Se
                         until: datetime | None) -> pd.DataFrame:
     """Feast `get_historical_features` (point-in-time join over the offline feature log and batch sources): for
     each entity row (join keys + `event_timestamp`), the latest feature row at or before that timestamp within the
-    view's TTL. Rows come back in the entity frame's order (`row` column). With `until`, every entity timestamp
-    must be strictly before it, so no feature row at or after `until` can be joined."""
+    view's TTL, in the entity frame's order (Feast answers each distinct entity row once; repeats are mapped
+    back here). With `until`, every entity timestamp must be strictly before it, so no feature row at or after
+    `until` can be joined."""
     ts = pd.to_datetime(entities["event_timestamp"], utc=True)
     if until is not None and len(ts) and ts.max() >= pd.Timestamp(until):
         raise ValueError(f"entity rows at or after --until {until.isoformat()} asked for features")
-    frame = entities.assign(event_timestamp=ts, row=np.arange(len(entities)))
+    frame = entities.assign(event_timestamp=ts)
+    keys = list(frame.columns)
     if frame.empty:
         return frame
     _patch_feast_dask_sort()
     store = feast_repo.store(settings)
-    got = store.get_historical_features(entity_df=frame, features=list(features)).to_df()
-    return got.sort_values("row").reset_index(drop=True)
+    got = store.get_historical_features(entity_df=frame.drop_duplicates(keys), features=list(features)).to_df()
+    got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True)
+    return frame.merge(got.drop_duplicates(keys), on=keys, how="left")
 
 
 def to_days(ts: datetime) -> float:

@@ -216,7 +216,7 @@ def repertoire_of(row: dict | None) -> Repertoire | None:
     if not row:
         return None
     ids, scores = row.get("repertoire_product_ids"), row.get("repertoire_scores")
-    if ids is None or scores is None or len(ids) == 0:
+    if not hasattr(ids, "__len__") or not hasattr(scores, "__len__") or len(ids) == 0:  # None / NaN: no row
         return None
     return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64)
 
