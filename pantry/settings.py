@@ -41,6 +41,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_events_per_batch: int = 1000
     rate_limit_per_minute: int = 0  # 0 = unlimited (the demo's default, so bench and load are unthrottled)
     decisions_maxlen: int = 1_000_000
+    request_timeout_s: float = 2.0  # a request running longer gets 503 + Retry-After
     # structured access log (one JSON line per request, no payloads): "off", "-" (stderr) or a file path;
     # None -> <data_dir>/logs/access.log
     access_log: str | None = None
@@ -138,6 +139,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_MAX_BODY_BYTES", "max_body_bytes", int)
     num("PANTRY_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", int)
     num("PANTRY_DECISIONS_MAXLEN", "decisions_maxlen", int)
+    num("PANTRY_REQUEST_TIMEOUT_S", "request_timeout_s", float)
     if env.get("PANTRY_ACCESS_LOG"):
         kw["access_log"] = env["PANTRY_ACCESS_LOG"]
     clock = env.get("PANTRY_CLOCK", "event")

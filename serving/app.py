@@ -7,12 +7,14 @@ decision log.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import msgspec
 from litestar import Litestar, MediaType, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -83,26 +85,42 @@ _EXCEPTION_HANDLERS = {
 # ---- latency metrics and access log ---------------------------------------------------------------------
 
 
-def observe_middleware(access: AccessLogger | None) -> Callable[[ASGIApp], ASGIApp]:
-    """Latency histogram per route and status, and the access log line (when enabled)."""
-    return lambda app: _observe(app, access)
+_TIMED_OUT_HEADERS = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
 
 
-def _observe(app: ASGIApp, access: AccessLogger | None) -> ASGIApp:
+def observe_middleware(access: AccessLogger | None, timeout_s: float) -> Callable[[ASGIApp], ASGIApp]:
+    """The request timeout (503 + Retry-After when a request takes longer than `timeout_s`), the latency histogram
+    per route and status, and the access log line (when enabled)."""
+    return lambda app: _observe(app, access, timeout_s)
+
+
+def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASGIApp:
+    timed_out_body = msgspec.json.encode(
+        {"status_code": 503, "detail": f"request timed out after {timeout_s:g} s (PANTRY_REQUEST_TIMEOUT_S)"})
+
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
         start = time.perf_counter()
         status = [500]
+        started = [False]
 
         async def send_wrapper(message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                started[0] = True
             await send(message)
 
         try:
-            await app(scope, receive, send_wrapper)
+            async with asyncio.timeout(timeout_s):
+                await app(scope, receive, send_wrapper)
+        except TimeoutError:
+            if started[0]:
+                raise  # the answer is already on its way: nothing sensible to add
+            status[0] = 503
+            await send({"type": "http.response.start", "status": 503, "headers": _TIMED_OUT_HEADERS})
+            await send({"type": "http.response.body", "body": timed_out_body})
         finally:
             seconds = time.perf_counter() - start
             # the template, never the raw path: an unmatched path could carry anything
@@ -147,7 +165,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=_EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=enforce_limits,
-        middleware=[observe_middleware(access_logger(settings))],
+        middleware=[observe_middleware(access_logger(settings), settings.request_timeout_s)],
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="pantry", version="1.0.0", path="/schema",

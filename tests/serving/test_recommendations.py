@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlparse
 
 import pytest
 
@@ -128,3 +130,19 @@ def test_access_log_is_structured_and_carries_no_payload(http, feast_applied):
         assert set(r) == {"ts", "method", "route", "status", "ms", "pid"}
         assert r["method"] == "POST" and r["ms"] >= 0
     assert str(customer) not in log_path.read_text()
+
+
+def test_a_request_that_never_finishes_gets_503_after_the_request_timeout(api, feast_applied):
+    # a client that announces a body and never sends it: the handler waits on it until the request timeout
+    url = urlparse(api.url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(f"POST {URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 100\r\n\r\n{".encode())
+        started = time.monotonic()
+        reply = sock.recv(4096).decode()
+        waited = time.monotonic() - started
+    status_line, _, rest = reply.partition("\r\n")
+    assert " 503 " in status_line, reply
+    assert "retry-after: 1" in rest.lower()
+    assert "request timed out" in rest
+    assert feast_applied.request_timeout_s * 0.9 <= waited < feast_applied.request_timeout_s + 3
