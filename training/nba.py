@@ -49,9 +49,11 @@ FEATURE_NAMES = (
     "log_distinct_products_bought",
     "log_category_affinity",
     "affinity_share",
-    "log_repertoire_score",
-    "log_repertoire_products",
 )
+# The customer's live repertoire (Feast, as of the day before each redemption) scored against each coupon. Measured
+# on the validation cut it made the ranker worse (validate_nba_l2.py: hit@3 0.139 with vs 0.206 without), so the
+# served ranker does not use it; `live=True` appends these columns for that comparison.
+LIVE_FEATURE_NAMES = ("log_repertoire_score", "log_repertoire_products")
 REPERTOIRE_FEATURES = ("customer_repertoire:repertoire_product_ids", "customer_repertoire:repertoire_scores")
 
 
@@ -239,8 +241,7 @@ def repertoire_columns(t: Tables, coupon_idx: np.ndarray, rep: Repertoire | None
     return score, count
 
 
-def features(t: Tables, customer_id: int, coupon_idx: np.ndarray, campaign_idx: np.ndarray, day: float,
-             repertoire: Repertoire | None = None) -> np.ndarray:
+def features(t: Tables, customer_id: int, coupon_idx: np.ndarray, campaign_idx: np.ndarray, day: float) -> np.ndarray:
     out = np.zeros((len(coupon_idx), len(FEATURE_NAMES)), dtype=np.float32)
     u = _lookup(t.customers, customer_id)
     if u >= 0:
@@ -261,10 +262,13 @@ def features(t: Tables, customer_id: int, coupon_idx: np.ndarray, campaign_idx: 
     out[:, 7], out[:, 8], out[:, 9] = ctype == 0, ctype == 1, ctype == 2
     out[:, 10] = np.log1p(np.maximum(day - t.campaign_start[campaign_idx], 0.0))
     out[:, 11] = np.log1p(np.maximum(t.campaign_end[campaign_idx] - day, 0.0))
-    score, count = repertoire_columns(t, coupon_idx, repertoire)
-    out[:, 16] = np.log1p(score)
-    out[:, 17] = np.log1p(count)
     return out
+
+
+def live_features(t: Tables, coupon_idx: np.ndarray, repertoire: Repertoire | None) -> np.ndarray:
+    """The LIVE_FEATURE_NAMES columns."""
+    score, count = repertoire_columns(t, coupon_idx, repertoire)
+    return np.stack([np.log1p(score), np.log1p(count)], axis=1).astype(np.float32)
 
 
 def redemption_events(settings: Settings, start: datetime, end: datetime | None) -> pd.DataFrame:
@@ -292,7 +296,8 @@ def repertoires_at(settings: Settings, events: pd.DataFrame, until: datetime | N
 
 
 def event_sets(t: Tables, events: pd.DataFrame, repertoires: list[Repertoire | None] | None = None):
-    """Per redemption: (row, candidate coupon idx, campaign idx, features, index of the redeemed coupon or -1)."""
+    """Per redemption: (row, candidate coupon idx, campaign idx, features, index of the redeemed coupon or -1).
+    With `repertoires` (one per event), the LIVE_FEATURE_NAMES columns are appended."""
     all_campaigns = t.campaigns
     for k, row in enumerate(events.itertuples(index=False)):
         cpn, camp = candidates(t, int(row.customer_id), all_campaigns, float(row.day))
@@ -301,28 +306,29 @@ def event_sets(t: Tables, events: pd.DataFrame, repertoires: list[Repertoire | N
             yield row, cpn, camp, None, -1
             continue
         where = np.flatnonzero(cpn == target)
-        rep = repertoires[k] if repertoires is not None else None
-        yield row, cpn, camp, features(t, int(row.customer_id), cpn, camp, float(row.day), rep), (
-            int(where[0]) if len(where) else -1)
+        x = features(t, int(row.customer_id), cpn, camp, float(row.day))
+        if repertoires is not None:
+            x = np.concatenate([x, live_features(t, cpn, repertoires[k])], axis=1)
+        yield row, cpn, camp, x, (int(where[0]) if len(where) else -1)
 
 
-def training_groups(settings: Settings, purchases: pd.DataFrame, until: datetime,
-                    train_days: int = TRAIN_DAYS) -> tuple[list[np.ndarray], list[int]]:
+def training_groups(settings: Settings, purchases: pd.DataFrame, until: datetime, train_days: int = TRAIN_DAYS,
+                    live: bool = False) -> tuple[list[np.ndarray], list[int]]:
     """Snapshots every SNAPSHOT_DAYS back to `train_days`: features as of each snapshot, the redemptions of the
-    following SNAPSHOT_DAYS as labels (features are never older than a month, as after a monthly retrain); the
-    live repertoire of each redemption comes from one Feast historical retrieval over all of them.
+    following SNAPSHOT_DAYS as labels (features are never older than a month, as after a monthly retrain). With
+    `live`, the repertoire of each redemption comes from one Feast historical retrieval over all of them.
     Returns the candidate blocks and the redeemed row of each."""
     inners = [until - timedelta(days=back) for back in range(SNAPSHOT_DAYS, train_days + 1, SNAPSHOT_DAYS)]
     windows = [redemption_events(settings, inner, min(inner + timedelta(days=SNAPSHOT_DAYS), until))
                for inner in inners]
     every = pd.concat(windows, ignore_index=True) if windows else pd.DataFrame()
-    live = repertoires_at(settings, every, until)
+    reps = repertoires_at(settings, every, until) if live else None
     xs, pos, offset = [], [], 0
     for inner, window in zip(inners, windows, strict=True):
         t = build_tables(settings, purchases, inner)
-        reps = live[offset : offset + len(window)]
+        mine = reps[offset : offset + len(window)] if reps is not None else None
         offset += len(window)
-        for _row, _cpn, _camp, x, target in event_sets(t, window, reps):
+        for _row, _cpn, _camp, x, target in event_sets(t, window, mine):
             if x is None or target < 0:
                 continue
             xs.append(x)
@@ -420,13 +426,12 @@ def evaluate_nba(settings: Settings, purchases: pd.DataFrame, scratch: Path, tim
     events = redemption_events(settings, NBA_CUT, None)
     rng = np.random.default_rng(0)
     names = ("model (served ranker)", "random", "past-purchase affinity", "coupon product popularity",
-             "redeemed-before, then affinity", "live repertoire score, then affinity")
+             "redeemed-before, then affinity")
     hits = dict.fromkeys(names, 0.0)
     sizes = []
     with timer.step("next_best_action eval: rank redemptions"):
         # events without candidates or whose coupon is not among them still count: a miss for every method
-        live = repertoires_at(settings, events, None)  # as the online store had them the day before each
-        sets = [(x, target) for _row, _cpn, _camp, x, target in event_sets(t, events, live)
+        sets = [(x, target) for _row, _cpn, _camp, x, target in event_sets(t, events)
                 if x is not None and target >= 0]
         logits = ranker.logit(np.concatenate([x for x, _t in sets])) if sets else np.empty(0)
         offsets = np.cumsum([0] + [len(x) for x, _t in sets])
@@ -438,7 +443,6 @@ def evaluate_nba(settings: Settings, purchases: pd.DataFrame, scratch: Path, tim
                 "past-purchase affinity": np.lexsort((-x[:, 5], -x[:, 1])),
                 "coupon product popularity": np.argsort(-x[:, 5], kind="stable"),
                 "redeemed-before, then affinity": np.lexsort((-x[:, 5], -x[:, 1], -x[:, 3])),
-                "live repertoire score, then affinity": np.lexsort((-x[:, 5], -x[:, 1], -x[:, 16])),
             }
             for name, order in orders.items():
                 hits[name] += float(target in order[:3])

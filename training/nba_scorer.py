@@ -9,7 +9,7 @@ import numpy as np
 
 from pantry.scoring import Action, Channel, Features
 from training import registry
-from training.nba import candidates, load_tables, repertoire_of
+from training.nba import candidates, load_tables
 from training.nba import features as coupon_features
 from training.onnx_export import session as onnx_session
 from training.scorers import _lookup, _times  # scorers imports this module lazily, so no cycle
@@ -52,8 +52,7 @@ class NextBestAction:
         cpn, camp = candidates(self.t, int(customer_id), ids, day)
         out: list[Action] = []
         if len(cpn):
-            rep = repertoire_of((features or {}).get("customer_repertoire"))
-            x = coupon_features(self.t, int(customer_id), cpn, camp, day, rep)
+            x = coupon_features(self.t, int(customer_id), cpn, camp, day)
             prob = self.session.run(["prob"], {"features": x})[0][:, 0]
             order = np.argsort(-prob, kind="stable")[:k]
             out = [

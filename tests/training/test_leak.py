@@ -86,11 +86,11 @@ def test_feature_rows_at_or_after_until_never_reach_the_nba_training_set(setting
         _log_rows(honest, [{"customer_id": c, "repertoire_product_ids": [1], "repertoire_scores": [1.0],
                             "event_timestamp": until - timedelta(days=150)} for c in customers])
         purchases = load_purchases(settings, until)
-        clean, clean_pos = nba.training_groups(settings, purchases, until)
+        clean, clean_pos = nba.training_groups(settings, purchases, until, live=True)
         assert clean, "the slice must give training redemptions"
         _log_rows(poison, [{"customer_id": c, "repertoire_product_ids": list(POISON), "repertoire_scores": [50.0, 50.0],
                             "event_timestamp": until + timedelta(hours=h)} for c in customers for h in (0, 24)])
-        xs, pos = nba.training_groups(settings, purchases, until)
+        xs, pos = nba.training_groups(settings, purchases, until, live=True)
         # rows stamped at and after the cut change nothing in the training set
         assert pos == clean_pos and all(np.array_equal(a, b) for a, b in zip(xs, clean, strict=True))
         # every redemption of the window gets the honest row (a repertoire, so the retrieval did run)
