@@ -85,6 +85,7 @@ _EXCEPTION_HANDLERS = {
 # ---- latency metrics and access log ---------------------------------------------------------------------
 
 
+ADMIN_TIMEOUT_S = 120.0  # activating a model verifies and loads every file of it: seconds, not milliseconds
 _TIMED_OUT_HEADERS = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
 
 
@@ -95,8 +96,7 @@ def observe_middleware(access: AccessLogger | None, timeout_s: float) -> Callabl
 
 
 def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASGIApp:
-    timed_out_body = msgspec.json.encode(
-        {"status_code": 503, "detail": f"request timed out after {timeout_s:g} s (PANTRY_REQUEST_TIMEOUT_S)"})
+    timed_out_body = msgspec.json.encode({"status_code": 503, "detail": "request timed out"})
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,7 +113,7 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
             await send(message)
 
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(ADMIN_TIMEOUT_S if scope["path"].startswith("/admin/") else timeout_s):
                 await app(scope, receive, send_wrapper)
         except TimeoutError:
             if started[0]:
