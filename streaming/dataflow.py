@@ -247,12 +247,13 @@ class CustomerShardLogic(_Coalescing):
     def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0):
         super().__init__(flush_s, refresh_slice)
         self.shard = _customer_decoder.decode(resume) if resume else CustomerShard()
-        # customer -> top_scores of its repertoire, kept up to date per purchase (F.top_update) instead of ranking
-        # every product again per row; not in the snapshot (rebuilt on first use)
+        # customer -> top_scores of its repertoire as of its last row, and the products bought since: the next
+        # row merges them (F.top_merge) instead of ranking every product again; not in the snapshot (rebuilt)
         self.tops: dict[int, list[tuple[int, float]]] = {}
+        self.bought: dict[int, set[int]] = {}
 
     def apply(self, events: list[F.Ev]) -> None:
-        states, dirty, tops = self.shard.states, self.shard.dirty, self.tops
+        states, dirty, tops, bought = self.shard.states, self.shard.dirty, self.tops, self.bought
         for e in events:
             st = states.get(e.customer_id)
             if st is None:
@@ -260,10 +261,11 @@ class CustomerShardLogic(_Coalescing):
             flags = F.customer_apply(st, e)
             if flags:
                 dirty[e.customer_id] = dirty.get(e.customer_id, 0) | flags
-                if e.kind == "purchase" and e.product_id is not None:
-                    top = tops.get(e.customer_id)
-                    if top is not None:
-                        F.top_update(top, e.product_id, st.rep[e.product_id], F.REPERTOIRE_TOP)
+                if e.kind == "purchase" and e.product_id is not None and e.customer_id in tops:
+                    since = bought.get(e.customer_id)
+                    if since is None:
+                        since = bought[e.customer_id] = set()
+                    since.add(e.product_id)
 
     def candidates(self) -> list:
         return list(self.shard.states)
@@ -280,14 +282,17 @@ class CustomerShardLogic(_Coalescing):
     def rows(self) -> list[Row]:
         states = self.shard.states
         rows: list[Row] = []
-        tops = self.tops
+        tops, bought = self.tops, self.bought
         for cid, flags in self.shard.dirty.items():
             st = states[cid]
             top = None
             if flags & F.REPERTOIRE:
                 top = tops.get(cid)
+                since = bought.pop(cid, None)
                 if top is None:
                     top = tops[cid] = F.top_scores(st.rep, F.REPERTOIRE_TOP)
+                elif since:
+                    top = tops[cid] = F.top_merge(top, since, st.rep, F.REPERTOIRE_TOP)
             for view, vals, t in F.customer_rows(st, flags, top):
                 rows.append((view, (cid,), vals, t))
         self.shard.dirty = {}

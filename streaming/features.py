@@ -278,22 +278,17 @@ def top_scores(scores: dict[int, float], n: int) -> list[tuple[int, float]]:
     return items[:n]
 
 
-def top_update(top: list[tuple[int, float]], product_id: int, score: float, n: int) -> None:
-    """Keep `top` == top_scores(scores, n) after scores[product_id] rose to `score` (scores only ever rise:
-    they are kept relative to a fixed instant), without looking at the other scores: they did not move, so
-    only this product can enter, or move up within, the top n."""
-    for i, (p, _) in enumerate(top):
-        if p == product_id:
-            top[i] = (product_id, score)
-            break
-    else:
-        if len(top) >= n:
-            last_p, last_s = top[-1]
-            if (-score, product_id) > (-last_s, last_p):
-                return  # still below the n-th
-            top.pop()
-        top.append((product_id, score))
-    top.sort(key=lambda kv: (-kv[1], kv[0]))
+def top_merge(top: list[tuple[int, float]], changed: Iterable[int], scores: dict[int, float], n: int
+              ) -> list[tuple[int, float]]:
+    """top_scores(scores, n), given `top` == top_scores before the scores of `changed` rose (scores only ever
+    rise: they are kept relative to a fixed instant). Every other product ranked below all of `top` and still
+    does, so the new top n is among `top` and `changed`: a sort of ~n items, not of every product bought."""
+    candidates = {p: scores[p] for p, _ in top}
+    for p in changed:
+        candidates[p] = scores[p]
+    if len(candidates) == len(top) and all(scores[p] == s for p, s in top):
+        return top
+    return sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
 def customer_rows(st: CustomerState, dirty: int, top: list[tuple[int, float]] | None = None
