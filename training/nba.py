@@ -18,11 +18,14 @@ import numpy as np
 import pandas as pd
 
 from pantry import dataset
+from pantry.scoring import ModelError
 from pantry.settings import Settings
 from training.data import BEFORE_EVENT, DAY_S, HALF_LIFE_DAYS, feature_log_present, historical_features, to_days
 from training.gbm import Boosted, GbmParams, fit_lambdarank
 from training.logistic import Logistic, fit_conditional_logit
 from training.timing import Timer
+
+PARITY_TOLERANCE = 1e-4  # = pipeline.PARITY_TOLERANCE (pipeline imports this module lazily)
 
 TRAIN_DAYS = 120
 SNAPSHOT_DAYS = 30
@@ -394,6 +397,8 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
         x = parity_rows(t)
         onnx_logit = session((staging / "model.onnx").read_bytes()).run(["logit"], {"features": x})[0][:, 0]
         parity = float(np.max(np.abs(onnx_logit - ranker.logit(x))))
+        if parity > PARITY_TOLERANCE:
+            raise ModelError(f"NBA ranker ONNX parity failed: max abs diff {parity:.2e} > {PARITY_TOLERANCE}")
     return ({"train_days": TRAIN_DAYS, "snapshot_days": SNAPSHOT_DAYS, "ranker": kind, "weights": ranker.params()},
             {"onnx_parity_max_abs_diff": parity, "coupons": len(t.coupons)})
 

@@ -24,12 +24,15 @@ import numpy as np
 import pandas as pd
 
 from pantry import dataset
+from pantry.scoring import ModelError
 from pantry.settings import Settings
 from training import als
 from training.data import Index, to_days
 from training.gbm import Boosted, GbmParams, fit_lambdarank
 from training.logistic import Logistic, fit_conditional_logit
 from training.timing import Timer
+
+PARITY_TOLERANCE = 1e-4  # = pipeline.PARITY_TOLERANCE (pipeline imports this module lazily)
 
 POOL = 50
 SWITCH_DAYS = 35  # = recommender.LABEL_DAYS: the first window shares the re-ranker's ALS fit at the inner cut
@@ -406,6 +409,8 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
         x = parity_rows(cat, shares)
         onnx_logit = session((staging / "model.onnx").read_bytes()).run(["logit"], {"features": x})[0][:, 0]
         parity = float(np.max(np.abs(onnx_logit - ranker.logit(x))))
+        if parity > PARITY_TOLERANCE:
+            raise ModelError(f"substitution ranker ONNX parity failed: max abs diff {parity:.2e} > {PARITY_TOLERANCE}")
     return ({"pool": POOL, "switch_days": SWITCH_DAYS, "windows": WINDOWS, "ranker": kind,
              "weights": ranker.params()},
             {"onnx_parity_max_abs_diff": parity, "products": len(cat.products)})
