@@ -18,9 +18,9 @@ class AlsParams:
     bm25_b: float = 0.8
     random_state: int = 42
     # > 0: a customer x product cell is its basket count x 0.5 ** (days since its last purchase / this), so what a
-    # customer stopped buying weighs less than what they buy now; 0: plain basket counts. 60 was chosen on a
-    # validation cut before the test cut (discover 1.475x -> 1.537x never-bought popularity, for_you unchanged;
-    # training/validate_reranker.py --als)
+    # customer stopped buying weighs less than what they buy now; 0: plain basket counts. 60 d chosen on a
+    # validation cut before the test cut (`python -m training.validate_reranker --als`): ALS alone on never-bought
+    # items 0.037 -> 0.041-0.047 precision@10; the re-ranked for_you / discover lists change within noise.
     recency_half_life_days: float = 60.0
 
 
