@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
 UNTIL ?=
-USERS ?= 50
-RATE ?= 300
+USERS ?= 20
+RATE ?= 100
 DURATION ?= 60s
 export PYTHONUNBUFFERED := 1
 

@@ -21,8 +21,8 @@ def _processes(value: int) -> int:
 
 
 @click.command("load")
-@click.option("--users", type=click.IntRange(1), default=50, show_default=True, help="Concurrent simulated users.")
-@click.option("--rate", type=click.FloatRange(0), default=300, show_default=True,
+@click.option("--users", type=click.IntRange(1), default=20, show_default=True, help="Concurrent simulated users.")
+@click.option("--rate", type=click.FloatRange(0), default=100, show_default=True,
               help="Target total requests/s (0 = realistic think times instead of pacing).")
 @click.option("--duration", default="60s", show_default=True, help="How long to run: 60s, 2m, 1h30m.")
 @click.option("--host", default=None,
