@@ -6,6 +6,7 @@ With several worker processes (`pantry serve`), PROMETHEUS_MULTIPROC_DIR is set 
 
 from __future__ import annotations
 
+import functools
 import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,6 +28,13 @@ MODEL_VERSION = Gauge("pantry_model_info", "1 for the model version a worker ser
 DECISIONS_DROPPED = Counter("pantry_decisions_dropped_total", "Decision log entries not written", ["reason"])
 EVENTS_ACCEPTED = Counter("pantry_events_accepted_total", "Events written to the stream")
 EVENTS_REJECTED = Counter("pantry_events_rejected_total", "Events rejected by validation")
+
+
+@functools.cache
+def child(metric: Histogram | Counter, *labels: str):
+    """The labelled child of a metric, looked up once per label set (`labels()` locks and hashes every call);
+    every label set used on a request path is small and bounded (routes, statuses, views, reasons)."""
+    return metric.labels(*labels)
 
 
 def set_model_versions(versions: dict[str, str | None], previous: dict[str, str | None] | None = None) -> None:

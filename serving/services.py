@@ -156,9 +156,9 @@ class Services:
             if row.age_s is not None and row.age_s > oldest.get(r.view, -1.0):
                 oldest[r.view] = row.age_s
         for (view, status), n in counts.items():
-            metrics.FEATURE_STATUS.labels(view, status).inc(n)
+            metrics.child(metrics.FEATURE_STATUS, view, status).inc(n)
         for view, age in oldest.items():
-            metrics.FEATURE_AGE.labels(view).observe(max(age, 0.0))
+            metrics.child(metrics.FEATURE_AGE, view).observe(max(age, 0.0))
         return result
 
     async def now(self, as_of: datetime | None) -> datetime:

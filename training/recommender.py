@@ -178,9 +178,13 @@ def customer_candidates(
         count = decayed = decayed_s = wl = wsh = np.empty(0, dtype=np.float32)
         first = last = np.empty(0, dtype=np.float64)
         n_b = act = 0.0
-    new_als = top_indices[~np.isin(top_indices, items)][:n_new] if len(items) else top_indices[:n_new]
+    # a mark per catalogue item instead of np.isin: a few microseconds instead of two sorts per request
+    taken = np.zeros(len(stats.popularity), dtype=bool)
+    taken[items] = True
+    new_als = top_indices[~taken[top_indices]][:n_new]
+    taken[new_als] = True
     pop = stats.popular_top
-    new_pop = pop[~np.isin(pop, items) & ~np.isin(pop, new_als)][:n_popular]
+    new_pop = pop[~taken[pop]][:n_popular]
     new = np.concatenate([new_als, new_pop])
     all_items = np.concatenate([items, new]).astype(np.int64)
     z32 = np.zeros(len(new), dtype=np.float32)

@@ -3,6 +3,8 @@ index maps, onnxruntime sessions); a request does a few array lookups and one or
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,13 +15,27 @@ from pantry.scoring import MODEL_NAMES, Features, ModelError, Scored, Surface
 from training import registry
 from training.onnx_export import session as onnx_session
 from training.recommender import (
-    Candidates,
     candidate_features,
     customer_candidates,
     history_from_arrays,
     item_stats,
     load_arrays,
 )
+
+# Customers whose scored candidates each serving process keeps (about 5 KB each); 0 turns the cache off.
+RANKED_CACHE_SIZE = int(os.environ.get("PANTRY_RECOMMENDER_CACHE", "10000"))
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A customer's candidates with their re-ranker scores. For a known customer it depends only on the model
+    version's artifacts (its history, factors and trees), so it is computed once per customer and process."""
+
+    items: np.ndarray  # int64 item indices
+    score: np.ndarray  # float32 re-ranker score
+    count: np.ndarray  # purchases before the cut (0: never bought)
+    days_since: np.ndarray  # days since the last of them (inf: never bought)
+    n_baskets_feature: float  # what fresh items are scored with (the customer's basket-count feature)
 
 
 def _lookup(sorted_ids: np.ndarray, value: int) -> int:
@@ -57,6 +73,9 @@ class Recommender:
         self.reranker = onnx_session(rr.read_bytes()) if rr.exists() else None
         self.global_popular = np.argsort(-self.popularity, kind="stable")[:1000].astype(np.int64)
         self._zeros = np.zeros((1, self.n_factors), dtype=np.float32)
+        self._store_masks: dict[int, np.ndarray] = {}
+        if RANKED_CACHE_SIZE > 0:
+            self._ranked_known = functools.lru_cache(maxsize=RANKED_CACHE_SIZE)(self._ranked_known)
 
     # ---- pieces ----------------------------------------------------------------------------------------------
 
@@ -72,12 +91,18 @@ class Recommender:
         return None
 
     def _store_mask(self, store_id: int | None) -> np.ndarray | None:
+        """Items sold at the store recently, as a read-only mask built once per store (a few hundred stores)."""
         if store_id is None:
             return None
-        s = _lookup(self.store_ids, int(store_id))
-        mask = np.zeros(len(self.products), dtype=bool)
-        if s >= 0:
-            mask[self.store_items[self.store_indptr[s] : self.store_indptr[s + 1]]] = True
+        mask = self._store_masks.get(store_id)
+        if mask is None:
+            s = _lookup(self.store_ids, int(store_id))
+            mask = np.zeros(len(self.products), dtype=bool)
+            if s >= 0:
+                mask[self.store_items[self.store_indptr[s] : self.store_indptr[s + 1]]] = True
+            mask.flags.writeable = False
+            if s >= 0:  # unknown ids are not cached: a client cannot grow the cache without bound
+                self._store_masks[store_id] = mask
         return mask
 
     def _exclude_mask(self, items: np.ndarray, exclude: frozenset[int]) -> np.ndarray:
@@ -86,11 +111,11 @@ class Recommender:
         ex = np.fromiter(exclude, dtype=np.int64, count=len(exclude))
         return ~np.isin(self.products[items], ex)
 
-    def _rerank(self, cands: Candidates) -> np.ndarray:
-        if self.reranker is None or len(cands.items) == 0:
+    def _rerank(self, features: np.ndarray) -> np.ndarray:
+        if self.reranker is None or len(features) == 0:
             # no learned ranker (tiny data): decayed count first, then ALS
-            return cands.features[:, 2] * 10.0 + cands.features[:, 8]
-        return self.reranker.run(["prob"], {"features": cands.features})[0][:, 0]
+            return features[:, 2] * 10.0 + features[:, 8]
+        return self.reranker.run(["prob"], {"features": features})[0][:, 0]
 
     @staticmethod
     def _reason(count: float, days_since: float) -> str:
@@ -100,37 +125,58 @@ class Recommender:
             return f"you bought this {_times(count)}, last {int(days_since)} days ago"
         return "customers who buy what you buy like this"
 
-    def _with_stream_repertoire(self, features: Features, cands: Candidates) -> tuple[Candidates, np.ndarray]:
-        """Items of the live repertoire bought since the cut join the candidates as just-bought items (returned
-        second, as item indices)."""
+    def _rank(self, factors: np.ndarray, u: int) -> Ranked:
+        (top_local,) = self.als.run(["top_indices"], {"user_factors": factors})
+        cands = customer_candidates(self.hist, u, factors[0], self.item_factors, self.scorable[top_local[0]],
+                                    self.stats)
+        n_b = float(np.median(cands.features[:, 10])) if len(cands.items) else 1.0
+        return Ranked(cands.items, self._rerank(cands.features), cands.count, cands.days_since, n_b)
+
+    def _ranked_known(self, u: int) -> Ranked:
+        """A known customer's ranking from the version's own factors (its online embedding is the same vector:
+        training pushes that row under this version). Wrapped in an LRU cache per process at load time."""
+        return self._rank(self.user_factors[u : u + 1], u)
+
+    def _ranked(self, features: Features, u: int) -> Ranked:
+        if u >= 0:
+            return self._ranked_known(u)
+        factors = self.customer_factors(features, u)
+        return self._rank(self._zeros if factors is None else factors, u)
+
+    def _with_stream_repertoire(self, features: Features, ranked: Ranked) -> tuple[Ranked, np.ndarray]:
+        """Items of the live repertoire bought since the cut join the candidates as just-bought items, scored now
+        (returned second, as item indices). Trees score rows independently, so the cached rows keep their scores."""
         row = features.get("customer_repertoire") if features else None
         ids = (row or {}).get("repertoire_product_ids") or []
         if not ids:
-            return cands, np.empty(0, dtype=np.int64)
+            return ranked, np.empty(0, dtype=np.int64)
         idx = np.searchsorted(self.products, np.asarray(ids, dtype=np.int64))
         idx = np.clip(idx, 0, len(self.products) - 1)
         known = self.products[idx] == np.asarray(ids, dtype=np.int64)
         new = np.unique(idx[known])
-        bought = cands.items[cands.count > 0]
-        new = new[~np.isin(new, bought)]
+        in_cands = np.zeros(len(self.products), dtype=bool)  # a mark per item: cheaper than np.isin per request
+        in_cands[ranked.items[ranked.count > 0]] = True
+        new = new[~in_cands[new]]
         if len(new) == 0:
-            return cands, new
+            return ranked, new
         scores = np.asarray((row or {}).get("repertoire_scores") or [1.0] * len(ids), dtype=np.float64)
         score_of = dict(zip(idx[known].tolist(), scores[known].tolist(), strict=True))
         dec = np.array([score_of[i] for i in new.tolist()], dtype=np.float32)
         ones = np.ones(len(new), dtype=np.float32)
         ref = self.hist.ref_day
         feats = candidate_features(ones, dec, dec, np.full(len(new), ref), np.full(len(new), ref),
-                                   float(np.median(cands.features[:, 10])) if len(cands.items) else 1.0,
-                                   np.zeros(len(new), dtype=np.float32), self.popularity[new],
-                                   self.stats.repeat_rate[new], ref, ref - 365.0, ones, ones, 26.0,
-                                   self.stats.trend[new])
-        keep = ~np.isin(cands.items, new)
-        return Candidates(
-            np.concatenate([cands.items[keep], new]),
-            np.concatenate([cands.features[keep], feats]),
-            np.concatenate([cands.count[keep], ones]),
-            np.concatenate([cands.days_since[keep], np.zeros(len(new))]),
+                                   ranked.n_baskets_feature, np.zeros(len(new), dtype=np.float32),
+                                   self.popularity[new], self.stats.repeat_rate[new], ref, ref - 365.0, ones, ones,
+                                   26.0, self.stats.trend[new])
+        in_cands[:] = False
+        in_cands[new] = True
+        keep = ~in_cands[ranked.items]
+        return Ranked(
+            np.concatenate([ranked.items[keep], new]),
+            np.concatenate([ranked.score[keep], self._rerank(feats)]),
+            np.concatenate([ranked.count[keep], ones]),
+            np.concatenate([ranked.days_since[keep], np.zeros(len(new))]),
+            ranked.n_baskets_feature,
         ), new
 
     # ---- the protocol ------------------------------------------------------------------------------------------
@@ -140,29 +186,23 @@ class Recommender:
         store_id: int | None,
     ) -> list[Scored]:
         u = _lookup(self.customers, int(customer_id))
-        factors = self.customer_factors(features, u)
-        if factors is None:
-            factors = self._zeros
-        (top_local,) = self.als.run(["top_indices"], {"user_factors": factors})
-        cands = customer_candidates(self.hist, u, factors[0], self.item_factors, self.scorable[top_local[0]],
-                                    self.stats)
+        ranked = self._ranked(features, u)
         fresh = np.empty(0, dtype=np.int64)
         if surface != "discover":
-            cands, fresh = self._with_stream_repertoire(features, cands)
-        keep = self._exclude_mask(cands.items, exclude)
+            ranked, fresh = self._with_stream_repertoire(features, ranked)
+        keep = self._exclude_mask(ranked.items, exclude)
         if surface == "buy_again":
-            keep &= cands.count > 0
+            keep &= ranked.count > 0
         elif surface == "discover":
-            keep &= cands.count == 0
+            keep &= ranked.count == 0
         mask = self._store_mask(store_id)
         if mask is not None:
-            keep &= mask[cands.items]
-        items = cands.items[keep]
-        score = self._rerank(cands)[keep] if keep.any() else np.empty(0, dtype=np.float32)
+            keep &= mask[ranked.items]
+        items, score = ranked.items[keep], ranked.score[keep]
         order = np.argsort(-score, kind="stable")[:k]
         if surface == "buy_again" and len(fresh):
             order = self._pin_fresh(items, fresh, order, k)
-        counts, days = cands.count[keep], cands.days_since[keep]
+        counts, days = ranked.count[keep], ranked.days_since[keep]
         out = [
             Scored(int(self.products[items[j]]), float(score[j]), self._reason(float(counts[j]), float(days[j])))
             for j in order
@@ -171,7 +211,7 @@ class Recommender:
             # too few candidates (new customer, strict store filter): fill with popular items that fit
             taken = set(exclude) | {s.product_id for s in out}
             if surface == "discover":
-                taken |= {int(p) for p in self.products[cands.items[cands.count > 0]]}
+                taken |= {int(p) for p in self.products[ranked.items[ranked.count > 0]]}
             for s in self.popular(k=k + len(taken), store_id=store_id, exclude=frozenset(taken)):
                 if mask is None or mask[_lookup(self.products, s.product_id)]:
                     out.append(s)

@@ -117,3 +117,31 @@ def test_recency_weighting_halves_a_cell_per_half_life() -> None:
     index = Index.from_purchases(before)
     weighted = recommender.recency_weighted(interaction_matrix(before, index), before, index, cut, 30.0).toarray()
     np.testing.assert_allclose(weighted, [[2.0 * 0.5 ** (0.5 / 30.0), 0.0], [0.125, 0.5]], rtol=1e-5)
+
+
+def test_ranking_cache_gives_the_uncached_answers(trained, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serving keeps each known customer's scored candidates per process: every surface, store filter and live
+    repertoire must give exactly what a scorer without that cache gives, on the first call and from the cache."""
+    from training import scorers
+
+    version = registry.active_version(trained.models_dir, "recommender")
+    cached = load_version(trained.models_dir, "recommender", version)
+    monkeypatch.setattr(scorers, "RANKED_CACHE_SIZE", 0)
+    plain = load_version(trained.models_dir, "recommender", version)
+    assert hasattr(cached._ranked_known, "cache_info") and not hasattr(plain._ranked_known, "cache_info")
+    customers = [int(c) for c in cached.customers[:12]] + [10**9]  # the last one is unknown: never cached
+    bought = set(cached.hist.items[cached.hist.row(0)].tolist())  # what the first customer bought before the cut
+    new_to_them = [int(cached.products[i]) for i in range(len(cached.products)) if i not in bought][:3]
+    live = {"customer_repertoire": {"repertoire_product_ids": new_to_them, "repertoire_scores": [3.0, 2.0, 1.0]}}
+    for customer in customers:
+        for surface in ("for_you", "buy_again", "discover"):
+            for store in (None, int(cached.store_ids[0])):
+                for features in ({}, live):
+                    for _ in range(2):
+                        args = dict(customer_id=customer, k=10, surface=surface, exclude=frozenset(), store_id=store)
+                        assert cached.recommend(features, **args) == plain.recommend(features, **args)
+    info = cached._ranked_known.cache_info()
+    assert info.misses == len(customers) - 1 and info.hits > info.misses
+    fresh = cached.recommend(live, customer_id=customers[0], k=50, surface="buy_again", exclude=frozenset(),
+                             store_id=None)
+    assert set(new_to_them) <= set(_ids(fresh))  # live purchases still reach a cached customer's buy-again list
