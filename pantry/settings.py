@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_minute: int = 0  # 0 = unlimited (the demo's default, so bench and load are unthrottled)
     decisions_maxlen: int = 1_000_000
     request_timeout_s: float = 2.0  # a request running longer gets 503 + Retry-After
+    recommender_cache: int = 10_000  # customers whose scored candidates a serving process keeps (~5 KB each); 0 = off
     # structured access log (one JSON line per request, no payloads): "off", "-" (stderr) or a file path;
     # None -> <data_dir>/logs/access.log
     access_log: str | None = None
@@ -140,6 +141,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", int)
     num("PANTRY_DECISIONS_MAXLEN", "decisions_maxlen", int)
     num("PANTRY_REQUEST_TIMEOUT_S", "request_timeout_s", float)
+    num("PANTRY_RECOMMENDER_CACHE", "recommender_cache", int)
     if env.get("PANTRY_ACCESS_LOG"):
         kw["access_log"] = env["PANTRY_ACCESS_LOG"]
     clock = env.get("PANTRY_CLOCK", "event")

@@ -43,7 +43,8 @@ def _scorers():
         raise
 
 
-def load_models(models_dir: Path, current: ModelSet | None = None) -> tuple[ModelSet, dict[str, str]]:
+def load_models(models_dir: Path, current: ModelSet | None = None,
+                recommender_cache: int | None = None) -> tuple[ModelSet, dict[str, str]]:
     """The ACTIVE version of each model, loaded one by one: a model that fails to load keeps its previous version
     (or stays None) without taking the others down. Returns the set and {model: error} for the failures."""
     scorers = _scorers()
@@ -63,7 +64,8 @@ def load_models(models_dir: Path, current: ModelSet | None = None) -> tuple[Mode
             elif old is not None and getattr(old, "version", None) == version:
                 loaded[name] = old  # unchanged: keep the instance
             else:
-                loaded[name] = scorers.load_version(models_dir, name, version)  # verifies every sha256
+                # verifies every sha256
+                loaded[name] = scorers.load_version(models_dir, name, version, recommender_cache=recommender_cache)
         except Exception as exc:  # a corrupt or half-written artifact must not take the service down
             errors[name] = f"{type(exc).__name__}: {exc}"
             loaded[name] = old
@@ -85,8 +87,9 @@ def active_signature(models_dir: Path) -> tuple:
 class ModelHolder:
     """One per worker: `current` is swapped in one assignment."""
 
-    def __init__(self, models_dir: Path):
+    def __init__(self, models_dir: Path, recommender_cache: int | None = None):
         self.models_dir = models_dir
+        self.recommender_cache = recommender_cache
         self.current = ModelSet()
         self.signature: tuple | None = None
         self.last_error: str | None = None
@@ -94,7 +97,7 @@ class ModelHolder:
 
     def load_now(self) -> None:
         signature = active_signature(self.models_dir)
-        models, errors = load_models(self.models_dir, self.current)
+        models, errors = load_models(self.models_dir, self.current, self.recommender_cache)
         for name, error in errors.items():
             log.warning("model %s not (re)loaded, keeping %s: %s", name, getattr(models, name) and
                         getattr(models, name).version, error)

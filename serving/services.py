@@ -83,7 +83,7 @@ class Services:
     @classmethod
     async def start(cls, settings: Settings) -> Services:
         redis = serving_client(settings)
-        models = ModelHolder(settings.models_dir)
+        models = ModelHolder(settings.models_dir, settings.recommender_cache)
         await asyncio.to_thread(models.load_now)
         metrics.set_model_versions(models.current.versions())
         popularity = await asyncio.to_thread(PopularitySnapshot.from_dataset, settings)

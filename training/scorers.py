@@ -4,7 +4,6 @@ index maps, onnxruntime sessions); a request does a few array lookups and one or
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ from training.recommender import (
     load_arrays,
 )
 
-# Customers whose scored candidates each serving process keeps (about 5 KB each); 0 turns the cache off.
-RANKED_CACHE_SIZE = int(os.environ.get("PANTRY_RECOMMENDER_CACHE", "10000"))
+# Customers whose scored candidates a scorer keeps (about 5 KB each; serving passes Settings.recommender_cache)
+RANKED_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def _times(n: float) -> str:
 class Recommender:
     """RecommenderModel: ALS via ONNX, purchase history and a logistic re-ranker (ONNX)."""
 
-    def __init__(self, directory: Path, manifest: registry.Manifest):
+    def __init__(self, directory: Path, manifest: registry.Manifest, cache_size: int | None = None):
         self.version = manifest.version
         self.manifest = manifest
         a = load_arrays(directory)
@@ -74,8 +73,9 @@ class Recommender:
         self.global_popular = np.argsort(-self.popularity, kind="stable")[:1000].astype(np.int64)
         self._zeros = np.zeros((1, self.n_factors), dtype=np.float32)
         self._store_masks: dict[int, np.ndarray] = {}
-        if RANKED_CACHE_SIZE > 0:
-            self._ranked_known = functools.lru_cache(maxsize=RANKED_CACHE_SIZE)(self._ranked_known)
+        cache_size = RANKED_CACHE_SIZE if cache_size is None else cache_size
+        if cache_size > 0:
+            self._ranked_known = functools.lru_cache(maxsize=cache_size)(self._ranked_known)
 
     # ---- pieces ----------------------------------------------------------------------------------------------
 
@@ -271,14 +271,17 @@ def _builder(name: str) -> Any:
     return NextBestAction
 
 
-def load_version(models_dir: Path, name: str, version: str):
-    """Verify every file's sha256 against the manifest, then build the scorer (raises ModelError)."""
+def load_version(models_dir: Path, name: str, version: str, recommender_cache: int | None = None):
+    """Verify every file's sha256 against the manifest, then build the scorer (raises ModelError).
+    `recommender_cache`: how many customers' scored candidates the recommender keeps (None: the default)."""
     registry.check_name(name)
     directory = Path(models_dir) / name / version
     if not directory.is_dir():
         raise ModelError(f"{name} has no version {version!r} under {models_dir}")
     manifest = registry.verify(directory)
     try:
+        if name == "recommender":
+            return Recommender(directory, manifest, cache_size=recommender_cache)
         return _builder(name)(directory, manifest)
     except ModelError:
         raise

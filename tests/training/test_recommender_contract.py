@@ -119,15 +119,12 @@ def test_recency_weighting_halves_a_cell_per_half_life() -> None:
     np.testing.assert_allclose(weighted, [[2.0 * 0.5 ** (0.5 / 30.0), 0.0], [0.125, 0.5]], rtol=1e-5)
 
 
-def test_ranking_cache_gives_the_uncached_answers(trained, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ranking_cache_gives_the_uncached_answers(trained) -> None:
     """Serving keeps each known customer's scored candidates per process: every surface, store filter and live
     repertoire must give exactly what a scorer without that cache gives, on the first call and from the cache."""
-    from training import scorers
-
     version = registry.active_version(trained.models_dir, "recommender")
     cached = load_version(trained.models_dir, "recommender", version)
-    monkeypatch.setattr(scorers, "RANKED_CACHE_SIZE", 0)
-    plain = load_version(trained.models_dir, "recommender", version)
+    plain = load_version(trained.models_dir, "recommender", version, recommender_cache=0)
     assert hasattr(cached._ranked_known, "cache_info") and not hasattr(plain._ranked_known, "cache_info")
     customers = [int(c) for c in cached.customers[:12]] + [10**9]  # the last one is unknown: never cached
     bought = set(cached.hist.items[cached.hist.row(0)].tolist())  # what the first customer bought before the cut
