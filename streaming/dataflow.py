@@ -353,9 +353,11 @@ class StoreShardLogic(_Coalescing):
         for sid in sh.dirty_stores:
             st = sh.stores[sid]
             rows.append(("store_traffic", (sid,), F.traffic_row(st, st.as_of), st.as_of))
-        for key in sh.dirty_pairs:
-            sp = sh.pairs[key]
-            rows.append(("store_product", pair_of(key), F.store_product_row(sp, sp.as_of), sp.as_of))
+        pairs, values = sh.pairs, F.store_product_values
+        append = rows.append
+        for key in sh.dirty_pairs:  # the most frequent row: values as a tuple (see sinks.RowEncoder)
+            sp = pairs[key]
+            append(("store_product", (key >> 32, key & 0xFFFFFFFF), values(sp, sp.as_of), sp.as_of))
         sh.dirty_stores, sh.dirty_pairs = set(), set()
         return rows
 

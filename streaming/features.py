@@ -402,38 +402,47 @@ def in_stock_probability(sales_per_day: float, days_since_sale: float | None) ->
     return IN_STOCK_PRIOR * quiet / (IN_STOCK_PRIOR * quiet + (1.0 - IN_STOCK_PRIOR))
 
 
+# The order of store_product_values (the view's schema order in feature_repo/features.py).
+STORE_PRODUCT_FEATURES = ("units_7d", "units_28d", "last_sold_at", "on_hand", "in_stock_prob", "on_display",
+                          "in_mailer")
+
+
 def store_product_row(st: StoreProductState, as_of: float) -> Values:
+    return dict(zip(STORE_PRODUCT_FEATURES, store_product_values(st, as_of), strict=True))
+
+
+def store_product_values(st: StoreProductState, as_of: float) -> tuple:
+    """store_product_row as a tuple in STORE_PRODUCT_FEATURES order: this is the row most replays write (one per
+    store x product pair touched per flush, and every pair at the end), so no dict is built for it."""
     lo7, lo28 = as_of - 7 * DAY, as_of - 28 * DAY
     horizon = lo28 - LATENESS_S
-    if st.inv_on_hand is not None:
-        horizon = min(horizon, st.inv_t)  # sales since the last count still matter for on_hand
-    if st.sales and st.sales[0][0] <= horizon:
-        st.sales = [s for s in st.sales if s[0] > horizon]
+    inv_t, inv_on_hand = st.inv_t, st.inv_on_hand
+    if inv_on_hand is not None and inv_t < horizon:
+        horizon = inv_t  # sales since the last count still matter for on_hand
+    sales = st.sales
+    if sales and sales[0][0] <= horizon:
+        sales = st.sales = [s for s in sales if s[0] > horizon]
     u7 = u28 = n28 = sold_since_count = 0
-    for t, q in st.sales:
-        if t > st.inv_t:
+    for t, q in sales:
+        if t > inv_t:
             sold_since_count += q
         if lo28 < t <= as_of:
             u28 += q
             n28 += 1
             if t > lo7:
                 u7 += q
-    if st.inv_on_hand is not None:
-        on_hand: int | None = max(0, st.inv_on_hand - sold_since_count)
-        prob = 1.0 if on_hand > 0 else 0.0
+    last_sold_at = st.last_sold_at
+    if inv_on_hand is not None:
+        on_hand: int | None = inv_on_hand - sold_since_count
+        if on_hand > 0:
+            prob = 1.0
+        else:
+            on_hand, prob = 0, 0.0
     else:
         on_hand = None
-        since = None if st.last_sold_at is None else (as_of - st.last_sold_at) / DAY
-        prob = in_stock_probability(n28 / 28.0, since)
-    return {
-        "units_7d": u7,
-        "units_28d": u28,
-        "last_sold_at": st.last_sold_at,
-        "on_hand": on_hand,
-        "in_stock_prob": prob,
-        "on_display": None,  # promotions are batch data; not known to the stream
-        "in_mailer": None,
-    }
+        prob = in_stock_probability(n28 / 28.0, None if last_sold_at is None else (as_of - last_sold_at) / DAY)
+    # on_display / in_mailer: promotions are batch data, not known to the stream
+    return (u7, u28, last_sold_at, on_hand, prob, None, None)
 
 
 # ---- the gate: duplicates and lateness ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from operator import itemgetter
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -33,10 +34,12 @@ from pantry.clock import from_epoch, publish_watermark
 from pantry.keys import DEAD_LETTER_STREAM, STREAM_COUNTERS
 from pantry.online import OnlineLayout, ViewSchema, encode_value, feature_field, ts_field
 from pantry.settings import Settings
-from streaming.features import NO_TIME
+from streaming.features import NO_TIME, STORE_PRODUCT_FEATURES
 
-# (view, join values, feature values, event time in epoch seconds)
-Row = tuple[str, tuple[int, ...], dict[str, Any], float]
+# (view, join values, feature values, event time in epoch seconds). The values are a dict, or, for the views of
+# TUPLE_VIEWS (the frequent rows), a tuple in that view's feature order there: no dict is built for them.
+Row = tuple[str, tuple[int, ...], dict[str, Any] | tuple, float]
+TUPLE_VIEWS = {"store_product": STORE_PRODUCT_FEATURES}
 
 PIPELINE_CHUNK = 2000
 LOG_EVERY_S = 5.0
@@ -58,10 +61,10 @@ _ARROW_TYPES = {
 }
 
 
-_KEY_VALUE = struct.Struct("<IIq")  # value type INT64, length 8, the id (Feast's entity key v3 encoding)
-
-
 def _varint(n: int) -> bytes:
+    if 0x10000000 <= n < 0x800000000:  # 5 bytes: epoch seconds (2^28..2^35) and nanos, the common case
+        return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, ((n >> 14) & 0x7F) | 0x80,
+                      ((n >> 21) & 0x7F) | 0x80, n >> 28))
     if n < 0:
         n += 1 << 64
     out = bytearray()
@@ -109,9 +112,22 @@ class EntityKeys:
         self.int64 = ValueType.INT64
         self.project = project.encode()
 
+        self.pack = struct.Struct("<" + "IIq" * len(join_keys)).pack  # (type, length, value) per key, in order
+
     def __call__(self, values: tuple[int, ...]) -> bytes:
-        pack, t = _KEY_VALUE.pack, self.int64
-        return b"".join([self.header, *(pack(t, 8, values[i]) for i in self.order), self.project])
+        t = self.int64
+        args = []
+        for i in self.order:
+            args += (t, 8, values[i])
+        return self.header + self.pack(*args) + self.project
+
+    def value_bytes(self, values: tuple[int, ...]) -> bytes:
+        """The key without its header and project suffix (the part that depends on the values)."""
+        t = self.int64
+        args = []
+        for i in self.order:
+            args += (t, 8, values[i])
+        return self.pack(*args)
 
 
 _DOUBLE = struct.Struct("<d")
@@ -235,6 +251,72 @@ def _resp_slow(dtype: str, v) -> bytes:
     return _bulk(encode_value(dtype, v))
 
 
+_STORE_PRODUCT_DTYPES = ("INT64", "INT64", "UNIX_TIMESTAMP", "INT64", "FLOAT", "BOOL", "BOOL")
+
+
+class TupleCommand:
+    """`HSET` of a row whose values are a tuple with every feature of the view in a fixed order (TUPLE_VIEWS): the
+    same bytes as RowEncoder.hset_command of the same values as a dict (a test checks), built with one struct pack
+    for the entity key and one join, the argument count and the key's RESP length prefix being constants."""
+
+    def __init__(self, view: ViewSchema, project: str, names: tuple[str, ...]):
+        dtypes = {f.name: f.dtype for f in view.features}
+        if set(dtypes) != set(names) or len(names) != len(dtypes):
+            raise ValueError(f"{view.name}: the tuple order {names} does not name the view's features {tuple(dtypes)}")
+        layout_order = tuple(f.name for f in view.features)
+        # fields are written in the view's order, like hset_command does for a dict
+        self.permutation = None if layout_order == names else [names.index(n) for n in layout_order]
+        keys = EntityKeys(project, view.join_keys)
+        key_len = len(keys.header) + 16 * len(view.join_keys) + len(keys.project)
+        n_args = 2 + 2 * len(names) + 2  # HSET, key, (field, value) per feature, the _ts field and value
+        self.head = b"*%d\r\n" % n_args + _BULK_HSET + b"$%d\r\n" % key_len + keys.header
+        self.key_values = keys.value_bytes
+        self.after_key = keys.project + b"\r\n"
+        self.plan = [(_bulk(feature_field(view.name, name)), _RESP_FAST.get(dtypes[name]) or
+                      partial(_resp_slow, dtypes[name])) for name in layout_order]
+        self.ts_field = _bulk(ts_field(view.name))
+        if len(view.join_keys) == 2:  # store x product: the key's value part in one pack call
+            first, second = keys.order
+            pack, t = keys.pack, keys.int64
+            self.key_values = lambda v: pack(t, 8, v[first], t, 8, v[second])
+        self.encode = self.generic
+        if tuple(f.dtype for f in view.features) == _STORE_PRODUCT_DTYPES and self.permutation is None and \
+                len(view.join_keys) == 2:
+            self.encode = self.store_product
+
+    def __call__(self, join_values: tuple[int, ...], values: tuple, t: float) -> bytes:
+        return self.encode(join_values, values, t)
+
+    def store_product(self, join_values: tuple[int, ...], values: tuple, t: float) -> bytes:
+        """generic() unrolled for store_product's dtypes (the row of most replays): the same bytes, no loop."""
+        u7, u28, last_sold_at, on_hand, prob, on_display, in_mailer = values
+        (f_u7, _), (f_u28, _), (f_last, _), (f_on_hand, _), (f_prob, _), (f_display, bool_), (f_mailer, _) = self.plan
+        small = _RESP_SMALL_INT
+        return b"".join((
+            self.head, self.key_values(join_values), self.after_key,
+            f_u7, small.get(u7) or _resp_int64(u7),
+            f_u28, small.get(u28) or _resp_int64(u28),
+            f_last, _BULK_NONE if last_sold_at is None else _resp_unix_ts(last_sold_at),
+            f_on_hand, _BULK_NONE if on_hand is None else small.get(on_hand) or _resp_int64(on_hand),
+            f_prob, _BULK_NONE if prob is None else b"$5\r\n\x35" + _FLOAT.pack(prob) + b"\r\n",
+            f_display, _BULK_NONE if on_display is None else bool_(on_display),
+            f_mailer, _BULK_NONE if in_mailer is None else bool_(in_mailer),
+            self.ts_field, _resp_ts(t),
+        ))
+
+    def generic(self, join_values: tuple[int, ...], values: tuple, t: float) -> bytes:
+        if self.permutation is not None:
+            values = tuple(values[i] for i in self.permutation)
+        parts = [self.head, self.key_values(join_values), self.after_key]
+        append = parts.append
+        for (field, encode), v in zip(self.plan, values, strict=True):
+            append(field)
+            append(_BULK_NONE if v is None else encode(v))
+        append(self.ts_field)
+        append(_resp_ts(t))
+        return b"".join(parts)
+
+
 class RowEncoder:
     """Feast-layout HSET arguments for rows: per view, the field names and a value encoder are looked up once;
     scalar ValueProtos are built by hand (same bytes as protobuf, a test checks), lists by protobuf."""
@@ -255,9 +337,19 @@ class RowEncoder:
                    _bulk(ts_field(name)))
             for name, view in layout.views.items()
         }
+        # views whose rows may come as tuples; a layout whose view lacks (or adds) features gets them as dicts
+        self.tuple_commands = {name: TupleCommand(layout.views[name], layout.project, names)
+                               for name, names in TUPLE_VIEWS.items()
+                               if name in layout.views and {f.name for f in layout.views[name].features} == set(names)}
 
-    def hset_command(self, view: str, join_values: tuple[int, ...], values: dict[str, Any], t: float) -> bytes:
+    def hset_command(self, view: str, join_values: tuple[int, ...], values: dict[str, Any] | tuple, t: float
+                     ) -> bytes:
         """`HSET key field value ...` of one row as RESP: the bytes of resp_command([b"HSET", key, *hset_args])."""
+        if values.__class__ is tuple:
+            command = self.tuple_commands.get(view)
+            if command is not None:
+                return command(join_values, values, t)
+            values = dict(zip(TUPLE_VIEWS[view], values, strict=True))
         keys, features, ts_name = self.resp_plans[view]
         key = keys(join_values)
         n = len(key)
@@ -277,7 +369,9 @@ class RowEncoder:
     def key(self, view: str, join_values: tuple[int, ...]) -> bytes:
         return self.keys[view](join_values)
 
-    def hset_args(self, view: str, values: dict[str, Any], t: float) -> list[bytes]:
+    def hset_args(self, view: str, values: dict[str, Any] | tuple, t: float) -> list[bytes]:
+        if values.__class__ is tuple:
+            values = dict(zip(TUPLE_VIEWS[view], values, strict=True))
         features, ts_name = self.plans[view]
         out: list = []
         for name, field, encode in features:
@@ -287,16 +381,12 @@ class RowEncoder:
         out += (ts_name, _ts_bytes(t))
         return out
 
-    def mapping(self, view: str, values: dict[str, Any], t: float) -> dict[bytes, bytes]:
+    def mapping(self, view: str, values: dict[str, Any] | tuple, t: float) -> dict[bytes, bytes]:
         args = self.hset_args(view, values, t)
         return dict(zip(args[::2], args[1::2], strict=True))
 
 
 _ABSENT = object()
-
-
-def _micros(values: list[int | None]) -> pa.Array:
-    return pa.array(values, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 
 def arrow_schema(view: ViewSchema) -> pa.Schema:
@@ -361,15 +451,16 @@ class FeatureLog:
 
     def _write_view(self, view: str, rows: list[Row]) -> None:
         schema = self.views[view]
-        table = pa.Table.from_pydict(_columns(schema, rows), schema=arrow_schema(schema))
-        days = [int(r[3] // 86400) for r in rows]
+        columns, seconds = _columns(schema, rows)
+        table = pa.Table.from_pydict(columns, schema=arrow_schema(schema))
+        days = np.floor_divide(seconds, 86400).astype(np.int64)
         stamp = f"{time.time_ns()}-{self.worker}-{uuid.uuid4().hex[:6]}"
-        if min(days) == max(days):
-            self._write_day(view, days[0], table, stamp)
+        first, last = int(days.min()), int(days.max())
+        if first == last:
+            self._write_day(view, first, table, stamp)
             return
-        day_array = pa.array(days, pa.int64())
-        for day in sorted(set(days)):
-            self._write_day(view, day, table.filter(pc.equal(day_array, day)), stamp)
+        for day in np.unique(days).tolist():
+            self._write_day(view, day, table.filter(pa.array(days == day)), stamp)
 
     def _write_day(self, view: str, day: int, table: pa.Table, stamp: str) -> None:
         out_dir = self.root / view / datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
@@ -379,23 +470,38 @@ class FeatureLog:
         os.replace(tmp, out_dir / f"part-{stamp}.parquet")  # readers never see half a file
 
 
-def _columns(schema: ViewSchema, rows: list[Row]) -> dict[str, list | pa.Array]:
-    """Rows of one view as columns: join keys, features (None where a row lacks one), event_timestamp."""
-    columns: dict[str, list | pa.Array] = {
-        k: [r[1][i] for r in rows] for i, k in enumerate(schema.join_keys)}
+def _columns(schema: ViewSchema, rows: list[Row]) -> tuple[dict[str, Any], np.ndarray]:
+    """Rows of one view as columns (join keys, features: None where a row lacks one, event_timestamp), and the
+    rows' event times in epoch seconds. Transposed at C speed; times are converted with numpy / Arrow (the same
+    truncation to microseconds as int(t * 1e6))."""
+    _views, joins, values, times = zip(*rows, strict=True)
+    columns: dict[str, Any] = dict(zip(schema.join_keys, map(list, zip(*joins, strict=True)), strict=True))
     names = [f.name for f in schema.features]
-    values = [r[2] for r in rows]
-    try:  # the feature functions return every feature: transpose at C speed
-        table = list(zip(*map(itemgetter(*names), values), strict=True)) if len(names) > 1 else [
-            [v[names[0]] for v in values]]
-    except KeyError:
-        table = [[v.get(name) for v in values] for name in names]
+    order = TUPLE_VIEWS.get(schema.name)
+    if order is not None and all(v.__class__ is tuple for v in values):
+        by_name = dict(zip(order, zip(*values, strict=True), strict=True))
+        table = [by_name.get(name) or [None] * len(rows) for name in names]
+    else:
+        if order is not None:
+            values = [dict(zip(order, v, strict=True)) if v.__class__ is tuple else v for v in values]
+        try:  # the feature functions return every feature: transpose at C speed
+            table = list(zip(*map(itemgetter(*names), values), strict=True)) if len(names) > 1 else [
+                [v[names[0]] for v in values]]
+        except KeyError:
+            table = [[v.get(name) for v in values] for name in names]
     for f, col in zip(schema.features, table, strict=True):
         if f.dtype == "UNIX_TIMESTAMP":
-            col = _micros([None if v is None else int(v * 1e6) for v in col])
+            col = _micros_of_seconds(pa.array(col, pa.float64()))
         columns[f.name] = col
-    columns["event_timestamp"] = _micros([int(r[3] * 1e6) for r in rows])
-    return columns
+    seconds = np.array(times, dtype=np.float64)
+    columns["event_timestamp"] = _micros_of_seconds(pa.array(seconds))
+    return columns, seconds
+
+
+def _micros_of_seconds(seconds: pa.Array) -> pa.Array:
+    """Epoch seconds (float, nulls kept) as UTC microsecond timestamps, truncated like int(t * 1e6)."""
+    micros = pc.cast(pc.multiply(seconds, 1e6), pa.int64(), safe=False)
+    return micros.cast(pa.timestamp("us", tz="UTC"))
 
 
 def resp_command(args: list[bytes]) -> bytes:
@@ -432,24 +538,50 @@ class PipelineWriter:
         self.conn = client.connection_pool.make_connection()
 
     def send(self, commands: list[bytes]) -> None:
+        """Send the commands and wait for every reply (an error reply raises)."""
+        self.send_chunks([commands])
+
+    def send_chunks(self, chunks) -> None:
+        """Send chunks of commands (an iterable: a generator encodes the next chunk while Redis answers the last
+        one) and return once every command is answered; an error reply raises after all replies are read, so the
+        connection stays usable. Only the replies of earlier chunks are waited for before a chunk is built:
+        Redis's work on one chunk overlaps the encoding of the next, on the other core."""
         conn = self.conn
         if conn._sock is None:
             conn.connect()
         sock = conn._sock
+        sent = answered = 0
+        error: bytes | None = None
         try:
-            sock.sendall(b"".join(commands))
-            want, buf = len(commands), bytearray()
-            while buf.count(b"\r\n") < want:
-                chunk = sock.recv(65536)
+            for chunk in chunks:
                 if not chunk:
-                    raise redis.ConnectionError("Redis closed the connection while replies were pending")
-                buf += chunk
+                    continue
+                previous = sent
+                sock.sendall(b"".join(chunk))
+                sent += len(chunk)
+                answered, error = self._read(sock, previous, answered, error)
+            answered, error = self._read(sock, sent, answered, error)
         except BaseException:
             conn.disconnect()  # replies may be left unread: reconnect next time
             raise
-        if b"-" in buf:  # integer replies of HSET are >= 0: a minus sign starts an error reply
-            line = buf[buf.index(b"-") + 1:].split(b"\r\n", 1)[0]
-            raise redis.ResponseError(line.decode(errors="replace"))
+        if error is not None:
+            raise redis.ResponseError(error.split(b"\r\n", 1)[0].decode(errors="replace"))
+
+    @staticmethod
+    def _read(sock, want: int, answered: int, error: bytes | None) -> tuple[int, bytes | None]:
+        """Read replies until `want` are in. Each reply is one line (HSET: `:n`, or `-error`): counting newlines
+        per received block is exact however the blocks split the lines; HSET's integers are >= 0, so a minus
+        sign can only start an error reply."""
+        while answered < want:
+            block = sock.recv(65536)
+            if not block:
+                raise redis.ConnectionError("Redis closed the connection while replies were pending")
+            answered += block.count(b"\n")
+            if error is None and b"-" in block:
+                error = block[block.index(b"-") + 1:]
+            elif error is not None and b"\r\n" not in error:
+                error += block
+        return answered, error
 
     def close(self) -> None:
         self.conn.disconnect()
@@ -476,8 +608,8 @@ class OnlinePartition(StatelessSinkPartition[list[Row]]):
         if not rows:
             return
         command = self.encoder.hset_command
-        for i in range(0, len(rows), PIPELINE_CHUNK):
-            self.writer.send([command(*row) for row in rows[i:i + PIPELINE_CHUNK]])
+        self.writer.send_chunks([command(*row) for row in rows[i:i + PIPELINE_CHUNK]]
+                                for i in range(0, len(rows), PIPELINE_CHUNK))
         self.rows_written += len(rows)
         if self.log is not None:
             self.log.append(rows)

@@ -46,7 +46,7 @@ def test_scalar_encoders_match_protobuf():
     from pantry.online import encode_value
     from streaming.sinks import _double, _float, _int64, _unix_ts
 
-    for n in [0, 1, 4095, 4096, 2**40, -5]:
+    for n in [0, 1, 4095, 4096, 2**28 - 1, 2**28, 1_500_000_000, 2**35 - 1, 2**35, 2**40, -5, -(2**63)]:
         assert _int64(n) == encode_value("INT64", n), n
     for x in [0.0, 1.5, -2.25, 1e-9, 123456.789]:
         assert _double(x) == encode_value("DOUBLE", x)
@@ -121,3 +121,87 @@ def test_list_encoders_match_protobuf():
         assert _resp_double_list(floats) == _bulk(encode_value("DOUBLE_LIST", floats))
         assert _resp_float_list(floats) == _bulk(encode_value("FLOAT_LIST", floats))
     assert _resp_float_list([1e300]) == _bulk(encode_value("FLOAT_LIST", [1e300]))  # overflow: as protobuf does
+
+
+STORE_PRODUCT = ViewSchema("store_product", ("store_id", "product_id"), 0.0, (
+    FeatureSchema("units_7d", "INT64"), FeatureSchema("units_28d", "INT64"),
+    FeatureSchema("last_sold_at", "UNIX_TIMESTAMP"), FeatureSchema("on_hand", "INT64"),
+    FeatureSchema("in_stock_prob", "FLOAT"), FeatureSchema("on_display", "BOOL"), FeatureSchema("in_mailer", "BOOL"),
+))
+TUPLE_ROWS = [
+    ((367, 42), (3, 5, 1_500_000_000.0, None, 0.5, None, None), 1_500_000_123.0),
+    ((1, 2**40), (2**40, 0, None, 7, 1.0, True, False), 0.25),
+    ((0, 0), (-1, 4096, 1_483_228_800.000001, 0, 1e-9, None, None), 1_483_228_800.000001),
+]
+
+
+def test_tuple_rows_are_the_same_hset_as_dict_rows_in_any_view_order(settings, redis_server):
+    from pantry.redis_server import sync_client
+    from streaming.features import STORE_PRODUCT_FEATURES
+    from streaming.sinks import PipelineWriter
+
+    shuffled = ViewSchema("store_product", ("store_id", "product_id"), 0.0, tuple(reversed(STORE_PRODUCT.features)))
+    client = sync_client(settings)
+    for view in (STORE_PRODUCT, shuffled):
+        enc = RowEncoder(OnlineLayout("pantry", {"store_product": view}))
+        command = enc.tuple_commands["store_product"]
+        assert command.encode == (command.store_product if view is STORE_PRODUCT else command.generic)
+        for join_values, values, t in TUPLE_ROWS:
+            as_dict = dict(zip(STORE_PRODUCT_FEATURES, values, strict=True))
+            assert enc.hset_command("store_product", join_values, values, t) == enc.hset_command(
+                "store_product", join_values, as_dict, t)
+        writer = PipelineWriter(client)
+        writer.send_chunks([[enc.hset_command("store_product", *row)] for row in TUPLE_ROWS])
+        for join_values, values, t in TUPLE_ROWS:
+            got = client.hgetall(enc.key("store_product", join_values))
+            assert got == enc.mapping("store_product", dict(zip(STORE_PRODUCT_FEATURES, values, strict=True)), t)
+            client.delete(enc.key("store_product", join_values))
+        writer.close()
+    # a layout whose view has other features: tuple rows are written as dicts of the features it has
+    enc = RowEncoder(OnlineLayout("pantry", {"store_product": VIEW}))
+    assert "store_product" not in enc.tuple_commands
+    join_values, values, t = TUPLE_ROWS[0]
+    assert enc.hset_command("store_product", join_values, values, t) == enc.hset_command(
+        "store_product", join_values, dict(zip(STORE_PRODUCT_FEATURES, values, strict=True)), t)
+
+
+def test_pipelined_chunks_overlap_and_an_error_in_any_chunk_raises(settings, redis_server):
+    import pytest
+    import redis
+
+    from pantry.redis_server import sync_client
+    from streaming.sinks import PipelineWriter, resp_command
+
+    client = sync_client(settings)
+    writer = PipelineWriter(client)
+    keys = [b"pantry:test:chunks:%d" % i for i in range(3)]
+    chunks = [[resp_command([b"HSET", keys[i % 3], b"f%d" % i, b"v" * (i % 50)]) for i in range(j, j + 997)]
+              for j in range(0, 5 * 997, 997)]
+    writer.send_chunks(iter(chunks))
+    assert sum(client.hlen(k) for k in keys) == 5 * 997
+    client.set(b"pantry:test:chunks:str", b"x")
+    bad = [resp_command([b"HSET", b"pantry:test:chunks:str", b"a", b"b"])]
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        writer.send_chunks([chunks[0], bad, chunks[1]])
+    writer.send_chunks([chunks[2]])  # every reply was read: the connection is still in step
+    assert client.hlen(keys[0]) > 0
+    writer.close()
+    client.delete(b"pantry:test:chunks:str", *keys)
+
+
+def test_log_columns_of_tuple_rows_equal_those_of_dict_rows():
+    import pyarrow as pa
+
+    from streaming.features import STORE_PRODUCT_FEATURES
+    from streaming.sinks import _columns, arrow_schema
+
+    tuple_rows = [("store_product", jv, v, t) for jv, v, t in TUPLE_ROWS]
+    dict_rows = [("store_product", jv, dict(zip(STORE_PRODUCT_FEATURES, v, strict=True)), t) for jv, v, t in TUPLE_ROWS]
+    schema = arrow_schema(STORE_PRODUCT)
+    a = pa.Table.from_pydict(_columns(STORE_PRODUCT, tuple_rows)[0], schema=schema)
+    b = pa.Table.from_pydict(_columns(STORE_PRODUCT, dict_rows)[0], schema=schema)
+    assert a.equals(b)
+    micros = [None if r[1][2] is None else int(r[1][2] * 1e6) for r in TUPLE_ROWS]
+    assert a.column("last_sold_at").cast(pa.int64()).to_pylist() == micros
+    assert a.column("event_timestamp").cast(pa.int64()).to_pylist() == [int(r[2] * 1e6) for r in TUPLE_ROWS]
+    assert a.column("product_id").to_pylist() == [r[0][1] for r in TUPLE_ROWS]
