@@ -459,8 +459,12 @@ class FeatureLog:
         if first == last:
             self._write_day(view, first, table, stamp)
             return
-        for day in np.unique(days).tolist():
-            self._write_day(view, day, table.filter(pa.array(days == day)), stamp)
+        # one stable sort by day, then a zero-copy slice per day (rows keep their order within a day)
+        order = np.argsort(days, kind="stable")
+        table, days = table.take(pa.array(order)), days[order]
+        bounds = np.flatnonzero(np.diff(days)) + 1
+        for start, end in zip([0, *bounds.tolist()], [*bounds.tolist(), len(days)], strict=True):
+            self._write_day(view, int(days[start]), table.slice(start, end - start), stamp)
 
     def _write_day(self, view: str, day: int, table: pa.Table, stamp: str) -> None:
         out_dir = self.root / view / datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
@@ -474,26 +478,27 @@ def _columns(schema: ViewSchema, rows: list[Row]) -> tuple[dict[str, Any], np.nd
     """Rows of one view as columns (join keys, features: None where a row lacks one, event_timestamp), and the
     rows' event times in epoch seconds. Transposed at C speed; times are converted with numpy / Arrow (the same
     truncation to microseconds as int(t * 1e6))."""
-    _views, joins, values, times = zip(*rows, strict=True)
-    columns: dict[str, Any] = dict(zip(schema.join_keys, map(list, zip(*joins, strict=True)), strict=True))
+    joins = list(map(itemgetter(1), rows))
+    values = list(map(itemgetter(2), rows))
+    columns: dict[str, Any] = {k: list(map(itemgetter(i), joins)) for i, k in enumerate(schema.join_keys)}
     names = [f.name for f in schema.features]
     order = TUPLE_VIEWS.get(schema.name)
-    if order is not None and all(v.__class__ is tuple for v in values):
-        by_name = dict(zip(order, zip(*values, strict=True), strict=True))
-        table = [by_name.get(name) or [None] * len(rows) for name in names]
+    if order is not None and set(map(type, values)) == {tuple}:
+        position = {name: i for i, name in enumerate(order)}
+        table = [list(map(itemgetter(position[name]), values)) if name in position else [None] * len(rows)
+                 for name in names]
     else:
         if order is not None:
             values = [dict(zip(order, v, strict=True)) if v.__class__ is tuple else v for v in values]
-        try:  # the feature functions return every feature: transpose at C speed
-            table = list(zip(*map(itemgetter(*names), values), strict=True)) if len(names) > 1 else [
-                [v[names[0]] for v in values]]
+        try:  # the feature functions return every feature: one C-speed pass per column
+            table = [list(map(itemgetter(name), values)) for name in names]
         except KeyError:
             table = [[v.get(name) for v in values] for name in names]
     for f, col in zip(schema.features, table, strict=True):
         if f.dtype == "UNIX_TIMESTAMP":
             col = _micros_of_seconds(pa.array(col, pa.float64()))
         columns[f.name] = col
-    seconds = np.array(times, dtype=np.float64)
+    seconds = np.fromiter(map(itemgetter(3), rows), dtype=np.float64, count=len(rows))
     columns["event_timestamp"] = _micros_of_seconds(pa.array(seconds))
     return columns, seconds
 
