@@ -34,7 +34,10 @@ class Ranked:
     score: np.ndarray  # float32 re-ranker score
     count: np.ndarray  # purchases before the cut (0: never bought)
     days_since: np.ndarray  # days since the last of them (inf: never bought)
-    n_baskets_feature: float  # what fresh items are scored with (the customer's basket-count feature)
+    # the customer's history before the cut, which items bought since then are scored with
+    n_baskets: float
+    first_day: float
+    active_weeks: float
 
 
 def _lookup(sorted_ids: np.ndarray, value: int) -> int:
@@ -129,8 +132,11 @@ class Recommender:
         (top_local,) = self.als.run(["top_indices"], {"user_factors": factors})
         cands = customer_candidates(self.hist, u, factors[0], self.item_factors, self.scorable[top_local[0]],
                                     self.stats)
-        n_b = float(np.median(cands.features[:, 10])) if len(cands.items) else 1.0
-        return Ranked(cands.items, self._rerank(cands.features), cands.count, cands.days_since, n_b)
+        hist, ref = self.hist, self.hist.ref_day
+        first = hist.first_day[hist.row(u)] if u >= 0 else np.empty(0)
+        return Ranked(cands.items, self._rerank(cands.features), cands.count, cands.days_since,
+                      float(hist.n_baskets[u]) if u >= 0 else 0.0, float(first.min()) if len(first) else ref,
+                      float(hist.active_weeks[u]) if u >= 0 else 0.0)
 
     def _ranked_known(self, u: int) -> Ranked:
         """A known customer's ranking from the version's own factors (its online embedding is the same vector:
@@ -165,9 +171,9 @@ class Recommender:
         ones = np.ones(len(new), dtype=np.float32)
         ref = self.hist.ref_day
         feats = candidate_features(ones, dec, dec, np.full(len(new), ref), np.full(len(new), ref),
-                                   ranked.n_baskets_feature, np.zeros(len(new), dtype=np.float32),
-                                   self.popularity[new], self.stats.repeat_rate[new], ref, ref - 365.0, ones, ones,
-                                   26.0, self.stats.trend[new])
+                                   ranked.n_baskets, np.zeros(len(new), dtype=np.float32),
+                                   self.popularity[new], self.stats.repeat_rate[new], ref, ranked.first_day, ones,
+                                   ones, min(ranked.active_weeks + 1.0, 26.0), self.stats.trend[new])
         in_cands[:] = False
         in_cands[new] = True
         keep = ~in_cands[ranked.items]
@@ -176,7 +182,7 @@ class Recommender:
             np.concatenate([ranked.score[keep], self._rerank(feats)]),
             np.concatenate([ranked.count[keep], ones]),
             np.concatenate([ranked.days_since[keep], np.zeros(len(new))]),
-            ranked.n_baskets_feature,
+            ranked.n_baskets, ranked.first_day, ranked.active_weeks,
         ), new
 
     # ---- the protocol ------------------------------------------------------------------------------------------
