@@ -52,7 +52,16 @@ FEATURE_NAMES = (
     "log_distinct_products_bought",
     "log_category_affinity",
     "affinity_share",
+    # Relative to the other candidates of the same request (a customer's affinity means more next to their other
+    # coupons than on an absolute scale): chosen on three validation cuts before the test cut (validate_nba.py).
+    "affinity_rank",
+    "affinity_decayed_vs_best",
+    "affinity_vs_best",
+    "affinity_share_rank",
+    "product_buyers_vs_best",
+    "log_coupon_redemption_rate",
 )
+N_ABSOLUTE = 16  # the first columns are per (customer, coupon); the rest are relative to the candidate list
 # The customer's live repertoire (Feast, as of the day before each redemption) scored against each coupon. Measured
 # on the validation cut it made the ranker worse (validate_nba_l2.py: hit@3 0.139 with vs 0.206 without), so the
 # served ranker does not use it; `live=True` appends these columns for that comparison.
@@ -265,7 +274,27 @@ def features(t: Tables, customer_id: int, coupon_idx: np.ndarray, campaign_idx: 
     out[:, 7], out[:, 8], out[:, 9] = ctype == 0, ctype == 1, ctype == 2
     out[:, 10] = np.log1p(np.maximum(day - t.campaign_start[campaign_idx], 0.0))
     out[:, 11] = np.log1p(np.maximum(t.campaign_end[campaign_idx] - day, 0.0))
+    relative_columns(out)
     return out
+
+
+def _rank_desc(values: np.ndarray) -> np.ndarray:
+    """0 for the largest value, ties in candidate order (stable), as the served ranking breaks them."""
+    return np.argsort(np.argsort(-values, kind="stable"), kind="stable").astype(np.float32)
+
+
+def relative_columns(out: np.ndarray) -> None:
+    """Fill the columns after N_ABSOLUTE from the absolute ones of the same candidate list (in place)."""
+    if len(out) == 0:
+        return
+    aff, dec, share, buyers = out[:, 0], out[:, 1], out[:, 15], out[:, 5]
+    out[:, 16] = np.log1p(_rank_desc(dec))
+    out[:, 17] = dec - dec.max()
+    out[:, 18] = aff - aff.max()
+    out[:, 19] = np.log1p(_rank_desc(share))
+    out[:, 20] = buyers - buyers.max()
+    # redemptions per buyer of the coupon's products (x100): how readily its buyers use it
+    out[:, 21] = np.log1p(np.expm1(out[:, 4]) / (np.expm1(buyers) + 1.0) * 100.0)
 
 
 def live_features(t: Tables, coupon_idx: np.ndarray, repertoire: Repertoire | None) -> np.ndarray:

@@ -86,3 +86,24 @@ def test_all_manifests_record_onnx_parity(trained) -> None:
         manifest = registry.verify(trained.models_dir / name / version)
         assert manifest.metrics["onnx_parity_max_abs_diff"] <= 1e-4
         assert "model.onnx" in manifest.files
+
+
+def test_nba_relative_columns_follow_the_candidate_list() -> None:
+    from training import nba
+
+    x = np.zeros((4, len(nba.FEATURE_NAMES)), dtype=np.float32)
+    x[:, 0] = np.log1p([3.0, 0.0, 7.0, 3.0])  # log_affinity
+    x[:, 1] = [0.5, 0.0, 1.5, 0.5]  # log_affinity_decayed: ties keep candidate order
+    x[:, 4] = np.log1p([0.0, 2.0, 0.0, 9.0])  # coupon redemptions
+    x[:, 5] = np.log1p([9.0, 99.0, 0.0, 9.0])  # product buyers
+    nba.relative_columns(x)
+    col = {name: x[:, nba.FEATURE_NAMES.index(name)] for name in nba.FEATURE_NAMES[nba.N_ABSOLUTE:]}
+    np.testing.assert_allclose(col["affinity_rank"], np.log1p([1, 3, 0, 2]), rtol=1e-6)
+    np.testing.assert_allclose(col["affinity_decayed_vs_best"], [-1.0, -1.5, 0.0, -1.0], rtol=1e-6)
+    assert col["affinity_vs_best"][2] == 0.0 and (col["affinity_vs_best"] <= 0).all()
+    assert col["product_buyers_vs_best"][1] == 0.0
+    np.testing.assert_allclose(col["log_coupon_redemption_rate"], np.log1p([0.0, 2.0, 0.0, 90.0]), rtol=1e-5)
+    # dropping the best candidate moves the others' relative columns: they are per request, not per coupon
+    rest = x[[0, 1, 3]].copy()
+    nba.relative_columns(rest)
+    np.testing.assert_allclose(rest[:, nba.FEATURE_NAMES.index("affinity_decayed_vs_best")], [0.0, -0.5, 0.0])
