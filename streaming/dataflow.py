@@ -309,22 +309,26 @@ class StoreShardLogic(_Coalescing):
 
     def apply(self, events: list[F.Ev]) -> None:
         sh = self.shard
-        stores, pairs = sh.stores, sh.pairs
+        stores, pairs, dirty_stores, dirty_pairs = sh.stores, sh.pairs, sh.dirty_stores, sh.dirty_pairs
+        store_apply, store_product_apply = F.store_apply, F.store_product_apply
         for e in events:
             kind = e.kind
             if kind == "purchase":
-                st = stores.get(e.store_id)
+                sid = e.store_id
+                st = stores.get(sid)
                 if st is None:
-                    st = stores[e.store_id] = F.StoreState()
-                if F.store_apply(st, e):
-                    sh.dirty_stores.add(e.store_id)
-            if e.product_id is not None and (kind == "purchase" or kind == "inventory"):
-                key = pair_key(e.store_id, e.product_id)
+                    st = stores[sid] = F.StoreState()
+                if store_apply(st, e):
+                    dirty_stores.add(sid)
+            elif kind != "inventory":
+                continue
+            if e.product_id is not None:
+                key = (e.store_id << 32) | e.product_id  # pair_key
                 sp = pairs.get(key)
                 if sp is None:
                     sp = pairs[key] = F.StoreProductState()
-                if F.store_product_apply(sp, e):
-                    sh.dirty_pairs.add(key)
+                if store_product_apply(sp, e):
+                    dirty_pairs.add(key)
 
     def candidates(self) -> list:
         # store ids are negated (-1 - id) so that one list holds both kinds; pair keys are >= 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import insort
 from collections.abc import Iterable
 from typing import Any
 
@@ -282,13 +283,15 @@ def top_merge(top: list[tuple[int, float]], changed: Iterable[int], scores: dict
               ) -> list[tuple[int, float]]:
     """top_scores(scores, n), given `top` == top_scores before the scores of `changed` rose (scores only ever
     rise: they are kept relative to a fixed instant). Every other product ranked below all of `top` and still
-    does, so the new top n is among `top` and `changed`: a sort of ~n items, not of every product bought."""
-    candidates = {p: scores[p] for p, _ in top}
+    does, so the new top n is among `top` and `changed`. `top` is already in rank order: the unchanged entries
+    stay in it and each changed product is inserted by bisection (C comparisons of (-score, product) tuples),
+    instead of sorting all of them again with a Python key function."""
+    changed = changed if isinstance(changed, set | frozenset) else set(changed)
+    ranked = [(-s, p) for p, s in top if p not in changed]
     for p in changed:
-        candidates[p] = scores[p]
-    if len(candidates) == len(top) and all(scores[p] == s for p, s in top):
-        return top
-    return sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        insort(ranked, (-scores[p], p))
+    del ranked[n:]
+    return [(p, -neg) for neg, p in ranked]
 
 
 def customer_rows(st: CustomerState, dirty: int, top: list[tuple[int, float]] | None = None

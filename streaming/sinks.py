@@ -411,6 +411,7 @@ class FeatureLog:
         self.last_write = time.monotonic()
         self.pending: queue.Queue[dict[str, list[Row]] | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
+        self.made_dirs: set = set()
         self.thread = threading.Thread(target=self._run, name=f"feature-log-{worker}", daemon=True)
         self.thread.start()
 
@@ -468,9 +469,15 @@ class FeatureLog:
 
     def _write_day(self, view: str, day: int, table: pa.Table, stamp: str) -> None:
         out_dir = self.root / view / datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if out_dir not in self.made_dirs:  # a replay writes each day directory many times: one mkdir each
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.made_dirs.add(out_dir)
         tmp = out_dir / f".part-{stamp}.parquet.tmp"
-        pq.write_table(table, tmp, compression="zstd")
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+        except FileNotFoundError:  # the directory went away since (a reset): make it again
+            out_dir.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, out_dir / f"part-{stamp}.parquet")  # readers never see half a file
 
 
