@@ -26,7 +26,8 @@ def feature_store_yaml(settings: Settings) -> Path:
         "project": settings.project,
         "provider": "local",
         "registry": str(settings.registry_path),
-        "online_store": {"type": "redis", "connection_string": settings.feast_connection_string()},
+        "online_store": {"type": "redis", "connection_string": settings.feast_connection_string(),
+                         "redis_type": "redis_cluster" if settings.redis_cluster else "redis"},
         "offline_store": {"type": "file"},
         "entity_key_serialization_version": 3,
     }
@@ -49,6 +50,7 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
         env["REDIS_URL"] = settings.redis_url
     else:
         env["PANTRY_REDIS_PORT"] = str(settings.embedded_redis_port)
+    env["PANTRY_REDIS_CLUSTER"] = "1" if settings.redis_cluster else "0"
     return env
 
 

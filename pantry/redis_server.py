@@ -7,12 +7,13 @@ The embedded server runs on 127.0.0.1 with AOF on (`appendfsync everysec`) and i
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -55,6 +56,7 @@ class EmbeddedRedis:
     directory: Path
     process: subprocess.Popen | None = None
     started_here: bool = False
+    cluster: bool = False  # cluster-enabled (a node of an EmbeddedCluster)
 
     @property
     def url(self) -> str:
@@ -76,6 +78,8 @@ class EmbeddedRedis:
             "protected-mode yes",
             "maxclients 10000",
             f"logfile {self.directory / 'redis.log'}",
+            *(["cluster-enabled yes", f"cluster-config-file {self.directory / 'nodes.conf'}",
+               "cluster-node-timeout 5000"] if self.cluster else []),
         ]
 
     def start(self, daemonize: bool = False, timeout_s: float = 10.0) -> EmbeddedRedis:
@@ -133,6 +137,70 @@ class EmbeddedRedis:
         return _ping(self.port)
 
 
+def _bindable(port: int) -> bool:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free too."""
+    for _ in range(1000):
+        port = random.randint(20000, 40000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+@dataclass
+class EmbeddedCluster:
+    """A Redis Cluster of embedded redis-server processes on 127.0.0.1 (masters only, slots split evenly): the
+    real cluster protocol (slot map, MOVED, per-node connections) on one machine, for tests and trials."""
+
+    directory: Path
+    size: int = 3
+    nodes: list[EmbeddedRedis] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout_s: float = 30.0) -> EmbeddedCluster:
+        self.nodes = [EmbeddedRedis(free_cluster_port(), self.directory / f"node-{i}", cluster=True).start()
+                      for i in range(self.size)]
+        clients = [redis.Redis(host="127.0.0.1", port=n.port, socket_timeout=5) for n in self.nodes]
+        per = 16384 // self.size
+        for i, client in enumerate(clients):
+            last = 16383 if i == self.size - 1 else (i + 1) * per - 1
+            client.execute_command("CLUSTER ADDSLOTS", *range(i * per, last + 1))
+        for client in clients[1:]:
+            client.execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            infos = [_cluster_info(c) for c in clients]
+            if all(i.get("cluster_state") == "ok" and int(i.get("cluster_known_nodes", 0)) == self.size
+                   for i in infos):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"embedded Redis Cluster of {self.size} nodes did not become ok: {infos}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_info(client: redis.Redis) -> dict[str, str]:
+    raw = client.execute_command("CLUSTER INFO")
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+
 def embedded(settings: Settings) -> EmbeddedRedis:
     return EmbeddedRedis(port=settings.embedded_redis_port, directory=settings.redis_dir)
 
@@ -147,9 +215,11 @@ def ensure_redis(settings: Settings, daemonize: bool = True) -> EmbeddedRedis | 
 
 
 def sync_client(settings: Settings, timeout_s: float | None = None, decode: bool = False) -> redis.Redis:
-    """A client with explicit timeouts: redis-py waits forever by default, which would hang a request."""
+    """A client with explicit timeouts: redis-py waits forever by default, which would hang a request.
+    With `PANTRY_REDIS_CLUSTER=1` a `RedisCluster` (same command API; it routes each key to its slot's node)."""
     timeout = timeout_s if timeout_s is not None else max(settings.redis_socket_timeout_s, 5.0)
-    return redis.Redis.from_url(
+    kind = redis.RedisCluster if settings.redis_cluster else redis.Redis
+    return kind.from_url(
         settings.effective_redis_url(),
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -159,7 +229,8 @@ def sync_client(settings: Settings, timeout_s: float | None = None, decode: bool
 
 def async_client(settings: Settings, decode: bool = False) -> redis.asyncio.Redis:
     """The serving client: tight timeouts (tens of ms) so a sick Redis degrades answers instead of hanging them."""
-    return redis.asyncio.Redis.from_url(
+    kind = redis.asyncio.RedisCluster if settings.redis_cluster else redis.asyncio.Redis
+    return kind.from_url(
         settings.effective_redis_url(),
         socket_timeout=settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_connect_timeout_s,

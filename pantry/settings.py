@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_minute: int = 0  # 0 = unlimited (the demo's default, so bench and load are unthrottled)
     decisions_maxlen: int = 1_000_000
     request_timeout_s: float = 2.0  # a request running longer gets 503 + Retry-After
+    redis_cluster: bool = False  # REDIS_URL is a node of a Redis Cluster (clients follow the slot map)
     recommender_cache: int = 10_000  # customers whose scored candidates a serving process keeps (~5 KB each); 0 = off
     # structured access log (one JSON line per request, no payloads): "off", "-" (stderr) or a file path;
     # None -> <data_dir>/logs/access.log
@@ -142,6 +143,13 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_DECISIONS_MAXLEN", "decisions_maxlen", int)
     num("PANTRY_REQUEST_TIMEOUT_S", "request_timeout_s", float)
     num("PANTRY_RECOMMENDER_CACHE", "recommender_cache", int)
+    cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
+    if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")
+    kw["redis_cluster"] = cluster in ("1", "true", "yes")
+    if kw["redis_cluster"] and not kw.get("redis_url"):
+        raise SettingsError("PANTRY_REDIS_CLUSTER=1 needs REDIS_URL (a node of the cluster): the embedded Redis is "
+                            "one server")
     if env.get("PANTRY_ACCESS_LOG"):
         kw["access_log"] = env["PANTRY_ACCESS_LOG"]
     clock = env.get("PANTRY_CLOCK", "event")

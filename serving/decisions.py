@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from pantry.keys import DECISIONS_STREAM
-from serving.redis_io import RawPipeline
+from serving.redis_io import RoundTrip
 
 log = logging.getLogger("pantry.serving.decisions")
 _encoder = msgspec.json.Encoder()
@@ -28,7 +28,7 @@ def new_decision_id() -> str:
 
 
 class DecisionLog:
-    def __init__(self, pipeline: RawPipeline, maxlen: int, queue_max: int = 10_000, on_drop=None):
+    def __init__(self, pipeline: RoundTrip, maxlen: int, queue_max: int = 10_000, on_drop=None):
         self.pipeline = pipeline
         self.maxlen = maxlen
         self._xadd = (b"XADD", DECISIONS_STREAM.encode(), b"MAXLEN", b"~", str(maxlen).encode(), b"*")

@@ -16,7 +16,7 @@ from pantry.clock import parse_watermark, resolve_now
 from pantry.keys import WATERMARK
 from pantry.online import OnlineLayout
 from pantry.settings import ClockMode
-from serving.redis_io import RawPipeline
+from serving.redis_io import RoundTrip
 
 Status = Literal["present", "missing", "stale"]
 _WATERMARK_KEY = WATERMARK.encode()
@@ -98,7 +98,7 @@ class OnlineReader:
             for f in r.features or ():
                 schema.dtype(f)
 
-    async def read(self, pipeline: RawPipeline, reads: Sequence[RowRead], as_of: datetime | None) -> ReadResult:
+    async def read(self, pipeline: RoundTrip, reads: Sequence[RowRead], as_of: datetime | None) -> ReadResult:
         """One pipelined round trip (no MULTI): GET watermark + one HMGET per row.
         Raises connection errors and timeouts to the caller."""
         key, fields = self._key, self._fields

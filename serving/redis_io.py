@@ -45,3 +45,70 @@ class RawPipeline:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+
+
+def _key_bytes(key: bytes | str | int | float) -> bytes:
+    return key if isinstance(key, bytes) else str(key).encode()
+
+
+class ClusterRawPipeline:
+    """RawPipeline over a Redis Cluster: each command goes to the node serving its key's slot (the key is the
+    command's first argument for everything pantry sends), one packed write per node, all nodes concurrently, the
+    replies back in command order. The slot map is redis-py's (`RedisCluster`'s NodesManager); a MOVED/ASK reply
+    (a resharding) refreshes it and the call is retried once."""
+
+    def __init__(self, url: str, read_timeout_s: float, connect_timeout_s: float, max_connections: int = 512):
+        self.cluster = redis.asyncio.RedisCluster.from_url(
+            url, socket_timeout=read_timeout_s, socket_connect_timeout=connect_timeout_s)
+        self.read_timeout_s = read_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.max_connections = max_connections
+        self.nodes: dict[str, RawPipeline] = {}  # "host:port" -> that node's pool
+        self._ready = False
+
+    def _node(self, name: str, host: str, port: int) -> RawPipeline:
+        pipe = self.nodes.get(name)
+        if pipe is None:
+            pipe = self.nodes[name] = RawPipeline(f"redis://{host}:{port}/0", self.read_timeout_s,
+                                                  self.connect_timeout_s, self.max_connections)
+        return pipe
+
+    async def _run_once(self, commands: Sequence[Command], timeout_s: float | None) -> list[Any]:
+        from redis.crc import key_slot
+
+        if not self._ready:
+            await self.cluster.initialize()
+            self._ready = True
+        manager = self.cluster.nodes_manager
+        groups: dict[str, tuple[RawPipeline, list[int]]] = {}
+        for i, command in enumerate(commands):
+            node = manager.get_node_from_slot(key_slot(_key_bytes(command[1])))
+            if node.name not in groups:
+                groups[node.name] = (self._node(node.name, node.host, node.port), [])
+            groups[node.name][1].append(i)
+        out: list[Any] = [None] * len(commands)
+
+        async def on_node(pipe: RawPipeline, indices: list[int]) -> None:
+            replies = await pipe.run([commands[i] for i in indices], timeout_s)
+            for i, reply in zip(indices, replies, strict=True):
+                out[i] = reply
+
+        await asyncio.gather(*(on_node(pipe, indices) for pipe, indices in groups.values()))
+        return out
+
+    async def run(self, commands: Sequence[Command], timeout_s: float | None = None) -> list[Any]:
+        from redis.exceptions import AskError, MovedError
+
+        try:
+            return await self._run_once(commands, timeout_s)
+        except (MovedError, AskError):
+            await self.cluster.nodes_manager.initialize()  # the slot map changed under us: learn it, try again
+            return await self._run_once(commands, timeout_s)
+
+    async def aclose(self) -> None:
+        for pipe in self.nodes.values():
+            await pipe.aclose()
+        await self.cluster.aclose()
+
+
+RoundTrip = RawPipeline | ClusterRawPipeline  # what serving reads and writes through

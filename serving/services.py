@@ -20,7 +20,7 @@ from serving.fallbacks import GuardedStore, StoreUnavailable
 from serving.models import ModelHolder
 from serving.online import OnlineReader, ReadResult, RowRead
 from serving.popularity import PopularitySnapshot
-from serving.redis_io import RawPipeline
+from serving.redis_io import ClusterRawPipeline, RawPipeline, RoundTrip
 
 log = logging.getLogger("pantry.serving")
 
@@ -34,7 +34,8 @@ def serving_client(settings: Settings):
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return redis.asyncio.Redis.from_url(
+    kind = redis.asyncio.RedisCluster if settings.redis_cluster else redis.asyncio.Redis
+    return kind.from_url(
         settings.effective_redis_url(),
         socket_timeout=settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_connect_timeout_s,
@@ -43,10 +44,12 @@ def serving_client(settings: Settings):
     )
 
 
-def read_pipeline(settings: Settings) -> RawPipeline:
-    """The worker's pool for feature reads and decision-log writes (one round trip each, hiredis-packed)."""
-    return RawPipeline(settings.effective_redis_url(), read_timeout_s=settings.redis_socket_timeout_s,
-                       connect_timeout_s=settings.redis_connect_timeout_s)
+def read_pipeline(settings: Settings) -> RoundTrip:
+    """The worker's pool for feature reads and decision-log writes (one round trip each, hiredis-packed; on a
+    Redis Cluster one round trip per node, concurrently)."""
+    kind = ClusterRawPipeline if settings.redis_cluster else RawPipeline
+    return kind(settings.effective_redis_url(), read_timeout_s=settings.redis_socket_timeout_s,
+                connect_timeout_s=settings.redis_connect_timeout_s)
 
 
 def load_registry(settings: Settings) -> tuple[OnlineLayout, dict[str, list[tuple[str, list[str]]]]] | None:
@@ -70,7 +73,7 @@ def load_registry(settings: Settings) -> tuple[OnlineLayout, dict[str, list[tupl
 class Services:
     settings: Settings
     redis: Any
-    pipeline: RawPipeline
+    pipeline: RoundTrip
     store: GuardedStore
     models: ModelHolder
     popularity: PopularitySnapshot
