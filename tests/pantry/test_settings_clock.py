@@ -30,6 +30,8 @@ def test_defaults_use_the_embedded_redis():
         ({"PANTRY_CLOCK": "lunar"}, "PANTRY_CLOCK"),
         ({"PANTRY_API_KEYS": "nokey"}, "KEY:ROLE"),
         ({"PANTRY_API_KEYS": "k:janitor"}, "KEY:ROLE"),
+        ({"PANTRY_REDIS_CLUSTER": "1"}, "needs REDIS_URL"),
+        ({"REDIS_URL": "redis://10.0.0.1:7000/0", "PANTRY_REDIS_CLUSTER": "maybe"}, "PANTRY_REDIS_CLUSTER"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(env, fragment):
