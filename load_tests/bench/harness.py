@@ -336,6 +336,11 @@ def finish_targets(report: Report, settings: Settings, replayed: bool, trained: 
     t.append(Target("ALS top-10 scoring: ONNX vs implicit's native recommend (p50 per call)", goal="reported",
                     measured=f"{fmt(onnx, 'ms')} vs {fmt(native, 'ms')} ({ratio(onnx, native, False)})"
                     if onnx and native else "-", met=True if onnx and native else None))
+    cold = number(training, "served_recommend_for_you", "p50")
+    cached = number(training, "served_recommend_for_you_cached", "p50")
+    t.append(Target("served recommend(), for_you: a customer's first call vs cached candidates (p50 per call)",
+                    goal="reported", measured=f"{fmt(cold, 'ms')} vs {fmt(cached, 'ms')}" if cold and cached else "-",
+                    met=True if cold and cached else None))
     serving = report.components.get("Serving (serving/bench.py)", "not run")
     for name, endpoint, goal in (("recommendations", "/v1/recommendations", 10.0),
                                  ("substitutions", "/v1/substitutions", 15.0),
