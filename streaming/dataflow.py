@@ -146,12 +146,14 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
         for parsed in values:
             accepted, late = F.gate_apply(st, parsed.events)
             st.counters["invalid"] += len(parsed.dead)
-            routes: dict[str, list[F.Ev]] = {}
+            by_customer: list[list[F.Ev]] = [[] for _ in range(NSHARDS)]  # customer_shard / store_shard by index
+            by_store: list[list[F.Ev]] = [[] for _ in range(NSHARDS)]
             for e in accepted:
                 if e.customer_id is not None:
-                    routes.setdefault(customer_shard(e.customer_id), []).append(e)
+                    by_customer[e.customer_id % NSHARDS].append(e)
                 if e.store_id is not None:
-                    routes.setdefault(store_shard(e.store_id), []).append(e)
+                    by_store[e.store_id % NSHARDS].append(e)
+            routes = {name: share for name, share in zip(ALL_SHARDS, by_customer + by_store, strict=True) if share}
             dead = parsed.dead + [(reason, _encode(e)) for reason, e in late]
             as_of = parsed.as_of if parsed.as_of is not None else st.max_t
             control = Control(dict(st.counters), st.max_t, dead)

@@ -176,8 +176,11 @@ def _remember_recent(recent: dict[int, float], product_id: int, t: float) -> Non
     elif len(recent) < REPERTOIRE_RECENT:
         recent[product_id] = t
     else:
-        oldest_t, oldest = min(zip(recent.values(), recent.keys(), strict=True))
-        if (t, product_id) > (oldest_t, oldest):
+        oldest_t = min(recent.values())  # C speed; the product is looked for only when the newcomer gets in
+        if t < oldest_t:
+            return
+        oldest = min(p for p, held_t in recent.items() if held_t == oldest_t)
+        if t > oldest_t or product_id > oldest:
             del recent[oldest]
             recent[product_id] = t
 
@@ -239,7 +242,11 @@ def activity_row(st: CustomerState, as_of: float) -> Values:
                 s7 += spend
     for bid in stale:
         del st.baskets[bid]
-    preferred = max(st.store_baskets.items(), key=lambda kv: (kv[1], -kv[0]))[0] if st.store_baskets else None
+    store_baskets = st.store_baskets
+    if len(store_baskets) == 1:
+        preferred: int | None = next(iter(store_baskets))
+    else:
+        preferred = max(store_baskets.items(), key=lambda kv: (kv[1], -kv[0]))[0] if store_baskets else None
     return {
         "orders_7d": o7,
         "orders_28d": o28,
@@ -288,8 +295,17 @@ def top_merge(top: list[tuple[int, float]], changed: Iterable[int], scores: dict
     instead of sorting all of them again with a Python key function."""
     changed = changed if isinstance(changed, set | frozenset) else set(changed)
     ranked = [(-s, p) for p, s in top if p not in changed]
-    for p in changed:
-        insort(ranked, (-scores[p], p))
+    if len(top) >= n:
+        # every entry of `top` is still there with the same or a higher score, so nothing ranked below the old
+        # n-th can make the new top n: most products of a big repertoire are skipped with one comparison
+        last_p, last_s = top[-1]
+        for p in changed:
+            s = scores[p]
+            if s > last_s or (s == last_s and p <= last_p):
+                insort(ranked, (-s, p))
+    else:
+        for p in changed:
+            insort(ranked, (-scores[p], p))
     del ranked[n:]
     return [(p, -neg) for neg, p in ranked]
 
@@ -405,6 +421,8 @@ def in_stock_probability(sales_per_day: float, days_since_sale: float | None) ->
     return IN_STOCK_PRIOR * quiet / (IN_STOCK_PRIOR * quiet + (1.0 - IN_STOCK_PRIOR))
 
 
+_IN_STOCK_NO_RECENT_SALES = in_stock_probability(0.0, 1.0)
+
 # The order of store_product_values (the view's schema order in feature_repo/features.py).
 STORE_PRODUCT_FEATURES = ("units_7d", "units_28d", "last_sold_at", "on_hand", "in_stock_prob", "on_display",
                           "in_mailer")
@@ -443,7 +461,12 @@ def store_product_values(st: StoreProductState, as_of: float) -> tuple:
             on_hand, prob = 0, 0.0
     else:
         on_hand = None
-        prob = in_stock_probability(n28 / 28.0, None if last_sold_at is None else (as_of - last_sold_at) / DAY)
+        if last_sold_at is None:
+            prob = IN_STOCK_PRIOR
+        elif n28 == 0:
+            prob = _IN_STOCK_NO_RECENT_SALES  # exp(-0 * g) == 1: the same for every g
+        else:
+            prob = in_stock_probability(n28 / 28.0, (as_of - last_sold_at) / DAY)
     # on_display / in_mailer: promotions are batch data, not known to the stream
     return (u7, u28, last_sold_at, on_hand, prob, None, None)
 

@@ -217,3 +217,28 @@ def test_top_merge_gives_the_same_top_as_ranking_again():
                 changed.add(product)
             top = F.top_merge(top, changed, scores, n)
             assert top == F.top_scores(scores, n)
+
+
+def test_recent_purchases_keep_the_newest_by_time_then_product():
+    import random
+
+    rng = random.Random(11)
+    for _ in range(200):
+        recent: dict[int, float] = {}
+        bought: dict[int, float] = {}
+        for _ in range(rng.randrange(1, 60)):
+            product, t = rng.randrange(30), float(rng.randrange(8))  # many equal times: ties on product id
+            F._remember_recent(recent, product, t)
+            bought[product] = max(t, bought.get(product, t))
+        # what is held is never older than what was left out, in (time, product) order
+        assert len(recent) == min(len(bought), F.REPERTOIRE_RECENT)
+        held = sorted(((t, p) for p, t in recent.items()))
+        left_out = [(bought[p], p) for p in bought if p not in recent]
+        assert not left_out or max(left_out) < held[0]
+
+
+def test_in_stock_shortcuts_equal_the_formula():
+    sp = F.StoreProductState()
+    assert F.store_product_row(sp, T0)["in_stock_prob"] == F.in_stock_probability(0.0, None)
+    F.store_product_apply(sp, buy("a", T0 - 40 * DAY, q=1))
+    assert F.store_product_row(sp, T0)["in_stock_prob"] == F.in_stock_probability(0.0, 40.0)
