@@ -3,7 +3,8 @@
 Measures, on its own data dir and Redis db (the harness's stream state is left alone):
   replay      events/s of `pantry stream replay` (a subprocess, real Bytewax, Feast-layout writes + feature log)
               over the first REPLAY_UNTIL of the data (the full year does not fit the 5-minute budget here),
-              in one process and with `--processes 2` (each run starts over)
+              in one process and with `--processes 2` (each run starts over); `replay_events_per_s` (what the
+              targets compare) is the faster of the two, named in `replay_configuration`
   push        Feast's plain path: FeatureStore.push of PUSH_ROWS store_product rows (rows/s), the peer
   freshness   `pantry stream live` (subprocess) fed by XADD at 1,000 and 5,000 events/s; p50/p99 from the
               XADD of a probe purchase to its row being readable in the online store
@@ -62,10 +63,13 @@ def _pantry(*args: str) -> list[str]:
 def bench_replay(settings: Settings, processes: int = 1) -> dict:
     from streaming import runner
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     subprocess.run(_pantry("stream", "replay", "--until", REPLAY_UNTIL.date().isoformat(), "--no-progress", "--force",
                            "--processes", str(processes)), env=_env(settings), check=True, capture_output=True)
     wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     record = runner.read_record(settings)
     assert record is not None
     return {
@@ -75,6 +79,9 @@ def bench_replay(settings: Settings, processes: int = 1) -> dict:
         "events_per_s": round(record.events / record.seconds),  # flow build + run + final flush
         "wall_s_with_process_start": round(wall, 1),
         "events_per_s_with_process_start": round(record.events / wall),
+        # CPU seconds of every process of the replay (imports and start-up included): less noisy than wall time
+        # on a shared machine
+        "cpu_s_with_process_start": round(cpu, 1),
     }
 
 
@@ -223,10 +230,15 @@ def run_bench(settings: Settings) -> dict:
         freshness, live_rc = bench_freshness(bench)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         p99s = [v["p99_ms"] for v in freshness.values() if v.get("p99_ms") is not None]
+        best = max((replay, replay2), key=lambda r: r["events_per_s"])
         return {
-            "replay_events_per_s": replay["events_per_s"],
+            # the figure compared with the targets: the faster of the two configurations measured here, named
+            "replay_events_per_s": best["events_per_s"],
+            "replay_configuration": f"--processes {best['processes']}",
             "push_rows_per_s": push["rows_per_s"],
-            "replay_vs_push": round(replay["events_per_s"] / push["rows_per_s"], 2),
+            "replay_vs_push": round(best["events_per_s"] / push["rows_per_s"], 2),
+            "replay_1_process_events_per_s": replay["events_per_s"],
+            "replay_1_process_vs_push": round(replay["events_per_s"] / push["rows_per_s"], 2),
             "replay_2_processes_events_per_s": replay2["events_per_s"],
             "replay_2_processes_vs_push": round(replay2["events_per_s"] / push["rows_per_s"], 2),
             "freshness_p99_ms_worst": max(p99s) if p99s else None,
