@@ -14,12 +14,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from redis.exceptions import ClusterDownError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Only these mean "Redis is sick": a reply error (WRONGTYPE, ...) is a bug to surface, and a slow event loop is load,
 # not an outage. Timeouts are the client's socket timeouts, which start once a command has been sent.
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+# a Redis Cluster adds two: no node reachable / no slot map (RedisClusterException) and CLUSTERDOWN replies
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError,
+               RedisClusterException, ClusterDownError)
 
 T = TypeVar("T")
 

@@ -64,7 +64,8 @@ class ClusterRawPipeline:
         self.connect_timeout_s = connect_timeout_s
         self.max_connections = max_connections
         self.nodes: dict[str, RawPipeline] = {}  # "host:port" -> that node's pool
-        self._ready = False
+        self._initialized = False
+        self._stale = False  # a node failed: learn the slot map again before the next call
 
     def _node(self, name: str, host: str, port: int) -> RawPipeline:
         pipe = self.nodes.get(name)
@@ -76,9 +77,12 @@ class ClusterRawPipeline:
     async def _run_once(self, commands: Sequence[Command], timeout_s: float | None) -> list[Any]:
         from redis.crc import key_slot
 
-        if not self._ready:
+        if not self._initialized:
             await self.cluster.initialize()
-            self._ready = True
+            self._initialized = True
+        elif self._stale:
+            await self.cluster.nodes_manager.initialize()
+        self._stale = False
         manager = self.cluster.nodes_manager
         groups: dict[str, tuple[RawPipeline, list[int]]] = {}
         for i, command in enumerate(commands):
@@ -104,6 +108,9 @@ class ClusterRawPipeline:
         except (MovedError, AskError):
             await self.cluster.nodes_manager.initialize()  # the slot map changed under us: learn it, try again
             return await self._run_once(commands, timeout_s)
+        except (OSError, redis.ConnectionError, redis.TimeoutError, TimeoutError):
+            self._stale = True  # a node went away (maybe a failover): ask for the slot map again next time
+            raise
 
     async def aclose(self) -> None:
         for pipe in self.nodes.values():

@@ -134,3 +134,28 @@ def test_a_moved_slot_is_followed(cluster: EmbeddedCluster) -> None:
             await pipe.aclose()
 
     asyncio.run(run())
+
+
+def test_a_node_down_degrades_answers_then_they_recover(on_cluster: Settings, cluster: EmbeddedCluster,
+                                                        cluster_api: Server) -> None:
+    """One of three nodes stopped: requests whose rows live there get the fallback, never a 5xx; once the node is
+    back (same port and node file) the answers are normal again. Runs last: it takes a node away."""
+    customers = _customers(on_cluster, 30)
+    node = cluster.nodes[1]
+    node.stop()
+    try:
+        with httpx.Client(base_url=cluster_api.url, timeout=10.0) as http:
+            answers = [http.post("/v1/recommendations", json={"customer_id": c, "k": 5}) for c in customers]
+        assert [a.status_code for a in answers] == [200] * len(answers), [a.text for a in answers][:3]
+        assert any(a.json()["fallback"] == "store_unavailable" for a in answers)
+    finally:
+        node.process = None
+        node.start()
+    deadline = time.monotonic() + 30
+    with httpx.Client(base_url=cluster_api.url, timeout=10.0) as http:
+        while True:
+            body = http.post("/v1/recommendations", json={"customer_id": customers[0], "k": 5}).json()
+            if body["fallback"] is None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert body["fallback"] is None, body
