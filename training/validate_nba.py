@@ -32,21 +32,27 @@ def hit3(scores: list[np.ndarray], targets: list[int], n_events: int) -> float:
 def main() -> None:
     settings = Settings()
     purchases = load_purchases(settings, NBA_CUT)
-    variants = {"absolute columns (previous ranker)": nba.N_ABSOLUTE, "+ relative to the candidate list": None}
+    variants = {  # name: (columns, training days)
+        "absolute columns (previous ranker)": (nba.N_ABSOLUTE, nba.TRAIN_DAYS),
+        "+ relative to the candidate list": (None, nba.TRAIN_DAYS),
+        "+ relative, 240 training days": (None, 240),
+    }
     for days in VALIDATION_DAYS_BEFORE_TEST:
         start = time.perf_counter()
         cut = NBA_CUT - timedelta(days=days)
-        xs, pos = nba.training_groups(settings, purchases, cut)
+        groups = {days: nba.training_groups(settings, purchases, cut, days)
+                  for days in sorted({d for _w, d in variants.values()})}
         tables = nba.build_tables(settings, purchases, cut)
         events = nba.redemption_events(settings, cut, NBA_CUT)
         valid = [(x, t) for _r, _c, _k, x, t in nba.event_sets(tables, events) if x is not None and t >= 0]
         n = len(events)
         vx, vt = [x for x, _t in valid], [t for _x, t in valid]
-        line = [f"cut {cut.date()} (train {len(xs)}, validate {n} redemptions):"]
+        line = [f"cut {cut.date()} (train {len(groups[nba.TRAIN_DAYS][0])}, validate {n} redemptions):"]
         line.append(f"affinity {hit3([x[:, 1] + 1e-3 * x[:, 5] for x in vx], vt, n):.4f}")
         line.append(f"redeemed-before then affinity "
                     f"{hit3([x[:, 3] * 100 + x[:, 1] + 1e-3 * x[:, 5] for x in vx], vt, n):.4f}")
-        for name, width in variants.items():
+        for name, (width, train_days) in variants.items():
+            xs, pos = groups[train_days]
             cols = slice(0, width)
             names = nba.FEATURE_NAMES[cols]
             got = []
