@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ def load_models(models_dir: Path, current: ModelSet | None = None,
             else:
                 # verifies every sha256
                 loaded[name] = scorers.load_version(models_dir, name, version, recommender_cache=recommender_cache)
+                if name == "recommender":
+                    started = time.perf_counter()
+                    n = loaded[name].warm()  # before it serves: a switch never answers from a cold cache
+                    log.info("recommender %s: %d customers ranked in %.1f s", version, n,
+                             time.perf_counter() - started)
         except Exception as exc:  # a corrupt or half-written artifact must not take the service down
             errors[name] = f"{type(exc).__name__}: {exc}"
             loaded[name] = old

@@ -77,6 +77,7 @@ class Recommender:
         self._zeros = np.zeros((1, self.n_factors), dtype=np.float32)
         self._store_masks: dict[int, np.ndarray] = {}
         cache_size = RANKED_CACHE_SIZE if cache_size is None else cache_size
+        self.cache_size = cache_size
         if cache_size > 0:
             self._ranked_known = functools.lru_cache(maxsize=cache_size)(self._ranked_known)
 
@@ -142,6 +143,17 @@ class Recommender:
         """A known customer's ranking from the version's own factors (its online embedding is the same vector:
         training pushes that row under this version). Wrapped in an LRU cache per process at load time."""
         return self._rank(self.user_factors[u : u + 1], u)
+
+    def warm(self, limit: int | None = None) -> int:
+        """Fill the ranking cache with the most active known customers (most baskets before the cut), so that their
+        first request costs what the next one does. Serving calls it when it loads a version, before the version
+        answers. Returns how many customers were ranked."""
+        if not hasattr(self._ranked_known, "cache_info"):
+            return 0
+        n = min(self.cache_size if limit is None else limit, self.cache_size, len(self.customers))
+        for u in np.argsort(-self.hist.n_baskets[: len(self.customers)], kind="stable")[:n].tolist():
+            self._ranked_known(u)
+        return n
 
     def _ranked(self, features: Features, u: int) -> Ranked:
         if u >= 0:

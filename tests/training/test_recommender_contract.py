@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -142,3 +143,11 @@ def test_ranking_cache_gives_the_uncached_answers(trained) -> None:
     fresh = cached.recommend(live, customer_id=customers[0], k=50, surface="buy_again", exclude=frozenset(),
                              store_id=None)
     assert set(new_to_them) <= set(_ids(fresh))  # live purchases still reach a cached customer's buy-again list
+
+    warmed = load_version(trained.models_dir, "recommender", version, recommender_cache=5)
+    assert warmed.warm() == 5 and warmed._ranked_known.cache_info().currsize == 5
+    busiest = int(warmed.customers[int(np.argmax(warmed.hist.n_baskets))])
+    args = dict(customer_id=busiest, k=10, surface="for_you", exclude=frozenset(), store_id=None)
+    assert warmed.recommend({}, **args) == plain.recommend({}, **args)
+    assert warmed._ranked_known.cache_info().misses == 5  # the busiest customer was ranked by warm()
+    assert plain.warm() == 0
