@@ -112,7 +112,23 @@ def store_next_change(st: StoreState) -> float:
 
 
 def store_product_next_change(st: StoreProductState) -> float:
-    return next_change((t for t, _ in st.sales), st.as_of, (7 * DAY, 28 * DAY))
+    """next_change(sale times, as_of, (7 d, 28 d)) unrolled: a final refresh asks it of every store x product pair."""
+    as_of = st.as_of
+    best = math.inf
+    for t, _ in st.sales:
+        if t > as_of:
+            continue
+        end = t + _WEEK
+        if end <= as_of:
+            end = t + _FOUR_WEEKS
+            if end <= as_of:
+                continue
+        if end < best:
+            best = end
+    return best
+
+
+_WEEK, _FOUR_WEEKS = 7 * DAY, 28 * DAY
 
 
 # ---- customer: session, activity, repertoire ------------------------------------------------------------------

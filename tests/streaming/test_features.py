@@ -242,3 +242,15 @@ def test_in_stock_shortcuts_equal_the_formula():
     assert F.store_product_row(sp, T0)["in_stock_prob"] == F.in_stock_probability(0.0, None)
     F.store_product_apply(sp, buy("a", T0 - 40 * DAY, q=1))
     assert F.store_product_row(sp, T0)["in_stock_prob"] == F.in_stock_probability(0.0, 40.0)
+
+
+def test_store_product_next_change_is_next_change_of_its_sales():
+    import random
+
+    rng = random.Random(2)
+    for _ in range(500):
+        sp = F.StoreProductState(as_of=T0)
+        sp.sales = [(T0 + rng.choice([-40, -28, -27.5, -7, -6, 0, 1]) * DAY + rng.choice([0.0, -1.0, 1.0]), 1)
+                    for _ in range(rng.randrange(0, 6))]
+        want = F.next_change((t for t, _ in sp.sales), sp.as_of, (7 * DAY, 28 * DAY))
+        assert F.store_product_next_change(sp) == want
