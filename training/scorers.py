@@ -135,9 +135,11 @@ class Recommender:
                                     self.stats)
         hist, ref = self.hist, self.hist.ref_day
         first = hist.first_day[hist.row(u)] if u >= 0 else np.empty(0)
-        return Ranked(cands.items, self._rerank(cands.features), cands.count, cands.days_since,
-                      float(hist.n_baskets[u]) if u >= 0 else 0.0, float(first.min()) if len(first) else ref,
-                      float(hist.active_weeks[u]) if u >= 0 else 0.0)
+        arrays = (cands.items, self._rerank(cands.features), cands.count, cands.days_since)
+        for a in arrays:
+            a.flags.writeable = False  # cached and shared by every later request of this customer
+        return Ranked(*arrays, float(hist.n_baskets[u]) if u >= 0 else 0.0,
+                      float(first.min()) if len(first) else ref, float(hist.active_weeks[u]) if u >= 0 else 0.0)
 
     def _ranked_known(self, u: int) -> Ranked:
         """A known customer's ranking from the version's own factors (its online embedding is the same vector:
