@@ -1,10 +1,10 @@
 """Streaming benchmark, called by `make bench` (load_tests harness): `run_bench(settings) -> dict`.
 
 Measures, on its own data dir and Redis db (the harness's stream state is left alone):
-  replay      events/s of `pantry stream replay` (a subprocess, real Bytewax, Feast-layout writes + feature log)
-              over the first REPLAY_UNTIL of the data (the full year does not fit the 5-minute budget here),
-              in one process and with `--processes 2` (each run starts over); `replay_events_per_s` (what the
-              targets compare) is the faster of the two, named in `replay_configuration`
+  replay      events/s of `pantry stream replay` (a subprocess, real Bytewax, Feast-layout writes + feature log):
+              the full year with `--processes 2` (`replay_events_per_s`, what the targets compare, its command-line
+              configuration in `replay_configuration`), and Jan-Mar (up to REPLAY_UNTIL) in one process, beside it;
+              each run starts over
   push        Feast's plain path: FeatureStore.push of PUSH_ROWS store_product rows (rows/s), the peer
   freshness   `pantry stream live` (subprocess) fed by XADD at 1,000 and 5,000 events/s; p50/p99 from the
               XADD of a probe purchase to its row being readable in the online store
@@ -60,19 +60,22 @@ def _pantry(*args: str) -> list[str]:
     return [sys.executable, "-m", "pantry.cli", *args]
 
 
-def bench_replay(settings: Settings, processes: int = 1) -> dict:
+def bench_replay(settings: Settings, processes: int = 1, until: datetime | None = REPLAY_UNTIL) -> dict:
+    """`pantry stream replay --force` (starts over) until `until` (None: the whole year) in `processes` processes."""
     from streaming import runner
 
+    args = (["--until", until.date().isoformat()] if until else []) + ["--processes", str(processes)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    subprocess.run(_pantry("stream", "replay", "--until", REPLAY_UNTIL.date().isoformat(), "--no-progress", "--force",
-                           "--processes", str(processes)), env=_env(settings), check=True, capture_output=True)
+    subprocess.run(_pantry("stream", "replay", *args, "--no-progress", "--force"), env=_env(settings), check=True,
+                   capture_output=True)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     record = runner.read_record(settings)
     assert record is not None
     return {
+        "configuration": " ".join(args),
         "processes": processes,
         "events": record.events,
         "until": record.until,
@@ -224,26 +227,25 @@ def bench_freshness(settings: Settings) -> tuple[dict, int]:
 def run_bench(settings: Settings) -> dict:
     bench = _isolated(settings)
     try:
-        replay = bench_replay(bench)
-        replay2 = bench_replay(bench, processes=2)  # starts over (--force); the live flow continues its state
+        # the issue's figure: the full year, in the faster configuration (2 processes: measured 2x one process on
+        # the full year); then Jan-Mar in one process, which also leaves the state the live flow continues from
+        full = bench_replay(bench, processes=2, until=None)
+        replay = bench_replay(bench, processes=1)
         push = bench_push(bench)
         freshness, live_rc = bench_freshness(bench)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         p99s = [v["p99_ms"] for v in freshness.values() if v.get("p99_ms") is not None]
-        best = max((replay, replay2), key=lambda r: r["events_per_s"])
         return {
-            # the figure compared with the targets: the faster of the two configurations measured here, named
-            "replay_events_per_s": best["events_per_s"],
-            "replay_configuration": f"--processes {best['processes']}",
+            # the figure compared with the targets (the harness reads the first replay per_s key), its configuration
+            "replay_events_per_s": full["events_per_s"],
+            "replay_configuration": full["configuration"],
             "push_rows_per_s": push["rows_per_s"],
-            "replay_vs_push": round(best["events_per_s"] / push["rows_per_s"], 2),
-            "replay_1_process_events_per_s": replay["events_per_s"],
-            "replay_1_process_vs_push": round(replay["events_per_s"] / push["rows_per_s"], 2),
-            "replay_2_processes_events_per_s": replay2["events_per_s"],
-            "replay_2_processes_vs_push": round(replay2["events_per_s"] / push["rows_per_s"], 2),
+            "replay_vs_push": round(full["events_per_s"] / push["rows_per_s"], 2),
+            "replay_jan_mar_1_process_events_per_s": replay["events_per_s"],
+            "replay_jan_mar_1_process_vs_push": round(replay["events_per_s"] / push["rows_per_s"], 2),
             "freshness_p99_ms_worst": max(p99s) if p99s else None,
-            "replay": replay,
-            "replay_2_processes": replay2,
+            "replay_full_year": full,
+            "replay_jan_mar_1_process": replay,
             "push": push,
             "freshness": freshness,
             "live_exit_code": live_rc,
