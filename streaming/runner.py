@@ -195,6 +195,7 @@ def _die_with_parent() -> None:
 def spawn_process(settings: Settings, config, workers: int, process_id: int, addresses: list[str]):
     """Process `process_id` of the flow: `python -m streaming.worker`, configured through the environment."""
     env = {**os.environ, "PANTRY_DATA_DIR": str(settings.data_dir), "REDIS_URL": settings.effective_redis_url(),
+           "PANTRY_REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
            "PANTRY_STREAM_CONFIG": msgspec.json.encode(config).decode(), "PANTRY_STREAM_WORKERS": str(workers),
            "PANTRY_STREAM_ADDRESSES": ";".join(addresses)}
     # -O: Feast's typeguard decorators then skip re-compiling its sources at import (start-up halves); pantry's

@@ -609,7 +609,9 @@ class OnlinePartition(StatelessSinkPartition[list[Row]]):
         layout = layout or feast_repo.layout(settings)
         self.encoder = RowEncoder(layout)
         self.client = sync_client(settings, timeout_s=30.0)
-        self.writer = PipelineWriter(self.client)
+        from streaming.cluster_writer import pipeline_writer
+
+        self.writer = pipeline_writer(self.client)  # one connection, or one per node of a Redis Cluster
         self.log = FeatureLog(settings.feature_log_dir, layout.views, worker) if write_log else None
         self.rows_written = 0
 
