@@ -10,7 +10,6 @@ import time
 from datetime import datetime
 
 import msgspec
-import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from pantry.keys import EVENT_FIELD, EVENTS_STREAM
@@ -23,8 +22,6 @@ LIVE_BATCH = 2000
 LIVE_BLOCK_MS = 20
 TICK_EVERY_S = 0.1  # an idle live source still emits an empty batch this often, so the sinks flush
 REFRESH_EVERY_S = 5.0  # how often live windows are rolled forward to the newest event time
-_REPLAY_COLUMNS = ["event_id", "type", "customer_id", "store_id", "product_id", "basket_id", "quantity",
-                   "sales_value"]
 
 
 class Batch(msgspec.Struct, gc=False):
@@ -56,18 +53,21 @@ class ReplayPartition(StatefulSourcePartition[Batch, SourceState]):
         table = read_events(settings, until=until)
         self.n = table.num_rows
         offset = state.replay_offset if state.replay_offset <= self.n else self.n
-        # Columns stay in Arrow and become Python objects one batch at a time: converting all of them up front
-        # (12M objects for the full year) took seconds before the first batch, while the other processes idled.
+        cols = {}
         table = table.slice(offset)
-        self.t = table.column("ts").cast("int64").to_numpy() / 1e6  # event times, epoch seconds
-        self.table = table.select(_REPLAY_COLUMNS)  # not ts: as Python datetimes it would cost 10x the rest
+        for name in ("event_id", "type", "customer_id", "store_id", "product_id", "basket_id", "quantity",
+                     "sales_value"):
+            cols[name] = table.column(name).to_pylist()
+        ts = table.column("ts").cast("int64").to_numpy() / 1e6
+        self.t = ts.tolist()
+        self.cols = cols
         self.base = offset
         self.pos = 0
         self.until = until.timestamp() if until else None
-        self.last_t = float(self.t[-1]) if len(self.t) else None
+        self.last_t = self.t[-1] if self.t else None
         self.speed = speed
         self.wall0 = time.monotonic()
-        self.t0 = float(self.t[0]) if len(self.t) else 0.0
+        self.t0 = self.t[0] if self.t else 0.0
         self.done = offset >= self.n
 
     def next_batch(self) -> list[Batch]:
@@ -82,15 +82,23 @@ class ReplayPartition(StatefulSourcePartition[Batch, SourceState]):
         if self.speed:
             # Pace by event time: emit only what `speed` x the elapsed wall time has reached.
             horizon = self.t0 + (time.monotonic() - self.wall0) * self.speed
-            end = self.pos + int(np.searchsorted(self.t[self.pos:end], horizon, side="right"))
+            lo, hi = self.pos, end
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self.t[mid] <= horizon:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            end = lo
             if end == self.pos:
                 return []
-        c = self.table.slice(self.pos, end - self.pos).to_pydict()
+        c = self.cols
+        s = slice(self.pos, end)
         batch = [
             Ev(eid, kind, t, cid, sid, pid, bid, q or 0, sv if sv == sv and sv is not None else 0.0)
             for eid, kind, t, cid, sid, pid, bid, q, sv in zip(
-                c["event_id"], c["type"], self.t[self.pos:end].tolist(), c["customer_id"], c["store_id"],
-                c["product_id"], c["basket_id"], c["quantity"], c["sales_value"], strict=True,
+                c["event_id"][s], c["type"][s], self.t[s], c["customer_id"][s], c["store_id"][s],
+                c["product_id"][s], c["basket_id"][s], c["quantity"][s], c["sales_value"][s], strict=True,
             )
         ]
         self.pos = end
