@@ -32,6 +32,8 @@ def _ts(ts: datetime | None) -> str:
 
 
 def _native(value):
+    if value is None or value.__class__ is int or value.__class__ is str:
+        return value  # most values: nothing to convert
     if isinstance(value, datetime):
         return int(value.timestamp())  # Feast returns UNIX_TIMESTAMP values as epoch seconds
     if isinstance(value, float) and not math.isfinite(value):
@@ -79,14 +81,17 @@ class FeaturesController(Controller):
         for view, feats in wanted:
             rows = result.rows[pos: pos + n_rows]
             pos += n_rows
+            # a view's features share their rows' timestamps and ages: formatted once per view, not per feature
+            timestamps = [_ts(row.ts) for row in rows]
+            ages = [row.age_s for row in rows]
             for feat in feats:
                 names.append(f"{view}__{feat}" if data.full_feature_names else feat)
                 vectors.append(FeatureVector(
                     [_native(row.values[feat]) if row.values is not None else None for row in rows],
                     [_STATUS[row.status] if row.values is None or row.values[feat] is not None else "NULL_VALUE"
                      for row in rows],
-                    [_ts(row.ts) for row in rows],
-                    [row.age_s for row in rows],
+                    timestamps,
+                    ages,
                 ))
         return FeaturesResponse(FeaturesMetadata(names), vectors)
 
