@@ -197,7 +197,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
             f"**{disc / base if base else 0:.2f}x** "
             f"(target ≥ 1.5x: **{'met' if base and disc / base >= 1.5 else 'missed'}**).",
             f"- Served-path latency per `recommend` call in this run (all three surfaces, one thread, shared "
-            f"2-core machine): p50 {rec['latency_ms']['p50']:.2f} ms, p99 {rec['latency_ms']['p99']:.2f} ms.",
+            f"2-core machine; a customer's first call ranks the candidates, the other two read them from the "
+            f"scorer's cache): p50 {rec['latency_ms']['p50']:.2f} ms, p99 {rec['latency_ms']['p99']:.2f} ms.",
             "",
             "The ONNX ALS graph ranks the items bought by 3+ customers before the cut (MatMul + TopK 200); "
             "history items are scored with the same factors in numpy. The re-ranker is a second ONNX graph.",
