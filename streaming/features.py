@@ -425,6 +425,55 @@ def store_product_apply(st: StoreProductState, e: Ev) -> bool:
     return True
 
 
+def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProductState], dirty_stores: set[int],
+                       dirty_pairs: set[int], events: Iterable[Ev]) -> None:
+    """store_apply and store_product_apply of a store shard's events (pair key: store_id << 32 | product_id), the
+    changed stores and pairs added to the dirty sets: the same state as the two functions event by event (a test
+    checks), with a purchase's two updates inlined (one per purchase event; no calls, no repeated kind checks)."""
+    new_store, new_pair = StoreState, StoreProductState
+    for e in events:
+        kind = e.kind
+        if kind == "purchase":
+            t = e.t
+            sid = e.store_id
+            st = stores.get(sid)
+            if st is None:
+                st = stores[sid] = new_store()
+            st.nc = None
+            if t > st.as_of:
+                st.as_of = t
+            bid = e.basket_id
+            if bid is not None:
+                b = st.baskets.get(bid)
+                if b is None:
+                    st.baskets[bid] = [t, e.customer_id]
+                elif t < b[0]:
+                    b[0] = t
+            st.sales.append((t, e.sales_value))
+            dirty_stores.add(sid)
+            pid = e.product_id
+            if pid is not None:
+                key = (sid << 32) | pid
+                sp = pairs.get(key)
+                if sp is None:
+                    sp = pairs[key] = new_pair()
+                sp.nc = None
+                sp.sales.append((t, e.quantity))
+                last = sp.last_sold_at
+                if last is None or t > last:
+                    sp.last_sold_at = t
+                if t > sp.as_of:
+                    sp.as_of = t
+                dirty_pairs.add(key)
+        elif kind == "inventory" and e.product_id is not None:
+            key = (e.store_id << 32) | e.product_id
+            sp = pairs.get(key)
+            if sp is None:
+                sp = pairs[key] = new_pair()
+            if store_product_apply(sp, e):
+                dirty_pairs.add(key)
+
+
 def in_stock_probability(sales_per_day: float, days_since_sale: float | None) -> float:
     """P(in stock | no sale for `days_since_sale`), sales as a Poisson process while in stock.
 

@@ -254,6 +254,51 @@ def _resp_slow(dtype: str, v) -> bytes:
 _STORE_PRODUCT_DTYPES = ("INT64", "INT64", "UNIX_TIMESTAMP", "INT64", "FLOAT", "BOOL", "BOOL")
 
 
+def _store_product_encoder(head: bytes, pack, int64: int, order: list[int], after_key: bytes, plan: list,
+                           ts_name: bytes):
+    """TupleCommand.generic unrolled for store_product's dtypes (the row of most replays: ~1.4 per event), as a
+    closure over its constants: the same bytes, no loop, no attribute look-ups, and the constant runs between the
+    values (the key's project suffix and the next field name; the float's prefix; the two promotion features,
+    None from the stream, and the _ts field name) joined once, so a row is 13 parts instead of 21."""
+    (f_u7, _), (f_u28, _), (f_last, _), (f_on_hand, _), (f_prob, _), (f_display, bool_), (f_mailer, _) = plan
+    first, second = order
+    after_key_u7 = after_key + f_u7
+    prob_head = f_prob + b"$5\r\n\x35"  # FLOAT: field 6, fixed32
+    tail_no_promotions = b"\r\n" + f_display + _BULK_NONE + f_mailer + _BULK_NONE + ts_name
+    small = _RESP_SMALL_INT.get
+    unix_cached = _RESP_UNIX_CACHE.get
+    ts_cached = _RESP_TS_CACHE.get
+    float_pack = _FLOAT.pack
+    join = b"".join
+
+    def store_product(join_values: tuple[int, ...], values: tuple, t: float) -> bytes:
+        u7, u28, last_sold_at, on_hand, prob, on_display, in_mailer = values
+        if on_display is None and in_mailer is None:
+            tail = tail_no_promotions
+        else:
+            tail = b"".join((b"\r\n", f_display, _BULK_NONE if on_display is None else bool_(on_display), f_mailer,
+                             _BULK_NONE if in_mailer is None else bool_(in_mailer), ts_name))
+        return join((
+            head, pack(int64, 8, join_values[first], int64, 8, join_values[second]), after_key_u7,
+            small(u7) or _resp_int64(u7),
+            f_u28, small(u28) or _resp_int64(u28),
+            f_last, _BULK_NONE if last_sold_at is None else unix_cached(last_sold_at) or _resp_unix_ts(last_sold_at),
+            f_on_hand, _BULK_NONE if on_hand is None else small(on_hand) or _resp_int64(on_hand),
+            prob_head, float_pack(prob), tail,
+            ts_cached(t) or _resp_ts(t),
+        )) if prob is not None else join((
+            head, pack(int64, 8, join_values[first], int64, 8, join_values[second]), after_key_u7,
+            small(u7) or _resp_int64(u7),
+            f_u28, small(u28) or _resp_int64(u28),
+            f_last, _BULK_NONE if last_sold_at is None else unix_cached(last_sold_at) or _resp_unix_ts(last_sold_at),
+            f_on_hand, _BULK_NONE if on_hand is None else small(on_hand) or _resp_int64(on_hand),
+            f_prob, _BULK_NONE, tail[2:],
+            ts_cached(t) or _resp_ts(t),
+        ))
+
+    return store_product
+
+
 class TupleCommand:
     """`HSET` of a row whose values are a tuple with every feature of the view in a fixed order (TUPLE_VIEWS): the
     same bytes as RowEncoder.hset_command of the same values as a dict (a test checks), built with one struct pack
@@ -282,27 +327,12 @@ class TupleCommand:
         self.encode = self.generic
         if tuple(f.dtype for f in view.features) == _STORE_PRODUCT_DTYPES and self.permutation is None and \
                 len(view.join_keys) == 2:
+            self.store_product = _store_product_encoder(self.head, keys.pack, keys.int64, keys.order, self.after_key,
+                                                        self.plan, self.ts_field)
             self.encode = self.store_product
 
     def __call__(self, join_values: tuple[int, ...], values: tuple, t: float) -> bytes:
         return self.encode(join_values, values, t)
-
-    def store_product(self, join_values: tuple[int, ...], values: tuple, t: float) -> bytes:
-        """generic() unrolled for store_product's dtypes (the row of most replays): the same bytes, no loop."""
-        u7, u28, last_sold_at, on_hand, prob, on_display, in_mailer = values
-        (f_u7, _), (f_u28, _), (f_last, _), (f_on_hand, _), (f_prob, _), (f_display, bool_), (f_mailer, _) = self.plan
-        small = _RESP_SMALL_INT
-        return b"".join((
-            self.head, self.key_values(join_values), self.after_key,
-            f_u7, small.get(u7) or _resp_int64(u7),
-            f_u28, small.get(u28) or _resp_int64(u28),
-            f_last, _BULK_NONE if last_sold_at is None else _resp_unix_ts(last_sold_at),
-            f_on_hand, _BULK_NONE if on_hand is None else small.get(on_hand) or _resp_int64(on_hand),
-            f_prob, _BULK_NONE if prob is None else b"$5\r\n\x35" + _FLOAT.pack(prob) + b"\r\n",
-            f_display, _BULK_NONE if on_display is None else bool_(on_display),
-            f_mailer, _BULK_NONE if in_mailer is None else bool_(in_mailer),
-            self.ts_field, _resp_ts(t),
-        ))
 
     def generic(self, join_values: tuple[int, ...], values: tuple, t: float) -> bytes:
         if self.permutation is not None:
@@ -365,6 +395,18 @@ class RowEncoder:
         n_args = len(parts) - 3  # HSET, key, then one part per argument
         parts[0] = _ARRAY_HEAD[n_args] if n_args < 256 else b"*%d\r\n" % n_args
         return b"".join(parts)
+
+    def commands(self, rows: list[Row]) -> list[bytes]:
+        """hset_command of each row; store_product tuple rows (most of a replay's) go straight to their unrolled
+        encoder: one Python call per row instead of four."""
+        hset = self.hset_command
+        tuple_command = self.tuple_commands.get("store_product")
+        if tuple_command is None:
+            return [hset(*row) for row in rows]
+        store_product = tuple_command.encode
+        return [store_product(join_values, values, t)
+                if view == "store_product" and values.__class__ is tuple else hset(view, join_values, values, t)
+                for view, join_values, values, t in rows]
 
     def key(self, view: str, join_values: tuple[int, ...]) -> bytes:
         return self.keys[view](join_values)
@@ -474,11 +516,17 @@ class FeatureLog:
             self.made_dirs.add(out_dir)
         tmp = out_dir / f".part-{stamp}.parquet.tmp"
         try:
-            pq.write_table(table, tmp, compression="zstd")
+            pq.write_table(table, tmp, **_PARQUET_OPTIONS)
         except FileNotFoundError:  # the directory went away since (a reset): make it again
             out_dir.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, tmp, compression="zstd")
+            pq.write_table(table, tmp, **_PARQUET_OPTIONS)
         os.replace(tmp, out_dir / f"part-{stamp}.parquet")  # readers never see half a file
+
+
+# A replay writes a file per view and event day and process (~3,800 for the full year): no dictionary pages (ids
+# and times are mostly distinct within a file) and statistics only for event_timestamp (what point-in-time reads
+# filter on): ~20 % less CPU per file than the defaults (1.1 vs 1.4 ms for 900 store_product rows, and 23 vs 28 KB).
+_PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False, "write_statistics": ["event_timestamp"]}
 
 
 def _columns(schema: ViewSchema, rows: list[Row]) -> tuple[dict[str, Any], np.ndarray]:
@@ -621,9 +669,8 @@ class OnlinePartition(StatelessSinkPartition[list[Row]]):
         rows = [row for batch in items for row in batch]
         if not rows:
             return
-        command = self.encoder.hset_command
-        self.writer.send_chunks([command(*row) for row in rows[i:i + PIPELINE_CHUNK]]
-                                for i in range(0, len(rows), PIPELINE_CHUNK))
+        commands = self.encoder.commands
+        self.writer.send_chunks(commands(rows[i:i + PIPELINE_CHUNK]) for i in range(0, len(rows), PIPELINE_CHUNK))
         self.rows_written += len(rows)
         if self.log is not None:
             self.log.append(rows)

@@ -254,3 +254,37 @@ def test_store_product_next_change_is_next_change_of_its_sales():
                     for _ in range(rng.randrange(0, 6))]
         want = F.next_change((t for t, _ in sp.sales), sp.as_of, (7 * DAY, 28 * DAY))
         assert F.store_product_next_change(sp) == want
+
+
+def test_store_events_apply_equals_the_per_event_functions():
+    import random
+
+    import msgspec
+
+    rng = random.Random(5)
+    events = []
+    for i in range(3000):
+        t = T0 + rng.uniform(-3 * DAY, 3 * DAY)
+        kind = rng.choice(["purchase"] * 6 + ["inventory", "product_view", "add_to_cart"])
+        sid, pid = rng.choice([1, 2, 17]), rng.choice([None, 5, 6, 7, 2**31 + 3])
+        events.append(Ev(f"e{i}", kind, t, rng.choice([None, 1, 2]), sid, pid, rng.choice([None, 1, 2, 3]),
+                         rng.randrange(1, 4), rng.random(), rng.choice([None, 0, 5]) if kind == "inventory" else None))
+    stores, pairs, dirty_stores, dirty_pairs = {}, {}, set(), set()
+    for i in range(0, len(events), 700):  # in batches, as a shard gets them
+        F.store_events_apply(stores, pairs, dirty_stores, dirty_pairs, events[i:i + 700])
+    want_stores, want_pairs, want_dirty_stores, want_dirty_pairs = {}, {}, set(), set()
+    for e in events:
+        if e.kind == "purchase":
+            st = want_stores.setdefault(e.store_id, F.StoreState())
+            if F.store_apply(st, e):
+                want_dirty_stores.add(e.store_id)
+        elif e.kind != "inventory":
+            continue
+        if e.product_id is not None:
+            key = (e.store_id << 32) | e.product_id
+            if F.store_product_apply(want_pairs.setdefault(key, F.StoreProductState()), e):
+                want_dirty_pairs.add(key)
+    encode = msgspec.msgpack.encode
+    assert encode(stores) == encode(want_stores) and encode(pairs) == encode(want_pairs)
+    assert (dirty_stores, dirty_pairs) == (want_dirty_stores, want_dirty_pairs)
+    assert len(pairs) > 10 and any(sp.inv_on_hand is not None for sp in pairs.values())
