@@ -63,3 +63,20 @@ def test_batch_views_are_online(feast_applied):
     assert got["product_type"] == ["BREAD:ITALIAN/FRENCH"]
     assert got["brand"] == ["Private"]
     assert got["campaign_ids"] == [[26]]
+
+
+def test_decoded_cache_hands_out_equal_values_and_fresh_lists():
+    from pantry.online import DecodedCache, decode_ts, decode_value, encode_ts, encode_value
+
+    cache = DecodedCache(max_entries=3)
+    ids = encode_value("INT64_LIST", [5, 6, 7])
+    first = cache.value(ids)
+    first.append(99)  # a caller mutating its row must not change what the next read gets
+    assert cache.value(ids) == [5, 6, 7] == decode_value(ids)
+    for dtype, value in [("INT64", 12), ("DOUBLE", 0.25), ("STRING", "x"), ("BOOL", True)]:
+        raw = encode_value(dtype, value)
+        assert cache.value(raw) == decode_value(raw) == value
+    assert len(cache._values) <= 3  # bounded: emptied when full
+    assert cache.value(None) is None and cache.value(b"") is None
+    ts = encode_ts(datetime(2017, 6, 1, 10, 30, 5, 250000, tzinfo=UTC))
+    assert cache.ts(ts) == cache.ts(ts) == decode_ts(ts)
