@@ -11,9 +11,10 @@ import numpy as np
 from pantry.scoring import Features, Scored
 from training import registry
 from training.onnx_export import session as onnx_session
-from training.substitutions import ARRAYS, Catalogue, pool
+from training.substitutions import ARRAYS, POOL, SCORED_POOL, Catalogue, neutral_rows, pool
 from training.substitutions import features as candidate_features
 
+POOL_CACHE_SIZE = 50_000  # product -> its ordered pool (customer-independent, so computed once per version)
 UNKNOWN_STOCK_PROB = 0.5  # no store_product row: the store has not sold it lately; offer, but below known stock
 REPERTOIRE_BONUS = 1.0  # logit bonus for a substitute the customer already buys (not learnable from switches)
 
@@ -46,12 +47,26 @@ class Substitutions:
         self.user_factors = np.load(directory / "user_factors.npy")
         self.private_share = np.load(directory / "private_share.npy")
         self.session = onnx_session((directory / "model.onnx").read_bytes())
+        self._pools: dict[int, list[int]] = {}
 
     def candidate_pool(self, product_id: int) -> list[int]:
+        """The POOL best of the type's SCORED_POOL most bought items, by the ranker without customer or store
+        (serving reads the stock of the first few only, so the order matters)."""
+        cached = self._pools.get(int(product_id))
+        if cached is not None:
+            return list(cached)
         i = _lookup(self.products, int(product_id))
         if i < 0:
             return []
-        return self.products[pool(self.cat, i)].tolist()
+        cands = pool(self.cat, i, SCORED_POOL)
+        if len(cands) > 1:
+            logit = self.session.run(["logit"], {"features": neutral_rows(self.cat, i, cands)})[0][:, 0]
+            cands = cands[np.argsort(-logit, kind="stable")]
+        out = self.products[cands[:POOL]].tolist()
+        if len(self._pools) >= POOL_CACHE_SIZE:
+            self._pools.clear()  # bounded; a cleared entry is recomputed in well under a millisecond
+        self._pools[int(product_id)] = out
+        return list(out)
 
     def _reason(self, usual: int, cand: int, similarity: float, known: bool) -> str:
         if known:

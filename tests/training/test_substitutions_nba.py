@@ -36,6 +36,21 @@ def test_substitution_pool_is_same_type_bounded_and_excludes_the_item(trained, a
     assert model.candidate_pool(-12345) == []
 
 
+def test_substitution_pool_is_the_best_of_the_scored_pool_by_the_neutral_ranker(active) -> None:
+    from training.substitutions import SCORED_POOL, neutral_rows, pool
+
+    model = active.substitutions
+    pid, served = _product_with_pool(model)
+    usual = int(np.searchsorted(model.products, pid))
+    scored = pool(model.cat, usual, SCORED_POOL)
+    logit = model.session.run(["logit"], {"features": neutral_rows(model.cat, usual, scored)})[0][:, 0]
+    by_item = dict(zip(model.products[scored].tolist(), logit.tolist(), strict=True))
+    got = [by_item[p] for p in served]
+    assert got == sorted(got, reverse=True), "served pool is best first by the neutral score"
+    assert set(served) <= set(by_item) and min(got) >= sorted(logit, reverse=True)[len(served) - 1] - 1e-6
+    assert model.candidate_pool(pid) == served  # the cached answer is the same
+
+
 def test_substitution_rank_respects_stock_and_k(active) -> None:
     model = active.substitutions
     pid, pool = _product_with_pool(model)
