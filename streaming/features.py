@@ -192,11 +192,8 @@ def _remember_recent(recent: dict[int, float], product_id: int, t: float) -> Non
     elif len(recent) < REPERTOIRE_RECENT:
         recent[product_id] = t
     else:
-        oldest_t = min(recent.values())  # C speed; the product is looked for only when the newcomer gets in
-        if t < oldest_t:
-            return
-        oldest = min(p for p, held_t in recent.items() if held_t == oldest_t)
-        if t > oldest_t or product_id > oldest:
+        oldest_t, oldest = min(zip(recent.values(), recent, strict=True))  # the smallest (time, product): one C pass
+        if t > oldest_t or (t == oldest_t and product_id > oldest):
             del recent[oldest]
             recent[product_id] = t
 
@@ -211,8 +208,10 @@ def _session_apply(st: CustomerState, e: Ev) -> int:
         # Out of order and older than the current session by more than a gap: its session is closed.
         return 0
     else:
-        st.s_start = min(st.s_start, t)
-        st.s_last = max(st.s_last, t)
+        if t < st.s_start:
+            st.s_start = t
+        if t > st.s_last:
+            st.s_last = t
     st.s_events += 1
     pid = e.product_id
     if pid is not None:
