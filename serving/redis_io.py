@@ -15,36 +15,96 @@ from typing import Any
 
 import hiredis
 import redis.asyncio
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 
 Command = tuple[bytes | str | int | float, ...]
 
 
 class RawPipeline:
     def __init__(self, url: str, read_timeout_s: float, connect_timeout_s: float, max_connections: int = 512):
-        # socket_timeout=None: the connection must not start its own timer per reply; `run` bounds the whole read
+        # socket_timeout=None: the connection must not start its own timer per reply; `run` bounds the whole read.
+        # The pool only builds connections (its settings: host, port, db, timeouts); `run` keeps its own idle
+        # stack: a connection comes back only after every reply was read, so redis-py's per-checkout health poll
+        # (a zero timeout and a socket read per request) has nothing to find.
         self.pool = redis.asyncio.ConnectionPool.from_url(
             url, socket_timeout=None, socket_connect_timeout=connect_timeout_s, max_connections=max_connections)
         self.read_timeout_s = read_timeout_s
+        self.max_connections = max_connections
+        self._idle: list[redis.asyncio.Connection] = []
+        self._open = 0  # connections made and not dropped (idle + in use)
+
+    async def _connection(self) -> tuple[redis.asyncio.Connection, bool]:
+        """A connection and whether it was idle before (an idle one may have been closed by the server since)."""
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.is_connected:
+                return conn, True
+            self._open -= 1
+        if self._open >= self.max_connections:
+            raise redis.ConnectionError("too many connections")
+        conn = self.pool.make_connection()
+        self._open += 1
+        try:
+            await conn.connect()
+        except BaseException:
+            self._open -= 1
+            raise
+        return conn, False
 
     async def run(self, commands: Sequence[Command], timeout_s: float | None = None) -> list[Any]:
         """The replies in command order. A reply error (WRONGTYPE, ...) raises redis ResponseError, a connection error
-        or the read timeout (TimeoutError) raises as it comes; either way the connection is dropped, not reused."""
+        or the read timeout (TimeoutError) raises as it comes; either way the connection is dropped, not reused.
+        A reused connection that the server closed (a Redis restart) is retried once on a new one, as redis-py's
+        health check at checkout would have done."""
         packed = b"".join([hiredis.pack_command(c) for c in commands])
-        conn = await self.pool.get_connection()
-        try:
-            await conn.send_packed_command(packed, check_health=False)
-            async with asyncio.timeout(timeout_s or self.read_timeout_s):
-                replies = [await conn.read_response() for _ in range(len(commands))]
-        except BaseException:
-            # a half-read connection must never serve another request
-            await conn.disconnect(nowait=True)
-            raise
-        finally:
-            await self.pool.release(conn)
-        return replies
+        for attempt in (1, 2):
+            conn, reused = await self._connection()
+            try:
+                await conn.send_packed_command(packed, check_health=False)
+                async with asyncio.timeout(timeout_s or self.read_timeout_s):
+                    replies = await _read_replies(conn, len(commands))
+            except (redis.ConnectionError, OSError):
+                await self._drop(conn)
+                if reused and attempt == 1:
+                    await self._drop_idle()  # they date from the same server: likely closed too
+                    continue
+                raise
+            except BaseException:
+                await self._drop(conn)  # a half-read connection must never serve another request
+                raise
+            self._idle.append(conn)
+            return replies
+        raise AssertionError("unreachable")
+
+    async def _drop(self, conn: redis.asyncio.Connection) -> None:
+        self._open -= 1
+        await conn.disconnect(nowait=True)
+
+    async def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._drop(conn)
 
     async def aclose(self) -> None:
+        await self._drop_idle()
         await self.pool.aclose()
+
+
+async def _read_replies(conn: redis.asyncio.Connection, n: int) -> list[Any]:
+    """n replies straight from the connection's hiredis reader: one socket read feeds many replies, and there is no
+    per-reply timeout context (redis-py's read_response costs one per reply; `run` bounds the whole batch)."""
+    parser = conn._parser
+    gets = parser._reader.gets
+    replies: list[Any] = []
+    while len(replies) < n:
+        reply = gets()
+        if reply is NOT_ENOUGH_DATA:
+            await parser.read_from_socket()
+            continue
+        if isinstance(reply, Exception):  # hiredis hands a -ERR reply over as a ResponseError instance
+            raise reply
+        replies.append(reply)
+    return replies
 
 
 def _key_bytes(key: bytes | str | int | float) -> bytes:
