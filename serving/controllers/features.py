@@ -31,16 +31,34 @@ def _ts(ts: datetime | None) -> str:
     return text + "Z"
 
 
-def _native(value):
-    if value is None or value.__class__ is int or value.__class__ is str:
-        return value  # most values: nothing to convert
-    if isinstance(value, datetime):
-        return int(value.timestamp())  # Feast returns UNIX_TIMESTAMP values as epoch seconds
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, list) and value and isinstance(value[0], float) and not all(map(math.isfinite, value)):
-        return [_native(v) for v in value]  # rare: only a list holding NaN/inf is copied (embeddings are 64 floats)
-    return value
+def _json_float(value: float) -> float | str:
+    if value - value == 0.0:  # finite (inf - inf and nan - nan are nan)
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _json_floats(values: list[float]) -> list[float | str]:
+    total = sum(values)
+    if total - total == 0.0:  # every element finite: the list goes out as it is (embeddings are 64 floats)
+        return values
+    return [_json_float(v) for v in values]
+
+
+# Per Feast value type, how a decoded value becomes what Feast's server returns in JSON (None: as it is). A view's
+# columns have fixed types, so the choice is made once per column, not per value.
+_TO_JSON = {
+    "UNIX_TIMESTAMP": lambda ts: int(ts.timestamp()),  # Feast returns UNIX_TIMESTAMP values as epoch seconds
+    "FLOAT": _json_float,
+    "DOUBLE": _json_float,
+    "FLOAT_LIST": _json_floats,
+    "DOUBLE_LIST": _json_floats,
+}
+
+
+def _column(rows, feat: str, to_json) -> list:
+    if to_json is None:
+        return [row.values[feat] if row.values is not None else None for row in rows]
+    return [None if row.values is None or (v := row.values[feat]) is None else to_json(v) for row in rows]
 
 
 def _bad(message: str) -> ValidationException:
@@ -84,10 +102,11 @@ class FeaturesController(Controller):
             # a view's features share their rows' timestamps and ages: formatted once per view, not per feature
             timestamps = [_ts(row.ts) for row in rows]
             ages = [row.age_s for row in rows]
+            schema = reader.layout.views[view]
             for feat in feats:
                 names.append(f"{view}__{feat}" if data.full_feature_names else feat)
                 vectors.append(FeatureVector(
-                    [_native(row.values[feat]) if row.values is not None else None for row in rows],
+                    _column(rows, feat, _TO_JSON.get(schema.dtype(feat))),
                     [_STATUS[row.status] if row.values is None or row.values[feat] is not None else "NULL_VALUE"
                      for row in rows],
                     timestamps,

@@ -131,3 +131,34 @@ def test_features_ttl_with_old_watermark(http, write_features, feast_applied):
     assert col["statuses"] == ["OUTSIDE_MAX_AGE", "PRESENT"]
     assert col["values"] == [None, 2]
     assert abs(col["ages_s"][0] - 7200) < 5 and abs(col["ages_s"][1] - 120) < 5
+
+
+def test_features_json_values_per_type_like_feast(http, write_features, feast_applied):
+    """Timestamps as epoch seconds, non-finite floats as Feast JSON strings, finite lists untouched, nulls as nulls."""
+    from pantry.clock import publish_watermark, read_watermark
+
+    client = sync_client(feast_applied)
+    if client.get("pantry:watermark") is None:
+        publish_watermark(client, datetime(2017, 7, 1, 12, tzinfo=UTC))
+    now = read_watermark(client)
+    last = now - timedelta(days=1, microseconds=0)
+    write_features("customer_activity", (9_200_000_020,), {"spend_7d": float("inf"), "spend_28d": float("nan"),
+                                                           "orders_7d": 2, "last_order_at": last}, now)
+    write_features("customer_activity", (9_200_000_021,), {"spend_7d": 1.5, "spend_28d": float("-inf")}, now)
+    write_features("customer_repertoire", (9_200_000_020,), {"repertoire_product_ids": [7, 8],
+                                                             "repertoire_scores": [1.0, float("inf")]}, now)
+    write_features("customer_repertoire", (9_200_000_021,), {"repertoire_product_ids": [9],
+                                                             "repertoire_scores": [0.5]}, now)
+    response = http.post("/v1/features", json={
+        "features": ["customer_activity:spend_7d", "customer_activity:spend_28d", "customer_activity:orders_7d",
+                     "customer_activity:last_order_at", "customer_repertoire:repertoire_product_ids",
+                     "customer_repertoire:repertoire_scores"],
+        "entities": {"customer_id": [9_200_000_020, 9_200_000_021]}})
+    assert response.status_code == 200, response.text
+    _, spend7, spend28, orders, last_order, ids, scores = (c["values"] for c in response.json()["results"])
+    assert spend7 == ["Infinity", 1.5]
+    assert spend28 == ["NaN", "-Infinity"]
+    assert orders == [2, None]
+    assert last_order == [int(last.timestamp()), None]
+    assert ids == [[7, 8], [9]]
+    assert scores == [[1.0, "Infinity"], [0.5]]
