@@ -125,7 +125,7 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
             seconds = time.perf_counter() - start
             # the template, never the raw path: an unmatched path could carry anything
             route = scope.get("path_template") or ("unmatched" if status[0] == 404 else "other")
-            metrics.child(metrics.REQUEST_LATENCY, route, str(status[0])).observe(seconds)
+            metrics.PENDING.observe(metrics.child(metrics.REQUEST_LATENCY, route, str(status[0])), seconds)
             if access is not None:
                 access(scope["method"], route, status[0], seconds)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from bisect import bisect_left
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -37,6 +38,45 @@ def child(metric: Histogram | Counter, *labels: str):
     return metric.labels(*labels)
 
 
+class Pending:
+    """Counter increments and histogram observations of the request path, added up in the process and applied to
+    prometheus_client once a second (the poller) and before /metrics renders.
+
+    In multiprocess mode every `inc`/`observe` is a locked write to an mmapped file; a /v1/features request made 11
+    of them (latency, and per view a row count and an age), ~10% of its CPU. Here a request adds to dicts; a flush
+    makes one write per bucket and sum that changed. Uses the histogram child's bucket list (`_upper_bounds`,
+    `_buckets`, `_sum`: prometheus_client's own fields, pinned in requirements.lock); a test checks that the
+    exposition equals direct observe() calls."""
+
+    def __init__(self):
+        self.counts: dict = {}
+        self.histograms: dict = {}  # child -> [sum, count per bucket...]
+
+    def inc(self, counter_child, amount: float = 1.0) -> None:
+        self.counts[counter_child] = self.counts.get(counter_child, 0.0) + amount
+
+    def observe(self, histogram_child, value: float) -> None:
+        acc = self.histograms.get(histogram_child)
+        if acc is None:
+            acc = self.histograms[histogram_child] = [0.0] + [0] * len(histogram_child._upper_bounds)
+        acc[0] += value
+        acc[1 + bisect_left(histogram_child._upper_bounds, value)] += 1
+
+    def flush(self) -> None:
+        counts, self.counts = self.counts, {}
+        histograms, self.histograms = self.histograms, {}
+        for counter_child, amount in counts.items():
+            counter_child.inc(amount)
+        for histogram_child, (total, *buckets) in histograms.items():
+            histogram_child._sum.inc(total)
+            for bucket, n in zip(histogram_child._buckets, buckets, strict=True):
+                if n:
+                    bucket.inc(n)
+
+
+PENDING = Pending()
+
+
 def set_model_versions(versions: dict[str, str | None], previous: dict[str, str | None] | None = None) -> None:
     for name, version in (previous or {}).items():
         if version is not None:
@@ -46,6 +86,7 @@ def set_model_versions(versions: dict[str, str | None], previous: dict[str, str 
 
 
 def render() -> tuple[bytes, str]:
+    PENDING.flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

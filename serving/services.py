@@ -111,6 +111,7 @@ class Services:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        metrics.PENDING.flush()
         await self.redis.aclose()
         await self.pipeline.aclose()
 
@@ -128,13 +129,14 @@ class Services:
         self.campaigns.refresh(raw)
 
     async def _poll(self, interval_s: float = 1.0) -> None:
-        """Approvals every second; the registry every few seconds until it exists; model-version gauges."""
+        """Metrics and approvals every second; the registry every few seconds until it exists; model-version gauges."""
         versions = self.models.current.versions()
         tick = 0
         while True:
             await asyncio.sleep(interval_s)
             tick += 1
             try:
+                metrics.PENDING.flush()  # the request path's metric updates of the last second
                 await self._refresh_approvals()
                 if self.reader is None and tick % 5 == 0:
                     await self._load_registry()
@@ -159,9 +161,9 @@ class Services:
             if row.age_s is not None and row.age_s > oldest.get(r.view, -1.0):
                 oldest[r.view] = row.age_s
         for (view, status), n in counts.items():
-            metrics.child(metrics.FEATURE_STATUS, view, status).inc(n)
+            metrics.PENDING.inc(metrics.child(metrics.FEATURE_STATUS, view, status), n)
         for view, age in oldest.items():
-            metrics.child(metrics.FEATURE_AGE, view).observe(max(age, 0.0))
+            metrics.PENDING.observe(metrics.child(metrics.FEATURE_AGE, view), max(age, 0.0))
         return result
 
     async def now(self, as_of: datetime | None) -> datetime:

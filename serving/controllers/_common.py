@@ -22,4 +22,4 @@ def customer_fallback(result: ReadResult, reads: Sequence[RowRead], customer_vie
 
 def count_fallback(endpoint: str, fallback: str | None) -> None:
     if fallback is not None:
-        metrics.child(metrics.FALLBACKS, endpoint, fallback).inc()
+        metrics.PENDING.inc(metrics.child(metrics.FALLBACKS, endpoint, fallback))
