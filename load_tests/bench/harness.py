@@ -330,10 +330,17 @@ def finish_targets(report: Report, settings: Settings, replayed: bool, trained: 
     features = next((p.saturation for p in report.peers if p.name == "pantry /v1/features"), None)
     feast = next((p.saturation for p in report.peers if p.name.startswith("feast serve")), None)
     if features and feast and feast.achieved_rps:
+        # the target: >= 10x the peer's throughput at a lower p99, with no failures of our own (the peer's
+        # failures are reported: they only lower its throughput)
         r = features.achieved_rps / feast.achieved_rps
-        failed = features.failures or feast.failures
-        t.append(Target("/v1/features vs feast serve (saturation req/s)", goal="≥ 10x",
-                        measured=f"{r:.1f}x" + (" (with failures)" if failed else ""), met=r >= 10 and not failed))
+        lower_p99 = features.p99_ms is not None and feast.p99_ms is not None and features.p99_ms < feast.p99_ms
+        measured = f"{r:.1f}x, p99 {fmt(features.p99_ms, 'ms')} vs {fmt(feast.p99_ms, 'ms')}"
+        if features.failures:
+            measured += f", {features.failures:,} pantry failures"
+        if feast.failures:
+            measured += f", {feast.failures:,} feast serve failures"
+        t.append(Target("/v1/features vs feast serve (saturation req/s, at a lower p99)", goal="≥ 10x",
+                        measured=measured, met=r >= 10 and lower_p99 and not features.failures))
     else:
         t.append(Target("/v1/features vs feast serve (saturation req/s)", goal="≥ 10x", measured="-", met=None))
     onnx = number(training, "onnx", "p50")
@@ -361,7 +368,15 @@ def finish_targets(report: Report, settings: Settings, replayed: bool, trained: 
     t.append(_target("/v1/recommendations saturation (serving/bench.py)", "≥ 1,500 req/s", sat_open,
                      lambda v: v >= 1500, "req/s"))
     x = number(serving, "features_vs_feast_serve", "throughput")
-    t.append(_target("/v1/features vs feast serve (serving/bench.py)", "≥ 10x", x, lambda v: v >= 10, "x"))
+    ours_p99, peer_p99 = number(serving, "features.saturation", "p99"), number(serving, "feast_serve.saturation", "p99")
+    ours_errors = number(serving, "features.saturation", "errors")
+    label = "/v1/features vs feast serve (serving/bench.py, at a lower p99)"
+    if x is not None and ours_p99 is not None and peer_p99 is not None:
+        t.append(Target(label, goal="≥ 10x", measured=f"{x:.1f}x, p99 {fmt(ours_p99, 'ms')} vs {fmt(peer_p99, 'ms')}"
+                        + (f", {ours_errors:,.0f} pantry errors" if ours_errors else ""),
+                        met=x >= 10 and ours_p99 < peer_p99 and not ours_errors))
+    else:
+        t.append(_target(label, "≥ 10x", x, lambda v: v >= 10, "x"))
     retrain = number(training, "retrain") or number(training, "train", "_s")
     if retrain is None and trained:
         retrain = next(s for n, s, st in report.steps if n == "pantry train")
