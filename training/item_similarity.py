@@ -18,7 +18,7 @@ import numpy as np
 from training.data import History
 
 RECENT_DAYS = 28.0  # the customer's "recent" items: bought in the last 4 weeks before the cut
-NEIGHBOURS = 50  # K of the cosine kNN (per item)
+NEIGHBOURS = 20  # K of the cosine kNN (per item): 20 and 50 measured the same on two validation cuts
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def empty(n_items: int) -> ItemSimilarity:
 def fit(hist: History, n_items: int, k: int = NEIGHBOURS, min_buyers: int = 3) -> ItemSimilarity:
     """Cosine kNN over the history's customers x items basket counts (items with `min_buyers`+ buyers)."""
     import scipy.sparse as sp
-    from implicit.nearest_neighbours import CosineRecommender
+    from implicit.nearest_neighbours import ItemItemRecommender
 
     buyers = np.bincount(hist.items, minlength=n_items)
     kept = np.flatnonzero(buyers >= min_buyers)
@@ -74,8 +74,12 @@ def fit(hist: History, n_items: int, k: int = NEIGHBOURS, min_buyers: int = 3) -
     ok = local[hist.items] >= 0
     matrix = sp.csr_matrix((hist.count[ok].astype(np.float32), (users[ok], local[hist.items[ok]])),
                            shape=(len(hist.indptr) - 1, len(kept)))
-    model = CosineRecommender(K=min(k, len(kept)), num_threads=1)
-    model.fit(matrix, show_progress=False)
+    # implicit's CosineRecommender: item columns scaled to unit length, then the item-item dot products (done here
+    # in CSR: its own normalisation hands the kNN a COO matrix and warns)
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=0)).ravel())
+    weighted = matrix.multiply(1.0 / np.maximum(norms, 1e-12)).tocsr().astype(np.float64)
+    model = ItemItemRecommender(K=min(k, len(kept)), num_threads=1)
+    model.fit(weighted, show_progress=False)
     sim = model.similarity.tocsr()
     sim.sort_indices()
     rows = np.repeat(kept, np.diff(sim.indptr))

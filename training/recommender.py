@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from training import als
-from training import item_similarity as cooc
 from training.data import (
     STORE_WINDOW_DAYS,
     History,
@@ -49,16 +48,11 @@ FEATURE_NAMES = (
     "week_share_long",
     "week_share_short",
     "item_trend",
-    "log_cooc_recent",
-    "cooc_max_recent",
-    "log_cooc_all",
 )
-N_BASE_FEATURES = 16  # the columns of `candidate_features`; the item-item similarity columns follow
 TOP_K = 200  # ALS TopK in the ONNX graph: the pool of never-bought candidates
 MIN_BUYERS = 3  # items the ONNX graph scores: bought by at least this many customers (fewer: noise, and slower)
 N_NEW = 30  # never-bought ALS candidates per customer
 N_POPULAR = 30  # never-bought popular candidates per customer
-N_COOC = 30  # never-bought candidates most similar (item-item) to the customer's recent items
 MAX_HISTORY = 400  # bought candidates per customer (by decayed count)
 LABEL_DAYS = 35  # the re-ranker's label window (about the evaluation holdout's length)
 # Chosen on validation customers of the training window, i.e. before any test cut (figures in
@@ -84,14 +78,14 @@ def candidate_features(
     active_weeks: float,
     trend: np.ndarray,
 ) -> np.ndarray:
-    """[n, N_BASE_FEATURES] float32. Never-bought candidates have count 0 (their day fields are ignored)."""
+    """[n, len(FEATURE_NAMES)] float32. Never-bought candidates have count 0 (their day fields are ignored)."""
     bought = count > 0
     days_since = np.where(bought, np.maximum(ref_day - last_day, 0.0), NEVER_DAYS)
     interval = np.where(count >= 2, (last_day - first_day) / np.maximum(count - 1, 1), 60.0)
     interval = np.maximum(interval, 1.0)
     ratio = np.where(bought, days_since / interval, 0.0)
     n_b = np.maximum(np.asarray(n_baskets, dtype=np.float64), 1.0)
-    out = np.empty((len(count), N_BASE_FEATURES), dtype=np.float32)
+    out = np.empty((len(count), len(FEATURE_NAMES)), dtype=np.float32)
     out[:, 0] = bought
     out[:, 1] = np.log1p(count)
     out[:, 2] = np.log1p(decayed)
@@ -119,22 +113,11 @@ class ItemStats:
     repeat_rate: np.ndarray  # float32 smoothed share of an item's buyers who bought it in 2+ baskets
     popular_top: np.ndarray  # int64 item indices, most popular first
     trend: np.ndarray  # float32 log of (buyers in the last 14 days + 1) / (buyers in the 8 weeks before / 4 + 1)
-    similarity: cooc.ItemSimilarity  # item-item co-purchase kNN
 
 
-def item_stats(popularity: np.ndarray, repeat_rate: np.ndarray, trend: np.ndarray,
-               similarity: cooc.ItemSimilarity | None = None, n_top: int = 200) -> ItemStats:
+def item_stats(popularity: np.ndarray, repeat_rate: np.ndarray, trend: np.ndarray, n_top: int = 200) -> ItemStats:
     top = np.argsort(-popularity, kind="stable")[:n_top].astype(np.int64)
-    sim = similarity if similarity is not None else cooc.empty(len(popularity))
-    return ItemStats(popularity.astype(np.float32), repeat_rate.astype(np.float32), top, trend.astype(np.float32),
-                     sim)
-
-
-def fit_item_stats(before: pd.DataFrame, index: Index, hist: History, until: datetime) -> ItemStats:
-    """Popularity, repeat rates, trend and the item-item similarity, all from purchases before `until`."""
-    n = len(index.products)
-    return item_stats(item_popularity(before, index, until), repeat_rates(hist, n), item_trend(before, index, until),
-                      cooc.fit(hist, n))
+    return ItemStats(popularity.astype(np.float32), repeat_rate.astype(np.float32), top, trend.astype(np.float32))
 
 
 def item_trend(purchases: pd.DataFrame, index: Index, until: datetime) -> np.ndarray:
@@ -170,15 +153,12 @@ class Candidates:
 
 def customer_candidates(
     hist: History, u: int, user_vec: np.ndarray, item_factors: np.ndarray, top_indices: np.ndarray, stats: ItemStats,
-    n_new: int = N_NEW, n_popular: int = N_POPULAR, max_history: int = MAX_HISTORY, n_cooc: int = N_COOC,
+    n_new: int = N_NEW, n_popular: int = N_POPULAR, max_history: int = MAX_HISTORY,
 ) -> Candidates:
     """Bought items (top `max_history` by decayed count) + the first `n_new` never-bought items of the ALS top-k
-    + the first `n_popular` never-bought popular items + the `n_cooc` never-bought items most similar to the
-    customer's recent items (all items when nothing is recent)."""
+    + the first `n_popular` never-bought popular items."""
     customer_first = hist.ref_day
-    recent = all_bought = np.empty(0, dtype=np.int64)
     if u >= 0:
-        recent, all_bought = cooc.customer_sources(hist, u)
         sl = hist.row(u)
         items = hist.items[sl]
         count, decayed, decayed_s = hist.count[sl], hist.decayed[sl], hist.decayed_short[sl]
@@ -205,17 +185,7 @@ def customer_candidates(
     taken[new_als] = True
     pop = stats.popular_top
     new_pop = pop[~taken[pop]][:n_popular]
-    taken[new_pop] = True
-    summed_recent = None
-    new_sim = np.empty(0, dtype=np.int64)
-    if len(all_bought) and n_cooc > 0:
-        summed_recent = stats.similarity.summed(recent if len(recent) else all_bought)
-        taken[all_bought] = True  # the capped history leaves some bought items out of `items`
-        free = np.flatnonzero((summed_recent > 0) & ~taken)
-        if len(free) > n_cooc:
-            free = free[np.argpartition(-summed_recent[free], n_cooc - 1)[:n_cooc]]
-        new_sim = free[np.argsort(-summed_recent[free], kind="stable")]
-    new = np.concatenate([new_als, new_pop, new_sim]).astype(np.int64)
+    new = np.concatenate([new_als, new_pop])
     all_items = np.concatenate([items, new]).astype(np.int64)
     z32 = np.zeros(len(new), dtype=np.float32)
     z64 = np.zeros(len(new), dtype=np.float64)
@@ -238,9 +208,6 @@ def customer_candidates(
         act,
         stats.trend[all_items],
     )
-    sim_cols = cooc.columns(stats.similarity, recent, all_bought, all_items,
-                            summed_recent if len(recent) else None)
-    feats = np.hstack([feats, sim_cols])
     days_since = np.where(all_count > 0, hist.ref_day - all_last, np.inf)
     return Candidates(all_items, feats, all_count, days_since)
 
@@ -395,7 +362,6 @@ def float32_thresholds(model_text: str) -> str:
     # trees one after the other
     return "\n".join(ln for ln in lines if not ln.startswith("tree_sizes="))
 
-
 def reranker_set(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, max_users: int = 1500,
                  seed: int = 0):
     cut = until - timedelta(days=LABEL_DAYS)
@@ -403,7 +369,8 @@ def reranker_set(purchases: pd.DataFrame, until: datetime, params: als.AlsParams
     if len(index.customers) == 0:
         return None
     hist = build_history(before, index, cut)
-    stats = fit_item_stats(before, index, hist, cut)
+    stats = item_stats(item_popularity(before, index, cut), repeat_rates(hist, len(index.products)),
+                       item_trend(before, index, cut))
     truth = truth_sets(purchases[purchases["day"] < to_days(until)], index, cut, until)
     users = np.array(sorted(truth), dtype=np.int64)
     if len(users) == 0:
@@ -452,9 +419,10 @@ def fit(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, timer: 
         rerank: bool = True) -> Fitted:
     with timer.step("recommender: ALS fit"):
         before, index, _matrix, model, uf, itf = fit_als_at(purchases, until, params)
-    with timer.step("recommender: history + popularity + item-item tables"):
+    with timer.step("recommender: history + popularity tables"):
         hist = build_history(before, index, until)
-        stats = fit_item_stats(before, index, hist, until)
+        stats = item_stats(item_popularity(before, index, until), repeat_rates(hist, len(index.products)),
+                           item_trend(before, index, until))
         s_ids, s_ptr, s_items, s_units = store_tables(before, index, until)
     reranker = None
     if rerank:
@@ -467,7 +435,7 @@ ARRAYS = (
     "customers", "products", "user_factors", "item_factors", "popularity", "repeat_rate", "trend",
     "hist_indptr", "hist_items", "hist_count", "hist_decayed", "hist_decayed_short", "hist_first_day",
     "hist_last_day", "hist_weeks_long", "hist_weeks_short", "n_baskets", "active_weeks", "ref_day",
-    "store_ids", "store_indptr", "store_items", "store_units", "sim_indptr", "sim_indices", "sim_data",
+    "store_ids", "store_indptr", "store_items", "store_units",
 )
 
 
@@ -483,8 +451,7 @@ def save(fitted: Fitted, directory: Path) -> None:
         "hist_weeks_long": h.weeks_long, "hist_weeks_short": h.weeks_short,
         "n_baskets": h.n_baskets, "active_weeks": h.active_weeks, "ref_day": np.array([h.ref_day]),
         "store_ids": fitted.store_ids, "store_indptr": fitted.store_indptr, "store_items": fitted.store_items,
-        "store_units": fitted.store_units, "sim_indptr": fitted.stats.similarity.indptr,
-        "sim_indices": fitted.stats.similarity.indices, "sim_data": fitted.stats.similarity.data,
+        "store_units": fitted.store_units,
     }
     for name, arr in arrays.items():
         np.save(directory / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
@@ -497,10 +464,6 @@ def save(fitted: Fitted, directory: Path) -> None:
 
 def load_arrays(directory: Path) -> dict[str, np.ndarray]:
     return {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in ARRAYS}
-
-
-def similarity_from_arrays(a: dict[str, np.ndarray]) -> cooc.ItemSimilarity:
-    return cooc.ItemSimilarity(a["sim_indptr"], a["sim_indices"], a["sim_data"])
 
 
 def history_from_arrays(a: dict[str, np.ndarray]) -> History:

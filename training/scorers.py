@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from pantry.scoring import MODEL_NAMES, Features, ModelError, Scored, Surface
-from training import item_similarity, registry
+from training import registry
 from training.onnx_export import session as onnx_session
 from training.recommender import (
     candidate_features,
@@ -19,7 +19,6 @@ from training.recommender import (
     history_from_arrays,
     item_stats,
     load_arrays,
-    similarity_from_arrays,
 )
 
 # Customers whose scored candidates a scorer keeps (about 5 KB each; serving passes Settings.recommender_cache)
@@ -39,7 +38,6 @@ class Ranked:
     n_baskets: float
     first_day: float
     active_weeks: float
-    u: int  # the customer's row in the history (-1: unknown), whose items the similarity columns read
 
 
 def _lookup(sorted_ids: np.ndarray, value: int) -> int:
@@ -65,7 +63,7 @@ class Recommender:
         self.item_factors = a["item_factors"]
         self.scorable = np.load(directory / "scorable_items.npy", allow_pickle=False)
         self.popularity = a["popularity"]
-        self.stats = item_stats(a["popularity"], a["repeat_rate"], a["trend"], similarity_from_arrays(a))
+        self.stats = item_stats(a["popularity"], a["repeat_rate"], a["trend"])
         self.hist = history_from_arrays(a)
         self.store_ids = a["store_ids"]
         self.store_indptr = a["store_indptr"]
@@ -141,7 +139,7 @@ class Recommender:
         for a in arrays:
             a.flags.writeable = False  # cached and shared by every later request of this customer
         return Ranked(*arrays, float(hist.n_baskets[u]) if u >= 0 else 0.0,
-                      float(first.min()) if len(first) else ref, float(hist.active_weeks[u]) if u >= 0 else 0.0, u)
+                      float(first.min()) if len(first) else ref, float(hist.active_weeks[u]) if u >= 0 else 0.0)
 
     def _ranked_known(self, u: int) -> Ranked:
         """A known customer's ranking from the version's own factors (its online embedding is the same vector:
@@ -190,11 +188,6 @@ class Recommender:
                                    ranked.n_baskets, np.zeros(len(new), dtype=np.float32),
                                    self.popularity[new], self.stats.repeat_rate[new], ref, ranked.first_day, ones,
                                    ones, min(ranked.active_weeks + 1.0, 26.0), self.stats.trend[new])
-        if ranked.u >= 0:
-            recent, all_bought = item_similarity.customer_sources(self.hist, ranked.u)
-        else:
-            recent = all_bought = np.empty(0, dtype=np.int64)
-        feats = np.hstack([feats, item_similarity.columns(self.stats.similarity, recent, all_bought, new)])
         in_cands[:] = False
         in_cands[new] = True
         keep = ~in_cands[ranked.items]
@@ -203,7 +196,7 @@ class Recommender:
             np.concatenate([ranked.score[keep], self._rerank(feats)]),
             np.concatenate([ranked.count[keep], ones]),
             np.concatenate([ranked.days_since[keep], np.zeros(len(new))]),
-            ranked.n_baskets, ranked.first_day, ranked.active_weeks, ranked.u,
+            ranked.n_baskets, ranked.first_day, ranked.active_weeks,
         ), new
 
     # ---- the protocol ------------------------------------------------------------------------------------------

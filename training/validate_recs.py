@@ -25,7 +25,7 @@ import pandas as pd
 from pantry.settings import get_settings as Settings
 from training import item_similarity, recommender
 from training.als import AlsParams
-from training.data import History, Index, build_history, load_purchases, to_days
+from training.data import History, Index, build_history, item_popularity, load_purchases, parse_until, to_days
 from training.evaluate import REC_CUT
 from training.gbm import GbmParams, fit_lambdarank
 
@@ -51,7 +51,9 @@ def build_cut(purchases: pd.DataFrame, cut: datetime, params: AlsParams, max_use
     before = purchases[purchases["day"] < to_days(cut)]
     _b, index, _m, _model, uf, itf = recommender.fit_als_at(purchases, cut, params)
     hist = build_history(before, index, cut)
-    stats = recommender.fit_item_stats(before, index, hist, cut)
+    stats = recommender.item_stats(item_popularity(before, index, cut),
+                                   recommender.repeat_rates(hist, len(index.products)),
+                                   recommender.item_trend(before, index, cut))
     end = cut + timedelta(days=recommender.LABEL_DAYS)
     truth = recommender.truth_sets(purchases[purchases["day"] < to_days(end)], index, cut, end)
     users = np.array(sorted(truth), dtype=np.int64)
@@ -122,8 +124,8 @@ def run(train: CutData, valid: CutData, extra: Extra | None, names: tuple[str, .
     x = np.concatenate([xt[i] for i in keep])
     y = np.concatenate([yt[i] for i in keep])
     sizes = np.array([len(yt[i]) for i in keep])
-    all_names = recommender.FEATURE_NAMES + tuple(names) + tuple(
-        f"x{j}" for j in range(x.shape[1] - len(recommender.FEATURE_NAMES) - len(names)))
+    base = recommender.FEATURE_NAMES[: xt[0].shape[1] - len(names)]
+    all_names = base + tuple(names)
     fy, dis, fit_s = [], [], 0.0
     gains: dict[str, float] = {}
     for seed in seeds:
@@ -202,32 +204,25 @@ def type_features(cd: CutData, column: str = "product_type") -> list[np.ndarray]
     return out
 
 
-def cooc_features(cd: CutData, recent_days: float = 28.0, k: int = 50) -> list[np.ndarray]:
-    """Item-item cosine (implicit's CosineRecommender, K neighbours) between a candidate and the customer's items
-    of the last `recent_days` (sum and max), and with the whole history (sum)."""
-    import scipy.sparse as sp
-    from implicit.nearest_neighbours import CosineRecommender
-
-    pb = per_basket(cd)
-    m = sp.csr_matrix((np.ones(len(pb), dtype=np.float32), (pb["u"], pb["i"])),
-                      shape=(len(cd.index.customers), len(cd.index.products)))
-    m.sum_duplicates()
-    model = CosineRecommender(K=k, num_threads=1)
-    model.fit(m, show_progress=False)
-    sim = model.similarity.tocsr()
-    rec = pb[pb["day"] >= cd.hist.ref_day - recent_days]
-    r = sp.csr_matrix((np.ones(len(rec), dtype=np.float32), (rec["u"], rec["i"])), shape=m.shape)
-    r.data[:] = 1.0
-    mb = m.copy()
-    mb.data[:] = 1.0
+def cooc_features(cd: CutData) -> list[np.ndarray]:
+    """training/item_similarity.py's three columns (item-item cosine kNN over the history before the cut): summed
+    and max similarity to the customer's items of the last 4 weeks, summed similarity to all their items."""
+    sim = _similarity(cd)
     out = []
     for u, c in zip(cd.users, cd.cands, strict=True):
-        ru = r[int(u)]
-        s_recent = (ru @ sim).toarray()[0] if ru.nnz else np.zeros(m.shape[1])
-        s_all = (mb[int(u)] @ sim).toarray()[0]
-        sub = sim[ru.indices][:, c.items].toarray() if ru.nnz else np.zeros((1, len(c.items)))
-        out.append(np.column_stack([np.log1p(s_recent[c.items]), sub.max(axis=0), np.log1p(s_all[c.items])]))
+        recent, all_bought = item_similarity.customer_sources(cd.hist, int(u))
+        out.append(item_similarity.columns(sim, recent, all_bought, c.items))
     return out
+
+
+_SIM: dict[tuple, item_similarity.ItemSimilarity] = {}
+
+
+def _similarity(cd: CutData, k: int | None = None) -> item_similarity.ItemSimilarity:
+    key = (cd.cut, k or item_similarity.NEIGHBOURS)
+    if key not in _SIM:
+        _SIM[key] = item_similarity.fit(cd.hist, len(cd.index.products), k=key[1])
+    return _SIM[key]
 
 
 def store_features(cd: CutData, days: float = 28.0) -> list[np.ndarray]:
@@ -292,41 +287,20 @@ def new_candidate_rows(cd: CutData, u: int, c: recommender.Candidates, new: np.n
     f = recommender.candidate_features(z, z, z, z.astype(np.float64), z.astype(np.float64), float(h.n_baskets[u]),
                                        cd.itf[new] @ cd.uf[u], cd.stats.popularity[new], cd.stats.repeat_rate[new],
                                        h.ref_day, first, z, z, float(h.active_weeks[u]), cd.stats.trend[new])
-    recent, all_bought = item_similarity.customer_sources(h, u)
-    f = np.hstack([f, item_similarity.columns(cd.stats.similarity, recent, all_bought, new)])
     days = np.concatenate([c.days_since, np.full(len(new), np.inf)])
     return recommender.Candidates(np.concatenate([c.items, new]), np.vstack([c.features, f]),
                                   np.concatenate([c.count, z]), days)
 
 
-def cooc_similarity(cd: CutData, k: int = 50):
-    import scipy.sparse as sp
-    from implicit.nearest_neighbours import CosineRecommender
-
-    pb = per_basket(cd)
-    m = sp.csr_matrix((np.ones(len(pb), dtype=np.float32), (pb["u"], pb["i"])),
-                      shape=(len(cd.index.customers), len(cd.index.products)))
-    m.sum_duplicates()
-    model = CosineRecommender(K=k, num_threads=1)
-    model.fit(m, show_progress=False)
-    return model.similarity.tocsr(), m, pb
-
-
-def add_cooc_candidates(cd: CutData, n: int = 30, recent_days: float = 28.0) -> CutData:
-    """+ the `n` never-bought items most similar (item-item cosine) to the customer's items of the last weeks."""
-    import scipy.sparse as sp
-
-    sim, m, pb = cooc_similarity(cd)
-    rec = pb[pb["day"] >= cd.hist.ref_day - recent_days]
-    r = sp.csr_matrix((np.ones(len(rec), dtype=np.float32), (rec["u"], rec["i"])), shape=m.shape)
-    r.data[:] = 1.0
-    mb = m.copy()
-    mb.data[:] = 1.0
+def add_cooc_candidates(cd: CutData, n: int = 30, k: int | None = None) -> CutData:
+    """+ the `n` never-bought items most similar (item-item cosine) to the customer's items of the last 4 weeks
+    (all their items when nothing is recent)."""
+    sim = _similarity(cd, k)
     cands = []
     for u, c in zip(cd.users, cd.cands, strict=True):
-        row = r[int(u)] if r[int(u)].nnz else mb[int(u)]
-        s = (row @ sim).toarray()[0]
-        s[cd.hist.items[cd.hist.row(int(u))]] = -1
+        recent, all_bought = item_similarity.customer_sources(cd.hist, int(u))
+        s = sim.summed(recent if len(recent) else all_bought)
+        s[all_bought] = -1
         s[c.items] = -1
         top = np.argpartition(-s, n)[:n]
         top = top[s[top] > 0]
@@ -338,6 +312,15 @@ TRANSFORMS: dict[str, Callable[[CutData], CutData]] = {
     "cand_cooc": add_cooc_candidates,
     "cand_cooc60": lambda cd: add_cooc_candidates(cd, 60),
 }
+
+
+def _cooc_k(cd: CutData, k: int) -> list[np.ndarray]:
+    saved = item_similarity.NEIGHBOURS
+    item_similarity.NEIGHBOURS = k
+    try:
+        return cooc_features(cd)
+    finally:
+        item_similarity.NEIGHBOURS = saved
 
 
 def _combine(*fns: Extra) -> Extra:
@@ -355,6 +338,7 @@ EXPERIMENTS: dict[str, tuple[Extra | None, tuple[str, ...]]] = {
     "type": (type_features, TYPE_NAMES),
     "category": (lambda cd: type_features(cd, "category"), TYPE_NAMES),
     "cooc": (cooc_features, COOC_NAMES),
+    "cooc_k50": (lambda cd: _cooc_k(cd, 50), COOC_NAMES),
     "store": (store_features, ("store_share", "log_store_shoppers")),
     "holiday": (holiday_trend, ("trend21", "trend7")),
     "expected": (expected_features, ("lam", "p_any", "log_weekly_baskets")),
@@ -363,7 +347,9 @@ EXPERIMENTS: dict[str, tuple[Extra | None, tuple[str, ...]]] = {
 
 def main(names: list[str]) -> None:
     t0 = time.perf_counter()
-    train, valid = cached_cuts()
+    cut = next((n for n in names if n.startswith("--cut=")), None)
+    names = [n for n in names if n != cut]
+    train, valid = cached_cuts(parse_until(cut[6:])) if cut else cached_cuts()
     print(f"cuts ready in {time.perf_counter() - t0:.0f} s: train {len(train.users)} customers, "
           f"valid {len(valid.users)}; never-bought popularity {never_bought_popularity(valid):.4f}", flush=True)
     seeds = (0, 1, 2) if "--seeds" in names else (0,)

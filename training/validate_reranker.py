@@ -21,7 +21,7 @@ import numpy as np
 from pantry.settings import Settings
 from training import recommender
 from training.als import AlsParams
-from training.data import build_history, load_purchases, to_days
+from training.data import build_history, item_popularity, load_purchases, to_days
 from training.evaluate import REC_CUT
 from training.gbm import GbmParams, fit_lambdarank
 
@@ -87,7 +87,9 @@ def validate_als() -> None:
         model = recommender.train_reranker(before, cut, params, max_users=10**9)
         _b, index, _m, _model, uf, itf = recommender.fit_als_at(purchases, cut, params)
         hist = build_history(before, index, cut)
-        stats = recommender.fit_item_stats(before, index, hist, cut)
+        stats = recommender.item_stats(item_popularity(before, index, cut),
+                                       recommender.repeat_rates(hist, len(index.products)),
+                                       recommender.item_trend(before, index, cut))
         truth = recommender.truth_sets(purchases, index, cut, REC_CUT)
         users = index.user_idx(np.array(sorted(set(before["customer_id"]) & set(after["customer_id"]))))
         users, cands = recommender.batch_candidates(users, hist, uf, itf, stats)
