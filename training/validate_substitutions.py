@@ -6,6 +6,12 @@ everything as of the validation cut, as the test protocol does at SUB_CUT. Event
 with the largest pool; smaller pools are the prefix of it (the pool is ordered by buyers), so variants differ only
 in the pool used for training and for scoring. hit@3 counts every event (a chosen item outside the pool or new
 to the catalogue is a miss); it is averaged over bagging seeds.
+
+Arguments `TRAIN_POOL:SCORE_POOL ...` (default 50:50) run each pool pair with the base columns, all EXTRA_NAMES
+candidate columns, and each of them alone. `0:0` measures the served path instead: serving reads the stock of the
+first 20 candidates `candidate_pool` returns only; hit@3 when those are the first 20 by buyers, or the first 20 by
+the ranker's score on customer-neutral rows (what `candidate_pool` now does), against ranking the whole pool.
+PANTRY_VALIDATION_ROWS=<file.pkl> keeps the built rows between runs.
 """
 
 from __future__ import annotations
