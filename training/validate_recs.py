@@ -1,9 +1,11 @@
 """Validation harness for recommender ideas, before the test cut (never on the test holdout).
 
-`PANTRY_DATA_DIR=... python -m training.validate_recs [experiment ...]`
+`PANTRY_DATA_DIR=... python -m training.validate_recs [--seeds] [--cut=YYYY-MM-DD] [experiment ...]`
+(`--seeds`: the mean over 3 LightGBM seeds; an experiment is a name of EXPERIMENTS or TRANSFORMS, or several
+joined by `+`, e.g. `cand_cooc+cooc`; `coverage` prints how much of the truth the candidate lists hold.)
 
-The evaluation protocol moved one holdout back (cut = test cut - 35 days, truth = products bought in the 35 days up
-to the test cut), the re-ranker trained at the cut before that (the served recipe: 1,500 sampled customers). The
+The evaluation protocol moved one holdout back (default cut = test cut - 35 days, truth = products bought in the 35
+days up to the test cut), the re-ranker trained at the cut before that (the served recipe: 1,500 sampled customers). The
 candidate lists of both cuts are built once and cached (pickles under /tmp), so an experiment that adds feature
 columns or candidates refits only the LightGBM re-ranker. Prints for_you and discover precision@10 and the
 never-bought popularity baseline.
