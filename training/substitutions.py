@@ -40,6 +40,7 @@ POOL = 50
 # returns): the ranker on rows without a customer or store (`neutral_rows`). On the validation cut, ranking only
 # the first 20 by buyers lost 0.005 hit@3 against the whole pool; the first 20 of 150 by that score lost nothing.
 SCORED_POOL = 150
+SERVED_READS = 20  # = serving/controllers/substitutions.py MAX_POOL: candidates whose stock serving reads
 SWITCH_DAYS = 35  # = recommender.LABEL_DAYS: the first window shares the re-ranker's ALS fit at the inner cut
 WINDOWS = 2  # stacked switch windows [until - w * SWITCH_DAYS, until - (w - 1) * SWITCH_DAYS)
 NEW_BUYER_DAYS = 28
@@ -458,6 +459,7 @@ def evaluate_substitutions(settings: Settings, purchases: pd.DataFrame, scratch:
             hits["type popularity"] += float(target in cands[:3])
             blend = x[:, 0] + 0.5 * (x[:, 1] / max(x[:, 1].max(), 1e-9))
             hits["ALS similarity + type popularity"] += float(target in cands[np.argsort(-blend, kind="stable")][:3])
+        hits.update(served_reads_hits(cat, ev, shares, index, uf, units, ranker))
     n_events = len(ev.customers)
     return {
         "cut": SUB_CUT.isoformat(),
@@ -467,3 +469,45 @@ def evaluate_substitutions(settings: Settings, purchases: pd.DataFrame, scratch:
         "ranker": ranker_kind(ranker),
         "weights": ranker.params(),
     }
+
+
+def served_reads_hits(cat: Catalogue, ev: SwitchEvents, shares: pd.Series, index: Index, uf: np.ndarray,
+                      units: dict[int, np.ndarray], ranker: Logistic | Boosted) -> dict[str, float]:
+    """hits@3 of the ranker when it sees only the SERVED_READS candidates serving reads (protocol exclusions
+    applied after): the first by buyers (the pool order before the neutral ranking), or the first of
+    `candidate_pool`'s order (SCORED_POOL items by the ranker on customer-neutral rows)."""
+    by_buyers, neutral_first = [], []
+    for j in range(len(ev.customers)):
+        usual = int(ev.usual[j])
+        scored = pool(cat, usual, SCORED_POOL)
+        by_buyers.append(scored[:SERVED_READS])
+        neutral_first.append(scored)
+    sizes = [len(c) for c in neutral_first]
+    neutral = ranker.logit(np.concatenate([neutral_rows(cat, int(ev.usual[j]), c)
+                                           for j, c in enumerate(neutral_first) if len(c)])) if sum(sizes) else []
+    lo = 0
+    for j, c in enumerate(neutral_first):
+        neutral_first[j] = c[np.argsort(-neutral[lo:lo + len(c)], kind="stable")][:POOL][:SERVED_READS]
+        lo += len(c)
+    names = {f"model, first {SERVED_READS} by buyers only": by_buyers,
+             f"model, first {SERVED_READS} of the served pool only": neutral_first}
+    out: dict[str, float] = {}
+    for name, lists in names.items():
+        blocks, cands_of = [], []
+        for j, c in enumerate(lists):
+            c = c[~np.isin(c, ev.bought[j])]
+            cands_of.append(c)
+            if len(c):
+                u = index.user_idx(np.array([ev.customers[j]]))[0]
+                su = units.get(int(ev.store_id[j]))
+                blocks.append(features(cat, int(ev.usual[j]), c, float(shares.get(int(ev.customers[j]), 0.2)),
+                                       uf[u] if u >= 0 else None,
+                                       su[c] if su is not None else np.zeros(len(c), dtype=np.float32)))
+        logits = ranker.logit(np.concatenate(blocks)) if blocks else np.empty(0)
+        hits, lo = 0.0, 0
+        for j, c in enumerate(cands_of):
+            top = c[np.argsort(-logits[lo:lo + len(c)], kind="stable")][:3]
+            hits += float(ev.chosen[j] in top)
+            lo += len(c)
+        out[name] = hits
+    return out
