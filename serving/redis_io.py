@@ -29,6 +29,7 @@ class RawPipeline:
         self.pool = redis.asyncio.ConnectionPool.from_url(
             url, socket_timeout=None, socket_connect_timeout=connect_timeout_s, max_connections=max_connections)
         self.read_timeout_s = read_timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self.max_connections = max_connections
         self._idle: list[redis.asyncio.Connection] = []
         self._open = 0  # connections made and not dropped (idle + in use)
@@ -45,7 +46,10 @@ class RawPipeline:
         conn = self.pool.make_connection()
         self._open += 1
         try:
-            await conn.connect()
+            # the handshake after the TCP connect (HELLO, CLIENT SETINFO) would wait without limit: the connections
+            # have no socket timeout of their own
+            async with asyncio.timeout(self.connect_timeout_s + self.read_timeout_s):
+                await conn.connect()
         except BaseException:
             self._open -= 1
             raise
@@ -61,8 +65,20 @@ class RawPipeline:
             conn, reused = await self._connection()
             try:
                 await conn.send_packed_command(packed, check_health=False)
-                async with asyncio.timeout(timeout_s or self.read_timeout_s):
-                    replies = await _read_replies(conn, len(commands))
+                replies: list[Any] = []
+                try:
+                    async with asyncio.timeout(timeout_s or self.read_timeout_s):
+                        await _read_replies(conn, len(commands), replies)
+                except TimeoutError:
+                    # A loop that runs late fires its due timers before it polls the sockets: the replies may be
+                    # in the socket already. One more turn of the loop reads them in; only what is still missing
+                    # after that is a timeout.
+                    await asyncio.sleep(0)
+                    async with asyncio.timeout(0):
+                        await _read_replies(conn, len(commands), replies)
+            except TimeoutError:  # (an OSError too) Redis is slow, not gone: no retry here, GuardedStore decides
+                await self._drop(conn)
+                raise
             except (redis.ConnectionError, OSError):
                 await self._drop(conn)
                 if reused and attempt == 1:
@@ -90,12 +106,12 @@ class RawPipeline:
         await self.pool.aclose()
 
 
-async def _read_replies(conn: redis.asyncio.Connection, n: int) -> list[Any]:
-    """n replies straight from the connection's hiredis reader: one socket read feeds many replies, and there is no
-    per-reply timeout context (redis-py's read_response costs one per reply; `run` bounds the whole batch)."""
+async def _read_replies(conn: redis.asyncio.Connection, n: int, replies: list[Any]) -> None:
+    """Replies straight from the connection's hiredis reader, appended until there are n: one socket read feeds many
+    replies, and there is no per-reply timeout context (redis-py's read_response costs one per reply; `run` bounds
+    the whole batch)."""
     parser = conn._parser
     gets = parser._reader.gets
-    replies: list[Any] = []
     while len(replies) < n:
         reply = gets()
         if reply is NOT_ENOUGH_DATA:
@@ -104,7 +120,6 @@ async def _read_replies(conn: redis.asyncio.Connection, n: int) -> list[Any]:
         if isinstance(reply, Exception):  # hiredis hands a -ERR reply over as a ResponseError instance
             raise reply
         replies.append(reply)
-    return replies
 
 
 def _key_bytes(key: bytes | str | int | float) -> bytes:

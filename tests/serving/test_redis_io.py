@@ -72,3 +72,62 @@ def test_connections_closed_by_the_server_are_replaced_without_an_error(settings
     *replies, open_count = _run(scenario())
     assert replies == [[b"1"]] * 3
     assert open_count == 1
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_late_loop_is_not_a_redis_timeout(settings, loop):
+    """The loop is blocked past the read timeout while the reply sits in the socket: the reply is still taken."""
+    import time
+
+    sync_client(settings).set("test:rio:late", "ok")
+
+    async def scenario() -> list:
+        pipe = RawPipeline(settings.effective_redis_url(), read_timeout_s=0.05, connect_timeout_s=2.0)
+        try:
+            await pipe.run([(b"PING",)])  # connected before the test
+
+            async def block_the_loop() -> None:
+                time.sleep(0.2)  # a CPU-bound stretch of another request (or a descheduled process)
+
+            # runs as soon as `run` waits for the replies, before the loop polls the socket again
+            blocker = asyncio.create_task(block_the_loop())
+            replies = await pipe.run([(b"GET", b"test:rio:late")] * 3)
+            await blocker
+            return replies
+        finally:
+            await pipe.aclose()
+
+    if loop == "uvloop":
+        import uvloop
+
+        assert uvloop.run(scenario()) == [b"ok"] * 3
+    else:
+        assert asyncio.run(scenario()) == [b"ok"] * 3
+
+
+def test_redis_that_does_not_answer_is_a_timeout(settings):
+    """A server that accepts connections but never answers: TimeoutError within the connect + read timeouts (the
+    handshake after the TCP connect is bounded too), never a hang."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+
+    async def scenario() -> float:
+        pipe = RawPipeline(f"redis://127.0.0.1:{port}/0", read_timeout_s=0.05, connect_timeout_s=0.1)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            with pytest.raises(TimeoutError):
+                await pipe.run([(b"GET", b"x")])
+            return loop.time() - start
+        finally:
+            await pipe.aclose()
+
+    try:
+        took = _run(scenario())
+    finally:
+        listener.close()
+    assert 0.1 <= took < 0.5
