@@ -42,12 +42,13 @@ class Boosted:
         return self._booster().predict(np.asarray(x, dtype=np.float32), raw_score=True, num_threads=1)
 
     def onnx(self, name: str) -> bytes:
-        # onnxmltools turns a binary booster into a classifier graph; the same trees read as a regression give
-        # the raw score the ranker contract wants: relabel the objective line only (trees are untouched).
+        # Split thresholds rounded down to float32 (`float32_thresholds`): the float32 ONNX trees then take
+        # LightGBM's branches. onnxmltools turns a binary booster into a classifier graph; the same trees read as
+        # a regression give the raw score the ranker contract wants: relabel the objective line only.
         import lightgbm as lgb
 
         lines = [("objective=regression" if ln.startswith("objective=") else ln)
-                 for ln in self.model_text.split("\n")]
+                 for ln in float32_thresholds(self.model_text).split("\n")]
         return boosted_graph(lgb.Booster(model_str="\n".join(lines)), len(self.names), name)
 
     def params(self) -> dict[str, float]:
@@ -55,6 +56,24 @@ class Boosted:
         gain = self._booster().feature_importance(importance_type="gain")
         total = float(gain.sum()) or 1.0
         return {n: round(float(g) / total, 4) for n, g in zip(self.names, gain, strict=True)}
+
+
+def float32_thresholds(model_text: str) -> str:
+    """Each split threshold t (a double) replaced by the largest float32 <= t. For a float32 feature x,
+    x <= t exactly when x <= that float32, so LightGBM's decisions do not change, and the float32 ONNX trees take
+    the same branches: rounding t to the nearest float32 instead (what the converter does) can land on a value
+    the data holds (popularity counts sit a float32 step apart) and send that row the other way."""
+    lines = model_text.split("\n")
+    for j, line in enumerate(lines):
+        if not line.startswith("threshold="):
+            continue
+        t = np.array([float(v) for v in line[len("threshold="):].split()], dtype=np.float64)
+        t32 = t.astype(np.float32)
+        t32 = np.where(t32.astype(np.float64) > t, np.nextafter(t32, np.float32(-np.inf)), t32)
+        lines[j] = "threshold=" + " ".join(repr(float(v)) for v in t32)
+    # tree_sizes (byte offsets, an optional index for parallel loading) no longer match: LightGBM then reads the
+    # trees one after the other
+    return "\n".join(ln for ln in lines if not ln.startswith("tree_sizes="))
 
 
 def fit_lambdarank(x: np.ndarray, labels: np.ndarray, group_sizes: np.ndarray, names: tuple[str, ...],

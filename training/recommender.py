@@ -341,26 +341,8 @@ def fit_boosted(cands: list[Candidates], users: np.ndarray, truth: dict[int, set
         sizes.append(len(label))
     if not xs:
         return None
-    model = fit_lambdarank(np.concatenate(xs), np.concatenate(ys), np.array(sizes), FEATURE_NAMES, params)
-    return Boosted(model.names, float32_thresholds(model.model_text))
+    return fit_lambdarank(np.concatenate(xs), np.concatenate(ys), np.array(sizes), FEATURE_NAMES, params)
 
-
-def float32_thresholds(model_text: str) -> str:
-    """Each split threshold t (a double) replaced by the largest float32 <= t. For a float32 feature x,
-    x <= t exactly when x <= that float32, so LightGBM's decisions do not change, and the float32 ONNX trees take
-    the same branches: rounding t to the nearest float32 instead (what the converter does) can land on a value
-    the data holds (popularity counts sit a float32 step apart) and send that row the other way."""
-    lines = model_text.split("\n")
-    for j, line in enumerate(lines):
-        if not line.startswith("threshold="):
-            continue
-        t = np.array([float(v) for v in line[len("threshold="):].split()], dtype=np.float64)
-        t32 = t.astype(np.float32)
-        t32 = np.where(t32.astype(np.float64) > t, np.nextafter(t32, np.float32(-np.inf)), t32)
-        lines[j] = "threshold=" + " ".join(repr(float(v)) for v in t32)
-    # tree_sizes (byte offsets, an optional index for parallel loading) no longer match: LightGBM then reads the
-    # trees one after the other
-    return "\n".join(ln for ln in lines if not ln.startswith("tree_sizes="))
 
 def reranker_set(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, max_users: int = 1500,
                  seed: int = 0):
