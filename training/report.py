@@ -141,8 +141,8 @@ SUBSTITUTION_SELECTION = [
     "- Served path: `/v1/substitutions` reads the stock of the first 20 candidates of `candidate_pool` only. These "
     "are now the 50 best of the type's 150 most bought items by the ranker on customer-neutral rows (cached per "
     "product; the 2,000 most bought products at load), so the served 20 lose nothing against the whole pool "
-    "(validation: first 20 by buyers 0.3219, first 20 by the neutral score 0.3269, whole pool 0.3268); the two "
-    "`served path` rows of the table above measure the same on the test protocol.",
+    "(validation: first 20 by buyers 0.3219, first 20 by the neutral score 0.3269, whole pool 0.3268); the table's two "
+    "`model, first 20 ...` rows measure the same on the test protocol.",
 ]
 NBA_SELECTION = [
     "- Selection (`python -m training.validate_nba_l2`: snapshots before 2017-09-01, September's 223 redemptions): "
