@@ -40,12 +40,20 @@ def free_port() -> int:
 
 
 def _ping(port: int, timeout: float = 0.2) -> bool:
+    return _probe(port, timeout) == "ready"
+
+
+def _probe(port: int, timeout: float = 0.2) -> str:
+    """"ready", "loading" (up, still reading its AOF/RDB into memory) or "down"."""
     try:
         # no retries: redis-py 7 retries a refused connection with backoff (~2.5 s per probe otherwise)
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout,
-                                socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)).ping())
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        return False
+        ok = redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
+                         retry=Retry(NoBackoff(), 0)).ping()
+        return "ready" if ok else "down"
+    except (redis.BusyLoadingError, redis.TimeoutError):
+        return "loading"  # it answers LOADING, or accepted the connection but is busy reading its AOF tail
+    except (redis.ConnectionError, OSError):
+        return "down"
 
 
 @dataclass
@@ -73,6 +81,10 @@ class EmbeddedRedis:
             f"dir {self.directory}",
             "appendonly yes",
             "appendfsync everysec",
+            # AOF rewrites only compact the file (durability is the same); at the default 64 MB threshold a
+            # full-year replay triggered several, each a fork writing the whole dataset on the cores the flow uses
+            # (Redis CPU per replay 10.6-15.5 s -> 5.5-5.8 s, docs/STREAMING.md). The file may grow to ~2x the data.
+            "auto-aof-rewrite-min-size 1gb",
             "save 300 100",
             f"pidfile {self.pidfile}",
             "protected-mode yes",
@@ -82,8 +94,10 @@ class EmbeddedRedis:
                "cluster-node-timeout 5000"] if self.cluster else []),
         ]
 
-    def start(self, daemonize: bool = False, timeout_s: float = 10.0) -> EmbeddedRedis:
-        """Start the server, or reuse the one already answering on this port."""
+    def start(self, daemonize: bool = False, timeout_s: float = 10.0,
+              loading_timeout_s: float = 300.0) -> EmbeddedRedis:
+        """Start the server, or reuse the one already answering on this port. `timeout_s` bounds the start itself;
+        a server that is up but still loading its data (a full-year AOF: several seconds) gets `loading_timeout_s`."""
         if _ping(self.port):
             return self
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -97,11 +111,15 @@ class EmbeddedRedis:
             start_new_session=daemonize,
         )
         self.started_here = True
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if _ping(self.port):
+        start = time.monotonic()
+        while True:
+            state = _probe(self.port)
+            if state == "ready":
                 return self
             if not daemonize and self.process.poll() is not None:
+                break
+            limit = loading_timeout_s if state == "loading" else timeout_s
+            if time.monotonic() - start > limit:
                 break
             time.sleep(0.05)
         log = self.directory / "redis.log"
