@@ -25,7 +25,7 @@ from pantry.events import InvalidEvent, decode_msgpack
 from pantry.online import OnlineLayout
 from pantry.settings import Settings, get_settings
 from streaming import features as F
-from streaming.sinks import Control, ControlSink, OnlineSink, Row
+from streaming.sinks import Control, ControlSink, Flush, OnlineSink, Row
 from streaming.sources import Batch, LiveSource, ReplaySource
 
 NSHARDS = 16
@@ -43,6 +43,10 @@ class StreamConfig(msgspec.Struct, frozen=True):
     flush_s: float = 0.1
     write_log: bool = True
     refresh_slice: int = 16  # per shard, rolled forward every ROLL_EVERY_S after a live refresh (0: all at once)
+    # An unpaced replay (a backfill) sends its flushes' rows to the feature log only, and the online store gets one
+    # row per entity at the end: its intermediate values would be overwritten within seconds, never read, and
+    # writing them took more than a third of the replay's time (Redis shares the flow's cores).
+    defer_online: bool = False
 
 
 class Parsed:
@@ -170,6 +174,7 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
 class CustomerShard(msgspec.Struct, array_like=True):
     states: dict[int, F.CustomerState] = msgspec.field(default_factory=dict)
     dirty: dict[int, int] = msgspec.field(default_factory=dict)  # customer -> views changed, not yet emitted
+    online_behind: bool = False  # rows were logged but kept from the online store (defer_online)
 
 
 class StoreShard(msgspec.Struct, array_like=True):
@@ -177,6 +182,7 @@ class StoreShard(msgspec.Struct, array_like=True):
     pairs: dict[int, F.StoreProductState] = msgspec.field(default_factory=dict)  # key: pair_key(store, product)
     dirty_stores: set[int] = msgspec.field(default_factory=set)
     dirty_pairs: set[int] = msgspec.field(default_factory=set)
+    online_behind: bool = False  # rows were logged but kept from the online store (defer_online)
 
 
 _gate_decoder = msgspec.msgpack.Decoder(F.GateState)
@@ -192,9 +198,12 @@ def pair_of(key: int) -> tuple[int, int]:
     return key >> 32, key & 0xFFFFFFFF
 
 
-class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
+class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
     """Changed entities are remembered (in the snapshot too) and emitted as rows at most every `flush_s`, at a
-    refresh, and at the end of a replay: one row per entity per flush, however many events touched it.
+    refresh, and at the end of a replay: one row per entity per flush, however many events touched it. With
+    `defer_online` (an unpaced replay) a flush's rows go to the feature log only; the first flush that writes
+    online again (the end of the replay, or the first flush of a later run after an interrupted replay: the
+    flag is in the snapshot) sends a row of every entity of the shard to the online store.
 
     A live refresh is spread: it lists every entity as a candidate, and every ROLL_EVERY_S a batch checks at most
     CHECKS_PER_ROLL candidates (O(1) each from the cached next-change time) and rolls at most `refresh_slice` due
@@ -204,15 +213,18 @@ class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
     rolled-forward entities are in the state, the rest stay due and the next refresh after a restart lists them
     again. A final refresh (end of a replay) rolls everything at once."""
 
-    def __init__(self, flush_s: float, refresh_slice: int) -> None:
+    shard: CustomerShard | StoreShard
+
+    def __init__(self, flush_s: float, refresh_slice: int, defer_online: bool) -> None:
         self.flush_s = flush_s
         self.refresh_slice = refresh_slice
+        self.defer_online = defer_online
         self.last_emit = self.last_roll = time.monotonic()
         self.due: list = []  # candidates to roll forward to due_as_of (newest refresh); popped from the end
         self.due_as_of = 0.0
 
-    def on_batch(self, values: list[Work]) -> tuple[list[list[Row]], bool]:
-        force = False
+    def on_batch(self, values: list[Work]) -> tuple[list[Flush], bool]:
+        force = final = False
         n_events = 0
         for work in values:
             n_events += len(work.events)
@@ -224,15 +236,34 @@ class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
                     force = True
                 else:
                     self.due, self.due_as_of = self.candidates(), work.as_of
-            force = force or work.final
+            final = final or work.final
+        force = force or final
         now = time.monotonic()
         if self.due and now - self.last_roll >= ROLL_EVERY_S and n_events <= ROLL_MAX_EVENTS:
             self.last_roll = now
             self.roll(self.refresh_slice, CHECKS_PER_ROLL)
         if force or now - self.last_emit >= self.flush_s:
             self.last_emit = now
-            return [self.rows()], StatefulBatchLogic.RETAIN
+            return [self.flush(final)], StatefulBatchLogic.RETAIN
         return [], StatefulBatchLogic.RETAIN
+
+    def flush(self, final: bool) -> Flush:
+        """The rows of the entities changed since the last flush (for the log) and the rows for the online store:
+        the same; none while deferred; or, when the online store is behind, those and a row of every other
+        entity (as of its own time: what its last logged row said)."""
+        shard = self.shard
+        if self.defer_online and not final:
+            rows = self.rows()
+            if rows:
+                shard.online_behind = True
+            return Flush(rows, [])
+        if not shard.online_behind:
+            rows = self.rows()
+            return Flush(rows, rows)
+        changed = self.changed()  # rows() replaces it with an empty one
+        rows = self.rows()
+        shard.online_behind = False
+        return Flush(rows, rows + self.rows_except(changed))
 
     def roll_all(self, as_of: float) -> None:
         """Roll every due entity forward to as_of at once (the final refresh of a replay)."""
@@ -254,8 +285,10 @@ class _Coalescing(StatefulBatchLogic[Work, list[Row], bytes]):
 
 
 class CustomerShardLogic(_Coalescing):
-    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0):
-        super().__init__(flush_s, refresh_slice)
+    shard: CustomerShard
+
+    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0, defer_online: bool = False):
+        super().__init__(flush_s, refresh_slice, defer_online)
         self.shard = _customer_decoder.decode(resume) if resume else CustomerShard()
         # customer -> top_scores of its repertoire as of its last row, and the products bought since: the next
         # row merges them (F.top_merge) instead of ranking every product again; not in the snapshot (rebuilt)
@@ -292,29 +325,45 @@ class CustomerShardLogic(_Coalescing):
     def rows(self) -> list[Row]:
         states = self.shard.states
         rows: list[Row] = []
-        tops, bought = self.tops, self.bought
         for cid, flags in self.shard.dirty.items():
-            st = states[cid]
-            top = None
-            if flags & F.REPERTOIRE:
-                top = tops.get(cid)
-                since = bought.pop(cid, None)
-                if top is None:
-                    top = tops[cid] = F.top_scores(st.rep, F.REPERTOIRE_TOP)
-                elif since:
-                    top = tops[cid] = F.top_merge(top, since, st.rep, F.REPERTOIRE_TOP)
-            for view, vals, t in F.customer_rows(st, flags, top):
-                rows.append((view, (cid,), vals, t))
+            self._append_rows(rows, cid, states[cid], flags)
         self.shard.dirty = {}
         return rows
+
+    def changed(self) -> dict[int, int]:
+        return self.shard.dirty
+
+    def rows_except(self, changed: dict[int, int]) -> list[Row]:
+        """Rows of every view of every customer not in `changed` (a session row only if it had a session)."""
+        rows: list[Row] = []
+        for cid, st in self.shard.states.items():
+            if cid not in changed:
+                flags = F.ACTIVITY | F.REPERTOIRE | (F.SESSION if st.s_start is not None else 0)
+                self._append_rows(rows, cid, st, flags)
+        return rows
+
+    def _append_rows(self, rows: list[Row], cid: int, st: F.CustomerState, flags: int) -> None:
+        top = None
+        if flags & F.REPERTOIRE:
+            tops = self.tops
+            top = tops.get(cid)
+            since = self.bought.pop(cid, None)
+            if top is None:
+                top = tops[cid] = F.top_scores(st.rep, F.REPERTOIRE_TOP)
+            elif since:
+                top = tops[cid] = F.top_merge(top, since, st.rep, F.REPERTOIRE_TOP)
+        for view, vals, t in F.customer_rows(st, flags, top):
+            rows.append((view, (cid,), vals, t))
 
     def snapshot(self) -> bytes:
         return _encode(self.shard)
 
 
 class StoreShardLogic(_Coalescing):
-    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0):
-        super().__init__(flush_s, refresh_slice)
+    shard: StoreShard
+
+    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0, defer_online: bool = False):
+        super().__init__(flush_s, refresh_slice, defer_online)
         self.shard = _store_decoder.decode(resume) if resume else StoreShard()
 
     def apply(self, events: list[F.Ev]) -> None:
@@ -372,6 +421,20 @@ class StoreShardLogic(_Coalescing):
         sh.dirty_stores, sh.dirty_pairs = set(), set()
         return rows
 
+    def changed(self) -> tuple[set[int], set[int]]:
+        return self.shard.dirty_stores, self.shard.dirty_pairs
+
+    def rows_except(self, changed: tuple[set[int], set[int]]) -> list[Row]:
+        """Rows of every store and every store x product pair not in `changed`."""
+        dirty_stores, dirty_pairs = changed
+        sh = self.shard
+        rows: list[Row] = [("store_traffic", (sid,), F.traffic_row(st, st.as_of), st.as_of)
+                           for sid, st in sh.stores.items() if sid not in dirty_stores]
+        values = F.store_product_values
+        rows += [("store_product", (key >> 32, key & 0xFFFFFFFF), values(sp, sp.as_of), sp.as_of)
+                 for key, sp in sh.pairs.items() if key not in dirty_pairs]
+        return rows
+
     def snapshot(self) -> bytes:
         return _encode(self.shard)
 
@@ -406,14 +469,14 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
     # (shard key "c03" | "s11", Work(events, refresh, as_of))
     split = op.branch("split", work, is_customer_shard)
     # trues: customer shards, falses: store shards
-    customer_rows = op.stateful_batch("customers", split.trues, partial(CustomerShardLogic, flush_s=config.flush_s,
-                                                                      refresh_slice=config.refresh_slice))
-    # (shard, [Row]) rows of customer_session / customer_activity / customer_repertoire
-    store_rows = op.stateful_batch("stores", split.falses, partial(StoreShardLogic, flush_s=config.flush_s,
-                                                                  refresh_slice=config.refresh_slice))
-    # (shard, [Row]) rows of store_traffic / store_product
+    shard_args = {"flush_s": config.flush_s, "refresh_slice": config.refresh_slice,
+                  "defer_online": config.defer_online}
+    customer_rows = op.stateful_batch("customers", split.trues, partial(CustomerShardLogic, **shard_args))
+    # (shard, Flush(log: [Row], online: [Row])) rows of customer_session / customer_activity / customer_repertoire
+    store_rows = op.stateful_batch("stores", split.falses, partial(StoreShardLogic, **shard_args))
+    # (shard, Flush) rows of store_traffic / store_product
     rows = op.map("rows", op.merge("merge", customer_rows, store_rows), lambda kv: kv[1])
-    # [Row]  (view, join values, features, event time)
+    # Flush; a Row is (view, join values, features, event time)
     op.output("online", rows, OnlineSink(settings, config.write_log, layout))
     # -> HSET in Feast's layout + parquet feature log
     controls = op.map("control", gated, control_of)

@@ -256,8 +256,9 @@ def replay(settings: Settings, until: datetime | None, speed: float | None, work
     bar = Progress(settings, total, f"replay until {until_s or 'end'}", live=False, enabled=progress)
     bar.start()
     try:
-        run_flow(settings, StreamConfig(mode="replay", until=until, speed=speed, flush_s=REPLAY_FLUSH_S), workers,
-                 layout=layout, processes=processes, on_start=on_start)
+        config = StreamConfig(mode="replay", until=until, speed=speed, flush_s=REPLAY_FLUSH_S,
+                              defer_online=speed is None)  # a paced replay updates the online store as it goes
+        run_flow(settings, config, workers, layout=layout, processes=processes, on_start=on_start)
     finally:
         bar.finish()
     seconds = time.monotonic() - clock["started"]

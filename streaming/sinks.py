@@ -20,7 +20,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from functools import partial
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -40,6 +40,15 @@ from streaming.features import NO_TIME, STORE_PRODUCT_FEATURES
 # TUPLE_VIEWS (the frequent rows), a tuple in that view's feature order there: no dict is built for them.
 Row = tuple[str, tuple[int, ...], dict[str, Any] | tuple, float]
 TUPLE_VIEWS = {"store_product": STORE_PRODUCT_FEATURES}
+
+
+class Flush(NamedTuple):
+    """What a shard emits at a flush: the rows of the entities that changed since its last flush, for the feature
+    log, and the rows for the online store (the same list; or none while an unpaced replay defers them; or more
+    when the online store catches up after that)."""
+
+    log: list[Row]
+    online: list[Row]
 
 PIPELINE_CHUNK = 2000
 LOG_EVERY_S = 5.0
@@ -647,8 +656,9 @@ class PipelineWriter:
         self.conn.disconnect()
 
 
-class OnlinePartition(StatelessSinkPartition[list[Row]]):
-    """Writes what the shards emit (they coalesce per entity per flush) with pipelined HSETs of absolute values."""
+class OnlinePartition(StatelessSinkPartition[Flush]):
+    """Writes what the shards emit (they coalesce per entity per flush) with pipelined HSETs of absolute values,
+    and appends their changed rows to the feature log."""
 
     def __init__(self, settings: Settings, worker: int, write_log: bool, layout: OnlineLayout | None = None):
         from pantry import feast_repo
@@ -663,17 +673,18 @@ class OnlinePartition(StatelessSinkPartition[list[Row]]):
         self.log = FeatureLog(settings.feature_log_dir, layout.views, worker) if write_log else None
         self.rows_written = 0
 
-    def write_batch(self, items: list[list[Row]]) -> None:
+    def write_batch(self, items: list[Flush]) -> None:
         # Rows are written in order: if one entity comes twice (two flushes of a shard in one batch), the newer
         # HSET lands last and wins, and the log keeps both (each was true as of its time).
-        rows = [row for batch in items for row in batch]
-        if not rows:
-            return
-        commands = self.encoder.commands
-        self.writer.send_chunks(commands(rows[i:i + PIPELINE_CHUNK]) for i in range(0, len(rows), PIPELINE_CHUNK))
-        self.rows_written += len(rows)
+        rows = [row for flush in items for row in flush.online]
+        if rows:
+            commands = self.encoder.commands
+            self.writer.send_chunks(commands(rows[i:i + PIPELINE_CHUNK]) for i in range(0, len(rows), PIPELINE_CHUNK))
+            self.rows_written += len(rows)
         if self.log is not None:
-            self.log.append(rows)
+            logged = [row for flush in items for row in flush.log]
+            if logged:
+                self.log.append(logged)
 
     def close(self) -> None:
         if self.log is not None:
@@ -682,7 +693,7 @@ class OnlinePartition(StatelessSinkPartition[list[Row]]):
         self.client.close()
 
 
-class OnlineSink(DynamicSink[list[Row]]):
+class OnlineSink(DynamicSink[Flush]):
     def __init__(self, settings: Settings, write_log: bool = True, layout: OnlineLayout | None = None):
         self.settings, self.write_log, self.layout = settings, write_log, layout  # layout: None = from the registry
 

@@ -138,3 +138,19 @@ def test_two_processes_equal_one(feast_applied, uninterrupted, tmp_path):
     # both processes wrote their share of the offline log (file names carry the worker index)
     parts = {p.name.split("-")[2] for p in settings.feature_log_dir.rglob("part-*.parquet")}
     assert parts == {"0", "1"}, parts
+
+
+def test_online_writes_deferred_to_the_end_equal_writing_every_flush(feast_applied, uninterrupted, tmp_path):
+    """An unpaced replay writes the online store once per entity at its end; writing every flush's rows as it
+    goes (what a paced replay does) ends in the same store."""
+    from streaming.dataflow import StreamConfig
+
+    expected, _ = uninterrupted
+    settings = isolated(feast_applied, tmp_path, 7)
+    config = StreamConfig(mode="replay", until=UNTIL, flush_s=0.2, defer_online=False)
+    runner.run_flow(settings, config, workers=1)
+    got = feature_hashes(settings)
+    differing = [k for k in expected if got.get(k) != expected[k]]
+    assert len(got) == len(expected)
+    assert differing == [], f"{len(differing)} of {len(expected)} keys differ: " + describe(
+        settings, expected, got, differing)
