@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable
+from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -345,8 +347,70 @@ def customer_rows(st: CustomerState, dirty: int, top: list[tuple[int, float]] | 
 class StoreState(msgspec.Struct, array_like=True):
     as_of: float = 0.0
     baskets: dict[int, list] = msgspec.field(default_factory=dict)  # basket -> [first time, customer]
-    sales: list[tuple[float, float]] = msgspec.field(default_factory=list)  # (time, sales_value) of lines
+    sales: list[tuple[float, float]] = msgspec.field(default_factory=list)  # (time, sales_value), sorted
     nc: float | None = None
+    # Indexes of `baskets`, so a traffic row costs O(log n) instead of a scan of the 24 h window (live recomputes
+    # a store's row at every flush that touched it): (first time, basket) sorted, each customer's latest basket
+    # time, and (latest time, customer) sorted. Rebuilt from `baskets` if they disagree (an older snapshot).
+    by_time: list[tuple[float, int]] = msgspec.field(default_factory=list)
+    latest: dict[int, float] = msgspec.field(default_factory=dict)
+    customers_by_time: list[tuple[float, int]] = msgspec.field(default_factory=list)
+
+
+def _sorted_remove(items: list, item) -> None:
+    del items[bisect_left(items, item)]
+
+
+def _set_latest(st: StoreState, cid: int, t: float | None) -> None:
+    """Customer `cid`'s latest basket time is now `t` (None: it has no basket left)."""
+    old = st.latest.get(cid)
+    if old == t:
+        return
+    if old is not None:
+        _sorted_remove(st.customers_by_time, (old, cid))
+    if t is None:
+        del st.latest[cid]
+    else:
+        st.latest[cid] = t
+        insort(st.customers_by_time, (t, cid))
+
+
+def store_line(st: StoreState, t: float, basket_id: int | None, customer_id: int | None, sales_value: float) -> None:
+    """Fold one purchase line into the store's traffic state (not as_of / nc: the callers do)."""
+    sales = st.sales
+    if not sales or t >= sales[-1][0]:
+        sales.append((t, sales_value))
+    else:  # out of order (within the lateness bound)
+        insort(sales, (t, sales_value))
+    if basket_id is None:
+        return
+    if len(st.by_time) != len(st.baskets):
+        _reindex(st)
+    b = st.baskets.get(basket_id)
+    if b is None:
+        st.baskets[basket_id] = [t, customer_id]
+        insort(st.by_time, (t, basket_id))
+        if customer_id is not None:
+            latest = st.latest.get(customer_id)
+            if latest is None or t > latest:
+                _set_latest(st, customer_id, t)
+    elif t < b[0]:  # an earlier line of a basket seen before: its first time moves back
+        old, b[0] = b[0], t
+        _sorted_remove(st.by_time, (old, basket_id))
+        insort(st.by_time, (t, basket_id))
+        cid = b[1]
+        if cid is not None and st.latest.get(cid) == old:
+            _set_latest(st, cid, max(bt for bt, bc in st.baskets.values() if bc == cid))
+
+
+def _reindex(st: StoreState) -> None:
+    st.by_time = sorted((t, bid) for bid, (t, _) in st.baskets.items())
+    st.latest = {}
+    for t, cid in st.baskets.values():
+        if cid is not None and t > st.latest.get(cid, -math.inf):
+            st.latest[cid] = t
+    st.customers_by_time = sorted((t, cid) for cid, t in st.latest.items())
+    st.sales.sort()
 
 
 def store_apply(st: StoreState, e: Ev) -> bool:
@@ -357,41 +421,41 @@ def store_apply(st: StoreState, e: Ev) -> bool:
     st.nc = None
     if t > st.as_of:
         st.as_of = t
-    if e.basket_id is not None:
-        b = st.baskets.get(e.basket_id)
-        if b is None:
-            st.baskets[e.basket_id] = [t, e.customer_id]
-        elif t < b[0]:
-            b[0] = t
-    st.sales.append((t, e.sales_value))
+    store_line(st, t, e.basket_id, e.customer_id, e.sales_value)
     return True
 
 
 def traffic_row(st: StoreState, as_of: float) -> Values:
+    """Baskets, distinct customers and sales in (as_of - 1 h, as_of] and (as_of - 24 h, as_of]; as_of is at or
+    after every event time in the state (the store's newest event, or a later refresh). Counted by bisection in
+    the sorted indexes: a customer is in a window iff its latest basket is."""
+    if len(st.by_time) != len(st.baskets):
+        _reindex(st)
     lo1, lo24 = as_of - HOUR, as_of - DAY
     horizon = lo24 - LATENESS_S
-    b1 = b24 = 0
-    c1: set = set()
-    c24: set = set()
-    stale = []
-    for bid, (t, cid) in st.baskets.items():
-        if t <= horizon:
-            stale.append(bid)
-        elif lo24 < t <= as_of:
-            b24 += 1
-            c24.add(cid)
-            if t > lo1:
-                b1 += 1
-                c1.add(cid)
-    for bid in stale:
-        del st.baskets[bid]
-    if st.sales and st.sales[0][0] <= horizon:
-        st.sales = [s for s in st.sales if s[0] > horizon]
-    sales = sum(v for t, v in st.sales if lo24 < t <= as_of)
-    c1.discard(None)
-    c24.discard(None)
-    return {"baskets_1h": b1, "customers_1h": len(c1), "baskets_24h": b24, "customers_24h": len(c24),
-            "sales_24h": round(sales, 6)}
+    by_time, customers = st.by_time, st.customers_by_time
+    if by_time and by_time[0][0] <= horizon:  # forget what no window can hold again
+        cut = bisect_right(by_time, (horizon, math.inf))
+        for _, bid in by_time[:cut]:
+            del st.baskets[bid]
+        del by_time[:cut]
+        cut = bisect_right(customers, (horizon, math.inf))
+        for _, cid in customers[:cut]:
+            del st.latest[cid]
+        del customers[:cut]
+    sales = st.sales
+    if sales and sales[0][0] <= horizon:
+        del sales[:bisect_right(sales, (horizon, math.inf))]
+    n, nc = len(by_time), len(customers)
+    in24 = bisect_right(sales, (lo24, math.inf))
+    return {"baskets_1h": n - bisect_right(by_time, (lo1, math.inf)),
+            "customers_1h": nc - bisect_right(customers, (lo1, math.inf)),
+            "baskets_24h": n - bisect_right(by_time, (lo24, math.inf)),
+            "customers_24h": nc - bisect_right(customers, (lo24, math.inf)),
+            "sales_24h": round(sum(map(_value, islice(sales, in24, None))), 6)}
+
+
+_value = itemgetter(1)
 
 
 # ---- store x product ------------------------------------------------------------------------------------------
@@ -441,14 +505,7 @@ def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProd
             st.nc = None
             if t > st.as_of:
                 st.as_of = t
-            bid = e.basket_id
-            if bid is not None:
-                b = st.baskets.get(bid)
-                if b is None:
-                    st.baskets[bid] = [t, e.customer_id]
-                elif t < b[0]:
-                    b[0] = t
-            st.sales.append((t, e.sales_value))
+            store_line(st, t, e.basket_id, e.customer_id, e.sales_value)
             dirty_stores.add(sid)
             pid = e.product_id
             if pid is not None:

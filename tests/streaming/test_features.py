@@ -288,3 +288,57 @@ def test_store_events_apply_equals_the_per_event_functions():
     assert encode(stores) == encode(want_stores) and encode(pairs) == encode(want_pairs)
     assert (dirty_stores, dirty_pairs) == (want_dirty_stores, want_dirty_pairs)
     assert len(pairs) > 10 and any(sp.inv_on_hand is not None for sp in pairs.values())
+
+
+def _traffic_by_scan(lines: list[tuple[float, int | None, int | None, float]], as_of: float) -> dict:
+    """store_traffic by its definition, from every line so far: a basket's time is its first line's, a customer
+    counts in a window if one of its baskets does."""
+    first: dict[int, tuple[float, int | None]] = {}
+    for t, bid, cid, _ in lines:
+        if bid is not None and (bid not in first or t < first[bid][0]):
+            first[bid] = (t, first[bid][1] if bid in first else cid)
+    out = {}
+    for name, lo in (("1h", as_of - HOUR), ("24h", as_of - DAY)):
+        inside = [(t, cid) for t, cid in first.values() if lo < t <= as_of]
+        out[f"baskets_{name}"] = len(inside)
+        out[f"customers_{name}"] = len({cid for _, cid in inside if cid is not None})
+    out["sales_24h"] = round(sum(v for t, _, _, v in lines if as_of - DAY < t <= as_of), 6)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_store_traffic_indexes_equal_a_scan_of_every_line(seed):
+    """Random lines over three days, out of order within the lateness bound, baskets with several lines (an
+    earlier line moving a basket's time back), lines without basket or customer; the row after each line, and
+    after quiet gaps (windows emptying, old baskets forgotten), equals the definition's scan."""
+    import random
+
+    rng = random.Random(seed)
+    st = F.StoreState()
+    lines: list[tuple[float, int | None, int | None, float]] = []
+    newest = T0
+    for i in range(600):
+        newest += rng.choice([1.0, 30.0, 300.0, 1800.0, 6 * HOUR if rng.random() < 0.03 else 60.0])
+        t = newest - rng.uniform(0, F.LATENESS_S) if rng.random() < 0.2 else newest
+        bid = None if rng.random() < 0.05 else rng.randrange(max(0, i // 3 - 5), i // 3 + 1)
+        cid = None if rng.random() < 0.1 else rng.randrange(1, 40)
+        value = round(rng.uniform(0.1, 20.0), 2)
+        F.store_apply(st, buy(f"e{i}", t, cid=cid, bid=bid, sales=value))
+        lines.append((t, bid, cid, value))
+        got = F.traffic_row(st, st.as_of)
+        want = _traffic_by_scan(lines, st.as_of)
+        assert got == pytest.approx(want), (i, got, want)
+    # a refresh long after: every window empties and the state forgets the old baskets
+    assert F.traffic_row(st, st.as_of + 2 * DAY) == {"baskets_1h": 0, "customers_1h": 0, "baskets_24h": 0,
+                                                     "customers_24h": 0, "sales_24h": 0}
+    assert st.baskets == {} and st.by_time == [] and st.latest == {} and st.customers_by_time == []
+
+
+def test_store_traffic_of_a_state_without_indexes_rebuilds_them():
+    """A store state from before the indexes (an older snapshot: baskets only) gives the same row."""
+    st = F.StoreState()
+    for e in (buy("a", T0 - 2 * HOUR, cid=1, bid=2, sales=1.0), buy("b", T0, cid=3, bid=5, sales=4.0)):
+        F.store_apply(st, e)
+    old = F.StoreState(as_of=st.as_of, baskets={k: list(v) for k, v in st.baskets.items()}, sales=list(st.sales))
+    assert F.traffic_row(old, T0) == F.traffic_row(st, T0)
+    assert old.by_time == st.by_time and old.latest == st.latest
