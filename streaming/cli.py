@@ -26,7 +26,8 @@ def stream() -> None:
 @stream.command()
 @click.option("--until", default=None, help="Replay events before this date (YYYY-MM-DD); default: all.")
 @click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Pace the replay at N x event time (default: as fast as possible).")
+              help="Pace the replay at N x event time, writing the online store as it goes (default: as fast as "
+                   "possible, the online store written once per entity at the end; the feature log every flush).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, help="Bytewax workers (threads).")
 @click.option("--processes", type=click.IntRange(1, 16), default=1,
               help="Processes, each with --workers threads (more CPU cores; the same result).")
