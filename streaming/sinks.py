@@ -53,6 +53,7 @@ class Flush(NamedTuple):
 PIPELINE_CHUNK = 2000
 LOG_EVERY_S = 5.0
 LOG_CONVERT_S = 0.5
+LOG_MAX_PENDING = 2 * round(LOG_EVERY_S / LOG_CONVERT_S)  # hand-offs waiting for the thread
 LOG_MAX_ROWS = 200_000
 DEAD_LETTER_MAXLEN = 100_000
 
@@ -468,8 +469,7 @@ class FeatureLog:
         self.n_handed = 0  # rows handed to the thread since its last write
         self.last_write = self.last_handoff = time.monotonic()
         # (rows by view, write the files after converting them?) or None: the end
-        self.pending: queue.Queue[tuple[dict[str, list[Row]], bool] | None] = queue.Queue(
-            maxsize=2 * round(LOG_EVERY_S / LOG_CONVERT_S))
+        self.pending: queue.Queue[tuple[dict[str, list[Row]], bool] | None] = queue.Queue(maxsize=LOG_MAX_PENDING)
         self.error: BaseException | None = None
         self.made_dirs: set = set()
         self.thread = threading.Thread(target=self._run, name=f"feature-log-{worker}", daemon=True)
