@@ -26,7 +26,7 @@ from pantry.events import InvalidEvent, decode_msgpack
 from pantry.online import OnlineLayout
 from pantry.settings import Settings, get_settings
 from streaming import features as F
-from streaming.sinks import Control, ControlSink, Flush, OnlineSink, Row
+from streaming.sinks import LIVE_LOG_HANDOFF_S, LOG_EVERY_S, Control, ControlSink, Flush, OnlineSink, Row
 from streaming.sources import Batch, LiveSource, ReplaySource
 
 NSHARDS = 16
@@ -482,7 +482,8 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
     # (shard, Flush) rows of store_traffic / store_product
     rows = op.map("rows", op.merge("merge", customer_rows, store_rows), lambda kv: kv[1])
     # Flush; a Row is (view, join values, features, event time)
-    op.output("online", rows, OnlineSink(settings, config.write_log, layout))
+    log_handoff_s = LIVE_LOG_HANDOFF_S if config.mode == "live" else LOG_EVERY_S
+    op.output("online", rows, OnlineSink(settings, config.write_log, layout, log_handoff_s))
     # -> HSET in Feast's layout + parquet feature log
     controls = op.map("control", gated, control_of)
     # Control(counters, max event time, dead letters)

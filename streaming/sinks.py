@@ -52,8 +52,8 @@ class Flush(NamedTuple):
 
 PIPELINE_CHUNK = 2000
 LOG_EVERY_S = 5.0
-LOG_CONVERT_S = 0.5
-LOG_MAX_PENDING = 2 * round(LOG_EVERY_S / LOG_CONVERT_S)  # hand-offs waiting for the thread
+LIVE_LOG_HANDOFF_S = 0.5  # see FeatureLog
+LOG_MAX_PENDING = 20  # hand-offs waiting for the writer thread
 LOG_MAX_ROWS = 200_000
 DEAD_LETTER_MAXLEN = 100_000
 
@@ -450,17 +450,18 @@ def arrow_schema(view: ViewSchema) -> pa.Schema:
 
 
 class FeatureLog:
-    """Buffers rows per view and hands them to a writer thread every LOG_CONVERT_S; the thread turns them into
+    """Buffers rows per view and hands them to a writer thread every `handoff_s`; the thread turns them into
     Arrow record batches at once and writes the batches as parquet files partitioned by event day every
-    LOG_EVERY_S (and at close). Rows wait as Python objects for at most LOG_CONVERT_S: held for the whole
-    LOG_EVERY_S they were most of what the young-generation GC traversed in live mode (a repertoire row carries two
-    lists of up to 60 values), and its pauses, 60-150 ms every ~1.5 s at 5,000 events/s, were the p99 of
-    freshness. Building the batches holds the GIL but in 5 ms slices (the interpreter's switch interval), not one
-    stall of the flow; parquet encoding and compression release it. A bounded queue: a slower disk slows the flow
-    instead of growing memory."""
+    LOG_EVERY_S (and at close). The live flow hands off every LIVE_LOG_HANDOFF_S: rows held as Python objects for
+    the whole LOG_EVERY_S were most of what the young-generation GC traversed (a repertoire row carries two lists
+    of up to 60 values), and its pauses, 60-150 ms every ~1.5 s at 5,000 events/s, were the p99 of freshness. A
+    replay (the GC is off) hands off every LOG_EVERY_S: fewer, bigger conversions. Building the batches holds the
+    GIL but in 5 ms slices (the interpreter's switch interval), not one stall of the flow; parquet encoding and
+    compression release it. A bounded queue: a slower disk slows the flow instead of growing memory."""
 
-    def __init__(self, root, views: dict[str, ViewSchema], worker: int):
+    def __init__(self, root, views: dict[str, ViewSchema], worker: int, handoff_s: float = LOG_EVERY_S):
         self.root = root
+        self.handoff_s = handoff_s
         self.views = views
         self.schemas = {name: arrow_schema(view) for name, view in views.items()}
         self.worker = worker
@@ -482,7 +483,7 @@ class FeatureLog:
         now = time.monotonic()
         if self.n + self.n_handed >= LOG_MAX_ROWS or now - self.last_write >= LOG_EVERY_S:
             self.write()
-        elif now - self.last_handoff >= LOG_CONVERT_S:
+        elif now - self.last_handoff >= self.handoff_s:
             self._hand_off(write=False)
 
     def write(self) -> None:
@@ -684,7 +685,8 @@ class OnlinePartition(StatelessSinkPartition[Flush]):
     """Writes what the shards emit (they coalesce per entity per flush) with pipelined HSETs of absolute values,
     and appends their changed rows to the feature log."""
 
-    def __init__(self, settings: Settings, worker: int, write_log: bool, layout: OnlineLayout | None = None):
+    def __init__(self, settings: Settings, worker: int, write_log: bool, layout: OnlineLayout | None = None,
+                 log_handoff_s: float = LOG_EVERY_S):
         from pantry import feast_repo
         from pantry.redis_server import sync_client
 
@@ -694,7 +696,7 @@ class OnlinePartition(StatelessSinkPartition[Flush]):
         from streaming.cluster_writer import pipeline_writer
 
         self.writer = pipeline_writer(self.client)  # one connection, or one per node of a Redis Cluster
-        self.log = FeatureLog(settings.feature_log_dir, layout.views, worker) if write_log else None
+        self.log = FeatureLog(settings.feature_log_dir, layout.views, worker, log_handoff_s) if write_log else None
         self.rows_written = 0
 
     def write_batch(self, items: list[Flush]) -> None:
@@ -718,11 +720,13 @@ class OnlinePartition(StatelessSinkPartition[Flush]):
 
 
 class OnlineSink(DynamicSink[Flush]):
-    def __init__(self, settings: Settings, write_log: bool = True, layout: OnlineLayout | None = None):
+    def __init__(self, settings: Settings, write_log: bool = True, layout: OnlineLayout | None = None,
+                 log_handoff_s: float = LOG_EVERY_S):
         self.settings, self.write_log, self.layout = settings, write_log, layout  # layout: None = from the registry
+        self.log_handoff_s = log_handoff_s
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> OnlinePartition:
-        return OnlinePartition(self.settings, worker_index, self.write_log, self.layout)
+        return OnlinePartition(self.settings, worker_index, self.write_log, self.layout, self.log_handoff_s)
 
 
 class Control(msgspec.Struct, gc=False):

@@ -328,6 +328,7 @@ def test_store_traffic_indexes_equal_a_scan_of_every_line(seed):
         got = F.traffic_row(st, st.as_of)
         want = _traffic_by_scan(lines, st.as_of)
         assert got == pytest.approx(want), (i, got, want)
+        assert st.sales_micros == sum(round(v * 1e6) for _, v in st.sales)  # the running total stays exact
     # a refresh long after: every window empties and the state forgets the old baskets
     assert F.traffic_row(st, st.as_of + 2 * DAY) == {"baskets_1h": 0, "customers_1h": 0, "baskets_24h": 0,
                                                      "customers_24h": 0, "sales_24h": 0}

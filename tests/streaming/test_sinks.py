@@ -207,16 +207,16 @@ def test_log_columns_of_tuple_rows_equal_those_of_dict_rows():
     assert a.column("product_id").to_pylist() == [r[0][1] for r in TUPLE_ROWS]
 
 
-def test_feature_log_writes_every_row_by_event_day_across_hand_offs(tmp_path, monkeypatch):
+def test_feature_log_writes_every_row_by_event_day_across_hand_offs(tmp_path):
     """Rows handed to the writer thread in several pieces (each converted to Arrow at once) and written in two
     rounds land in their event day's partition, each row once."""
     import pyarrow.parquet as pq
 
     from streaming import sinks
 
-    monkeypatch.setattr(sinks, "LOG_CONVERT_S", 0.0)  # every append is a hand-off
     other = ViewSchema("customer_activity", ("customer_id",), 0.0, (FeatureSchema("orders_7d", "INT64"),))
-    log = sinks.FeatureLog(tmp_path, {"store_product": STORE_PRODUCT, "customer_activity": other}, worker=0)
+    log = sinks.FeatureLog(tmp_path, {"store_product": STORE_PRODUCT, "customer_activity": other}, worker=0,
+                           handoff_s=0.0)  # every append is a hand-off
     day0, day1 = 1_500_000_000.0 - 1_500_000_000.0 % 86400, 1_500_000_000.0 - 1_500_000_000.0 % 86400 + 86400
     appended = []
     for i in range(6):
