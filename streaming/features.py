@@ -28,6 +28,7 @@ MINUTE = 60.0
 HOUR = 3600.0
 DAY = 86400.0
 LATENESS_S = 10 * MINUTE  # events older than (max event time seen - this) are late
+SEEN_PRUNE_MIN = 50_000  # GateState.prune_at
 SESSION_GAP_S = 30 * MINUTE
 SESSION_PRODUCTS = 20
 REPERTOIRE_TOP = 50
@@ -612,6 +613,11 @@ class GateState(msgspec.Struct, array_like=True):
     seen: dict[str, float] = msgspec.field(default_factory=dict)  # event_id -> time, not yet past lateness
     counters: dict[str, int] = msgspec.field(
         default_factory=lambda: {"processed": 0, "duplicate": 0, "late": 0, "invalid": 0})
+    # Drop the ids past lateness from `seen` once it holds this many; then at twice what is left (at least
+    # SEEN_PRUNE_MIN): one O(n) pass per doubling. A fixed bound rescanned the whole dict at every batch once
+    # more ids than that were within lateness (600 s of event time: 3M ids at 5,000 events/s), 36 % of the live
+    # process at a sustained 2,500 events/s.
+    prune_at: int = SEEN_PRUNE_MIN  # last: a snapshot from before it decodes
 
     @property
     def watermark(self) -> float:
@@ -637,7 +643,8 @@ def gate_apply(st: GateState, events: Iterable[Ev]) -> tuple[list[Ev], list[tupl
         seen[e.event_id] = e.t
         accepted.append(e)
     counters["processed"] += len(accepted)
-    if len(seen) > 50_000:
+    if len(seen) > st.prune_at:
         bound = st.max_t - LATENESS_S
         st.seen = {k: t for k, t in seen.items() if t >= bound}
+        st.prune_at = max(SEEN_PRUNE_MIN, 2 * len(st.seen))
     return accepted, late

@@ -202,6 +202,28 @@ def test_gate_counts_duplicates_and_rejects_late_events_but_keeps_out_of_order_o
     assert st.watermark == T0 + 10 * MINUTE
 
 
+def test_gate_prunes_seen_ids_once_per_doubling_and_keeps_those_within_lateness(monkeypatch):
+    """More ids within lateness than the prune bound: the gate scans them once per doubling, not at every batch
+    (which made the live flow fall behind at a sustained 2,500 events/s); ids past lateness go at the next prune."""
+    monkeypatch.setattr(F, "SEEN_PRUNE_MIN", 100)
+    st = F.GateState(prune_at=100)
+    prunes = 0
+    for i in range(0, 1000, 10):  # 1,000 events 0.1 s apart, in batches of 10: all within lateness
+        before = st.prune_at
+        F.gate_apply(st, [buy(f"e{j}", T0 + j / 10) for j in range(i, i + 10)])
+        prunes += st.prune_at != before
+    assert len(st.seen) == 1000 and prunes <= 4  # 100 -> 220 -> 440 -> 880 -> 1,760 (a fixed bound: 90 scans)
+    F.gate_apply(st, [buy("e0", T0)])
+    assert st.counters["duplicate"] == 1  # still remembered
+    # much later: the next prune drops every id past lateness, and an old id sent again is late, not a duplicate
+    later = T0 + 100 + F.LATENESS_S + 1
+    for i in range(0, 2000, 10):
+        F.gate_apply(st, [buy(f"n{j}", later + j / 10) for j in range(i, i + 10)])
+    assert not any(k.startswith("e") for k in st.seen)
+    _, late = F.gate_apply(st, [buy("e5", T0 + 0.5)])
+    assert len(late) == 1 and st.counters["duplicate"] == 1
+
+
 def test_top_merge_gives_the_same_top_as_ranking_again():
     import random
 
