@@ -252,21 +252,19 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
 
     def flush(self, final: bool) -> Flush:
         """The rows of the entities changed since the last flush (for the log) and the rows for the online store:
-        the same; none while deferred; or, when the online store is behind, those and a row of every other
-        entity (as of its own time: what its last logged row said)."""
+        the same; none while deferred; or, when the online store is behind, every row of every entity (as of its
+        own time: what its last logged row said)."""
         shard = self.shard
         if self.defer_online and not final:
             rows = self.rows()
             if rows:
                 shard.online_behind = True
             return Flush(rows, [])
-        if not shard.online_behind:
-            rows = self.rows()
-            return Flush(rows, rows)
-        changed = self.changed()  # rows() replaces it with an empty one
         rows = self.rows()
+        if not shard.online_behind:
+            return Flush(rows, rows)
         shard.online_behind = False
-        return Flush(rows, rows + self.rows_except(changed))
+        return Flush(rows, self.every_row())
 
     def roll_all(self, as_of: float) -> None:
         """Roll every due entity forward to as_of at once (the final refresh of a replay)."""
@@ -333,16 +331,12 @@ class CustomerShardLogic(_Coalescing):
         self.shard.dirty = {}
         return rows
 
-    def changed(self) -> dict[int, int]:
-        return self.shard.dirty
-
-    def rows_except(self, changed: dict[int, int]) -> list[Row]:
-        """Rows of every view of every customer not in `changed` (a session row only if it had a session)."""
+    def every_row(self) -> list[Row]:
+        """Rows of every view of every customer (a session row only if it had a session)."""
         rows: list[Row] = []
         for cid, st in self.shard.states.items():
-            if cid not in changed:
-                flags = F.ACTIVITY | F.REPERTOIRE | (F.SESSION if st.s_start is not None else 0)
-                self._append_rows(rows, cid, st, flags)
+            flags = F.ACTIVITY | F.REPERTOIRE | (F.SESSION if st.s_start is not None else 0)
+            self._append_rows(rows, cid, st, flags)
         return rows
 
     def _append_rows(self, rows: list[Row], cid: int, st: F.CustomerState, flags: int) -> None:
@@ -426,18 +420,14 @@ class StoreShardLogic(_Coalescing):
         sh.dirty_stores, sh.dirty_pairs = set(), set()
         return rows
 
-    def changed(self) -> tuple[set[int], set[int]]:
-        return self.shard.dirty_stores, self.shard.dirty_pairs
-
-    def rows_except(self, changed: tuple[set[int], set[int]]) -> list[Row]:
-        """Rows of every store and every store x product pair not in `changed`."""
-        dirty_stores, dirty_pairs = changed
+    def every_row(self) -> list[Row]:
+        """Rows of every store and every store x product pair."""
         sh = self.shard
         rows: list[Row] = [("store_traffic", (sid,), F.traffic_row(st, st.as_of), st.as_of)
-                           for sid, st in sh.stores.items() if sid not in dirty_stores]
+                           for sid, st in sh.stores.items()]
         values = F.store_product_values
         rows += [("store_product", (key >> 32, key & 0xFFFFFFFF), values(sp, sp.as_of), sp.as_of)
-                 for key, sp in sh.pairs.items() if key not in dirty_pairs]
+                 for key, sp in sh.pairs.items()]
         return rows
 
     def snapshot(self) -> bytes:

@@ -75,3 +75,15 @@ def test_rows_of_unchanged_entities_equal_their_last_logged_rows():
     assert catch_up.log == []
     assert online[("store_product", (16, 101))] == logged[("store_product", (16, 101))]
     assert online[("store_product", (16, 100))] != logged[("store_product", (16, 100))]  # sold again since
+
+
+def test_the_catch_up_writes_every_view_of_an_entity_that_changed_in_its_last_flush_window():
+    """A customer whose last change before the end touched only activity and repertoire (the final refresh rolling
+    its windows) still gets its session row online: which views were dirty at the end depends on when the wall-clock
+    flushes fell, and the online store must not."""
+    logic = CustomerShardLogic(None, flush_s=0.0, defer_online=True)
+    flush_of(logic, [buy("a", T0, 7, 1, 100)])  # logged only: session, activity, repertoire
+    last = flush_of(logic, [], final=True, as_of=T0 + 40 * DAY)  # rolls activity and repertoire only
+    assert ("customer_session", (7,)) not in keys(last.log)
+    assert keys(last.online) == {("customer_session", (7,)), ("customer_activity", (7,)),
+                                 ("customer_repertoire", (7,))}
