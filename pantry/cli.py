@@ -1,9 +1,10 @@
-"""The `pantry` command line. Component commands live beside their code and are registered here."""
+"""The `pantry` command line. Component commands live beside their code (streaming/cli.py, serving/cli.py, ...) and
+join this group through the `pantry.commands` entry points in pyproject.toml: pantry/ imports no component."""
 
 from __future__ import annotations
 
-import importlib
 import sys
+from importlib.metadata import entry_points
 
 import click
 
@@ -86,11 +87,11 @@ def feast() -> None:
 @feast.command("apply")
 def feast_apply() -> None:
     """`feast apply` with pantry's settings, then load the batch views (product, campaign_coupon) online."""
-    from pantry import feast_repo
-    from pantry.batch_views import write_batch_views
+    from pantry.featurestore import repo
+    from pantry.featurestore.batch_views import write_batch_views
 
     settings = get_settings()
-    feast_repo.apply(settings, quiet=False)
+    repo.apply(settings, quiet=False)
     counts = write_batch_views(settings)
     click.echo(", ".join(f"{view}: {n:,} rows online" for view, n in counts.items()))
 
@@ -98,9 +99,9 @@ def feast_apply() -> None:
 @feast.command("yaml")
 def feast_yaml() -> None:
     """Print the path of the feature_store.yaml for these settings (for `feast -c feature_repo -f PATH ...`)."""
-    from pantry import feast_repo
+    from pantry.featurestore import repo
 
-    click.echo(feast_repo.feature_store_yaml(get_settings()))
+    click.echo(repo.feature_store_yaml(get_settings()))
 
 
 # ---- the demo ------------------------------------------------------------------------------------------------
@@ -117,31 +118,11 @@ def demo(until: str | None, households: int | None, no_serve: bool) -> None:
     sys.exit(run_demo(get_settings(), until=until, households=households, serve=not no_serve))
 
 
-# Component commands: each package owns its CLI; a missing one must not break the others.
-_COMPONENT_COMMANDS = (
-    ("streaming.cli", "stream"),
-    ("training.cli", "train"),
-    ("training.cli", "models"),
-    ("training.cli", "evaluate"),
-    ("serving.cli", "serve"),
-    ("serving.cli", "decisions"),
-    ("serving.cli", "campaigns"),
-    ("load_tests.cli", "load"),
-    ("load_tests.cli", "bench"),
-)
-
-
 def _register_components() -> None:
-    for module_name, attr in _COMPONENT_COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        command = getattr(module, attr, None)
-        if command is not None:
-            main.add_command(command)
+    """Each component's commands, from the `pantry.commands` entry points (a component that is not installed simply
+    has none)."""
+    for entry in entry_points(group="pantry.commands"):
+        main.add_command(entry.load(), entry.name)
 
 
 _register_components()

@@ -19,9 +19,9 @@ from types import FrameType
 
 import pyarrow.compute as pc
 
-from pantry import dataset, feast_repo
+from pantry import dataset
 from pantry.redis_server import EmbeddedRedis, ensure_redis
-from pantry.settings import Settings
+from pantry.settings import Settings, subprocess_env
 
 
 class StepFailed(RuntimeError):
@@ -52,7 +52,7 @@ def _pantry(*args: str) -> list[str]:
 
 
 def _check_call(cmd: list[str], settings: Settings) -> None:
-    result = subprocess.run(cmd, env=feast_repo.subprocess_env(settings))
+    result = subprocess.run(cmd, env=subprocess_env(settings))
     if result.returncode != 0:
         raise StepFailed(f"`{' '.join(cmd[1:])}` exited with {result.returncode}")
 
@@ -154,7 +154,7 @@ def run_demo(settings: Settings, until: str | None, households: int | None, serv
         if not serve:
             return 0
 
-        env = feast_repo.subprocess_env(settings)
+        env = subprocess_env(settings)
         children.append(subprocess.Popen(_pantry("stream", "live"), env=env))
         api = subprocess.Popen(_pantry("serve"), env=env)
         children.append(api)

@@ -92,10 +92,6 @@ EVENT_TYPES: tuple[type[BaseEvent], ...] = (
 TYPE_NAMES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in EVENT_TYPES)  # type: ignore[misc]
 
 
-class EventBatch(msgspec.Struct, forbid_unknown_fields=True):
-    events: list[Event]
-
-
 class InvalidEvent(ValueError):
     """An event that does not fit the schema; the message says why."""
 
@@ -120,6 +116,14 @@ def decode_json(raw: bytes | str) -> Event:
         raise InvalidEvent(str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"malformed JSON: {exc}") from exc
+
+
+def from_builtins(obj: object) -> Event:
+    """An event from already-parsed JSON (dicts, lists, strings: what a web framework hands over)."""
+    try:
+        return _check(msgspec.convert(obj, Event))
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(str(exc)) from exc
 
 
 def decode_msgpack(raw: bytes) -> Event:

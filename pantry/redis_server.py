@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -242,16 +241,4 @@ def sync_client(settings: Settings, timeout_s: float | None = None, decode: bool
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=decode,
-    )
-
-
-def async_client(settings: Settings, decode: bool = False) -> redis.asyncio.Redis:
-    """The serving client: tight timeouts (tens of ms) so a sick Redis degrades answers instead of hanging them."""
-    kind = redis.asyncio.RedisCluster if settings.redis_cluster else redis.asyncio.Redis
-    return kind.from_url(
-        settings.effective_redis_url(),
-        socket_timeout=settings.redis_socket_timeout_s,
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-        decode_responses=decode,
-        max_connections=256,
     )

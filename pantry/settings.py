@@ -47,6 +47,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # structured access log (one JSON line per request, no payloads): "off", "-" (stderr) or a file path;
     # None -> <data_dir>/logs/access.log
     access_log: str | None = None
+    # Streaming
+    stream_replay_flush_s: float = 1.0  # a replay emits each changed entity at most this often (wall time)
+    stream_snapshot_s: float | None = None  # recovery snapshot interval; None = per mode (streaming.runner)
 
     @property
     def dataset_dir(self) -> Path:
@@ -87,14 +90,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if db != "0":
             conn += f",db={db}"
         return conn
-
-    def feast_env(self) -> dict[str, str]:
-        """Environment for `feast` commands: feature_store.yaml reads these variables."""
-        return {
-            "PANTRY_FEAST_REDIS": self.feast_connection_string(),
-            "PANTRY_FEAST_REGISTRY": str(self.registry_path),
-            "PANTRY_DATA_DIR": str(self.data_dir),
-        }
 
 
 def _parse_api_keys(raw: str) -> dict[str, Role]:
@@ -143,6 +138,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_DECISIONS_MAXLEN", "decisions_maxlen", int)
     num("PANTRY_REQUEST_TIMEOUT_S", "request_timeout_s", float)
     num("PANTRY_RECOMMENDER_CACHE", "recommender_cache", int)
+    num("PANTRY_STREAM_REPLAY_FLUSH_S", "stream_replay_flush_s", float)
+    num("PANTRY_STREAM_SNAPSHOT_S", "stream_snapshot_s", float)
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")
@@ -160,6 +157,28 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     if env.get("PANTRY_CORS_ORIGINS"):
         kw["cors_origins"] = tuple(o.strip() for o in env["PANTRY_CORS_ORIGINS"].split(",") if o.strip())
     return Settings(**kw)  # type: ignore[arg-type]
+
+
+def to_json(settings: Settings) -> str:
+    """These exact settings as JSON, for a child process of the same program (from_json reads them back)."""
+    return msgspec.json.encode(settings, enc_hook=str).decode()
+
+
+def from_json(text: str) -> Settings:
+    return msgspec.json.decode(text, type=Settings, dec_hook=lambda kind, value: Path(value) if kind is Path else value)
+
+
+def subprocess_env(settings: Settings) -> dict[str, str]:
+    """The environment for a child process (a `pantry` or `feast` command) that must see these same settings."""
+    env = dict(os.environ)
+    env["PANTRY_DATA_DIR"] = str(settings.data_dir)
+    env["PANTRY_ARTIFACTS_DIR"] = str(settings.artifacts_dir)
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
+    else:
+        env["PANTRY_REDIS_PORT"] = str(settings.embedded_redis_port)
+    env["PANTRY_REDIS_CLUSTER"] = "1" if settings.redis_cluster else "0"
+    return env
 
 
 @cache

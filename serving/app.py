@@ -18,6 +18,7 @@ import msgspec
 from litestar import Litestar, MediaType, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -34,8 +35,10 @@ from serving.controllers.health import HealthController
 from serving.controllers.next_best_action import NextBestActionController
 from serving.controllers.recommendations import RecommendationsController
 from serving.controllers.substitutions import SubstitutionsController
-from serving.fallbacks import StoreUnavailable
+from serving.ingest import BatchRejected, BatchTooLarge
 from serving.limits import enforce_limits
+from serving.redis_guard import StoreUnavailable
+from serving.schemas import EventsRejected
 from serving.services import Services
 
 log = logging.getLogger("pantry.serving")
@@ -62,6 +65,14 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     return Response(body, status_code=exc.status_code, headers=exc.headers, media_type=MediaType.JSON)
 
 
+def _events_rejected(request: Request, exc: BatchRejected) -> Response:
+    return Response(EventsRejected(str(exc), exc.errors), status_code=400)
+
+
+def _bad_request(request: Request, exc: ValueError) -> Response:
+    return Response({"status_code": 400, "detail": str(exc)}, status_code=400, media_type=MediaType.JSON)
+
+
 def _store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
     return Response({"status_code": 503, "detail": f"feature store unavailable: {exc}"},
                     status_code=HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}, media_type=MediaType.JSON)
@@ -77,6 +88,8 @@ _EXCEPTION_HANDLERS = {
     ValidationException: _validation_error,
     NotFoundException: _http_error,
     HTTPException: _http_error,
+    BatchRejected: _events_rejected,
+    BatchTooLarge: _bad_request,
     StoreUnavailable: _store_unavailable,
     Exception: _unexpected,
 }
@@ -135,6 +148,11 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
 # ---- the app -------------------------------------------------------------------------------------------------
 
 
+def _services(state: State) -> Services:
+    """What handlers get as `services`: the worker's Services, built at startup."""
+    return state.services
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
 
@@ -163,6 +181,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminModelsController,
         ],
         lifespan=[lifespan],
+        dependencies={"services": Provide(_services, sync_to_thread=False)},
         exception_handlers=_EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=enforce_limits,
         middleware=[observe_middleware(access_logger(settings), settings.request_timeout_s)],

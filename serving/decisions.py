@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
+from pantry.featurestore.roundtrip import RoundTrip
 from pantry.keys import DECISIONS_STREAM
-from serving.redis_io import RoundTrip
 
 log = logging.getLogger("pantry.serving.decisions")
 _encoder = msgspec.json.Encoder()

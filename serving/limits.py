@@ -10,7 +10,7 @@ import time
 
 from litestar import MediaType, Request, Response
 
-from serving.fallbacks import StoreUnavailable
+from serving.redis_guard import StoreUnavailable
 
 _RATE_KEY = "pantry:ratelimit:{who}:{minute}"
 

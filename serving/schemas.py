@@ -16,9 +16,8 @@ from pantry.scoring import Action, Channel, Scored, Surface
 Id = Annotated[int, msgspec.Meta(ge=0, le=2**62, description="a Complete Journey id")]
 K = Annotated[int, msgspec.Meta(ge=1, le=100, description="how many items to return")]
 SmallK = Annotated[int, msgspec.Meta(ge=1, le=20, description="how many items to return")]
-Fallback = Literal[
-    "cold_start", "features_stale", "store_unavailable", "model_unavailable", "no_candidates"
-] | None
+# Why an answer is not the model's normal answer (serving/answers/pipeline.py says when each applies); null when it is.
+Fallback = Literal["store_unavailable", "cold_start", "features_stale", "model_unavailable", "model_error"]
 
 
 class _Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -38,7 +37,7 @@ class RecommendationResponse(msgspec.Struct):
     decision_id: str
     model_version: str
     items: list[Scored]
-    fallback: str | None
+    fallback: Fallback | None
 
 
 class SubstitutionRequest(_Request):
@@ -58,7 +57,7 @@ class SubstitutionResponse(msgspec.Struct):
     decision_id: str
     model_version: str
     substitutions: list[Substitution]
-    fallback: str | None
+    fallback: Fallback | None
 
 
 class NextBestActionRequest(_Request):
@@ -73,7 +72,7 @@ class NextBestActionResponse(msgspec.Struct):
     decision_id: str
     model_version: str
     actions: list[Action]
-    fallback: str | None
+    fallback: Fallback | None
 
 
 # ---- /v1/features: Feast's /get-online-features shape, plus ages ----------------------------------------------

@@ -9,18 +9,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pantry import feast_repo
+from litestar.di import NamedDependency
+from litestar.params import SkipValidation
+
+from pantry.featurestore import repo
+from pantry.featurestore.layout import OnlineLayout
+from pantry.featurestore.reader import OnlineReader, ReadResult, RowRead
+from pantry.featurestore.repo import FeatureServices
+from pantry.featurestore.roundtrip import ClusterRawPipeline, RawPipeline, RoundTrip
 from pantry.keys import CAMPAIGN_APPROVALS
-from pantry.online import OnlineLayout, schemas_from_feast
 from pantry.settings import Settings
 from serving import metrics
 from serving.campaigns import CampaignBook, load_campaigns
 from serving.decisions import DecisionLog
-from serving.fallbacks import GuardedStore, StoreUnavailable
 from serving.models import ModelHolder
-from serving.online import OnlineReader, ReadResult, RowRead
 from serving.popularity import PopularitySnapshot
-from serving.redis_io import ClusterRawPipeline, RawPipeline, RoundTrip
+from serving.redis_guard import GuardedStore, StoreUnavailable
 
 log = logging.getLogger("pantry.serving")
 
@@ -52,21 +56,16 @@ def read_pipeline(settings: Settings) -> RoundTrip:
                 connect_timeout_s=settings.redis_connect_timeout_s)
 
 
-def load_registry(settings: Settings) -> tuple[OnlineLayout, dict[str, list[tuple[str, list[str]]]]] | None:
+def load_registry(settings: Settings) -> tuple[OnlineLayout, FeatureServices] | None:
     """The Feast layout and feature services from the registry (None before `feast apply`)."""
     try:
-        fs = feast_repo.store(settings)
-        views = schemas_from_feast(fs.list_feature_views())
-        services = {
-            svc.name: [(p.name, [f.name for f in p.features]) for p in svc.feature_view_projections]
-            for svc in fs.list_feature_services()
-        }
+        layout, services = repo.registry(settings)
     except Exception as exc:  # no registry yet, or unreadable: serve fallbacks and retry later
         log.warning("feast registry not readable (%s): online features unavailable for now", exc)
         return None
-    if not views:
+    if not layout.views:
         return None
-    return OnlineLayout(settings.project, views), services
+    return layout, services
 
 
 @dataclass
@@ -80,7 +79,7 @@ class Services:
     decisions: DecisionLog
     campaigns: CampaignBook
     reader: OnlineReader | None = None
-    feature_services: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
+    feature_services: FeatureServices = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
@@ -97,7 +96,7 @@ class Services:
         store = GuardedStore(slack_s=settings.redis_socket_timeout_s / 2)
         svc = cls(settings, redis, pipeline, store, models, popularity, decisions, campaigns)
         await svc._load_registry()
-        await svc._refresh_approvals()
+        await svc.refresh_approvals()
         svc.tasks = [
             asyncio.create_task(models.watch(), name="models-watch"),
             asyncio.create_task(decisions.run(), name="decision-log"),
@@ -121,7 +120,7 @@ class Services:
             layout, self.feature_services = loaded
             self.reader = OnlineReader(layout, self.settings.clock)
 
-    async def _refresh_approvals(self) -> None:
+    async def refresh_approvals(self) -> None:
         try:
             raw = await self.store.call(lambda: self.redis.hgetall(CAMPAIGN_APPROVALS))
         except StoreUnavailable:
@@ -137,7 +136,7 @@ class Services:
             tick += 1
             try:
                 metrics.PENDING.flush()  # the request path's metric updates of the last second
-                await self._refresh_approvals()
+                await self.refresh_approvals()
                 if self.reader is None and tick % 5 == 0:
                     await self._load_registry()
                 current = self.models.current.versions()
@@ -166,12 +165,7 @@ class Services:
             metrics.PENDING.observe(metrics.child(metrics.FEATURE_AGE, view), max(age, 0.0))
         return result
 
-    async def now(self, as_of: datetime | None) -> datetime:
-        from pantry.clock import resolve_now
 
-        if self.reader is None:
-            return resolve_now(self.settings.clock, as_of, None)
-        try:
-            return await self.store.call(lambda: self.reader.now(self.redis, as_of))
-        except StoreUnavailable:
-            return resolve_now(self.settings.clock, as_of, None)
+# How a handler asks for the worker's Services (provided in serving/app.py): `services: Injected`. Not validated:
+# it is our own object, not input.
+Injected = NamedDependency[SkipValidation[Services]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import shutil
 import signal
 import socket
@@ -21,12 +20,10 @@ from tqdm import tqdm
 from pantry.clock import from_epoch
 from pantry.keys import EVENTS_STREAM, STREAM_COUNTERS, WATERMARK
 from pantry.redis_server import sync_client
-from pantry.settings import Settings
+from pantry.settings import Settings, to_json
 
 REPLAY_RECORD = "pantry:stream:replay"  # hash: until, events, completed_at, seconds (a completed replay)
 STREAM_VIEWS = ("customer_session", "customer_activity", "customer_repertoire", "store_traffic", "store_product")
-# A replay emits each changed entity at most this often (wall time): fewer intermediate rows, same final values.
-REPLAY_FLUSH_S = float(os.environ.get("PANTRY_STREAM_REPLAY_FLUSH_S") or 1.0)
 
 # Epoch length = how often state is snapshotted (and how much a restart re-processes). A snapshot encodes the
 # state of every shard that saw events in the epoch, a pause of O(state): rare in live mode, where pauses show
@@ -38,9 +35,9 @@ REPLAY_FLUSH_S = float(os.environ.get("PANTRY_STREAM_REPLAY_FLUSH_S") or 1.0)
 SNAPSHOT_S = {"replay": 30.0, "live": 300.0}
 
 
-def snapshot_interval_s(mode: str) -> float:
-    # PANTRY_STREAM_SNAPSHOT_S: shorter in tests that crash the flow on purpose
-    return float(os.environ.get("PANTRY_STREAM_SNAPSHOT_S") or SNAPSHOT_S[mode])
+def snapshot_interval_s(settings: Settings, mode: str) -> float:
+    # settings.stream_snapshot_s: shorter in tests that crash the flow on purpose
+    return settings.stream_snapshot_s or SNAPSHOT_S[mode]
 
 
 class ReplayRecord(msgspec.Struct):
@@ -139,21 +136,22 @@ def run_flow(settings: Settings, config, workers: int, stop_flag: Callable[[], b
     addresses = free_addresses(processes)
     children = [spawn_process(settings, config, workers, i, addresses) for i in range(1, processes)]
     try:
-        for child in children:  # each says "ready" once imported and built, just before it joins the cluster
+        for i, child in enumerate(children, 1):  # each says "ready" once imported and built, before it joins
             if child.stdout.readline().strip() != b"ready":
-                raise RuntimeError(f"process {child.args[-1]} of the flow did not start")
+                raise RuntimeError(f"process {i} of the flow did not start: "
+                                   f"{child.stderr.read().decode(errors='replace')[-2000:]}")
         run_process(settings, config, workers, stop_flag=stop_flag, layout=layout, process_id=0, addresses=addresses,
                     on_start=on_start)
     finally:
         failed = []
-        for child in children:
+        for i, child in enumerate(children, 1):
             try:
                 child.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
             if child.returncode:
-                failed.append(f"process {child.args[-1]} exited with {child.returncode}: "
+                failed.append(f"process {i} exited with {child.returncode}: "
                               f"{child.stderr.read().decode(errors='replace')[-2000:]}")
     if failed:
         raise RuntimeError("; ".join(failed))
@@ -183,7 +181,7 @@ def run_process(settings: Settings, config, workers: int, stop_flag: Callable[[]
         on_start()
     try:
         cli_main(flow, workers_per_process=workers, process_id=process_id, addresses=addresses,
-                 epoch_interval=timedelta(seconds=snapshot_interval_s(config.mode)), recovery_config=recovery)
+                 epoch_interval=timedelta(seconds=snapshot_interval_s(settings, config.mode)), recovery_config=recovery)
     finally:
         if replay_without_gc:
             gc.enable()
@@ -209,15 +207,22 @@ def _die_with_parent() -> None:
 
 
 def spawn_process(settings: Settings, config, workers: int, process_id: int, addresses: list[str]):
-    """Process `process_id` of the flow: `python -m streaming.worker`, configured through the environment."""
-    env = {**os.environ, "PANTRY_DATA_DIR": str(settings.data_dir), "REDIS_URL": settings.effective_redis_url(),
-           "PANTRY_REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
-           "PANTRY_STREAM_CONFIG": msgspec.json.encode(config).decode(), "PANTRY_STREAM_WORKERS": str(workers),
-           "PANTRY_STREAM_ADDRESSES": ";".join(addresses)}
+    """Process `process_id` of the flow: `python -m streaming.worker` with these settings and config."""
+    args = WorkerArgs(to_json(settings), msgspec.json.encode(config).decode(), workers, process_id, addresses)
     # -O: Feast's typeguard decorators then skip re-compiling its sources at import (start-up halves); pantry's
     # code has no asserts to lose
-    return subprocess.Popen([sys.executable, "-O", "-m", "streaming.worker", str(process_id)], env=env,
+    return subprocess.Popen([sys.executable, "-O", "-m", "streaming.worker", msgspec.json.encode(args).decode()],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+
+
+class WorkerArgs(msgspec.Struct):
+    """What `python -m streaming.worker` is given (one JSON argument)."""
+
+    settings: str  # pantry.settings.to_json
+    config: str  # StreamConfig as JSON
+    workers: int
+    process_id: int
+    addresses: list[str]
 
 
 def count_events(settings: Settings, until: datetime | None) -> int:
@@ -245,9 +250,9 @@ def replay(settings: Settings, until: datetime | None, speed: float | None, work
     total = count_events(settings, until)
     # The Feast layout (registry read; Feast's config validation imports dask: seconds) is read before the clock
     # starts, like the imports: the record's events/s is the flow's; `pantry bench` also reports it with start-up.
-    from pantry import feast_repo
+    from pantry.featurestore import repo
 
-    layout = feast_repo.layout(settings)
+    layout = repo.layout(settings)
     clock = {"started": time.monotonic()}  # restarted once every process of the flow is ready
 
     def on_start() -> None:
@@ -256,7 +261,7 @@ def replay(settings: Settings, until: datetime | None, speed: float | None, work
     bar = Progress(settings, total, f"replay until {until_s or 'end'}", live=False, enabled=progress)
     bar.start()
     try:
-        config = StreamConfig(mode="replay", until=until, speed=speed, flush_s=REPLAY_FLUSH_S,
+        config = StreamConfig(mode="replay", until=until, speed=speed, flush_s=settings.stream_replay_flush_s,
                               defer_online=speed is None)  # a paced replay updates the online store as it goes
         run_flow(settings, config, workers, layout=layout, processes=processes, on_start=on_start)
     finally:

@@ -14,7 +14,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from pantry.keys import EVENT_FIELD, EVENTS_STREAM
 from pantry.settings import Settings
-from streaming.features import Ev
+from streaming.features.event import Ev
 
 PARTITION = "events"
 REPLAY_BATCH = 4096

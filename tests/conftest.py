@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pantry import dataset, feast_repo
+from pantry import dataset
+from pantry.featurestore import repo as feast_repo
 from pantry.redis_server import EmbeddedRedis, free_port, sync_client
 from pantry.settings import Settings, from_env
 
@@ -55,7 +56,7 @@ def data_slice(settings: Settings) -> Path:
 @pytest.fixture(scope="session")
 def feast_applied(settings: Settings, data_slice: Path) -> Settings:
     """`feast apply` done and the batch views (product, campaign_coupon) online."""
-    from pantry.batch_views import write_batch_views
+    from pantry.featurestore.batch_views import write_batch_views
 
     feast_repo.apply(settings)
     write_batch_views(settings, progress=False)

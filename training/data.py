@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pantry import dataset, feast_repo
+from pantry import dataset
+from pantry.featurestore import repo as feast_repo
 from pantry.settings import Settings
 
 DAY_S = 86_400.0

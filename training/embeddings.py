@@ -40,8 +40,8 @@ def write_parquet(settings: Settings, customers: np.ndarray, factors: np.ndarray
 
 def push_online(settings: Settings, customers: np.ndarray, factors: np.ndarray, version: str, ts: datetime) -> int:
     """HSET every customer's embedding in Feast's Redis layout (raises when Redis or the Feast registry is absent)."""
-    from pantry import feast_repo
-    from pantry.batch_views import write_rows
+    from pantry.featurestore import repo as feast_repo
+    from pantry.featurestore.pipeline import write_rows
     from pantry.redis_server import sync_client
 
     if not settings.registry_path.exists():

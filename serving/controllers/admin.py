@@ -12,7 +12,6 @@ import hashlib
 
 from litestar import Controller, Request, get, post
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.exceptions import ValidationException as BadRequest
 from litestar.handlers.base import BaseRouteHandler
@@ -22,6 +21,7 @@ from pantry.keys import CAMPAIGN_APPROVALS
 from pantry.scoring import MODEL_NAMES, ModelError
 from serving.campaigns import approval_record, encode_approval, status_of
 from serving.schemas import ActivateRequest, ApprovalRequest, CampaignApproval, ModelVersions
+from serving.services import Injected, Services
 
 
 def _role(connection: ASGIConnection) -> tuple[str, str]:
@@ -55,23 +55,21 @@ class AdminCampaignsController(Controller):
     security = ({"apiKey": []},)
 
     @get(summary="Every campaign with its approval status")
-    async def list_campaigns(self, state: State) -> list[CampaignApproval]:
-        svc = state.services
-        await svc._refresh_approvals()
-        return [self._view(svc, cid) for cid in sorted(svc.campaigns.campaigns)]
+    async def list_campaigns(self, services: Injected) -> list[CampaignApproval]:
+        await services.refresh_approvals()
+        return [self._view(services, cid) for cid in sorted(services.campaigns.campaigns)]
 
     @post("/{campaign_id:int}/approve", status_code=200, summary="Approve a campaign as it is now")
-    async def approve(self, campaign_id: FromPath[int], request: Request, state: State,
+    async def approve(self, campaign_id: FromPath[int], request: Request, services: Injected,
                       data: JSONBody[ApprovalRequest | None] = None) -> CampaignApproval:
-        return await self._decide(state, request, campaign_id, "approved", data)
+        return await self._decide(services, request, campaign_id, "approved", data)
 
     @post("/{campaign_id:int}/reject", status_code=200, summary="Reject a campaign (never offered)")
-    async def reject(self, campaign_id: FromPath[int], request: Request, state: State,
+    async def reject(self, campaign_id: FromPath[int], request: Request, services: Injected,
                      data: JSONBody[ApprovalRequest | None] = None) -> CampaignApproval:
-        return await self._decide(state, request, campaign_id, "rejected", data)
+        return await self._decide(services, request, campaign_id, "rejected", data)
 
-    async def _decide(self, state: State, request: Request, campaign_id: int, status, data) -> CampaignApproval:
-        svc = state.services
+    async def _decide(self, svc: Services, request: Request, campaign_id: int, status, data) -> CampaignApproval:
         campaign = svc.campaigns.campaigns.get(campaign_id)
         if campaign is None:
             raise NotFoundException(detail=f"no campaign {campaign_id}")
@@ -81,7 +79,7 @@ class AdminCampaignsController(Controller):
         return self._view(svc, campaign_id)
 
     @staticmethod
-    def _view(svc, campaign_id: int) -> CampaignApproval:
+    def _view(svc: Services, campaign_id: int) -> CampaignApproval:
         c = svc.campaigns.campaigns[campaign_id]
         a = svc.campaigns.approvals.get(campaign_id)
         status = status_of(c, a)
@@ -106,28 +104,28 @@ class AdminModelsController(Controller):
     security = ({"apiKey": []},)
 
     @get(summary="Model versions: available, ACTIVE on disk, loaded in this worker")
-    async def list_models(self, state: State) -> list[ModelVersions]:
-        return [self._view(state, name) for name in MODEL_NAMES]
+    async def list_models(self, services: Injected) -> list[ModelVersions]:
+        return [self._view(services, name) for name in MODEL_NAMES]
 
     @post("/{name:str}/activate", status_code=200, summary="Serve a version (verified, hot-reloaded everywhere)")
-    async def activate(self, name: FromPath[str], data: JSONBody[ActivateRequest], state: State) -> ModelVersions:
+    async def activate(self, name: FromPath[str], data: JSONBody[ActivateRequest], services: Injected) -> ModelVersions:
         registry = self._check(name)
         try:
-            await asyncio.to_thread(registry.activate, state.services.settings.models_dir, name, data.version)
+            await asyncio.to_thread(registry.activate, services.settings.models_dir, name, data.version)
         except ModelError as exc:
             raise BadRequest(detail=str(exc)) from exc
-        await asyncio.to_thread(state.services.models.load_now)
-        return self._view(state, name)
+        await asyncio.to_thread(services.models.load_now)
+        return self._view(services, name)
 
     @post("/{name:str}/rollback", status_code=200, summary="Switch back to the previously active version")
-    async def rollback(self, name: FromPath[str], state: State) -> ModelVersions:
+    async def rollback(self, name: FromPath[str], services: Injected) -> ModelVersions:
         registry = self._check(name)
         try:
-            await asyncio.to_thread(registry.rollback, state.services.settings.models_dir, name)
+            await asyncio.to_thread(registry.rollback, services.settings.models_dir, name)
         except ModelError as exc:
             raise BadRequest(detail=str(exc)) from exc
-        await asyncio.to_thread(state.services.models.load_now)
-        return self._view(state, name)
+        await asyncio.to_thread(services.models.load_now)
+        return self._view(services, name)
 
     @staticmethod
     def _check(name: str):
@@ -136,8 +134,7 @@ class AdminModelsController(Controller):
         return _registry()
 
     @staticmethod
-    def _view(state: State, name: str) -> ModelVersions:
-        svc = state.services
+    def _view(svc: Services, name: str) -> ModelVersions:
         loaded = svc.models.current.versions().get(name)
         try:
             from training import registry

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get
-from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
 from serving import metrics
-from serving.fallbacks import StoreUnavailable
+from serving.redis_guard import StoreUnavailable
 from serving.schemas import Health, Readiness
+from serving.services import Injected
 
 
 class HealthController(Controller):
@@ -20,8 +20,8 @@ class HealthController(Controller):
 
     @get("/readyz", summary="Redis reachable, feature registry and all models loaded",
          responses={503: ResponseSpec(Readiness, description="not ready: the body says what is missing")})
-    async def readyz(self, state: State) -> Response[Readiness]:
-        svc = state.services
+    async def readyz(self, services: Injected) -> Response[Readiness]:
+        svc = services
         try:
             await svc.store.call(svc.redis.ping)
             redis_ok = True

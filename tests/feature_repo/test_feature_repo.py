@@ -2,7 +2,8 @@
 
 import subprocess
 
-from pantry import feast_repo
+from pantry.featurestore import repo as feast_repo
+from pantry.settings import subprocess_env
 
 VIEWS = {"customer_session", "customer_activity", "customer_repertoire", "customer_embedding", "store_traffic",
          "store_product", "product", "campaign_coupon"}
@@ -10,15 +11,15 @@ SERVICES = {"recommendations_v1", "substitutions_v1", "next_best_action_v1"}
 
 
 def test_registry_has_every_view_and_service(feast_applied):
-    schemas = feast_repo.view_schemas(feast_applied)
+    schemas = feast_repo.layout(feast_applied).views
     assert set(schemas) == VIEWS
     assert schemas["store_product"].join_keys == ("store_id", "product_id")
     assert schemas["customer_session"].ttl_s == 3600
-    assert set(feast_repo.feature_services(feast_applied)) == SERVICES
+    assert set(feast_repo.registry(feast_applied)[1]) == SERVICES
 
 
 def test_plain_feast_cli_works_on_the_repo(feast_applied):
-    env = feast_repo.subprocess_env(feast_applied)
+    env = subprocess_env(feast_applied)
     listed = subprocess.run(feast_repo.feast_command(feast_applied, "feature-views", "list"),
                             env=env, capture_output=True, text=True, check=True).stdout
     for view in VIEWS:

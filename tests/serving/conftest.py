@@ -13,10 +13,10 @@ from datetime import datetime
 import httpx
 import pytest
 
-from pantry import feast_repo
-from pantry.batch_views import write_rows
+from pantry.featurestore import repo as feast_repo
+from pantry.featurestore.pipeline import write_rows
 from pantry.redis_server import free_port, sync_client
-from pantry.settings import Settings
+from pantry.settings import Settings, subprocess_env
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Server:
 def start_server(settings: Settings, log_dir, workers: int = 1, extra_env: dict[str, str] | None = None,
                  timeout_s: float = 60.0) -> Server:
     port = free_port()
-    env = feast_repo.subprocess_env(settings)
+    env = subprocess_env(settings)
     env.update({"PANTRY_PORT": str(port), "PANTRY_CLOCK": settings.clock, **(extra_env or {})})
     log_path = os.path.join(log_dir, f"server-{port}.log")
     with open(log_path, "w") as log:
@@ -94,7 +94,7 @@ def write_features(feast_applied: Settings, layout):
 
 def _train(settings: Settings, *args: str) -> None:
     cmd = [sys.executable, "-m", "pantry.cli", "train", "--no-push", *args]
-    result = subprocess.run(cmd, env=feast_repo.subprocess_env(settings), capture_output=True, text=True,
+    result = subprocess.run(cmd, env=subprocess_env(settings), capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 

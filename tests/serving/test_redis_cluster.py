@@ -17,12 +17,12 @@ import httpx
 import pytest
 import redis
 
-from pantry import feast_repo
-from pantry.batch_views import write_batch_views
+from pantry.featurestore import repo as feast_repo
+from pantry.featurestore.batch_views import write_batch_views
+from pantry.featurestore.roundtrip import ClusterRawPipeline
 from pantry.keys import DECISIONS_STREAM, EVENTS_STREAM
 from pantry.redis_server import EmbeddedCluster, sync_client
 from pantry.settings import Settings, from_env
-from serving.redis_io import ClusterRawPipeline
 from tests.serving.conftest import Server, start_server
 
 

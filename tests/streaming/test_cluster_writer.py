@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from pantry import feast_repo
+from pantry.featurestore import repo as feast_repo
+from pantry.featurestore.pipeline import command_key
+from pantry.featurestore.resp import RowEncoder
 from pantry.redis_server import EmbeddedCluster
 from pantry.settings import Settings, from_env
-from streaming.cluster_writer import command_key
-from streaming.sinks import RowEncoder
 from tests.streaming.test_recovery import feature_hashes, isolated, quiet_replay
 
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from streaming.dataflow import CustomerShardLogic, StoreShardLogic, Work, pair_key
-from streaming.features import DAY, Ev
+from streaming.features.event import DAY, Ev
+from streaming.shards import CustomerShardLogic, StoreShardLogic, Work, pair_key
 
 T0 = 1_500_000_000.0
 

@@ -6,8 +6,10 @@ import math
 
 import pytest
 
-from streaming import features as F
-from streaming.features import DAY, HOUR, MINUTE, Ev
+from streaming import gate as G
+from streaming.features import customer as C
+from streaming.features import store as S
+from streaming.features.event import DAY, HOUR, LATENESS_S, MINUTE, Ev, next_change
 
 T0 = 1_500_000_000.0  # 2017-07-14T02:40Z
 
@@ -20,10 +22,10 @@ def ev(eid, kind, t, cid=1, pid=100, q=1) -> Ev:
     return Ev(eid, kind, t, cid, None, pid, None, q)
 
 
-def customer(*events: Ev) -> F.CustomerState:
-    st = F.CustomerState()
+def customer(*events: Ev) -> C.CustomerState:
+    st = C.CustomerState()
     for e in events:
-        F.customer_apply(st, e)
+        C.customer_apply(st, e)
     return st
 
 
@@ -38,29 +40,29 @@ def test_activity_windows_are_half_open_at_the_old_edge():
         buy("d", T0 - HOUR, bid=4, sales=2.0),
         buy("e", T0 - HOUR, bid=4, pid=101, sales=3.0),  # second line of basket 4: one order, both spends
     )
-    row = F.activity_row(st, T0)
+    row = C.activity_row(st, T0)
     assert row["orders_28d"] == 3
     assert row["spend_28d"] == pytest.approx(7.0 + 11.0 + 5.0)
     assert row["orders_7d"] == 1
     assert row["spend_7d"] == pytest.approx(5.0)
     assert row["last_order_at"] == T0 - HOUR
     # the next change without new events: basket 2 leaves the 28-day window one second after as_of
-    assert F.customer_next_change(st) == pytest.approx(T0 + 1)
+    assert C.customer_next_change(st) == pytest.approx(T0 + 1)
 
 
 def test_preferred_store_is_the_one_with_most_baskets_ties_to_smaller_id():
     st = customer(buy("a", T0, sid=7, bid=1), buy("b", T0 + 1, sid=3, bid=2), buy("c", T0 + 2, sid=3, bid=2))
-    assert F.activity_row(st, T0 + 2)["preferred_store_id"] == 3  # 1 basket each: the smaller id
-    F.customer_apply(st, buy("d", T0 + 3, sid=7, bid=3))
-    assert F.activity_row(st, T0 + 3)["preferred_store_id"] == 7
+    assert C.activity_row(st, T0 + 2)["preferred_store_id"] == 3  # 1 basket each: the smaller id
+    C.customer_apply(st, buy("d", T0 + 3, sid=7, bid=3))
+    assert C.activity_row(st, T0 + 3)["preferred_store_id"] == 7
 
 
 def test_activity_rolls_forward_when_evaluated_later():
     st = customer(buy("a", T0, bid=1, sales=4.0))
-    assert F.activity_row(st, T0 + 7 * DAY - 1)["orders_7d"] == 1
-    later = F.activity_row(st, T0 + 7 * DAY)
+    assert C.activity_row(st, T0 + 7 * DAY - 1)["orders_7d"] == 1
+    later = C.activity_row(st, T0 + 7 * DAY)
     assert (later["orders_7d"], later["orders_28d"]) == (0, 1)
-    assert F.activity_row(st, T0 + 28 * DAY)["orders_28d"] == 0
+    assert C.activity_row(st, T0 + 28 * DAY)["orders_28d"] == 0
 
 
 # ---- customer_session -------------------------------------------------------------------------------------------
@@ -68,9 +70,9 @@ def test_activity_rolls_forward_when_evaluated_later():
 
 def test_session_gap_of_exactly_30_minutes_continues_more_starts_a_new_one():
     st = customer(ev("a", "product_view", T0, pid=1), ev("b", "product_view", T0 + 30 * MINUTE, pid=2))
-    assert F.session_row(st)["session_events"] == 2
-    F.customer_apply(st, ev("c", "product_view", T0 + 60 * MINUTE + 1, pid=3))
-    row = F.session_row(st)
+    assert C.session_row(st)["session_events"] == 2
+    C.customer_apply(st, ev("c", "product_view", T0 + 60 * MINUTE + 1, pid=3))
+    row = C.session_row(st)
     assert row["session_events"] == 1
     assert row["session_started_at"] == T0 + 60 * MINUTE + 1
     assert row["session_product_ids"] == [3]
@@ -81,7 +83,7 @@ def test_session_last_20_products_newest_first_and_cart():
     events += [ev("a1", "add_to_cart", T0 + 30, pid=5), ev("a2", "add_to_cart", T0 + 31, pid=6, q=2),
                ev("r1", "remove_from_cart", T0 + 32, pid=6), ev("a3", "add_to_cart", T0 + 33, pid=7),
                buy("p1", T0 + 34, pid=7, sales=2.5)]
-    row = F.session_row(customer(*events))
+    row = C.session_row(customer(*events))
     assert row["session_product_ids"][:4] == [7, 6, 5, 24]
     assert len(row["session_product_ids"]) == 20
     assert row["session_distinct_products"] == 25
@@ -92,13 +94,13 @@ def test_session_last_20_products_newest_first_and_cart():
 
 def test_session_out_of_order_event_within_the_session_is_merged():
     st = customer(ev("a", "product_view", T0, pid=1), ev("b", "product_view", T0 + 10 * MINUTE, pid=2))
-    F.customer_apply(st, ev("c", "add_to_cart", T0 - 5 * MINUTE, pid=3))  # arrives late, but within the gap
-    row = F.session_row(st)
+    C.customer_apply(st, ev("c", "add_to_cart", T0 - 5 * MINUTE, pid=3))  # arrives late, but within the gap
+    row = C.session_row(st)
     assert row["session_started_at"] == T0 - 5 * MINUTE
     assert row["session_product_ids"] == [2, 1, 3]
     assert row["cart_product_ids"] == [3]
-    F.customer_apply(st, ev("d", "product_view", T0 - 2 * HOUR, pid=4))  # belongs to an older, closed session
-    assert F.session_row(st)["session_events"] == 3
+    C.customer_apply(st, ev("d", "product_view", T0 - 2 * HOUR, pid=4))  # belongs to an older, closed session
+    assert C.session_row(st)["session_events"] == 3
 
 
 # ---- customer_repertoire ----------------------------------------------------------------------------------------
@@ -106,17 +108,17 @@ def test_session_out_of_order_event_within_the_session_is_merged():
 
 def test_repertoire_decays_with_a_90_day_half_life():
     st = customer(buy("a", T0, pid=1), buy("b", T0, pid=1, bid=2), buy("c", T0 + 90 * DAY, pid=2, bid=3))
-    row = F.repertoire_row(st, T0 + 90 * DAY)
+    row = C.repertoire_row(st, T0 + 90 * DAY)
     # product 1: two purchases 90 days ago -> 2 * 0.5 = 1.0; product 2: one purchase now -> 1.0; tie -> smaller id
     assert row["repertoire_product_ids"] == [1, 2]
     assert row["repertoire_scores"] == pytest.approx([1.0, 1.0])
-    later = F.repertoire_row(st, T0 + 180 * DAY)
+    later = C.repertoire_row(st, T0 + 180 * DAY)
     assert later["repertoire_scores"] == pytest.approx([0.5, 0.5])
 
 
 def test_repertoire_keeps_top_50():
     st = customer(*[buy(f"p{i}", T0 + i, pid=i, bid=i) for i in range(60)])
-    row = F.repertoire_row(st, T0 + 60)
+    row = C.repertoire_row(st, T0 + 60)
     assert len(row["repertoire_product_ids"]) == 50
     assert row["repertoire_product_ids"][0] == 59  # the newest purchase has decayed least
 
@@ -126,11 +128,11 @@ def test_repertoire_always_holds_the_last_purchases():
     # yet it is kept: it is among the customer's last REPERTOIRE_RECENT purchases.
     staples = [buy(f"h{i}-{n}", T0 - DAY - i, pid=i, bid=2000 + n) for i in range(60) for n in range(3)]
     st = customer(*staples, buy("fresh", T0, pid=999, bid=5))
-    row = F.repertoire_row(st, T0)
+    row = C.repertoire_row(st, T0)
     ids, scores = row["repertoire_product_ids"], row["repertoire_scores"]
     assert 999 in ids and ids[-1] == 999  # sorted by score: it has the smallest
     assert scores == sorted(scores, reverse=True)
-    assert len(ids) <= F.REPERTOIRE_TOP + F.REPERTOIRE_RECENT
+    assert len(ids) <= C.REPERTOIRE_TOP + C.REPERTOIRE_RECENT
     assert set(ids[:50]) == set(range(50))  # the decayed top 50 is untouched
 
 
@@ -138,63 +140,63 @@ def test_recent_purchases_do_not_depend_on_arrival_order():
     events = [buy(f"r{i}", T0 + (i * 7919) % 30, pid=i, bid=i) for i in range(30)]
     forward, backward = customer(*events), customer(*reversed(events))
     assert forward.recent == backward.recent
-    assert len(forward.recent) == F.REPERTOIRE_RECENT
+    assert len(forward.recent) == C.REPERTOIRE_RECENT
 
 
 # ---- store_traffic and store_product ----------------------------------------------------------------------------
 
 
 def test_store_traffic_1h_and_24h():
-    st = F.StoreState()
+    st = S.StoreState()
     for e in (buy("a", T0 - DAY, cid=1, bid=1, sales=9.0),  # exactly 24h old: out
               buy("b", T0 - 2 * HOUR, cid=1, bid=2, sales=1.0),
               buy("c", T0 - HOUR, cid=2, bid=3, sales=2.0),  # exactly 1h old: in 24h only
               buy("d", T0 - MINUTE, cid=2, bid=4, sales=3.0),
               buy("e", T0, cid=3, bid=5, sales=4.0),
               buy("f", T0, cid=3, bid=5, pid=7, sales=0.5)):
-        F.store_apply(st, e)
-    row = F.traffic_row(st, T0)
+        S.store_apply(st, e)
+    row = S.traffic_row(st, T0)
     assert row == {"baskets_1h": 2, "customers_1h": 2, "baskets_24h": 4, "customers_24h": 3,
                    "sales_24h": pytest.approx(1.0 + 2.0 + 3.0 + 4.0 + 0.5)}
 
 
 def test_store_product_units_on_hand_and_in_stock():
-    sp = F.StoreProductState()
+    sp = S.StoreProductState()
     for e in (buy("a", T0 - 28 * DAY, q=5), buy("b", T0 - 10 * DAY, q=2), buy("c", T0 - DAY, q=3)):
-        F.store_product_apply(sp, e)
-    row = F.store_product_row(sp, T0)
+        S.store_product_apply(sp, e)
+    row = S.store_product_row(sp, T0)
     assert (row["units_7d"], row["units_28d"], row["last_sold_at"], row["on_hand"]) == (3, 5, T0 - DAY, None)
     # 2 sale events in 28 days, last one a day ago: P(in stock) from the Poisson/Bayes rule
     quiet = math.exp(-(2 / 28) * 1.0)
     assert row["in_stock_prob"] == pytest.approx(0.9 * quiet / (0.9 * quiet + 0.1))
-    F.store_product_apply(sp, Ev("i1", "inventory", T0 - HOUR, None, 10, 100, on_hand=4))
-    F.store_product_apply(sp, buy("d", T0, q=1))  # sold after the count: 4 - 1
-    row = F.store_product_row(sp, T0)
+    S.store_product_apply(sp, Ev("i1", "inventory", T0 - HOUR, None, 10, 100, on_hand=4))
+    S.store_product_apply(sp, buy("d", T0, q=1))  # sold after the count: 4 - 1
+    row = S.store_product_row(sp, T0)
     assert (row["on_hand"], row["in_stock_prob"]) == (3, 1.0)
-    F.store_product_apply(sp, Ev("i0", "inventory", T0 - 2 * HOUR, None, 10, 100, on_hand=0))  # older count
-    assert F.store_product_row(sp, T0)["on_hand"] == 3
-    F.store_product_apply(sp, Ev("i2", "inventory", T0 + 1, None, 10, 100, on_hand=0))
-    row = F.store_product_row(sp, T0 + 1)
+    S.store_product_apply(sp, Ev("i0", "inventory", T0 - 2 * HOUR, None, 10, 100, on_hand=0))  # older count
+    assert S.store_product_row(sp, T0)["on_hand"] == 3
+    S.store_product_apply(sp, Ev("i2", "inventory", T0 + 1, None, 10, 100, on_hand=0))
+    row = S.store_product_row(sp, T0 + 1)
     assert (row["on_hand"], row["in_stock_prob"]) == (0, 0.0)
 
 
 def test_in_stock_probability_falls_for_a_fast_seller_gone_quiet():
-    assert F.in_stock_probability(10.0, 0.01) > 0.85
-    assert F.in_stock_probability(10.0, 2.0) < 0.01
-    assert F.in_stock_probability(0.05, 2.0) > 0.85  # a slow seller's silence says little
-    assert F.in_stock_probability(1.0, None) == F.IN_STOCK_PRIOR
+    assert S.in_stock_probability(10.0, 0.01) > 0.85
+    assert S.in_stock_probability(10.0, 2.0) < 0.01
+    assert S.in_stock_probability(0.05, 2.0) > 0.85  # a slow seller's silence says little
+    assert S.in_stock_probability(1.0, None) == S.IN_STOCK_PRIOR
 
 
 # ---- the gate ----------------------------------------------------------------------------------------------------
 
 
 def test_gate_counts_duplicates_and_rejects_late_events_but_keeps_out_of_order_ones():
-    st = F.GateState()
-    accepted, late = F.gate_apply(st, [buy("a", T0), buy("b", T0 + 20 * MINUTE), buy("a", T0)])
+    st = G.GateState()
+    accepted, late = G.gate_apply(st, [buy("a", T0), buy("b", T0 + 20 * MINUTE), buy("a", T0)])
     assert [e.event_id for e in accepted] == ["a", "b"]
     assert st.counters["duplicate"] == 1
     # out of order by 9 minutes: within the 10-minute lateness bound
-    accepted, late = F.gate_apply(st, [buy("c", T0 + 11 * MINUTE), buy("d", T0 + 9 * MINUTE)])
+    accepted, late = G.gate_apply(st, [buy("c", T0 + 11 * MINUTE), buy("d", T0 + 9 * MINUTE)])
     assert [e.event_id for e in accepted] == ["c"]
     assert [e.event_id for _, e in late] == ["d"]
     assert late[0][0].startswith("late")
@@ -205,22 +207,22 @@ def test_gate_counts_duplicates_and_rejects_late_events_but_keeps_out_of_order_o
 def test_gate_prunes_seen_ids_once_per_doubling_and_keeps_those_within_lateness(monkeypatch):
     """More ids within lateness than the prune bound: the gate scans them once per doubling, not at every batch
     (which made the live flow fall behind at a sustained 2,500 events/s); ids past lateness go at the next prune."""
-    monkeypatch.setattr(F, "SEEN_PRUNE_MIN", 100)
-    st = F.GateState(prune_at=100)
+    monkeypatch.setattr(G, "SEEN_PRUNE_MIN", 100)
+    st = G.GateState(prune_at=100)
     prunes = 0
     for i in range(0, 1000, 10):  # 1,000 events 0.1 s apart, in batches of 10: all within lateness
         before = st.prune_at
-        F.gate_apply(st, [buy(f"e{j}", T0 + j / 10) for j in range(i, i + 10)])
+        G.gate_apply(st, [buy(f"e{j}", T0 + j / 10) for j in range(i, i + 10)])
         prunes += st.prune_at != before
     assert len(st.seen) == 1000 and prunes <= 4  # 100 -> 220 -> 440 -> 880 -> 1,760 (a fixed bound: 90 scans)
-    F.gate_apply(st, [buy("e0", T0)])
+    G.gate_apply(st, [buy("e0", T0)])
     assert st.counters["duplicate"] == 1  # still remembered
     # much later: the next prune drops every id past lateness, and an old id sent again is late, not a duplicate
-    later = T0 + 100 + F.LATENESS_S + 1
+    later = T0 + 100 + LATENESS_S + 1
     for i in range(0, 2000, 10):
-        F.gate_apply(st, [buy(f"n{j}", later + j / 10) for j in range(i, i + 10)])
+        G.gate_apply(st, [buy(f"n{j}", later + j / 10) for j in range(i, i + 10)])
     assert not any(k.startswith("e") for k in st.seen)
-    _, late = F.gate_apply(st, [buy("e5", T0 + 0.5)])
+    _, late = G.gate_apply(st, [buy("e5", T0 + 0.5)])
     assert len(late) == 1 and st.counters["duplicate"] == 1
 
 
@@ -230,15 +232,15 @@ def test_top_merge_gives_the_same_top_as_ranking_again():
     rng = random.Random(5)
     for n in (1, 3, 50):
         scores: dict[int, float] = {}
-        top = F.top_scores(scores, n)
+        top = C.top_scores(scores, n)
         for _ in range(300):
             changed = set()
             for _ in range(rng.choice([1, 1, 2, 5, 40])):  # one purchase (live) or many per flush (replay)
                 product = rng.randrange(120)
                 scores[product] = scores.get(product, 0.0) + rng.choice([1.0, 0.5, 2.0, rng.random()])  # ties too
                 changed.add(product)
-            top = F.top_merge(top, changed, scores, n)
-            assert top == F.top_scores(scores, n)
+            top = C.top_merge(top, changed, scores, n)
+            assert top == C.top_scores(scores, n)
 
 
 def test_recent_purchases_keep_the_newest_by_time_then_product():
@@ -250,20 +252,20 @@ def test_recent_purchases_keep_the_newest_by_time_then_product():
         bought: dict[int, float] = {}
         for _ in range(rng.randrange(1, 60)):
             product, t = rng.randrange(30), float(rng.randrange(8))  # many equal times: ties on product id
-            F._remember_recent(recent, product, t)
+            C._remember_recent(recent, product, t)
             bought[product] = max(t, bought.get(product, t))
         # what is held is never older than what was left out, in (time, product) order
-        assert len(recent) == min(len(bought), F.REPERTOIRE_RECENT)
+        assert len(recent) == min(len(bought), C.REPERTOIRE_RECENT)
         held = sorted(((t, p) for p, t in recent.items()))
         left_out = [(bought[p], p) for p in bought if p not in recent]
         assert not left_out or max(left_out) < held[0]
 
 
 def test_in_stock_shortcuts_equal_the_formula():
-    sp = F.StoreProductState()
-    assert F.store_product_row(sp, T0)["in_stock_prob"] == F.in_stock_probability(0.0, None)
-    F.store_product_apply(sp, buy("a", T0 - 40 * DAY, q=1))
-    assert F.store_product_row(sp, T0)["in_stock_prob"] == F.in_stock_probability(0.0, 40.0)
+    sp = S.StoreProductState()
+    assert S.store_product_row(sp, T0)["in_stock_prob"] == S.in_stock_probability(0.0, None)
+    S.store_product_apply(sp, buy("a", T0 - 40 * DAY, q=1))
+    assert S.store_product_row(sp, T0)["in_stock_prob"] == S.in_stock_probability(0.0, 40.0)
 
 
 def test_store_product_next_change_is_next_change_of_its_sales():
@@ -271,11 +273,11 @@ def test_store_product_next_change_is_next_change_of_its_sales():
 
     rng = random.Random(2)
     for _ in range(500):
-        sp = F.StoreProductState(as_of=T0)
+        sp = S.StoreProductState(as_of=T0)
         sp.sales = [(T0 + rng.choice([-40, -28, -27.5, -7, -6, 0, 1]) * DAY + rng.choice([0.0, -1.0, 1.0]), 1)
                     for _ in range(rng.randrange(0, 6))]
-        want = F.next_change((t for t, _ in sp.sales), sp.as_of, (7 * DAY, 28 * DAY))
-        assert F.store_product_next_change(sp) == want
+        want = next_change((t for t, _ in sp.sales), sp.as_of, (7 * DAY, 28 * DAY))
+        assert S.store_product_next_change(sp) == want
 
 
 def test_store_events_apply_equals_the_per_event_functions():
@@ -293,18 +295,18 @@ def test_store_events_apply_equals_the_per_event_functions():
                          rng.randrange(1, 4), rng.random(), rng.choice([None, 0, 5]) if kind == "inventory" else None))
     stores, pairs, dirty_stores, dirty_pairs = {}, {}, set(), set()
     for i in range(0, len(events), 700):  # in batches, as a shard gets them
-        F.store_events_apply(stores, pairs, dirty_stores, dirty_pairs, events[i:i + 700])
+        S.store_events_apply(stores, pairs, dirty_stores, dirty_pairs, events[i:i + 700])
     want_stores, want_pairs, want_dirty_stores, want_dirty_pairs = {}, {}, set(), set()
     for e in events:
         if e.kind == "purchase":
-            st = want_stores.setdefault(e.store_id, F.StoreState())
-            if F.store_apply(st, e):
+            st = want_stores.setdefault(e.store_id, S.StoreState())
+            if S.store_apply(st, e):
                 want_dirty_stores.add(e.store_id)
         elif e.kind != "inventory":
             continue
         if e.product_id is not None:
             key = (e.store_id << 32) | e.product_id
-            if F.store_product_apply(want_pairs.setdefault(key, F.StoreProductState()), e):
+            if S.store_product_apply(want_pairs.setdefault(key, S.StoreProductState()), e):
                 want_dirty_pairs.add(key)
     encode = msgspec.msgpack.encode
     assert encode(stores) == encode(want_stores) and encode(pairs) == encode(want_pairs)
@@ -336,32 +338,32 @@ def test_store_traffic_indexes_equal_a_scan_of_every_line(seed):
     import random
 
     rng = random.Random(seed)
-    st = F.StoreState()
+    st = S.StoreState()
     lines: list[tuple[float, int | None, int | None, float]] = []
     newest = T0
     for i in range(600):
         newest += rng.choice([1.0, 30.0, 300.0, 1800.0, 6 * HOUR if rng.random() < 0.03 else 60.0])
-        t = newest - rng.uniform(0, F.LATENESS_S) if rng.random() < 0.2 else newest
+        t = newest - rng.uniform(0, LATENESS_S) if rng.random() < 0.2 else newest
         bid = None if rng.random() < 0.05 else rng.randrange(max(0, i // 3 - 5), i // 3 + 1)
         cid = None if rng.random() < 0.1 else rng.randrange(1, 40)
         value = round(rng.uniform(0.1, 20.0), 2)
-        F.store_apply(st, buy(f"e{i}", t, cid=cid, bid=bid, sales=value))
+        S.store_apply(st, buy(f"e{i}", t, cid=cid, bid=bid, sales=value))
         lines.append((t, bid, cid, value))
-        got = F.traffic_row(st, st.as_of)
+        got = S.traffic_row(st, st.as_of)
         want = _traffic_by_scan(lines, st.as_of)
         assert got == pytest.approx(want), (i, got, want)
         assert st.sales_micros == sum(round(v * 1e6) for _, v in st.sales)  # the running total stays exact
     # a refresh long after: every window empties and the state forgets the old baskets
-    assert F.traffic_row(st, st.as_of + 2 * DAY) == {"baskets_1h": 0, "customers_1h": 0, "baskets_24h": 0,
+    assert S.traffic_row(st, st.as_of + 2 * DAY) == {"baskets_1h": 0, "customers_1h": 0, "baskets_24h": 0,
                                                      "customers_24h": 0, "sales_24h": 0}
     assert st.baskets == {} and st.by_time == [] and st.latest == {} and st.customers_by_time == []
 
 
 def test_store_traffic_of_a_state_without_indexes_rebuilds_them():
     """A store state from before the indexes (an older snapshot: baskets only) gives the same row."""
-    st = F.StoreState()
+    st = S.StoreState()
     for e in (buy("a", T0 - 2 * HOUR, cid=1, bid=2, sales=1.0), buy("b", T0, cid=3, bid=5, sales=4.0)):
-        F.store_apply(st, e)
-    old = F.StoreState(as_of=st.as_of, baskets={k: list(v) for k, v in st.baskets.items()}, sales=list(st.sales))
-    assert F.traffic_row(old, T0) == F.traffic_row(st, T0)
+        S.store_apply(st, e)
+    old = S.StoreState(as_of=st.as_of, baskets={k: list(v) for k, v in st.baskets.items()}, sales=list(st.sales))
+    assert S.traffic_row(old, T0) == S.traffic_row(st, T0)
     assert old.by_time == st.by_time and old.latest == st.latest

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pantry import dataset, events, feast_repo
+from pantry import dataset, events
+from pantry.featurestore import repo as feast_repo
 from pantry.keys import DEAD_LETTER_STREAM, EVENT_FIELD, EVENTS_STREAM, WATERMARK
 from pantry.redis_server import sync_client
 from streaming import runner

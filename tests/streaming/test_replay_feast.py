@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from pantry import feast_repo
 from pantry.dataset import read_events
+from pantry.featurestore import repo as feast_repo
 from streaming import runner
 
 UNTIL = datetime(2017, 10, 1, tzinfo=UTC)

@@ -1,9 +1,12 @@
-"""What pantry writes in Feast's Redis layout, the plain Feast SDK reads back (and vice versa for types)."""
+"""What pantry writes in Feast's Redis layout (pipelined), the plain Feast SDK reads back, and pantry decodes."""
 
 from datetime import UTC, datetime
 
-from pantry import feast_repo
-from pantry.batch_views import write_rows
+import pytest
+import redis
+
+from pantry.featurestore import repo as feast_repo
+from pantry.featurestore.pipeline import write_rows
 from pantry.redis_server import sync_client
 
 
@@ -66,7 +69,7 @@ def test_batch_views_are_online(feast_applied):
 
 
 def test_decoded_cache_hands_out_equal_values_and_fresh_lists():
-    from pantry.online import DecodedCache, decode_ts, decode_value, encode_ts, encode_value
+    from pantry.featurestore.values import DecodedCache, decode_timestamp, decode_value, encode_value, timestamp
 
     cache = DecodedCache(max_entries=3)
     ids = encode_value("INT64_LIST", [5, 6, 7])
@@ -78,5 +81,28 @@ def test_decoded_cache_hands_out_equal_values_and_fresh_lists():
         assert cache.value(raw) == decode_value(raw) == value
     assert len(cache._values) <= 3  # bounded: emptied when full
     assert cache.value(None) is None and cache.value(b"") is None
-    ts = encode_ts(datetime(2017, 6, 1, 10, 30, 5, 250000, tzinfo=UTC))
-    assert cache.ts(ts) == cache.ts(ts) == decode_ts(ts)
+    ts = timestamp(datetime(2017, 6, 1, 10, 30, 5, 250000, tzinfo=UTC))
+    assert cache.ts(ts) == cache.ts(ts) == decode_timestamp(ts)
+
+
+def test_pipelined_chunks_overlap_and_an_error_in_any_chunk_raises(settings, redis_server):
+    from pantry.featurestore.pipeline import PipelineWriter
+    from pantry.featurestore.resp import resp_command
+
+    client = sync_client(settings)
+    writer = PipelineWriter(client)
+    keys = [b"pantry:test:chunks:%d" % i for i in range(3)]
+    chunks = [[resp_command([b"HSET", keys[i % 3], b"f%d" % i, b"v" * (i % 50)]) for i in range(j, j + 997)]
+              for j in range(0, 5 * 997, 997)]
+    writer.send_chunks(iter(chunks))
+    assert sum(client.hlen(k) for k in keys) == 5 * 997
+    client.set(b"pantry:test:chunks:str", b"x")
+    bad = [resp_command([b"HSET", b"pantry:test:chunks:str", b"a", b"b"])]
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        writer.send_chunks([chunks[0], bad, chunks[1]])
+    writer.send_chunks([chunks[2]])  # every reply was read: the connection is still in step
+    assert client.hlen(keys[0]) > 0
+    writer.send([resp_command([b"HSET", keys[0], b"more", b"x"])] * 3000)  # more replies than one recv holds
+    assert client.hget(keys[0], b"more") == b"x"
+    writer.close()
+    client.delete(b"pantry:test:chunks:str", *keys)

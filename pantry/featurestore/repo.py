@@ -1,4 +1,5 @@
-"""The Feast repo as pantry's settings see it: a feature_store.yaml per settings, `feast apply`, the SDK store.
+"""The Feast repo (feature_repo/) as pantry's settings see it: a feature_store.yaml per settings, `feast apply`,
+the SDK's FeatureStore, and the layout and feature services read from the registry.
 
 `feature_repo/feature_store.yaml` holds the defaults of `make demo` for the plain `feast` CLI. For any other
 settings (REDIS_URL, PANTRY_DATA_DIR — tests use their own) pantry writes `<data_dir>/feature_store.yaml`
@@ -7,15 +8,17 @@ with absolute paths and points `feast -f` at it.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from pantry.online import OnlineLayout, ViewSchema, schemas_from_feast
-from pantry.settings import Settings
+from pantry.featurestore.layout import OnlineLayout, schemas_from_feast
+from pantry.settings import Settings, subprocess_env
+
+# {service: [(view, [features])]}, from the registry
+FeatureServices = dict[str, list[tuple[str, list[str]]]]
 
 
 def feature_store_yaml(settings: Settings) -> Path:
@@ -42,18 +45,6 @@ def feast_command(settings: Settings, *args: str) -> list[str]:
     return [str(feast), "-c", str(settings.feature_repo), "-f", str(feature_store_yaml(settings)), *args]
 
 
-def subprocess_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PANTRY_DATA_DIR"] = str(settings.data_dir)
-    env["PANTRY_ARTIFACTS_DIR"] = str(settings.artifacts_dir)
-    if settings.redis_url:
-        env["REDIS_URL"] = settings.redis_url
-    else:
-        env["PANTRY_REDIS_PORT"] = str(settings.embedded_redis_port)
-    env["PANTRY_REDIS_CLUSTER"] = "1" if settings.redis_cluster else "0"
-    return env
-
-
 def apply(settings: Settings, quiet: bool = True) -> None:
     """`feast apply` on feature_repo/ (in a subprocess: Feast imports the repo's modules by path)."""
     result = subprocess.run(
@@ -71,20 +62,16 @@ def store(settings: Settings):  # -> feast.FeatureStore (imported lazily: it is 
     return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=feature_store_yaml(settings))
 
 
-def view_schemas(settings: Settings) -> dict[str, ViewSchema]:
-    """Names, join keys, TTLs and dtypes of every feature view, from the Feast registry."""
-    fs = store(settings)
-    return schemas_from_feast(fs.list_feature_views())
-
-
 def layout(settings: Settings) -> OnlineLayout:
-    return OnlineLayout(settings.project, view_schemas(settings))
+    """Names, join keys, TTLs and dtypes of every feature view, from the Feast registry."""
+    return OnlineLayout(settings.project, schemas_from_feast(store(settings).list_feature_views()))
 
 
-def feature_services(settings: Settings) -> dict[str, list[tuple[str, list[str]]]]:
-    """{service: [(view, [features])]} from the registry."""
+def registry(settings: Settings) -> tuple[OnlineLayout, FeatureServices]:
+    """The layout and the feature services, from one read of the registry."""
     fs = store(settings)
-    return {
+    services = {
         svc.name: [(proj.name, [f.name for f in proj.features]) for proj in svc.feature_view_projections]
         for svc in fs.list_feature_services()
     }
+    return OnlineLayout(settings.project, schemas_from_feast(fs.list_feature_views())), services

@@ -9,26 +9,14 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from pantry import dataset, feast_repo
+from pantry import dataset
 from pantry.dataset import CATALOGUE_TS
-from pantry.online import OnlineLayout
+from pantry.featurestore import repo
+from pantry.featurestore.pipeline import write_rows
 from pantry.redis_server import sync_client
 from pantry.settings import Settings
 
 Row = tuple[Sequence[int], Mapping[str, Any], datetime]
-
-
-def write_rows(client, layout: OnlineLayout, view: str, rows: Iterable[Row], chunk: int = 2000) -> int:
-    """HSET every row (pipelined, `chunk` commands per round trip). Returns the number of rows written."""
-    n = 0
-    pipe = client.pipeline(transaction=False)
-    for join_values, values, ts in rows:
-        pipe.hset(layout.key(view, join_values), mapping=layout.encode_row(view, values, ts))
-        n += 1
-        if n % chunk == 0:
-            pipe.execute()
-    pipe.execute()
-    return n
 
 
 def _product_rows(products: pd.DataFrame) -> Iterable[Row]:
@@ -44,7 +32,7 @@ def _coupon_rows(coupons: pd.DataFrame) -> Iterable[Row]:
 
 
 def write_batch_views(settings: Settings, progress: bool = True) -> dict[str, int]:
-    layout = feast_repo.layout(settings)
+    layout = repo.layout(settings)
     client = sync_client(settings)
     products = dataset.read_table(settings, "products")
     coupons = dataset.read_table(settings, "campaign_coupons")
@@ -54,4 +42,5 @@ def write_batch_views(settings: Settings, progress: bool = True) -> dict[str, in
         bar.update(counts["product"])
         counts["campaign_coupon"] = write_rows(client, layout, "campaign_coupon", _coupon_rows(coupons))
         bar.update(counts["campaign_coupon"])
+    client.close()
     return counts

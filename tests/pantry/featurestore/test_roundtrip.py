@@ -1,5 +1,5 @@
-"""The serving round trip (serving.redis_io.RawPipeline) on the real embedded Redis: replies in order, errors dropped
-connections, and connections the server closed behind our back replaced without failing the request."""
+"""The async round trip (pantry.featurestore.roundtrip.RawPipeline) on the real embedded Redis: replies in order,
+errors drop connections, and connections the server closed behind our back replaced without failing the request."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import asyncio
 import pytest
 import redis
 
+from pantry.featurestore.roundtrip import RawPipeline
 from pantry.redis_server import sync_client
-from serving.redis_io import RawPipeline
 
 
 def _run(coro):

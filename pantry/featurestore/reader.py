@@ -6,49 +6,19 @@ models as missing (Feast does not apply TTLs on online reads; we do) and reporte
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
 from pantry.clock import parse_watermark, resolve_now
+from pantry.featurestore.layout import OnlineLayout
+from pantry.featurestore.roundtrip import RoundTrip
 from pantry.keys import WATERMARK
-from pantry.online import OnlineLayout
 from pantry.settings import ClockMode
-from serving.redis_io import RoundTrip
 
 Status = Literal["present", "missing", "stale"]
 _WATERMARK_KEY = WATERMARK.encode()
-
-
-_STRING, _INT64 = 2, 4  # feast ValueType numbers
-_INT64_VALUE = struct.Struct("<IIq")  # value type, value length (8), the value
-
-
-class EntityKeys:
-    """Feast's entity key (serialisation v3) for Int64 join keys, built with struct instead of protobuf.
-
-    Same bytes as pantry.online.entity_key (a test checks it): count, then each join key (sorted by name) as STRING,
-    then each value in that order as INT64, then the project. Feast's protobuf path was ~25% of a substitution
-    request's CPU under load (py-spy at saturation)."""
-
-    def __init__(self, layout: OnlineLayout):
-        self.suffix = layout.project.encode()
-        self.views: dict[str, tuple[bytes, tuple[int, ...]]] = {}
-        for name, view in layout.views.items():
-            keys = tuple(view.join_keys)
-            order = tuple(sorted(range(len(keys)), key=lambda i, keys=keys: keys[i]))
-            prefix = [struct.pack("<I", len(keys))]
-            for i in order:
-                k = keys[i].encode()
-                prefix.append(struct.pack("<II", _STRING, len(k)) + k)
-            self.views[name] = (b"".join(prefix), order)
-
-    def key(self, view: str, join_values: Sequence[int]) -> bytes:
-        prefix, order = self.views[view]
-        pack = _INT64_VALUE.pack
-        return b"".join([prefix, *(pack(_INT64, 8, int(join_values[i])) for i in order), self.suffix])
 
 
 class RowRead(NamedTuple):
@@ -85,7 +55,7 @@ class OnlineReader:
         self.clock = clock
         self.ttl = {name: view.ttl_s for name, view in layout.views.items()}
         self._fields = lru_cache(maxsize=256)(self._fields_uncached)
-        self._key = EntityKeys(layout).key
+        self._key = layout.key
 
     def _fields_uncached(self, view: str, features: tuple[str, ...] | None) -> tuple[bytes, ...]:
         return tuple(self.layout.fields(view, features))
@@ -107,12 +77,6 @@ class OnlineReader:
         replies = await pipeline.run(commands)
         now = resolve_now(self.clock, as_of, parse_watermark(replies[0]))
         return ReadResult(now, [self._row(r, raw, now) for r, raw in zip(reads, replies[1:], strict=True)])
-
-    async def now(self, client, as_of: datetime | None) -> datetime:
-        if as_of is not None or self.clock != "event":
-            return resolve_now(self.clock, as_of, None)
-        raw = await client.get(_WATERMARK_KEY)
-        return resolve_now(self.clock, None, parse_watermark(raw))
 
     def _row(self, read: RowRead, raw: Sequence[bytes | None], now: datetime) -> Row:
         values, ts = self.layout.decode_row(read.view, raw, read.features)

@@ -1,0 +1,31 @@
+"""Next best action: offers only campaigns active at `now` AND approved by a merchandiser."""
+
+from __future__ import annotations
+
+from pantry.scoring import Action
+from serving.answers.pipeline import guarded, open_decision, record
+from serving.schemas import NextBestActionRequest, NextBestActionResponse
+from serving.services import Services
+
+ENDPOINT = "next_best_action"
+CUSTOMER_VIEWS = ("customer_activity", "customer_repertoire")
+
+
+async def next_best_action(svc: Services, request: NextBestActionRequest) -> NextBestActionResponse:
+    model = svc.models.current.next_best_action
+    decision, _ = await open_decision(svc, ENDPOINT, request, request.customer_id, CUSTOMER_VIEWS, request.as_of)
+    campaign_ids = svc.campaigns.offerable(decision.now)
+    actions: list[Action] = []
+    version = "none"
+    if model is None:
+        decision.fall_back("model_unavailable")
+    else:
+        version = model.version
+        # the model answers from its own tables even without fresh features (a cold start gets none of its coupons)
+        actions = guarded(decision, lambda: model.actions(
+            decision.features, customer_id=request.customer_id, campaign_ids=campaign_ids, k=request.k,
+            channel=request.channel, now=decision.now), list, "next-best-action model")
+        # Governance does not depend on the model behaving: an unapproved or inactive campaign is dropped here.
+        actions = [a for a in actions if a.campaign_id is None or a.campaign_id in campaign_ids][: request.k]
+    decision_id = record(svc, decision, version, actions)
+    return NextBestActionResponse(decision_id, version, actions, decision.fallback)

@@ -1,0 +1,95 @@
+"""The decision pipeline the model endpoints share: read -> classify the fallback -> score (guarded) -> record.
+
+Every answer goes through the same steps, so they behave the same where they should:
+- one read of every online row the answer needs (customer views and any others, e.g. stock), in one round trip;
+- `now` is the read's clock (as_of, else the stream watermark in event mode, else wall time), and the same rule
+  without the watermark when Redis cannot be reached;
+- the fallback is the first reason that applies: `store_unavailable` (Redis or the registry is not there),
+  `cold_start` (no customer row at all), `features_stale` (every customer row older than its view's TTL),
+  `model_unavailable` (no model loaded), `model_error` (the model raised: the answer's degraded form is served);
+- every answer is recorded in the decision log, and a fallback counted per endpoint and reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pantry.clock import resolve_now
+from pantry.featurestore.reader import ReadResult, Row, RowRead
+from serving import metrics
+from serving.decisions import new_decision_id
+from serving.redis_guard import StoreUnavailable
+from serving.schemas import Fallback
+from serving.services import Services
+
+log = logging.getLogger("pantry.serving.answers")
+T = TypeVar("T")
+
+
+class Decision:
+    """One answer in the making: what was read, `now`, and the fallback so far."""
+
+    __slots__ = ("ages", "endpoint", "fallback", "features", "now", "request")
+
+    def __init__(self, endpoint: str, request: Any, now: datetime, features: dict[str, Mapping[str, Any] | None],
+                 ages: dict[str, float | None], fallback: Fallback | None):
+        self.endpoint, self.request, self.now = endpoint, request, now
+        self.features, self.ages, self.fallback = features, ages, fallback
+
+    def fall_back(self, reason: Fallback) -> None:
+        """Record a fallback reason unless an earlier one already applies (the first reason is the cause)."""
+        if self.fallback is None:
+            self.fallback = reason
+
+
+def customer_fallback(rows: Sequence[Row]) -> Fallback | None:
+    """cold_start when no customer view has a row at all; features_stale when every row there is too old."""
+    statuses = [row.status for row in rows]
+    if all(s == "missing" for s in statuses):
+        return "cold_start"
+    if not any(s == "present" for s in statuses):
+        return "features_stale"
+    return None
+
+
+async def open_decision(svc: Services, endpoint: str, request: Any, customer_id: int, customer_views: Sequence[str],
+                        as_of: datetime | None, other_reads: Sequence[RowRead] = ()) -> tuple[Decision, list[Row]]:
+    """Read the customer's views and `other_reads` in one round trip. Returns the decision and the rows of
+    `other_reads` (empty when the store is unavailable)."""
+    reads = [RowRead(view, (customer_id,)) for view in customer_views]
+    try:
+        result: ReadResult = await svc.read([*reads, *other_reads], as_of)
+    except StoreUnavailable:
+        now = resolve_now(svc.settings.clock, as_of, None)
+        return Decision(endpoint, request, now, dict.fromkeys(customer_views), {}, "store_unavailable"), []
+    n = len(reads)
+    customer_rows = result.rows[:n]
+    features = {r.view: row.values for r, row in zip(reads, customer_rows, strict=True)}
+    ages = {r.view: row.age_s for r, row in zip(reads, customer_rows, strict=True)}
+    decision = Decision(endpoint, request, result.now, features, ages, customer_fallback(customer_rows))
+    return decision, result.rows[n:]
+
+
+def guarded(decision: Decision, score: Callable[[], T], degraded: Callable[[], T], what: str) -> T:
+    """The model's answer, or — when the model raises — the degraded answer with `model_error`: a model bug
+    degrades an answer, never fails it."""
+    try:
+        return score()
+    except Exception:
+        log.exception("%s failed (%s)", what, decision.endpoint)
+        decision.fall_back("model_error")
+        return degraded()
+
+
+def record(svc: Services, decision: Decision, model_version: str, items: Any) -> str:
+    """Log the decision and count its fallback; returns the new decision id."""
+    decision_id = new_decision_id()
+    svc.decisions.record(decision_id=decision_id, endpoint=decision.endpoint, request=decision.request,
+                         model_version=model_version, feature_ages=decision.ages, fallback=decision.fallback,
+                         items=items, now=decision.now)
+    if decision.fallback is not None:
+        metrics.PENDING.inc(metrics.child(metrics.FALLBACKS, decision.endpoint, decision.fallback))
+    return decision_id

@@ -1,0 +1,35 @@
+"""Recommendations: the customer views in one read, the recommender, popularity whenever anything is missing."""
+
+from __future__ import annotations
+
+from pantry.scoring import Scored
+from serving.answers.pipeline import guarded, open_decision, record
+from serving.schemas import RecommendationRequest, RecommendationResponse
+from serving.services import Services
+
+ENDPOINT = "recommendations"
+CUSTOMER_VIEWS = ("customer_session", "customer_activity", "customer_repertoire", "customer_embedding")
+
+
+async def recommend(svc: Services, request: RecommendationRequest) -> RecommendationResponse:
+    recommender = svc.models.current.recommender
+    decision, _ = await open_decision(svc, ENDPOINT, request, request.customer_id, CUSTOMER_VIEWS, request.as_of)
+    session = decision.features.get("customer_session") or {}
+    # the asked-for exclusions and what is in the cart now
+    exclude = frozenset({*request.exclude_product_ids, *(session.get("cart_product_ids") or ())})
+    if recommender is None:
+        decision.fall_back("model_unavailable")
+    popular_model = recommender or svc.popularity  # the recommender's own popularity, else the dataset snapshot
+
+    def popular() -> list[Scored]:
+        return popular_model.popular(k=request.k, store_id=request.store_id, exclude=exclude)
+
+    if decision.fallback is None:
+        items = guarded(decision, lambda: recommender.recommend(
+            decision.features, customer_id=request.customer_id, k=request.k, surface=request.surface,
+            exclude=exclude, store_id=request.store_id), popular, "recommender")
+    else:
+        items = popular()
+    items = [item for item in items if item.product_id not in exclude][: request.k]
+    decision_id = record(svc, decision, popular_model.version, items)
+    return RecommendationResponse(decision_id, popular_model.version, items, decision.fallback)

@@ -1,0 +1,236 @@
+"""Customer views: customer_session, customer_activity, customer_repertoire (see streaming/features/__init__.py).
+
+(state, event) -> dirty flags, and (state, as_of) -> row; a state belongs to one keyed step of the dataflow, so the
+update functions change it in place (for speed).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import insort
+from collections.abc import Iterable
+
+import msgspec
+
+from streaming.features.event import DAY, LATENESS_S, MINUTE, Ev, Values, next_change
+
+SESSION_GAP_S = 30 * MINUTE
+SESSION_PRODUCTS = 20
+REPERTOIRE_TOP = 50
+REPERTOIRE_RECENT = 10
+REPERTOIRE_HALF_LIFE_S = 90 * DAY
+REPERTOIRE_REF_T = 1483228800.0  # 2017-01-01T00:00Z: decayed counts are kept relative to this instant
+# Event kinds that belong to a customer's session (they name a product the customer touched).
+SESSION_KINDS = frozenset({"purchase", "add_to_cart", "remove_from_cart", "product_view", "click"})
+
+SESSION, ACTIVITY, REPERTOIRE = 1, 2, 4  # dirty flags: which customer views an event changed
+
+
+class CustomerState(msgspec.Struct, array_like=True):
+    as_of: float = 0.0  # the latest event time of this customer (or the latest refresh)
+    s_start: float | None = None
+    s_last: float = 0.0
+    s_events: int = 0
+    s_products: dict[int, float] = msgspec.field(default_factory=dict)  # product -> latest time in this session
+    s_cart: dict[int, int] = msgspec.field(default_factory=dict)  # added - removed - purchased (may go < 0)
+    s_spend: float = 0.0
+    baskets: dict[int, list] = msgspec.field(default_factory=dict)  # basket -> [time, spend] still in a window
+    store_baskets: dict[int, int] = msgspec.field(default_factory=dict)  # store -> baskets ever
+    last_order_at: float | None = None
+    rep: dict[int, float] = msgspec.field(default_factory=dict)  # product -> sum 2 ** ((t - REF_T) / half-life)
+    nc: float | None = None  # cached next_change of this state (None: recompute; any update clears it)
+    recent: dict[int, float] = msgspec.field(default_factory=dict)  # the last REPERTOIRE_RECENT products bought
+
+
+def customer_apply(st: CustomerState, e: Ev) -> int:
+    """Fold one (non-late, non-duplicate) event into the customer's state; returns the dirty-view flags."""
+    t = e.t
+    dirty = 0
+    st.nc = None
+    if t > st.as_of:
+        st.as_of = t
+        dirty = ACTIVITY | REPERTOIRE  # both are evaluated at as_of: moving it changes them
+    if e.kind in SESSION_KINDS:
+        dirty |= _session_apply(st, e)
+    if e.kind == "purchase":
+        dirty |= ACTIVITY | REPERTOIRE
+        if e.basket_id is not None:
+            b = st.baskets.get(e.basket_id)
+            if b is None:
+                st.baskets[e.basket_id] = [t, e.sales_value]
+                if e.store_id is not None:
+                    st.store_baskets[e.store_id] = st.store_baskets.get(e.store_id, 0) + 1
+            else:
+                b[0] = min(b[0], t)
+                b[1] += e.sales_value
+        if st.last_order_at is None or t > st.last_order_at:
+            st.last_order_at = t
+        if e.product_id is not None:
+            weight = 2.0 ** ((t - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
+            st.rep[e.product_id] = st.rep.get(e.product_id, 0.0) + weight
+            _remember_recent(st.recent, e.product_id, t)
+    return dirty
+
+
+def _remember_recent(recent: dict[int, float], product_id: int, t: float) -> None:
+    """Keep the REPERTOIRE_RECENT products with the newest purchase times (order-independent: the smallest
+    (time, product) goes; a newcomer that would be the smallest is not taken in)."""
+    held = recent.get(product_id)
+    if held is not None:
+        if t > held:
+            recent[product_id] = t
+    elif len(recent) < REPERTOIRE_RECENT:
+        recent[product_id] = t
+    else:
+        oldest_t, oldest = min(zip(recent.values(), recent, strict=True))  # the smallest (time, product): one C pass
+        if t > oldest_t or (t == oldest_t and product_id > oldest):
+            del recent[oldest]
+            recent[product_id] = t
+
+
+def _session_apply(st: CustomerState, e: Ev) -> int:
+    t = e.t
+    if st.s_start is None or t > st.s_last + SESSION_GAP_S:
+        # A gap of more than 30 minutes after the newest event: a new session.
+        st.s_start, st.s_last, st.s_events, st.s_spend = t, t, 0, 0.0
+        st.s_products, st.s_cart = {}, {}
+    elif t < st.s_start - SESSION_GAP_S:
+        # Out of order and older than the current session by more than a gap: its session is closed.
+        return 0
+    else:
+        if t < st.s_start:
+            st.s_start = t
+        if t > st.s_last:
+            st.s_last = t
+    st.s_events += 1
+    pid = e.product_id
+    if pid is not None:
+        if t >= st.s_products.get(pid, -math.inf):
+            st.s_products[pid] = t
+        if e.kind == "add_to_cart":
+            st.s_cart[pid] = st.s_cart.get(pid, 0) + e.quantity
+        elif e.kind in ("remove_from_cart", "purchase"):
+            st.s_cart[pid] = st.s_cart.get(pid, 0) - max(e.quantity, 1)
+    if e.kind == "purchase":
+        st.s_spend += e.sales_value
+    return SESSION
+
+
+def session_row(st: CustomerState) -> Values:
+    newest_first = sorted(st.s_products.items(), key=lambda kv: (-kv[1], -kv[0]))
+    return {
+        "session_events": st.s_events,
+        "session_distinct_products": len(st.s_products),
+        "session_product_ids": [p for p, _ in newest_first[:SESSION_PRODUCTS]],
+        "cart_product_ids": [p for p, _ in newest_first if st.s_cart.get(p, 0) > 0],
+        "session_spend": st.s_spend,
+        "session_started_at": st.s_start,
+    }
+
+
+def activity_row(st: CustomerState, as_of: float) -> Values:
+    """Orders (distinct baskets) and spend in (as_of - 7d, as_of] and (as_of - 28d, as_of]."""
+    lo7, lo28 = as_of - 7 * DAY, as_of - 28 * DAY
+    horizon = lo28 - LATENESS_S
+    o7 = o28 = 0
+    s7 = s28 = 0.0
+    stale = []
+    for bid, (t, spend) in st.baskets.items():
+        if t <= horizon:
+            stale.append(bid)
+            continue
+        if lo28 < t <= as_of:
+            o28 += 1
+            s28 += spend
+            if t > lo7:
+                o7 += 1
+                s7 += spend
+    for bid in stale:
+        del st.baskets[bid]
+    store_baskets = st.store_baskets
+    if len(store_baskets) == 1:
+        preferred: int | None = next(iter(store_baskets))
+    else:
+        preferred = max(store_baskets.items(), key=lambda kv: (kv[1], -kv[0]))[0] if store_baskets else None
+    return {
+        "orders_7d": o7,
+        "orders_28d": o28,
+        "spend_7d": round(s7, 6),
+        "spend_28d": round(s28, 6),
+        "last_order_at": st.last_order_at,
+        "preferred_store_id": preferred,
+    }
+
+
+def repertoire_row(st: CustomerState, as_of: float, top: list[tuple[int, float]] | None = None) -> Values:
+    """`top`: top_scores(st.rep, REPERTOIRE_TOP) if the caller keeps it up to date (see top_update)."""
+    decay = 2.0 ** (-(as_of - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
+    if top is None:
+        top = top_scores(st.rep, REPERTOIRE_TOP)
+    chosen = {p for p, _ in top}
+    missing = [p for p in st.recent if p not in chosen]
+    if missing:
+        top = sorted([*top, *((p, st.rep[p]) for p in missing)], key=lambda kv: (-kv[1], kv[0]))
+    return {
+        "repertoire_product_ids": [p for p, _ in top],
+        "repertoire_scores": [s * decay for _, s in top],
+    }
+
+
+def top_scores(scores: dict[int, float], n: int) -> list[tuple[int, float]]:
+    """The n (product, score) with the highest scores, ties to the smaller product id, highest first.
+
+    The n-th highest score is found over bare floats (C comparisons); only the few entries at or above it are
+    then sorted with the tie-break, instead of comparing (score, -product) keys across the whole dict."""
+    if len(scores) > n:
+        threshold = heapq.nlargest(n, scores.values())[-1]
+        items = [(p, s) for p, s in scores.items() if s >= threshold]
+    else:
+        items = list(scores.items())
+    items.sort(key=lambda kv: (-kv[1], kv[0]))
+    return items[:n]
+
+
+def top_merge(top: list[tuple[int, float]], changed: Iterable[int], scores: dict[int, float], n: int
+              ) -> list[tuple[int, float]]:
+    """top_scores(scores, n), given `top` == top_scores before the scores of `changed` rose (scores only ever
+    rise: they are kept relative to a fixed instant). Every other product ranked below all of `top` and still
+    does, so the new top n is among `top` and `changed`. `top` is already in rank order: the unchanged entries
+    stay in it and each changed product is inserted by bisection (C comparisons of (-score, product) tuples),
+    instead of sorting all of them again with a Python key function."""
+    changed = changed if isinstance(changed, set | frozenset) else set(changed)
+    ranked = [(-s, p) for p, s in top if p not in changed]
+    if len(top) >= n:
+        # every entry of `top` is still there with the same or a higher score, so nothing ranked below the old
+        # n-th can make the new top n: most products of a big repertoire are skipped with one comparison
+        last_p, last_s = top[-1]
+        for p in changed:
+            s = scores[p]
+            if s > last_s or (s == last_s and p <= last_p):
+                insort(ranked, (-s, p))
+    else:
+        for p in changed:
+            insort(ranked, (-scores[p], p))
+    del ranked[n:]
+    return [(p, -neg) for neg, p in ranked]
+
+
+def customer_rows(st: CustomerState, dirty: int, top: list[tuple[int, float]] | None = None
+                  ) -> list[tuple[str, Values, float]]:
+    """(view, values, row time): a session row is as of its newest event, the others as of the state's as_of.
+    `top`: the customer's top_scores, if the caller keeps them (repertoire_row)."""
+    out = []
+    if dirty & SESSION:
+        out.append(("customer_session", session_row(st), st.s_last))
+    if dirty & ACTIVITY:
+        out.append(("customer_activity", activity_row(st, st.as_of), st.as_of))
+    if dirty & REPERTOIRE:
+        out.append(("customer_repertoire", repertoire_row(st, st.as_of, top), st.as_of))
+    return out
+
+
+def customer_next_change(st: CustomerState) -> float:
+    return next_change((b[0] for b in st.baskets.values()), st.as_of, (7 * DAY, 28 * DAY))
+
+

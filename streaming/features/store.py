@@ -1,0 +1,304 @@
+"""Store views: store_traffic (per store) and store_product (per store x product; see streaming/features/__init__.py).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable
+
+import msgspec
+
+from streaming.features.event import DAY, HOUR, LATENESS_S, NO_TIME, Ev, Values, next_change
+
+IN_STOCK_PRIOR = 0.9  # P(in stock) before looking at sales; see in_stock_probability
+
+
+class StoreState(msgspec.Struct, array_like=True):
+    as_of: float = 0.0
+    baskets: dict[int, list] = msgspec.field(default_factory=dict)  # basket -> [first time, customer]
+    sales: list[tuple[float, float]] = msgspec.field(default_factory=list)  # (time, sales_value), sorted
+    nc: float | None = None
+    # Indexes of `baskets`, so a traffic row costs O(log n) instead of a scan of the 24 h window (live recomputes
+    # a store's row at every flush that touched it): (first time, basket) sorted, each customer's latest basket
+    # time, and (latest time, customer) sorted. Rebuilt from `baskets` if they disagree (an older snapshot).
+    by_time: list[tuple[float, int]] = msgspec.field(default_factory=list)
+    latest: dict[int, float] = msgspec.field(default_factory=dict)
+    customers_by_time: list[tuple[float, int]] = msgspec.field(default_factory=list)
+    # The sum of `sales` in integer micro-units (exact in any order of additions and removals), so sales_24h costs
+    # the few lines between the lateness horizon and the window's start, not every line of the day (tens of
+    # thousands at a busy store). None: not known (an older snapshot), summed again.
+    sales_micros: int | None = None
+
+
+def _sorted_remove(items: list, item) -> None:
+    del items[bisect_left(items, item)]
+
+
+def _set_latest(st: StoreState, cid: int, t: float | None) -> None:
+    """Customer `cid`'s latest basket time is now `t` (None: it has no basket left)."""
+    old = st.latest.get(cid)
+    if old == t:
+        return
+    if old is not None:
+        _sorted_remove(st.customers_by_time, (old, cid))
+    if t is None:
+        del st.latest[cid]
+    else:
+        st.latest[cid] = t
+        insort(st.customers_by_time, (t, cid))
+
+
+def store_line(st: StoreState, t: float, basket_id: int | None, customer_id: int | None, sales_value: float) -> None:
+    """Fold one purchase line into the store's traffic state (not as_of / nc: the callers do)."""
+    sales = st.sales
+    if st.sales_micros is None:
+        st.sales_micros = _micros_sum(sales)
+    if not sales or t >= sales[-1][0]:
+        sales.append((t, sales_value))
+    else:  # out of order (within the lateness bound)
+        insort(sales, (t, sales_value))
+    st.sales_micros += round(sales_value * 1e6)
+    if basket_id is None:
+        return
+    if len(st.by_time) != len(st.baskets):
+        _reindex(st)
+    b = st.baskets.get(basket_id)
+    if b is None:
+        st.baskets[basket_id] = [t, customer_id]
+        insort(st.by_time, (t, basket_id))
+        if customer_id is not None:
+            latest = st.latest.get(customer_id)
+            if latest is None or t > latest:
+                _set_latest(st, customer_id, t)
+    elif t < b[0]:  # an earlier line of a basket seen before: its first time moves back
+        old, b[0] = b[0], t
+        _sorted_remove(st.by_time, (old, basket_id))
+        insort(st.by_time, (t, basket_id))
+        cid = b[1]
+        if cid is not None and st.latest.get(cid) == old:
+            _set_latest(st, cid, max(bt for bt, bc in st.baskets.values() if bc == cid))
+
+
+def _reindex(st: StoreState) -> None:
+    st.by_time = sorted((t, bid) for bid, (t, _) in st.baskets.items())
+    st.latest = {}
+    for t, cid in st.baskets.values():
+        if cid is not None and t > st.latest.get(cid, -math.inf):
+            st.latest[cid] = t
+    st.customers_by_time = sorted((t, cid) for cid, t in st.latest.items())
+    st.sales.sort()
+
+
+def store_apply(st: StoreState, e: Ev) -> bool:
+    """Fold a purchase into the store's traffic; True if store_traffic changed."""
+    if e.kind != "purchase":
+        return False
+    t = e.t
+    st.nc = None
+    if t > st.as_of:
+        st.as_of = t
+    store_line(st, t, e.basket_id, e.customer_id, e.sales_value)
+    return True
+
+
+def traffic_row(st: StoreState, as_of: float) -> Values:
+    """Baskets, distinct customers and sales in (as_of - 1 h, as_of] and (as_of - 24 h, as_of]; as_of is at or
+    after every event time in the state (the store's newest event, or a later refresh). Counted by bisection in
+    the sorted indexes: a customer is in a window iff its latest basket is."""
+    if len(st.by_time) != len(st.baskets):
+        _reindex(st)
+    lo1, lo24 = as_of - HOUR, as_of - DAY
+    horizon = lo24 - LATENESS_S
+    by_time, customers = st.by_time, st.customers_by_time
+    if by_time and by_time[0][0] <= horizon:  # forget what no window can hold again
+        cut = bisect_right(by_time, (horizon, math.inf))
+        for _, bid in by_time[:cut]:
+            del st.baskets[bid]
+        del by_time[:cut]
+        cut = bisect_right(customers, (horizon, math.inf))
+        for _, cid in customers[:cut]:
+            del st.latest[cid]
+        del customers[:cut]
+    sales = st.sales
+    total = st.sales_micros
+    if total is None:
+        total = _micros_sum(sales)
+    if sales and sales[0][0] <= horizon:
+        cut = bisect_right(sales, (horizon, math.inf))
+        total -= _micros_sum(sales[:cut])
+        del sales[:cut]
+    st.sales_micros = total
+    n, nc = len(by_time), len(customers)
+    in24 = bisect_right(sales, (lo24, math.inf))  # lines before the 24 h window: only those within lateness
+    return {"baskets_1h": n - bisect_right(by_time, (lo1, math.inf)),
+            "customers_1h": nc - bisect_right(customers, (lo1, math.inf)),
+            "baskets_24h": n - bisect_right(by_time, (lo24, math.inf)),
+            "customers_24h": nc - bisect_right(customers, (lo24, math.inf)),
+            "sales_24h": round((total - _micros_sum(sales[:in24])) / 1e6, 6)}
+
+
+def _micros_sum(sales: list[tuple[float, float]]) -> int:
+    return sum(round(v * 1e6) for _, v in sales)
+
+
+def store_next_change(st: StoreState) -> float:
+    return min(next_change((b[0] for b in st.baskets.values()), st.as_of, (HOUR, DAY)),
+               next_change((t for t, _ in st.sales), st.as_of, (DAY,)))
+
+
+
+# ---- store x product ------------------------------------------------------------------------------------------
+
+
+class StoreProductState(msgspec.Struct, array_like=True):
+    as_of: float = 0.0
+    sales: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (time, units)
+    last_sold_at: float | None = None
+    inv_on_hand: int | None = None  # the latest inventory count
+    inv_t: float = NO_TIME  # its event time (none yet: before anything)
+    nc: float | None = None
+
+
+def store_product_apply(st: StoreProductState, e: Ev) -> bool:
+    t = e.t
+    st.nc = None
+    if e.kind == "purchase":
+        st.sales.append((t, e.quantity))
+        if st.last_sold_at is None or t > st.last_sold_at:
+            st.last_sold_at = t
+    elif e.kind == "inventory":
+        if t < st.inv_t:
+            return False  # an older count than the one we hold
+        st.inv_t, st.inv_on_hand = t, e.on_hand
+    else:
+        return False
+    if t > st.as_of:
+        st.as_of = t
+    return True
+
+
+def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProductState], dirty_stores: set[int],
+                       dirty_pairs: set[int], events: Iterable[Ev]) -> None:
+    """store_apply and store_product_apply of a store shard's events (pair key: store_id << 32 | product_id), the
+    changed stores and pairs added to the dirty sets: the same state as the two functions event by event (a test
+    checks), with a purchase's two updates inlined (one per purchase event; no calls, no repeated kind checks)."""
+    new_store, new_pair = StoreState, StoreProductState
+    for e in events:
+        kind = e.kind
+        if kind == "purchase":
+            t = e.t
+            sid = e.store_id
+            st = stores.get(sid)
+            if st is None:
+                st = stores[sid] = new_store()
+            st.nc = None
+            if t > st.as_of:
+                st.as_of = t
+            store_line(st, t, e.basket_id, e.customer_id, e.sales_value)
+            dirty_stores.add(sid)
+            pid = e.product_id
+            if pid is not None:
+                key = (sid << 32) | pid
+                sp = pairs.get(key)
+                if sp is None:
+                    sp = pairs[key] = new_pair()
+                sp.nc = None
+                sp.sales.append((t, e.quantity))
+                last = sp.last_sold_at
+                if last is None or t > last:
+                    sp.last_sold_at = t
+                if t > sp.as_of:
+                    sp.as_of = t
+                dirty_pairs.add(key)
+        elif kind == "inventory" and e.product_id is not None:
+            key = (e.store_id << 32) | e.product_id
+            sp = pairs.get(key)
+            if sp is None:
+                sp = pairs[key] = new_pair()
+            if store_product_apply(sp, e):
+                dirty_pairs.add(key)
+
+
+def in_stock_probability(sales_per_day: float, days_since_sale: float | None) -> float:
+    """P(in stock | no sale for `days_since_sale`), sales as a Poisson process while in stock.
+
+    Out of stock, nothing sells; in stock, no sale over g days has probability exp(-rate * g). Bayes with a prior
+    of IN_STOCK_PRIOR: a fast seller that stopped selling is probably out; a slow seller's silence says little.
+    """
+    if days_since_sale is None:
+        return IN_STOCK_PRIOR
+    quiet = math.exp(-sales_per_day * max(days_since_sale, 0.0))
+    return IN_STOCK_PRIOR * quiet / (IN_STOCK_PRIOR * quiet + (1.0 - IN_STOCK_PRIOR))
+
+
+_IN_STOCK_NO_RECENT_SALES = in_stock_probability(0.0, 1.0)
+
+# The order of store_product_values (the view's schema order in feature_repo/features.py).
+STORE_PRODUCT_FEATURES = ("units_7d", "units_28d", "last_sold_at", "on_hand", "in_stock_prob", "on_display",
+                          "in_mailer")
+
+
+def store_product_row(st: StoreProductState, as_of: float) -> Values:
+    return dict(zip(STORE_PRODUCT_FEATURES, store_product_values(st, as_of), strict=True))
+
+
+def store_product_values(st: StoreProductState, as_of: float) -> tuple:
+    """store_product_row as a tuple in STORE_PRODUCT_FEATURES order: this is the row most replays write (one per
+    store x product pair touched per flush, and every pair at the end), so no dict is built for it."""
+    lo7, lo28 = as_of - 7 * DAY, as_of - 28 * DAY
+    horizon = lo28 - LATENESS_S
+    inv_t, inv_on_hand = st.inv_t, st.inv_on_hand
+    if inv_on_hand is not None and inv_t < horizon:
+        horizon = inv_t  # sales since the last count still matter for on_hand
+    sales = st.sales
+    if sales and sales[0][0] <= horizon:
+        sales = st.sales = [s for s in sales if s[0] > horizon]
+    u7 = u28 = n28 = sold_since_count = 0
+    for t, q in sales:
+        if t > inv_t:
+            sold_since_count += q
+        if lo28 < t <= as_of:
+            u28 += q
+            n28 += 1
+            if t > lo7:
+                u7 += q
+    last_sold_at = st.last_sold_at
+    if inv_on_hand is not None:
+        on_hand: int | None = inv_on_hand - sold_since_count
+        if on_hand > 0:
+            prob = 1.0
+        else:
+            on_hand, prob = 0, 0.0
+    else:
+        on_hand = None
+        if last_sold_at is None:
+            prob = IN_STOCK_PRIOR
+        elif n28 == 0:
+            prob = _IN_STOCK_NO_RECENT_SALES  # exp(-0 * g) == 1: the same for every g
+        else:
+            prob = in_stock_probability(n28 / 28.0, (as_of - last_sold_at) / DAY)
+    # on_display / in_mailer: promotions are batch data, not known to the stream
+    return (u7, u28, last_sold_at, on_hand, prob, None, None)
+
+
+_WEEK, _FOUR_WEEKS = 7 * DAY, 28 * DAY
+
+
+def store_product_next_change(st: StoreProductState) -> float:
+    """next_change(sale times, as_of, (7 d, 28 d)) unrolled: a final refresh asks it of every store x product pair."""
+    as_of = st.as_of
+    best = math.inf
+    for t, _ in st.sales:
+        if t > as_of:
+            continue
+        end = t + _WEEK
+        if end <= as_of:
+            end = t + _FOUR_WEEKS
+            if end <= as_of:
+                continue
+        if end < best:
+            best = end
+    return best
+
+

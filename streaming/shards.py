@@ -1,0 +1,307 @@
+"""The keyed feature state: NSHARDS customer shards and NSHARDS store shards (Bytewax spreads them over workers).
+
+Each shard folds its share of every batch into its entities' states (streaming.features) and emits the rows of the
+entities that changed, at most every `flush_s`. NSHARDS never changes: it names the recovery state.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+
+import msgspec
+from bytewax.operators import StatefulBatchLogic
+
+from streaming.features import customer as C
+from streaming.features import store as S
+from streaming.features.event import Ev, cached_next_change
+from streaming.sinks import Flush, Row
+
+NSHARDS = 16
+ALL_SHARDS = tuple(f"{kind}{i:02d}" for kind in "cs" for i in range(NSHARDS))  # c00..c15 customers, s00..s15 stores
+ROLL_EVERY_S = 0.1  # spread refresh: 32 shards x refresh_slice entities this often (~5k rows/s at most)
+CHECKS_PER_ROLL = 1000  # candidates looked at per shard per ROLL_EVERY_S (~0.3 ms; 50k per shard per refresh)
+ROLL_MAX_EVENTS = 64  # a shard with more new events than this in one batch is behind: fresh events first, no roll
+_encode = msgspec.msgpack.Encoder().encode
+_events_decoder = msgspec.msgpack.Decoder(list[Ev])
+
+
+class Work:
+    """A shard's share of a batch. Between worker threads it is passed as is; to another process (`--processes`)
+    Bytewax pickles it, and then the events travel as one msgpack array (~0.3 us per event each way, where
+    pickling the structs one by one costs ~5 us)."""
+
+    __slots__ = ("as_of", "events", "final", "refresh")
+
+    def __init__(self, events: list[Ev], refresh: bool, as_of: float | None, final: bool):
+        self.events, self.refresh, self.as_of, self.final = events, refresh, as_of, final
+
+    def __reduce__(self):
+        return _work_from_msgpack, (_encode(self.events), self.refresh, self.as_of, self.final)
+
+
+def _work_from_msgpack(events: bytes, refresh: bool, as_of: float | None, final: bool) -> Work:
+    return Work(_events_decoder.decode(events), refresh, as_of, final)
+
+
+class CustomerShard(msgspec.Struct, array_like=True):
+    states: dict[int, C.CustomerState] = msgspec.field(default_factory=dict)
+    dirty: dict[int, int] = msgspec.field(default_factory=dict)  # customer -> views changed, not yet emitted
+    online_behind: bool = False  # rows were logged but kept from the online store (defer_online)
+
+
+class StoreShard(msgspec.Struct, array_like=True):
+    stores: dict[int, S.StoreState] = msgspec.field(default_factory=dict)
+    pairs: dict[int, S.StoreProductState] = msgspec.field(default_factory=dict)  # key: pair_key(store, product)
+    dirty_stores: set[int] = msgspec.field(default_factory=set)
+    dirty_pairs: set[int] = msgspec.field(default_factory=set)
+    online_behind: bool = False  # rows were logged but kept from the online store (defer_online)
+
+
+_customer_decoder = msgspec.msgpack.Decoder(CustomerShard)
+_store_decoder = msgspec.msgpack.Decoder(StoreShard)
+
+
+def pair_key(store_id: int, product_id: int) -> int:
+    return (store_id << 32) | product_id
+
+
+class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
+    """Changed entities are remembered (in the snapshot too) and emitted as rows at most every `flush_s`, at a
+    refresh, and at the end of a replay: one row per entity per flush, however many events touched it. With
+    `defer_online` (an unpaced replay) a flush's rows go to the feature log only; the first flush that writes
+    online again (the end of the replay, or the first flush of a later run after an interrupted replay: the
+    flag is in the snapshot) sends a row of every entity of the shard to the online store.
+
+    A live refresh is spread: it lists every entity as a candidate, and every ROLL_EVERY_S a batch checks at most
+    CHECKS_PER_ROLL candidates (O(1) each from the cached next-change time) and rolls at most `refresh_slice` due
+    ones forward, so rolling windows never stall fresh events (after a long gap, e.g. live after a replay, the
+    backlog drains over several refreshes); a shard that got more than ROLL_MAX_EVENTS events in a batch is
+    behind the stream and skips rolling until it has caught up. The candidate list is not snapshotted:
+    rolled-forward entities are in the state, the rest stay due and the next refresh after a restart lists them
+    again. A final refresh (end of a replay) rolls everything at once."""
+
+    shard: CustomerShard | StoreShard
+
+    def __init__(self, flush_s: float, refresh_slice: int, defer_online: bool) -> None:
+        self.flush_s = flush_s
+        self.refresh_slice = refresh_slice
+        self.defer_online = defer_online
+        self.last_emit = self.last_roll = time.monotonic()
+        # candidates to roll forward to due_as_of (newest refresh), popped from the end: an int64 array, not a list,
+        # so the young-generation GC does not visit every entity id in it (~20k per store shard)
+        self.due = array("q")
+        self.due_as_of = 0.0
+
+    def on_batch(self, values: list[Work]) -> tuple[list[Flush], bool]:
+        force = final = False
+        n_events = 0
+        for work in values:
+            n_events += len(work.events)
+            self.apply(work.events)
+            if work.refresh and work.as_of is not None:
+                if work.final or self.refresh_slice <= 0:
+                    self.due = array("q")
+                    self.roll_all(work.as_of)
+                    force = True
+                else:
+                    self.due, self.due_as_of = self.candidates(), work.as_of
+            final = final or work.final
+        force = force or final
+        now = time.monotonic()
+        if self.due and now - self.last_roll >= ROLL_EVERY_S and n_events <= ROLL_MAX_EVENTS:
+            self.last_roll = now
+            self.roll(self.refresh_slice, CHECKS_PER_ROLL)
+        if force or now - self.last_emit >= self.flush_s:
+            self.last_emit = now
+            return [self.flush(final)], StatefulBatchLogic.RETAIN
+        return [], StatefulBatchLogic.RETAIN
+
+    def flush(self, final: bool) -> Flush:
+        """The rows of the entities changed since the last flush (for the log) and the rows for the online store:
+        the same; none while deferred; or, when the online store is behind, every row of every entity (as of its
+        own time: what its last logged row said)."""
+        shard = self.shard
+        if self.defer_online and not final:
+            rows = self.rows()
+            if rows:
+                shard.online_behind = True
+            return Flush(rows, [])
+        rows = self.rows()
+        if not shard.online_behind:
+            return Flush(rows, rows)
+        shard.online_behind = False
+        return Flush(rows, self.every_row())
+
+    def roll_all(self, as_of: float) -> None:
+        """Roll every due entity forward to as_of at once (the final refresh of a replay)."""
+        self.due, self.due_as_of = self.candidates(), as_of
+        self.roll(len(self.due), len(self.due))
+        self.due = array("q")
+
+    def roll(self, n: int, max_checks: int) -> None:
+        """Roll up to n due entities forward to due_as_of, looking at no more than max_checks candidates: the
+        refresh lists every entity (C speed) and the check whether one is due (O(1) from the cached next-change
+        time) is spread over the batches too; a scan of all entities at once stalled the live flow for 100+ ms
+        every refresh, which was the p99 of freshness at 1,000 events/s."""
+        due, as_of, roll_one = self.due, self.due_as_of, self.roll_one
+        rolled = checked = 0
+        while due and rolled < n and checked < max_checks:
+            checked += 1
+            if roll_one(due.pop(), as_of):
+                rolled += 1
+
+
+class CustomerShardLogic(_Coalescing):
+    shard: CustomerShard
+
+    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0, defer_online: bool = False):
+        super().__init__(flush_s, refresh_slice, defer_online)
+        self.shard = _customer_decoder.decode(resume) if resume else CustomerShard()
+        # customer -> top_scores of its repertoire as of its last row, and the products bought since: the next
+        # row merges them (C.top_merge) instead of ranking every product again; not in the snapshot (rebuilt)
+        self.tops: dict[int, list[tuple[int, float]]] = {}
+        self.bought: dict[int, set[int]] = {}
+
+    def apply(self, events: list[Ev]) -> None:
+        states, dirty, tops, bought = self.shard.states, self.shard.dirty, self.tops, self.bought
+        for e in events:
+            st = states.get(e.customer_id)
+            if st is None:
+                st = states[e.customer_id] = C.CustomerState()
+            flags = C.customer_apply(st, e)
+            if flags:
+                dirty[e.customer_id] = dirty.get(e.customer_id, 0) | flags
+                if e.kind == "purchase" and e.product_id is not None and e.customer_id in tops:
+                    since = bought.get(e.customer_id)
+                    if since is None:
+                        since = bought[e.customer_id] = set()
+                    since.add(e.product_id)
+
+    def candidates(self) -> array:
+        return array("q", self.shard.states)
+
+    def roll_one(self, cid: int, as_of: float) -> bool:
+        st = self.shard.states[cid]
+        if as_of > st.as_of and cached_next_change(st, C.customer_next_change) <= as_of:
+            st.as_of, st.nc = as_of, None
+            dirty = self.shard.dirty
+            dirty[cid] = dirty.get(cid, 0) | C.ACTIVITY | C.REPERTOIRE  # both are evaluated at as_of
+            return True
+        return False
+
+    def rows(self) -> list[Row]:
+        states = self.shard.states
+        rows: list[Row] = []
+        for cid, flags in self.shard.dirty.items():
+            self._append_rows(rows, cid, states[cid], flags)
+        self.shard.dirty = {}
+        return rows
+
+    def every_row(self) -> list[Row]:
+        """Rows of every view of every customer (a session row only if it had a session)."""
+        rows: list[Row] = []
+        for cid, st in self.shard.states.items():
+            flags = C.ACTIVITY | C.REPERTOIRE | (C.SESSION if st.s_start is not None else 0)
+            self._append_rows(rows, cid, st, flags)
+        return rows
+
+    def _append_rows(self, rows: list[Row], cid: int, st: C.CustomerState, flags: int) -> None:
+        top = None
+        if flags & C.REPERTOIRE:
+            tops = self.tops
+            top = tops.get(cid)
+            since = self.bought.pop(cid, None)
+            if top is None:
+                top = tops[cid] = C.top_scores(st.rep, C.REPERTOIRE_TOP)
+            elif since:
+                top = tops[cid] = C.top_merge(top, since, st.rep, C.REPERTOIRE_TOP)
+        for view, vals, t in C.customer_rows(st, flags, top):
+            rows.append((view, (cid,), vals, t))
+
+    def snapshot(self) -> bytes:
+        return _encode(self.shard)
+
+
+class StoreShardLogic(_Coalescing):
+    shard: StoreShard
+
+    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0, defer_online: bool = False):
+        super().__init__(flush_s, refresh_slice, defer_online)
+        self.shard = _store_decoder.decode(resume) if resume else StoreShard()
+
+    def apply(self, events: list[Ev]) -> None:
+        sh = self.shard
+        S.store_events_apply(sh.stores, sh.pairs, sh.dirty_stores, sh.dirty_pairs, events)
+
+    def candidates(self) -> array:
+        # store ids are negated (-1 - id) so that one array holds both kinds; pair keys are >= 0
+        due = array("q", self.shard.pairs)
+        due.extend(-1 - sid for sid in self.shard.stores)
+        return due
+
+    def roll_one(self, key: int, as_of: float) -> bool:
+        sh = self.shard
+        if key < 0:
+            sid = -1 - key
+            st = sh.stores[sid]
+            if as_of > st.as_of and cached_next_change(st, S.store_next_change) <= as_of:
+                st.as_of, st.nc = as_of, None
+                sh.dirty_stores.add(sid)
+                return True
+        else:
+            sp = sh.pairs[key]
+            if as_of > sp.as_of and cached_next_change(sp, S.store_product_next_change) <= as_of:
+                sp.as_of, sp.nc = as_of, None
+                sh.dirty_pairs.add(key)
+                return True
+        return False
+
+    def roll_all(self, as_of: float) -> None:
+        """roll_one of every store and pair, the pairs (~265k on Jan-Mar, ~630k on the full year: nearly all of
+        them are due at the end of a replay) in one loop without a candidate list or a call per pair."""
+        sh = self.shard
+        for sid in list(sh.stores):
+            self.roll_one(-1 - sid, as_of)
+        dirty_pairs, next_change = sh.dirty_pairs, S.store_product_next_change
+        for key, sp in sh.pairs.items():
+            if as_of > sp.as_of:
+                nc = sp.nc
+                if nc is None:
+                    nc = sp.nc = next_change(sp)
+                if nc <= as_of:
+                    sp.as_of, sp.nc = as_of, None
+                    dirty_pairs.add(key)
+
+    def rows(self) -> list[Row]:
+        sh = self.shard
+        rows: list[Row] = []
+        for sid in sh.dirty_stores:
+            st = sh.stores[sid]
+            rows.append(("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of))
+        pairs, values = sh.pairs, S.store_product_values
+        append = rows.append
+        for key in sh.dirty_pairs:  # the most frequent row: values as a tuple (see sinks.RowEncoder)
+            sp = pairs[key]
+            append(("store_product", (key >> 32, key & 0xFFFFFFFF), values(sp, sp.as_of), sp.as_of))
+        sh.dirty_stores, sh.dirty_pairs = set(), set()
+        return rows
+
+    def every_row(self) -> list[Row]:
+        """Rows of every store and every store x product pair."""
+        sh = self.shard
+        rows: list[Row] = [("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of)
+                           for sid, st in sh.stores.items()]
+        values = S.store_product_values
+        rows += [("store_product", (key >> 32, key & 0xFFFFFFFF), values(sp, sp.as_of), sp.as_of)
+                 for key, sp in sh.pairs.items()]
+        return rows
+
+    def snapshot(self) -> bytes:
+        return _encode(self.shard)
+
+
+def is_customer_shard(item: tuple[str, Work]) -> bool:
+    return item[0][0] == "c"
+
+
