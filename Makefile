@@ -43,6 +43,7 @@ evaluate: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	-$(VENV)/bin/pantry redis stop 2>/dev/null

@@ -71,10 +71,10 @@ def data() -> None:
 @click.option("--force", is_flag=True, help="Reload even if already loaded.")
 def data_load(households: int | None, force: bool) -> None:
     """Load Complete Journey into parquet under the data dir (skipped if already there)."""
-    from pantry import dataset
+    from pantry import dataset, dataset_load
 
     settings = get_settings()
-    out = dataset.load(settings, households=households, force=force)
+    out = dataset_load.load(settings, households=households, force=force)
     m = dataset.manifest(settings)
     click.echo(f"dataset at {out}: {m.rows['events']:,} events ({m.first_event} .. {m.last_event})")
 
@@ -94,6 +94,18 @@ def feast_apply() -> None:
     repo.apply(settings, quiet=False)
     counts = write_batch_views(settings)
     click.echo(", ".join(f"{view}: {n:,} rows online" for view, n in counts.items()))
+
+
+@feast.command("digest")
+def feast_digest() -> None:
+    """Rows per view and a sha256 of every online row (keys and fields sorted): two stores with the same digest hold
+    the same features, byte for byte."""
+    from pantry.featurestore.digest import online_digest
+    from pantry.redis_server import sync_client
+
+    digest = online_digest(sync_client(get_settings(), timeout_s=30.0))
+    click.echo(f"{digest.keys:,} keys; rows per view: " + ", ".join(f"{v} {n:,}" for v, n in digest.rows.items()))
+    click.echo(f"sha256 {digest.sha256}")
 
 
 @feast.command("yaml")

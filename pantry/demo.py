@@ -19,7 +19,7 @@ from types import FrameType
 
 import pyarrow.compute as pc
 
-from pantry import dataset
+from pantry import dataset, dataset_load
 from pantry.redis_server import EmbeddedRedis, ensure_redis
 from pantry.settings import Settings, subprocess_env
 
@@ -140,7 +140,7 @@ def run_demo(settings: Settings, until: str | None, households: int | None, serv
             server = ensure_redis(settings, daemonize=True)
 
         timer.run("redis", redis_up)
-        timer.run("load data", lambda: dataset.load(settings, households=households))
+        timer.run("load data", lambda: dataset_load.load(settings, households=households))
         timer.run("feast apply", lambda: _check_call(_pantry("feast", "apply"), settings))
         # two processes when there are two cores: the full year replays ~2x faster (docs/STREAMING.md, Scaling)
         processes = ["--processes", str(min(2, os.cpu_count() or 1))]

@@ -1,4 +1,7 @@
-"""Names of pantry's own Redis keys (the Feast feature hashes have Feast's layout, see pantry.online)."""
+"""Names of pantry's own Redis keys, all under `pantry:` (the Feast feature hashes have Feast's layout, see
+pantry.featurestore)."""
+
+PREFIX = "pantry:"
 
 EVENTS_STREAM = "pantry:events"  # accepted events, msgpack in field b"e"
 DEAD_LETTER_STREAM = "pantry:events:dead"  # rejected events with a reason

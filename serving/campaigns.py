@@ -51,15 +51,14 @@ _decoder = msgspec.msgpack.Decoder(Approval)
 
 def load_campaigns(settings: Settings) -> dict[int, Campaign]:
     try:
-        df = dataset.read_table(settings, "campaign_descriptions")
+        table = dataset.read_arrow(settings, "campaign_descriptions")
     except (OSError, FileNotFoundError):
         return {}
     out = {}
-    for rec in df.itertuples(index=False):
-        start = rec.start_date.to_pydatetime()
-        end = rec.end_date.to_pydatetime()
-        out[int(rec.campaign_id)] = Campaign(
-            int(rec.campaign_id), str(rec.campaign_type),
+    for rec in table.select(["campaign_id", "campaign_type", "start_date", "end_date"]).to_pylist():
+        start, end = rec["start_date"], rec["end_date"]
+        out[int(rec["campaign_id"])] = Campaign(
+            int(rec["campaign_id"]), str(rec["campaign_type"]),
             start if start.tzinfo else start.replace(tzinfo=UTC), end if end.tzinfo else end.replace(tzinfo=UTC),
         )
     return out

@@ -7,10 +7,9 @@ With several worker processes (`pantry serve`), PROMETHEUS_MULTIPROC_DIR is set 
 from __future__ import annotations
 
 import functools
-import os
 from bisect import bisect_left
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _AGE_BUCKETS = (1, 10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400)
@@ -87,7 +86,7 @@ def set_model_versions(versions: dict[str, str | None], previous: dict[str, str 
 
 def render() -> tuple[bytes, str]:
     PENDING.flush()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if values.ValueClass is not values.MutexValue:  # the multiprocess mode prometheus_client chose at import
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pantry import dataset
+from pantry import dataset_load
 from pantry.featurestore import repo as feast_repo
 from pantry.redis_server import EmbeddedRedis, free_port, sync_client
 from pantry.settings import Settings, from_env
@@ -50,7 +50,7 @@ def settings(test_root: Path, redis_server: EmbeddedRedis) -> Settings:
 
 @pytest.fixture(scope="session")
 def data_slice(settings: Settings) -> Path:
-    return dataset.load(settings, households=TEST_HOUSEHOLDS, progress=False)
+    return dataset_load.load(settings, households=TEST_HOUSEHOLDS, progress=False)
 
 
 @pytest.fixture(scope="session")

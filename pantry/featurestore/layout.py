@@ -14,8 +14,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import mmh3
 import msgspec
-from feast.infra.online_stores.helpers import _mmh3
 
 from pantry.featurestore.values import DecodedCache
 
@@ -94,7 +94,8 @@ class EntityKeys:
 
 @lru_cache(maxsize=4096)
 def feature_field(view: str, feature: str) -> bytes:
-    return _mmh3(f"{view}:{feature}")
+    """Feast's field name of a feature: murmur3 (32-bit, unsigned) of `view:feature`, 4 bytes little-endian."""
+    return struct.pack("<I", mmh3.hash(f"{view}:{feature}", signed=False))
 
 
 def ts_field(view: str) -> bytes:

@@ -2,21 +2,28 @@
 
 Encoding is by hand for the scalar types pantry writes most (INT64, DOUBLE, FLOAT, UNIX_TIMESTAMP) and for event
 timestamps: the same bytes protobuf writes (tests/pantry/featurestore checks them against Feast's own protobuf
-classes), ~10x cheaper per value (docs/DECISIONS.md, "A hand-written Feast codec"). Every other type goes through
-protobuf. Decoding is protobuf's, with a cache per process (`DecodedCache`).
+classes), several times cheaper per value (docs/DECISIONS.md, "A hand-written Feast codec"). Every other type goes
+through Feast's protobuf classes, and so does decoding, with a cache per process (`DecodedCache`). Those classes
+are imported on first use: importing anything of `feast` imports the whole SDK (pandas included), which a process
+that only encodes scalars or has not started yet should not pay for.
 """
 
 from __future__ import annotations
 
 import struct
 from datetime import UTC, datetime, timedelta
+from functools import cache
+from types import ModuleType
 from typing import Any
 
-from feast.protos.feast.types.Value_pb2 import DoubleList, FloatList, Int64List, StringList
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from google.protobuf.timestamp_pb2 import Timestamp
-
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@cache
+def _value_pb2() -> ModuleType:
+    from feast.protos.feast.types import Value_pb2
+
+    return Value_pb2
 
 
 # ---- varints and the hand-built scalars --------------------------------------------------------------------------
@@ -57,7 +64,7 @@ def float_value(v) -> bytes:
     try:
         return b"\x35" + FLOAT32.pack(v)
     except OverflowError:  # beyond float32: protobuf's cast gives inf, struct refuses
-        return ValueProto(float_val=float(v)).SerializeToString()
+        return _value_pb2().Value(float_val=float(v)).SerializeToString()
 
 
 def unix_timestamp_value(v) -> bytes:
@@ -92,21 +99,22 @@ def encode_value(dtype: str, value: Any) -> bytes:
     fast = FAST_SCALARS.get(dtype)
     if fast is not None:
         return fast(value)
+    pb = _value_pb2()
     match dtype:
         case "INT32":
-            proto = ValueProto(int32_val=int(value))
+            proto = pb.Value(int32_val=int(value))
         case "STRING":
-            proto = ValueProto(string_val=str(value))
+            proto = pb.Value(string_val=str(value))
         case "BOOL":
-            proto = ValueProto(bool_val=bool(value))
+            proto = pb.Value(bool_val=bool(value))
         case "INT64_LIST":
-            proto = ValueProto(int64_list_val=Int64List(val=[int(v) for v in value]))
+            proto = pb.Value(int64_list_val=pb.Int64List(val=[int(v) for v in value]))
         case "FLOAT_LIST":
-            proto = ValueProto(float_list_val=FloatList(val=[float(v) for v in value]))
+            proto = pb.Value(float_list_val=pb.FloatList(val=[float(v) for v in value]))
         case "DOUBLE_LIST":
-            proto = ValueProto(double_list_val=DoubleList(val=[float(v) for v in value]))
+            proto = pb.Value(double_list_val=pb.DoubleList(val=[float(v) for v in value]))
         case "STRING_LIST":
-            proto = ValueProto(string_list_val=StringList(val=[str(v) for v in value]))
+            proto = pb.Value(string_list_val=pb.StringList(val=[str(v) for v in value]))
         case _:
             raise ValueError(f"unsupported feature dtype {dtype}")
     return proto.SerializeToString()
@@ -116,7 +124,7 @@ def decode_value(raw: bytes | None) -> Any:
     """A serialized ValueProto back to a Python value (timestamps as aware datetimes, lists as lists)."""
     if not raw:
         return None
-    proto = ValueProto()
+    proto = _value_pb2().Value()
     proto.ParseFromString(raw)
     kind = proto.WhichOneof("val")
     if kind is None or kind == "null_val":
@@ -132,6 +140,8 @@ def decode_value(raw: bytes | None) -> Any:
 def decode_timestamp(raw: bytes | None) -> datetime | None:
     if not raw:
         return None
+    from google.protobuf.timestamp_pb2 import Timestamp
+
     proto = Timestamp()
     proto.ParseFromString(raw)
     return EPOCH + timedelta(seconds=proto.seconds, microseconds=proto.nanos // 1000)

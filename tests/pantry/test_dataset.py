@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import pyarrow.compute as pc
 
-from pantry import dataset
+from pantry import dataset, dataset_load
 
 
 def test_slice_is_ordered_and_deterministic(settings, data_slice):
@@ -28,5 +28,5 @@ def test_until_is_strict(settings, data_slice):
 
 def test_reload_is_skipped_when_done(settings, data_slice):
     before = (settings.dataset_dir / "events.parquet").stat().st_mtime_ns
-    dataset.load(settings, households=40, progress=False)
+    dataset_load.load(settings, households=40, progress=False)
     assert (settings.dataset_dir / "events.parquet").stat().st_mtime_ns == before
