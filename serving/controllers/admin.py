@@ -93,7 +93,7 @@ class AdminCampaignsController(Controller):
 
 def _registry():
     try:
-        from training import registry
+        from pantry.models import registry
     except ModuleNotFoundError as exc:
         raise NotFoundException(detail="no model registry (training is not installed)") from exc
     return registry
@@ -140,7 +140,7 @@ class AdminModelsController(Controller):
         svc = state.services
         loaded = svc.models.current.versions().get(name)
         try:
-            from training import registry
+            from pantry.models import registry
 
             return ModelVersions(name, registry.active_version(svc.settings.models_dir, name), loaded,
                                  registry.versions(svc.settings.models_dir, name))

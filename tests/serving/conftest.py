@@ -105,8 +105,7 @@ def trained_models(feast_applied: Settings) -> tuple[str, str]:
 
     Returns (active recommender version, newer recommender version). The session server hot-reloads them.
     """
-    pytest.importorskip("training.registry")
-    from training import registry
+    from pantry.models import registry
 
     _train(feast_applied, "--until", "2017-09-01", "--activate", "--force")
     active = registry.active_version(feast_applied.models_dir, "recommender")

@@ -54,8 +54,7 @@ def cluster_api(on_cluster: Settings, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _customers(settings: Settings, n: int) -> list[int]:
-    from training import registry
-    from training.scorers import load_version
+    from pantry.models import load_version, registry
 
     model = load_version(settings.models_dir, "recommender", registry.active_version(settings.models_dir,
                                                                                         "recommender"))

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pantry.models import load_active, load_version, registry
 from pantry.scoring import ModelError
-from training import registry
-from training.scorers import load_active, load_version
 
 
 def _publish(models_dir: Path, version: str, payload: bytes) -> None:
@@ -53,11 +52,12 @@ def test_sha256_mismatch_is_refused(tmp_path: Path) -> None:
 def test_trained_registry_loads_and_retrain_keeps_active(trained) -> None:
     from training_consts import SLICE_UNTIL, TINY_ALS, TRAINED
 
+    from pantry.models.recommender import Recommender
     from training.pipeline import train
-    from training.scorers import Recommender
 
     models_dir = trained.models_dir
-    active = load_active(models_dir)
+    active, errors = load_active(models_dir)
+    assert errors == {} and active.complete
     assert isinstance(active.recommender, Recommender)
     before = registry.active_version(models_dir, "recommender")
 
