@@ -9,7 +9,9 @@ Command: `PANTRY_DATA_DIR=... .venv/bin/python -m experiments.mlp_reranker [max_
 experiments/recommender_reranker.py (the re-ranker's training-window customers in halves, precision@10 over the
 validation half's candidate lists), the MLP against the served LightGBM setting, and the MLP's ONNX parity.
 
-Result: see RESULT below (measured when the script moved to experiments/).
+Result (measured with that command on the full data when the script moved here, 1,500 customers): the served
+LightGBM binary 100 trees x 15 leaves p@10 0.3932 (fit 8.4 s), the MLP 0.3880 (fit 68.9 s, ONNX parity 7e-7).
+Worse and eight times slower to fit: not served.
 """
 
 from __future__ import annotations

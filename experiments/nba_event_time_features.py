@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pantry.models.next_best_action import FEATURE_NAMES, Tables
-from pantry.settings import Settings
+from pantry.settings import Settings, get_settings
 from training import nba
 from training.data import load_purchases, to_days
 from training.protocol import NBA_CUT
@@ -123,7 +123,7 @@ def blocks(settings: Settings, purchases: pd.DataFrame, lines: Lines, cut: datet
 
 
 def main() -> None:
-    settings = Settings()
+    settings = get_settings()
     purchases = load_purchases(settings, NBA_CUT)
     lines = Lines(purchases)
     names = FEATURE_NAMES + SERVED + FULL_HISTORY

@@ -35,7 +35,7 @@ from experiments.nba_relative_columns import SEEDS, VALIDATION_DAYS_BEFORE_TEST,
 from pantry import dataset
 from pantry.models._shared import lookup
 from pantry.models.next_best_action import FEATURE_NAMES, Tables
-from pantry.settings import Settings
+from pantry.settings import Settings, get_settings
 from training import nba
 from training.data import load_purchases
 from training.protocol import NBA_CUT
@@ -109,7 +109,7 @@ def training_blocks(settings: Settings, purchases: pd.DataFrame, until, overlap:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = get_settings()
     purchases = load_purchases(settings, NBA_CUT)
     names = FEATURE_NAMES + EXTRA_NAMES
     served = list(range(len(FEATURE_NAMES)))

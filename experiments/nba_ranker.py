@@ -23,7 +23,7 @@ from datetime import timedelta
 import numpy as np
 
 from pantry.models.next_best_action import FEATURE_NAMES
-from pantry.settings import Settings
+from pantry.settings import get_settings
 from training import nba
 from training.data import load_purchases
 from training.gbm import GbmParams
@@ -38,7 +38,7 @@ GBM_GRID = (
 
 
 def main() -> None:
-    settings = Settings()
+    settings = get_settings()
     val_cut = NBA_CUT - timedelta(days=30)
     purchases = load_purchases(settings, NBA_CUT)
     xs, pos = nba.training_groups(settings, purchases, val_cut, live=True)

@@ -28,7 +28,7 @@ from datetime import timedelta
 import numpy as np
 
 from pantry.models.next_best_action import FEATURE_NAMES, N_ABSOLUTE
-from pantry.settings import Settings
+from pantry.settings import get_settings
 from training import nba
 from training.data import load_purchases
 from training.protocol import NBA_CUT
@@ -42,7 +42,7 @@ def hit3(scores: list[np.ndarray], targets: list[int], n_events: int) -> float:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = get_settings()
     purchases = load_purchases(settings, NBA_CUT)
     variants = {  # name: (columns, training days)
         "absolute columns (previous ranker)": (N_ABSOLUTE, nba.TRAIN_DAYS),

@@ -46,7 +46,7 @@ from pantry.models.recommender_candidates import (
     candidate_features,
     item_stats,
 )
-from pantry.settings import get_settings as Settings
+from pantry.settings import get_settings
 from training import recommender
 from training.als import AlsParams
 from training.data import Index, build_history, item_popularity, load_purchases, parse_until, to_days
@@ -92,7 +92,7 @@ def cached_cuts(valid_cut: datetime = REC_CUT - timedelta(days=LABEL_DAYS),
     if path.exists():
         a, b = pickle.loads(path.read_bytes())
         return CutData(**a), CutData(**b)
-    purchases = load_purchases(Settings(), valid_cut + timedelta(days=LABEL_DAYS))
+    purchases = load_purchases(get_settings(), valid_cut + timedelta(days=LABEL_DAYS))
     train = build_cut(purchases, valid_cut - timedelta(days=LABEL_DAYS), params, 1500)
     valid = build_cut(purchases, valid_cut, params, None)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +174,7 @@ def item_codes(cd: CutData, column: str) -> np.ndarray:
     if _PRODUCTS is None:
         from pantry import dataset
 
-        _PRODUCTS = dataset.read_table(Settings(), "products")
+        _PRODUCTS = dataset.read_table(get_settings(), "products")
     p = _PRODUCTS.set_index("product_id")[column].reindex(cd.index.products)
     return pd.factorize(p, use_na_sentinel=True)[0].astype(np.int64)
 

@@ -7,7 +7,9 @@ precision@10 over the other half's candidate lists, with its fit time (the retra
 Result (recorded in docs/MODEL_REPORT.md when the choice was made, 1,500 customers): pairwise logistic 0.382;
 LightGBM binary 100 trees x 15 leaves 0.390 (fit 8 s): served; lambdarank 100 trees 0.387 (18 s); lambdarank 200
 trees lr 0.05 0.393 (52 s, too slow for the budget); on the same split, lambdarank 300 trees x 31 leaves 0.386 and
-min_child_samples 300 0.389 (those two are no longer in CANDIDATES).
+min_child_samples 300 0.389 (those two are no longer in CANDIDATES). Rerun with the same command when the script
+moved here (today's 16 features): pairwise logistic 0.3804 (4.1 s), binary 0.3932 (3.9 s), lambdarank 100 trees
+0.3905 (9.1 s), lambdarank 200 trees lr 0.05 0.3891 (20.2 s): the served binary setting is still the best.
 
 ALS weighting (`... -m experiments.recommender_reranker --als`): the evaluation protocol moved one holdout back (cut =
 test cut - 35 days = 2017-10-22, truth = products bought in the 35 days up to the test cut); for each ALS setting the
@@ -33,14 +35,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
+from scipy.optimize import minimize
 
 from pantry.models.recommender_candidates import FEATURE_NAMES, LABEL_DAYS, Candidates, item_stats
-from pantry.settings import Settings
+from pantry.settings import get_settings
 from training import recommender
 from training.als import AlsParams
 from training.data import build_history, item_popularity, load_purchases, to_days
 from training.gbm import GbmParams, fit_lambdarank
-from training.logistic import Logistic, fit_logistic
+from training.logistic import Logistic
 from training.protocol import REC_CUT
 
 CANDIDATES = (
@@ -82,10 +85,38 @@ class Split:
 
 
 def split(max_users: int) -> Split:
-    purchases = load_purchases(Settings(), REC_CUT)
+    purchases = load_purchases(get_settings(), REC_CUT)
     cands, users, truth = recommender.reranker_set(purchases, REC_CUT, AlsParams(), max_users=max_users)
     perm = np.random.default_rng(1).permutation(len(users))
     return Split(cands, users, truth, perm[: len(users) // 2], perm[len(users) // 2 :])
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float = 1.0,
+                 sample_weight: np.ndarray | None = None, center: bool = True) -> Logistic:
+    """`center=False` keeps the mean at 0 (pairwise differences must not be shifted: a shift changes nothing in
+    a ranking but would be fit as part of the bias)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    mean = x.mean(axis=0) if center else np.zeros(x.shape[1])
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = (x - mean) / scale
+    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    n = sw.sum()
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-1], theta[-1]
+        t = z @ w + b
+        # log(1 + e^t) - y t, computed stably
+        ll = np.logaddexp(0.0, t) - y * t
+        p = 1.0 / (1.0 + np.exp(-t))
+        g = sw * (p - y)
+        value = (sw * ll).sum() / n + 0.5 * l2 * (w @ w) / n
+        grad = np.concatenate([z.T @ g / n + l2 * w / n, [g.sum() / n]])
+        return value, grad
+
+    res = minimize(loss, np.zeros(z.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    return Logistic(names=names, mean=mean, scale=scale, weights=res.x[:-1], bias=float(res.x[-1]))
 
 
 def fit_pairwise(cands: list[Candidates], users: np.ndarray, truth: dict[int, set[int]],
@@ -134,7 +165,7 @@ def precision_at_10(users, cands, truth, score, keep=None) -> float:
 
 
 def validate_als() -> None:
-    purchases = load_purchases(Settings(), REC_CUT)
+    purchases = load_purchases(get_settings(), REC_CUT)
     cut = REC_CUT - timedelta(days=LABEL_DAYS)
     before = purchases[purchases["day"] < to_days(cut)]
     after = purchases[purchases["day"] >= to_days(cut)]

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from pantry.models.substitutions import FEATURE_NAMES, POOL, features, pool
-from pantry.settings import Settings
+from pantry.settings import Settings, get_settings
 from training import als
 from training import substitutions as sub
 from training.data import load_purchases, to_days
@@ -182,7 +182,7 @@ def hit3(model, rows: EventRows, pool_size: int, cols: np.ndarray) -> float:
 
 
 def main(variants: list[tuple[int, int]]) -> None:
-    settings = Settings()
+    settings = get_settings()
     purchases = load_purchases(settings, SUB_CUT)
     start = time.perf_counter()
     cache = os.environ.get("PANTRY_VALIDATION_ROWS")  # a pickle of the rows, to rerun variants without rebuilding

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pantry.models import registry
 from pantry.models.next_best_action import NextBestAction
 from pantry.models.recommender import Recommender
+from pantry.models.registry import active_version, check_name, verify
 from pantry.models.substitutions import Substitutions
 from pantry.scoring import MODEL_NAMES, ModelError
 
@@ -24,11 +24,11 @@ log = logging.getLogger("pantry.models")
 def load_version(models_dir: Path, name: str, version: str, recommender_cache: int | None = None):
     """Verify every file's sha256 against the manifest, then build the scorer (raises ModelError).
     `recommender_cache`: how many customers' scored candidates the recommender keeps (None: the default)."""
-    registry.check_name(name)
+    check_name(name)
     directory = Path(models_dir) / name / version
     if not directory.is_dir():
         raise ModelError(f"{name} has no version {version!r} under {models_dir}")
-    manifest = registry.verify(directory)
+    manifest = verify(directory)
     try:
         if name == "recommender":
             return Recommender(directory, manifest, cache_size=recommender_cache)
@@ -68,7 +68,7 @@ def load_active(models_dir: Path, current: ModelSet | None = None,
     for name in MODEL_NAMES:
         old = getattr(current, name)
         try:
-            version = registry.active_version(Path(models_dir), name)
+            version = active_version(Path(models_dir), name)
             if version is None:
                 loaded[name] = None
             elif old is not None and getattr(old, "version", None) == version:

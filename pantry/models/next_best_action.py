@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pantry.models import registry
 from pantry.models._shared import lookup, times
 from pantry.models.onnx import session
+from pantry.models.registry import Manifest
 from pantry.scoring import Action, Channel, Features
 
 FEATURE_NAMES = (
@@ -170,7 +170,7 @@ class NextBestAction:
     # the module's `features`, reachable inside `actions` (whose protocol parameter of that name shadows it)
     _rows = staticmethod(features)
 
-    def __init__(self, directory: Path, manifest: registry.Manifest):
+    def __init__(self, directory: Path, manifest: Manifest):
         self.version = manifest.version
         self.t = load_tables(directory)
         self.session = session((directory / "model.onnx").read_bytes())

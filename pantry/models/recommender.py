@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pantry.models import registry
 from pantry.models._shared import lookup, times
 from pantry.models.onnx import session
 from pantry.models.recommender_candidates import (
@@ -23,6 +22,7 @@ from pantry.models.recommender_candidates import (
     item_stats,
     load_arrays,
 )
+from pantry.models.registry import Manifest
 from pantry.scoring import Features, Scored, Surface
 
 # Customers whose scored candidates a scorer keeps (about 5 KB each; serving passes Settings.recommender_cache)
@@ -47,7 +47,7 @@ class Ranked:
 class Recommender:
     """RecommenderModel: ALS via ONNX, purchase history and a logistic re-ranker (ONNX)."""
 
-    def __init__(self, directory: Path, manifest: registry.Manifest, cache_size: int | None = None):
+    def __init__(self, directory: Path, manifest: Manifest, cache_size: int | None = None):
         self.version = manifest.version
         self.manifest = manifest
         a = load_arrays(directory)

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from pantry.models import registry
 from pantry.models._shared import lookup
 from pantry.models.onnx import session
+from pantry.models.registry import Manifest
 from pantry.scoring import Features, Scored
 
 POOL = 50
@@ -158,7 +158,7 @@ class Substitutions:
     # the module's `features`, reachable inside `rank` (whose protocol parameter of that name shadows it)
     _rows = staticmethod(features)
 
-    def __init__(self, directory: Path, manifest: registry.Manifest):
+    def __init__(self, directory: Path, manifest: Manifest):
         self.version = manifest.version
         a = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in ARRAYS}
         self.cat = Catalogue(**a)
