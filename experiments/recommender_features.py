@@ -228,7 +228,7 @@ def type_features(cd: CutData, column: str = "product_type") -> list[np.ndarray]
 
 
 def cooc_features(cd: CutData) -> list[np.ndarray]:
-    """training/item_similarity.py's three columns (item-item cosine kNN over the history before the cut): summed
+    """experiments/item_similarity.py's three columns (item-item cosine kNN over the history before the cut): summed
     and max similarity to the customer's items of the last 4 weeks, summed similarity to all their items."""
     sim = _similarity(cd)
     out = []

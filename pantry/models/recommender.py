@@ -45,7 +45,7 @@ class Ranked:
 
 
 class Recommender:
-    """RecommenderModel: ALS via ONNX, purchase history and a logistic re-ranker (ONNX)."""
+    """RecommenderModel over one version's artifacts (ALS graph, re-ranker graph, history and popularity arrays)."""
 
     def __init__(self, directory: Path, manifest: Manifest, cache_size: int | None = None):
         self.version = manifest.version
