@@ -1,8 +1,9 @@
 """The contract between trained models (training/) and the service (serving/).
 
-Training writes artifacts under `artifacts/models/<name>/<version>/` and implements these protocols in
-`training/scorers.py`; serving loads the ACTIVE versions once per process (and again on a switch), reads the
-online features a request needs in one round trip, and calls the models with them. Models never touch Redis.
+Training writes artifacts under `artifacts/models/<name>/<version>/`; the scorers of pantry/models/ (recommender.py,
+substitutions.py, next_best_action.py) implement these protocols over them. Serving loads the ACTIVE versions once
+per process (and again on a switch), reads the online features a request needs in one round trip, and calls the
+models with them. Models never touch Redis.
 """
 
 from __future__ import annotations

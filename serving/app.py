@@ -25,6 +25,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from pantry.scoring import ModelError
 from pantry.settings import Settings, get_settings
 from serving import metrics
 from serving.access_log import AccessLogger, access_logger
@@ -35,6 +36,7 @@ from serving.controllers.health import HealthController
 from serving.controllers.next_best_action import NextBestActionController
 from serving.controllers.recommendations import RecommendationsController
 from serving.controllers.substitutions import SubstitutionsController
+from serving.governance import UnknownCampaign, UnknownModel
 from serving.ingest import BatchRejected, BatchTooLarge
 from serving.limits import enforce_limits
 from serving.redis_guard import StoreUnavailable
@@ -69,8 +71,13 @@ def _events_rejected(request: Request, exc: BatchRejected) -> Response:
     return Response(EventsRejected(str(exc), exc.errors), status_code=400)
 
 
-def _bad_request(request: Request, exc: ValueError) -> Response:
+def _bad_request(request: Request, exc: Exception) -> Response:
     return Response({"status_code": 400, "detail": str(exc)}, status_code=400, media_type=MediaType.JSON)
+
+
+def _not_found(request: Request, exc: LookupError) -> Response:
+    return Response({"status_code": 404, "detail": str(exc.args[0]) if exc.args else "not found"}, status_code=404,
+                    media_type=MediaType.JSON)
 
 
 def _store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
@@ -90,6 +97,9 @@ _EXCEPTION_HANDLERS = {
     HTTPException: _http_error,
     BatchRejected: _events_rejected,
     BatchTooLarge: _bad_request,
+    ModelError: _bad_request,  # a version that is missing or fails its sha256 check: nothing was switched
+    UnknownCampaign: _not_found,
+    UnknownModel: _not_found,
     StoreUnavailable: _store_unavailable,
     Exception: _unexpected,
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pantry import dataset_load
-from pantry.featurestore import repo as feast_repo
+from pantry.featurestore import repo
 from pantry.redis_server import EmbeddedRedis, free_port, sync_client
 from pantry.settings import Settings, from_env
 
@@ -58,7 +58,7 @@ def feast_applied(settings: Settings, data_slice: Path) -> Settings:
     """`feast apply` done and the batch views (product, campaign_coupon) online."""
     from pantry.featurestore.batch_views import write_batch_views
 
-    feast_repo.apply(settings)
+    repo.apply(settings)
     write_batch_views(settings, progress=False)
     return settings
 

@@ -19,7 +19,7 @@ class AlsParams:
     random_state: int = 42
     # > 0: a customer x product cell is its basket count x 0.5 ** (days since its last purchase / this), so what a
     # customer stopped buying weighs less than what they buy now; 0: plain basket counts. 60 d chosen on a
-    # validation cut before the test cut (`python -m training.validate_reranker --als`): ALS alone on never-bought
+    # validation cut before the test cut (`python -m experiments.recommender_reranker --als`): ALS alone on never-bought
     # items 0.037 -> 0.041-0.047 precision@10; the re-ranked for_you / discover lists change within noise.
     recency_half_life_days: float = 60.0
 

@@ -31,11 +31,10 @@ def run_bench(settings: Settings, n_users: int = 300, progress: bool = False) ->
     from scipy.sparse import csr_matrix
     from threadpoolctl import threadpool_limits
 
-    from training import registry
+    from pantry.models import load_version, registry
+    from pantry.models.onnx import session
     from training.data import default_until
-    from training.onnx_export import session
     from training.pipeline import train
-    from training.scorers import load_version
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pantry-bench-") as tmp:
@@ -76,7 +75,7 @@ def run_bench(settings: Settings, n_users: int = 300, progress: bool = False) ->
 
         model = load_version(scratch.models_dir, "recommender", version)
         customers = model.customers[users]
-        ranked = model._ranked_known  # the per-process LRU of scored candidates (training/scorers.py)
+        ranked = model._ranked_known  # the per-process LRU of scored candidates (pantry/models/recommender.py)
         for surface in ("for_you", "buy_again", "discover"):
             cold, cached = [], []
             if hasattr(ranked, "cache_clear"):

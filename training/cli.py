@@ -58,7 +58,7 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """Every version of every model; * marks the ACTIVE one."""
-    from training import registry
+    from pantry.models import registry
 
     models_dir = get_settings().models_dir
     for name in MODEL_NAMES:
@@ -82,8 +82,8 @@ def models_list() -> None:
 @click.option("--no-push", is_flag=True, help="Do not push the recommender's embeddings online.")
 def models_activate(name: str, version: str, no_push: bool) -> None:
     """Make VERSION of NAME the served one (sha256 checked first)."""
+    from pantry.models import registry
     from pantry.scoring import ModelError
-    from training import registry
     from training.pipeline import push_embeddings
 
     settings = get_settings()
@@ -101,8 +101,8 @@ def models_activate(name: str, version: str, no_push: bool) -> None:
 @click.option("--no-push", is_flag=True, help="Do not push the recommender's embeddings online.")
 def models_rollback(name: str, no_push: bool) -> None:
     """Switch NAME back to the version that was ACTIVE before the current one."""
+    from pantry.models import registry
     from pantry.scoring import ModelError
-    from training import registry
     from training.pipeline import push_embeddings
 
     settings = get_settings()

@@ -17,7 +17,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pantry import dataset
-from pantry.featurestore import repo as feast_repo
+from pantry.featurestore import repo
+from pantry.models._shared import lookup_many
+from pantry.models.recommender_candidates import History
 from pantry.settings import Settings
 
 DAY_S = 86_400.0
@@ -91,7 +93,7 @@ def historical_features(settings: Settings, entities: pd.DataFrame, features: Se
     if frame.empty:
         return frame
     _patch_feast_dask_sort()
-    store = feast_repo.store(settings)
+    store = repo.store(settings)
     got = store.get_historical_features(entity_df=frame.drop_duplicates(keys), features=list(features)).to_df()
     got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True)
     return frame.merge(got.drop_duplicates(keys), on=keys, how="left")
@@ -135,19 +137,10 @@ class Index:
 
     def user_idx(self, customer_ids: np.ndarray) -> np.ndarray:
         """Index of each customer, -1 when unknown."""
-        return _lookup(self.customers, customer_ids)
+        return lookup_many(self.customers, customer_ids)
 
     def item_idx(self, product_ids: np.ndarray) -> np.ndarray:
-        return _lookup(self.products, product_ids)
-
-
-def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    ids = np.asarray(ids, dtype=np.int64)
-    pos = np.searchsorted(sorted_ids, ids)
-    pos = np.clip(pos, 0, max(len(sorted_ids) - 1, 0))
-    found = len(sorted_ids) > 0
-    ok = (sorted_ids[pos] == ids) if found else np.zeros(len(ids), dtype=bool)
-    return np.where(ok, pos, -1).astype(np.int64)
+        return lookup_many(self.products, product_ids)
 
 
 def interaction_matrix(purchases: pd.DataFrame, index: Index) -> sp.csr_matrix:
@@ -161,27 +154,6 @@ def interaction_matrix(purchases: pd.DataFrame, index: Index) -> sp.csr_matrix:
     matrix = sp.csr_matrix((data, (rows[ok], cols[ok])), shape=shape, dtype=np.float32)
     matrix.sum_duplicates()
     return matrix
-
-
-@dataclass(frozen=True)
-class History:
-    """Per customer x product purchase history as CSR arrays (rows = customer index, sorted by item index)."""
-
-    indptr: np.ndarray  # int64 [n_users + 1]
-    items: np.ndarray  # int64 item index
-    count: np.ndarray  # float32 baskets with the item
-    decayed: np.ndarray  # float32 sum of 0.5 ** (age / 90 days) over those baskets
-    decayed_short: np.ndarray  # float32 same with a 21-day half-life
-    first_day: np.ndarray  # float64 days since epoch
-    last_day: np.ndarray  # float64
-    weeks_long: np.ndarray  # float32 distinct weeks (of the last 26) with the item
-    weeks_short: np.ndarray  # float32 distinct weeks (of the last 5) with the item
-    n_baskets: np.ndarray  # float32 [n_users] baskets of the customer
-    active_weeks: np.ndarray  # float32 [n_users] distinct weeks (of the last 26) with any basket
-    ref_day: float  # the cut, in days since epoch
-
-    def row(self, u: int) -> slice:
-        return slice(int(self.indptr[u]), int(self.indptr[u + 1]))
 
 
 def build_history(purchases: pd.DataFrame, index: Index, until: datetime) -> History:

@@ -40,13 +40,13 @@ def write_parquet(settings: Settings, customers: np.ndarray, factors: np.ndarray
 
 def push_online(settings: Settings, customers: np.ndarray, factors: np.ndarray, version: str, ts: datetime) -> int:
     """HSET every customer's embedding in Feast's Redis layout (raises when Redis or the Feast registry is absent)."""
-    from pantry.featurestore import repo as feast_repo
+    from pantry.featurestore import repo
     from pantry.featurestore.pipeline import write_rows
     from pantry.redis_server import sync_client
 
     if not settings.registry_path.exists():
         raise RuntimeError(f"no Feast registry at {settings.registry_path} (run `pantry feast apply`)")
-    layout = feast_repo.layout(settings)
+    layout = repo.layout(settings)
     client = sync_client(settings, timeout_s=5.0)
     rows = (
         ((int(c),), {"embedding": f.tolist(), "model_version": version}, ts)

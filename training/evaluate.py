@@ -1,7 +1,9 @@
-"""The evaluation protocols (fixed by the issue), baselines recomputed in the same run, and docs/MODEL_REPORT.md.
+"""`pantry evaluate`: the three evaluation protocols (fixed by the issue) on the loaded data, a timed full retrain,
+and docs/MODEL_REPORT.md from the figures of that run.
 
-The model under test is always the served path: trained by the same code as `pantry train` at the protocol's
-cut, written to a scratch registry, loaded with `load_version` and called through the scorer's protocol methods.
+Each protocol evaluates the served path: trained by the same code as `pantry train` at the protocol's cut and
+scored through the runtime scorers' code (training/evaluate_recommender.py, evaluate_substitutions.py,
+evaluate_nba.py); baselines are recomputed in the same run.
 """
 
 from __future__ import annotations
@@ -9,141 +11,21 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
-import pandas as pd
-from tqdm import tqdm
 
 from pantry import dataset
 from pantry.scoring import MODEL_NAMES
 from pantry.settings import Settings
-from training import registry
-from training.als import AlsParams
-from training.data import default_until, load_purchases, to_days
-from training.metrics import summarize
+from training.data import default_until, load_purchases
+from training.evaluate_nba import evaluate_nba
+from training.evaluate_recommender import evaluate_recommender
+from training.evaluate_substitutions import evaluate_substitutions
+from training.pipeline import train
+from training.report import write_report
 from training.timing import Timer
-
-REC_CUT = datetime(2017, 11, 26, 14, 56, 44, tzinfo=UTC)  # 90% quantile of transaction time
-SUB_CUT = datetime(2017, 11, 1, tzinfo=UTC)
-NBA_CUT = datetime(2017, 10, 1, tzinfo=UTC)
-K = 10
-SEGMENTS = ((0, 20, "light (<20 baskets)"), (20, 80, "regular (20-79)"), (80, 10**9, "frequent (80+)"))
-
-ISSUE_BASELINES = {
-    "recommender": {"popularity": 0.163, "ALS (bm25, 64 factors)": 0.220, "most frequent items": 0.375,
-                    "decayed count (90 d half-life)": 0.397, "naive blend decayed + ALS": 0.387},
-    "substitutions": {"type popularity": 0.274, "ALS similarity + type popularity": 0.312},
-    "next_best_action": {"random": 0.031, "past-purchase affinity": 0.138, "coupon product popularity": 0.153,
-                         "redeemed-before, then affinity": 0.154},
-}
-TARGETS = {"for_you precision@10": 0.43, "substitutions hit@3": 0.36, "next_best_action hit@3": 0.25,
-           "discover vs never-bought popularity": 1.5}
-
-
-def _manifest(name: str, version: str, until: datetime) -> registry.Manifest:
-    return registry.Manifest(name=name, version=version, trained_until=until.isoformat(), data_digest="evaluation",
-                             feature_service="", created_at=datetime.now(UTC).isoformat(), files={})
-
-
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, len(scores))
-    if k == 0:
-        return np.empty(0, dtype=np.int64)
-    part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.argsort(-scores[part], kind="stable")]
-
-
-# ---- recommendations -----------------------------------------------------------------------------------------
-
-
-def evaluate_recommender(purchases: pd.DataFrame, scratch: Path, timer: Timer) -> dict[str, Any]:
-    from training import recommender
-    from training.scorers import load_version
-
-    cut = to_days(REC_CUT)
-    before = purchases[purchases["day"] < cut]
-    after = purchases[purchases["day"] >= cut]
-    customers = sorted(set(before["customer_id"]) & set(after["customer_id"]))
-    truth = {int(c): set(g.tolist()) for c, g in after.groupby("customer_id")["product_id"]}
-    with timer.step("recommender eval: train at the cut"):
-        fitted = recommender.fit(before, REC_CUT, AlsParams(), timer)
-        staging = registry.staging_dir(scratch, "recommender", "eval")
-        recommender.save(fitted, staging)
-        registry.publish(staging, _manifest("recommender", "eval", REC_CUT))
-        model = load_version(scratch, "recommender", "eval")
-    products = fitted.index.products
-    n_catalogue = len(products)
-    hist = fitted.hist
-    lists: dict[str, dict[int, list[int]]] = {name: {} for name in (
-        "for_you (served)", "buy_again (served)", "discover (served)", "popularity", "ALS (bm25, 64 factors)",
-        "ALS alone (served, 60 d recency)", "most frequent items", "decayed count (90 d half-life)",
-        "naive blend decayed + ALS", "never-bought popularity")}
-    latencies: list[float] = []
-    with timer.step("recommender eval: plain ALS baseline (basket counts, no recency weighting)"):
-        plain = AlsParams(recency_half_life_days=0.0)
-        _b, plain_index, _m, _model, plain_uf, plain_itf = recommender.fit_als_at(before, REC_CUT, plain)
-    pop_counts = before.groupby("product_id")["basket_id"].nunique().sort_values(ascending=False, kind="stable")
-    popular_ids = pop_counts.index.to_numpy()[:500]
-    with timer.step("recommender eval: score 2 x served surfaces + baselines"):
-        for c in tqdm(customers, desc="recommender eval", unit="customer", leave=False):
-            for surface, key in (("for_you", "for_you (served)"), ("discover", "discover (served)"),
-                                 ("buy_again", "buy_again (served)")):
-                t0 = time.perf_counter()
-                got = model.recommend({}, customer_id=c, k=K, surface=surface, exclude=frozenset(), store_id=None)
-                latencies.append(time.perf_counter() - t0)
-                lists[key][c] = [s.product_id for s in got]
-            u = int(np.searchsorted(fitted.index.customers, c))
-            sl = hist.row(u)
-            items, count, decayed, last = hist.items[sl], hist.count[sl], hist.decayed[sl], hist.last_day[sl]
-            als_scores = fitted.user_factors[u] @ fitted.item_factors.T
-            lists["popularity"][c] = popular_ids[:K].tolist()
-            lists["ALS alone (served, 60 d recency)"][c] = products[_top(als_scores, K)].tolist()
-            pu = int(np.searchsorted(plain_index.customers, c))
-            plain_scores = plain_uf[pu] @ plain_itf.T
-            lists["ALS (bm25, 64 factors)"][c] = plain_index.products[_top(plain_scores, K)].tolist()
-            lists["most frequent items"][c] = products[items[_top(count + last / 1e6, K)]].tolist()
-            lists["decayed count (90 d half-life)"][c] = products[items[_top(decayed.astype(np.float64), K)]].tolist()
-            cand = np.union1d(items, _top(als_scores, 50))
-            dec = np.zeros(len(cand))
-            dec[np.searchsorted(cand, items)] = decayed
-            a = als_scores[cand]
-            blend = dec / max(dec.max(), 1e-9) + a / max(np.abs(a).max(), 1e-9)
-            lists["naive blend decayed + ALS"][c] = products[cand[_top(blend, K)]].tolist()
-            bought = set(products[items].tolist())
-            lists["never-bought popularity"][c] = [p for p in popular_ids.tolist() if p not in bought][:K]
-    bought_before = {int(c): set(g.tolist()) for c, g in before.groupby("customer_id")["product_id"]}
-    new_truth = {c: truth.get(c, set()) - bought_before.get(c, set()) for c in customers}
-    results = {}
-    for name, per_customer in lists.items():
-        t = new_truth if name in ("discover (served)", "never-bought popularity") else truth
-        results[name] = summarize(per_customer, t, K, n_catalogue)
-    n_baskets = before.groupby("customer_id")["basket_id"].nunique()
-    segments = {}
-    for lo, hi, label in SEGMENTS:
-        members = [c for c in customers if lo <= n_baskets.get(c, 0) < hi]
-        segments[label] = {
-            name: summarize({c: lists[name][c] for c in members}, new_truth if "discover" in name or
-                            "never" in name else truth, K, n_catalogue)["precision@10"]
-            for name in ("for_you (served)", "buy_again (served)", "discover (served)",
-                         "decayed count (90 d half-life)", "popularity", "never-bought popularity")
-        }
-        segments[label]["customers"] = len(members)
-    lat = np.array(latencies) * 1e3
-    return {
-        "cut": REC_CUT.isoformat(),
-        "customers": len(customers),
-        "results": results,
-        "segments": segments,
-        "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
-        "reranker": fitted.reranker.params() if fitted.reranker else None,
-    }
-
-
-# ---- the run -------------------------------------------------------------------------------------------------
 
 
 def run_all(settings: Settings, out: Path, only: Sequence[str] = MODEL_NAMES) -> dict[str, Any]:
@@ -156,26 +38,18 @@ def run_all(settings: Settings, out: Path, only: Sequence[str] = MODEL_NAMES) ->
         if "recommender" in only:
             report["recommender"] = evaluate_recommender(purchases, scratch, timer)
         if "substitutions" in only:
-            from training.substitutions import evaluate_substitutions
-
-            report["substitutions"] = evaluate_substitutions(settings, purchases, scratch, timer)
+            report["substitutions"] = evaluate_substitutions(settings, purchases, timer)
         if "next_best_action" in only:
-            from training.nba import evaluate_nba
-
-            report["next_best_action"] = evaluate_nba(settings, purchases, scratch, timer)
+            report["next_best_action"] = evaluate_nba(settings, purchases, timer)
     report["eval_timings_s"] = dict(timer.steps)
     with timer.step("full retrain (all models, as `pantry train`)"):
         report["retrain"] = _timed_retrain(settings)
-    from training.report import write_report
-
     write_report(report, out)
     return report
 
 
 def _timed_retrain(settings: Settings) -> dict[str, Any]:
     """A full `pantry train --force` of all three models into a scratch registry, timed step by step."""
-    from training.pipeline import train
-
     with tempfile.TemporaryDirectory(prefix="pantry-retrain-") as tmp:
         scratch = msgspec.structs.replace(settings, artifacts_dir=Path(tmp))
         start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""A small L2-regularised logistic regression (scipy L-BFGS), exportable to ONNX with onnx_export.logistic_graph."""
+"""A linear ranker (`Logistic`, exportable to ONNX with onnx_export.logistic_graph) and its conditional-logit fit
+(scipy L-BFGS): the rankers of a small slice, where trees would only memorise."""
 
 from __future__ import annotations
 
@@ -28,34 +29,6 @@ class Logistic:
 
     def params(self) -> dict[str, float]:
         return {n: round(float(w), 4) for n, w in zip(self.names, self.weights, strict=True)}
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float = 1.0,
-                 sample_weight: np.ndarray | None = None, center: bool = True) -> Logistic:
-    """`center=False` keeps the mean at 0 (pairwise differences must not be shifted: a shift changes nothing in
-    a ranking but would be fit as part of the bias)."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    mean = x.mean(axis=0) if center else np.zeros(x.shape[1])
-    scale = x.std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    z = (x - mean) / scale
-    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    n = sw.sum()
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, b = theta[:-1], theta[-1]
-        t = z @ w + b
-        # log(1 + e^t) - y t, computed stably
-        ll = np.logaddexp(0.0, t) - y * t
-        p = 1.0 / (1.0 + np.exp(-t))
-        g = sw * (p - y)
-        value = (sw * ll).sum() / n + 0.5 * l2 * (w @ w) / n
-        grad = np.concatenate([z.T @ g / n + l2 * w / n, [g.sum() / n]])
-        return value, grad
-
-    res = minimize(loss, np.zeros(z.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": 500})
-    return Logistic(names=names, mean=mean, scale=scale, weights=res.x[:-1], bias=float(res.x[-1]))
 
 
 def fit_conditional_logit(x: np.ndarray, group_ptr: np.ndarray, positive: np.ndarray, names: tuple[str, ...],

@@ -33,7 +33,3 @@ def summarize(lists: dict[int, list[int]], truth: dict[int, set[int]], k: int, n
         "coverage": len(seen) / n_catalogue if n_catalogue else 0.0,
         "customers": len(p),
     }
-
-
-def hit_at(ranked: list, target, k: int) -> float:
-    return 1.0 if target in ranked[:k] else 0.0

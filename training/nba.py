@@ -1,15 +1,16 @@
-"""Next best action: rank the coupons of a customer's active, approved campaigns by redemption likelihood.
+"""Fitting the next-best-action ranker: the coupons of a customer's active campaigns, by redemption likelihood.
 
 Features of a (customer, coupon, day) are taken as of a cut (point in time: purchases and redemptions strictly
 before it) plus the campaign's calendar on the day. The ranker is LightGBM lambdarank (ONNX via onnxmltools,
 training/gbm.py) trained on the redemptions of monthly snapshots over [until - TRAIN_DAYS, until), each with
 features as of its snapshot (the candidates of each redemption = the coupons of the customer's campaigns active
-that day); a conditional logit when there are too few redemptions for trees (a small slice).
+that day); a conditional logit when there are too few redemptions for trees (a small slice). The point-in-time
+tables are built here (`build_tables`); candidates and features are pantry/models/next_best_action.py's, the code
+serving ranks with.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,90 +19,29 @@ import numpy as np
 import pandas as pd
 
 from pantry import dataset
+from pantry.models._shared import lookup
+from pantry.models.next_best_action import FEATURE_NAMES, FIELDS, Tables, candidates, features
 from pantry.scoring import ModelError
 from pantry.settings import Settings
 from training.data import BEFORE_EVENT, DAY_S, HALF_LIFE_DAYS, feature_log_present, historical_features, to_days
 from training.gbm import Boosted, GbmParams, fit_lambdarank
 from training.logistic import Logistic, fit_conditional_logit
+from training.onnx_export import PARITY_TOLERANCE, ranker_parity
 from training.timing import Timer
-
-PARITY_TOLERANCE = 1e-4  # = pipeline.PARITY_TOLERANCE (pipeline imports this module lazily)
 
 TRAIN_DAYS = 120
 SNAPSHOT_DAYS = 30
-L2 = 30.0  # the logit's (small data only); chosen on the validation cut below
-# Chosen on a validation cut before the test cut (train before 2017-09-01, score September; validate_nba_l2.py):
+L2 = 30.0  # the conditional logit's (small data only); chosen on the validation cut (experiments/nba_ranker.py)
+# Chosen on a validation cut before the test cut (train before 2017-09-01, score September; experiments/nba_ranker.py):
 # shallow trees, slow learning rate; deeper or longer fits overfit the few hundred redemptions.
 RANKER_GBM = GbmParams(objective="lambdarank", n_trees=100, num_leaves=7, learning_rate=0.05, min_child_samples=50)
 MIN_EVENTS_FOR_TREES = 200
 RECENT_DAYS = 28
-FEATURE_NAMES = (
-    "log_affinity",
-    "log_affinity_decayed",
-    "log_affinity_recent",
-    "redeemed_before",
-    "log_coupon_redemptions",
-    "log_product_buyers",
-    "log_n_products",
-    "type_a",
-    "type_b",
-    "type_c",
-    "log_days_since_start",
-    "log_days_to_end",
-    "log_customer_redemptions",
-    "log_distinct_products_bought",
-    "log_category_affinity",
-    "affinity_share",
-    # Relative to the other candidates of the same request (a customer's affinity means more next to their other
-    # coupons than on an absolute scale): chosen on three validation cuts before the test cut (validate_nba.py).
-    "affinity_rank",
-    "affinity_decayed_vs_best",
-    "affinity_vs_best",
-    "affinity_share_rank",
-    "product_buyers_vs_best",
-    "log_coupon_redemption_rate",
-)
-N_ABSOLUTE = 16  # the first columns are per (customer, coupon); the rest are relative to the candidate list
 # The customer's live repertoire (Feast, as of the day before each redemption) scored against each coupon. Measured
-# on the validation cut it made the ranker worse (validate_nba_l2.py: hit@3 0.139 with vs 0.206 without), so the
+# on the validation cut it made the ranker worse (experiments/nba_ranker.py: hit@3 0.139 with vs 0.206 without), so the
 # served ranker does not use it; `live=True` appends these columns for that comparison.
 LIVE_FEATURE_NAMES = ("log_repertoire_score", "log_repertoire_products")
 REPERTOIRE_FEATURES = ("customer_repertoire:repertoire_product_ids", "customer_repertoire:repertoire_scores")
-
-
-@dataclass
-class Tables:
-    """Everything the ranker needs, as of one cut (arrays; CSR per customer / per campaign)."""
-
-    ref_day: float
-    coupons: np.ndarray  # sorted coupon_upc
-    coupon_redemptions: np.ndarray  # float32 redemptions of the coupon before the cut (anyone)
-    coupon_buyers: np.ndarray  # float32 distinct buyers of the coupon's products before the cut
-    coupon_n_products: np.ndarray
-    customers: np.ndarray  # sorted customer ids with any pair or enrolment
-    pair_indptr: np.ndarray  # per customer: coupon idx with affinity/redeemed stats
-    pair_coupon: np.ndarray
-    pair_aff: np.ndarray
-    pair_aff_decayed: np.ndarray
-    pair_aff_recent: np.ndarray
-    pair_redeemed: np.ndarray
-    pair_distinct: np.ndarray  # distinct coupon products the customer bought
-    pair_category: np.ndarray  # baskets with a product of the coupon's categories
-    customer_baskets: np.ndarray  # float32 per customer
-    customer_redemptions: np.ndarray
-    enr_indptr: np.ndarray  # per customer: enrolled campaign ids
-    enr_campaigns: np.ndarray
-    campaigns: np.ndarray  # sorted campaign ids
-    campaign_type: np.ndarray  # 0/1/2 = A/B/C
-    campaign_start: np.ndarray  # days since epoch
-    campaign_end: np.ndarray
-    camp_indptr: np.ndarray  # per campaign: coupon idx
-    camp_coupons: np.ndarray
-    nudge_indptr: np.ndarray  # per customer: top products by decayed count (the buy-again nudge)
-    nudge_products: np.ndarray
-    nudge_counts: np.ndarray
-    cpn_prod_indptr: np.ndarray  # per coupon idx: its product ids (sorted)
-    cpn_products: np.ndarray
 
 
 def _csr(keys: np.ndarray, universe: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -193,35 +133,6 @@ def build_tables(settings: Settings, purchases: pd.DataFrame, cut: datetime) -> 
                   start, end, c_ptr, c_cpn, n_ptr, n_prod, n_cnt, cp_ptr, cp_prod)
 
 
-def _lookup(sorted_ids: np.ndarray, value: int) -> int:
-    pos = int(np.searchsorted(sorted_ids, value))
-    return pos if pos < len(sorted_ids) and int(sorted_ids[pos]) == value else -1
-
-
-def candidates(t: Tables, customer_id: int, campaign_ids: np.ndarray, day: float) -> tuple[np.ndarray, np.ndarray]:
-    """(coupon idx, campaign idx) pairs: coupons of the given campaigns the customer is enrolled in, active on
-    `day`. A coupon in several of those campaigns appears once (its first campaign)."""
-    u = _lookup(t.customers, customer_id)
-    if u < 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    enrolled = t.enr_campaigns[t.enr_indptr[u] : t.enr_indptr[u + 1]]
-    chosen = np.intersect1d(enrolled, campaign_ids)
-    cpn, camp = [], []
-    for c in chosen:
-        ci = _lookup(t.campaigns, int(c))
-        if ci < 0 or not (t.campaign_start[ci] <= day <= t.campaign_end[ci] + 1.0):
-            continue
-        items = t.camp_coupons[t.camp_indptr[ci] : t.camp_indptr[ci + 1]]
-        cpn.append(items)
-        camp.append(np.full(len(items), ci, dtype=np.int64))
-    if not cpn:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    cpn_all, camp_all = np.concatenate(cpn), np.concatenate(camp)
-    _uniq, first = np.unique(cpn_all, return_index=True)
-    first = np.sort(first)
-    return cpn_all[first], camp_all[first]
-
-
 Repertoire = tuple[np.ndarray, np.ndarray]  # the customer_repertoire feature row: product ids, decayed scores
 
 
@@ -251,50 +162,6 @@ def repertoire_columns(t: Tables, coupon_idx: np.ndarray, rep: Repertoire | None
     score = np.bincount(owner[hit], weights=scores[pos[hit]], minlength=len(coupon_idx))
     count = np.bincount(owner[hit], minlength=len(coupon_idx)).astype(np.float64)
     return score, count
-
-
-def features(t: Tables, customer_id: int, coupon_idx: np.ndarray, campaign_idx: np.ndarray, day: float) -> np.ndarray:
-    out = np.zeros((len(coupon_idx), len(FEATURE_NAMES)), dtype=np.float32)
-    u = _lookup(t.customers, customer_id)
-    if u >= 0:
-        sl = slice(t.pair_indptr[u], t.pair_indptr[u + 1])
-        have = t.pair_coupon[sl]
-        pos = np.clip(np.searchsorted(have, coupon_idx), 0, max(len(have) - 1, 0))
-        hit = (have[pos] == coupon_idx) if len(have) else np.zeros(len(coupon_idx), dtype=bool)
-        for col, arr in ((0, t.pair_aff), (1, t.pair_aff_decayed), (2, t.pair_aff_recent), (3, t.pair_redeemed),
-                         (13, t.pair_distinct), (14, t.pair_category)):
-            vals = arr[sl][pos] if len(have) else np.zeros(len(coupon_idx))
-            out[:, col] = np.where(hit, vals > 0 if col == 3 else np.log1p(vals), 0.0)
-        out[:, 12] = np.log1p(t.customer_redemptions[u])
-        out[:, 15] = np.expm1(out[:, 0]) / max(float(t.customer_baskets[u]), 1.0)
-    out[:, 4] = np.log1p(t.coupon_redemptions[coupon_idx])
-    out[:, 5] = np.log1p(t.coupon_buyers[coupon_idx])
-    out[:, 6] = np.log1p(t.coupon_n_products[coupon_idx])
-    ctype = t.campaign_type[campaign_idx]
-    out[:, 7], out[:, 8], out[:, 9] = ctype == 0, ctype == 1, ctype == 2
-    out[:, 10] = np.log1p(np.maximum(day - t.campaign_start[campaign_idx], 0.0))
-    out[:, 11] = np.log1p(np.maximum(t.campaign_end[campaign_idx] - day, 0.0))
-    relative_columns(out)
-    return out
-
-
-def _rank_desc(values: np.ndarray) -> np.ndarray:
-    """0 for the largest value, ties in candidate order (stable), as the served ranking breaks them."""
-    return np.argsort(np.argsort(-values, kind="stable"), kind="stable").astype(np.float32)
-
-
-def relative_columns(out: np.ndarray) -> None:
-    """Fill the columns after N_ABSOLUTE from the absolute ones of the same candidate list (in place)."""
-    if len(out) == 0:
-        return
-    aff, dec, share, buyers = out[:, 0], out[:, 1], out[:, 15], out[:, 5]
-    out[:, 16] = np.log1p(_rank_desc(dec))
-    out[:, 17] = dec - dec.max()
-    out[:, 18] = aff - aff.max()
-    out[:, 19] = np.log1p(_rank_desc(share))
-    out[:, 20] = buyers - buyers.max()
-    # redemptions per buyer of the coupon's products (x100): how readily its buyers use it
-    out[:, 21] = np.log1p(np.expm1(out[:, 4]) / (np.expm1(buyers) + 1.0) * 100.0)
 
 
 def live_features(t: Tables, coupon_idx: np.ndarray, repertoire: Repertoire | None) -> np.ndarray:
@@ -333,7 +200,7 @@ def event_sets(t: Tables, events: pd.DataFrame, repertoires: list[Repertoire | N
     all_campaigns = t.campaigns
     for k, row in enumerate(events.itertuples(index=False)):
         cpn, camp = candidates(t, int(row.customer_id), all_campaigns, float(row.day))
-        target = _lookup(t.coupons, int(row.coupon_upc))
+        target = lookup(t.coupons, int(row.coupon_upc))
         if len(cpn) == 0:
             yield row, cpn, camp, None, -1
             continue
@@ -405,9 +272,6 @@ def prior_ranker() -> Logistic:
     return Logistic(FEATURE_NAMES, np.zeros(n), np.ones(n), w, 0.0)
 
 
-FIELDS = tuple(f for f in Tables.__dataclass_fields__ if f != "ref_day")
-
-
 def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime, staging: Path,
                    timer: Timer) -> tuple[dict[str, Any], dict[str, Any]]:
     with timer.step("next_best_action: ranker (redemptions before the cut)"):
@@ -421,11 +285,7 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
             np.save(staging / f"{name}.npy", np.ascontiguousarray(getattr(t, name)), allow_pickle=False)
         np.save(staging / "ref_day.npy", np.array([t.ref_day]))
         (staging / "model.onnx").write_bytes(ranker.onnx("next_best_action_ranker"))
-        from training.onnx_export import session
-
-        x = parity_rows(t)
-        onnx_logit = session((staging / "model.onnx").read_bytes()).run(["logit"], {"features": x})[0][:, 0]
-        parity = float(np.max(np.abs(onnx_logit - ranker.logit(x))))
+        parity = ranker_parity((staging / "model.onnx").read_bytes(), ranker, parity_rows(t))
         if parity > PARITY_TOLERANCE:
             raise ModelError(f"NBA ranker ONNX parity failed: max abs diff {parity:.2e} > {PARITY_TOLERANCE}")
     return ({"train_days": TRAIN_DAYS, "snapshot_days": SNAPSHOT_DAYS, "ranker": kind, "weights": ranker.params()},
@@ -441,52 +301,3 @@ def parity_rows(t: Tables, n_customers: int = 32) -> np.ndarray:
         if len(cpn):
             rows.append(features(t, int(c), cpn, camp, day))
     return np.concatenate(rows)
-
-
-def load_tables(directory: Path) -> Tables:
-    arrays = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in FIELDS}
-    return Tables(ref_day=float(np.load(directory / "ref_day.npy")[0]), **arrays)
-
-
-# ---- evaluation (protocol: cut 2017-10-01, every redemption after it) -----------------------------------------
-
-
-def evaluate_nba(settings: Settings, purchases: pd.DataFrame, scratch: Path, timer: Timer) -> dict[str, Any]:
-    from training.evaluate import NBA_CUT
-
-    with timer.step("next_best_action eval: train + tables at the cut"):
-        ranker = train_ranker(settings, purchases[purchases["day"] < to_days(NBA_CUT)], NBA_CUT) or prior_ranker()
-        t = build_tables(settings, purchases, NBA_CUT)
-    events = redemption_events(settings, NBA_CUT, None)
-    rng = np.random.default_rng(0)
-    names = ("model (served ranker)", "random", "past-purchase affinity", "coupon product popularity",
-             "redeemed-before, then affinity")
-    hits = dict.fromkeys(names, 0.0)
-    sizes = []
-    with timer.step("next_best_action eval: rank redemptions"):
-        # events without candidates or whose coupon is not among them still count: a miss for every method
-        sets = [(x, target) for _row, _cpn, _camp, x, target in event_sets(t, events)
-                if x is not None and target >= 0]
-        logits = ranker.logit(np.concatenate([x for x, _t in sets])) if sets else np.empty(0)
-        offsets = np.cumsum([0] + [len(x) for x, _t in sets])
-        for (x, target), lo, hi in zip(sets, offsets[:-1], offsets[1:], strict=True):
-            sizes.append(len(x))
-            orders = {
-                "model (served ranker)": np.argsort(-logits[lo:hi], kind="stable"),
-                "random": rng.permutation(len(x)),
-                "past-purchase affinity": np.lexsort((-x[:, 5], -x[:, 1])),
-                "coupon product popularity": np.argsort(-x[:, 5], kind="stable"),
-                "redeemed-before, then affinity": np.lexsort((-x[:, 5], -x[:, 1], -x[:, 3])),
-            }
-            for name, order in orders.items():
-                hits[name] += float(target in order[:3])
-    n = len(events)
-    return {
-        "cut": NBA_CUT.isoformat(),
-        "events": n,
-        "events_with_candidates": len(sizes),
-        "median_candidates": float(np.median(sizes)) if sizes else 0.0,
-        "hit@3": {k: v / max(n, 1) for k, v in hits.items()},
-        "ranker": ranker_kind(ranker),
-        "weights": ranker.params(),
-    }

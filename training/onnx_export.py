@@ -1,4 +1,4 @@
-"""ONNX graphs built with onnx.helper, and onnxruntime sessions to run them.
+"""ONNX graphs built with onnx.helper (served in pantry.models.onnx's sessions), and the parity check of an export.
 
 - ALS item scoring: user_factors [batch, F] -> MatMul(item_factors^T initializer) -> scores [batch, n_items],
   then TopK -> top_scores, top_indices.
@@ -11,8 +11,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from pantry.models.onnx import session
+
 OPSET = 17
 IR_VERSION = 8
+PARITY_TOLERANCE = 1e-4  # the most an exported graph may differ from the fitted model (a larger gap fails training)
 
 
 def _model(graph: onnx.GraphProto) -> bytes:
@@ -73,13 +76,7 @@ def logistic_graph(mean: np.ndarray, scale: np.ndarray, weights: np.ndarray, bia
     return _model(graph)
 
 
-def session(model_bytes: bytes):
-    """An onnxruntime session tuned for tiny per-request batches (one thread, no spinning)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+def ranker_parity(model_bytes: bytes, ranker, x: np.ndarray) -> float:
+    """Max |ONNX logit - the fitted ranker's own logit| over the rows `x` (Logistic or Boosted)."""
+    onnx_logit = session(model_bytes).run(["logit"], {"features": x})[0][:, 0]
+    return float(np.max(np.abs(onnx_logit - ranker.logit(x))))

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from pantry import dataset
+from pantry.models import registry
+from pantry.models.onnx import session
+from pantry.models.recommender_candidates import FEATURE_NAMES, LABEL_DAYS, N_NEW
 from pantry.scoring import MODEL_NAMES, ModelError
 from pantry.settings import Settings
-from training import registry
+from training import embeddings, nba, recommender, substitutions
 from training.als import AlsParams
+from training.data import load_purchases
+from training.onnx_export import PARITY_TOLERANCE, ranker_parity
 from training.timing import Timer
 
 FEATURE_SERVICES = {
@@ -20,7 +26,6 @@ FEATURE_SERVICES = {
     "substitutions": "substitutions_v1",
     "next_best_action": "next_best_action_v1",
 }
-PARITY_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -54,10 +59,6 @@ def _manifest(name: str, version: str, until: datetime, digest: str, params: dic
 
 def push_embeddings(settings: Settings, version_dir: Path, echo: Callable[[str], None]) -> None:
     """Write the recommender version's user factors to the parquet source and (when reachable) the online store."""
-    import numpy as np
-
-    from training import embeddings
-
     manifest = registry.read_manifest(version_dir)
     customers = np.load(version_dir / "customers.npy")
     factors = np.load(version_dir / "user_factors.npy")
@@ -81,10 +82,6 @@ def train(
     echo: Callable[[str], None] | None = None,
     push: bool = True,
 ) -> TrainResult:
-    import numpy as np
-
-    from training.data import load_purchases
-
     timer = Timer(echo=echo)
     say = timer.echo
     result = TrainResult()
@@ -106,14 +103,9 @@ def train(
     fitted_rec = None
 
     if "recommender" in todo or "substitutions" in todo:
-        from training import recommender
-
         fitted_rec = recommender.fit(purchases, until, params, timer, rerank="recommender" in todo)
 
     if "recommender" in todo:
-        from training import recommender
-        from training.onnx_export import session
-
         with timer.step("recommender: ONNX export + parity + registry"):
             staging = registry.staging_dir(models_dir, "recommender", version)
             recommender.save(fitted_rec, staging)
@@ -127,18 +119,16 @@ def train(
                 "purchase_lines": len(purchases),
             }
             if fitted_rec.reranker is not None:
-                rr = session((staging / "reranker.onnx").read_bytes())
                 # real candidate rows (tree thresholds sit where the data is) plus random ones
                 _u, real = recommender.batch_candidates(
                     np.arange(min(32, len(fitted_rec.index.customers))), fitted_rec.hist, fitted_rec.user_factors,
                     fitted_rec.item_factors, fitted_rec.stats)
-                noise = np.random.default_rng(0).normal(size=(256, len(recommender.FEATURE_NAMES)))
+                noise = np.random.default_rng(0).normal(size=(256, len(FEATURE_NAMES)))
                 x = np.concatenate([c.features for c in real] + [noise]).astype(np.float32)
-                onnx_logit = rr.run(["logit"], {"features": x})[0][:, 0]
-                diff = np.abs(onnx_logit - fitted_rec.reranker.logit(x))
-                metrics["reranker_parity_max_abs_diff"] = float(np.max(diff))
-            params_doc = {"als": params.__dict__, "top_k": recommender.TOP_K, "n_new": recommender.N_NEW,
-                          "label_days": recommender.LABEL_DAYS,
+                metrics["reranker_parity_max_abs_diff"] = ranker_parity(
+                    (staging / "reranker.onnx").read_bytes(), fitted_rec.reranker, x)
+            params_doc = {"als": params.__dict__, "top_k": recommender.TOP_K, "n_new": N_NEW,
+                          "label_days": LABEL_DAYS,
                           "reranker_weights": fitted_rec.reranker.params() if fitted_rec.reranker else None}
         steps = {k: v for k, v in timer.steps.items() if k.startswith("recommender") or k in shared_steps}
         registry.publish(staging, _manifest("recommender", version, until, digest, params_doc, metrics, steps))
@@ -146,8 +136,6 @@ def train(
         say(f"recommender {version}: ONNX parity max abs diff {max_diff:.2e}")
 
     if "substitutions" in todo:
-        from training import substitutions
-
         staging = registry.staging_dir(models_dir, "substitutions", version)
         params_doc, metrics = substitutions.train_and_save(settings, purchases, until, fitted_rec, staging, timer)
         steps = {k: v for k, v in timer.steps.items() if k.startswith("substitutions") or k in shared_steps}
@@ -155,8 +143,6 @@ def train(
         result.versions["substitutions"] = version
 
     if "next_best_action" in todo:
-        from training import nba
-
         staging = registry.staging_dir(models_dir, "next_best_action", version)
         params_doc, metrics = nba.train_and_save(settings, purchases, until, staging, timer)
         steps = {k: v for k, v in timer.steps.items() if k.startswith("next_best_action") or k in shared_steps}
@@ -175,9 +161,3 @@ def train(
             say(f"{name}: trained {v}; ACTIVE unchanged (use `pantry models activate {name} {v}`)")
     result.timings_s = dict(timer.steps)
     return result
-
-
-def wall(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start

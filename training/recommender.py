@@ -1,10 +1,9 @@
-"""The recommender: ALS (exported to ONNX) + per-customer purchase history + a learned gradient-boosted re-ranker.
+"""Fitting the recommender: ALS (exported to ONNX) + per-customer purchase history + a gradient-boosted re-ranker.
 
-Candidates for a customer = everything they bought before the cut (capped) + the ALS top items they never bought.
-Each candidate gets the features of `candidate_features` (decayed counts, repurchase cycle, ALS score,
-popularity...); the re-ranker (LightGBM trees, ONNX via onnxmltools) is trained on an earlier cut: history before
-`until - LABEL_DAYS`, label = bought in [until - LABEL_DAYS, until). The same candidate code serves requests
-(training/scorers.py) and builds the training/evaluation sets, so what is evaluated is what is served.
+The candidates and their features are pantry/models/recommender_candidates.py's, the code serving ranks with. The
+re-ranker (LightGBM trees, ONNX via onnxmltools) is trained on an earlier cut: history before `until - LABEL_DAYS`,
+label = bought in [until - LABEL_DAYS, until). `save` writes a version's artifacts; `parity` checks the ALS graph
+against implicit.
 """
 
 from __future__ import annotations
@@ -15,109 +14,28 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from training import als
-from training.data import (
-    STORE_WINDOW_DAYS,
+from pantry.models.recommender_candidates import (
+    FEATURE_NAMES,
+    LABEL_DAYS,
+    Candidates,
     History,
-    Index,
-    build_history,
-    interaction_matrix,
-    item_popularity,
-    to_days,
+    ItemStats,
+    customer_candidates,
+    item_stats,
 )
+from training import als
+from training.data import STORE_WINDOW_DAYS, Index, build_history, interaction_matrix, item_popularity, to_days
 from training.gbm import Boosted, GbmParams, fit_lambdarank
-from training.logistic import Logistic, fit_logistic
 from training.onnx_export import als_scoring_graph
 from training.timing import Timer
 
-FEATURE_NAMES = (
-    "bought",
-    "log_count",
-    "log_decayed",
-    "log_decayed_short",
-    "basket_share",
-    "log_days_since",
-    "cycle_ratio",
-    "due_now",
-    "als_score",
-    "log_popularity",
-    "log_n_baskets",
-    "repeat_rate",
-    "expected_in_window",
-    "week_share_long",
-    "week_share_short",
-    "item_trend",
-)
 TOP_K = 200  # ALS TopK in the ONNX graph: the pool of never-bought candidates
 MIN_BUYERS = 3  # items the ONNX graph scores: bought by at least this many customers (fewer: noise, and slower)
-N_NEW = 30  # never-bought ALS candidates per customer
-N_POPULAR = 30  # never-bought popular candidates per customer
-MAX_HISTORY = 400  # bought candidates per customer (by decayed count)
-LABEL_DAYS = 35  # the re-ranker's label window (about the evaluation holdout's length)
-# Chosen on validation customers of the training window, i.e. before any test cut (figures in
-# docs/MODEL_REPORT.md): binary 100 trees x 15 leaves fits in ~8 s, lambdarank 200 trees gained +0.003 for 50 s.
+# Chosen on validation customers of the training window, i.e. before any test cut (experiments/recommender_reranker.py):
+# binary 100 trees x 15 leaves fits in ~8 s, lambdarank 200 trees gained +0.003 for 50 s.
 RERANKER_GBM = GbmParams(objective="binary", n_trees=100, num_leaves=15, learning_rate=0.1)
-NEVER_DAYS = 400.0
-
-
-def candidate_features(
-    count: np.ndarray,
-    decayed: np.ndarray,
-    decayed_short: np.ndarray,
-    first_day: np.ndarray,
-    last_day: np.ndarray,
-    n_baskets: np.ndarray | float,
-    als_score: np.ndarray,
-    popularity: np.ndarray,
-    repeat_rate: np.ndarray,
-    ref_day: float,
-    customer_first_day: float,
-    weeks_long: np.ndarray,
-    weeks_short: np.ndarray,
-    active_weeks: float,
-    trend: np.ndarray,
-) -> np.ndarray:
-    """[n, len(FEATURE_NAMES)] float32. Never-bought candidates have count 0 (their day fields are ignored)."""
-    bought = count > 0
-    days_since = np.where(bought, np.maximum(ref_day - last_day, 0.0), NEVER_DAYS)
-    interval = np.where(count >= 2, (last_day - first_day) / np.maximum(count - 1, 1), 60.0)
-    interval = np.maximum(interval, 1.0)
-    ratio = np.where(bought, days_since / interval, 0.0)
-    n_b = np.maximum(np.asarray(n_baskets, dtype=np.float64), 1.0)
-    out = np.empty((len(count), len(FEATURE_NAMES)), dtype=np.float32)
-    out[:, 0] = bought
-    out[:, 1] = np.log1p(count)
-    out[:, 2] = np.log1p(decayed)
-    out[:, 3] = np.log1p(decayed_short)
-    out[:, 4] = count / n_b
-    out[:, 5] = np.log1p(days_since)
-    out[:, 6] = np.minimum(np.log1p(ratio), 3.0)
-    out[:, 7] = np.where(bought & (count >= 2), np.exp(-np.abs(np.log((days_since + 1.0) / (interval + 1.0)))), 0.0)
-    out[:, 8] = als_score
-    out[:, 9] = np.log1p(popularity)
-    out[:, 10] = np.log1p(n_b)
-    out[:, 11] = repeat_rate
-    # a Poisson guess at "bought again within the label window" from the customer's rate for this item
-    active_days = max(ref_day - customer_first_day, 28.0)
-    out[:, 12] = 1.0 - np.exp(-(count / active_days) * LABEL_DAYS)
-    out[:, 13] = weeks_long / max(active_weeks, 1.0)
-    out[:, 14] = weeks_short / 5.0
-    out[:, 15] = trend
-    return out
-
-
-@dataclass(frozen=True)
-class ItemStats:
-    popularity: np.ndarray  # float32 distinct customers in the last 28 days (+ tiny all-time term)
-    repeat_rate: np.ndarray  # float32 smoothed share of an item's buyers who bought it in 2+ baskets
-    popular_top: np.ndarray  # int64 item indices, most popular first
-    trend: np.ndarray  # float32 log of (buyers in the last 14 days + 1) / (buyers in the 8 weeks before / 4 + 1)
-
-
-def item_stats(popularity: np.ndarray, repeat_rate: np.ndarray, trend: np.ndarray, n_top: int = 200) -> ItemStats:
-    top = np.argsort(-popularity, kind="stable")[:n_top].astype(np.int64)
-    return ItemStats(popularity.astype(np.float32), repeat_rate.astype(np.float32), top, trend.astype(np.float32))
 
 
 def item_trend(purchases: pd.DataFrame, index: Index, until: datetime) -> np.ndarray:
@@ -139,77 +57,6 @@ def repeat_rates(hist: History, n_items: int, prior: float = 5.0) -> np.ndarray:
     repeaters = np.bincount(hist.items, weights=(hist.count >= 2).astype(np.float64), minlength=n_items)
     base = repeaters.sum() / max(buyers.sum(), 1.0)
     return ((repeaters + prior * base) / (buyers + prior)).astype(np.float32)
-
-
-@dataclass
-class Candidates:
-    """Candidates of one customer: item indices, features, and the pieces reasons are made of."""
-
-    items: np.ndarray
-    features: np.ndarray
-    count: np.ndarray
-    days_since: np.ndarray
-
-
-def customer_candidates(
-    hist: History, u: int, user_vec: np.ndarray, item_factors: np.ndarray, top_indices: np.ndarray, stats: ItemStats,
-    n_new: int = N_NEW, n_popular: int = N_POPULAR, max_history: int = MAX_HISTORY,
-) -> Candidates:
-    """Bought items (top `max_history` by decayed count) + the first `n_new` never-bought items of the ALS top-k
-    + the first `n_popular` never-bought popular items."""
-    customer_first = hist.ref_day
-    if u >= 0:
-        sl = hist.row(u)
-        items = hist.items[sl]
-        count, decayed, decayed_s = hist.count[sl], hist.decayed[sl], hist.decayed_short[sl]
-        first, last = hist.first_day[sl], hist.last_day[sl]
-        wl, wsh = hist.weeks_long[sl], hist.weeks_short[sl]
-        n_b = float(hist.n_baskets[u])
-        act = float(hist.active_weeks[u])
-        if len(first):
-            customer_first = float(first.min())
-        if len(items) > max_history:
-            keep = np.argpartition(-decayed, max_history)[:max_history]
-            items, count, decayed, decayed_s, first, last, wl, wsh = (
-                a[keep] for a in (items, count, decayed, decayed_s, first, last, wl, wsh)
-            )
-    else:
-        items = np.empty(0, dtype=np.int64)
-        count = decayed = decayed_s = wl = wsh = np.empty(0, dtype=np.float32)
-        first = last = np.empty(0, dtype=np.float64)
-        n_b = act = 0.0
-    # a mark per catalogue item instead of np.isin: a few microseconds instead of two sorts per request
-    taken = np.zeros(len(stats.popularity), dtype=bool)
-    taken[items] = True
-    new_als = top_indices[~taken[top_indices]][:n_new]
-    taken[new_als] = True
-    pop = stats.popular_top
-    new_pop = pop[~taken[pop]][:n_popular]
-    new = np.concatenate([new_als, new_pop])
-    all_items = np.concatenate([items, new]).astype(np.int64)
-    z32 = np.zeros(len(new), dtype=np.float32)
-    z64 = np.zeros(len(new), dtype=np.float64)
-    all_count = np.concatenate([count, z32])
-    all_last = np.concatenate([last, z64])
-    feats = candidate_features(
-        all_count,
-        np.concatenate([decayed, z32]),
-        np.concatenate([decayed_s, z32]),
-        np.concatenate([first, z64]),
-        all_last,
-        n_b,
-        item_factors[all_items] @ user_vec,
-        stats.popularity[all_items],
-        stats.repeat_rate[all_items],
-        hist.ref_day,
-        customer_first,
-        np.concatenate([wl, z32]),
-        np.concatenate([wsh, z32]),
-        act,
-        stats.trend[all_items],
-    )
-    days_since = np.where(all_count > 0, hist.ref_day - all_last, np.inf)
-    return Candidates(all_items, feats, all_count, days_since)
 
 
 def batch_candidates(
@@ -239,15 +86,6 @@ def scorable_items(hist: History, n_items: int) -> np.ndarray:
     return keep if len(keep) >= TOP_K else np.arange(n_items)
 
 
-def labels_for(cands: list[Candidates], users: np.ndarray, truth: dict[int, set[int]]) -> np.ndarray:
-    return np.concatenate(
-        [
-            np.isin(c.items, np.fromiter(truth.get(int(u), ()), dtype=np.int64))
-            for u, c in zip(users, cands, strict=True)
-        ]
-    ).astype(np.float32)
-
-
 def truth_sets(purchases: pd.DataFrame, index: Index, start: datetime, end: datetime) -> dict[int, set[int]]:
     """user index -> item indices bought in [start, end) (items unknown to the index are dropped)."""
     lo, hi = to_days(start), to_days(end)
@@ -268,7 +106,7 @@ class Fitted:
     user_factors: np.ndarray
     item_factors: np.ndarray
     stats: ItemStats
-    reranker: Boosted | Logistic | None
+    reranker: Boosted | None
     store_ids: np.ndarray
     store_indptr: np.ndarray
     store_items: np.ndarray  # item idx sold at the store in the last 28 days, best-selling first
@@ -305,8 +143,6 @@ def _fit_als(before: pd.DataFrame, params: als.AlsParams, ref_day: float):
 
 def recency_weighted(matrix, before: pd.DataFrame, index: Index, ref_day: float, half_life_days: float):
     """Each cell (basket count) x 0.5 ** (days from its last purchase to the cut / half-life)."""
-    import scipy.sparse as sp
-
     last = before.groupby(["customer_id", "product_id"], sort=False)["day"].max()
     rows = index.user_idx(last.index.get_level_values(0).to_numpy())
     cols = index.item_idx(last.index.get_level_values(1).to_numpy())
@@ -364,27 +200,6 @@ def reranker_set(purchases: pd.DataFrame, until: datetime, params: als.AlsParams
     return cands, users, truth
 
 
-def fit_pairwise(cands: list[Candidates], users: np.ndarray, truth: dict[int, set[int]],
-                 rng: np.random.Generator, pairs_per_customer: int = 300) -> Logistic | None:
-    """A linear ranker from within-customer pairs (bought in the window vs not): what matters is the order of
-    one customer's candidates, not how active the customer is. Symmetric pairs, so the bias is ~0."""
-    diffs = []
-    for u, c in zip(users, cands, strict=True):
-        label = np.isin(c.items, np.fromiter(truth.get(int(u), ()), dtype=np.int64))
-        pos, neg = np.flatnonzero(label), np.flatnonzero(~label)
-        if len(pos) == 0 or len(neg) == 0:
-            continue
-        n = min(pairs_per_customer, len(pos) * len(neg))
-        diffs.append(c.features[rng.choice(pos, n)] - c.features[rng.choice(neg, n)])
-    if not diffs:
-        return None
-    d = np.concatenate(diffs)
-    x = np.concatenate([d, -d])
-    y = np.concatenate([np.ones(len(d)), np.zeros(len(d))])
-    model = fit_logistic(x, y, FEATURE_NAMES, l2=1.0, center=False)
-    return model
-
-
 def store_tables(purchases: pd.DataFrame, index: Index, until: datetime):
     ref = to_days(until)
     recent = purchases[(purchases["day"] >= ref - STORE_WINDOW_DAYS) & (purchases["store_id"] >= 0)]
@@ -413,14 +228,6 @@ def fit(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, timer: 
     return Fitted(index, hist, uf, itf, stats, reranker, s_ids, s_ptr, s_items, s_units, als_model=model)
 
 
-ARRAYS = (
-    "customers", "products", "user_factors", "item_factors", "popularity", "repeat_rate", "trend",
-    "hist_indptr", "hist_items", "hist_count", "hist_decayed", "hist_decayed_short", "hist_first_day",
-    "hist_last_day", "hist_weeks_long", "hist_weeks_short", "n_baskets", "active_weeks", "ref_day",
-    "store_ids", "store_indptr", "store_items", "store_units",
-)
-
-
 def save(fitted: Fitted, directory: Path) -> None:
     h = fitted.hist
     arrays = {
@@ -444,19 +251,6 @@ def save(fitted: Fitted, directory: Path) -> None:
         (directory / "reranker.onnx").write_bytes(fitted.reranker.onnx("recommender_reranker"))
 
 
-def load_arrays(directory: Path) -> dict[str, np.ndarray]:
-    return {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in ARRAYS}
-
-
-def history_from_arrays(a: dict[str, np.ndarray]) -> History:
-    return History(
-        indptr=a["hist_indptr"], items=a["hist_items"], count=a["hist_count"], decayed=a["hist_decayed"],
-        decayed_short=a["hist_decayed_short"], first_day=a["hist_first_day"], last_day=a["hist_last_day"],
-        weeks_long=a["hist_weeks_long"], weeks_short=a["hist_weeks_short"], n_baskets=a["n_baskets"],
-        active_weeks=a["active_weeks"], ref_day=float(a["ref_day"][0]),
-    )
-
-
 def parity(fitted: Fitted, session, n_users: int = 64) -> float:
     """Max |ONNX - implicit| over the full score vectors and top-k of some customers (implicit's own recommend)."""
     model = fitted.als_model
@@ -469,9 +263,7 @@ def parity(fitted: Fitted, session, n_users: int = 64) -> float:
     scores, top_scores, top_local = out[0], out[1], out[2]
     worst = 0.0
     k = min(10, scores.shape[1])
-    from scipy.sparse import csr_matrix
-
-    empty = csr_matrix((1, len(fitted.index.products)), dtype=np.float32)
+    empty = sp.csr_matrix((1, len(fitted.index.products)), dtype=np.float32)
     for row, u in enumerate(users):
         ids, native = model.recommend(int(u), empty, N=k, filter_already_liked_items=False, items=scorable)
         worst = max(worst, float(np.max(np.abs(top_scores[row, :k] - native))))

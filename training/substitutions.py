@@ -1,4 +1,4 @@
-"""Substitutions: given a customer's usual item, rank the items of the same product type they would switch to.
+"""Fitting the substitution model: given a customer's usual item, rank the items of its type they would switch to.
 
 Training data = switch events before the cut (the evaluation protocol's definition, moved earlier): with an
 inner cut `until - SWITCH_DAYS`, a customer's *usual item* of a product type is their most bought item of that
@@ -10,7 +10,8 @@ onnxmltools, training/gbm.py); a conditional logit when there are too few events
 
 Besides similarity, popularity, brand/size/price closeness and the customer's own history, the ranker sees what
 other customers with the same usual item did before the cut (`PairTable`): how many of them also bought the
-candidate, and how many tried it after their usual one (a "switch" in history).
+candidate, and how many tried it after their usual one (a "switch" in history). The catalogue's tables are built
+here; the pools and candidate features are pantry/models/substitutions.py's, the code serving ranks with.
 """
 
 from __future__ import annotations
@@ -25,75 +26,25 @@ import numpy as np
 import pandas as pd
 
 from pantry import dataset
+from pantry.models.recommender_candidates import LABEL_DAYS
+from pantry.models.substitutions import ARRAYS, FEATURE_NAMES, POOL, SCORED_POOL, Catalogue, features, pool
 from pantry.scoring import ModelError
 from pantry.settings import Settings
 from training import als
 from training.data import Index, to_days
 from training.gbm import Boosted, GbmParams, fit_lambdarank
 from training.logistic import Logistic, fit_conditional_logit
+from training.onnx_export import PARITY_TOLERANCE, ranker_parity
+from training.recommender import fit_als_at
 from training.timing import Timer
 
-PARITY_TOLERANCE = 1e-4  # = pipeline.PARITY_TOLERANCE (pipeline imports this module lazily)
-
-POOL = 50
-# What `candidate_pool` scores before returning its POOL best (serving reads the stock of only the first 20 it
-# returns): the ranker on rows without a customer or store (`neutral_rows`). On the validation cut, ranking only
-# the first 20 by buyers lost 0.005 hit@3 against the whole pool; the first 20 of 150 by that score lost nothing.
-SCORED_POOL = 150
-SERVED_READS = 20  # = serving/controllers/substitutions.py MAX_POOL: candidates whose stock serving reads
-SWITCH_DAYS = 35  # = recommender.LABEL_DAYS: the first window shares the re-ranker's ALS fit at the inner cut
+SWITCH_DAYS = LABEL_DAYS  # the first window shares the recommender re-ranker's ALS fit at the inner cut
 WINDOWS = 2  # stacked switch windows [until - w * SWITCH_DAYS, until - (w - 1) * SWITCH_DAYS)
 NEW_BUYER_DAYS = 28
 MIN_EVENTS_FOR_TREES = 500  # fewer switch events (a small slice): a conditional logit, trees would only memorise
-# Chosen on a validation cut before the test cut (train before 2017-09-01, score Sep-Oct; docs/MODEL_REPORT.md).
+# Chosen on a validation cut before the test cut (train before 2017-09-01, score Sep-Oct;
+# experiments/substitution_ranker.py).
 RANKER_GBM = GbmParams(objective="lambdarank", n_trees=100, num_leaves=15, learning_rate=0.1)
-FEATURE_NAMES = (
-    "als_similarity",
-    "log_buyers",
-    "log_pool_rank",
-    "same_brand_kind",
-    "same_manufacturer",
-    "same_size",
-    "abs_log_price_ratio",
-    "log_price_ratio",
-    "customer_brand_kind_share",
-    "customer_affinity",
-    "same_type",
-    "log_store_units_28d",
-    "log_recent_buyers",
-    "log_switch",
-    "log_co_buyers",
-    "switch_rate",
-    "co_rate",
-    "log_new_buyers",
-    "log_item_age",
-)
-
-
-@dataclass
-class Catalogue:
-    """Item-level tables over the products bought before the cut (index = Index.products)."""
-
-    products: np.ndarray
-    type_code: np.ndarray  # int64, -1 unknown
-    category_code: np.ndarray
-    private: np.ndarray  # float32 1 = private label
-    manufacturer: np.ndarray  # int64
-    size_code: np.ndarray  # int64, -1 unknown
-    log_price: np.ndarray  # float32 mean log unit price
-    buyers: np.ndarray  # float32 distinct customers
-    recent_buyers: np.ndarray  # float32 distinct customers in the last 28 days
-    factors: np.ndarray  # float32 L2-normalised ALS item factors
-    pool_indptr: np.ndarray  # per type code: items by buyers, best first
-    pool_items: np.ndarray
-    cat_indptr: np.ndarray  # per category code
-    cat_items: np.ndarray
-    pair_key: np.ndarray  # int64 sorted usual * n_items + candidate (PairTable, flattened)
-    pair_co: np.ndarray  # float32 customers with that usual item who also bought the candidate
-    pair_switch: np.ndarray  # float32 ... whose first purchase of the candidate came after the usual one's
-    usual_customers: np.ndarray  # float32 per item: customers whose usual item (of its type) it is
-    new_buyers: np.ndarray  # float32 per item: customers who bought it for the first time in the last 28 days
-    item_age: np.ndarray  # float32 per item: days between its first sale and the cut
 
 
 def _codes(values: pd.Series) -> np.ndarray:
@@ -115,7 +66,7 @@ def _pools(codes: np.ndarray, buyers: np.ndarray, limit: int) -> tuple[np.ndarra
     return indptr, (np.concatenate(items) if items else np.empty(0, dtype=np.int64)).astype(np.int64)
 
 
-def _usual_items(first: pd.DataFrame) -> pd.DataFrame:
+def usual_items(first: pd.DataFrame) -> pd.DataFrame:
     """Per (customer, type): the most bought item (>= 2 baskets, ties by product id) = the protocol's usual item."""
     ordered = first.sort_values(["customer_id", "t", "n", "product_id"], ascending=[True, True, False, True])
     usual = ordered.drop_duplicates(["customer_id", "t"])
@@ -133,7 +84,7 @@ def pair_table(before: pd.DataFrame, index: Index, type_code: np.ndarray) -> dic
     first = first[first["i"] >= 0]
     first["t"] = type_code[first["i"].to_numpy()]
     typed = first[first["t"] >= 0]
-    usual = _usual_items(typed)
+    usual = usual_items(typed)
     m = typed.merge(usual, on=["customer_id", "t"])
     m = m[m["i"] != m["u"]]
     m = m.assign(after=(m["first"] > m["fu"]).astype(np.float32))
@@ -185,59 +136,6 @@ def build_catalogue(settings: Settings, before: pd.DataFrame, index: Index, item
         pool_indptr=t_ptr, pool_items=t_items, cat_indptr=c_ptr, cat_items=c_items,
         **pair_table(before, index, type_code),
     )
-
-
-def pool(cat: Catalogue, item: int, size: int = POOL) -> np.ndarray:
-    """Candidate item indices for item index `item`: same type (else same category), best first, bounded."""
-    t = int(cat.type_code[item])
-    if t >= 0:
-        items = cat.pool_items[cat.pool_indptr[t] : cat.pool_indptr[t + 1]]
-        items = items[items != item]
-        if len(items) >= 2:
-            return items[:size]
-    c = int(cat.category_code[item])
-    if c < 0:
-        return np.empty(0, dtype=np.int64)
-    items = cat.cat_items[cat.cat_indptr[c] : cat.cat_indptr[c + 1]]
-    return items[items != item][:size]
-
-
-def features(cat: Catalogue, usual: int, cands: np.ndarray, customer_private_share: float,
-             user_factors: np.ndarray | None, store_units: np.ndarray) -> np.ndarray:
-    """[len(cands), len(FEATURE_NAMES)] float32 for one (usual item, customer)."""
-    out = np.empty((len(cands), len(FEATURE_NAMES)), dtype=np.float32)
-    out[:, 0] = cat.factors[cands] @ cat.factors[usual]
-    out[:, 1] = np.log1p(cat.buyers[cands])
-    out[:, 2] = np.log1p(np.arange(len(cands)))  # pools are ordered by buyers
-    out[:, 3] = cat.private[cands] == cat.private[usual]
-    out[:, 4] = (cat.manufacturer[cands] == cat.manufacturer[usual]) & (cat.manufacturer[usual] >= 0)
-    out[:, 5] = (cat.size_code[cands] == cat.size_code[usual]) & (cat.size_code[usual] >= 0)
-    ratio = cat.log_price[cands] - cat.log_price[usual]
-    out[:, 6] = np.abs(ratio)
-    out[:, 7] = ratio
-    out[:, 8] = np.where(cat.private[cands] > 0, customer_private_share, 1.0 - customer_private_share)
-    out[:, 9] = 0.0 if user_factors is None else (cat.factors[cands] @ user_factors)
-    out[:, 10] = cat.type_code[cands] == cat.type_code[usual]
-    out[:, 11] = np.log1p(store_units)
-    out[:, 12] = np.log1p(cat.recent_buyers[cands])
-    key = np.int64(usual) * len(cat.products) + cands.astype(np.int64)
-    pos = np.clip(np.searchsorted(cat.pair_key, key), 0, max(len(cat.pair_key) - 1, 0))
-    hit = cat.pair_key[pos] == key if len(cat.pair_key) else np.zeros(len(cands), dtype=bool)
-    co = np.where(hit, cat.pair_co[pos] if len(cat.pair_key) else 0.0, 0.0)
-    switch = np.where(hit, cat.pair_switch[pos] if len(cat.pair_key) else 0.0, 0.0)
-    n_usual = float(cat.usual_customers[usual]) + 1.0
-    out[:, 13] = np.log1p(switch)
-    out[:, 14] = np.log1p(co)
-    out[:, 15] = switch / n_usual
-    out[:, 16] = co / n_usual
-    out[:, 17] = np.log1p(cat.new_buyers[cands])
-    out[:, 18] = np.log1p(cat.item_age[cands])
-    return out
-
-
-def neutral_rows(cat: Catalogue, usual: int, cands: np.ndarray) -> np.ndarray:
-    """Candidate rows as a request without a known customer or store sees them: what `candidate_pool` ranks by."""
-    return features(cat, usual, cands, 0.5, None, np.zeros(len(cands), dtype=np.float32))
 
 
 @dataclass
@@ -316,10 +214,8 @@ def event_rows(cat: Catalogue, ev: SwitchEvents, shares: pd.Series, user_index: 
                                  su[cands] if su is not None else np.zeros(len(cands), dtype=np.float32))
 
 
-def _fit_at(settings: Settings, purchases: pd.DataFrame, cut: datetime, params: als.AlsParams,
-            pool_size: int = SCORED_POOL):
-    from training.recommender import fit_als_at
-
+def fit_at(settings: Settings, purchases: pd.DataFrame, cut: datetime, params: als.AlsParams,
+           pool_size: int = SCORED_POOL):
     before, index, _m, _model, uf, itf = fit_als_at(purchases, cut, params)
     cat = build_catalogue(settings, before, index, itf, pool_size)
     return before, index, uf, cat
@@ -338,7 +234,7 @@ def prior_ranker() -> Logistic:
 def window_set(settings: Settings, purchases: pd.DataFrame, start: datetime, end: datetime,
                params: als.AlsParams) -> tuple[list[np.ndarray], list[int]]:
     """Switch events in [start, end) with everything as of `start`: (feature blocks, chosen row per block)."""
-    before, index, uf, cat = _fit_at(settings, purchases, start, params)
+    before, index, uf, cat = fit_at(settings, purchases, start, params)
     after = purchases[(purchases["day"] >= to_days(start)) & (purchases["day"] < to_days(end))]
     ev = switch_events(settings, before, after, index)
     shares = private_share(before, index, cat)
@@ -373,11 +269,6 @@ def train_ranker(settings: Settings, purchases: pd.DataFrame, until: datetime, p
     labels = np.zeros(len(x), dtype=np.float32)
     labels[np.concatenate([[0], np.cumsum(sizes)[:-1]]) + np.array(pos)] = 1.0
     return fit_lambdarank(x, labels, sizes, FEATURE_NAMES, gbm, eval_at=3)
-
-
-ARRAYS = ("products", "type_code", "category_code", "private", "manufacturer", "size_code", "log_price", "buyers",
-          "recent_buyers", "factors", "pool_indptr", "pool_items", "cat_indptr", "cat_items", "pair_key", "pair_co",
-          "pair_switch", "usual_customers", "new_buyers", "item_age")
 
 
 def ranker_kind(ranker: Logistic | Boosted | None) -> str:
@@ -420,94 +311,9 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
         share = shares.reindex(fitted_rec.index.customers).fillna(0.2).to_numpy(np.float32)
         np.save(staging / "private_share.npy", share)
         (staging / "model.onnx").write_bytes(ranker.onnx("substitution_ranker"))
-        from training.onnx_export import session
-
-        x = parity_rows(cat, shares)
-        onnx_logit = session((staging / "model.onnx").read_bytes()).run(["logit"], {"features": x})[0][:, 0]
-        parity = float(np.max(np.abs(onnx_logit - ranker.logit(x))))
+        parity = ranker_parity((staging / "model.onnx").read_bytes(), ranker, parity_rows(cat, shares))
         if parity > PARITY_TOLERANCE:
             raise ModelError(f"substitution ranker ONNX parity failed: max abs diff {parity:.2e} > {PARITY_TOLERANCE}")
     return ({"pool": POOL, "switch_days": SWITCH_DAYS, "windows": WINDOWS, "ranker": kind,
              "weights": ranker.params()},
             {"onnx_parity_max_abs_diff": parity, "products": len(cat.products)})
-
-
-# ---- evaluation (protocol: cut 2017-11-01, test = everything after) -------------------------------------------
-
-
-def evaluate_substitutions(settings: Settings, purchases: pd.DataFrame, scratch: Path, timer: Timer) -> dict[str, Any]:
-    from training.evaluate import SUB_CUT
-
-    params = als.AlsParams()
-    cut = to_days(SUB_CUT)
-    with timer.step("substitutions eval: train at the cut"):
-        before, index, uf, cat = _fit_at(settings, purchases, SUB_CUT, params)
-        ranker = train_ranker(settings, purchases[purchases["day"] < cut], SUB_CUT, params) or prior_ranker()
-    after = purchases[purchases["day"] >= cut]
-    ev = switch_events(settings, before, after, index)
-    shares = private_share(before, index, cat)
-    units = store_units(before, index)
-    hits = {"model (served ranker)": 0.0, "type popularity": 0.0, "ALS similarity + type popularity": 0.0}
-    with timer.step("substitutions eval: rank switch events"):
-        rows = [(j, cands, x) for j, cands, x in event_rows(cat, ev, shares, index, uf, units) if x is not None]
-        logits = ranker.logit(np.concatenate([x for _j, _c, x in rows])) if rows else np.empty(0)
-        offsets = np.cumsum([0] + [len(c) for _j, c, _x in rows])
-        for (j, cands, x), lo, hi in zip(rows, offsets[:-1], offsets[1:], strict=True):
-            target = ev.chosen[j]
-            model_order = cands[np.argsort(-logits[lo:hi], kind="stable")]
-            hits["model (served ranker)"] += float(target in model_order[:3])
-            hits["type popularity"] += float(target in cands[:3])
-            blend = x[:, 0] + 0.5 * (x[:, 1] / max(x[:, 1].max(), 1e-9))
-            hits["ALS similarity + type popularity"] += float(target in cands[np.argsort(-blend, kind="stable")][:3])
-        hits.update(served_reads_hits(cat, ev, shares, index, uf, units, ranker))
-    n_events = len(ev.customers)
-    return {
-        "cut": SUB_CUT.isoformat(),
-        "events": n_events,
-        "events_with_item_new_to_catalogue": int((ev.chosen < 0).sum()),
-        "hit@3": {k: v / max(n_events, 1) for k, v in hits.items()},
-        "ranker": ranker_kind(ranker),
-        "weights": ranker.params(),
-    }
-
-
-def served_reads_hits(cat: Catalogue, ev: SwitchEvents, shares: pd.Series, index: Index, uf: np.ndarray,
-                      units: dict[int, np.ndarray], ranker: Logistic | Boosted) -> dict[str, float]:
-    """hits@3 of the ranker when it sees only the SERVED_READS candidates serving reads (protocol exclusions
-    applied after): the first by buyers (the pool order before the neutral ranking), or the first of
-    `candidate_pool`'s order (SCORED_POOL items by the ranker on customer-neutral rows)."""
-    by_buyers, neutral_first = [], []
-    for j in range(len(ev.customers)):
-        usual = int(ev.usual[j])
-        scored = pool(cat, usual, SCORED_POOL)
-        by_buyers.append(scored[:SERVED_READS])
-        neutral_first.append(scored)
-    sizes = [len(c) for c in neutral_first]
-    neutral = ranker.logit(np.concatenate([neutral_rows(cat, int(ev.usual[j]), c)
-                                           for j, c in enumerate(neutral_first) if len(c)])) if sum(sizes) else []
-    lo = 0
-    for j, c in enumerate(neutral_first):
-        neutral_first[j] = c[np.argsort(-neutral[lo:lo + len(c)], kind="stable")][:POOL][:SERVED_READS]
-        lo += len(c)
-    names = {f"model, first {SERVED_READS} by buyers only": by_buyers,
-             f"model, first {SERVED_READS} of the served pool only": neutral_first}
-    out: dict[str, float] = {}
-    for name, lists in names.items():
-        blocks, cands_of = [], []
-        for j, c in enumerate(lists):
-            c = c[~np.isin(c, ev.bought[j])]
-            cands_of.append(c)
-            if len(c):
-                u = index.user_idx(np.array([ev.customers[j]]))[0]
-                su = units.get(int(ev.store_id[j]))
-                blocks.append(features(cat, int(ev.usual[j]), c, float(shares.get(int(ev.customers[j]), 0.2)),
-                                       uf[u] if u >= 0 else None,
-                                       su[c] if su is not None else np.zeros(len(c), dtype=np.float32)))
-        logits = ranker.logit(np.concatenate(blocks)) if blocks else np.empty(0)
-        hits, lo = 0.0, 0
-        for j, c in enumerate(cands_of):
-            top = c[np.argsort(-logits[lo:lo + len(c)], kind="stable")][:3]
-            hits += float(ev.chosen[j] in top)
-            lo += len(c)
-        out[name] = hits
-    return out

@@ -1,51 +1,16 @@
-"""Admin under /admin/, behind API keys (header X-API-Key, keys and roles from settings.api_keys).
-
-merchandiser: approve or reject campaigns (nothing is offered before approval). ml_engineer: activate or roll back
-model versions (training's registry switches ACTIVE atomically; every worker hot-reloads within about a second).
-admin: both. No key -> 401, a key without the role -> 403.
-"""
+"""/admin/campaigns (merchandiser) and /admin/models (ml_engineer), behind API keys (serving/auth.py); what they do
+is in serving/governance.py."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-
 from litestar import Controller, Request, get, post
-from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
-from litestar.exceptions import ValidationException as BadRequest
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, JSONBody
 
-from pantry.keys import CAMPAIGN_APPROVALS
-from pantry.scoring import MODEL_NAMES, ModelError
-from serving.campaigns import approval_record, encode_approval, status_of
+from pantry.scoring import MODEL_NAMES
+from serving import governance
+from serving.auth import actor, requires
 from serving.schemas import ActivateRequest, ApprovalRequest, CampaignApproval, ModelVersions
-from serving.services import Injected, Services
-
-
-def _role(connection: ASGIConnection) -> tuple[str, str]:
-    key = connection.headers.get("x-api-key")
-    if not key:
-        raise NotAuthorizedException(detail="missing X-API-Key header")
-    role = connection.app.state.settings.api_keys.get(key)
-    if role is None:
-        raise NotAuthorizedException(detail="unknown API key")
-    return key, role
-
-
-def requires(role: str):
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        _, has = _role(connection)
-        if has not in (role, "admin"):
-            raise PermissionDeniedException(detail=f"this action needs the {role} role; the key has {has}")
-
-    return guard
-
-
-def _actor(request: Request) -> str:
-    key, role = _role(request)
-    return f"{role}:{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+from serving.services import Injected
 
 
 class AdminCampaignsController(Controller):
@@ -56,45 +21,19 @@ class AdminCampaignsController(Controller):
 
     @get(summary="Every campaign with its approval status")
     async def list_campaigns(self, services: Injected) -> list[CampaignApproval]:
-        await services.refresh_approvals()
-        return [self._view(services, cid) for cid in sorted(services.campaigns.campaigns)]
+        return await governance.campaign_views(services)
 
     @post("/{campaign_id:int}/approve", status_code=200, summary="Approve a campaign as it is now")
     async def approve(self, campaign_id: FromPath[int], request: Request, services: Injected,
                       data: JSONBody[ApprovalRequest | None] = None) -> CampaignApproval:
-        return await self._decide(services, request, campaign_id, "approved", data)
+        return await governance.decide_campaign(services, campaign_id, "approved", actor(request),
+                                                data.note if data else None)
 
     @post("/{campaign_id:int}/reject", status_code=200, summary="Reject a campaign (never offered)")
     async def reject(self, campaign_id: FromPath[int], request: Request, services: Injected,
                      data: JSONBody[ApprovalRequest | None] = None) -> CampaignApproval:
-        return await self._decide(services, request, campaign_id, "rejected", data)
-
-    async def _decide(self, svc: Services, request: Request, campaign_id: int, status, data) -> CampaignApproval:
-        campaign = svc.campaigns.campaigns.get(campaign_id)
-        if campaign is None:
-            raise NotFoundException(detail=f"no campaign {campaign_id}")
-        record = approval_record(campaign, status, _actor(request), data.note if data else None)
-        await svc.store.call(lambda: svc.redis.hset(CAMPAIGN_APPROVALS, str(campaign_id), encode_approval(record)))
-        svc.campaigns.approvals = {**svc.campaigns.approvals, campaign_id: record}
-        return self._view(svc, campaign_id)
-
-    @staticmethod
-    def _view(svc: Services, campaign_id: int) -> CampaignApproval:
-        c = svc.campaigns.campaigns[campaign_id]
-        a = svc.campaigns.approvals.get(campaign_id)
-        status = status_of(c, a)
-        current = a if status != "pending" else None
-        return CampaignApproval(c.campaign_id, c.campaign_type, c.start.date().isoformat(), c.end.date().isoformat(),
-                                status, current.by if current else None, current.at if current else None,
-                                current.note if current else None)
-
-
-def _registry():
-    try:
-        from training import registry
-    except ModuleNotFoundError as exc:
-        raise NotFoundException(detail="no model registry (training is not installed)") from exc
-    return registry
+        return await governance.decide_campaign(services, campaign_id, "rejected", actor(request),
+                                                data.note if data else None)
 
 
 class AdminModelsController(Controller):
@@ -105,41 +44,12 @@ class AdminModelsController(Controller):
 
     @get(summary="Model versions: available, ACTIVE on disk, loaded in this worker")
     async def list_models(self, services: Injected) -> list[ModelVersions]:
-        return [self._view(services, name) for name in MODEL_NAMES]
+        return [governance.model_view(services, name) for name in MODEL_NAMES]
 
     @post("/{name:str}/activate", status_code=200, summary="Serve a version (verified, hot-reloaded everywhere)")
     async def activate(self, name: FromPath[str], data: JSONBody[ActivateRequest], services: Injected) -> ModelVersions:
-        registry = self._check(name)
-        try:
-            await asyncio.to_thread(registry.activate, services.settings.models_dir, name, data.version)
-        except ModelError as exc:
-            raise BadRequest(detail=str(exc)) from exc
-        await asyncio.to_thread(services.models.load_now)
-        return self._view(services, name)
+        return await governance.activate_model(services, name, data.version)
 
     @post("/{name:str}/rollback", status_code=200, summary="Switch back to the previously active version")
     async def rollback(self, name: FromPath[str], services: Injected) -> ModelVersions:
-        registry = self._check(name)
-        try:
-            await asyncio.to_thread(registry.rollback, services.settings.models_dir, name)
-        except ModelError as exc:
-            raise BadRequest(detail=str(exc)) from exc
-        await asyncio.to_thread(services.models.load_now)
-        return self._view(services, name)
-
-    @staticmethod
-    def _check(name: str):
-        if name not in MODEL_NAMES:
-            raise NotFoundException(detail=f"no model {name!r} (have: {', '.join(MODEL_NAMES)})")
-        return _registry()
-
-    @staticmethod
-    def _view(svc: Services, name: str) -> ModelVersions:
-        loaded = svc.models.current.versions().get(name)
-        try:
-            from training import registry
-
-            return ModelVersions(name, registry.active_version(svc.settings.models_dir, name), loaded,
-                                 registry.versions(svc.settings.models_dir, name))
-        except ModuleNotFoundError:
-            return ModelVersions(name, None, loaded, [])
+        return await governance.rollback_model(services, name)

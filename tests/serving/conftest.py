@@ -13,7 +13,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from pantry.featurestore import repo as feast_repo
+from pantry.featurestore import repo
 from pantry.featurestore.pipeline import write_rows
 from pantry.redis_server import free_port, sync_client
 from pantry.settings import Settings, subprocess_env
@@ -78,7 +78,7 @@ def http(api: Server) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="session")
 def layout(feast_applied: Settings):
-    return feast_repo.layout(feast_applied)
+    return repo.layout(feast_applied)
 
 
 @pytest.fixture()
@@ -105,8 +105,7 @@ def trained_models(feast_applied: Settings) -> tuple[str, str]:
 
     Returns (active recommender version, newer recommender version). The session server hot-reloads them.
     """
-    pytest.importorskip("training.registry")
-    from training import registry
+    from pantry.models import registry
 
     _train(feast_applied, "--until", "2017-09-01", "--activate", "--force")
     active = registry.active_version(feast_applied.models_dir, "recommender")

@@ -71,7 +71,7 @@ def _wait_version(http, version: str, timeout_s: float = 5.0) -> None:
 
 
 def test_activate_hot_reload_and_rollback(http, api, two_versions, feast_applied):
-    from training import registry
+    from pantry.models import registry
 
     old, new = two_versions
     response = http.post("/admin/models/recommender/activate", headers=ML, json={"version": old})

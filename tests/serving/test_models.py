@@ -15,9 +15,11 @@ MERCH = {"X-API-Key": "merch-demo-key"}
 
 @pytest.fixture(scope="module")
 def models(trained_models, feast_applied):
-    from training.scorers import load_active
+    from pantry.models import load_active
 
-    return load_active(feast_applied.models_dir)
+    models, errors = load_active(feast_applied.models_dir)
+    assert errors == {}
+    return models
 
 
 def _wait_served(http, path: str, body: dict, version: str, timeout_s: float = 5.0) -> dict:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from pantry.featurestore import repo as feast_repo
+from pantry.featurestore import repo
 from pantry.featurestore.batch_views import write_batch_views
 from pantry.featurestore.roundtrip import ClusterRawPipeline
 from pantry.keys import DECISIONS_STREAM, EVENTS_STREAM
@@ -41,7 +41,7 @@ def on_cluster(cluster: EmbeddedCluster, feast_applied: Settings, trained_models
     os.symlink(feast_applied.dataset_dir, data_dir / "data")
     settings = from_env({"PANTRY_DATA_DIR": str(data_dir), "PANTRY_ARTIFACTS_DIR": str(feast_applied.artifacts_dir),
                          "REDIS_URL": cluster.url, "PANTRY_REDIS_CLUSTER": "1", "PANTRY_CLOCK": "wall"})
-    feast_repo.apply(settings)
+    repo.apply(settings)
     write_batch_views(settings, progress=False)
     return settings
 
@@ -54,8 +54,7 @@ def cluster_api(on_cluster: Settings, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _customers(settings: Settings, n: int) -> list[int]:
-    from training import registry
-    from training.scorers import load_version
+    from pantry.models import load_version, registry
 
     model = load_version(settings.models_dir, "recommender", registry.active_version(settings.models_dir,
                                                                                         "recommender"))
@@ -66,7 +65,7 @@ def test_feast_writes_and_pantry_reads_the_same_rows_on_every_node(on_cluster: S
                                                                   cluster_api: Server) -> None:
     import pandas as pd
 
-    store = feast_repo.store(on_cluster)
+    store = repo.store(on_cluster)
     customers = _customers(on_cluster, 30)
     now = datetime.now(UTC).replace(microsecond=0)
     n = len(customers)

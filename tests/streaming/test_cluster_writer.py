@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from pantry.featurestore import repo as feast_repo
+from pantry.featurestore import repo
 from pantry.featurestore.pipeline import command_key
 from pantry.featurestore.resp import RowEncoder
 from pantry.redis_server import EmbeddedCluster
@@ -26,7 +26,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluste
 
 
 def test_command_key_is_the_encoders_key(feast_applied: Settings) -> None:
-    encoder = RowEncoder(feast_repo.layout(feast_applied))
+    encoder = RowEncoder(repo.layout(feast_applied))
     for view, join_values in (("customer_activity", (1,)), ("customer_session", (13 * 10**9 + 10,)),
                               ("store_product", (367, 9_999_999)), ("store_traffic", (0,))):
         command = encoder.hset_command(view, join_values, {}, 1_500_000_000.25)

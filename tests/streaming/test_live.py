@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pantry import dataset, events
-from pantry.featurestore import repo as feast_repo
+from pantry.featurestore import repo
 from pantry.keys import DEAD_LETTER_STREAM, EVENT_FIELD, EVENTS_STREAM, WATERMARK
 from pantry.redis_server import sync_client
 from streaming import runner
@@ -76,7 +76,7 @@ def live_env(feast_applied):
 
 def test_live_events_reach_feast_within_a_second_and_resume(live_env):
     settings, client = live_env
-    fs = feast_repo.store(settings)
+    fs = repo.store(settings)
     base = datetime.fromisoformat(dataset.manifest(settings).last_event) + timedelta(days=1)
     base = base.astimezone(UTC)
     run_id = str(time.time_ns())

@@ -50,12 +50,12 @@ def feature_hashes(settings: Settings) -> dict[bytes, dict[bytes, bytes]]:
 
 def describe(settings: Settings, expected: dict, got: dict, keys: list[bytes]) -> str:
     """The differing fields of a few keys, decoded, for the failure message."""
-    from pantry.featurestore import repo as feast_repo
+    from pantry.featurestore import repo
     from pantry.featurestore.layout import feature_field, ts_field
     from pantry.featurestore.values import decode_timestamp as decode_ts
     from pantry.featurestore.values import decode_value
 
-    layout = feast_repo.layout(settings)
+    layout = repo.layout(settings)
     names = {feature_field(v, f.name): f"{v}:{f.name}" for v, s in layout.views.items() for f in s.features}
     names.update({ts_field(v): f"_ts:{v}" for v in layout.views})
     out = []

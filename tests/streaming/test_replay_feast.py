@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pantry.dataset import read_events
-from pantry.featurestore import repo as feast_repo
+from pantry.featurestore import repo
 from streaming import runner
 
 UNTIL = datetime(2017, 10, 1, tzinfo=UTC)
@@ -55,7 +55,7 @@ def test_customer_activity_matches_pandas(replayed, purchases):
     quiet = sorted(set(purchases["customer_id"]) - set(busy.index))[:2]
     customers = [int(c) for c in busy.index[:5]] + [int(c) for c in quiet]
     assert len(customers) >= 5
-    fs = feast_repo.store(replayed)
+    fs = repo.store(replayed)
     got = fs.get_online_features(
         features=[f"customer_activity:{f}" for f in ("orders_7d", "orders_28d", "spend_7d", "spend_28d",
                                                      "last_order_at", "preferred_store_id")],
@@ -79,7 +79,7 @@ def test_store_product_matches_pandas(replayed, purchases):
     old = purchases[purchases["ts"] < pd.Timestamp(UNTIL - timedelta(days=60))]
     stale = old.groupby(["store_id", "product_id"]).size().index.difference(units.index)[:2]
     pairs += [(int(s), int(p)) for s, p in stale]
-    fs = feast_repo.store(replayed)
+    fs = repo.store(replayed)
     got = fs.get_online_features(
         features=["store_product:units_7d", "store_product:units_28d", "store_product:last_sold_at",
                   "store_product:on_hand", "store_product:in_stock_prob"],
@@ -98,7 +98,7 @@ def test_store_product_matches_pandas(replayed, purchases):
 
 
 def test_store_traffic_and_repertoire_present(replayed, purchases):
-    fs = feast_repo.store(replayed)
+    fs = repo.store(replayed)
     last_day = purchases[purchases["ts"] > pd.Timestamp(UNTIL - timedelta(days=1))]
     stores = [int(s) for s in last_day["store_id"].unique()[:3]]
     got = fs.get_online_features(
@@ -135,7 +135,7 @@ def test_offline_feature_log_readable(replayed):
     # Feast reads it as the push source's batch_source: a point-in-time join at UNTIL gives the online values
     customers = [int(c) for c in df["customer_id"].unique()[:3]]
     entity_df = pd.DataFrame({"customer_id": customers, "event_timestamp": [pd.Timestamp(UNTIL)] * len(customers)})
-    fs = feast_repo.store(replayed)
+    fs = repo.store(replayed)
     hist = fs.get_historical_features(entity_df=entity_df, features=["customer_activity:orders_28d"]).to_df()
     online = fs.get_online_features(features=["customer_activity:orders_28d"],
                                     entity_rows=[{"customer_id": c} for c in customers]).to_dict()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from training import registry
-from training.onnx_export import session
+from pantry.models import load_active, registry
+from pantry.models.onnx import session
 
 
 def test_als_graph_matches_implicit(settings, data_slice) -> None:
@@ -44,12 +44,13 @@ def test_registered_models_record_parity(trained) -> None:
 
 def test_online_embedding_matches_artifact(trained) -> None:
     """Training pushed the ALS user factors online; the scorer gives the same answer with or without them."""
-    from pantry import feast_repo
+    from pantry.featurestore import repo
     from pantry.redis_server import sync_client
-    from training.scorers import load_active
 
-    model = load_active(trained.models_dir).recommender
-    layout = feast_repo.layout(trained)
+    models, errors = load_active(trained.models_dir)
+    assert errors == {}
+    model = models.recommender
+    layout = repo.layout(trained)
     client = sync_client(trained)
     customer = int(model.customers[0])
     raw = client.hmget(layout.key("customer_embedding", (customer,)), layout.fields("customer_embedding"))

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pantry.models import load_version, registry
 from pantry.scoring import Scored
-from training import recommender, registry
+from training import recommender
 from training.als import AlsParams
 from training.data import to_days
-from training.scorers import load_version
 from training.timing import quiet
 
 UNTIL = datetime(2017, 6, 1, tzinfo=UTC)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pantry.models import load_active, load_version, registry
 from pantry.scoring import ModelError
-from training import registry
-from training.scorers import load_active, load_version
 
 
 def _publish(models_dir: Path, version: str, payload: bytes) -> None:
@@ -53,11 +52,12 @@ def test_sha256_mismatch_is_refused(tmp_path: Path) -> None:
 def test_trained_registry_loads_and_retrain_keeps_active(trained) -> None:
     from training_consts import SLICE_UNTIL, TINY_ALS, TRAINED
 
+    from pantry.models.recommender import Recommender
     from training.pipeline import train
-    from training.scorers import Recommender
 
     models_dir = trained.models_dir
-    active = load_active(models_dir)
+    active, errors = load_active(models_dir)
+    assert errors == {} and active.complete
     assert isinstance(active.recommender, Recommender)
     before = registry.active_version(models_dir, "recommender")
 
@@ -75,3 +75,36 @@ def test_trained_registry_loads_and_retrain_keeps_active(trained) -> None:
     assert new != before and registry.active_version(models_dir, "recommender") == before
     registry.activate(models_dir, "recommender", new)
     assert registry.rollback(models_dir, "recommender") == before
+
+
+def test_load_active_keeps_the_previous_version_of_a_model_that_fails_to_load(trained, tmp_path: Path) -> None:
+    """Serving's reload: a new ACTIVE version that cannot be loaded (a file corrupted after activation) leaves that
+    model on its previous version and the others untouched (same instances, caches kept); the recommender comes
+    back warmed."""
+    import shutil
+
+    import msgspec
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(trained.models_dir, models_dir)
+    first, errors = load_active(models_dir)
+    assert errors == {} and first.complete
+    assert first.recommender._ranked_known.cache_info().currsize > 0  # warmed before it is returned
+
+    old = registry.active_version(models_dir, "substitutions")
+    staging = registry.staging_dir(models_dir, "substitutions", "v-broken")
+    for path in (models_dir / "substitutions" / old).iterdir():
+        if path.name != registry.MANIFEST:
+            shutil.copy(path, staging / path.name)
+    manifest = msgspec.structs.replace(registry.read_manifest(models_dir / "substitutions" / old), version="v-broken")
+    registry.publish(staging, manifest)
+    registry.activate(models_dir, "substitutions", "v-broken")
+    (models_dir / "substitutions" / "v-broken" / "model.onnx").write_bytes(b"not a graph")
+
+    second, errors = load_active(models_dir, current=first)
+    assert list(errors) == ["substitutions"] and "sha256 mismatch" in errors["substitutions"]
+    assert second.substitutions is first.substitutions and second.substitutions.version == old
+    assert second.recommender is first.recommender and second.next_best_action is first.next_best_action
+    fresh, errors = load_active(models_dir)  # nothing to fall back to: that model is absent, the others load
+    assert list(errors) == ["substitutions"] and fresh.substitutions is None and not fresh.complete
+    assert fresh.versions()["recommender"] == first.recommender.version

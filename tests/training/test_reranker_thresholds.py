@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pantry.models.onnx import session
 from training.gbm import Boosted, GbmParams, boosted_graph, fit_lambdarank, float32_thresholds
-from training.onnx_export import session
 
 
 def _adjacent_values_model() -> tuple[Boosted, np.ndarray]:

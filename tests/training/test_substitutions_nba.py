@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from pantry import dataset
-from training import registry
-from training.scorers import load_active
+from pantry.models import load_active, registry
 
 
 @pytest.fixture(scope="module")
 def active(trained):
-    return load_active(trained.models_dir)
+    models, errors = load_active(trained.models_dir)
+    assert errors == {}
+    return models
 
 
 def _product_with_pool(model) -> tuple[int, list[int]]:
@@ -37,7 +38,7 @@ def test_substitution_pool_is_same_type_bounded_and_excludes_the_item(trained, a
 
 
 def test_substitution_pool_is_the_best_of_the_scored_pool_by_the_neutral_ranker(active) -> None:
-    from training.substitutions import SCORED_POOL, neutral_rows, pool
+    from pantry.models.substitutions import SCORED_POOL, neutral_rows, pool
 
     model = active.substitutions
     pid, served = _product_with_pool(model)
@@ -65,7 +66,7 @@ def test_substitution_rank_respects_stock_and_k(active) -> None:
         again = model.rank(pid, pool, customer_id=customer, features={}, stock={**free, best: row}, k=3)
         assert best not in [r.product_id for r in again] and len(again) == 3
     # a substitute the customer already buys (live repertoire) moves up
-    from training.substitution_scorer import REPERTOIRE_BONUS
+    from pantry.models.substitutions import REPERTOIRE_BONUS
 
     plain = model.rank(pid, pool, customer_id=customer, features={}, stock=free, k=len(pool))
     last = plain[-1]
@@ -104,7 +105,7 @@ def test_all_manifests_record_onnx_parity(trained) -> None:
 
 
 def test_nba_relative_columns_follow_the_candidate_list() -> None:
-    from training import nba
+    from pantry.models import next_best_action as nba
 
     x = np.zeros((4, len(nba.FEATURE_NAMES)), dtype=np.float32)
     x[:, 0] = np.log1p([3.0, 0.0, 7.0, 3.0])  # log_affinity

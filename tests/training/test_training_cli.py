@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from training import registry
+from pantry.models import registry
 from training.cli import models, train
 
 

@@ -5,14 +5,14 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from pantry.featurestore import repo as feast_repo
+from pantry.featurestore import repo
 from pantry.featurestore.pipeline import write_rows
 from pantry.redis_server import sync_client
 
 
 def test_feast_sdk_reads_rows_written_in_our_layout(feast_applied):
     settings = feast_applied
-    layout = feast_repo.layout(settings)
+    layout = repo.layout(settings)
     ts = datetime(2017, 6, 1, 10, 30, tzinfo=UTC)
     write_rows(sync_client(settings), layout, "store_product", [
         ((367, 1082185), {"units_7d": 12, "units_28d": 40, "last_sold_at": ts, "on_hand": 0,
@@ -21,7 +21,7 @@ def test_feast_sdk_reads_rows_written_in_our_layout(feast_applied):
     write_rows(sync_client(settings), layout, "customer_repertoire", [
         ((1234,), {"repertoire_product_ids": [5, 6, 7], "repertoire_scores": [3.0, 2.5, 0.5]}, ts),
     ])
-    fs = feast_repo.store(settings)
+    fs = repo.store(settings)
     got = fs.get_online_features(
         features=["store_product:units_7d", "store_product:last_sold_at", "store_product:on_hand",
                   "store_product:in_stock_prob", "store_product:on_display"],
@@ -41,7 +41,7 @@ def test_feast_sdk_reads_rows_written_in_our_layout(feast_applied):
 
 
 def test_layout_decodes_what_it_encodes(feast_applied):
-    layout = feast_repo.layout(feast_applied)
+    layout = repo.layout(feast_applied)
     ts = datetime(2017, 6, 1, tzinfo=UTC)
     client = sync_client(feast_applied)
     write_rows(client, layout, "customer_activity", [
@@ -58,7 +58,7 @@ def test_layout_decodes_what_it_encodes(feast_applied):
 
 
 def test_batch_views_are_online(feast_applied):
-    fs = feast_repo.store(feast_applied)
+    fs = repo.store(feast_applied)
     got = fs.get_online_features(
         features=["product:product_type", "product:brand", "campaign_coupon:campaign_ids"],
         entity_rows=[{"product_id": 26093, "coupon_upc": 10000085207}],

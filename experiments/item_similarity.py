@@ -1,15 +1,22 @@
-"""Item-item co-purchase similarity (implicit's CosineRecommender over customers x items basket counts).
+"""Item-item co-purchase similarity (implicit's CosineRecommender over customers x items basket counts): does it
+help the recommender find never-bought items (discover)?
 
-Not served: an experiment of `python -m training.validate_recs` (`cooc`, `cand_cooc`). Three re-ranker columns per
-candidate (similarity to the customer's items of the last 4 weeks, summed and at most, and to their whole history),
-optionally never-bought candidates (the items most similar to the recent ones). On two validation cuts before the
-test cut they raised discover precision@10 (2017-10-22: 0.0518 -> 0.0555, 2017-09-17: 0.0492 -> 0.0514, for_you
-unchanged), but on the test protocol (`pantry evaluate --only recommender`) the served model with them scored
-discover 0.046 (with 30 similarity candidates, K 50) and 0.043 (columns only, K 20) against 0.047 without: the
-December holdout does not follow the validation cuts here, so the recommender does not use them.
+The columns and candidates experiments/recommender_features.py adds with it: three re-ranker columns per candidate
+(similarity to the customer's items of the last 4 weeks, summed and at most, and to their whole history), and
+optionally never-bought candidates (the items most similar to the recent ones). CSR arrays over the model's item
+indices; rows of items bought by fewer than `min_buyers` customers are empty (their neighbours are noise, and
+leaving them out halves the fit).
 
-CSR arrays over the model's item indices; rows of items bought by fewer than `min_buyers` customers are
-empty (their neighbours are noise, and leaving them out halves the fit).
+Command: `PANTRY_DATA_DIR=... .venv/bin/python -m experiments.recommender_features --seeds --cut=2017-10-22 base cooc
+cand_cooc+cooc` (and `--cut=2017-09-17`).
+Result (recorded in docs/MODEL_REPORT.md when it was tried; for_you / discover precision@10, mean of 3 seeds): on the
+validation cut 2017-10-22 served 0.3943 / 0.0518, the columns (K 20) 0.3945 / 0.0555, columns + 30 candidates
+0.3947 / 0.0554; on 2017-09-17 0.3980 / 0.0492, 0.3983 / 0.0514, 0.3987 / 0.0512 (K 20 and 50 measured the same).
+On the test protocol (`pantry evaluate --only recommender` with them built into the served model) they scored
+discover 0.046 (K 50 + 30 candidates, for_you 0.410) and 0.043 (K 20 columns only, for_you 0.410) against 0.047
+without (for_you 0.411): the December holdout does not follow the validation cuts, so the recommender does not use
+them. Rerun of the validation side when the script moved here (cut 2017-10-22, 3 seeds): served 0.3968 / 0.0514,
+the columns 0.3964 / 0.0564.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.data import History
+from pantry.models.recommender_candidates import History
 
 RECENT_DAYS = 28.0  # the customer's "recent" items: bought in the last 4 weeks before the cut
 NEIGHBOURS = 20  # K of the cosine kNN (per item): 20 and 50 measured the same on two validation cuts

@@ -1,17 +1,37 @@
-"""Candidate-pool and feature selection for the substitution ranker on a validation cut before the test cut.
+"""Which ranker, pool size and features for substitutions, measured on a validation cut before the test cut?
 
-`PANTRY_DATA_DIR=... python -m training.validate_substitutions`: the ranker is trained on the WINDOWS switch
-windows before VALIDATION_CUT (2017-09-01) and scores every switch event from it to the test cut (SUB_CUT), with
-everything as of the validation cut, as the test protocol does at SUB_CUT. Events and candidate rows are built once
-with the largest pool; smaller pools are the prefix of it (the pool is ordered by buyers), so variants differ only
-in the pool used for training and for scoring. hit@3 counts every event (a chosen item outside the pool or new
-to the catalogue is a miss); it is averaged over bagging seeds.
+Protocol: the ranker is trained on the WINDOWS switch windows before VALIDATION_CUT (2017-09-01) and scores every
+switch event from it to the test cut (2017-11-01), with everything as of the validation cut, as the test protocol
+does at its cut. Events and candidate rows are built once with the largest pool; smaller pools are the prefix of it
+(the pool is ordered by buyers), so variants differ only in the pool used for training and for scoring. hit@3 counts
+every event (a chosen item outside the pool or new to the catalogue is a miss), averaged over bagging seeds.
 
-Arguments `TRAIN_POOL:SCORE_POOL ...` (default 50:50) run each pool pair with the base columns, all EXTRA_NAMES
-candidate columns, and each of them alone. `0:0` measures the served path instead: serving reads the stock of the
-first 20 candidates `candidate_pool` returns only; hit@3 when those are the first 20 by buyers, or the first 20 by
-the ranker's score on customer-neutral rows (what `candidate_pool` now does), against ranking the whole pool.
-PANTRY_VALIDATION_ROWS=<file.pkl> keeps the built rows between runs.
+Commands (PANTRY_VALIDATION_ROWS=<file.pkl> keeps the built rows between runs):
+- `PANTRY_DATA_DIR=... .venv/bin/python -m experiments.substitution_ranker [TRAIN_POOL:SCORE_POOL ...]` (default
+  50:50): each pool pair with the served columns, all EXTRA_NAMES candidate columns, and each of them alone;
+- `... -m experiments.substitution_ranker 0:0`: the served path. Serving reads the stock of the first 20 candidates
+  `candidate_pool` returns only; hit@3 when those are the first 20 by buyers, or the first 20 by the ranker's score
+  on customer-neutral rows (what `candidate_pool` does), against ranking the whole pool.
+
+Results (recorded in docs/MODEL_REPORT.md when measured; validation switch events Sep-Oct 2017: 19,204):
+- Ranker kind (earlier versions of this script, variants no longer in it): conditional logit on the 13 original
+  features 0.323, + switch / co-buyer / new-buyer / age features 0.326; LightGBM lambdarank 100 trees x 15 leaves on
+  2 windows 0.331 (served), on 4 windows 0.334 (twice the fit time); binary objective 0.322; lambdarank 200 trees x
+  31 leaves lr 0.05 0.326. LightGBM settings re-checked later (one thread; served 0.3264 in that run): rank_xendcg
+  0.322 (200 trees 0.320), 200 trees 0.324, 31 leaves with 300 rows per leaf 0.324, feature fraction 0.5 0.326,
+  lambdarank truncation 5 0.324, 255 bins 0.326.
+- Features tried and not kept (none above +0.003): the candidate's store sales in the 28 / 7 days before each event
+  0.330, the customer's share of the candidate's maker and price-tier gap 0.332 (against 0.331); columns relative to
+  the event's candidate list 0.3252-0.3276; the candidate's sales at the event's store over the 90 days before the
+  window 0.3278; the promotions table at the event's store and week (display / mailer) 0.3286; 4 windows
+  0.3277-0.3283 (fit 1.6x), against 0.3264.
+- This script's variants (2 seeds, served 0.3266): pools train / score 50/100 0.3272, 100/100 0.3269, 150/150
+  0.3281 (fit 20-53 s); each EXTRA_NAMES column alone 0.3252-0.3271, all seven 0.3245. The pool is not the
+  bottleneck: ranked by buyers, the chosen item is in the top 3 for 0.280 of the validation switches, top 20 0.664,
+  top 50 0.831, top 100 0.901, top 150 0.920 (7.0% chose an item new to the catalogue).
+- `0:0`: first 20 by buyers 0.3219, first 20 by the neutral score 0.3269, whole pool 0.3268: serving's 20 reads
+  lose nothing once `candidate_pool` orders the type's 150 most bought items by the neutral score (served). Rerun
+  when the script moved here (4 min): 0.3219 / 0.3273 / 0.3274; with 50 reads 0.3268 / 0.3274 / 0.3274.
 """
 
 from __future__ import annotations
@@ -28,12 +48,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pantry.settings import Settings
+from pantry.models.substitutions import FEATURE_NAMES, POOL, features, pool
+from pantry.settings import Settings, get_settings
 from training import als
 from training import substitutions as sub
 from training.data import load_purchases, to_days
-from training.evaluate import SUB_CUT
 from training.gbm import fit_lambdarank
+from training.protocol import SUB_CUT
 
 VALIDATION_CUT = datetime(2017, 9, 1, tzinfo=UTC)
 LARGEST_POOL = 150
@@ -68,7 +89,7 @@ def extra_tables(before: pd.DataFrame, index, cat) -> dict:
     first = first[first["i"] >= 0]
     first["t"] = cat.type_code[first["i"].to_numpy()]
     typed = first[first["t"] >= 0]
-    usual = sub._usual_items(typed)
+    usual = sub.usual_items(typed)
     m = typed.merge(usual, on=["customer_id", "t"])
     m = m[(m["i"] != m["u"]) & (m["first"] > m["fu"]) & (m["first"] >= ref - 90)]
     agg = m.groupby(["u", "i"]).size().reset_index(name="sw")
@@ -110,7 +131,7 @@ def extra_columns(e: dict, cat, usual: int, cands: np.ndarray, store: int) -> np
 
 
 def rows_at(settings: Settings, purchases: pd.DataFrame, start: datetime, end: datetime) -> EventRows:
-    before, index, uf, cat = sub._fit_at(settings, purchases, start, als.AlsParams(), LARGEST_POOL)
+    before, index, uf, cat = sub.fit_at(settings, purchases, start, als.AlsParams(), LARGEST_POOL)
     after = purchases[(purchases["day"] >= to_days(start)) & (purchases["day"] < to_days(end))]
     ev = sub.switch_events(settings, before, after, index)
     shares = sub.private_share(before, index, cat)
@@ -118,12 +139,12 @@ def rows_at(settings: Settings, purchases: pd.DataFrame, start: datetime, end: d
     extra = extra_tables(before, index, cat)
     out = EventRows([], [], [])
     for j in range(len(ev.customers)):
-        full = sub.pool(cat, int(ev.usual[j]), LARGEST_POOL)
+        full = pool(cat, int(ev.usual[j]), LARGEST_POOL)
         keep = ~np.isin(full, ev.bought[j])
         cands = full[keep]
         u = index.user_idx(np.array([ev.customers[j]]))[0]
         su = units.get(int(ev.store_id[j]))
-        x = sub.features(cat, int(ev.usual[j]), cands, float(shares.get(int(ev.customers[j]), 0.2)),
+        x = features(cat, int(ev.usual[j]), cands, float(shares.get(int(ev.customers[j]), 0.2)),
                          uf[u] if u >= 0 else None,
                          su[cands] if su is not None else np.zeros(len(cands), dtype=np.float32))
         x = np.hstack([x, extra_columns(extra, cat, int(ev.usual[j]), cands, int(ev.store_id[j]))])
@@ -145,7 +166,7 @@ def fit(train: list[EventRows], pool_size: int, seed: int, cols: np.ndarray):
     labels = np.zeros(int(sizes.sum()), dtype=np.float32)
     labels[np.concatenate([[0], np.cumsum(sizes)[:-1]]) + np.array(pos)] = 1.0
     params = dataclasses.replace(sub.RANKER_GBM, seed=seed)
-    names = tuple((sub.FEATURE_NAMES + EXTRA_NAMES)[c] for c in cols)
+    names = tuple((FEATURE_NAMES + EXTRA_NAMES)[c] for c in cols)
     return fit_lambdarank(np.concatenate(xs), labels, sizes, names, params, eval_at=3), int(sizes.sum())
 
 
@@ -162,7 +183,7 @@ def hit3(model, rows: EventRows, pool_size: int, cols: np.ndarray) -> float:
 
 
 def main(variants: list[tuple[int, int]]) -> None:
-    settings = Settings()
+    settings = get_settings()
     purchases = load_purchases(settings, SUB_CUT)
     start = time.perf_counter()
     cache = os.environ.get("PANTRY_VALIDATION_ROWS")  # a pickle of the rows, to rerun variants without rebuilding
@@ -176,12 +197,12 @@ def main(variants: list[tuple[int, int]]) -> None:
         if cache:
             Path(cache).write_bytes(pickle.dumps((train, valid)))
     print(f"rows built in {time.perf_counter() - start:.0f} s: {len(valid.x)} validation events", flush=True)
-    base = len(sub.FEATURE_NAMES)
+    base = len(FEATURE_NAMES)
     col_sets = {"base": np.arange(base), "+ all extra": np.arange(base + len(EXTRA_NAMES))}
     for k, name in enumerate(EXTRA_NAMES):
         col_sets[f"+ {name}"] = np.r_[np.arange(base), base + k]
     if variants == [(0, 0)]:  # the served path: serving reads the stock of MAX_POOL candidates per product only
-        model, _n = fit(train, sub.POOL, 0, col_sets["base"])
+        model, _n = fit(train, POOL, 0, col_sets["base"])
         for keep in (20, 50):
             print(f"first {keep} candidates reach the ranker:", truncated(model, valid, col_sets["base"], keep))
         return
@@ -198,7 +219,7 @@ def main(variants: list[tuple[int, int]]) -> None:
 def neutral(x: np.ndarray) -> np.ndarray:
     """The rows as a request without a known customer or store sees them (what `candidate_pool` can score)."""
     out = x.copy()
-    names = sub.FEATURE_NAMES
+    names = FEATURE_NAMES
     out[:, names.index("customer_affinity")] = 0.0
     out[:, names.index("log_store_units_28d")] = 0.0
     out[:, names.index("customer_brand_kind_share")] = 0.5

@@ -1,8 +1,9 @@
-"""Would point-in-time features as of each redemption (not frozen at the cut) help the NBA ranker? Validation only.
+"""Would point-in-time features as of each redemption (instead of frozen at the cut) help the next-best-action
+ranker? (no)
 
-`PANTRY_DATA_DIR=... python -m training.validate_nba_event_time`: on the validation cuts 2017-09-01 and 2017-08-01
-(redemptions up to NBA_CUT; training snapshots of the 120 days before each cut, as validate_nba.py), every
-redemption on day d gets, from purchases strictly before d:
+Command: `PANTRY_DATA_DIR=... .venv/bin/python -m experiments.nba_event_time_features`: on the validation cuts
+2017-09-01 and 2017-08-01 (redemptions up to the test cut; training snapshots of the 120 days before each cut, as
+experiments/nba_relative_columns.py), every redemption on day d gets, from purchases strictly before d:
 - what serving has at request time: the customer_repertoire row replayed exactly as the stream builds it (top 50
   products by purchase lines decayed with a 90-day half-life, plus the last 10 distinct products, scores as of the
   customer's last purchase), scored per coupon: its share of the row's total score, the number of the coupon's
@@ -10,6 +11,12 @@ redemption on day d gets, from purchases strictly before d:
 - an upper bound serving does not have (the full history): days since the customer last bought any of the coupon's
   products, baskets with them in the last 14 and 56 days, their count decayed with a 30-day half-life.
 Each variant is the served ranker's columns plus those, fitted with 3 seeds; hit@3 averaged.
+
+Result (recorded in docs/MODEL_REPORT.md when measured; cuts 2017-09-01 / 08-01): the replayed live repertoire
+0.229 / 0.187 vs 0.215 / 0.192 without (about +3 of 223 and -3 of 647 redemptions: no gain over both cuts); even the
+full history up to the day 0.215 / 0.190. What a customer bought in the weeks just before a redemption adds nothing
+measurable to the affinity at the cut, so the served ranker does not read the live views. Rerun with the same
+command when the script moved here: the same figures to the third decimal (2 min 51 s).
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from pantry.settings import Settings
+from pantry.models.next_best_action import FEATURE_NAMES, Tables
+from pantry.settings import Settings, get_settings
 from training import nba
 from training.data import load_purchases, to_days
-from training.evaluate import NBA_CUT
+from training.protocol import NBA_CUT
 
 REPERTOIRE_TOP, REPERTOIRE_RECENT, HALF_LIFE_DAYS = 50, 10, 90.0  # = streaming/features.py
 REF_DAY = to_days(datetime(2017, 1, 1, tzinfo=UTC))  # = streaming's REPERTOIRE_REF_T
@@ -68,7 +76,7 @@ def replayed_repertoire(product: np.ndarray, day: np.ndarray) -> tuple[np.ndarra
     return out_ids[order], out_scores[order] * np.power(2.0, -(day.max() - REF_DAY) / HALF_LIFE_DAYS)
 
 
-def event_columns(t: nba.Tables, lines: Lines, customer: int, coupons: np.ndarray, day: float) -> np.ndarray:
+def event_columns(t: Tables, lines: Lines, customer: int, coupons: np.ndarray, day: float) -> np.ndarray:
     d0 = np.floor(day)  # a redemption's time is a date: nothing on or after that day
     product, pday, basket = lines.before(customer, d0)
     n = len(coupons)
@@ -116,11 +124,11 @@ def blocks(settings: Settings, purchases: pd.DataFrame, lines: Lines, cut: datet
 
 
 def main() -> None:
-    settings = Settings()
+    settings = get_settings()
     purchases = load_purchases(settings, NBA_CUT)
     lines = Lines(purchases)
-    names = nba.FEATURE_NAMES + SERVED + FULL_HISTORY
-    n_base = len(nba.FEATURE_NAMES)
+    names = FEATURE_NAMES + SERVED + FULL_HISTORY
+    n_base = len(FEATURE_NAMES)
     variants = {
         "served ranker's columns (frozen at the cut)": list(range(n_base)),
         "+ replayed live repertoire (what serving has)": list(range(n_base + len(SERVED))),

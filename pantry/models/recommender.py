@@ -1,25 +1,29 @@
-"""Runtime scorers behind pantry.scoring's protocols. Everything is precomputed at load time (numpy arrays,
-index maps, onnxruntime sessions); a request does a few array lookups and one or two ONNX runs, no pandas."""
+"""RecommenderModel: ALS via ONNX, the customer's purchase history and a gradient-boosted re-ranker (ONNX).
+
+Everything is precomputed at load time (numpy arrays, index maps, onnxruntime sessions); a request does a few
+array lookups and one or two ONNX runs. Candidates and their features come from `recommender_candidates`, the
+code training builds the re-ranker's sets with.
+"""
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from pantry.scoring import MODEL_NAMES, Features, ModelError, Scored, Surface
-from training import registry
-from training.onnx_export import session as onnx_session
-from training.recommender import (
+from pantry.models._shared import lookup, times
+from pantry.models.onnx import session
+from pantry.models.recommender_candidates import (
     candidate_features,
     customer_candidates,
     history_from_arrays,
     item_stats,
     load_arrays,
 )
+from pantry.models.registry import Manifest
+from pantry.scoring import Features, Scored, Surface
 
 # Customers whose scored candidates a scorer keeps (about 5 KB each; serving passes Settings.recommender_cache)
 RANKED_CACHE_SIZE = 10_000
@@ -40,20 +44,10 @@ class Ranked:
     active_weeks: float
 
 
-def _lookup(sorted_ids: np.ndarray, value: int) -> int:
-    pos = int(np.searchsorted(sorted_ids, value))
-    return pos if pos < len(sorted_ids) and int(sorted_ids[pos]) == value else -1
-
-
-def _times(n: float) -> str:
-    n = round(n)
-    return "once" if n == 1 else "twice" if n == 2 else f"{n} times"
-
-
 class Recommender:
-    """RecommenderModel: ALS via ONNX, purchase history and a logistic re-ranker (ONNX)."""
+    """RecommenderModel over one version's artifacts (ALS graph, re-ranker graph, history and popularity arrays)."""
 
-    def __init__(self, directory: Path, manifest: registry.Manifest, cache_size: int | None = None):
+    def __init__(self, directory: Path, manifest: Manifest, cache_size: int | None = None):
         self.version = manifest.version
         self.manifest = manifest
         a = load_arrays(directory)
@@ -70,9 +64,9 @@ class Recommender:
         self.store_items = a["store_items"]
         self.store_units = a["store_units"]
         self.n_factors = int(self.user_factors.shape[1]) if self.user_factors.ndim == 2 else 0
-        self.als = onnx_session((directory / "model.onnx").read_bytes())
+        self.als = session((directory / "model.onnx").read_bytes())
         rr = directory / "reranker.onnx"
-        self.reranker = onnx_session(rr.read_bytes()) if rr.exists() else None
+        self.reranker = session(rr.read_bytes()) if rr.exists() else None
         self.global_popular = np.argsort(-self.popularity, kind="stable")[:1000].astype(np.int64)
         self._zeros = np.zeros((1, self.n_factors), dtype=np.float32)
         self._store_masks: dict[int, np.ndarray] = {}
@@ -100,7 +94,7 @@ class Recommender:
             return None
         mask = self._store_masks.get(store_id)
         if mask is None:
-            s = _lookup(self.store_ids, int(store_id))
+            s = lookup(self.store_ids, int(store_id))
             mask = np.zeros(len(self.products), dtype=bool)
             if s >= 0:
                 mask[self.store_items[self.store_indptr[s] : self.store_indptr[s + 1]]] = True
@@ -126,7 +120,7 @@ class Recommender:
         if count > 0 and days_since < 1:
             return "you just bought this"
         if count > 0:
-            return f"you bought this {_times(count)}, last {int(days_since)} days ago"
+            return f"you bought this {times(count)}, last {int(days_since)} days ago"
         return "customers who buy what you buy like this"
 
     def _rank(self, factors: np.ndarray, u: int) -> Ranked:
@@ -205,7 +199,7 @@ class Recommender:
         self, features: Features, *, customer_id: int, k: int, surface: Surface, exclude: frozenset[int],
         store_id: int | None,
     ) -> list[Scored]:
-        u = _lookup(self.customers, int(customer_id))
+        u = lookup(self.customers, int(customer_id))
         ranked = self._ranked(features, u)
         fresh = np.empty(0, dtype=np.int64)
         if surface != "discover":
@@ -233,7 +227,7 @@ class Recommender:
             if surface == "discover":
                 taken |= {int(p) for p in self.products[ranked.items[ranked.count > 0]]}
             for s in self.popular(k=k + len(taken), store_id=store_id, exclude=frozenset(taken)):
-                if mask is None or mask[_lookup(self.products, s.product_id)]:
+                if mask is None or mask[lookup(self.products, s.product_id)]:
                     out.append(s)
                     if len(out) == k:
                         break
@@ -251,7 +245,7 @@ class Recommender:
 
     def popular(self, *, k: int, store_id: int | None, exclude: frozenset[int]) -> list[Scored]:
         if store_id is not None:
-            s = _lookup(self.store_ids, int(store_id))
+            s = lookup(self.store_ids, int(store_id))
             if s >= 0:
                 sl = slice(int(self.store_indptr[s]), int(self.store_indptr[s + 1]))
                 items, units = self.store_items[sl], self.store_units[sl]
@@ -270,49 +264,3 @@ class Recommender:
                 if len(out) == k:
                     break
         return out
-
-
-@dataclass
-class ActiveModels:
-    recommender: Any = None
-    substitutions: Any = None
-    next_best_action: Any = None
-
-
-def _builder(name: str) -> Any:
-    if name == "recommender":
-        return Recommender
-    if name == "substitutions":
-        from training.substitution_scorer import Substitutions
-
-        return Substitutions
-    from training.nba_scorer import NextBestAction
-
-    return NextBestAction
-
-
-def load_version(models_dir: Path, name: str, version: str, recommender_cache: int | None = None):
-    """Verify every file's sha256 against the manifest, then build the scorer (raises ModelError).
-    `recommender_cache`: how many customers' scored candidates the recommender keeps (None: the default)."""
-    registry.check_name(name)
-    directory = Path(models_dir) / name / version
-    if not directory.is_dir():
-        raise ModelError(f"{name} has no version {version!r} under {models_dir}")
-    manifest = registry.verify(directory)
-    try:
-        if name == "recommender":
-            return Recommender(directory, manifest, cache_size=recommender_cache)
-        return _builder(name)(directory, manifest)
-    except ModelError:
-        raise
-    except Exception as exc:  # a corrupt array or graph must surface as ModelError, not crash serving
-        raise ModelError(f"{name} {version}: cannot load: {exc}") from exc
-
-
-def load_active(models_dir: Path) -> ActiveModels:
-    """The ACTIVE version of each model (None when a model has no ACTIVE version yet)."""
-    loaded: dict[str, Any] = {}
-    for name in MODEL_NAMES:
-        version = registry.active_version(Path(models_dir), name)
-        loaded[name] = load_version(models_dir, name, version) if version else None
-    return ActiveModels(**loaded)

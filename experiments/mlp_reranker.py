@@ -1,11 +1,23 @@
-"""A one-hidden-layer perceptron (tanh) for ranking, fit with scipy L-BFGS on logistic loss; exported to ONNX.
+"""Would a small neural ranker beat the served LightGBM re-ranker of the recommender?
 
-Small on purpose: ~250 weights, trained in seconds, scored in microseconds. It captures the interactions a
-linear ranker cannot (how often x how recently, repurchase cycle x popularity).
+The model: a one-hidden-layer perceptron (tanh, 16 hidden units, ~290 weights) fitted with scipy L-BFGS on logistic
+loss, exportable to ONNX with the ranker contract (`features` -> `logit`, `prob`). It was written as a candidate
+re-ranker able to learn interactions a linear ranker cannot (how often x how recently, repurchase cycle x
+popularity); no measurement of it was recorded before it moved here.
+
+Command: `PANTRY_DATA_DIR=... .venv/bin/python -m experiments.mlp_reranker [max_users]` (default 1500): the split of
+experiments/recommender_reranker.py (the re-ranker's training-window customers in halves, precision@10 over the
+validation half's candidate lists), the MLP against the served LightGBM setting, and the MLP's ONNX parity.
+
+Result (measured with that command on the full data when the script moved here, 1,500 customers): the served
+LightGBM binary 100 trees x 15 leaves p@10 0.3932 (fit 8.4 s), the MLP 0.3880 (fit 68.9 s, ONNX parity 7e-7).
+Worse and eight times slower to fit: not served.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +25,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from scipy.optimize import minimize
 
+from experiments.recommender_reranker import split
+from pantry.models.onnx import session
+from pantry.models.recommender_candidates import FEATURE_NAMES
+from training.gbm import fit_lambdarank
 from training.onnx_export import IR_VERSION, OPSET
+from training.recommender import RERANKER_GBM
 
 
 @dataclass(frozen=True)
@@ -107,3 +124,21 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], hidden: int = 
     res = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
     w1, b1, w2, b2 = unpack(res.x)
     return Mlp(names, mean, scale, w1, b1, w2, float(b2[0]))
+
+
+def main(max_users: int) -> None:
+    s = split(max_users)
+    x, y, sizes = s.training_rows()
+    start = time.perf_counter()
+    gbm = fit_lambdarank(x, y, sizes, FEATURE_NAMES, RERANKER_GBM)
+    print(f"served LightGBM {RERANKER_GBM}  p@10 {s.precision(gbm.logit):.4f}  fit {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    mlp = fit_mlp(x, y, FEATURE_NAMES)
+    fit_s = time.perf_counter() - start
+    onnx_logit = session(mlp.onnx("mlp_reranker")).run(["logit"], {"features": x[:2000]})[0][:, 0]
+    parity = float(np.max(np.abs(onnx_logit - mlp.logit(x[:2000]))))
+    print(f"MLP (16 tanh units)  p@10 {s.precision(mlp.logit):.4f}  fit {fit_s:.1f} s  ONNX parity {parity:.1e}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1500)

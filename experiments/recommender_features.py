@@ -1,20 +1,34 @@
-"""Validation harness for recommender ideas, before the test cut (never on the test holdout).
+"""Which more features or candidates would raise the recommender's precision on validation cuts? (none kept)
 
-`PANTRY_DATA_DIR=... python -m training.validate_recs [--seeds] [--cut=YYYY-MM-DD] [experiment ...]`
-(`--seeds`: the mean over 3 LightGBM seeds; an experiment is a name of EXPERIMENTS or TRANSFORMS, or several
-joined by `+`, e.g. `cand_cooc+cooc`; `coverage` prints how much of the truth the candidate lists hold.)
+Command: `PANTRY_DATA_DIR=... .venv/bin/python -m experiments.recommender_features [--seeds] [--cut=YYYY-MM-DD]
+[experiment ...]` (`--seeds`: the mean over 3 LightGBM seeds; an experiment is a name of EXPERIMENTS or
+TRANSFORMS, or several joined by `+`, e.g. `cand_cooc+cooc`); `... recommender_features coverage` prints how much of
+the truth the candidate lists hold. The evaluation protocol moved one holdout back (default cut = test cut - 35 days,
+truth = products bought in the 35 days after it), the re-ranker trained at the cut before that (the served recipe:
+1,500 sampled customers). The candidate lists of both cuts are built once and cached (pickles in the temp dir), so
+an experiment that adds feature columns or candidates refits only the re-ranker. Prints for_you and discover
+precision@10 and the never-bought popularity baseline.
 
-The evaluation protocol moved one holdout back (default cut = test cut - 35 days, truth = products bought in the 35
-days up to the test cut), the re-ranker trained at the cut before that (the served recipe: 1,500 sampled customers). The
-candidate lists of both cuts are built once and cached (pickles under /tmp), so an experiment that adds feature
-columns or candidates refits only the LightGBM re-ranker. Prints for_you and discover precision@10 and the
-never-bought popularity baseline.
+Result (recorded in docs/MODEL_REPORT.md when run; for_you / discover, never-bought popularity 0.0343 / 0.0350):
+cut 2017-10-22: served 0.3943 / 0.0518; item-item co-purchase columns (`cooc`, experiments/item_similarity.py)
+0.3945 / 0.0555; the same plus 30 never-bought candidates from it 0.3947 / 0.0554; product type + holiday trend
+columns (`type+holiday`) 0.3956 / 0.0533. Cut 2017-09-17: 0.3980 / 0.0492, 0.3983 / 0.0514, 0.3987 / 0.0512,
+0.3982 / 0.0510. Also within +-0.002 for_you: the customer's product-type history (`type`), category instead of type
+(`category`), holiday trend alone (`holiday`), basket-rate-adjusted expected purchases (`expected`), the share of
+the customer's main store's shoppers buying the item (`store`). The discover gain of the co-purchase columns did not
+carry over to the test holdout (experiments/item_similarity.py), so nothing here is served. `coverage` on the
+2017-10-22 cut: the candidate lists hold 44,129 of the 48,724 previously bought and 3,917 of the 70,194 never-bought
+truth items; the best reachable precision@10 is 0.762 for for_you and 0.186 for discover. With one year of data no
+validation cut holds a Christmas. Rerun when the script moved here (cut 2017-10-22, never-bought popularity 0.0345):
+`--seeds base cooc` 0.3968 / 0.0514 and 0.3964 / 0.0564; `coverage` 44,129 of 48,724 and 3,916 of 70,194, best
+reachable 0.762 / 0.185.
 """
 
 from __future__ import annotations
 
 import pickle
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +38,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pantry.settings import get_settings as Settings
-from training import item_similarity, recommender
+from experiments import item_similarity
+from pantry.models.recommender_candidates import (
+    FEATURE_NAMES,
+    LABEL_DAYS,
+    Candidates,
+    History,
+    ItemStats,
+    candidate_features,
+    item_stats,
+)
+from pantry.settings import get_settings
+from training import recommender
 from training.als import AlsParams
-from training.data import History, Index, build_history, item_popularity, load_purchases, parse_until, to_days
-from training.evaluate import REC_CUT
+from training.data import Index, build_history, item_popularity, load_purchases, parse_until, to_days
 from training.gbm import GbmParams, fit_lambdarank
+from training.protocol import REC_CUT
 
 
 @dataclass
@@ -42,9 +66,9 @@ class CutData:
     hist: History
     uf: np.ndarray
     itf: np.ndarray
-    stats: recommender.ItemStats
+    stats: ItemStats
     users: np.ndarray
-    cands: list[recommender.Candidates]
+    cands: list[Candidates]
     truth: dict[int, set[int]]
 
 
@@ -53,10 +77,9 @@ def build_cut(purchases: pd.DataFrame, cut: datetime, params: AlsParams, max_use
     before = purchases[purchases["day"] < to_days(cut)]
     _b, index, _m, _model, uf, itf = recommender.fit_als_at(purchases, cut, params)
     hist = build_history(before, index, cut)
-    stats = recommender.item_stats(item_popularity(before, index, cut),
-                                   recommender.repeat_rates(hist, len(index.products)),
-                                   recommender.item_trend(before, index, cut))
-    end = cut + timedelta(days=recommender.LABEL_DAYS)
+    stats = item_stats(item_popularity(before, index, cut), recommender.repeat_rates(hist, len(index.products)),
+                       recommender.item_trend(before, index, cut))
+    end = cut + timedelta(days=LABEL_DAYS)
     truth = recommender.truth_sets(purchases[purchases["day"] < to_days(end)], index, cut, end)
     users = np.array(sorted(truth), dtype=np.int64)
     if max_users is not None and len(users) > max_users:
@@ -65,14 +88,14 @@ def build_cut(purchases: pd.DataFrame, cut: datetime, params: AlsParams, max_use
     return CutData(cut, before, index, hist, uf, itf, stats, users, cands, truth)
 
 
-def cached_cuts(valid_cut: datetime = REC_CUT - timedelta(days=recommender.LABEL_DAYS),
+def cached_cuts(valid_cut: datetime = REC_CUT - timedelta(days=LABEL_DAYS),
                 params: AlsParams = AlsParams(), tag: str = "") -> tuple[CutData, CutData]:
-    path = Path(f"/tmp/q1/cuts_{valid_cut.date()}{tag}.pkl")
+    path = Path(tempfile.gettempdir()) / "pantry-experiments" / f"cuts_{valid_cut.date()}{tag}.pkl"
     if path.exists():
         a, b = pickle.loads(path.read_bytes())
         return CutData(**a), CutData(**b)
-    purchases = load_purchases(Settings(), valid_cut + timedelta(days=recommender.LABEL_DAYS))
-    train = build_cut(purchases, valid_cut - timedelta(days=recommender.LABEL_DAYS), params, 1500)
+    purchases = load_purchases(get_settings(), valid_cut + timedelta(days=LABEL_DAYS))
+    train = build_cut(purchases, valid_cut - timedelta(days=LABEL_DAYS), params, 1500)
     valid = build_cut(purchases, valid_cut, params, None)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps((train.__dict__, valid.__dict__), protocol=5))
@@ -106,7 +129,7 @@ def never_bought_popularity(cd: CutData) -> float:
     return float(np.mean(out))
 
 
-def p_at_10(cd: CutData, scores: list[np.ndarray], keep: Callable[[recommender.Candidates], np.ndarray] | None):
+def p_at_10(cd: CutData, scores: list[np.ndarray], keep: Callable[[Candidates], np.ndarray] | None):
     out = []
     for u, c, s in zip(cd.users, cd.cands, scores, strict=True):
         if keep is not None:
@@ -126,7 +149,7 @@ def run(train: CutData, valid: CutData, extra: Extra | None, names: tuple[str, .
     x = np.concatenate([xt[i] for i in keep])
     y = np.concatenate([yt[i] for i in keep])
     sizes = np.array([len(yt[i]) for i in keep])
-    base = recommender.FEATURE_NAMES[: xt[0].shape[1] - len(names)]
+    base = FEATURE_NAMES[: xt[0].shape[1] - len(names)]
     all_names = base + tuple(names)
     fy, dis, fit_s = [], [], 0.0
     gains: dict[str, float] = {}
@@ -141,7 +164,7 @@ def run(train: CutData, valid: CutData, extra: Extra | None, names: tuple[str, .
         dis.append(p_at_10(valid, scores, lambda c: c.count == 0))
         gains = model.params()
     return {"for_you": float(np.mean(fy)), "discover": float(np.mean(dis)), "fit_s": fit_s / len(seeds),
-            "gains": {k: v for k, v in gains.items() if k not in recommender.FEATURE_NAMES}}
+            "gains": {k: v for k, v in gains.items() if k not in FEATURE_NAMES}}
 
 
 _PRODUCTS: pd.DataFrame | None = None
@@ -153,7 +176,7 @@ def item_codes(cd: CutData, column: str) -> np.ndarray:
     if _PRODUCTS is None:
         from pantry import dataset
 
-        _PRODUCTS = dataset.read_table(Settings(), "products")
+        _PRODUCTS = dataset.read_table(get_settings(), "products")
     p = _PRODUCTS.set_index("product_id")[column].reindex(cd.index.products)
     return pd.factorize(p, use_na_sentinel=True)[0].astype(np.int64)
 
@@ -207,7 +230,7 @@ def type_features(cd: CutData, column: str = "product_type") -> list[np.ndarray]
 
 
 def cooc_features(cd: CutData) -> list[np.ndarray]:
-    """training/item_similarity.py's three columns (item-item cosine kNN over the history before the cut): summed
+    """experiments/item_similarity.py's three columns (item-item cosine kNN over the history before the cut): summed
     and max similarity to the customer's items of the last 4 weeks, summed similarity to all their items."""
     sim = _similarity(cd)
     out = []
@@ -275,22 +298,22 @@ def expected_features(cd: CutData) -> list[np.ndarray]:
         cid = int(cd.index.customers[int(u)])
         rate = float(nb.get(cid, 0)) / 56.0
         share = c.count / max(float(cd.hist.n_baskets[int(u)]), 1.0)
-        lam = rate * recommender.LABEL_DAYS * share
+        lam = rate * LABEL_DAYS * share
         out.append(np.column_stack([lam, 1.0 - np.exp(-lam), np.full(len(c.items), np.log1p(rate * 7))]))
     return out
 
 
-def new_candidate_rows(cd: CutData, u: int, c: recommender.Candidates, new: np.ndarray) -> recommender.Candidates:
+def new_candidate_rows(cd: CutData, u: int, c: Candidates, new: np.ndarray) -> Candidates:
     """`c` with the never-bought items `new` appended (the standard features of a never-bought candidate)."""
     h = cd.hist
     sl = h.row(u)
     first = float(h.first_day[sl].min()) if sl.stop > sl.start else h.ref_day
     z = np.zeros(len(new), dtype=np.float32)
-    f = recommender.candidate_features(z, z, z, z.astype(np.float64), z.astype(np.float64), float(h.n_baskets[u]),
+    f = candidate_features(z, z, z, z.astype(np.float64), z.astype(np.float64), float(h.n_baskets[u]),
                                        cd.itf[new] @ cd.uf[u], cd.stats.popularity[new], cd.stats.repeat_rate[new],
                                        h.ref_day, first, z, z, float(h.active_weeks[u]), cd.stats.trend[new])
     days = np.concatenate([c.days_since, np.full(len(new), np.inf)])
-    return recommender.Candidates(np.concatenate([c.items, new]), np.vstack([c.features, f]),
+    return Candidates(np.concatenate([c.items, new]), np.vstack([c.features, f]),
                                   np.concatenate([c.count, z]), days)
 
 
@@ -368,8 +391,6 @@ def main(names: list[str]) -> None:
         r = run(tr, va, fn, cols, seeds=seeds)
         print(f"{label:30s} for_you {r['for_you']:.4f}  discover {r['discover']:.4f}  fit {r['fit_s']:.1f} s  "
               f"{r['gains']}", flush=True)
-
-
 
 
 def coverage(cd: CutData) -> None:

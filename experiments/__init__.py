@@ -1,0 +1,1 @@
+"""Validation studies behind the models' settings: reproducible scripts, not part of the product (see README.md)."""

@@ -1,0 +1,243 @@
+"""SubstitutionModel: a product type's pool of candidates, their features, and the ranker (ONNX) that orders them.
+
+Pools and item tables are numpy arrays built by training (training/substitutions.py) at the cut; the ranker is a
+LightGBM lambdarank (or, on a small slice, a conditional logit) over `features`, the same function training builds
+its switch-event rows with. A request looks up the usual item, reads its pool (customer-independent, cached per
+product) and scores the in-stock candidates with the customer's share of store brands and ALS factors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pantry.models._shared import lookup
+from pantry.models.onnx import session
+from pantry.models.registry import Manifest
+from pantry.scoring import Features, Scored
+
+POOL = 50
+# What `candidate_pool` scores before returning its POOL best (serving reads the stock of only the first 20 it
+# returns): the ranker on rows without a customer or store (`neutral_rows`). On the validation cut, ranking only
+# the first 20 by buyers lost 0.005 hit@3 against the whole pool; the first 20 of 150 by that score lost nothing.
+SCORED_POOL = 150
+FEATURE_NAMES = (
+    "als_similarity",
+    "log_buyers",
+    "log_pool_rank",
+    "same_brand_kind",
+    "same_manufacturer",
+    "same_size",
+    "abs_log_price_ratio",
+    "log_price_ratio",
+    "customer_brand_kind_share",
+    "customer_affinity",
+    "same_type",
+    "log_store_units_28d",
+    "log_recent_buyers",
+    "log_switch",
+    "log_co_buyers",
+    "switch_rate",
+    "co_rate",
+    "log_new_buyers",
+    "log_item_age",
+)
+
+
+@dataclass
+class Catalogue:
+    """Item-level tables over the products bought before the cut (index = Index.products)."""
+
+    products: np.ndarray
+    type_code: np.ndarray  # int64, -1 unknown
+    category_code: np.ndarray
+    private: np.ndarray  # float32 1 = private label
+    manufacturer: np.ndarray  # int64
+    size_code: np.ndarray  # int64, -1 unknown
+    log_price: np.ndarray  # float32 mean log unit price
+    buyers: np.ndarray  # float32 distinct customers
+    recent_buyers: np.ndarray  # float32 distinct customers in the last 28 days
+    factors: np.ndarray  # float32 L2-normalised ALS item factors
+    pool_indptr: np.ndarray  # per type code: items by buyers, best first
+    pool_items: np.ndarray
+    cat_indptr: np.ndarray  # per category code
+    cat_items: np.ndarray
+    pair_key: np.ndarray  # int64 sorted usual * n_items + candidate (PairTable, flattened)
+    pair_co: np.ndarray  # float32 customers with that usual item who also bought the candidate
+    pair_switch: np.ndarray  # float32 ... whose first purchase of the candidate came after the usual one's
+    usual_customers: np.ndarray  # float32 per item: customers whose usual item (of its type) it is
+    new_buyers: np.ndarray  # float32 per item: customers who bought it for the first time in the last 28 days
+    item_age: np.ndarray  # float32 per item: days between its first sale and the cut
+
+
+# The arrays of a substitutions version (one .npy each)
+ARRAYS = ("products", "type_code", "category_code", "private", "manufacturer", "size_code", "log_price", "buyers",
+          "recent_buyers", "factors", "pool_indptr", "pool_items", "cat_indptr", "cat_items", "pair_key", "pair_co",
+          "pair_switch", "usual_customers", "new_buyers", "item_age")
+
+
+def pool(cat: Catalogue, item: int, size: int = POOL) -> np.ndarray:
+    """Candidate item indices for item index `item`: same type (else same category), best first, bounded."""
+    t = int(cat.type_code[item])
+    if t >= 0:
+        items = cat.pool_items[cat.pool_indptr[t] : cat.pool_indptr[t + 1]]
+        items = items[items != item]
+        if len(items) >= 2:
+            return items[:size]
+    c = int(cat.category_code[item])
+    if c < 0:
+        return np.empty(0, dtype=np.int64)
+    items = cat.cat_items[cat.cat_indptr[c] : cat.cat_indptr[c + 1]]
+    return items[items != item][:size]
+
+
+def features(cat: Catalogue, usual: int, cands: np.ndarray, customer_private_share: float,
+             user_factors: np.ndarray | None, store_units: np.ndarray) -> np.ndarray:
+    """[len(cands), len(FEATURE_NAMES)] float32 for one (usual item, customer)."""
+    out = np.empty((len(cands), len(FEATURE_NAMES)), dtype=np.float32)
+    out[:, 0] = cat.factors[cands] @ cat.factors[usual]
+    out[:, 1] = np.log1p(cat.buyers[cands])
+    out[:, 2] = np.log1p(np.arange(len(cands)))  # pools are ordered by buyers
+    out[:, 3] = cat.private[cands] == cat.private[usual]
+    out[:, 4] = (cat.manufacturer[cands] == cat.manufacturer[usual]) & (cat.manufacturer[usual] >= 0)
+    out[:, 5] = (cat.size_code[cands] == cat.size_code[usual]) & (cat.size_code[usual] >= 0)
+    ratio = cat.log_price[cands] - cat.log_price[usual]
+    out[:, 6] = np.abs(ratio)
+    out[:, 7] = ratio
+    out[:, 8] = np.where(cat.private[cands] > 0, customer_private_share, 1.0 - customer_private_share)
+    out[:, 9] = 0.0 if user_factors is None else (cat.factors[cands] @ user_factors)
+    out[:, 10] = cat.type_code[cands] == cat.type_code[usual]
+    out[:, 11] = np.log1p(store_units)
+    out[:, 12] = np.log1p(cat.recent_buyers[cands])
+    key = np.int64(usual) * len(cat.products) + cands.astype(np.int64)
+    pos = np.clip(np.searchsorted(cat.pair_key, key), 0, max(len(cat.pair_key) - 1, 0))
+    hit = cat.pair_key[pos] == key if len(cat.pair_key) else np.zeros(len(cands), dtype=bool)
+    co = np.where(hit, cat.pair_co[pos] if len(cat.pair_key) else 0.0, 0.0)
+    switch = np.where(hit, cat.pair_switch[pos] if len(cat.pair_key) else 0.0, 0.0)
+    n_usual = float(cat.usual_customers[usual]) + 1.0
+    out[:, 13] = np.log1p(switch)
+    out[:, 14] = np.log1p(co)
+    out[:, 15] = switch / n_usual
+    out[:, 16] = co / n_usual
+    out[:, 17] = np.log1p(cat.new_buyers[cands])
+    out[:, 18] = np.log1p(cat.item_age[cands])
+    return out
+
+
+def neutral_rows(cat: Catalogue, usual: int, cands: np.ndarray) -> np.ndarray:
+    """Candidate rows as a request without a known customer or store sees them: what `candidate_pool` ranks by."""
+    return features(cat, usual, cands, 0.5, None, np.zeros(len(cands), dtype=np.float32))
+
+
+POOL_CACHE_SIZE = 50_000  # product -> its ordered pool (customer-independent, so computed once per version)
+WARM_POOLS = 2_000  # the most bought products get their pool at load (~0.2 ms each), not on their first request
+UNKNOWN_STOCK_PROB = 0.5  # no store_product row: the store has not sold it lately; offer, but below known stock
+REPERTOIRE_BONUS = 1.0  # logit bonus for a substitute the customer already buys (not learnable from switches)
+
+
+def _stock_prob(row: Mapping[str, Any] | None) -> float:
+    """0 means never offer: out of stock by count, or an in-stock estimate of 0."""
+    if row is None:
+        return UNKNOWN_STOCK_PROB
+    on_hand = row.get("on_hand")
+    if on_hand is not None and on_hand <= 0:
+        return 0.0
+    prob = row.get("in_stock_prob")
+    if prob is None:
+        return 1.0 if on_hand is not None else UNKNOWN_STOCK_PROB
+    return float(prob)
+
+
+class Substitutions:
+    """SubstitutionModel over one version's artifacts."""
+
+    # the module's `features`, reachable inside `rank` (whose protocol parameter of that name shadows it)
+    _rows = staticmethod(features)
+
+    def __init__(self, directory: Path, manifest: Manifest):
+        self.version = manifest.version
+        a = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in ARRAYS}
+        self.cat = Catalogue(**a)
+        self.products = self.cat.products
+        self.customers = np.load(directory / "customers.npy")
+        self.user_factors = np.load(directory / "user_factors.npy")
+        self.private_share = np.load(directory / "private_share.npy")
+        self.session = session((directory / "model.onnx").read_bytes())
+        self._pools: dict[int, list[int]] = {}
+        for pid in self.products[np.argsort(-self.cat.buyers, kind="stable")[:WARM_POOLS]]:
+            self.candidate_pool(int(pid))
+
+    def candidate_pool(self, product_id: int) -> list[int]:
+        """The POOL best of the type's SCORED_POOL most bought items, by the ranker without customer or store
+        (serving reads the stock of the first few only, so the order matters)."""
+        cached = self._pools.get(int(product_id))
+        if cached is not None:
+            return list(cached)
+        i = lookup(self.products, int(product_id))
+        if i < 0:
+            return []
+        cands = pool(self.cat, i, SCORED_POOL)
+        if len(cands) > 1:
+            logit = self.session.run(["logit"], {"features": neutral_rows(self.cat, i, cands)})[0][:, 0]
+            cands = cands[np.argsort(-logit, kind="stable")]
+        out = self.products[cands[:POOL]].tolist()
+        if len(self._pools) >= POOL_CACHE_SIZE:
+            self._pools.clear()  # bounded; a cleared entry is recomputed in well under a millisecond
+        self._pools[int(product_id)] = out
+        return list(out)
+
+    def _reason(self, usual: int, cand: int, similarity: float, known: bool) -> str:
+        if known:
+            return "you have bought this before"
+        parts = []
+        if self.cat.manufacturer[cand] == self.cat.manufacturer[usual] and self.cat.manufacturer[usual] >= 0:
+            parts.append("same maker")
+        elif self.cat.private[cand] == self.cat.private[usual]:
+            parts.append("store brand" if self.cat.private[cand] else "national brand")
+        if self.cat.size_code[cand] == self.cat.size_code[usual] and self.cat.size_code[usual] >= 0:
+            parts.append("same size")
+        diff = float(self.cat.log_price[cand] - self.cat.log_price[usual])
+        if abs(diff) < 0.1:
+            parts.append("similar price")
+        elif diff < 0:
+            parts.append("cheaper")
+        if similarity > 0.5 and not parts:
+            parts.append("often bought by the same customers")
+        return ", ".join(parts) or "popular alternative"
+
+    def rank(
+        self, product_id: int, candidates: list[int], *, customer_id: int, features: Features,
+        stock: Mapping[int, Mapping[str, Any] | None], k: int,
+    ) -> list[Scored]:
+        ids = np.asarray(candidates, dtype=np.int64)
+        probs = np.array([_stock_prob(stock.get(int(c))) for c in ids], dtype=np.float64)
+        ids, probs = ids[probs > 0], probs[probs > 0]
+        usual = lookup(self.products, int(product_id))
+        if len(ids) == 0:
+            return []
+        idx = np.searchsorted(self.products, ids)
+        idx = np.clip(idx, 0, len(self.products) - 1)
+        known_item = self.products[idx] == ids
+        if usual < 0 or not known_item.any():
+            # an item the model never saw: keep the caller's order (pool order = popularity), stock-weighted
+            order = np.argsort(-probs, kind="stable")[:k]
+            return [Scored(int(ids[j]), float(probs[j]), "popular alternative") for j in order]
+        ids, probs, idx = ids[known_item], probs[known_item], idx[known_item]
+        u = lookup(self.customers, int(customer_id))
+        share = float(self.private_share[u]) if u >= 0 else 0.2
+        uf = self.user_factors[u] if u >= 0 else None
+        units = np.array([float((stock.get(int(c)) or {}).get("units_28d") or 0) for c in ids], dtype=np.float32)
+        x = self._rows(self.cat, usual, idx, share, uf, units)
+        logit = self.session.run(["logit"], {"features": x})[0][:, 0].astype(np.float64)
+        rep = (features.get("customer_repertoire") if features else None) or {}
+        known = np.isin(ids, np.asarray(rep.get("repertoire_product_ids") or [], dtype=np.int64))
+        score = logit + np.log(probs) + REPERTOIRE_BONUS * known
+        order = np.argsort(-score, kind="stable")[:k]
+        return [
+            Scored(int(ids[j]), float(score[j]), self._reason(usual, int(idx[j]), float(x[j, 0]), bool(known[j])))
+            for j in order
+        ]

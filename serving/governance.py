@@ -1,0 +1,74 @@
+"""What /admin/ does: campaign approvals (merchandisers) and model switches (ML engineers)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pantry.keys import CAMPAIGN_APPROVALS
+from pantry.models import registry
+from pantry.scoring import MODEL_NAMES
+from serving.campaigns import Status, approval_record, encode_approval, status_of
+from serving.schemas import CampaignApproval, ModelVersions
+from serving.services import Services
+
+
+class UnknownCampaign(LookupError):
+    pass
+
+
+class UnknownModel(LookupError):
+    pass
+
+
+def campaign_view(svc: Services, campaign_id: int) -> CampaignApproval:
+    c = svc.campaigns.campaigns[campaign_id]
+    a = svc.campaigns.approvals.get(campaign_id)
+    status = status_of(c, a)
+    current = a if status != "pending" else None
+    return CampaignApproval(c.campaign_id, c.campaign_type, c.start.date().isoformat(), c.end.date().isoformat(),
+                            status, current.by if current else None, current.at if current else None,
+                            current.note if current else None)
+
+
+async def campaign_views(svc: Services) -> list[CampaignApproval]:
+    await svc.refresh_approvals()
+    return [campaign_view(svc, cid) for cid in sorted(svc.campaigns.campaigns)]
+
+
+async def decide_campaign(svc: Services, campaign_id: int, status: Status, by: str,
+                          note: str | None) -> CampaignApproval:
+    """Approve or reject the campaign as it is now (the approval carries its fingerprint)."""
+    campaign = svc.campaigns.campaigns.get(campaign_id)
+    if campaign is None:
+        raise UnknownCampaign(f"no campaign {campaign_id}")
+    record = approval_record(campaign, status, by, note)
+    await svc.store.call(lambda: svc.redis.hset(CAMPAIGN_APPROVALS, str(campaign_id), encode_approval(record)))
+    svc.campaigns.approvals = {**svc.campaigns.approvals, campaign_id: record}
+    return campaign_view(svc, campaign_id)
+
+
+def model_view(svc: Services, name: str) -> ModelVersions:
+    models_dir = svc.settings.models_dir
+    return ModelVersions(name, registry.active_version(models_dir, name), svc.models.current.versions().get(name),
+                         registry.versions(models_dir, name))
+
+
+def _check(name: str) -> None:
+    if name not in MODEL_NAMES:
+        raise UnknownModel(f"no model {name!r} (have: {', '.join(MODEL_NAMES)})")
+
+
+async def activate_model(svc: Services, name: str, version: str) -> ModelVersions:
+    """Verify the version (every file's sha256) and make it ACTIVE; this worker reloads now, the others within a
+    second (serving.models). Raises ModelError for a version that is missing or corrupt."""
+    _check(name)
+    await asyncio.to_thread(registry.activate, svc.settings.models_dir, name, version)
+    await asyncio.to_thread(svc.models.load_now)
+    return model_view(svc, name)
+
+
+async def rollback_model(svc: Services, name: str) -> ModelVersions:
+    _check(name)
+    await asyncio.to_thread(registry.rollback, svc.settings.models_dir, name)
+    await asyncio.to_thread(svc.models.load_now)
+    return model_view(svc, name)
