@@ -1,7 +1,7 @@
 """Question: is pantry's hand-written Feast codec (pantry/featurestore/resp.py) worth keeping over Feast's protobuf
 classes plus redis-py's command packing?
 
-Command: `.venv/bin/python experiments/featurestore_codec.py` (no Redis needed; ~30 s).
+Command: `.venv/bin/python -m experiments.featurestore_codec` (no Redis needed; ~30 s).
 It encodes the same rows both ways (and checks the bytes are equal): store_product rows as the stream emits them
 (~87 % of the online rows of a full-year replay) and customer_repertoire rows (two lists of 50 values).
 Result: see docs/DECISIONS.md, "A hand-written Feast codec".
