@@ -127,7 +127,6 @@ _COMPONENT_COMMANDS = (
     ("serving.cli", "decisions"),
     ("serving.cli", "campaigns"),
     ("load_tests.cli", "load"),
-    ("load_tests.cli", "bench"),
 )
 
 

@@ -1,4 +1,4 @@
-"""What the figures were measured on: machine, versions, date, commit."""
+"""What the figures were measured on: the machine, the versions that matter, the date."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-
-from pantry.settings import ROOT
 
 PACKAGES = ("litestar", "msgspec", "granian", "feast", "bytewax", "redis", "onnxruntime", "implicit", "locust")
 
@@ -34,15 +32,6 @@ def memory_gib() -> float:
     return float("nan")
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-
-
 def describe() -> dict[str, str]:
     versions = {}
     for name in PACKAGES:
@@ -64,6 +53,5 @@ def describe() -> dict[str, str]:
         "memory": f"{memory_gib():.1f} GiB",
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "commit": git_commit(),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
     }
