@@ -96,8 +96,9 @@ def fresh_data_dir(settings: Settings, keep: Path) -> None:
 class Run:
     """One bench run: its settings, budget, work dir and the report it fills."""
 
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, output: Path) -> None:
         self.quick = quick
+        self.output = output
         self.clock = Clock(BUDGET_S)
         self.settings = bench_settings()
         self.work = self.settings.data_dir / "run"
@@ -149,8 +150,9 @@ class Run:
                 self.report.steps.append(Step("pantry serve (until /healthz answers)", time.monotonic() - started,
                                               "ok"))
                 self.part("serving", min(self.clock.left() - RESERVE_S, 300), base_url)
-                locust_sweep.run(self.settings, base_url, self.report, self.work, 3 if self.quick else 6, DOCS,
-                                 self.clock.left, RESERVE_S, self.clock.say)
+                # the plots go beside the report (docs/img/ for docs/BENCHMARKS.md), linked relative to it
+                locust_sweep.run(self.settings, base_url, self.report, self.work, 3 if self.quick else 6,
+                                 self.output.parent, self.clock.left, RESERVE_S, self.clock.say)
         except server.ServerError as exc:
             self.report.steps.append(Step("pantry serve", time.monotonic() - started,
                                           f"failed: {str(exc).splitlines()[0]}"))
@@ -159,7 +161,8 @@ class Run:
 
 
 def run_all(quick: bool = False, output: Path | None = None) -> int:
-    run = Run(quick)
+    output = (output or DOCS / "BENCHMARKS.md").resolve()
+    run = Run(quick, output)
     settings, clock = run.settings, run.clock
     clock.say(f"bench: data {settings.data_dir}, redis port {settings.embedded_redis_port}, logs in {run.work}")
     fresh_data_dir(settings, keep=run.work)
@@ -180,7 +183,7 @@ def run_all(quick: bool = False, output: Path | None = None) -> int:
     SAVED.parent.mkdir(parents=True, exist_ok=True)
     SAVED.write_bytes(msgspec.json.encode(run.report))
     write(run.report, output)
-    clock.say(f"wrote {output or DOCS / 'BENCHMARKS.md'} (figures saved in {SAVED})")
+    clock.say(f"wrote {output} (figures saved in {SAVED})")
     return 0 if run.setup_ok else 1
 
 

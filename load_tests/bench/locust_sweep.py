@@ -58,11 +58,11 @@ def plot_sweep(endpoint: str, points: list[Point], slo_ms: float | None, path: P
     plt.close(fig)
 
 
-def plot_path(docs: Path, endpoint: str) -> Path:
-    return docs / "img" / f"bench_{endpoint.strip('/').replace('/', '_').replace('-', '_')}.png"
+def plot_path(report_dir: Path, endpoint: str) -> Path:
+    return report_dir / "img" / f"bench_{endpoint.strip('/').replace('/', '_').replace('-', '_')}.png"
 
 
-def run(settings: Settings, base_url: str, report: Report, work: Path, step_s: int, docs: Path,
+def run(settings: Settings, base_url: str, report: Report, work: Path, step_s: int, report_dir: Path,
         time_left: Callable[[], float], reserve_s: float, say: Callable[[str], None]) -> None:
     """Sweep every endpoint of the running pantry at base_url while time_left() > reserve_s, then the peers."""
     say("Locust sweep warm-up: every endpoint for a few seconds (lazy loads in each worker; not reported)")
@@ -75,9 +75,9 @@ def run(settings: Settings, base_url: str, report: Report, work: Path, step_s: i
         say(f"Locust sweep: {endpoint} at {', '.join(f'{r:g}' for r in RATES)} req/s, then flat out")
         points = sweep(settings, base_url, probe, RATES, step_s, work / "sweeps")
         report.sweeps[endpoint] = points
-        img = plot_path(docs, endpoint)
+        img = plot_path(report_dir, endpoint)
         plot_sweep(endpoint, points, report.slo_ms.get(endpoint), img)
-        report.plots[endpoint] = str(img.relative_to(docs))
+        report.plots[endpoint] = str(img.relative_to(report_dir))
     features = report.sweeps.get("/v1/features", [])
     report.locust_peers.append(LocustPeer(name="pantry /v1/features", saturation=saturation(features),
                                           at_100=at_rate(features, PEER_RATE),
