@@ -109,7 +109,7 @@ class Run:
         self.work.mkdir(parents=True)
         self.setup_log = self.work / "setup.log"
         self.report = Report(machine=machine.describe(),
-                             command="make bench" + (" (--quick)" if quick else ""),
+                             command="python -m load_tests.bench" + (" --quick" if quick else ""),
                              slo_ms=dict(load_slo(DEFAULT_SLO_FILE).p99_ms))
         self.setup_ok = True
 
@@ -184,6 +184,7 @@ def run_all(quick: bool = False, output: Path | None = None) -> int:
     finally:
         redis.stop()
     run.report.total_s = clock.elapsed
+    run.report.machine["load average at end"] = machine.load_average()
     SAVED.parent.mkdir(parents=True, exist_ok=True)
     SAVED.write_bytes(msgspec.json.encode(run.report))
     write(run.report, output)

@@ -32,6 +32,15 @@ def memory_gib() -> float:
     return float("nan")
 
 
+def load_average() -> str:
+    """Other work on the machine during a run shows in every figure: the report says how busy it was."""
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "-"
+    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
+
+
 def describe() -> dict[str, str]:
     versions = {}
     for name in PACKAGES:
@@ -53,5 +62,6 @@ def describe() -> dict[str, str]:
         "memory": f"{memory_gib():.1f} GiB",
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        "load average at start": load_average(),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
     }

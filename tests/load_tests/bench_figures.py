@@ -91,8 +91,9 @@ def locust_points() -> list[Point]:
 def report() -> Report:
     return Report(
         machine={"date": "2026-11-24 01:41 UTC", "cpu": "AMD EPYC", "cores": "2", "memory": "23.5 GiB",
-                 "os": "Linux 6.18", "python": "3.11.7", "versions": "litestar 2.25.0, feast 0.67.0"},
-        command="make bench",
+                 "os": "Linux 6.18", "python": "3.11.7", "load average at start": "0.31 (1 min), 0.52 (5 min)",
+                 "versions": "litestar 2.25.0, feast 0.67.0", "load average at end": "1.90 (1 min), 1.40 (5 min)"},
+        command="python -m load_tests.bench",
         total_s=516.0,
         steps=[Step("pantry data load", 9.7, "ok"), Step("pantry stream replay --no-progress", 28.0, "ok")],
         streaming=streaming(),
