@@ -63,5 +63,6 @@ def describe() -> dict[str, str]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "load average at start": load_average(),
+        "load average at end": "-",  # the harness fills it in when the run ends
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
     }
