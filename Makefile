@@ -33,7 +33,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(VENV)/bin/pantry bench
+	$(PY) -m load_tests.bench
 
 load: setup
 	$(VENV)/bin/pantry load --users $(USERS) --rate $(RATE) --duration $(DURATION)

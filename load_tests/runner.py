@@ -9,8 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantry import feast_repo
-from pantry.settings import Settings
+from pantry.settings import Settings, subprocess_env
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?$|^\d+$")
@@ -79,7 +78,7 @@ def start_locust(settings: Settings, out_dir: Path, **kwargs) -> tuple[subproces
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = locust_command(out_dir=out_dir, **kwargs)
     (out_dir / "command.txt").write_text(" ".join(cmd) + "\n")
-    env = feast_repo.subprocess_env(settings)  # the id pool reads the dataset under the same data dir
+    env = subprocess_env(settings)  # the id pool reads the dataset under the same data dir
     with (out_dir / "console.txt").open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return proc, LocustRun(out_dir, out_dir / "stats", out_dir / "report.html", out_dir / "locust.log", -1)

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pantry import feast_repo
-from pantry.settings import Settings
+from pantry.settings import Settings, subprocess_env
 
 
 class ServerError(RuntimeError):
@@ -65,7 +64,7 @@ def pantry_command(*args: str) -> list[str]:
 def background_serve(settings: Settings, log: Path, port: int | None = None, workers: int | None = None,
                      timeout_s: float = 120.0) -> Iterator[str]:
     """`pantry serve` in its own process group on settings.host:port; yields its base URL, stops it on exit."""
-    env = feast_repo.subprocess_env(settings)
+    env = subprocess_env(settings)
     env["PANTRY_HOST"] = settings.host
     env["PANTRY_PORT"] = str(port or settings.port)
     if workers:

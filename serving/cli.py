@@ -22,7 +22,7 @@ def serve(workers: int | None, host: str | None, port: int | None) -> None:
     settings = get_settings()
     # one thread of BLAS/OpenMP per worker: the workers already fill the cores, and BLAS threads spin-waiting after a
     # small per-request matrix product steal them from the other worker (recommendations at 2 workers: saturation
-    # 490 -> 788 req/s, p99 at 300 req/s 127 -> 6.7 ms; serving/bench.py). Set before the workers import numpy.
+    # 490 -> 788 req/s, p99 at 300 req/s 127 -> 6.7 ms; docs/DECISIONS.md). Set before the workers import numpy.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     # one metrics directory shared by every worker, emptied at start (prometheus_client multiprocess mode)

@@ -249,7 +249,7 @@ def replay(settings: Settings, until: datetime | None, speed: float | None, work
                              f"replaying to an earlier date needs --force (it starts over)")
     total = count_events(settings, until)
     # The Feast layout (registry read; Feast's config validation imports dask: seconds) is read before the clock
-    # starts, like the imports: the record's events/s is the flow's; `pantry bench` also reports it with start-up.
+    # starts, like the imports: the record's events/s is the flow's (`make bench` also reports it with start-up).
     from pantry.featurestore import repo
 
     layout = repo.layout(settings)

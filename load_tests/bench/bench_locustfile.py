@@ -1,4 +1,4 @@
-"""One user class per endpoint, for the latency-vs-load sweeps of `pantry bench` (paced by --pantry-rate).
+"""One user class per endpoint, for the latency-vs-load sweeps of `make bench` (paced by --pantry-rate).
 
 Same id pool and contract checks as the scenarios in load_tests/locustfile.py; every probe sends one request
 per task so the pacing is exact.

@@ -1,4 +1,4 @@
-"""What the figures were measured on: machine, versions, date, commit."""
+"""What the figures were measured on: the machine, the versions that matter, the date."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-
-from pantry.settings import ROOT
 
 PACKAGES = ("litestar", "msgspec", "granian", "feast", "bytewax", "redis", "onnxruntime", "implicit", "locust")
 
@@ -34,13 +32,13 @@ def memory_gib() -> float:
     return float("nan")
 
 
-def git_commit() -> str:
+def load_average() -> str:
+    """Other work on the machine during a run shows in every figure: the report says how busy it was."""
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "-"
+    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
 
 
 def describe() -> dict[str, str]:
@@ -64,6 +62,7 @@ def describe() -> dict[str, str]:
         "memory": f"{memory_gib():.1f} GiB",
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "commit": git_commit(),
+        "load average at start": load_average(),
+        "load average at end": "-",  # the harness fills it in when the run ends
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
     }

@@ -9,17 +9,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from load_tests.server import background
-from pantry import feast_repo
+from pantry.featurestore import repo
 from pantry.redis_server import free_port
-from pantry.settings import Settings
+from pantry.settings import Settings, subprocess_env
 
 
 @contextmanager
 def feast_serve(settings: Settings, log: Path, workers: int) -> Iterator[str]:
     port = free_port()
-    cmd = feast_repo.feast_command(settings, "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log",
+    cmd = repo.feast_command(settings, "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log",
                                    "-w", str(workers))
-    with background(cmd, feast_repo.subprocess_env(settings), f"http://127.0.0.1:{port}", log, "/health",
+    with background(cmd, subprocess_env(settings), f"http://127.0.0.1:{port}", log, "/health",
                     timeout_s=180) as url:
         yield url
 

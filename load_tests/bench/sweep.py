@@ -1,4 +1,8 @@
-"""Latency vs load: one endpoint, Locust paced at rising request rates, then flat out (saturation)."""
+"""Locust latency vs load: one endpoint paced at rising request rates, then flat out (saturation).
+
+Closed loop (each Locust user waits for its answer): informational, beside the targets, which serving.py measures
+open loop.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +23,16 @@ FLAT_OUT = 1e6  # a target no server meets: every user sends its next request as
 class Point:
     target_rps: float | None  # None = saturation
     users: int
-    achieved_rps: float
-    p50_ms: float
-    p99_ms: float
+    achieved_rps: float | None  # None: Locust wrote no stats
+    p50_ms: float | None
+    p99_ms: float | None
     requests: int
     failures: int
     first_failure: str = ""
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 def users_for(rate: float) -> int:
@@ -40,7 +48,7 @@ def measure(settings: Settings, base_url: str, user_class: str, rate: float | No
     try:
         entries = read_stats(run.csv_prefix)
     except FileNotFoundError:
-        return Point(rate, users, math.nan, math.nan, math.nan, 0, 0, f"locust wrote no stats (see {run.log})")
+        return Point(rate, users, None, None, None, 0, 0, f"locust wrote no stats (see {run.log})")
     requests = sum(e.num_requests for e in entries)
     failures = sum(e.num_failures for e in entries)
     main = max(entries, key=lambda e: e.num_requests) if entries else None
@@ -48,9 +56,9 @@ def measure(settings: Settings, base_url: str, user_class: str, rate: float | No
     return Point(
         target_rps=rate,
         users=users,
-        achieved_rps=main.rps if main else math.nan,
-        p50_ms=main.percentile(0.5) if main else math.nan,
-        p99_ms=main.percentile(0.99) if main else math.nan,
+        achieved_rps=_finite(main.rps) if main else None,
+        p50_ms=_finite(main.percentile(0.5)) if main else None,
+        p99_ms=_finite(main.percentile(0.99)) if main else None,
         requests=requests,
         failures=failures,
         first_failure=failed[0][0][:200] if failed else "",

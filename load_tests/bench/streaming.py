@@ -1,15 +1,15 @@
-"""Streaming benchmark, called by `make bench` (load_tests harness): `run_bench(settings) -> dict`.
+"""Streaming part of `make bench`: replay throughput, replay vs Feast's push, live freshness.
 
 Measures, on its own data dir and Redis db (the harness's stream state is left alone):
   replay      events/s of `pantry stream replay` (a subprocess, real Bytewax, Feast-layout writes + feature log):
-              the full year with `--processes 2` (`replay_events_per_s`, what the targets compare, its command-line
-              configuration in `replay_configuration`), and Jan-Mar (up to REPLAY_UNTIL) in one process, beside it;
-              each run starts over
+              the full year with `--processes 2` (what the targets compare), and Jan-Mar (up to REPLAY_UNTIL) in
+              one process beside it; each run starts over
   push        Feast's plain path: FeatureStore.push of PUSH_ROWS store_product rows (rows/s), the peer
   freshness   `pantry stream live` (subprocess) fed by XADD at 1,000 and 5,000 events/s; p50/p99 from the
               XADD of a probe purchase to its row being readable in the online store
   memory      peak RSS of the dataflow processes
-Reproduce: `.venv/bin/python -c "from streaming.bench import main; main()"` (prints the figures as JSON).
+
+    python -m load_tests.bench.streaming      # with the current settings; prints the figures as JSON
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from load_tests.bench.figures import FreshnessRun, PushRun, ReplayRun, StreamingFigures
 from pantry import events
 from pantry.keys import EVENT_FIELD, EVENTS_STREAM
 from pantry.redis_server import sync_client
@@ -36,6 +37,7 @@ REPLAY_UNTIL = datetime(2017, 4, 1, tzinfo=UTC)
 PUSH_ROWS = 20_000
 RATES = (1_000, 5_000)
 RATE_SECONDS = 8.0
+QUICK_RATE_SECONDS = 4.0
 BENCH_DB = 7
 
 
@@ -60,41 +62,40 @@ def _pantry(*args: str) -> list[str]:
     return [sys.executable, "-m", "pantry.cli", *args]
 
 
-def bench_replay(settings: Settings, processes: int = 1, until: datetime | None = REPLAY_UNTIL) -> dict:
+def bench_replay(settings: Settings, processes: int = 1, until: datetime | None = REPLAY_UNTIL) -> ReplayRun:
     """`pantry stream replay --force` (starts over) until `until` (None: the whole year) in `processes` processes."""
     from streaming import runner
 
     args = (["--until", until.date().isoformat()] if until else []) + ["--processes", str(processes)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    subprocess.run(_pantry("stream", "replay", *args, "--no-progress", "--force"), env=_env(settings), check=True,
-                   capture_output=True)
+    done = subprocess.run(_pantry("stream", "replay", *args, "--no-progress", "--force"), env=_env(settings),
+                          capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"`pantry stream replay {' '.join(args)}` exited with {done.returncode}: "
+                           f"{done.stderr.decode(errors='replace')[-1500:]}")
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     record = runner.read_record(settings)
-    assert record is not None
-    return {
-        "configuration": " ".join(args),
-        "processes": processes,
-        "events": record.events,
-        "until": record.until,
-        "events_per_s": round(record.events / record.seconds),  # flow build + run + final flush
-        "wall_s_with_process_start": round(wall, 1),
-        "events_per_s_with_process_start": round(record.events / wall),
-        # CPU seconds of every process of the replay (imports and start-up included): less noisy than wall time
-        # on a shared machine
-        "cpu_s_with_process_start": round(cpu, 1),
-    }
+    if record is None:
+        raise RuntimeError(f"`pantry stream replay {' '.join(args)}` left no replay record")
+    return ReplayRun(
+        configuration=" ".join(args), processes=processes, events=record.events, until=record.until,
+        events_per_s=round(record.events / record.seconds),  # flow build + run + final flush
+        wall_s_with_process_start=round(wall, 1),
+        events_per_s_with_process_start=round(record.events / wall),
+        cpu_s_with_process_start=round(cpu, 1),
+    )
 
 
-def bench_push(settings: Settings, n: int = PUSH_ROWS) -> dict:
+def bench_push(settings: Settings, n: int = PUSH_ROWS) -> PushRun:
     import pandas as pd
     from feast.data_source import PushMode
 
-    from pantry import feast_repo
+    from pantry.featurestore import repo
 
-    fs = feast_repo.store(settings)
+    fs = repo.store(settings)
     now = pd.Timestamp(REPLAY_UNTIL)
     df = pd.DataFrame({
         "store_id": [i % 400 for i in range(n)],
@@ -112,7 +113,7 @@ def bench_push(settings: Settings, n: int = PUSH_ROWS) -> dict:
     started = time.monotonic()
     fs.push("store_product_push", df, to=PushMode.ONLINE)
     took = time.monotonic() - started
-    return {"rows": n, "rows_per_s": round(n / took), "seconds": round(took, 2)}
+    return PushRun(rows=n, rows_per_s=round(n / took), seconds=round(took, 2))
 
 
 class _Probe(threading.Thread):
@@ -153,14 +154,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def bench_freshness(settings: Settings) -> tuple[dict, int]:
-    from pantry import feast_repo
+def bench_freshness(settings: Settings, seconds: float = RATE_SECONDS) -> tuple[list[FreshnessRun], int]:
+    from pantry.featurestore import repo
 
-    layout = feast_repo.layout(settings)
+    layout = repo.layout(settings)
     client = sync_client(settings)
     proc = subprocess.Popen(_pantry("stream", "live", "--no-progress"), env=_env(settings),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    out: dict = {}
+    out: list[FreshnessRun] = []
     try:
         base = REPLAY_UNTIL + timedelta(days=1)
         seq = 0
@@ -183,7 +184,7 @@ def bench_freshness(settings: Settings) -> tuple[dict, int]:
             next_at = started
             probe_customer = 50_000_000 + rate * 1000
             sent = 0
-            while time.monotonic() - started < RATE_SECONDS:
+            while time.monotonic() - started < seconds:
                 pipe = client.pipeline(transaction=False)
                 for _ in range(per_tick):
                     seq += 1
@@ -207,13 +208,12 @@ def bench_freshness(settings: Settings) -> tuple[dict, int]:
             probe.stop.set()
             probe.join()
             lat = probe.latencies
-            out[f"{rate}_eps"] = {
-                "offered_events_per_s": round(achieved),
-                "probes": len(lat),
-                "missing_probes": len(probe.pending),
-                "p50_ms": round(_percentile(lat, 0.5) * 1000, 1) if lat else None,
-                "p99_ms": round(_percentile(lat, 0.99) * 1000, 1) if lat else None,
-            }
+            out.append(FreshnessRun(
+                rate_per_s=rate, seconds=seconds, offered_events_per_s=round(achieved), probes=len(lat),
+                missing_probes=len(probe.pending),
+                p50_ms=round(_percentile(lat, 0.5) * 1000, 1) if lat else None,
+                p99_ms=round(_percentile(lat, 0.99) * 1000, 1) if lat else None,
+            ))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -224,43 +224,24 @@ def bench_freshness(settings: Settings) -> tuple[dict, int]:
     return out, proc.returncode
 
 
-def run_bench(settings: Settings) -> dict:
+def run(settings: Settings, quick: bool = False) -> StreamingFigures:
     bench = _isolated(settings)
     try:
         # the issue's figure: the full year, in the faster configuration (2 processes: measured 2x one process on
         # the full year); then Jan-Mar in one process, which also leaves the state the live flow continues from
         full = bench_replay(bench, processes=2, until=None)
-        replay = bench_replay(bench, processes=1)
+        jan_mar = bench_replay(bench, processes=1)
         push = bench_push(bench)
-        freshness, live_rc = bench_freshness(bench)
+        freshness, live_rc = bench_freshness(bench, QUICK_RATE_SECONDS if quick else RATE_SECONDS)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        p99s = [v["p99_ms"] for v in freshness.values() if v.get("p99_ms") is not None]
-        return {
-            # the figure compared with the targets (the harness reads the first replay per_s key), its configuration
-            "replay_events_per_s": full["events_per_s"],
-            "replay_configuration": full["configuration"],
-            "push_rows_per_s": push["rows_per_s"],
-            "replay_vs_push": round(full["events_per_s"] / push["rows_per_s"], 2),
-            "replay_jan_mar_1_process_events_per_s": replay["events_per_s"],
-            "replay_jan_mar_1_process_vs_push": round(replay["events_per_s"] / push["rows_per_s"], 2),
-            "freshness_p99_ms_worst": max(p99s) if p99s else None,
-            "replay_full_year": full,
-            "replay_jan_mar_1_process": replay,
-            "push": push,
-            "freshness": freshness,
-            "live_exit_code": live_rc,
-            "dataflow_peak_rss_mb": round(peak_mb, 1),
-        }
+        return StreamingFigures(replay_full=full, replay_jan_mar=jan_mar, push=push, freshness=freshness,
+                                live_exit_code=live_rc, dataflow_peak_rss_mb=round(peak_mb, 1))
     finally:
         sync_client(bench).flushdb()
         shutil.rmtree(bench.data_dir, ignore_errors=True)
 
 
-def main() -> None:
+if __name__ == "__main__":
     from pantry.settings import get_settings
 
-    print(msgspec.json.format(msgspec.json.encode(run_bench(get_settings()))).decode())
-
-
-if __name__ == "__main__":
-    main()
+    print(msgspec.json.format(msgspec.json.encode(run(get_settings()))).decode())

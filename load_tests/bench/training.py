@@ -1,10 +1,12 @@
-"""Benchmarks for `make bench` (the load_tests harness calls `run_bench(settings)`).
+"""Training part of `make bench`: retrain time, ALS scoring ONNX vs implicit, the served recommend() per call.
 
 1. Full retrain (all three models, ONNX export, parity checks, registry) into a scratch artifacts dir, timed.
 2. ONNX item scoring vs implicit's native `recommend` for the same customers (one call per customer, top 10,
    from the retrained version's factors), p50/p99 per call.
 3. The served `Recommender.recommend` (candidates + ONNX ALS + ONNX re-ranker) per surface, p50/p99 per call:
    a customer's first call (computes everything) and the second (its scored candidates from the process's cache).
+
+    python -m load_tests.bench.training      # with the current settings (retrains in a scratch dir); prints JSON
 """
 
 from __future__ import annotations
@@ -12,21 +14,25 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import numpy as np
 
+from load_tests.bench.figures import CallTimes, ServedRecommend, TrainingFigures
 from pantry.settings import Settings
 
+CUSTOMERS = 300
+QUICK_CUSTOMERS = 100
+SURFACES = ("for_you", "buy_again", "discover")
 
-def _pcts(samples: list[float]) -> dict[str, float]:
+
+def _times(samples: list[float]) -> CallTimes:
     ms = np.array(samples) * 1e3
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "mean_ms": float(ms.mean()), "calls": len(ms)}
+    return CallTimes(calls=len(ms), p50_ms=round(float(np.percentile(ms, 50)), 3),
+                     p99_ms=round(float(np.percentile(ms, 99)), 3), mean_ms=round(float(ms.mean()), 3))
 
 
-def run_bench(settings: Settings, n_users: int = 300, progress: bool = False) -> dict[str, Any]:
+def run(settings: Settings, quick: bool = False, progress: bool = False) -> TrainingFigures:
     from implicit.cpu.als import AlternatingLeastSquares
     from scipy.sparse import csr_matrix
     from threadpoolctl import threadpool_limits
@@ -36,14 +42,13 @@ def run_bench(settings: Settings, n_users: int = 300, progress: bool = False) ->
     from training.data import default_until
     from training.pipeline import train
 
-    out: dict[str, Any] = {}
+    n_users = QUICK_CUSTOMERS if quick else CUSTOMERS
     with tempfile.TemporaryDirectory(prefix="pantry-bench-") as tmp:
         scratch = msgspec.structs.replace(settings, artifacts_dir=Path(tmp))
         start = time.perf_counter()
         result = train(scratch, default_until(settings), activate=True, force=True, push=False,
                        echo=(print if progress else (lambda _m: None)))
-        out["retrain_total_s"] = time.perf_counter() - start
-        out["retrain_steps_s"] = result.timings_s
+        retrain_s = time.perf_counter() - start
         version = result.versions["recommender"]
         vdir = scratch.models_dir / "recommender" / version
         registry.verify(vdir)
@@ -68,15 +73,12 @@ def run_bench(settings: Settings, n_users: int = 300, progress: bool = False) ->
                 t0 = time.perf_counter()
                 native.recommend(int(u), empty, N=10, filter_already_liked_items=False)
                 native_t.append(time.perf_counter() - t0)
-        out["onnx_topk"] = _pcts(onnx_t)
-        out["implicit_recommend"] = _pcts(native_t)
-        out["onnx_vs_implicit_p50_ratio"] = out["onnx_topk"]["p50_ms"] / out["implicit_recommend"]["p50_ms"]
-        out["n_items"] = int(item_factors.shape[0])
 
         model = load_version(scratch.models_dir, "recommender", version)
         customers = model.customers[users]
         ranked = model._ranked_known  # the per-process LRU of scored candidates (pantry/models/recommender.py)
-        for surface in ("for_you", "buy_again", "discover"):
+        served = []
+        for surface in SURFACES:
             cold, cached = [], []
             if hasattr(ranked, "cache_clear"):
                 ranked.cache_clear()
@@ -86,14 +88,14 @@ def run_bench(settings: Settings, n_users: int = 300, progress: bool = False) ->
                     model.recommend({}, customer_id=int(c), k=10, surface=surface, exclude=frozenset(),
                                     store_id=None)
                     times.append(time.perf_counter() - t0)
-            out[f"served_recommend_{surface}"] = _pcts(cold)
-            out[f"served_recommend_{surface}_cached"] = _pcts(cached)
-    return out
+            served.append(ServedRecommend(surface=surface, first_call=_times(cold), cached=_times(cached)))
+    return TrainingFigures(retrain_total_s=round(retrain_s, 2),
+                           retrain_steps_s={k: round(v, 2) for k, v in result.timings_s.items()},
+                           n_items=int(item_factors.shape[0]), onnx_topk=_times(onnx_t),
+                           implicit_recommend=_times(native_t), served=served)
 
 
-if __name__ == "__main__":  # `python -m training.bench` prints the figures
-    import json
-
+if __name__ == "__main__":
     from pantry.settings import get_settings
 
-    print(json.dumps(run_bench(get_settings(), progress=True), indent=1))
+    print(msgspec.json.format(msgspec.json.encode(run(get_settings(), progress=True))).decode())

@@ -1,0 +1,151 @@
+"""The figures of one `make bench` run, as typed records: what each part measured and the run around them.
+
+Each part (streaming.py, serving.py, training.py) returns its record from its own process as JSON; the harness
+decodes it into these types, saves the whole Report (report.json, for `--render-only`), and report.py renders it.
+Units are in the field names (_s, _ms, _per_s, _rps, _mb).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from load_tests.bench.sweep import Point
+
+# ---- streaming.py ----------------------------------------------------------------------------------------------
+
+
+class ReplayRun(msgspec.Struct, kw_only=True):
+    """One `pantry stream replay --force` in a subprocess."""
+
+    configuration: str  # its command-line arguments
+    processes: int
+    events: int
+    until: str  # "" = the whole dataset
+    events_per_s: float  # events / the flow's own time (build + run + final flush), from the replay record
+    wall_s_with_process_start: float
+    events_per_s_with_process_start: float
+    cpu_s_with_process_start: float  # every process of the replay: less noisy than wall time on a shared machine
+
+
+class PushRun(msgspec.Struct, kw_only=True):
+    """Feast's own path, the peer: FeatureStore.push(..., to=ONLINE) of `rows` store_product rows."""
+
+    rows: int
+    rows_per_s: float
+    seconds: float
+
+
+class FreshnessRun(msgspec.Struct, kw_only=True):
+    """`pantry stream live` fed by XADD at `rate_per_s`; latency from a probe's XADD to its row being readable."""
+
+    rate_per_s: int
+    seconds: float
+    offered_events_per_s: float
+    probes: int  # probes seen in the online store
+    missing_probes: int  # probes never seen (still unreadable a second after the last send)
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class StreamingFigures(msgspec.Struct, kw_only=True):
+    replay_full: ReplayRun  # the whole year, `--processes 2`: the figure the targets compare
+    replay_jan_mar: ReplayRun  # Jan-Mar in one process, beside it (it also leaves the state the live flow resumes)
+    push: PushRun
+    freshness: list[FreshnessRun]
+    live_exit_code: int
+    dataflow_peak_rss_mb: float
+
+    @property
+    def replay_vs_push(self) -> float:
+        return self.replay_full.events_per_s / self.push.rows_per_s
+
+
+# ---- serving.py ------------------------------------------------------------------------------------------------
+
+
+class Load(msgspec.Struct, kw_only=True):
+    """One step of the asyncio client against one endpoint: open loop at a rate, or closed loop (saturation)."""
+
+    requests: int
+    errors: int
+    achieved_rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    error_statuses: dict[int, int] = msgspec.field(default_factory=dict)
+
+
+class EndpointLoad(msgspec.Struct, kw_only=True):
+    at_rate: Load  # open loop at ServingFigures.rate_rps, latency from the scheduled send time
+    saturation: Load  # closed loop, ServingFigures.connections connections, no think time
+
+
+class ServingFigures(msgspec.Struct, kw_only=True):
+    rate_rps: float
+    step_s: float
+    connections: int  # closed loop (saturation) connections
+    client: str
+    endpoints: dict[str, EndpointLoad]  # path -> figures
+    feast_serve: Load | None  # /get-online-features at saturation, same requests as /v1/features
+    hello_world: Load | None  # the ceiling: Litestar + msgspec on granian, no I/O
+    peer_notes: list[str] = msgspec.field(default_factory=list)  # a peer that did not start, and why
+
+
+# ---- training.py -----------------------------------------------------------------------------------------------
+
+
+class CallTimes(msgspec.Struct, kw_only=True):
+    calls: int
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+
+
+class ServedRecommend(msgspec.Struct, kw_only=True):
+    surface: str
+    first_call: CallTimes  # a customer's first call: candidates, ONNX ALS, ONNX re-ranker
+    cached: CallTimes  # the second call: its scored candidates from the process's cache
+
+
+class TrainingFigures(msgspec.Struct, kw_only=True):
+    retrain_total_s: float
+    retrain_steps_s: dict[str, float]
+    n_items: int
+    onnx_topk: CallTimes  # the recommender's model.onnx, top 10 of every item for one customer
+    implicit_recommend: CallTimes  # implicit's native recommend() on the same factors, same customers
+    served: list[ServedRecommend]
+
+
+# ---- the run ---------------------------------------------------------------------------------------------------
+
+
+class Step(msgspec.Struct, array_like=True):
+    name: str
+    seconds: float
+    status: str  # "ok", "failed: ...", "not run (...)"
+
+
+class LocustPeer(msgspec.Struct, kw_only=True):
+    name: str
+    saturation: Point | None
+    at_100: Point | None  # paced at 100 requests/s: latency at a load every peer sustains
+    note: str
+
+
+class Report(msgspec.Struct, kw_only=True):
+    machine: dict[str, str]
+    command: str
+    total_s: float = 0.0
+    steps: list[Step] = msgspec.field(default_factory=list)
+    streaming: StreamingFigures | None = None
+    serving: ServingFigures | None = None
+    training: TrainingFigures | None = None
+    not_run: dict[str, str] = msgspec.field(default_factory=dict)  # part -> why it has no figures
+    sweeps: dict[str, list[Point]] = msgspec.field(default_factory=dict)  # Locust: endpoint -> points
+    slo_ms: dict[str, float] = msgspec.field(default_factory=dict)  # Locust gate budgets (load_tests/slo.toml)
+    locust_peers: list[LocustPeer] = msgspec.field(default_factory=list)
+    plots: dict[str, str] = msgspec.field(default_factory=dict)  # endpoint -> path relative to docs/
+    notes: list[str] = msgspec.field(default_factory=list)
+
+
+PART_TYPES: dict[str, type] = {"streaming": StreamingFigures, "serving": ServingFigures, "training": TrainingFigures}

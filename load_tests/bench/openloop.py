@@ -1,0 +1,157 @@
+"""The bench's HTTP load client: open loop at a fixed rate, and closed loop for saturation.
+
+Open loop: request i is due at t0 + i/rate whatever happened to the others, and its latency counts from that
+scheduled time, so a stalled server (or a client waiting for a free connection) shows up as latency instead of
+silently lowering the rate (no coordinated omission). Closed loop: N connections each send the next request when
+the last one is answered: the throughput the service sustains, with the latency that costs.
+The client is a minimal asyncio HTTP/1.1 keep-alive client: httpx or Locust would saturate a core before a 2-core
+server does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+from load_tests.bench.figures import Load
+
+_CLIENT_ERRORS = (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError)
+
+
+class Conn:
+    """One keep-alive connection; (re)connects on first use after a failure."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.writer.write(head + body)
+        status_line = await self.reader.readline()
+        if not status_line:
+            self.close()
+            raise ConnectionError("closed")
+        length = 0
+        chunked = False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value:
+                chunked = True
+        if chunked:
+            while True:
+                size = int((await self.reader.readline()).strip(), 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        elif length:
+            await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summarize(latencies_s: list[float], errors: int, duration_s: float, sent: int,
+              error_statuses: dict[int, int] | None = None) -> Load:
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1000, 2)
+
+    return Load(requests=sent, errors=errors, achieved_rps=round(len(latencies_s) / duration_s, 1),
+                p50_ms=ms(percentile(latencies_s, 0.50)), p99_ms=ms(percentile(latencies_s, 0.99)),
+                max_ms=ms(max(latencies_s, default=None)), error_statuses=error_statuses or {})
+
+
+async def open_loop(base_url: str, path: str, bodies: Callable[[], bytes], rate: float, duration_s: float,
+                    max_conns: int = 64) -> Load:
+    url = urlparse(base_url)
+    idle: asyncio.Queue[Conn] = asyncio.Queue()
+    for _ in range(max_conns):
+        idle.put_nowait(Conn(url.hostname, url.port))
+    latencies: list[float] = []
+    errors = 0
+    statuses: dict[int, int] = {}
+    n = int(rate * duration_s)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + 0.05
+
+    async def one(scheduled: float, body: bytes) -> None:
+        nonlocal errors
+        conn = await idle.get()  # waiting for a free connection counts as latency (measured from `scheduled`)
+        try:
+            status = await conn.post(path, body)
+            if status >= 400:
+                errors += 1
+                statuses[status] = statuses.get(status, 0) + 1
+            else:
+                latencies.append(loop.time() - scheduled)
+        except _CLIENT_ERRORS:
+            errors += 1
+            conn.close()
+        finally:
+            idle.put_nowait(conn)
+
+    tasks = []
+    for i in range(n):
+        scheduled = t0 + i / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled, bodies())))
+    await asyncio.gather(*tasks)
+    while not idle.empty():
+        idle.get_nowait().close()
+    return summarize(latencies, errors, duration_s, n, statuses)
+
+
+async def closed_loop(base_url: str, path: str, bodies: Callable[[], bytes], connections: int,
+                      duration_s: float) -> Load:
+    url = urlparse(base_url)
+    latencies: list[float] = []
+    errors = 0
+    statuses: dict[int, int] = {}
+    sent = 0
+    loop = asyncio.get_running_loop()
+    end = loop.time() + duration_s
+
+    async def worker() -> None:
+        nonlocal errors, sent
+        conn = Conn(url.hostname, url.port)
+        while loop.time() < end:
+            start = loop.time()
+            sent += 1
+            try:
+                status = await conn.post(path, bodies())
+                if status >= 400:
+                    errors += 1
+                    statuses[status] = statuses.get(status, 0) + 1
+                else:
+                    latencies.append(loop.time() - start)
+            except _CLIENT_ERRORS:
+                errors += 1
+                conn.close()
+        conn.close()
+
+    started = loop.time()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return summarize(latencies, errors, loop.time() - started, sent, statuses)

@@ -1,0 +1,111 @@
+"""Recorded figures of one full `make bench` run (2 shared cores), as the harness would have decoded them.
+
+The tests build reports from these and change one figure at a time to check a verdict turns.
+"""
+
+from __future__ import annotations
+
+from load_tests.bench.figures import (
+    CallTimes,
+    EndpointLoad,
+    FreshnessRun,
+    Load,
+    LocustPeer,
+    PushRun,
+    ReplayRun,
+    Report,
+    ServedRecommend,
+    ServingFigures,
+    Step,
+    StreamingFigures,
+    TrainingFigures,
+)
+from load_tests.bench.sweep import Point
+
+
+def load(rps: float, p50: float, p99: float, requests: int, errors: int = 0) -> Load:
+    return Load(requests=requests, errors=errors, achieved_rps=rps, p50_ms=p50, p99_ms=p99, max_ms=p99 * 1.5)
+
+
+def streaming() -> StreamingFigures:
+    return StreamingFigures(
+        replay_full=ReplayRun(configuration="--processes 2", processes=2, events=1_471_409, until="",
+                              events_per_s=88_384, wall_s_with_process_start=28.2,
+                              events_per_s_with_process_start=52_097, cpu_s_with_process_start=37.8),
+        replay_jan_mar=ReplayRun(configuration="--until 2017-04-01 --processes 1", processes=1, events=362_778,
+                                 until="2017-04-01", events_per_s=70_910, wall_s_with_process_start=12.6,
+                                 events_per_s_with_process_start=28_741, cpu_s_with_process_start=12.8),
+        push=PushRun(rows=20_000, rows_per_s=14_216, seconds=1.41),
+        freshness=[
+            FreshnessRun(rate_per_s=1_000, seconds=8, offered_events_per_s=1_100, probes=800, missing_probes=0,
+                         p50_ms=2.9, p99_ms=24.6),
+            FreshnessRun(rate_per_s=5_000, seconds=8, offered_events_per_s=5_100, probes=800, missing_probes=0,
+                         p50_ms=6.8, p99_ms=139.0),
+        ],
+        live_exit_code=0,
+        dataflow_peak_rss_mb=1_245.0,
+    )
+
+
+def serving() -> ServingFigures:
+    return ServingFigures(
+        rate_rps=300, step_s=6, connections=48, client="asyncio HTTP/1.1 keep-alive, same machine",
+        endpoints={
+            "/v1/recommendations": EndpointLoad(at_rate=load(300, 1.52, 2.69, 1_800),
+                                                saturation=load(4_323, 9.81, 24.7, 25_985)),
+            "/v1/substitutions": EndpointLoad(at_rate=load(300, 2.93, 5.45, 1_800),
+                                              saturation=load(1_068, 42.69, 76.6, 6_453)),
+            "/v1/next-best-action": EndpointLoad(at_rate=load(300, 1.95, 3.19, 1_800),
+                                                 saturation=load(3_957, 11.14, 27.41, 23_813)),
+            "/v1/features": EndpointLoad(at_rate=load(300, 1.73, 3.12, 1_800),
+                                         saturation=load(5_047, 8.57, 26.28, 30_324)),
+        },
+        feast_serve=load(345, 133.0, 359.0, 2_181, errors=70),
+        hello_world=load(20_071, 2.63, 3.94, 120_460),
+    )
+
+
+def training() -> TrainingFigures:
+    def calls(p50: float, p99: float) -> CallTimes:
+        return CallTimes(calls=300, p50_ms=p50, p99_ms=p99, mean_ms=p50)
+
+    return TrainingFigures(
+        retrain_total_s=39.74,
+        retrain_steps_s={"load purchases": 0.98, "recommender: ALS fit": 2.7,
+                         "substitutions: ranker (switch events before the cut)": 15.82},
+        n_items=68_509,
+        onnx_topk=calls(0.26, 0.33),
+        implicit_recommend=calls(0.58, 0.65),
+        served=[ServedRecommend(surface=s, first_call=calls(0.77, 1.15), cached=calls(0.02, 0.06))
+                for s in ("for_you", "buy_again", "discover")],
+    )
+
+
+def locust_points() -> list[Point]:
+    # Locust's closed-loop recommendations sweep of the same run: 13 ms p99 at 300 req/s (the figure that must
+    # never reach the targets table)
+    return [Point(100.0, 10, 102.0, 5.0, 9.0, 600, 0), Point(300.0, 30, 304.0, 4.0, 13.0, 1_800, 0),
+            Point(1000.0, 64, 996.0, 8.0, 37.0, 5_988, 0), Point(None, 64, 2_858.0, 18.0, 52.0, 17_219, 0)]
+
+
+def report() -> Report:
+    return Report(
+        machine={"date": "2026-11-24 01:41 UTC", "cpu": "AMD EPYC", "cores": "2", "memory": "23.5 GiB",
+                 "os": "Linux 6.18", "python": "3.11.7", "load average at start": "0.31 (1 min), 0.52 (5 min)",
+                 "versions": "litestar 2.25.0, feast 0.67.0", "load average at end": "1.90 (1 min), 1.40 (5 min)"},
+        command="python -m load_tests.bench",
+        total_s=516.0,
+        steps=[Step("pantry data load", 9.7, "ok"), Step("pantry stream replay --no-progress", 28.0, "ok")],
+        streaming=streaming(),
+        serving=serving(),
+        training=training(),
+        sweeps={"/v1/recommendations": locust_points()},
+        slo_ms={"/v1/recommendations": 50.0},
+        locust_peers=[
+            LocustPeer(name="pantry /v1/features", saturation=Point(None, 64, 3_693.0, 14.0, 41.0, 22_292, 0),
+                       at_100=Point(100.0, 10, 102.0, 4.0, 9.0, 600, 0), note="`pantry serve`, 2 workers"),
+            LocustPeer(name="feast serve /get-online-features", saturation=Point(None, 64, 332.0, 150.0, 500.0,
+                                                                                 2_000, 4),
+                       at_100=Point(100.0, 10, 100.0, 90.0, 190.0, 600, 0), note="`feast serve -w 2`"),
+        ],
+    )
