@@ -281,7 +281,7 @@ class StoreShardLogic(_Coalescing):
             rows.append(("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of))
         pairs, values = sh.pairs, S.store_product_values
         append = rows.append
-        for key in sh.dirty_pairs:  # the most frequent row: values as a tuple (see sinks.RowEncoder)
+        for key in sh.dirty_pairs:  # the most frequent row: values as a tuple (sinks.TUPLE_VIEWS)
             sp = pairs[key]
             append(("store_product", (key >> 32, key & 0xFFFFFFFF), values(sp, sp.as_of), sp.as_of))
         sh.dirty_stores, sh.dirty_pairs = set(), set()

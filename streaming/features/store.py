@@ -234,7 +234,7 @@ def in_stock_probability(sales_per_day: float, days_since_sale: float | None) ->
 
 _IN_STOCK_NO_RECENT_SALES = in_stock_probability(0.0, 1.0)
 
-# The order of store_product_values (the view's schema order in feature_repo/features.py).
+# What store_product_values returns, in its order (the sink checks the names against the registry's view).
 STORE_PRODUCT_FEATURES = ("units_7d", "units_28d", "last_sold_at", "on_hand", "in_stock_prob", "on_display",
                           "in_mailer")
 
