@@ -127,11 +127,11 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
             if rows:
                 shard.online_behind = True
             return Flush(rows, [])
-        rows = self.rows()
         if not shard.online_behind:
+            rows = self.rows()
             return Flush(rows, rows)
         shard.online_behind = False
-        return Flush(rows, self.every_row())
+        return self.catch_up()
 
     def roll_all(self, as_of: float) -> None:
         """Roll every due entity forward to as_of at once (the final refresh of a replay)."""
@@ -198,13 +198,15 @@ class CustomerShardLogic(_Coalescing):
         self.shard.dirty = {}
         return rows
 
-    def every_row(self) -> list[Row]:
-        """Rows of every view of every customer (a session row only if it had a session)."""
+    def catch_up(self) -> Flush:
+        """The changed customers' rows for the log; every view of every customer online (a session row only if it
+        had a session): a changed customer's dirty views are only some of its views."""
+        logged = self.rows()
         rows: list[Row] = []
         for cid, st in self.shard.states.items():
             flags = C.ACTIVITY | C.REPERTOIRE | (C.SESSION if st.s_start is not None else 0)
             self._append_rows(rows, cid, st, flags)
-        return rows
+        return Flush(logged, rows)
 
     def _append_rows(self, rows: list[Row], cid: int, st: C.CustomerState, flags: int) -> None:
         top = None
@@ -287,15 +289,18 @@ class StoreShardLogic(_Coalescing):
         sh.dirty_stores, sh.dirty_pairs = set(), set()
         return rows
 
-    def every_row(self) -> list[Row]:
-        """Rows of every store and every store x product pair."""
+    def catch_up(self) -> Flush:
+        """The changed stores' and pairs' rows for the log; those and a row of every other store and pair online
+        (each a view of its own: a changed entity's row is all of its row)."""
         sh = self.shard
-        rows: list[Row] = [("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of)
-                           for sid, st in sh.stores.items()]
+        dirty_stores, dirty_pairs = sh.dirty_stores, sh.dirty_pairs  # rows() replaces them with empty sets
+        logged = self.rows()
+        rows = logged + [("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of)
+                         for sid, st in sh.stores.items() if sid not in dirty_stores]
         values = S.store_product_values
         rows += [("store_product", (key >> 32, key & 0xFFFFFFFF), values(sp, sp.as_of), sp.as_of)
-                 for key, sp in sh.pairs.items()]
-        return rows
+                 for key, sp in sh.pairs.items() if key not in dirty_pairs]
+        return Flush(logged, rows)
 
     def snapshot(self) -> bytes:
         return _encode(self.shard)
