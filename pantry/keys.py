@@ -10,3 +10,6 @@ WATERMARK = "pantry:watermark"  # latest event time processed by the stream, epo
 STREAM_COUNTERS = "pantry:stream:counters"  # hash: processed, late, invalid, duplicate, ...
 CAMPAIGN_APPROVALS = "pantry:campaigns:approvals"  # hash campaign_id -> msgpack approval record
 EVENT_FIELD = b"e"
+AUDIT_STREAM = "pantry:audit"  # every admin action and approval, msgpack pantry.audit.AuditEntry in field b"a"
+AUDIT_FIELD = b"a"
+ERASED_CUSTOMERS = "pantry:customers:erased"  # set of customer ids erased: serving treats them as new
