@@ -38,6 +38,20 @@ def resolve_now(mode: ClockMode, as_of: datetime | None, watermark: datetime | N
     return utcnow()
 
 
+def max_accepted_ts(mode: ClockMode, wall_s: float, watermark_s: float | None, skew_wall_s: float,
+                    skew_event_s: float) -> float:
+    """The newest event time (epoch seconds) the service accepts now: an event's `ts` must not be later.
+
+    wall mode: wall clock + skew_wall_s. event mode: watermark + skew_event_s, and never past wall clock +
+    skew_wall_s (no real event comes from the future); with no watermark yet (the first events of a replay or of a
+    fresh live flow) only the wall-clock bound applies, so the first event is accepted. No single event can then
+    move the watermark more than skew_event_s past where it was."""
+    wall_limit = wall_s + skew_wall_s
+    if mode == "event" and watermark_s is not None:
+        return min(watermark_s + skew_event_s, wall_limit)
+    return wall_limit
+
+
 def read_watermark(client) -> datetime | None:  # client: redis.Redis
     return parse_watermark(client.get(WATERMARK))
 

@@ -2,48 +2,67 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
 
-Id = Annotated[int, msgspec.Meta(ge=0)]
+# ---- bounds: every field has one, so no event can overflow the flow's arithmetic or its keys ------------------
+# The Complete Journey's largest ids: store 34,280, product 18,122,531, basket 4.1e10, coupon_upc 6.0e10.
+STORE_ID_BITS = 19  # store x product pair key = store << PRODUCT_ID_BITS | product: 19 + 44 bits < 2^63 (int64)
+PRODUCT_ID_BITS = 44
+MAX_STORE_ID = (1 << STORE_ID_BITS) - 1  # 524,287
+MAX_PRODUCT_ID = (1 << PRODUCT_ID_BITS) - 1  # 1.76e13
+MAX_ID = 1 << 62  # other ids (customer, basket, coupon, campaign): int64 keys in Feast and array("q"); == serving's
+MAX_MONEY = 1_000_000.0  # sales_value, discounts: finite, >= 0 (the data's discounts are positive amounts off)
+MAX_QUANTITY = 1_000_000  # the data's largest line: 89,638 (fuel)
+MAX_ON_HAND = 1_000_000_000
+TS_MIN = datetime(2000, 1, 1, tzinfo=UTC)  # event time hard bounds: no time arithmetic in the flow can overflow
+TS_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+TS_MIN_S, TS_MAX_S = TS_MIN.timestamp(), TS_MAX.timestamp()
+
+Id = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
+StoreId = Annotated[int, msgspec.Meta(ge=0, le=MAX_STORE_ID)]
+ProductId = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRODUCT_ID)]
+Money = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_MONEY)]  # msgspec rejects nan and inf against these bounds
+Quantity = Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+DecisionId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 
 class BaseEvent(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True, kw_only=True):
     event_id: EventId
     ts: datetime  # event time, RFC 3339 with a timezone
     customer_id: Id | None = None
-    store_id: Id | None = None
+    store_id: StoreId | None = None
 
 
 class Purchase(BaseEvent, tag="purchase"):
     basket_id: Id
-    product_id: Id
-    quantity: Annotated[int, msgspec.Meta(ge=0)] = 1
-    sales_value: float = 0.0
-    discounts: float = 0.0
+    product_id: ProductId
+    quantity: Annotated[int, msgspec.Meta(ge=0, le=MAX_QUANTITY)] = 1
+    sales_value: Money = 0.0
+    discounts: Money = 0.0
 
 
 class AddToCart(BaseEvent, tag="add_to_cart"):
-    product_id: Id
-    quantity: Annotated[int, msgspec.Meta(ge=1)] = 1
+    product_id: ProductId
+    quantity: Quantity = 1
 
 
 class RemoveFromCart(BaseEvent, tag="remove_from_cart"):
-    product_id: Id
-    quantity: Annotated[int, msgspec.Meta(ge=1)] = 1
+    product_id: ProductId
+    quantity: Quantity = 1
 
 
 class ProductView(BaseEvent, tag="product_view"):
-    product_id: Id
+    product_id: ProductId
 
 
 class Inventory(BaseEvent, tag="inventory"):
-    store_id: Id  # required here, unlike on the base event
-    product_id: Id
-    on_hand: Annotated[int, msgspec.Meta(ge=0)]
+    store_id: StoreId  # required here, unlike on the base event
+    product_id: ProductId
+    on_hand: Annotated[int, msgspec.Meta(ge=0, le=MAX_ON_HAND)]
 
 
 class CouponRedemption(BaseEvent, tag="coupon_redemption"):
@@ -52,19 +71,19 @@ class CouponRedemption(BaseEvent, tag="coupon_redemption"):
 
 
 class SubstitutionFeedback(BaseEvent, tag="substitution_feedback"):
-    original_product_id: Id
-    substitute_product_id: Id
+    original_product_id: ProductId
+    substitute_product_id: ProductId
     accepted: bool
 
 
 class Impression(BaseEvent, tag="impression"):
-    decision_id: str
-    product_id: Id | None = None
+    decision_id: DecisionId
+    product_id: ProductId | None = None
 
 
 class Click(BaseEvent, tag="click"):
-    decision_id: str
-    product_id: Id | None = None
+    decision_id: DecisionId
+    product_id: ProductId | None = None
 
 
 Event = (
@@ -106,6 +125,9 @@ _json_encoder = msgspec.json.Encoder()
 def _check(event: Event) -> Event:
     if event.ts.tzinfo is None:
         raise InvalidEvent(f"event {event.event_id!r}: `ts` must carry a timezone (RFC 3339), got {event.ts}")
+    if not TS_MIN <= event.ts < TS_MAX:
+        raise InvalidEvent(f"event {event.event_id!r}: `ts` {event.ts.isoformat()} is outside "
+                           f"[{TS_MIN.isoformat()}, {TS_MAX.isoformat()}) - at `$.ts`")
     return event
 
 

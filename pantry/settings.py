@@ -50,6 +50,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Streaming
     stream_replay_flush_s: float = 1.0  # a replay emits each changed entity at most this often (wall time)
     stream_snapshot_s: float | None = None  # recovery snapshot interval; None = per mode (streaming.runner)
+    # ---- Event validation: how far ahead of the service clock an event's `ts` may be (pantry.clock.max_accepted_ts;
+    # enforced by POST /v1/events and by the live flow's gate; docs/STREAMING.md "Validation")
+    event_skew_wall_s: float = 300.0  # ahead of the wall clock (both modes; event mode with no watermark yet)
+    event_skew_event_s: float = 86_400.0  # ahead of the watermark, in event-clock mode
 
     @property
     def dataset_dir(self) -> Path:
@@ -140,6 +144,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_RECOMMENDER_CACHE", "recommender_cache", int)
     num("PANTRY_STREAM_REPLAY_FLUSH_S", "stream_replay_flush_s", float)
     num("PANTRY_STREAM_SNAPSHOT_S", "stream_snapshot_s", float)
+    num("PANTRY_EVENT_SKEW_WALL_S", "event_skew_wall_s", float)  # event validation (see the Settings block)
+    num("PANTRY_EVENT_SKEW_EVENT_S", "event_skew_event_s", float)
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")
@@ -156,6 +162,10 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     kw["api_keys"] = _parse_api_keys(env.get("PANTRY_API_KEYS", _DEFAULT_API_KEYS))
     if env.get("PANTRY_CORS_ORIGINS"):
         kw["cors_origins"] = tuple(o.strip() for o in env["PANTRY_CORS_ORIGINS"].split(",") if o.strip())
+    for name in ("event_skew_wall_s", "event_skew_event_s"):
+        value = kw.get(name)
+        if value is not None and not 0.0 <= value <= 10 * 365 * 86_400.0:  # type: ignore[operator]
+            raise SettingsError(f"PANTRY_{name.upper()}={value} must be between 0 and 10 years in seconds")
     return Settings(**kw)  # type: ignore[arg-type]
 
 

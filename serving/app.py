@@ -30,6 +30,7 @@ from pantry.settings import Settings, get_settings
 from serving import metrics
 from serving.access_log import AccessLogger, access_logger
 from serving.controllers.admin import AdminCampaignsController, AdminModelsController
+from serving.controllers.clock import ClockController
 from serving.controllers.events import EventsController
 from serving.controllers.features import FeaturesController
 from serving.controllers.health import HealthController
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             NextBestActionController,
             FeaturesController,
             EventsController,
+            ClockController,
             AdminCampaignsController,
             AdminModelsController,
         ],

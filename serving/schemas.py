@@ -131,11 +131,23 @@ class Health(msgspec.Struct):
     status: str
 
 
+class ServiceClock(msgspec.Struct):
+    """GET /v1/clock (and in /readyz): the clock an event's `ts` is judged against (pantry.clock.max_accepted_ts)."""
+
+    mode: Literal["event", "wall"]
+    now: datetime  # the service's now: the watermark in event mode (wall time before any event), else wall time
+    watermark: datetime | None  # the newest event time the stream has processed
+    wall: datetime
+    skew_allowed_s: float  # how far past `now` an event's ts may be
+    max_accepted_ts: datetime  # an event with a later ts is rejected (400 here, a dead letter in the flow)
+
+
 class Readiness(msgspec.Struct):
     status: str
     redis: bool
     models: dict[str, str | None]
     layout: bool
+    clock: ServiceClock | None = None  # None when Redis cannot be reached
 
 
 class CampaignApproval(msgspec.Struct, omit_defaults=True):

@@ -21,9 +21,9 @@ from pantry.featurestore.layout import OnlineLayout
 from pantry.settings import Settings
 from streaming.feature_log import LIVE_LOG_HANDOFF_S, LOG_EVERY_S
 from streaming.features.event import from_event
-from streaming.gate import Gated, GateLogic, Parsed, route
+from streaming.gate import Gated, GateLogic, Parsed, Skew, route
 from streaming.shards import CustomerShardLogic, StoreShardLogic, is_customer_shard
-from streaming.sinks import Control, ControlSink, OnlineSink
+from streaming.sinks import REASON_MAX, Control, ControlSink, OnlineSink, failure
 from streaming.sources import Batch, LiveSource, ReplaySource
 
 
@@ -56,7 +56,9 @@ def parse_batch(batch: Batch) -> Parsed:
         try:
             events.append(from_event(decode_msgpack(payload)))
         except InvalidEvent as exc:
-            dead.append((f"invalid: {exc}", payload))
+            dead.append((f"invalid: {exc}"[:REASON_MAX], payload))
+        except Exception as exc:  # whatever else one entry raises, the others go on
+            dead.append((failure(exc, None, "parse")[0], payload))
     return Parsed(events, dead, batch.refresh, batch.as_of, batch.final)
 
 
@@ -80,7 +82,11 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
     # Parsed(events: [Ev], dead: [(reason, payload)], refresh, as_of)
     keyed = op.key_on("gate_key", parsed, lambda _: "gate")
     # ("gate", Parsed)
-    gated = op.stateful_batch("gate", keyed, GateLogic)
+    # live: events too far ahead of the service clock are rejected (pantry.clock.max_accepted_ts); a replay's data
+    # set is in event-time order with gaps of any length, and bounded by the schema
+    skew = Skew(settings.clock, settings.event_skew_wall_s, settings.event_skew_event_s) if config.mode == "live" \
+        else None
+    gated = op.stateful_batch("gate", keyed, partial(GateLogic, skew=skew))
     # ("gate", Gated(routes {shard: [Ev]}, refresh, as_of, control))
     work = op.flat_map("route", gated, lambda kv: route(kv[1]))
     # (shard key "c03" | "s11", Work(events, refresh, as_of))

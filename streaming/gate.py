@@ -1,5 +1,6 @@
-"""The gate: the one step that sees every event in order. It drops duplicates, rejects late events, counts, and
-routes each accepted event to its customer shard and its store shard (streaming.shards)."""
+"""The gate: the one step that sees every event in order. It rejects events out of bounds or too far ahead of the
+service clock (live), drops duplicates, rejects late events, counts, and routes each accepted event to its
+customer shard and its store shard (streaming.shards)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from collections.abc import Iterable
 import msgspec
 from bytewax.operators import StatefulBatchLogic
 
-from streaming.features.event import LATENESS_S, NO_TIME, Ev
+from pantry.clock import max_accepted_ts
+from pantry.settings import ClockMode
+from streaming.features.event import LATENESS_S, NO_TIME, Ev, admit
 from streaming.shards import ALL_SHARDS, NSHARDS, Work
-from streaming.sinks import Control
+from streaming.sinks import Control, failure
 
 SEEN_PRUNE_MIN = 50_000  # GateState.prune_at
 ROLLING_S = 5.0  # after a live refresh, every batch reaches every shard this long (spread refresh; == live period)
@@ -54,24 +57,57 @@ class GateState(msgspec.Struct, array_like=True):
         return self.max_t - LATENESS_S
 
 
-def gate_apply(st: GateState, events: Iterable[Ev]) -> tuple[list[Ev], list[tuple[str, Ev]]]:
-    """Split events into accepted ones and rejected (reason, event); duplicates are only counted."""
+class Skew(msgspec.Struct, frozen=True):
+    """The live gate's clock-skew rule (pantry.clock.max_accepted_ts with these settings)."""
+
+    mode: ClockMode
+    wall_s: float  # Settings.event_skew_wall_s
+    event_s: float  # Settings.event_skew_event_s
+
+    def limit(self, max_t: float, wall: float) -> float:
+        return max_accepted_ts(self.mode, wall, max_t if max_t > NO_TIME else None, self.wall_s, self.event_s)
+
+
+def gate_apply(st: GateState, events: Iterable[Ev], skew: Skew | None = None, wall: float | None = None
+               ) -> tuple[list[Ev], list[tuple[str, Ev]]]:
+    """Split events into accepted ones and rejected (reason, event); duplicates are only counted. With `skew`
+    (live), an event later than the skew rule allows (against the newest event time accepted so far, and the wall
+    clock `wall`) is rejected (`future`) and never moves max_t. Any exception on one event rejects that event."""
     accepted: list[Ev] = []
     late: list[tuple[str, Ev]] = []
     seen = st.seen
     counters = st.counters
+    limit = skew.limit(st.max_t, time.time() if wall is None else wall) if skew is not None else None
     for e in events:
-        if e.event_id in seen:
-            counters["duplicate"] += 1
-            continue
-        if e.t < st.max_t - LATENESS_S:
-            counters["late"] += 1
-            late.append((f"late: {e.t - st.max_t:.0f}s behind the newest event (lateness bound {LATENESS_S:.0f}s)", e))
-            continue
-        if e.t > st.max_t:
-            st.max_t = e.t
-        seen[e.event_id] = e.t
-        accepted.append(e)
+        try:
+            why = admit(e)
+            if why is not None:
+                counters["invalid"] += 1
+                late.append((f"invalid: {why}", e))
+                continue
+            if e.event_id in seen:
+                counters["duplicate"] += 1
+                continue
+            if e.t < st.max_t - LATENESS_S:
+                counters["late"] += 1
+                late.append((f"late: {e.t - st.max_t:.0f}s behind the newest event (lateness bound "
+                             f"{LATENESS_S:.0f}s)", e))
+                continue
+            if limit is not None and e.t > limit:
+                counters["future"] = counters.get("future", 0) + 1
+                late.append((f"future: ts {e.t:.3f} is past the newest accepted time {limit:.3f} ("
+                             f"{skew.mode} clock, skew {skew.event_s if skew.mode == 'event' else skew.wall_s:.0f}s)",
+                             e))
+                continue
+            if e.t > st.max_t:
+                st.max_t = e.t
+                if skew is not None:
+                    limit = skew.limit(st.max_t, time.time() if wall is None else wall)
+            seen[e.event_id] = e.t
+            accepted.append(e)
+        except Exception as exc:  # one event's failure must not stop the others
+            counters["invalid"] += 1
+            late.append((failure(exc, None, "gate")[0], e))
     counters["processed"] += len(accepted)
     if len(seen) > st.prune_at:
         bound = st.max_t - LATENESS_S
@@ -102,16 +138,24 @@ def route(gated: Gated) -> list[tuple[str, Work]]:
 _gate_decoder = msgspec.msgpack.Decoder(GateState)
 
 
+def _dead(reason: str, e: Ev) -> tuple[str, bytes]:
+    try:
+        return reason, _encode(e)
+    except Exception:  # a value msgpack cannot hold (an int beyond 64 bits): keep its repr
+        return reason, repr(e)[:500].encode()
+
+
 class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
-    def __init__(self, resume: bytes | None):
+    def __init__(self, resume: bytes | None, skew: Skew | None = None):
         self.st: GateState = _gate_decoder.decode(resume) if resume else GateState()
+        self.skew = skew  # live: the clock-skew rule; replay (the data set, in event-time order): none
         self.rolling_until = 0.0  # monotonic time until which shards still roll a spread refresh forward
 
     def on_batch(self, values: list[Parsed]) -> tuple[list[Gated], bool]:
         out = []
         st = self.st
         for parsed in values:
-            accepted, late = gate_apply(st, parsed.events)
+            accepted, late = gate_apply(st, parsed.events, self.skew)
             st.counters["invalid"] += len(parsed.dead)
             by_customer: list[list[Ev]] = [[] for _ in range(NSHARDS)]  # customer_shard / store_shard by index
             by_store: list[list[Ev]] = [[] for _ in range(NSHARDS)]
@@ -121,7 +165,7 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
                 if e.store_id is not None:
                     by_store[e.store_id % NSHARDS].append(e)
             routes = {name: share for name, share in zip(ALL_SHARDS, by_customer + by_store, strict=True) if share}
-            dead = parsed.dead + [(reason, _encode(e)) for reason, e in late]
+            dead = parsed.dead + [_dead(reason, e) for reason, e in late]
             as_of = parsed.as_of if parsed.as_of is not None else st.max_t
             control = Control(dict(st.counters), st.max_t, dead)
             now = time.monotonic()

@@ -6,6 +6,7 @@ entities that changed, at most every `flush_s`. NSHARDS never changes: it names 
 
 from __future__ import annotations
 
+import logging
 import time
 from array import array
 
@@ -15,7 +16,8 @@ from bytewax.operators import StatefulBatchLogic
 from streaming.features import customer as C
 from streaming.features import store as S
 from streaming.features.event import Ev, cached_next_change
-from streaming.sinks import Flush, Row
+from streaming.features.store import PAIR_MASK, PAIR_SHIFT, pair_key
+from streaming.sinks import Dead, Flush, Row, failure
 
 NSHARDS = 16
 ALL_SHARDS = tuple(f"{kind}{i:02d}" for kind in "cs" for i in range(NSHARDS))  # c00..c15 customers, s00..s15 stores
@@ -23,6 +25,7 @@ ROLL_EVERY_S = 0.1  # spread refresh: 32 shards x refresh_slice entities this of
 CHECKS_PER_ROLL = 1000  # candidates looked at per shard per ROLL_EVERY_S (~0.3 ms; 50k per shard per refresh)
 ROLL_MAX_EVENTS = 64  # a shard with more new events than this in one batch is behind: fresh events first, no roll
 _encode = msgspec.msgpack.Encoder().encode
+log = logging.getLogger("pantry.streaming")
 _events_decoder = msgspec.msgpack.Decoder(list[Ev])
 
 
@@ -56,14 +59,36 @@ class StoreShard(msgspec.Struct, array_like=True):
     dirty_stores: set[int] = msgspec.field(default_factory=set)
     dirty_pairs: set[int] = msgspec.field(default_factory=set)
     online_behind: bool = False  # rows were logged but kept from the online store (defer_online)
+    # the pair keys' layout: store << pair_shift | product. A snapshot without the field is from before the
+    # 44-bit layout (store << 32): decoded as 32 and re-keyed at once (migrate_pairs)
+    pair_shift: int = 32
 
 
 _customer_decoder = msgspec.msgpack.Decoder(CustomerShard)
 _store_decoder = msgspec.msgpack.Decoder(StoreShard)
 
 
-def pair_key(store_id: int, product_id: int) -> int:
-    return (store_id << 32) | product_id
+def migrate_pairs(shard: StoreShard) -> StoreShard:
+    """Re-key a snapshot's store x product pairs to the current layout (PAIR_SHIFT). A pair that the current
+    bounds cannot hold (a store id >= 2^19 that the old layout let in) is dropped, and logged."""
+    if shard.pair_shift == PAIR_SHIFT:
+        return shard
+    old, mask = shard.pair_shift, (1 << shard.pair_shift) - 1
+    if old != 32:
+        raise ValueError(f"store shard snapshot with pair keys of an unknown layout (shift {old})")
+    pairs: dict[int, S.StoreProductState] = {}
+    dropped = 0
+    for key, sp in shard.pairs.items():
+        sid, pid = key >> old, key & mask
+        if sid >> (63 - PAIR_SHIFT):
+            dropped += 1
+            continue
+        pairs[pair_key(sid, pid)] = sp
+    dirty = {pair_key(k >> old, k & mask) for k in shard.dirty_pairs if not (k >> old) >> (63 - PAIR_SHIFT)}
+    if dropped:
+        log.warning("store shard snapshot: %d store x product pairs with store ids beyond the bounds dropped", dropped)
+    shard.pairs, shard.dirty_pairs, shard.pair_shift = pairs, dirty, PAIR_SHIFT
+    return shard
 
 
 class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
@@ -92,13 +117,17 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
         # so the young-generation GC does not visit every entity id in it (~20k per store shard)
         self.due = array("q")
         self.due_as_of = 0.0
+        self.dead: list[Dead] = []  # events whose update raised (and rows that could not be built), not yet emitted
 
     def on_batch(self, values: list[Work]) -> tuple[list[Flush], bool]:
         force = final = False
         n_events = 0
         for work in values:
             n_events += len(work.events)
-            self.apply(work.events)
+            try:
+                self.apply(work.events)
+            except Exception as exc:  # apply isolates each event; this is the last line
+                self.dead.append(failure(exc, None, "batch"))
             if work.refresh and work.as_of is not None:
                 if work.final or self.refresh_slice <= 0:
                     self.due = array("q")
@@ -114,7 +143,13 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
             self.roll(self.refresh_slice, CHECKS_PER_ROLL)
         if force or now - self.last_emit >= self.flush_s:
             self.last_emit = now
-            return [self.flush(final)], StatefulBatchLogic.RETAIN
+            flush = self.flush(final)
+            if self.dead:
+                flush, self.dead = Flush(flush.log, flush.online, self.dead), []
+            return [flush], StatefulBatchLogic.RETAIN
+        if self.dead:  # dead letters go out with the batch that found them, not at the next flush
+            dead, self.dead = self.dead, []
+            return [Flush([], [], dead)], StatefulBatchLogic.RETAIN
         return [], StatefulBatchLogic.RETAIN
 
     def flush(self, final: bool) -> Flush:
@@ -167,9 +202,16 @@ class CustomerShardLogic(_Coalescing):
         states, dirty, tops, bought = self.shard.states, self.shard.dirty, self.tops, self.bought
         for e in events:
             st = states.get(e.customer_id)
+            created = st is None
             if st is None:
                 st = states[e.customer_id] = C.CustomerState()
-            flags = C.customer_apply(st, e)
+            try:
+                flags = C.customer_apply(st, e)
+            except Exception as exc:  # one event's failure must not stop the others
+                self.dead.append(failure(exc, e, "customer"))
+                if created:
+                    del states[e.customer_id]
+                continue
             if flags:
                 dirty[e.customer_id] = dirty.get(e.customer_id, 0) | flags
                 if e.kind == "purchase" and e.product_id is not None and e.customer_id in tops:
@@ -194,7 +236,10 @@ class CustomerShardLogic(_Coalescing):
         states = self.shard.states
         rows: list[Row] = []
         for cid, flags in self.shard.dirty.items():
-            self._append_rows(rows, cid, states[cid], flags)
+            try:
+                self._append_rows(rows, cid, states[cid], flags)
+            except Exception as exc:  # one entity's row must not stop the others
+                self.dead.append(failure(exc, None, f"row of customer {cid}"))
         self.shard.dirty = {}
         return rows
 
@@ -205,7 +250,10 @@ class CustomerShardLogic(_Coalescing):
         rows: list[Row] = []
         for cid, st in self.shard.states.items():
             flags = C.ACTIVITY | C.REPERTOIRE | (C.SESSION if st.s_start is not None else 0)
-            self._append_rows(rows, cid, st, flags)
+            try:
+                self._append_rows(rows, cid, st, flags)
+            except Exception as exc:
+                self.dead.append(failure(exc, None, f"row of customer {cid}"))
         return Flush(logged, rows)
 
     def _append_rows(self, rows: list[Row], cid: int, st: C.CustomerState, flags: int) -> None:
@@ -230,11 +278,12 @@ class StoreShardLogic(_Coalescing):
 
     def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0, defer_online: bool = False):
         super().__init__(flush_s, refresh_slice, defer_online)
-        self.shard = _store_decoder.decode(resume) if resume else StoreShard()
+        self.shard = migrate_pairs(_store_decoder.decode(resume)) if resume else StoreShard(pair_shift=PAIR_SHIFT)
 
     def apply(self, events: list[Ev]) -> None:
         sh = self.shard
-        S.store_events_apply(sh.stores, sh.pairs, sh.dirty_stores, sh.dirty_pairs, events)
+        for e, exc in S.store_events_apply(sh.stores, sh.pairs, sh.dirty_stores, sh.dirty_pairs, events):
+            self.dead.append(failure(exc, e, "store"))
 
     def candidates(self) -> array:
         # store ids are negated (-1 - id) so that one array holds both kinds; pair keys are >= 0
@@ -280,12 +329,18 @@ class StoreShardLogic(_Coalescing):
         rows: list[Row] = []
         for sid in sh.dirty_stores:
             st = sh.stores[sid]
-            rows.append(("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of))
+            try:
+                rows.append(("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of))
+            except Exception as exc:  # one entity's row must not stop the others
+                self.dead.append(failure(exc, None, f"row of store {sid}"))
         pairs, values = sh.pairs, S.store_product_values
         append = rows.append
         for key in sh.dirty_pairs:  # the most frequent row: values as a tuple (sinks.TUPLE_VIEWS)
             sp = pairs[key]
-            append(("store_product", (key >> 32, key & 0xFFFFFFFF), values(sp, sp.as_of), sp.as_of))
+            try:
+                append(("store_product", (key >> PAIR_SHIFT, key & PAIR_MASK), values(sp, sp.as_of), sp.as_of))
+            except Exception as exc:
+                self.dead.append(failure(exc, None, f"row of store x product {key >> PAIR_SHIFT}, {key & PAIR_MASK}"))
         sh.dirty_stores, sh.dirty_pairs = set(), set()
         return rows
 
@@ -295,11 +350,21 @@ class StoreShardLogic(_Coalescing):
         sh = self.shard
         dirty_stores, dirty_pairs = sh.dirty_stores, sh.dirty_pairs  # rows() replaces them with empty sets
         logged = self.rows()
-        rows = logged + [("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of)
-                         for sid, st in sh.stores.items() if sid not in dirty_stores]
+        rows = list(logged)
+        for sid, st in sh.stores.items():
+            if sid not in dirty_stores:
+                try:
+                    rows.append(("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of))
+                except Exception as exc:  # one entity's row must not stop the others
+                    self.dead.append(failure(exc, None, f"row of store {sid}"))
         values = S.store_product_values
-        rows += [("store_product", (key >> 32, key & 0xFFFFFFFF), values(sp, sp.as_of), sp.as_of)
-                 for key, sp in sh.pairs.items() if key not in dirty_pairs]
+        for key, sp in sh.pairs.items():
+            if key not in dirty_pairs:
+                try:
+                    rows.append(("store_product", (key >> PAIR_SHIFT, key & PAIR_MASK), values(sp, sp.as_of),
+                                 sp.as_of))
+                except Exception as exc:
+                    self.dead.append(failure(exc, None, f"row of store x product {key}"))
         return Flush(logged, rows)
 
     def snapshot(self) -> bytes:

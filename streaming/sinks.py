@@ -29,15 +29,33 @@ from streaming.features.store import STORE_PRODUCT_FEATURES
 # the encoder checks the names against the registry's schema of the view.
 TUPLE_VIEWS = {"store_product": STORE_PRODUCT_FEATURES}
 DEAD_LETTER_MAXLEN = 100_000
+REASON_MAX = 500  # characters of a dead letter's reason
+Dead = tuple[str, bytes]  # a dead letter: (reason, event as msgpack or the raw payload)
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def failure(exc: BaseException, event, where: str) -> Dead:
+    """The dead letter of an event (or a row: event None) whose step raised: the exception's type and message,
+    bounded."""
+    reason = f"error in {where}: {type(exc).__name__}: {exc}"
+    if len(reason) > REASON_MAX:
+        reason = reason[:REASON_MAX - 3] + "..."
+    try:
+        payload = _encode(event) if event is not None else b""
+    except Exception:  # an event msgpack cannot hold: keep its repr
+        payload = repr(event)[:REASON_MAX].encode()
+    return reason, payload
 
 
 class Flush(NamedTuple):
     """What a shard emits at a flush: the rows of the entities that changed since its last flush, for the feature
     log, and the rows for the online store (the same list; or none while an unpaced replay defers them; or every
-    row of the shard when the online store catches up after that)."""
+    row of the shard when the online store catches up after that); and the dead letters of events whose update
+    raised (the other events of their batch are applied)."""
 
     log: list[Row]
     online: list[Row]
+    dead: list[Dead] | tuple = ()
 
 
 class OnlinePartition(StatelessSinkPartition[Flush]):
@@ -63,6 +81,9 @@ class OnlinePartition(StatelessSinkPartition[Flush]):
             logged = [row for flush in items for row in flush.log]
             if logged:
                 self.log.append(logged)
+        dead = [d for flush in items for d in flush.dead]
+        if dead:
+            write_dead(self.client, dead)
 
     def close(self) -> None:
         if self.log is not None:
@@ -79,6 +100,18 @@ class OnlineSink(DynamicSink[Flush]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> OnlinePartition:
         return OnlinePartition(self.settings, worker_index, self.write_log, self.layout, self.log_handoff_s)
+
+
+def add_dead(pipe, dead: list[Dead]) -> None:
+    for reason, payload in dead:
+        pipe.xadd(DEAD_LETTER_STREAM, {b"reason": reason.encode(errors="replace"), b"e": payload},
+                  maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+
+
+def write_dead(client, dead: list[Dead]) -> None:
+    pipe = client.pipeline(transaction=False)
+    add_dead(pipe, dead)
+    pipe.execute()
 
 
 class Control(msgspec.Struct, gc=False):
@@ -98,9 +131,7 @@ class ControlPartition(StatelessSinkPartition[Control]):
     def write_batch(self, items: list[Control]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for item in items:
-            for reason, payload in item.dead:
-                pipe.xadd(DEAD_LETTER_STREAM, {b"reason": reason.encode(), b"e": payload},
-                          maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+            add_dead(pipe, item.dead)
         last = items[-1]
         if last.counters != self.last_counters:
             self.last_counters = dict(last.counters)

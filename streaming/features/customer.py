@@ -46,6 +46,9 @@ class CustomerState(msgspec.Struct, array_like=True):
 def customer_apply(st: CustomerState, e: Ev) -> int:
     """Fold one (non-late, non-duplicate) event into the customer's state; returns the dirty-view flags."""
     t = e.t
+    # what can raise comes before any change (validate before mutate; streaming.features.event.admit keeps t in
+    # range, so this cannot overflow for an admitted event)
+    weight = 2.0 ** ((t - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S) if e.kind == "purchase" else 0.0
     dirty = 0
     st.nc = None
     if t > st.as_of:
@@ -67,7 +70,6 @@ def customer_apply(st: CustomerState, e: Ev) -> int:
         if st.last_order_at is None or t > st.last_order_at:
             st.last_order_at = t
         if e.product_id is not None:
-            weight = 2.0 ** ((t - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
             st.rep[e.product_id] = st.rep.get(e.product_id, 0.0) + weight
             _remember_recent(st.recent, e.product_id, t)
     return dirty

@@ -57,6 +57,40 @@ def from_event(event: ev_schema.Event) -> Ev:
             return Ev(event.event_id, kind, t, event.customer_id, event.store_id)
 
 
+_MAX_ID, _MAX_STORE, _MAX_PRODUCT = ev_schema.MAX_ID, ev_schema.MAX_STORE_ID, ev_schema.MAX_PRODUCT_ID
+_MAX_QUANTITY, _MAX_MONEY, _MAX_ON_HAND = ev_schema.MAX_QUANTITY, ev_schema.MAX_MONEY, ev_schema.MAX_ON_HAND
+_TS_MIN, _TS_MAX = ev_schema.TS_MIN_S, ev_schema.TS_MAX_S
+
+
+def _bad_id(value, top: int) -> bool:
+    return value is not None and (type(value) is not int or not 0 <= value <= top)
+
+
+def admit(e: Ev) -> str | None:
+    """Why the flow must not take this compact event (None: it may). The bounds of pantry.events, checked again on
+    every event whatever its path (a replay's rows, a raw XADD): within them no feature arithmetic can overflow
+    and every key fits (validate before mutate: a feature function never sees an event it cannot fold)."""
+    t = e.t
+    if type(t) is not float or not _TS_MIN <= t < _TS_MAX:  # also nan
+        return f"ts {t!r} outside [{_TS_MIN:.0f}, {_TS_MAX:.0f}) epoch seconds"
+    if type(e.event_id) is not str or not 0 < len(e.event_id) <= 128:
+        return "event_id: empty, longer than 128 characters or not a string"
+    if _bad_id(e.customer_id, _MAX_ID) or _bad_id(e.basket_id, _MAX_ID):
+        return f"customer_id {e.customer_id!r} or basket_id {e.basket_id!r} outside [0, {_MAX_ID}]"
+    if _bad_id(e.store_id, _MAX_STORE):
+        return f"store_id {e.store_id!r} outside [0, {_MAX_STORE}]"
+    if _bad_id(e.product_id, _MAX_PRODUCT):
+        return f"product_id {e.product_id!r} outside [0, {_MAX_PRODUCT}]"
+    if type(e.quantity) is not int or not 0 <= e.quantity <= _MAX_QUANTITY:
+        return f"quantity {e.quantity!r} outside [0, {_MAX_QUANTITY}]"
+    sv = e.sales_value
+    if type(sv) is not float or not 0.0 <= sv <= _MAX_MONEY:  # also nan and inf
+        return f"sales_value {sv!r} outside [0, {_MAX_MONEY:.0f}]"
+    if _bad_id(e.on_hand, _MAX_ON_HAND):
+        return f"on_hand {e.on_hand!r} outside [0, {_MAX_ON_HAND}]"
+    return None
+
+
 def next_change(times: Iterable[float], as_of: float, windows: tuple[float, ...]) -> float:
     """The first instant after `as_of` at which an entry (event time) leaves a window (lengths ascending) that
     holds it at `as_of`: until then the windowed values stay as they are. inf if nothing is in a window.

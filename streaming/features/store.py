@@ -9,9 +9,23 @@ from collections.abc import Iterable
 
 import msgspec
 
+from pantry.events import PRODUCT_ID_BITS
 from streaming.features.event import DAY, HOUR, LATENESS_S, NO_TIME, Ev, Values, next_change
 
 IN_STOCK_PRIOR = 0.9  # P(in stock) before looking at sales; see in_stock_probability
+# The store x product pair key: store << PAIR_SHIFT | product, one int64 (store < 2^19, product < 2^44: the bounds
+# of pantry.events), so distinct pairs never collide and the key fits array("q") and msgpack's int64.
+PAIR_SHIFT = PRODUCT_ID_BITS
+PAIR_MASK = (1 << PAIR_SHIFT) - 1
+
+
+def pair_key(store_id: int, product_id: int) -> int:
+    return (store_id << PAIR_SHIFT) | product_id
+
+
+def pair_ids(key: int) -> tuple[int, int]:
+    """(store_id, product_id) of a pair key."""
+    return key >> PAIR_SHIFT, key & PAIR_MASK
 
 
 class StoreState(msgspec.Struct, array_like=True):
@@ -52,13 +66,14 @@ def _set_latest(st: StoreState, cid: int, t: float | None) -> None:
 def store_line(st: StoreState, t: float, basket_id: int | None, customer_id: int | None, sales_value: float) -> None:
     """Fold one purchase line into the store's traffic state (not as_of / nc: the callers do)."""
     sales = st.sales
+    micros = round(sales_value * 1e6)  # before any change: a value that cannot be rounded changes nothing
     if st.sales_micros is None:
         st.sales_micros = _micros_sum(sales)
     if not sales or t >= sales[-1][0]:
         sales.append((t, sales_value))
     else:  # out of order (within the lateness bound)
         insort(sales, (t, sales_value))
-    st.sales_micros += round(sales_value * 1e6)
+    st.sales_micros += micros
     if basket_id is None:
         return
     if len(st.by_time) != len(st.baskets):
@@ -179,45 +194,62 @@ def store_product_apply(st: StoreProductState, e: Ev) -> bool:
 
 
 def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProductState], dirty_stores: set[int],
-                       dirty_pairs: set[int], events: Iterable[Ev]) -> None:
-    """store_apply and store_product_apply of a store shard's events (pair key: store_id << 32 | product_id), the
+                       dirty_pairs: set[int], events: Iterable[Ev]) -> list[tuple[Ev, Exception]]:
+    """store_apply and store_product_apply of a store shard's events (pair key: pair_key(store_id, product_id)), the
     changed stores and pairs added to the dirty sets: the same state as the two functions event by event (a test
-    checks), with a purchase's two updates inlined (one per purchase event; no calls, no repeated kind checks)."""
+    checks), with a purchase's two updates inlined (one per purchase event; no calls, no repeated kind checks).
+    Returns the events whose update raised, with the exception: the others are applied (a store or pair created
+    for a failed event is removed again)."""
     new_store, new_pair = StoreState, StoreProductState
+    failed: list[tuple[Ev, Exception]] = []
     for e in events:
-        kind = e.kind
-        if kind == "purchase":
-            t = e.t
-            sid = e.store_id
-            st = stores.get(sid)
-            if st is None:
-                st = stores[sid] = new_store()
-            st.nc = None
-            if t > st.as_of:
-                st.as_of = t
-            store_line(st, t, e.basket_id, e.customer_id, e.sales_value)
-            dirty_stores.add(sid)
-            pid = e.product_id
-            if pid is not None:
-                key = (sid << 32) | pid
+        made_store = made_pair = None  # created for this event: removed again if it fails
+        try:
+            kind = e.kind
+            if kind == "purchase":
+                t = e.t
+                sid = e.store_id
+                st = stores.get(sid)
+                if st is None:
+                    st = stores[sid] = new_store()
+                    made_store = sid
+                st.nc = None
+                if t > st.as_of:
+                    st.as_of = t
+                store_line(st, t, e.basket_id, e.customer_id, e.sales_value)
+                dirty_stores.add(sid)
+                pid = e.product_id
+                if pid is not None:
+                    key = (sid << PAIR_SHIFT) | pid
+                    sp = pairs.get(key)
+                    if sp is None:
+                        sp = pairs[key] = new_pair()
+                        made_pair = key
+                    sp.nc = None
+                    sp.sales.append((t, e.quantity))
+                    last = sp.last_sold_at
+                    if last is None or t > last:
+                        sp.last_sold_at = t
+                    if t > sp.as_of:
+                        sp.as_of = t
+                    dirty_pairs.add(key)
+            elif kind == "inventory" and e.product_id is not None:
+                key = (e.store_id << PAIR_SHIFT) | e.product_id
                 sp = pairs.get(key)
                 if sp is None:
                     sp = pairs[key] = new_pair()
-                sp.nc = None
-                sp.sales.append((t, e.quantity))
-                last = sp.last_sold_at
-                if last is None or t > last:
-                    sp.last_sold_at = t
-                if t > sp.as_of:
-                    sp.as_of = t
-                dirty_pairs.add(key)
-        elif kind == "inventory" and e.product_id is not None:
-            key = (e.store_id << 32) | e.product_id
-            sp = pairs.get(key)
-            if sp is None:
-                sp = pairs[key] = new_pair()
-            if store_product_apply(sp, e):
-                dirty_pairs.add(key)
+                    made_pair = key
+                if store_product_apply(sp, e):
+                    dirty_pairs.add(key)
+        except Exception as exc:  # one event's failure must not stop the others
+            failed.append((e, exc))
+            if made_store is not None:
+                del stores[made_store]
+                dirty_stores.discard(made_store)
+            if made_pair is not None:
+                del pairs[made_pair]
+                dirty_pairs.discard(made_pair)
+    return failed
 
 
 def in_stock_probability(sales_per_day: float, days_since_sale: float | None) -> float:

@@ -295,7 +295,7 @@ def test_store_events_apply_equals_the_per_event_functions():
                          rng.randrange(1, 4), rng.random(), rng.choice([None, 0, 5]) if kind == "inventory" else None))
     stores, pairs, dirty_stores, dirty_pairs = {}, {}, set(), set()
     for i in range(0, len(events), 700):  # in batches, as a shard gets them
-        S.store_events_apply(stores, pairs, dirty_stores, dirty_pairs, events[i:i + 700])
+        assert S.store_events_apply(stores, pairs, dirty_stores, dirty_pairs, events[i:i + 700]) == []
     want_stores, want_pairs, want_dirty_stores, want_dirty_pairs = {}, {}, set(), set()
     for e in events:
         if e.kind == "purchase":
@@ -305,7 +305,7 @@ def test_store_events_apply_equals_the_per_event_functions():
         elif e.kind != "inventory":
             continue
         if e.product_id is not None:
-            key = (e.store_id << 32) | e.product_id
+            key = S.pair_key(e.store_id, e.product_id)
             if S.store_product_apply(want_pairs.setdefault(key, S.StoreProductState()), e):
                 want_dirty_pairs.add(key)
     encode = msgspec.msgpack.encode

@@ -77,7 +77,7 @@ def live_env(feast_applied):
 def test_live_events_reach_feast_within_a_second_and_resume(live_env):
     settings, client = live_env
     fs = repo.store(settings)
-    base = datetime.fromisoformat(dataset.manifest(settings).last_event) + timedelta(days=1)
+    base = datetime.fromisoformat(dataset.manifest(settings).last_event) + timedelta(hours=1)
     base = base.astimezone(UTC)
     run_id = str(time.time_ns())
 
