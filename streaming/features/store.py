@@ -110,10 +110,10 @@ def store_apply(st: StoreState, e: Ev) -> bool:
     if e.kind != "purchase":
         return False
     t = e.t
+    store_line(st, t, e.basket_id, e.customer_id, e.sales_value)
     st.nc = None
     if t > st.as_of:
         st.as_of = t
-    store_line(st, t, e.basket_id, e.customer_id, e.sales_value)
     return True
 
 
@@ -213,10 +213,10 @@ def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProd
                 if st is None:
                     st = stores[sid] = new_store()
                     made_store = sid
+                store_line(st, t, e.basket_id, e.customer_id, e.sales_value)  # first: it checks before it changes
                 st.nc = None
                 if t > st.as_of:
                     st.as_of = t
-                store_line(st, t, e.basket_id, e.customer_id, e.sales_value)
                 dirty_stores.add(sid)
                 pid = e.product_id
                 if pid is not None:
