@@ -70,9 +70,22 @@ def api(feast_applied: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     server.stop()
 
 
+def api_headers() -> dict[str, str]:
+    """The request headers of the events, features and clock endpoints (/v1/...), in one place: API keys go
+    here."""
+    return {}
+
+
 @pytest.fixture()
 def http(api: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api.url, timeout=10.0) as client:
+        yield client
+
+
+@pytest.fixture()
+def events_http(api: Server) -> Iterator[httpx.Client]:
+    """A client for POST /v1/events, /v1/features and GET /v1/clock (with api_headers())."""
+    with httpx.Client(base_url=api.url, timeout=10.0, headers=api_headers()) as client:
         yield client
 
 

@@ -162,3 +162,87 @@ def test_features_json_values_per_type_like_feast(http, write_features, feast_ap
     assert last_order == [int(last.timestamp()), None]
     assert ids == [[7, 8], [9]]
     assert scores == [[1.0, "Infinity"], [0.5]]
+
+
+# ---- bounds and clock skew at the door: a 400 naming the event and the field, never a 500 ------------------------
+
+
+POISON = [  # (field, value) of issue 16's poison pills, each in a purchase
+    ("ts", "2100-01-01T00:00:00Z"),
+    ("ts", "2300-01-01T00:00:00Z"),
+    ("sales_value", 1e308),
+    ("customer_id", 2**63),
+    ("customer_id", 2**64),
+    ("basket_id", 2**64),
+    ("store_id", 2**31),
+    ("product_id", 2**44),
+    ("quantity", 10**9),
+    ("discounts", -1.0),
+    ("event_id", "e" * 200),
+]
+
+
+def _purchase(i: int, **extra) -> dict:
+    return {"type": "purchase", "event_id": f"poison-{i}", "ts": "2017-06-01T10:00:00Z", "customer_id": 7,
+            "store_id": 3, "basket_id": 5, "product_id": 1000, "quantity": 1, "sales_value": 1.0, **extra}
+
+
+def test_poison_pills_get_a_400_naming_the_event_and_field(events_http, feast_applied):
+    client = sync_client(feast_applied)
+    before = client.xlen(EVENTS_STREAM)
+    for n, (field, value) in enumerate(POISON):
+        response = events_http.post("/v1/events", json={"events": [_purchase(2 * n), _purchase(2 * n + 1,
+                                                                                             **{field: value})]})
+        assert response.status_code == 400, (field, value, response.status_code, response.text)
+        body = response.json()
+        assert [e["index"] for e in body["errors"]] == [1], body
+        assert field in body["errors"][0]["reason"], body
+    # JSON's way to say inf (and a number no float holds): still a 400
+    raw = b'{"events": [{"type": "purchase", "event_id": "inf", "ts": "2017-06-01T10:00:00Z", "basket_id": 1, ' \
+          b'"product_id": 1, "sales_value": 1e400}]}'
+    response = events_http.post("/v1/events", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert client.xlen(EVENTS_STREAM) == before
+    # product ids >= 2^32 and store ids up to 2^19 - 1 are fine (the pair key holds them)
+    ok = events_http.post("/v1/events", json={"events": [_purchase(99, product_id=2**32 + 5, store_id=2**19 - 1)]})
+    assert ok.status_code == 202, ok.text
+
+
+def test_clock_and_skew_at_the_door(events_http, feast_applied):
+    """Event clock: ts may be at most a day past the watermark (and never past wall clock + 5 min)."""
+    from pantry.clock import publish_watermark
+    from pantry.keys import WATERMARK
+
+    client = sync_client(feast_applied)
+    saved = client.get(WATERMARK)
+    try:
+        wm = datetime(2017, 8, 1, 12, tzinfo=UTC)
+        client.delete(WATERMARK)
+        publish_watermark(client, wm)
+        clock = events_http.get("/v1/clock")
+        assert clock.status_code == 200, clock.text
+        body = clock.json()
+        assert body["mode"] == "event" and body["watermark"] == "2017-08-01T12:00:00Z" and body["now"] == body["watermark"]
+        assert body["skew_allowed_s"] == 86400.0 and body["max_accepted_ts"] == "2017-08-02T12:00:00Z"
+        ready = events_http.get("/readyz").json()
+        assert ready["clock"]["max_accepted_ts"] == "2017-08-02T12:00:00Z", ready
+        edge = _event(50, ts="2017-08-02T12:00:00Z")
+        ahead = _event(51, ts="2017-08-02T12:00:01Z")
+        response = events_http.post("/v1/events", json={"events": [edge, ahead, _event(52, ts="2100-01-01T00:00:00Z")]})
+        assert response.status_code == 400
+        errors = response.json()["errors"]
+        assert [e["index"] for e in errors] == [1, 2] and "ts" in errors[0]["reason"] and "ts" in errors[1]["reason"]
+        assert "2017-08-02T12:00:00+00:00" in errors[0]["reason"], errors  # says what it would have accepted
+        assert events_http.post("/v1/events", json={"events": [edge]}).status_code == 202
+        # no watermark yet: the first event is judged against the wall clock (+ 5 min)
+        client.delete(WATERMARK)
+        wall = datetime.now(UTC)
+        body = events_http.get("/v1/clock").json()
+        assert body["watermark"] is None and body["skew_allowed_s"] == 300.0
+        assert events_http.post("/v1/events", json={"events": [_event(53, ts="2017-01-01T00:00:00Z")]}).status_code == 202
+        future = (wall + timedelta(minutes=10)).isoformat()
+        assert events_http.post("/v1/events", json={"events": [_event(54, ts=future)]}).status_code == 400
+    finally:
+        client.delete(WATERMARK)
+        if saved is not None:
+            client.set(WATERMARK, saved)
