@@ -222,7 +222,8 @@ def test_clock_and_skew_at_the_door(events_http, feast_applied):
         clock = events_http.get("/v1/clock")
         assert clock.status_code == 200, clock.text
         body = clock.json()
-        assert body["mode"] == "event" and body["watermark"] == "2017-08-01T12:00:00Z" and body["now"] == body["watermark"]
+        assert body["mode"] == "event" and body["watermark"] == "2017-08-01T12:00:00Z"
+        assert body["now"] == body["watermark"]
         assert body["skew_allowed_s"] == 86400.0 and body["max_accepted_ts"] == "2017-08-02T12:00:00Z"
         ready = events_http.get("/readyz").json()
         assert ready["clock"]["max_accepted_ts"] == "2017-08-02T12:00:00Z", ready
@@ -239,7 +240,8 @@ def test_clock_and_skew_at_the_door(events_http, feast_applied):
         wall = datetime.now(UTC)
         body = events_http.get("/v1/clock").json()
         assert body["watermark"] is None and body["skew_allowed_s"] == 300.0
-        assert events_http.post("/v1/events", json={"events": [_event(53, ts="2017-01-01T00:00:00Z")]}).status_code == 202
+        first = events_http.post("/v1/events", json={"events": [_event(53, ts="2017-01-01T00:00:00Z")]})
+        assert first.status_code == 202, first.text
         future = (wall + timedelta(minutes=10)).isoformat()
         assert events_http.post("/v1/events", json={"events": [_event(54, ts=future)]}).status_code == 400
     finally:

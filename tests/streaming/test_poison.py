@@ -154,3 +154,291 @@ def test_old_pair_keys_are_migrated_on_restore():
     assert [r[1] for r in rows] == [(3, 99)]
     fresh = StoreShardLogic(logic.snapshot(), flush_s=0.0)  # the new layout restores as is
     assert set(fresh.shard.pairs) == {pair_key(3, 99)}
+
+
+# ---- live: the same pills through both doors of a running flow ---------------------------------------------------
+
+BASE = datetime(2017, 6, 1, 12, tzinfo=UTC)  # the isolated flow's event clock starts here
+NORMAL_S = 2 * 3600.0  # the random events' normal offsets from BASE: within +- 2 h (so far below the skew)
+
+
+@pytest.fixture(scope="module")
+def live(feast_applied, tmp_path_factory):
+    """An isolated live flow and server (own data dir and Redis db) whose event clock is at BASE."""
+    from pantry.clock import read_watermark
+    from pantry.redis_server import sync_client
+    from tests.serving.conftest import start_server
+    from tests.streaming.test_live import LiveFlow, wait_for
+    from tests.streaming.test_recovery import isolated
+
+    settings = isolated(feast_applied, tmp_path_factory.mktemp("poison"), 9)
+    client = sync_client(settings)
+    server = start_server(settings, tmp_path_factory.mktemp("poison-logs"))
+    flow = LiveFlow(settings).__enter__()
+    try:
+        xadd_raw(client, [{"type": "product_view", "event_id": "seed", "ts": BASE.isoformat(), "customer_id": 1,
+                           "product_id": 1}])
+        assert wait_for(lambda: read_watermark(client) == BASE, 60), "live flow never started"
+        yield settings, client, server, flow
+    finally:
+        server.stop()
+        flow.__exit__(None, None, None)
+
+
+def xadd_raw(client, raws: list[dict]) -> int:
+    """XADD payloads as any producer could write them (no schema on the way); those msgpack cannot hold are skipped."""
+    from pantry.keys import EVENT_FIELD, EVENTS_STREAM
+
+    pipe = client.pipeline(transaction=False)
+    n = 0
+    for raw in raws:
+        try:
+            payload = msgspec.msgpack.encode(raw)
+        except OverflowError:  # an int of 2^64 or more: no msgpack producer can write it
+            continue
+        pipe.xadd(EVENTS_STREAM, {EVENT_FIELD: payload})
+        n += 1
+    pipe.execute()
+    return n
+
+
+def dead_letters(client, after: bytes = b"-") -> dict[str, str]:
+    """event_id -> reason of the dead letters after stream id `after`."""
+    from pantry.keys import DEAD_LETTER_STREAM
+
+    out = {}
+    for _, fields in client.xrange(DEAD_LETTER_STREAM, min=after):
+        try:
+            payload = msgspec.msgpack.decode(fields[b"e"])
+        except msgspec.DecodeError:
+            continue
+        eid = payload.get("event_id") if isinstance(payload, dict) else payload[0] if isinstance(payload, list) \
+            else None
+        if isinstance(eid, str):
+            out[eid] = fields[b"reason"].decode()
+    return out
+
+
+def _last_dead_id(client) -> bytes:
+    from pantry.keys import DEAD_LETTER_STREAM
+
+    last = client.xrevrange(DEAD_LETTER_STREAM, count=1)
+    return b"(" + last[0][0] if last else b"-"
+
+
+def _purchase(eid: str, ts: datetime, **kw) -> dict:
+    return {"type": "purchase", "event_id": eid, "ts": ts.isoformat(), "customer_id": 31, "store_id": 7,
+            "basket_id": 1, "product_id": 11, "quantity": 1, "sales_value": 2.0, **kw}
+
+
+def _repertoire(events_http, customer_id: int) -> list[int]:
+    response = events_http.post("/v1/features", json={"features": ["customer_repertoire:repertoire_product_ids"],
+                                                      "entities": {"customer_id": [customer_id]}})
+    assert response.status_code == 200, response.text
+    return response.json()["results"][1]["values"][0] or []
+
+
+def _client(server):
+    import httpx
+
+    from tests.serving.conftest import api_headers
+
+    return httpx.Client(base_url=server.url, timeout=10.0, headers=api_headers())
+
+
+def test_poison_pills_by_xadd_become_dead_letters_and_the_flow_goes_on(live):
+    from pantry.clock import read_watermark
+    from streaming import runner
+    from tests.streaming.test_live import wait_for
+
+    settings, client, server, flow = live
+    after = _last_dead_id(client)
+    t = BASE + timedelta(minutes=1)
+    pills = {
+        "x-ts-2100": _purchase("x-ts-2100", datetime(2100, 1, 1, tzinfo=UTC)),
+        "x-ts-2300": _purchase("x-ts-2300", datetime(2300, 1, 1, tzinfo=UTC)),
+        "x-future": _purchase("x-future", BASE + timedelta(days=2)),  # within the hard bounds, past the skew
+        "x-sales-1e308": _purchase("x-sales-1e308", t, sales_value=1e308),
+        "x-sales-inf": _purchase("x-sales-inf", t, sales_value=math.inf),
+        "x-sales-nan": _purchase("x-sales-nan", t, sales_value=math.nan),
+        "x-cid-2^63": _purchase("x-cid-2^63", t, customer_id=2**63),
+        "x-cid-2^64-1": _purchase("x-cid-2^64-1", t, customer_id=2**64 - 1),
+        "x-bid-2^63": _purchase("x-bid-2^63", t, basket_id=2**63),
+        "x-store-2^31": _purchase("x-store-2^31", t, store_id=2**31),
+        "x-product-2^44": _purchase("x-product-2^44", t, product_id=2**44),
+    }
+    fragments = {"x-ts-2100": "ts", "x-ts-2300": "ts", "x-future": "future", "x-sales-1e308": "sales_value",
+                 "x-sales-inf": "sales_value", "x-sales-nan": "sales_value", "x-cid-2^63": "customer_id",
+                 "x-cid-2^64-1": "customer_id", "x-bid-2^63": "basket_id", "x-store-2^31": "store_id",
+                 "x-product-2^44": "product_id"}
+    # product ids >= 2^32: two pairs that collided under the old key layout, both valid
+    pairs = [_purchase("x-pair-a", t, store_id=1, product_id=2**32 + 5, basket_id=2),
+             _purchase("x-pair-b", t, store_id=2, product_id=5, basket_id=3, quantity=3)]
+    xadd_raw(client, list(pills.values()) + pairs)
+    assert wait_for(lambda: set(pills) <= set(dead_letters(client, after)), 5.0), dead_letters(client, after)
+    dead = dead_letters(client, after)
+    for eid, fragment in fragments.items():
+        assert fragment in dead[eid], (eid, dead[eid])
+    assert not {"x-pair-a", "x-pair-b"} & set(dead)
+    assert flow.thread.is_alive() and flow.error is None
+    assert read_watermark(client) < BASE + timedelta(days=1)  # no pill moved the event clock
+    assert runner.read_counters(client)["future"] >= 1
+
+    # the pairs are two rows (no collision); a valid purchase afterwards reaches buy-again within 1 s
+    from pantry.featurestore import repo
+
+    fs = repo.store(settings)
+
+    def units(store_id, product_id):
+        return fs.get_online_features(features=["store_product:units_7d"],
+                                      entity_rows=[{"store_id": store_id, "product_id": product_id}]
+                                      ).to_dict()["units_7d"][0]
+
+    assert wait_for(lambda: (units(1, 2**32 + 5), units(2, 5)) == (1, 3), 2.0), (units(1, 2**32 + 5), units(2, 5))
+    with _client(server) as http:
+        sent = time.monotonic()
+        ok = http.post("/v1/events", json={"events": [_purchase("x-after", t, customer_id=4242, product_id=77)]})
+        assert ok.status_code == 202, ok.text
+        assert wait_for(lambda: 77 in _repertoire(http, 4242), 1.0), "purchase after the pills not in buy-again in 1 s"
+        assert time.monotonic() - sent < 1.5
+
+
+# ---- hypothesis: >= 10,000 random and extreme events through both doors ----------------------------------------
+
+from hypothesis import HealthCheck, given  # noqa: E402
+from hypothesis import settings as hsettings  # noqa: E402
+from hypothesis import strategies as hs  # noqa: E402
+
+EXAMPLES, MIN_EVENTS, MAX_EVENTS = 110, 46, 60  # per example: the list goes to the API and by XADD
+EDGE_INTS = [-1, 0, 1, 2**19 - 1, 2**19, 2**31, 2**32, 2**32 + 5, 2**44 - 1, 2**44, 2**62, 2**63 - 1, 2**63,
+             2**64 - 1, 2**64]
+INTS = hs.one_of(hs.integers(0, 3000), hs.sampled_from(EDGE_INTS))
+MONEY = hs.one_of(hs.floats(0, 100, allow_nan=False),
+                  hs.sampled_from([-1.0, -0.0, 1e6, 1e6 + 1, 1e308, math.inf, -math.inf, math.nan]))
+FAR = [timedelta(days=1, hours=3), timedelta(days=2), timedelta(days=400)]  # past any reachable watermark + skew
+
+
+def _ts(draw) -> str:
+    kind = draw(hs.integers(0, 9))
+    if kind < 6:  # normal: in the 9 minutes before BASE + NORMAL_S (never late: the clock cannot pass that)
+        return (BASE + timedelta(seconds=draw(hs.floats(NORMAL_S - 540, NORMAL_S, allow_nan=False)))).isoformat()
+    if kind == 6:  # within NORMAL_S of BASE: many late
+        return (BASE + timedelta(seconds=draw(hs.floats(-NORMAL_S, NORMAL_S, allow_nan=False)))).isoformat()
+    if kind == 7:
+        return (BASE + draw(hs.sampled_from(FAR))).isoformat()
+    if kind == 8:
+        return draw(hs.sampled_from(["1999-12-31T23:59:59Z", "2100-01-01T00:00:00Z", "2300-01-01T00:00:00Z",
+                                     "9999-12-31T23:59:59+00:00", "0001-01-01T00:00:00Z"]))
+    return draw(hs.sampled_from(["2017-06-01T12:00:00", "soon", "", "2017-13-01T00:00:00Z"]))
+
+
+FIELDS = {
+    "purchase": ({"basket_id": INTS, "product_id": INTS},
+                 {"quantity": INTS, "sales_value": MONEY, "discounts": MONEY}),
+    "add_to_cart": ({"product_id": INTS}, {"quantity": INTS}),
+    "remove_from_cart": ({"product_id": INTS}, {"quantity": INTS}),
+    "product_view": ({"product_id": INTS}, {}),
+    "inventory": ({"store_id": INTS, "product_id": INTS, "on_hand": INTS}, {}),
+    "coupon_redemption": ({"coupon_upc": INTS, "campaign_id": INTS}, {}),
+    "substitution_feedback": ({"original_product_id": INTS, "substitute_product_id": INTS,
+                               "accepted": hs.booleans()}, {}),
+    "impression": ({"decision_id": hs.text(max_size=3) | hs.sampled_from(["d" * 128, "d" * 129])},
+                   {"product_id": INTS}),
+    "click": ({"decision_id": hs.text(max_size=3)}, {"product_id": INTS}),
+    "teleport": ({}, {"x": INTS}),
+}
+
+
+@hs.composite
+def raw_event(draw) -> dict:
+    kind = draw(hs.sampled_from(sorted(FIELDS)))
+    required, optional = FIELDS[kind]
+    common = {k: INTS for k in ("customer_id", "store_id") if k not in required}
+    body = draw(hs.fixed_dictionaries(required, optional={**common, **optional}))
+    return {"type": kind, "ts": _ts(draw), **body}
+
+
+def _jsonable(value):
+    """JSON has no nan or inf: null and a still out-of-bounds number instead (the literal 1e400 is tested in
+    tests/serving/test_events_features.py)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else math.copysign(1e308, value)
+    return value
+
+
+def _is_far(ts: str) -> bool:
+    """Within the hard bounds but past any watermark + skew this flow can reach."""
+    try:
+        t = datetime.fromisoformat(ts)
+    except ValueError:
+        return False
+    return t.tzinfo is not None and BASE + FAR[0] <= t < events.TS_MAX
+
+
+class Tally:
+    api = xadd = accepted_by_api = far = 0
+
+
+def test_random_and_extreme_events_never_break_the_flow(live):
+    from pantry.clock import read_watermark
+    from pantry.keys import EVENTS_STREAM
+    from streaming import runner
+    from tests.streaming.test_live import wait_for
+
+    _settings, client, server, flow = live
+    tally = Tally()
+    started = time.monotonic()
+    limit = BASE + timedelta(seconds=NORMAL_S)  # no accepted event is later: the watermark must never pass it
+
+    with _client(server) as http:
+
+        @hsettings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                   suppress_health_check=list(HealthCheck))
+        @given(hs.lists(raw_event(), min_size=MIN_EVENTS, max_size=MAX_EVENTS))
+        def run(raws: list[dict]) -> None:
+            n = tally.api
+            batch = [{**{k: _jsonable(v) for k, v in raw.items()}, "event_id": f"h-a-{n + i}"}
+                     for i, raw in enumerate(raws)]
+            tally.api += len(batch)
+            tally.far += sum(_is_far(raw["ts"]) for raw in raws)
+            response = http.post("/v1/events", json={"events": batch})
+            assert response.status_code in (202, 400), response.text  # never a 5xx
+            if response.status_code == 400:
+                bad = {e["index"] for e in response.json()["errors"]}
+                rest = [e for i, e in enumerate(batch) if i not in bad]
+                if rest:  # the errors named exactly the bad events: the others are accepted as they are
+                    again = http.post("/v1/events", json={"events": rest})
+                    assert again.status_code == 202, again.text
+                    tally.accepted_by_api += len(rest)
+            else:
+                tally.accepted_by_api += len(batch)
+            tally.xadd += xadd_raw(client, [{**raw, "event_id": f"h-x-{n + i}"} for i, raw in enumerate(raws)])
+            assert flow.thread.is_alive() and flow.error is None, flow.error
+            watermark = read_watermark(client)
+            assert watermark is not None and watermark <= limit, watermark
+
+        run()
+
+    # the flow drains every entry (each counted once: processed, duplicate, late, invalid or future) and lives
+    def drained() -> bool:
+        c = runner.read_counters(client)
+        return sum(c.get(k, 0) for k in ("processed", "duplicate", "late", "invalid", "future")) >= \
+            client.xlen(EVENTS_STREAM)
+
+    assert wait_for(drained, 60.0), (runner.read_counters(client), client.xlen(EVENTS_STREAM))
+    assert flow.thread.is_alive() and flow.error is None
+    assert read_watermark(client) <= limit
+    counters = runner.read_counters(client)
+    total = tally.api + tally.xadd
+    elapsed = time.monotonic() - started
+    print(f"\nhypothesis: {total} events ({tally.api} by the API, {tally.accepted_by_api} accepted; {tally.xadd} by "
+          f"XADD) in {elapsed:.1f}s; counters {counters}")
+    assert total >= 10_000 and tally.accepted_by_api > 1000 and tally.far > 100
+    assert counters["future"] > 0 and counters["invalid"] > 0 and counters["processed"] > 1000
+
+    # and a valid purchase afterwards reaches buy-again within a second
+    with _client(server) as http:
+        ts = BASE + timedelta(seconds=NORMAL_S)
+        ok = http.post("/v1/events", json={"events": [_purchase("h-after", ts, customer_id=4343, product_id=99)]})
+        assert ok.status_code == 202, ok.text
+        assert wait_for(lambda: 99 in _repertoire(http, 4343), 1.0), "purchase not in buy-again within 1 s"
