@@ -62,32 +62,31 @@ _MAX_QUANTITY, _MAX_MONEY, _MAX_ON_HAND = ev_schema.MAX_QUANTITY, ev_schema.MAX_
 _TS_MIN, _TS_MAX = ev_schema.TS_MIN_S, ev_schema.TS_MAX_S
 
 
-def _bad_id(value, top: int) -> bool:
-    return value is not None and (type(value) is not int or not 0 <= value <= top)
-
-
 def admit(e: Ev) -> str | None:
     """Why the flow must not take this compact event (None: it may). The bounds of pantry.events, checked again on
     every event whatever its path (a replay's rows, a raw XADD): within them no feature arithmetic can overflow
-    and every key fits (validate before mutate: a feature function never sees an event it cannot fold)."""
-    t = e.t
+    and every key fits (validate before mutate: a feature function never sees an event it cannot fold). Inlined
+    checks (no call per field): 0.8-1.0 us per event (docs/DECISIONS.md), on the gate's path of every replay."""
+    t, cid, sid, pid, bid, q, sv, oh = (e.t, e.customer_id, e.store_id, e.product_id, e.basket_id, e.quantity,
+                                        e.sales_value, e.on_hand)
     if type(t) is not float or not _TS_MIN <= t < _TS_MAX:  # also nan
         return f"ts {t!r} outside [{_TS_MIN:.0f}, {_TS_MAX:.0f}) epoch seconds"
     if type(e.event_id) is not str or not 0 < len(e.event_id) <= 128:
         return "event_id: empty, longer than 128 characters or not a string"
-    if _bad_id(e.customer_id, _MAX_ID) or _bad_id(e.basket_id, _MAX_ID):
-        return f"customer_id {e.customer_id!r} or basket_id {e.basket_id!r} outside [0, {_MAX_ID}]"
-    if _bad_id(e.store_id, _MAX_STORE):
-        return f"store_id {e.store_id!r} outside [0, {_MAX_STORE}]"
-    if _bad_id(e.product_id, _MAX_PRODUCT):
-        return f"product_id {e.product_id!r} outside [0, {_MAX_PRODUCT}]"
-    if type(e.quantity) is not int or not 0 <= e.quantity <= _MAX_QUANTITY:
-        return f"quantity {e.quantity!r} outside [0, {_MAX_QUANTITY}]"
-    sv = e.sales_value
+    if cid is not None and (type(cid) is not int or not 0 <= cid <= _MAX_ID):
+        return f"customer_id {cid!r} outside [0, {_MAX_ID}]"
+    if sid is not None and (type(sid) is not int or not 0 <= sid <= _MAX_STORE):
+        return f"store_id {sid!r} outside [0, {_MAX_STORE}]"
+    if pid is not None and (type(pid) is not int or not 0 <= pid <= _MAX_PRODUCT):
+        return f"product_id {pid!r} outside [0, {_MAX_PRODUCT}]"
+    if bid is not None and (type(bid) is not int or not 0 <= bid <= _MAX_ID):
+        return f"basket_id {bid!r} outside [0, {_MAX_ID}]"
+    if type(q) is not int or not 0 <= q <= _MAX_QUANTITY:
+        return f"quantity {q!r} outside [0, {_MAX_QUANTITY}]"
     if type(sv) is not float or not 0.0 <= sv <= _MAX_MONEY:  # also nan and inf
         return f"sales_value {sv!r} outside [0, {_MAX_MONEY:.0f}]"
-    if _bad_id(e.on_hand, _MAX_ON_HAND):
-        return f"on_hand {e.on_hand!r} outside [0, {_MAX_ON_HAND}]"
+    if oh is not None and (type(oh) is not int or not 0 <= oh <= _MAX_ON_HAND):
+        return f"on_hand {oh!r} outside [0, {_MAX_ON_HAND}]"
     return None
 
 
