@@ -248,3 +248,24 @@ def test_clock_and_skew_at_the_door(events_http, feast_applied):
         client.delete(WATERMARK)
         if saved is not None:
             client.set(WATERMARK, saved)
+
+
+def test_wall_clock_skew_at_the_door(feast_applied, tmp_path):
+    """Wall clock: ts at most 5 minutes ahead of the server's clock; the watermark plays no part."""
+    from tests.serving.conftest import api_headers, start_server
+
+    server = start_server(feast_applied, tmp_path, extra_env={"PANTRY_CLOCK": "wall"})
+    try:
+        with httpx.Client(base_url=server.url, timeout=10.0, headers=api_headers()) as http:
+            wall = datetime.now(UTC)
+            clock = http.get("/v1/clock").json()
+            assert clock["mode"] == "wall" and clock["skew_allowed_s"] == 300.0
+            assert abs(datetime.fromisoformat(clock["now"]) - wall) < timedelta(seconds=30)
+            ok = _event(60, ts=(wall + timedelta(minutes=3)).isoformat())
+            ahead = _event(61, ts=(wall + timedelta(minutes=10)).isoformat())
+            response = http.post("/v1/events", json={"events": [ok, ahead]})
+            assert response.status_code == 400 and [e["index"] for e in response.json()["errors"]] == [1]
+            assert "wall clock" in response.json()["errors"][0]["reason"]
+            assert http.post("/v1/events", json={"events": [ok]}).status_code == 202
+    finally:
+        server.stop()
