@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from typing import Final
 
 from litestar import Litestar
@@ -49,6 +50,7 @@ ROUTE_SCOPES: dict[str, str | None] = {
 }
 PROTECTED_PREFIXES: Final = ("/v1/", "/admin/")
 _LOOPBACK_NAMES: Final = ("localhost",)
+_PARAM = re.compile(r"\{(\w+):[^}]+\}")
 
 
 def scope_for(path: str, settings: Settings, handler: BaseRouteHandler | None = None) -> str | None:
@@ -77,7 +79,7 @@ def presented_key(connection: ASGIConnection) -> str | None:
     return None
 
 
-def require_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def require_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """The app-level guard (runs before every handler)."""
     if connection.scope["method"] == "OPTIONS":  # CORS preflight / Allow: no data, and browsers send no key with it
         return
@@ -93,7 +95,7 @@ def require_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
             detail=f"{where} needs an API key ({_describe(needed)}): send `X-API-Key: KEY` or "
                    "`Authorization: Bearer KEY`",
             headers={"WWW-Authenticate": 'Bearer realm="pantry"'})
-    table: KeyTable = state.keys
+    table: KeyTable = state.key_table
     principal = table.lookup(key)
     if principal is None:
         detail = "no API keys are configured on this server" if not len(table) else "unknown API key"
@@ -123,15 +125,22 @@ def key_id(scope) -> str | None:
 
 
 def check_routes(app: Litestar, settings: Settings) -> dict[str, str | None]:
-    """Path template -> needed scope for every route of the app; LookupError for an unmapped /v1/ or /admin/ route."""
+    """Path template (`template_of`) -> needed scope for every route of the app; LookupError for an unmapped /v1/
+    or /admin/ route. (The OPTIONS handler Litestar adds to every route carries no data and passes the guard.)"""
     out: dict[str, str | None] = {}
     for route in app.routes:
-        handlers = getattr(route, "route_handlers", [])
+        handlers = [h for h in getattr(route, "route_handlers", [])
+                    if set(getattr(h, "http_methods", ())) != {"OPTIONS"}]
         scopes = {scope_for(route.path, settings, h) for h in handlers} or {scope_for(route.path, settings)}
         if len(scopes) > 1:
             raise LookupError(f"route {route.path}: its handlers need different scopes {scopes}; split the path")
-        out[route.path] = scopes.pop()
+        out[template_of(route.path)] = scopes.pop()
     return out
+
+
+def template_of(path: str) -> str:
+    """A route path as the router puts it in `scope["path_template"]`: `/x/{id:int}` -> `/x/{id}`."""
+    return _PARAM.sub(r"{\1}", path)
 
 
 # ---- keys at startup -----------------------------------------------------------------------------------------

@@ -214,7 +214,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State({"settings": settings}),
         debug=False,
     )
-    app.state.keys = load_keys(settings)
+    app.state.key_table = load_keys(settings)
     app.state.route_scopes = check_routes(app, settings)  # an unmapped /v1/ or /admin/ route stops here
     return app
 

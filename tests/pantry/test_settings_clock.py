@@ -8,10 +8,9 @@ from pantry.settings import SettingsError, from_env
 
 def test_settings_from_environment():
     s = from_env({"REDIS_URL": "redis://:pw@10.1.2.3:7000/2", "PANTRY_PORT": "9000", "PANTRY_CLOCK": "wall",
-                  "PANTRY_API_KEYS": "k1:merchandiser,k2:ml_engineer", "PANTRY_CORS_ORIGINS": "https://a, https://b",
+                  "PANTRY_CORS_ORIGINS": "https://a, https://b",
                   "PANTRY_RECOMMENDER_CACHE": "0"})
     assert s.port == 9000 and s.clock == "wall" and s.recommender_cache == 0
-    assert s.api_keys == {"k1": "merchandiser", "k2": "ml_engineer"}
     assert s.cors_origins == ("https://a", "https://b")
     assert s.feast_connection_string() == "10.1.2.3:7000,password=pw,db=2"
 

@@ -71,8 +71,10 @@ def api(feast_applied: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture()
-def http(api: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=10.0) as client:
+def http(api: Server, api_keys) -> Iterator[httpx.Client]:
+    """A client of the session server sending the session's data key (answers, ingest, features, metrics); admin
+    calls pass `headers=api_keys.headers("merchandiser")` etc."""
+    with httpx.Client(base_url=api.url, timeout=10.0, headers=api_keys.headers("data")) as client:
         yield client
 
 
