@@ -70,11 +70,15 @@ def api(feast_applied: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     server.stop()
 
 
+def keyed_client(url: str, api_keys, role: str = "data", timeout: float = 10.0) -> httpx.Client:
+    """An HTTP client of a test server that sends one of the session's keys (default: `data`, i.e. answers, ingest,
+    features, metrics); admin calls pass `headers=api_keys.headers("merchandiser")` etc."""
+    return httpx.Client(base_url=url, timeout=timeout, headers=api_keys.headers(role))
+
+
 @pytest.fixture()
 def http(api: Server, api_keys) -> Iterator[httpx.Client]:
-    """A client of the session server sending the session's data key (answers, ingest, features, metrics); admin
-    calls pass `headers=api_keys.headers("merchandiser")` etc."""
-    with httpx.Client(base_url=api.url, timeout=10.0, headers=api_keys.headers("data")) as client:
+    with keyed_client(api.url, api_keys) as client:
         yield client
 
 
