@@ -30,7 +30,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from pantry.scoring import ModelError
 from pantry.settings import Settings, get_settings
 from serving import metrics
-from serving.access import check_routes, load_keys, require_key
+from serving.access import check_routes, key_id, load_keys, require_key
 from serving.access_log import AccessLogger, access_logger
 from serving.controllers.admin import AdminAuditController, AdminCampaignsController, AdminModelsController
 from serving.controllers.events import EventsController
@@ -153,7 +153,7 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
             route = scope.get("path_template") or ("unmatched" if status[0] == 404 else "other")
             metrics.PENDING.observe(metrics.child(metrics.REQUEST_LATENCY, route, str(status[0])), seconds)
             if access is not None:
-                access(scope["method"], route, status[0], seconds)
+                access(scope["method"], route, status[0], seconds, key_id(scope))
 
     return middleware
 
