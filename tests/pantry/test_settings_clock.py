@@ -27,8 +27,8 @@ def test_defaults_use_the_embedded_redis():
     [
         ({"PANTRY_PORT": "eighty"}, "PANTRY_PORT"),
         ({"PANTRY_CLOCK": "lunar"}, "PANTRY_CLOCK"),
-        ({"PANTRY_API_KEYS": "nokey"}, "KEY:ROLE"),
-        ({"PANTRY_API_KEYS": "k:janitor"}, "KEY:ROLE"),
+        ({"PANTRY_API_KEYS": "nokey"}, "ID:SCOPE"),
+        ({"PANTRY_API_KEYS": "k:janitor"}, "ID:SCOPE"),
         ({"PANTRY_REDIS_CLUSTER": "1"}, "needs REDIS_URL"),
         ({"REDIS_URL": "redis://10.0.0.1:7000/0", "PANTRY_REDIS_CLUSTER": "maybe"}, "PANTRY_REDIS_CLUSTER"),
     ],

@@ -138,12 +138,12 @@ def test_access_log_is_structured_and_carries_no_payload(http, feast_applied, ap
     assert not any(key in log_path.read_text() for key in api_keys.keys.values())
 
 
-def test_a_request_that_never_finishes_gets_503_after_the_request_timeout(api, feast_applied):
+def test_a_request_that_never_finishes_gets_503_after_the_request_timeout(api, feast_applied, api_keys):
     # a client that announces a body and never sends it: the handler waits on it until the request timeout
     url = urlparse(api.url)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         sock.sendall(f"POST {URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     "Content-Length: 100\r\n\r\n{".encode())
+                     f"X-API-Key: {api_keys.client}\r\nContent-Length: 100\r\n\r\n{{".encode())
         started = time.monotonic()
         reply = sock.recv(4096).decode()
         waited = time.monotonic() - started

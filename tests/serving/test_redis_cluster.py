@@ -39,7 +39,8 @@ def on_cluster(cluster: EmbeddedCluster, feast_applied: Settings, trained_models
     data_dir = tmp_path_factory.mktemp("cluster-data")
     os.symlink(feast_applied.dataset_dir, data_dir / "data")
     settings = from_env({"PANTRY_DATA_DIR": str(data_dir), "PANTRY_ARTIFACTS_DIR": str(feast_applied.artifacts_dir),
-                         "REDIS_URL": cluster.url, "PANTRY_REDIS_CLUSTER": "1", "PANTRY_CLOCK": "wall"})
+                         "REDIS_URL": cluster.url, "PANTRY_REDIS_CLUSTER": "1", "PANTRY_CLOCK": "wall",
+                         "PANTRY_API_KEYS": ",".join(feast_applied.api_keys)})
     repo.apply(settings)
     write_batch_views(settings, progress=False)
     return settings
