@@ -183,3 +183,24 @@ def test_audit_export_writes_every_entry_as_json_lines(http, api, api_keys, feas
     # a 404 (unknown campaign) changed nothing and is not an admin action
     assert not [e for e in lines if e["target"] == "campaign:999999"]
 
+
+
+def test_loopback_hosts_and_the_demo_key_override(feast_applied, tmp_path):
+    from pantry.demo import ensure_demo_keys
+    from serving.access import DemoKeysRefused, is_loopback, load_keys
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.1.2.3", "pantry.example"))
+    own = msgspec.structs.replace(feast_applied, data_dir=tmp_path / "data", api_keys=())
+    ensure_demo_keys(own)
+    assert len(load_keys(own, "127.0.0.1")) == 6
+    with pytest.raises(DemoKeysRefused, match=re.escape("refusing to serve on 10.1.2.3")):
+        load_keys(own, "10.1.2.3")
+    assert len(load_keys(msgspec.structs.replace(own, allow_demo_keys=True), "10.1.2.3")) == 6
+
+
+def test_admin_implies_the_admin_roles_and_metrics_not_the_data_scopes():
+    admin = apikeys.ApiKey("ops", frozenset({"admin"}))
+    assert all(admin.has(s) for s in ("admin", "merchandiser", "ml_engineer", "metrics"))
+    assert not any(admin.has(s) for s in apikeys.DATA_SCOPES)
+    assert not apikeys.ApiKey("m", frozenset({"merchandiser"})).has("ml_engineer")
