@@ -12,7 +12,7 @@ from pantry.keys import CAMPAIGN_APPROVALS
 from pantry.models import registry
 from pantry.scoring import MODEL_NAMES
 from serving import audit_log
-from serving.campaigns import Status, approval_record, encode_approval, status_of
+from serving.campaigns import Status, approval_record, decode_approvals, encode_approval, status_of
 from serving.schemas import CampaignApproval, ModelVersions
 from serving.services import Services
 
@@ -49,7 +49,9 @@ async def decide_campaign(svc: Services, campaign_id: int, status: Status, by: s
     if campaign is None:
         raise UnknownCampaign(f"no campaign {campaign_id}")
     record = approval_record(campaign, status, by, note)
-    before = svc.campaigns.approvals.get(campaign_id)
+    # the decision in Redis now (this worker's copy can be a second old when another worker just decided)
+    raw = await svc.store.call(lambda: svc.redis.hget(CAMPAIGN_APPROVALS, str(campaign_id)))
+    before = decode_approvals({str(campaign_id).encode(): raw}).get(campaign_id) if raw else None
     entry = audit.entry(by, _ACTIONS[status], f"campaign:{campaign_id}",
                         before=msgspec.to_builtins(before) if before else None, after=msgspec.to_builtins(record),
                         note=note)
