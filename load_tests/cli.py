@@ -38,7 +38,7 @@ def _processes(value: int) -> int:
 def load(users: int, rate: float, duration: str, host: str | None, slo_file: Path | None, processes: int,
          user_classes: tuple[str, ...]) -> None:
     """Run the Locust scenarios headless, write CSV + HTML reports, fail if an SLO is missed."""
-    from load_tests import runner, server
+    from load_tests import keys, runner, server
     from load_tests.slo import DEFAULT_SLO_FILE, SloError, evaluate, load_slo
     from pantry.settings import get_settings
 
@@ -53,6 +53,13 @@ def load(users: int, rate: float, duration: str, host: str | None, slo_file: Pat
     out_dir = settings.artifacts_dir / "load" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     default_url = f"http://{settings.host}:{settings.port}"
 
+    def check_keys() -> None:  # against a pantry we did not start: the keys come from the settings
+        for path in ("/v1/recommendations", "/v1/events", "/v1/features"):
+            try:
+                keys.key_for(settings, path)
+            except keys.MissingKey as exc:
+                raise click.ClickException(str(exc)) from exc
+
     def run(base_url: str) -> runner.LocustRun:
         click.echo(f"==> locust: {users} users, {rate:g} req/s target, {duration_s} s against {base_url}"
                    f"{f', {processes} worker processes' if processes != 1 else ''}")
@@ -63,11 +70,14 @@ def load(users: int, rate: float, duration: str, host: str | None, slo_file: Pat
         if host:
             if not server.answers(host):
                 raise click.ClickException(f"{host}/healthz does not answer")
+            check_keys()
             result = run(host)
         elif server.answers(default_url):
+            check_keys()
             result = run(default_url)
         else:
             click.echo(f"==> nothing answers at {default_url}: starting `pantry serve` for this run")
+            settings = keys.with_run_key(settings)  # one random key for this run, in the server and the clients
             with server.background_serve(settings, out_dir / "serve.log") as base_url:
                 # A fresh server loads models and opens pools lazily in each worker: keep that out of the figures.
                 click.echo(f"==> warm-up: {WARMUP_S} s at the same rate (not gated; kept in {out_dir / 'warmup'})")

@@ -7,8 +7,9 @@ Users and their share of the crowd (class weights):
   MobileAppUser         3  app: buy_again recommendations, next-best-action on the app channel, a few new installs
   GroceryOrderFlowUser  1  an order being picked: cart -> items out of stock -> substitutions -> feedback
   MarketingUser         1  campaign tooling: next-best-action for email and web
-Ids come from the real data (load_tests.id_pool). Every answer is checked against load_tests.contract; a violation
-is a failure named "contract: ...".
+Ids come from the real data (load_tests.id_pool). Each request carries the API key its path needs (load_tests.keys:
+PANTRY_CLIENT_KEY, PANTRY_INGEST_KEY, PANTRY_FEATURES_KEY; `pantry load` sets them). Every answer is checked against
+load_tests.contract; a violation is a failure named "contract: ...".
 """
 
 from __future__ import annotations
@@ -24,10 +25,20 @@ from locust.contrib.fasthttp import FastHttpUser
 
 from load_tests import contract
 from load_tests.id_pool import IdPool, Shopper, pool
+from load_tests.keys import key_for
 from load_tests.pacing import paced_or
 from pantry import events as ev
+from pantry.settings import get_settings
 
 JSON_HEADERS = {"content-type": "application/json"}
+_headers: dict[str, dict[str, str]] = {}
+
+
+def headers(path: str) -> dict[str, str]:
+    """JSON content type and the API key `path` needs (looked up once per path)."""
+    if path not in _headers:
+        _headers[path] = {**JSON_HEADERS, "X-API-Key": key_for(get_settings(), path)}
+    return _headers[path]
 _encode = msgspec.json.Encoder().encode
 
 
@@ -63,7 +74,7 @@ class PantryUser(FastHttpUser):
         """POST JSON, check the answer; a failed check is a Locust failure. Returns the decoded answer or None."""
         self.requests_since_wait += 1
         with self.client.post(
-            path, data=_encode(payload), headers=JSON_HEADERS, name=name or path, catch_response=True
+            path, data=_encode(payload), headers=headers(path), name=name or path, catch_response=True
         ) as resp:
             try:
                 answer = check(resp.status_code, resp.content or b"")

@@ -116,6 +116,63 @@ def feast_yaml() -> None:
     click.echo(repo.feature_store_yaml(get_settings()))
 
 
+# ---- API keys and the audit log -------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """API keys (stored as sha256; docs/OPERATIONS.md, "API keys")."""
+
+
+@keys.command("new")
+@click.option("--id", "key_id", required=True, help="A short name for the key (in logs and the audit log).")
+@click.option("--scopes", required=True, help="Comma-separated: answers, ingest, features, metrics, merchandiser, "
+              "ml_engineer, admin.")
+@click.option("--append", is_flag=True, help="Also add the entry to the keys file (PANTRY_API_KEYS_FILE).")
+def keys_new(key_id: str, scopes: str, append: bool) -> None:
+    """Make a random key: prints the key once (give it to the client) and the entry to configure (its hash)."""
+    from pantry import apikeys
+
+    key = apikeys.new_key()
+    try:
+        line = apikeys.entry_line(key_id, [s.strip() for s in scopes.split(",") if s.strip()], key)
+    except apikeys.KeyFormatError as exc:
+        raise click.UsageError(str(exc)) from exc
+    path = get_settings().api_keys_path
+    if append:
+        existing = apikeys.load((), path)
+        if any(k.key_id == key_id for k in existing.by_digest.values()):
+            raise click.UsageError(f"{path} already has a key {key_id!r}: pick a new id")
+        apikeys.append_entry(path, line)
+    click.echo(f"key (shown once, give it to the client): {key}")
+    click.echo(f"entry (add to {path} or PANTRY_API_KEYS): {line}" if not append else f"entry added to {path}: {line}")
+
+
+@main.group()
+def audit() -> None:
+    """The audit log (pantry:audit): every admin action, approval and erasure."""
+
+
+@audit.command("export")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="JSON lines file, one entry per line (oldest first).")
+def audit_export(out: str) -> None:
+    """Every audit entry to a JSON lines file (`id` plus the AuditEntry fields)."""
+    import msgspec
+
+    from pantry import audit as audit_log
+    from pantry.redis_server import sync_client
+
+    try:
+        entries = audit_log.read_all(sync_client(get_settings(), timeout_s=10.0))
+        with open(out, "wb") as fh:
+            for entry_id, e in entries:
+                fh.write(msgspec.json.encode({"id": entry_id, **msgspec.structs.asdict(e)}) + b"\n")
+    except Exception as exc:  # Redis down, unwritable path: a message, not a traceback
+        raise click.ClickException(f"export failed: {exc}") from exc
+    click.echo(f"{len(entries):,} audit entries -> {out}")
+
+
 # ---- the demo ------------------------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from types import FrameType
 
 import pyarrow.compute as pc
 
-from pantry import dataset, dataset_load
+from pantry import apikeys, dataset, dataset_load
 from pantry.redis_server import EmbeddedRedis, ensure_redis
 from pantry.settings import Settings, subprocess_env
 
@@ -57,6 +57,51 @@ def _check_call(cmd: list[str], settings: Settings) -> None:
         raise StepFailed(f"`{' '.join(cmd[1:])}` exited with {result.returncode}")
 
 
+# (variable in demo-keys.env, key id, scopes): one key per role a client or an operator plays
+DEMO_KEYS = (
+    ("PANTRY_CLIENT_KEY", "demo-client", ("answers",)),
+    ("PANTRY_INGEST_KEY", "demo-ingest", ("ingest",)),
+    ("PANTRY_FEATURES_KEY", "demo-features", ("features",)),
+    ("PANTRY_MERCHANDISER_KEY", "demo-merchandiser", ("merchandiser",)),
+    ("PANTRY_ML_ENGINEER_KEY", "demo-ml-engineer", ("ml_engineer",)),
+    ("PANTRY_ADMIN_KEY", "demo-admin", ("admin",)),
+)
+
+
+def demo_keys_env(settings: Settings) -> Path:
+    return settings.data_dir / "demo-keys.env"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+
+
+def ensure_demo_keys(settings: Settings) -> dict[str, str] | None:
+    """The demo's keys (variable -> key): made once per data dir, reused while the keys file still has their hashes.
+    Writes `<data_dir>/demo-keys.env` (the keys, shell lines) and the keys file (their sha256, marked as demo keys),
+    both 0600. None if the keys file is an operator's own (not made by the demo): it is left alone."""
+    env_file, keys_file = demo_keys_env(settings), settings.api_keys_path
+    table = apikeys.load((), keys_file)
+    if keys_file.exists() and not table.demo_files:
+        print(f"    {keys_file} holds keys that are not the demo's: no demo keys made", flush=True)
+        return None
+    if env_file.exists():
+        known = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
+                     if "=" in line and not line.startswith("#"))
+        if all(var in known and table.lookup(known[var]) is not None for var, _, _ in DEMO_KEYS):
+            return {var: known[var] for var, _, _ in DEMO_KEYS}
+    made = {var: apikeys.new_key() for var, _, _ in DEMO_KEYS}
+    entries = [apikeys.entry_line(key_id, scopes, made[var]) for var, key_id, scopes in DEMO_KEYS]
+    _write_private(keys_file, apikeys.DEMO_MARKER + "\n" + "\n".join(entries) + "\n")
+    _write_private(env_file, "# pantry demo keys: `source` this file; the service knows only their sha256\n"
+                   + "".join(f"{var}={made[var]}\n" for var, _, _ in DEMO_KEYS))
+    return made
+
+
 def example_ids(settings: Settings, until: str | None) -> dict[str, int]:
     """A frequent shopper, their most used store and their most bought product (real ids for the curl examples)."""
     table = dataset.read_events(settings, columns=["type", "customer_id", "store_id", "product_id", "ts"])
@@ -76,9 +121,15 @@ def example_ids(settings: Settings, until: str | None) -> dict[str, int]:
 
 def curl_examples(settings: Settings, ids: dict[str, int]) -> str:
     base = f"http://{settings.host}:{settings.port}"
-    h = "-H 'content-type: application/json'"
+    h = "-H 'content-type: application/json' -H \"X-API-Key: $PANTRY_CLIENT_KEY\""
+    env_file = demo_keys_env(settings)
+    try:
+        env_file = env_file.relative_to(Path.cwd())
+    except ValueError:
+        pass
     return "\n".join(
         [
+            f"source {env_file}   # the demo's API keys (PANTRY_CLIENT_KEY, ..., PANTRY_ADMIN_KEY)",
             f"curl -s {base}/v1/recommendations {h} -d '{{\"customer_id\": {ids['customer_id']}, "
             f"\"store_id\": {ids['store_id']}, \"k\": 5}}'",
             f"curl -s {base}/v1/substitutions {h} -d '{{\"customer_id\": {ids['customer_id']}, "
@@ -86,6 +137,7 @@ def curl_examples(settings: Settings, ids: dict[str, int]) -> str:
             f"curl -s {base}/v1/next-best-action {h} "
             f"-d '{{\"customer_id\": {ids['customer_id']}, \"channel\": \"app\"}}'",
             f"curl -s {base}/v1/recommendations {h} -d '{{\"customer_id\": {ids['unknown_customer']}}}'   # cold start",
+            f"curl -s {base}/admin/audit -H \"Authorization: Bearer $PANTRY_ADMIN_KEY\"   # the audit log",
         ]
     )
 
@@ -146,6 +198,7 @@ def run_demo(settings: Settings, until: str | None, households: int | None, serv
         processes = ["--processes", str(min(2, os.cpu_count() or 1))]
         timer.run("stream replay", lambda: _check_call(_pantry("stream", "replay", *processes, *until_args), settings))
         timer.run("train", lambda: _check_call(_pantry("train", *until_args), settings))
+        timer.run("api keys", lambda: ensure_demo_keys(settings))
         timer.run(
             "approve campaigns",
             lambda: _check_call(_pantry("campaigns", "seed", "--approve-historical"), settings),

@@ -9,10 +9,11 @@ from typing import Literal
 
 import msgspec
 
+from pantry.apikeys import KeyFormatError, parse_entry
+
 ROOT = Path(__file__).resolve().parent.parent
 
 ClockMode = Literal["event", "wall"]
-Role = Literal["merchandiser", "ml_engineer", "admin"]
 
 
 class SettingsError(ValueError):
@@ -35,7 +36,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     workers: int = 2
     clock: ClockMode = "event"
-    api_keys: dict[str, Role] = msgspec.field(default_factory=dict)
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1 << 20
     max_events_per_batch: int = 1000
@@ -47,6 +47,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # structured access log (one JSON line per request, no payloads): "off", "-" (stderr) or a file path;
     # None -> <data_dir>/logs/access.log
     access_log: str | None = None
+    # ---- Access: API keys and scopes (pantry/apikeys.py, serving/access.py) ----
+    # entries `ID:SCOPE+SCOPE:SHA256HEX` from PANTRY_API_KEYS (comma-separated); no built-in keys
+    api_keys: tuple[str, ...] = ()
+    api_keys_file: Path | None = None  # PANTRY_API_KEYS_FILE; None -> <data_dir>/api-keys (absent: no keys from it)
+    allow_demo_keys: bool = False  # PANTRY_ALLOW_DEMO_KEYS=1: serve `make demo`'s keys on a non-loopback host anyway
+    metrics_open: bool = False  # PANTRY_METRICS_OPEN=1: /metrics without a key (default: the `metrics` scope)
+    # the keys a *client* of the API sends (load tests, bench): `source .pantry/demo-keys.env` sets these
+    client_key: str | None = None  # PANTRY_CLIENT_KEY (answers)
+    ingest_key: str | None = None  # PANTRY_INGEST_KEY (ingest)
+    features_key: str | None = None  # PANTRY_FEATURES_KEY (features)
+    # ---- end of Access ----
     # Streaming
     stream_replay_flush_s: float = 1.0  # a replay emits each changed entity at most this often (wall time)
     stream_snapshot_s: float | None = None  # recovery snapshot interval; None = per mode (streaming.runner)
@@ -66,6 +77,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def access_log_target(self) -> str:
         return self.access_log or str(self.data_dir / "logs" / "access.log")
+
+    @property
+    def api_keys_path(self) -> Path:
+        return self.api_keys_file or self.data_dir / "api-keys"
 
     @property
     def registry_path(self) -> Path:
@@ -96,19 +111,34 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return conn
 
 
-def _parse_api_keys(raw: str) -> dict[str, Role]:
-    keys: dict[str, Role] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        key, sep, role = item.partition(":")
-        if not sep or role not in ("merchandiser", "ml_engineer", "admin") or not key:
-            raise SettingsError(
-                f"PANTRY_API_KEYS entry {item!r} must be KEY:ROLE with ROLE merchandiser|ml_engineer|admin"
-            )
-        keys[key] = role  # type: ignore[assignment]
-    return keys
+def _flag(env: dict[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise SettingsError(f"{name}={value!r} must be 1/0 (true/false)")
+    return value in ("1", "true", "yes")
 
 
-_DEFAULT_API_KEYS = "merch-demo-key:merchandiser,ml-demo-key:ml_engineer,admin-demo-key:admin"
+def _api_keys(env: dict[str, str], kw: dict[str, object]) -> None:
+    """The Access block: key entries (checked here, so a bad one stops any command with its reason), keys file,
+    demo-key override, /metrics."""
+    entries = tuple(e.strip() for e in env.get("PANTRY_API_KEYS", "").split(",") if e.strip())
+    for text in entries:
+        try:
+            parse_entry(text)
+        except KeyFormatError as exc:
+            raise SettingsError(f"PANTRY_API_KEYS: {exc}") from exc
+    kw["api_keys"] = entries
+    if env.get("PANTRY_API_KEYS_FILE"):
+        kw["api_keys_file"] = Path(env["PANTRY_API_KEYS_FILE"]).expanduser().resolve()
+    kw["allow_demo_keys"] = _flag(env, "PANTRY_ALLOW_DEMO_KEYS")
+    kw["metrics_open"] = _flag(env, "PANTRY_METRICS_OPEN")
+    for name, field in _CLIENT_KEYS.items():
+        if env.get(name):
+            kw[field] = env[name].strip()
+
+
+_CLIENT_KEYS = {"PANTRY_CLIENT_KEY": "client_key", "PANTRY_INGEST_KEY": "ingest_key",
+                "PANTRY_FEATURES_KEY": "features_key"}
 
 
 def from_env(env: dict[str, str] | None = None) -> Settings:
@@ -159,7 +189,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     if clock not in ("event", "wall"):
         raise SettingsError(f"PANTRY_CLOCK={clock!r} must be 'event' or 'wall'")
     kw["clock"] = clock
-    kw["api_keys"] = _parse_api_keys(env.get("PANTRY_API_KEYS", _DEFAULT_API_KEYS))
+    _api_keys(env, kw)
     if env.get("PANTRY_CORS_ORIGINS"):
         kw["cors_origins"] = tuple(o.strip() for o in env["PANTRY_CORS_ORIGINS"].split(",") if o.strip())
     for name in ("event_skew_wall_s", "event_skew_event_s"):
@@ -188,6 +218,12 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
     else:
         env["PANTRY_REDIS_PORT"] = str(settings.embedded_redis_port)
     env["PANTRY_REDIS_CLUSTER"] = "1" if settings.redis_cluster else "0"
+    env["PANTRY_API_KEYS"] = ",".join(settings.api_keys)
+    if settings.api_keys_file:
+        env["PANTRY_API_KEYS_FILE"] = str(settings.api_keys_file)
+    for name, field in _CLIENT_KEYS.items():
+        if getattr(settings, field):
+            env[name] = getattr(settings, field)
     return env
 
 

@@ -1,7 +1,8 @@
 """The Litestar app: `create_app(settings)`; errors map to HTTP statuses in one place (`_EXCEPTION_HANDLERS`).
 
 Startup (lifespan) loads the models, the popularity snapshot, the campaigns, the Feast layout and the Redis client
-(explicit timeouts from settings); background tasks hot-reload models, refresh campaign approvals and flush the
+(explicit timeouts from settings); the API keys and the scope of every route are fixed when the app is built
+(serving/access.py); background tasks hot-reload models, refresh campaign approvals and flush the
 decision log.
 """
 
@@ -22,14 +23,16 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pantry.scoring import ModelError
 from pantry.settings import Settings, get_settings
 from serving import metrics
+from serving.access import check_routes, key_id, load_keys, require_key
 from serving.access_log import AccessLogger, access_logger
-from serving.controllers.admin import AdminCampaignsController, AdminModelsController
+from serving.controllers.admin import AdminAuditController, AdminCampaignsController, AdminModelsController
 from serving.controllers.clock import ClockController
 from serving.controllers.events import EventsController
 from serving.controllers.features import FeaturesController
@@ -151,12 +154,18 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
             route = scope.get("path_template") or ("unmatched" if status[0] == 404 else "other")
             metrics.PENDING.observe(metrics.child(metrics.REQUEST_LATENCY, route, str(status[0])), seconds)
             if access is not None:
-                access(scope["method"], route, status[0], seconds)
+                access(scope["method"], route, status[0], seconds, key_id(scope))
 
     return middleware
 
 
 # ---- the app -------------------------------------------------------------------------------------------------
+
+
+_SECURITY_SCHEMES = Components(security_schemes={
+    "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
+    "bearer": SecurityScheme(type="http", scheme="bearer", description="the same API key as a bearer token"),
+})
 
 
 def _services(state: State) -> Services:
@@ -180,7 +189,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             await services.stop()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             HealthController,
             RecommendationsController,
@@ -191,7 +200,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ClockController,
             AdminCampaignsController,
             AdminModelsController,
+            AdminAuditController,
         ],
+        guards=[require_key],  # every route: the scope its path needs (serving/access.py), open ones pass
         lifespan=[lifespan],
         dependencies={"services": Provide(_services, sync_to_thread=False)},
         exception_handlers=_EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -200,10 +211,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="pantry", version="1.0.0", path="/schema",
-                                     render_plugins=[SwaggerRenderPlugin()]),
+                                     render_plugins=[SwaggerRenderPlugin()], components=_SECURITY_SCHEMES,
+                                     security=[{"apiKey": []}, {"bearer": []}]),
         state=State({"settings": settings}),
         debug=False,
     )
+    app.state.key_table = load_keys(settings)
+    app.state.route_scopes = check_routes(app, settings)  # an unmapped /v1/ or /admin/ route stops here
+    return app
 
 
 def create_app_from_env() -> Litestar:

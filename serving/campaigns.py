@@ -15,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-from pantry import dataset
+from pantry import audit, dataset
 from pantry.keys import CAMPAIGN_APPROVALS
 from pantry.settings import Settings
 
@@ -106,10 +106,15 @@ class CampaignBook:
         )
 
 
-def seed_historical(client, campaigns: Iterable[Campaign], by: str = "demo-seed") -> int:
-    """Approve every campaign of the dataset (the demo's stand-in for a merchandiser's past approvals)."""
-    mapping = {str(c.campaign_id): encode_approval(approval_record(c, "approved", by, "historical campaign"))
-               for c in campaigns}
-    if mapping:
-        client.hset(CAMPAIGN_APPROVALS, mapping=mapping)
-    return len(mapping)
+def seed_historical(client, campaigns: Iterable[Campaign], by: str = "demo-seed", actor: str = "cli:demo-seed") -> int:
+    """Approve every campaign of the dataset (the demo's stand-in for a merchandiser's past approvals); each approval
+    is in the audit log (`actor`), like one made over /admin."""
+    records = {c.campaign_id: approval_record(c, "approved", by, "historical campaign") for c in campaigns}
+    if records:
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(CAMPAIGN_APPROVALS, mapping={str(cid): encode_approval(r) for cid, r in records.items()})
+        for cid, r in records.items():
+            pipe.xadd(*audit.xadd_args(audit.entry(actor, "campaign.approve", f"campaign:{cid}",
+                                                   after=msgspec.to_builtins(r), note="seed --approve-historical")))
+        pipe.execute()
+    return len(records)

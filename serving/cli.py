@@ -19,7 +19,13 @@ def serve(workers: int | None, host: str | None, port: int | None) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
+    from serving.access import DemoKeysRefused, load_keys
+
     settings = get_settings()
+    try:
+        keys = load_keys(settings, host or settings.host)  # refuses demo keys on a non-loopback host
+    except (DemoKeysRefused, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
     # one thread of BLAS/OpenMP per worker: the workers already fill the cores, and BLAS threads spin-waiting after a
     # small per-request matrix product steal them from the other worker (recommendations at 2 workers: saturation
     # 490 -> 788 req/s, p99 at 300 req/s 127 -> 6.7 ms; docs/DECISIONS.md). Set before the workers import numpy.
@@ -41,7 +47,7 @@ def serve(workers: int | None, host: str | None, port: int | None) -> None:
         log_access=False,
     )
     click.echo(f"pantry serving on http://{host or settings.host}:{port or settings.port} "
-               f"({workers or settings.workers} workers)")
+               f"({workers or settings.workers} workers, {len(keys)} API keys)")
     server.serve()
 
 
@@ -81,6 +87,7 @@ def campaigns() -> None:
 @click.option("--approve-historical", is_flag=True, help="Approve every campaign of the dataset as 'demo-seed'.")
 def campaigns_seed(approve_historical: bool) -> None:
     """Seed approvals for the demo."""
+    from pantry.audit_cli import cli_actor
     from pantry.redis_server import sync_client
     from serving.campaigns import load_campaigns, seed_historical
 
@@ -91,7 +98,7 @@ def campaigns_seed(approve_historical: bool) -> None:
     if not found:
         raise click.ClickException("no campaigns: run `pantry data load` first")
     try:
-        n = seed_historical(sync_client(settings, timeout_s=5.0), found.values())
+        n = seed_historical(sync_client(settings, timeout_s=5.0), found.values(), actor=cli_actor())
     except Exception as exc:
         raise click.ClickException(f"could not write approvals: {exc}") from exc
     click.echo(f"{n} campaigns approved by demo-seed")

@@ -1,15 +1,22 @@
-"""What /admin/ does: campaign approvals (merchandisers) and model switches (ML engineers)."""
+"""What /admin/ does: campaign approvals (merchandisers) and model switches (ML engineers), each recorded in the
+audit log (pantry/audit.py) with who (the key id), what, when, before and after."""
 
 from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
+from pantry import audit
 from pantry.keys import CAMPAIGN_APPROVALS
 from pantry.models import registry
 from pantry.scoring import MODEL_NAMES
-from serving.campaigns import Status, approval_record, encode_approval, status_of
+from serving import audit_log
+from serving.campaigns import Status, approval_record, decode_approvals, encode_approval, status_of
 from serving.schemas import CampaignApproval, ModelVersions
 from serving.services import Services
+
+_ACTIONS = {"approved": "campaign.approve", "rejected": "campaign.reject"}
 
 
 class UnknownCampaign(LookupError):
@@ -42,7 +49,21 @@ async def decide_campaign(svc: Services, campaign_id: int, status: Status, by: s
     if campaign is None:
         raise UnknownCampaign(f"no campaign {campaign_id}")
     record = approval_record(campaign, status, by, note)
-    await svc.store.call(lambda: svc.redis.hset(CAMPAIGN_APPROVALS, str(campaign_id), encode_approval(record)))
+    # the decision in Redis now (this worker's copy can be a second old when another worker just decided)
+    raw = await svc.store.call(lambda: svc.redis.hget(CAMPAIGN_APPROVALS, str(campaign_id)))
+    before = decode_approvals({str(campaign_id).encode(): raw}).get(campaign_id) if raw else None
+    entry = audit.entry(by, _ACTIONS[status], f"campaign:{campaign_id}",
+                        before=msgspec.to_builtins(before) if before else None, after=msgspec.to_builtins(record),
+                        note=note)
+
+    async def write() -> None:
+        # the current state (fast reads) and its history entry together: one MULTI/EXEC on one Redis
+        pipe = svc.redis.pipeline(transaction=not svc.settings.redis_cluster)
+        pipe.hset(CAMPAIGN_APPROVALS, str(campaign_id), encode_approval(record))
+        pipe.xadd(*audit.xadd_args(entry))
+        await pipe.execute()
+
+    await svc.store.call(write)
     svc.campaigns.approvals = {**svc.campaigns.approvals, campaign_id: record}
     return campaign_view(svc, campaign_id)
 
@@ -58,17 +79,21 @@ def _check(name: str) -> None:
         raise UnknownModel(f"no model {name!r} (have: {', '.join(MODEL_NAMES)})")
 
 
-async def activate_model(svc: Services, name: str, version: str) -> ModelVersions:
+async def activate_model(svc: Services, name: str, version: str, by: str) -> ModelVersions:
     """Verify the version (every file's sha256) and make it ACTIVE; this worker reloads now, the others within a
     second (serving.models). Raises ModelError for a version that is missing or corrupt."""
     _check(name)
+    before = registry.active_version(svc.settings.models_dir, name)
     await asyncio.to_thread(registry.activate, svc.settings.models_dir, name, version)
+    await audit_log.record(svc, audit.entry(by, "model.activate", f"model:{name}", before=before, after=version))
     await asyncio.to_thread(svc.models.load_now)
     return model_view(svc, name)
 
 
-async def rollback_model(svc: Services, name: str) -> ModelVersions:
+async def rollback_model(svc: Services, name: str, by: str) -> ModelVersions:
     _check(name)
-    await asyncio.to_thread(registry.rollback, svc.settings.models_dir, name)
+    before = registry.active_version(svc.settings.models_dir, name)
+    after = await asyncio.to_thread(registry.rollback, svc.settings.models_dir, name)
+    await audit_log.record(svc, audit.entry(by, "model.rollback", f"model:{name}", before=before, after=after))
     await asyncio.to_thread(svc.models.load_now)
     return model_view(svc, name)

@@ -1,7 +1,12 @@
-"""Per-request limits that run before any handler: JSON content type (415) and the rate limit (429).
+"""Per-request limits that run before any handler (after the access guard): JSON content type (415) and the rate
+limit (429).
 
-The rate limit counts per API key (else per client address) per minute in Redis, so every worker shares one
-counter; 0 = unlimited. If Redis cannot be reached the limit fails open: availability over strictness.
+The rate limit counts per validated key id (serving/access.py put it in `scope["auth"]`), or per client address on
+the open routes other than health, readiness and metrics, per minute in Redis (`INCR` of one key per id and minute),
+so every worker shares one counter; 0 = unlimited. A request with a missing or unknown key never gets here (401 from
+the guard), so random keys create no counter. The Redis key holds the key *id*, never the key. If Redis cannot be
+reached the limit fails open: availability over strictness. Why not Litestar's RateLimitMiddleware:
+docs/DECISIONS.md ("Rate limits").
 """
 
 from __future__ import annotations
@@ -10,9 +15,19 @@ import time
 
 from litestar import MediaType, Request, Response
 
+from serving.access import key_id
 from serving.redis_guard import StoreUnavailable
 
 _RATE_KEY = "pantry:ratelimit:{who}:{minute}"
+_UNLIMITED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def rate_identity(request: Request) -> str:
+    """`key:<id>` for an authenticated request, else `addr:<client address>`."""
+    kid = key_id(request.scope)
+    if kid is not None:
+        return f"key:{kid}"
+    return f"addr:{request.client.host if request.client else 'unknown'}"
 
 
 async def enforce_limits(request: Request) -> Response | None:
@@ -25,12 +40,10 @@ async def enforce_limits(request: Request) -> Response | None:
     if svc is None:
         return None
     limit = svc.settings.rate_limit_per_minute
-    if limit <= 0 or request.url.path in ("/healthz", "/readyz", "/metrics"):
+    if limit <= 0 or request.url.path in _UNLIMITED_PATHS:
         return None
-    who = request.headers.get("x-api-key") or (request.client.host if request.client else "unknown")
     now = time.time()
-    minute = int(now // 60)
-    key = _RATE_KEY.format(who=who, minute=minute)
+    key = _RATE_KEY.format(who=rate_identity(request), minute=int(now // 60))
 
     async def count() -> int:
         pipe = svc.redis.pipeline(transaction=False)

@@ -174,3 +174,21 @@ class ModelVersions(msgspec.Struct):
 
 class ActivateRequest(_Request):
     version: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+class AuditRecord(msgspec.Struct):
+    """One audit log entry (pantry.audit.AuditEntry) with its stream id."""
+
+    id: str
+    at: float
+    actor: str
+    action: str
+    target: str
+    before: Any = None
+    after: Any = None
+    note: str | None = None
+
+
+class AuditPage(msgspec.Struct):
+    entries: list[AuditRecord]
+    next_after: str | None  # pass as `after` for the next page; null when this page is the last

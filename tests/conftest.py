@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from pantry import dataset_load
+from pantry import apikeys, dataset_load
 from pantry.featurestore import repo
 from pantry.redis_server import EmbeddedRedis, free_port, sync_client
 from pantry.settings import Settings, from_env
@@ -32,9 +33,43 @@ def redis_server(test_root: Path) -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
+class ApiKeys:
+    """Random keys made for this test session, one per role (`keys.admin`, ...), plus `data`: answers + ingest +
+    features + metrics, what the `http` fixture sends. `headers(role)` is the header for one of them."""
+
+    ROLES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "client": ("answers",), "ingest": ("ingest",), "features": ("features",), "metrics": ("metrics",),
+        "merchandiser": ("merchandiser",), "ml_engineer": ("ml_engineer",), "admin": ("admin",),
+        "data": ("answers", "ingest", "features", "metrics")}
+
+    def __init__(self) -> None:
+        self.keys = {role: apikeys.new_key() for role in self.ROLES}
+        self.entries = tuple(apikeys.entry_line(f"test-{role}", scopes, self.keys[role])
+                             for role, scopes in self.ROLES.items())
+
+    def __getattr__(self, role: str) -> str:
+        try:
+            return self.__dict__["keys"][role]
+        except KeyError:
+            raise AttributeError(role) from None
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"X-API-Key": self.keys[role]}
+
+
 @pytest.fixture(scope="session")
-def settings(test_root: Path, redis_server: EmbeddedRedis) -> Settings:
+def api_keys() -> ApiKeys:
+    return ApiKeys()
+
+
+@pytest.fixture(scope="session")
+def settings(test_root: Path, redis_server: EmbeddedRedis, api_keys: ApiKeys) -> Settings:
     env = {
+        # every server and client of the session (subprocesses included) uses the session's random keys
+        "PANTRY_API_KEYS": ",".join(api_keys.entries),
+        "PANTRY_CLIENT_KEY": api_keys.data,
+        "PANTRY_INGEST_KEY": api_keys.data,
+        "PANTRY_FEATURES_KEY": api_keys.data,
         "PANTRY_DATA_DIR": str(test_root / "data"),
         "PANTRY_ARTIFACTS_DIR": str(test_root / "artifacts"),
         "PANTRY_REDIS_PORT": str(redis_server.port),

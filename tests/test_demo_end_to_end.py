@@ -2,8 +2,9 @@
 
 `pantry demo` starts the embedded Redis, loads the data, applies the Feast repo, replays the events through the
 Bytewax dataflow, trains and activates the models, approves the campaigns, then serves with the live dataflow beside
-the service. Over HTTP we then check that what a shopper does changes the answers within a second, and that SIGTERM
-to the demo's process group stops everything it started, Redis included, keeping the data.
+the service. Over HTTP (with the API keys the demo made, from its demo-keys.env) we then check that what a shopper does
+changes the answers within a second, and that SIGTERM to the demo's process group stops everything it started, Redis
+included, keeping the data.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ class Demo:
     process: subprocess.Popen
     log: Path
 
+    def key(self, var: str) -> dict[str, str]:
+        """The header with one of the demo's keys (`PANTRY_CLIENT_KEY`, ...), read from its demo-keys.env."""
+        lines = (self.data_dir / "demo-keys.env").read_text().splitlines()
+        keys = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+        return {"X-API-Key": keys[var]}
+
+    def post(self, path: str, var: str, body: dict) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, headers=self.key(var), timeout=5)
+
     def redis(self) -> redis.Redis:
         return redis.Redis(port=self.redis_port, socket_timeout=2)
 
@@ -59,7 +69,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         "PANTRY_WORKERS": "1",
         "PANTRY_CLOCK": "event",
     }
-    env.pop("REDIS_URL", None)
+    for var in ("REDIS_URL", "PANTRY_API_KEYS", "PANTRY_API_KEYS_FILE", "PANTRY_CLIENT_KEY", "PANTRY_INGEST_KEY",
+                "PANTRY_FEATURES_KEY"):
+        env.pop(var, None)  # the demo's own keys only
     log = root / "demo.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
@@ -110,7 +122,7 @@ def _post_events(demo: Demo, *events: dict) -> None:
     assert now is not None, "the replay published no watermark"
     ts = (now + timedelta(seconds=30)).isoformat()
     body = {"events": [{"event_id": f"e2e-{uuid.uuid4()}", "ts": ts, **e} for e in events]}
-    response = httpx.post(f"{demo.url}/v1/events", json=body, timeout=5)
+    response = demo.post("/v1/events", "PANTRY_INGEST_KEY", body)
     assert response.status_code == 202, response.text
 
 
@@ -125,7 +137,7 @@ def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> float:
 
 
 def _recommend(demo: Demo, **body) -> dict:
-    response = httpx.post(f"{demo.url}/v1/recommendations", json=body, timeout=5)
+    response = demo.post("/v1/recommendations", "PANTRY_CLIENT_KEY", body)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -137,6 +149,20 @@ def test_demo_serves_model_answers(demo: Demo, shopper: dict[str, int]) -> None:
     assert len(answer["items"]) == 5
     cold = _recommend(demo, customer_id=99_999_999, k=5)
     assert cold["fallback"] == "cold_start" and len(cold["items"]) == 5
+
+
+def test_demo_keys_are_private_scoped_and_printed_as_curls(demo: Demo) -> None:
+    env_file = demo.data_dir / "demo-keys.env"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert "source " in demo.tail() or "source " in demo.log.read_text()
+    body = {"customer_id": 1, "k": 1}
+    assert httpx.post(f"{demo.url}/v1/recommendations", json=body, timeout=5).status_code == 401
+    assert demo.post("/v1/recommendations", "PANTRY_ADMIN_KEY", body).status_code == 403  # admin is not a client
+    assert demo.post("/v1/events", "PANTRY_CLIENT_KEY", {"events": []}).status_code == 403  # nor a client an ingester
+    audit = httpx.get(f"{demo.url}/admin/audit", headers=demo.key("PANTRY_ADMIN_KEY"), params={"limit": 1000},
+                      timeout=5)
+    assert audit.status_code == 200
+    assert {e["action"] for e in audit.json()["entries"]} == {"campaign.approve"}  # the seeded approvals
 
 
 def test_a_purchase_shows_up_in_buy_again(demo: Demo, shopper: dict[str, int]) -> None:
@@ -168,7 +194,7 @@ def test_an_item_out_of_stock_is_no_longer_a_substitute(demo: Demo, shopper: dic
     body = {"customer_id": shopper["customer_id"], "store_id": shopper["store_id"], "product_ids": [shopper["staple"]]}
 
     def candidates() -> list[int]:
-        response = httpx.post(f"{demo.url}/v1/substitutions", json=body, timeout=5)
+        response = demo.post("/v1/substitutions", "PANTRY_CLIENT_KEY", body)
         assert response.status_code == 200, response.text
         return [c["product_id"] for c in response.json()["substitutions"][0]["candidates"]]
 

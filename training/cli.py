@@ -76,6 +76,13 @@ def models_list() -> None:
             click.echo(f"  {'*' if v == active else ' '} {v}  {detail}")
 
 
+def _audit(settings, action: str, name: str, before: str | None, after: str) -> None:
+    from pantry.audit_cli import record
+
+    if not record(settings, action, f"model:{name}", before=before, after=after):
+        click.echo(f"warning: redis not reachable, {action} of {name} is not in the audit log", err=True)
+
+
 @models.command("activate")
 @click.argument("name", type=click.Choice(MODEL_NAMES))
 @click.argument("version")
@@ -87,11 +94,13 @@ def models_activate(name: str, version: str, no_push: bool) -> None:
     from training.pipeline import push_embeddings
 
     settings = get_settings()
+    before = registry.active_version(settings.models_dir, name)
     try:
         registry.activate(settings.models_dir, name, version)
     except ModelError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{name}: ACTIVE -> {version}")
+    _audit(settings, "model.activate", name, before, version)
     if name == "recommender" and not no_push:
         push_embeddings(settings, settings.models_dir / name / version, click.echo)
 
@@ -106,11 +115,13 @@ def models_rollback(name: str, no_push: bool) -> None:
     from training.pipeline import push_embeddings
 
     settings = get_settings()
+    before = registry.active_version(settings.models_dir, name)
     try:
         version = registry.rollback(settings.models_dir, name)
     except ModelError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{name}: rolled back, ACTIVE -> {version}")
+    _audit(settings, "model.rollback", name, before, version)
     if name == "recommender" and not no_push:
         push_embeddings(settings, settings.models_dir / name / version, click.echo)
 

@@ -25,6 +25,7 @@ from load_tests.bench.figures import Report, Step
 from load_tests.bench.parts import run_part
 from load_tests.bench.report import render
 from load_tests.bench.targets import evaluate, verdict
+from load_tests.keys import with_run_key
 from load_tests.slo import DEFAULT_SLO_FILE, load_slo
 from pantry.redis_server import EmbeddedRedis, free_port
 from pantry.settings import ROOT, Settings, from_env, get_settings, subprocess_env
@@ -102,7 +103,7 @@ class Run:
         self.quick = quick
         self.output = output
         self.clock = Clock(BUDGET_S)
-        self.settings = bench_settings()
+        self.settings = with_run_key(bench_settings())  # one random key, in the server's settings and the clients'
         self.work = self.settings.data_dir / "run"
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)

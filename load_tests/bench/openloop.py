@@ -22,15 +22,16 @@ _CLIENT_ERRORS = (OSError, ConnectionError, asyncio.IncompleteReadError, ValueEr
 class Conn:
     """One keep-alive connection; (re)connects on first use after a failure."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, api_key: str | None = None):
         self.host, self.port = host, port
+        self.extra = f"X-API-Key: {api_key}\r\n" if api_key else ""
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes) -> int:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n{self.extra}"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         self.writer.write(head + body)
         status_line = await self.reader.readline()
@@ -83,11 +84,11 @@ def summarize(latencies_s: list[float], errors: int, duration_s: float, sent: in
 
 
 async def open_loop(base_url: str, path: str, bodies: Callable[[], bytes], rate: float, duration_s: float,
-                    max_conns: int = 64) -> Load:
+                    max_conns: int = 64, api_key: str | None = None) -> Load:
     url = urlparse(base_url)
     idle: asyncio.Queue[Conn] = asyncio.Queue()
     for _ in range(max_conns):
-        idle.put_nowait(Conn(url.hostname, url.port))
+        idle.put_nowait(Conn(url.hostname, url.port, api_key))
     latencies: list[float] = []
     errors = 0
     statuses: dict[int, int] = {}
@@ -125,7 +126,7 @@ async def open_loop(base_url: str, path: str, bodies: Callable[[], bytes], rate:
 
 
 async def closed_loop(base_url: str, path: str, bodies: Callable[[], bytes], connections: int,
-                      duration_s: float) -> Load:
+                      duration_s: float, api_key: str | None = None) -> Load:
     url = urlparse(base_url)
     latencies: list[float] = []
     errors = 0
@@ -136,7 +137,7 @@ async def closed_loop(base_url: str, path: str, bodies: Callable[[], bytes], con
 
     async def worker() -> None:
         nonlocal errors, sent
-        conn = Conn(url.hostname, url.port)
+        conn = Conn(url.hostname, url.port, api_key)
         while loop.time() < end:
             start = loop.time()
             sent += 1

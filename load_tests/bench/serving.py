@@ -21,6 +21,7 @@ from load_tests import server
 from load_tests.bench import peers
 from load_tests.bench.figures import EndpointLoad, Load, ServingFigures
 from load_tests.bench.openloop import closed_loop, open_loop
+from load_tests.keys import key_for
 from pantry.settings import Settings
 
 RATE = 300.0
@@ -69,10 +70,11 @@ def endpoints(reqs: Requests) -> dict[str, Callable[[], bytes]]:
             "/v1/next-best-action": reqs.next_best_action, "/v1/features": reqs.features}
 
 
-async def measure_endpoint(base_url: str, path: str, bodies: Callable[[], bytes], step_s: float) -> EndpointLoad:
-    await closed_loop(base_url, path, bodies, WARMUP_CONNECTIONS, WARMUP_S)
-    at_rate = await open_loop(base_url, path, bodies, RATE, step_s)
-    saturation = await closed_loop(base_url, path, bodies, SATURATION_CONNECTIONS, step_s)
+async def measure_endpoint(base_url: str, path: str, bodies: Callable[[], bytes], step_s: float,
+                           api_key: str) -> EndpointLoad:
+    await closed_loop(base_url, path, bodies, WARMUP_CONNECTIONS, WARMUP_S, api_key=api_key)
+    at_rate = await open_loop(base_url, path, bodies, RATE, step_s, api_key=api_key)
+    saturation = await closed_loop(base_url, path, bodies, SATURATION_CONNECTIONS, step_s, api_key=api_key)
     return EndpointLoad(at_rate=at_rate, saturation=saturation)
 
 
@@ -98,7 +100,7 @@ def run(settings: Settings, base_url: str | None = None, quick: bool = False) ->
     reqs = Requests(settings)
     measured: dict[str, EndpointLoad] = {}
     for path, bodies in endpoints(reqs).items():
-        measured[path] = asyncio.run(measure_endpoint(base_url, path, bodies, step_s))
+        measured[path] = asyncio.run(measure_endpoint(base_url, path, bodies, step_s, key_for(settings, path)))
         print(f"serving bench {path}: {measured[path]}", flush=True)
     notes: list[str] = []
     feast = measure_peer("feast serve", peers.feast_serve(settings, work / "feast_serve.log", settings.workers),

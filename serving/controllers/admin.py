@@ -1,23 +1,24 @@
-"""/admin/campaigns (merchandiser) and /admin/models (ml_engineer), behind API keys (serving/auth.py); what they do
-is in serving/governance.py."""
+"""/admin/campaigns (merchandiser), /admin/models (ml_engineer), /admin/audit (admin). Keys and scopes are checked
+by the app-level guard (serving/access.py); what the actions do is in serving/governance.py, each recorded in the
+audit log with the key id as actor."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, Request, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 
 from pantry.scoring import MODEL_NAMES
-from serving import governance
-from serving.auth import actor, requires
-from serving.schemas import ActivateRequest, ApprovalRequest, CampaignApproval, ModelVersions
+from serving import audit_log, governance
+from serving.access import actor
+from serving.schemas import ActivateRequest, ApprovalRequest, AuditPage, CampaignApproval, ModelVersions
 from serving.services import Injected
 
 
 class AdminCampaignsController(Controller):
     path = "/admin/campaigns"
     tags = ("admin",)
-    guards = (requires("merchandiser"),)
-    security = ({"apiKey": []},)
 
     @get(summary="Every campaign with its approval status")
     async def list_campaigns(self, services: Injected) -> list[CampaignApproval]:
@@ -39,17 +40,31 @@ class AdminCampaignsController(Controller):
 class AdminModelsController(Controller):
     path = "/admin/models"
     tags = ("admin",)
-    guards = (requires("ml_engineer"),)
-    security = ({"apiKey": []},)
 
     @get(summary="Model versions: available, ACTIVE on disk, loaded in this worker")
     async def list_models(self, services: Injected) -> list[ModelVersions]:
         return [governance.model_view(services, name) for name in MODEL_NAMES]
 
     @post("/{name:str}/activate", status_code=200, summary="Serve a version (verified, hot-reloaded everywhere)")
-    async def activate(self, name: FromPath[str], data: JSONBody[ActivateRequest], services: Injected) -> ModelVersions:
-        return await governance.activate_model(services, name, data.version)
+    async def activate(self, name: FromPath[str], data: JSONBody[ActivateRequest], request: Request,
+                       services: Injected) -> ModelVersions:
+        return await governance.activate_model(services, name, data.version, actor(request))
 
     @post("/{name:str}/rollback", status_code=200, summary="Switch back to the previously active version")
-    async def rollback(self, name: FromPath[str], services: Injected) -> ModelVersions:
-        return await governance.rollback_model(services, name)
+    async def rollback(self, name: FromPath[str], request: Request, services: Injected) -> ModelVersions:
+        return await governance.rollback_model(services, name, actor(request))
+
+
+class AdminAuditController(Controller):
+    path = "/admin/audit"
+    tags = ("admin",)
+
+    @get(summary="The audit log, oldest first, one page at a time")
+    async def audit(
+        self,
+        services: Injected,
+        after: Annotated[str | None, Parameter(pattern=r"^\d{1,20}-\d{1,20}$",
+                                               description="the `next_after` of the previous page")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=audit_log.PAGE_MAX)] = 100,
+    ) -> AuditPage:
+        return await audit_log.page(services, after, limit)

@@ -10,7 +10,8 @@ from load_tests.bench.openloop import closed_loop, open_loop
 STALL_S = 0.3
 
 
-async def serve(stall_at: int | None, fail_every: int | None = None) -> tuple[asyncio.Server, str]:
+async def serve(stall_at: int | None, fail_every: int | None = None,
+                heads: list[bytes] | None = None) -> tuple[asyncio.Server, str]:
     seen = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -23,6 +24,8 @@ async def serve(stall_at: int | None, fail_every: int | None = None) -> tuple[as
                            if line.lower().startswith(b"content-length")), 0)
             await reader.readexactly(length)
             seen += 1
+            if heads is not None:
+                heads.append(head)
             if seen == stall_at:
                 await asyncio.sleep(STALL_S)
             status = b"500 Internal Server Error" if fail_every and seen % fail_every == 0 else b"200 OK"
@@ -62,3 +65,12 @@ async def test_closed_loop_sends_as_fast_as_answers_come():
     async with server:
         load = await closed_loop(url, "/x", lambda: b"{}", connections=4, duration_s=0.5)
     assert load.errors == 0 and load.requests > 200  # far above any paced rate used here
+
+
+async def test_the_api_key_is_sent_with_every_request():
+    heads: list[bytes] = []
+    server, url = await serve(stall_at=None, heads=heads)
+    async with server:
+        await closed_loop(url, "/x", lambda: b"{}", connections=2, duration_s=0.2, api_key="pantry_k")
+        await open_loop(url, "/x", lambda: b"{}", rate=50.0, duration_s=0.2, max_conns=1, api_key="pantry_k")
+    assert heads and all(b"\r\nX-API-Key: pantry_k\r\n" in head for head in heads)

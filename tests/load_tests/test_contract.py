@@ -73,3 +73,4 @@ def test_events_must_all_be_accepted_with_202():
         contract.check_accepted(202, b'{"accepted": 2}', sent=3)
     with pytest.raises(contract.ContractViolation, match="status 200"):
         contract.check_accepted(200, b'{"accepted": 3}', sent=3)
+

@@ -8,10 +8,9 @@ from pantry.settings import SettingsError, from_env
 
 def test_settings_from_environment():
     s = from_env({"REDIS_URL": "redis://:pw@10.1.2.3:7000/2", "PANTRY_PORT": "9000", "PANTRY_CLOCK": "wall",
-                  "PANTRY_API_KEYS": "k1:merchandiser,k2:ml_engineer", "PANTRY_CORS_ORIGINS": "https://a, https://b",
+                  "PANTRY_CORS_ORIGINS": "https://a, https://b",
                   "PANTRY_RECOMMENDER_CACHE": "0"})
     assert s.port == 9000 and s.clock == "wall" and s.recommender_cache == 0
-    assert s.api_keys == {"k1": "merchandiser", "k2": "ml_engineer"}
     assert s.cors_origins == ("https://a", "https://b")
     assert s.feast_connection_string() == "10.1.2.3:7000,password=pw,db=2"
 
@@ -28,8 +27,8 @@ def test_defaults_use_the_embedded_redis():
     [
         ({"PANTRY_PORT": "eighty"}, "PANTRY_PORT"),
         ({"PANTRY_CLOCK": "lunar"}, "PANTRY_CLOCK"),
-        ({"PANTRY_API_KEYS": "nokey"}, "KEY:ROLE"),
-        ({"PANTRY_API_KEYS": "k:janitor"}, "KEY:ROLE"),
+        ({"PANTRY_API_KEYS": "nokey"}, "ID:SCOPE"),
+        ({"PANTRY_API_KEYS": "k:janitor"}, "ID:SCOPE"),
         ({"PANTRY_REDIS_CLUSTER": "1"}, "needs REDIS_URL"),
         ({"REDIS_URL": "redis://10.0.0.1:7000/0", "PANTRY_REDIS_CLUSTER": "maybe"}, "PANTRY_REDIS_CLUSTER"),
     ],

@@ -71,14 +71,20 @@ def api(feast_applied: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def api_headers() -> dict[str, str]:
-    """The request headers of the events, features and clock endpoints (/v1/...), in one place: API keys go
-    here."""
-    return {}
+    """The headers of a request with the session's data key (answers, ingest, features, clock), for code without
+    the api_keys fixture at hand (the settings fixture exports the key as PANTRY_CLIENT_KEY)."""
+    return {"X-API-Key": os.environ["PANTRY_CLIENT_KEY"]}
+
+
+def keyed_client(url: str, api_keys, role: str = "data", timeout: float = 10.0) -> httpx.Client:
+    """An HTTP client of a test server that sends one of the session's keys (default: `data`, i.e. answers, ingest,
+    features, metrics); admin calls pass `headers=api_keys.headers("merchandiser")` etc."""
+    return httpx.Client(base_url=url, timeout=timeout, headers=api_keys.headers(role))
 
 
 @pytest.fixture()
-def http(api: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=10.0) as client:
+def http(api: Server, api_keys) -> Iterator[httpx.Client]:
+    with keyed_client(api.url, api_keys) as client:
         yield client
 
 

@@ -18,7 +18,7 @@ def _post_declared_length(http, path: str, length: int) -> bytes:
     url = httpx.URL(str(http.base_url))
     with socket.create_connection((url.host, url.port), timeout=5) as sock:
         sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {length}\r\n\r\n".encode())
+                     f"X-API-Key: {http.headers['X-API-Key']}\r\nContent-Length: {length}\r\n\r\n".encode())
         return sock.recv(4096)
 
 

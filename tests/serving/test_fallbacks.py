@@ -10,7 +10,8 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
-from pantry.redis_server import EmbeddedRedis, free_port
+from pantry import apikeys
+from pantry.redis_server import EmbeddedRedis, free_port, sync_client
 from serving.app import create_app
 
 UNKNOWN = 9_100_000_001
@@ -39,8 +40,9 @@ async def _recommend(client, k=4):
     return response, time.perf_counter() - start
 
 
-async def test_redis_outage_degrades_then_recovers(own_settings, own_redis):
+async def test_redis_outage_degrades_then_recovers(own_settings, own_redis, api_keys):
     async with AsyncTestClient(app=create_app(own_settings), timeout=10) as client:
+        client.headers.update(api_keys.headers("data"))
         response, _ = await _recommend(client)
         assert response.status_code == 200 and response.json()["fallback"] == "cold_start"
         event = {"type": "product_view", "event_id": "e-1", "ts": "2017-05-01T10:00:00Z", "customer_id": 1,
@@ -81,18 +83,33 @@ async def test_redis_outage_degrades_then_recovers(own_settings, own_redis):
         assert (await client.post("/v1/events", json={"events": [event]})).status_code == 202
 
 
-async def test_rate_limit_is_shared_in_redis_and_cors_is_only_for_configured_origins(own_settings):
+async def test_rate_limit_is_per_key_id_shared_in_redis_and_cors_is_only_for_configured_origins(own_settings,
+                                                                                                own_redis, api_keys):
     limited = msgspec.structs.replace(own_settings, rate_limit_per_minute=5, cors_origins=("https://shop.example",))
     body = {"customer_id": UNKNOWN, "k": 2}
+    redis = sync_client(limited)
     async with AsyncTestClient(app=create_app(limited), timeout=10) as a, \
             AsyncTestClient(app=create_app(limited), timeout=10) as b:  # two "workers", one Redis counter
+        # random keys: every one is 401, and none reaches the limiter (no counter, nothing of a key in Redis)
+        statuses = {(await a.post("/v1/recommendations", json=body,
+                                  headers={"X-API-Key": apikeys.new_key()})).status_code for _ in range(200)}
+        assert statuses == {401}
+        assert list(redis.scan_iter("pantry:ratelimit:*")) == []
+
         minute = int(time.time() // 60)
-        statuses = [(await (a if i % 2 else b).post("/v1/recommendations", json=body)).status_code for i in range(7)]
+        key = api_keys.headers("client")
+        statuses = [(await (a if i % 2 else b).post("/v1/recommendations", json=body, headers=key)).status_code
+                    for i in range(7)]
         if int(time.time() // 60) != minute:  # the minute rolled over mid-test: counters restarted
             pytest.skip("minute boundary")
         assert statuses[:5] == [200] * 5 and statuses[5:] == [429, 429]
-        limited_response = await a.post("/v1/recommendations", json=body)
+        limited_response = await a.post("/v1/recommendations", json=body, headers=key)
         assert 1 <= int(limited_response.headers["Retry-After"]) <= 60
+        # another key has its own counter; the counter is named by the key id, never the key
+        assert (await a.post("/v1/recommendations", json=body, headers=api_keys.headers("data"))).status_code == 200
+        counters = sorted(k.decode() for k in redis.scan_iter("pantry:ratelimit:*"))
+        assert [c.rsplit(":", 1)[0] for c in counters] == ["pantry:ratelimit:key:test-client",
+                                                           "pantry:ratelimit:key:test-data"]
         assert (await a.get("/healthz")).status_code == 200  # probes are not limited
 
         allowed = await a.options("/v1/recommendations", headers={

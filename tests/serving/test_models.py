@@ -10,8 +10,6 @@ import pytest
 
 from pantry import dataset
 
-MERCH = {"X-API-Key": "merch-demo-key"}
-
 
 @pytest.fixture(scope="module")
 def models(trained_models, feast_applied):
@@ -66,12 +64,12 @@ def _enrolments(settings) -> list[tuple[int, int, datetime]]:
     return out[:40]
 
 
-def test_next_best_action_offers_only_approved_active_campaigns(http, models, feast_applied):
+def test_next_best_action_offers_only_approved_active_campaigns(http, api_keys, models, feast_applied):
     nba = models.next_best_action
     enrolments = _enrolments(feast_applied)
     assert enrolments
     for cid in {c for _, c, _ in enrolments}:
-        assert http.post(f"/admin/campaigns/{cid}/approve", headers=MERCH).status_code == 200
+        assert http.post(f"/admin/campaigns/{cid}/approve", headers=api_keys.headers("merchandiser")).status_code == 200
     time.sleep(1.5)  # approvals reach every worker within a second
 
     def offered() -> dict[tuple[int, str], set[int]]:
@@ -93,11 +91,11 @@ def test_next_best_action_offers_only_approved_active_campaigns(http, models, fe
             assert desc.loc[cid, "start_date"] <= at <= desc.loc[cid, "end_date"]
 
     victim = next(iter(all_offered))
-    assert http.post(f"/admin/campaigns/{victim}/reject", headers=MERCH).status_code == 200
+    assert http.post(f"/admin/campaigns/{victim}/reject", headers=api_keys.headers("merchandiser")).status_code == 200
     time.sleep(1.5)
     after = offered()
     assert victim not in set().union(*after.values())
-    http.post(f"/admin/campaigns/{victim}/approve", headers=MERCH)
+    http.post(f"/admin/campaigns/{victim}/approve", headers=api_keys.headers("merchandiser"))
 
 
 def test_substitutions_never_offer_requested_cart_or_unstocked_items(http, models, feast_applied, write_features):

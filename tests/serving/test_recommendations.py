@@ -112,7 +112,7 @@ def test_every_answer_is_logged(http, feast_applied):
     pytest.fail("decision not in pantry:decisions")
 
 
-def test_access_log_is_structured_and_carries_no_payload(http, feast_applied):
+def test_access_log_is_structured_and_carries_no_payload(http, feast_applied, api_keys):
     customer = 987_654_321  # a value that would show up in the log if a body or id leaked into it
     log_path = feast_applied.data_dir / "logs" / "access.log"
 
@@ -131,17 +131,19 @@ def test_access_log_is_structured_and_carries_no_payload(http, feast_applied):
     assert len(lines) >= before + 2, "no access log lines for the requests"
     assert {r["status"] for r in lines[-2:]} == {200, 400}
     for r in lines:
-        assert set(r) == {"ts", "method", "route", "status", "ms", "pid"}
+        assert set(r) == {"ts", "method", "route", "status", "ms", "pid", "key"}
         assert r["method"] == "POST" and r["ms"] >= 0
+    assert [r["key"] for r in lines[-2:]] == ["test-data", "test-data"]  # the key's id, never the key
     assert str(customer) not in log_path.read_text()
+    assert not any(key in log_path.read_text() for key in api_keys.keys.values())
 
 
-def test_a_request_that_never_finishes_gets_503_after_the_request_timeout(api, feast_applied):
+def test_a_request_that_never_finishes_gets_503_after_the_request_timeout(api, feast_applied, api_keys):
     # a client that announces a body and never sends it: the handler waits on it until the request timeout
     url = urlparse(api.url)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         sock.sendall(f"POST {URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     "Content-Length: 100\r\n\r\n{".encode())
+                     f"X-API-Key: {api_keys.client}\r\nContent-Length: 100\r\n\r\n{{".encode())
         started = time.monotonic()
         reply = sock.recv(4096).decode()
         waited = time.monotonic() - started

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 import redis
 
@@ -23,7 +22,7 @@ from pantry.featurestore.roundtrip import ClusterRawPipeline
 from pantry.keys import DECISIONS_STREAM, EVENTS_STREAM
 from pantry.redis_server import EmbeddedCluster, sync_client
 from pantry.settings import Settings, from_env
-from tests.serving.conftest import Server, start_server
+from tests.serving.conftest import Server, keyed_client, start_server
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,8 @@ def on_cluster(cluster: EmbeddedCluster, feast_applied: Settings, trained_models
     data_dir = tmp_path_factory.mktemp("cluster-data")
     os.symlink(feast_applied.dataset_dir, data_dir / "data")
     settings = from_env({"PANTRY_DATA_DIR": str(data_dir), "PANTRY_ARTIFACTS_DIR": str(feast_applied.artifacts_dir),
-                         "REDIS_URL": cluster.url, "PANTRY_REDIS_CLUSTER": "1", "PANTRY_CLOCK": "wall"})
+                         "REDIS_URL": cluster.url, "PANTRY_REDIS_CLUSTER": "1", "PANTRY_CLOCK": "wall",
+                         "PANTRY_API_KEYS": ",".join(feast_applied.api_keys)})
     repo.apply(settings)
     write_batch_views(settings, progress=False)
     return settings
@@ -62,7 +62,7 @@ def _customers(settings: Settings, n: int) -> list[int]:
 
 
 def test_feast_writes_and_pantry_reads_the_same_rows_on_every_node(on_cluster: Settings, cluster: EmbeddedCluster,
-                                                                  cluster_api: Server) -> None:
+                                                                  cluster_api: Server, api_keys) -> None:
     import pandas as pd
 
     store = repo.store(on_cluster)
@@ -80,7 +80,7 @@ def test_feast_writes_and_pantry_reads_the_same_rows_on_every_node(on_cluster: S
     client = sync_client(on_cluster)
     decisions_before = client.xlen(DECISIONS_STREAM)
     events_before = client.xlen(EVENTS_STREAM)
-    with httpx.Client(base_url=cluster_api.url, timeout=10.0) as http:
+    with keyed_client(cluster_api.url, api_keys) as http:
         ready = http.get("/readyz")
         assert ready.status_code == 200, ready.text
         sdk = store.get_online_features(features=["customer_activity:orders_28d"],
@@ -135,7 +135,7 @@ def test_a_moved_slot_is_followed(cluster: EmbeddedCluster) -> None:
     asyncio.run(run())
 
 
-def test_a_node_down_degrades_answers_then_they_recover(on_cluster: Settings, cluster: EmbeddedCluster,
+def test_a_node_down_degrades_answers_then_they_recover(api_keys, on_cluster: Settings, cluster: EmbeddedCluster,
                                                         cluster_api: Server) -> None:
     """One of three nodes stopped: requests whose rows live there get the fallback, never a 5xx; once the node is
     back (same port and node file) the answers are normal again. Runs last: it takes a node away."""
@@ -143,7 +143,7 @@ def test_a_node_down_degrades_answers_then_they_recover(on_cluster: Settings, cl
     node = cluster.nodes[1]
     node.stop()
     try:
-        with httpx.Client(base_url=cluster_api.url, timeout=10.0) as http:
+        with keyed_client(cluster_api.url, api_keys) as http:
             answers = [http.post("/v1/recommendations", json={"customer_id": c, "k": 5}) for c in customers]
         assert [a.status_code for a in answers] == [200] * len(answers), [a.text for a in answers][:3]
         assert any(a.json()["fallback"] == "store_unavailable" for a in answers)
@@ -151,7 +151,7 @@ def test_a_node_down_degrades_answers_then_they_recover(on_cluster: Settings, cl
         node.process = None
         node.start()
     deadline = time.monotonic() + 30
-    with httpx.Client(base_url=cluster_api.url, timeout=10.0) as http:
+    with keyed_client(cluster_api.url, api_keys) as http:
         while True:
             body = http.post("/v1/recommendations", json={"customer_id": customers[0], "k": 5}).json()
             if body["fallback"] is None or time.monotonic() > deadline:

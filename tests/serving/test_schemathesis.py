@@ -1,7 +1,8 @@
 """Property-based API fuzzing from the app's own OpenAPI (/schema): whatever the input, never a 5xx.
 
-Bounded (a fixed number of examples per operation, derandomized) so it stays well under a minute. Admin
-operations are fuzzed without an API key, so they only ever see 401: the fuzzer activates and approves nothing.
+Bounded (a fixed number of examples per operation, derandomized) so it stays well under a minute. /v1 operations
+are fuzzed with the session's data key (answers, ingest, features); admin operations without a key, so they only
+ever see 401: the fuzzer activates and approves nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from schemathesis.checks import not_a_server_error
 EXAMPLES_PER_OPERATION = 25
 
 
-def test_never_a_server_error(api):
+def test_never_a_server_error(api, api_keys):
     schema = schemathesis.openapi.from_url(f"{api.url}/schema/openapi.json")
     # /readyz answers 503 by design while a model is missing: that is its job, not a server error
     operations = [op for op in (result.ok() for result in schema.get_all_operations()) if op.label != "GET /readyz"]
@@ -25,7 +26,8 @@ def test_never_a_server_error(api):
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck),
                   derandomize=True, database=None)
         def check(case) -> None:
-            case.call_and_validate(checks=[not_a_server_error], timeout=10)
+            headers = api_keys.headers("data") if case.path.startswith("/v1/") else {}
+            case.call_and_validate(checks=[not_a_server_error], timeout=10, headers=headers)
 
         check()
         tried.append(operation.label)

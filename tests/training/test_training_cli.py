@@ -28,3 +28,16 @@ def test_train_is_idempotent_and_models_list_marks_active(trained) -> None:
     listing = runner.invoke(models, ["list"])
     active = registry.active_version(trained.models_dir, "next_best_action")
     assert listing.exit_code == 0 and f"* {active}" in listing.output
+
+
+def test_activate_on_the_command_line_is_in_the_audit_log(trained) -> None:
+    from pantry import audit
+    from pantry.audit_cli import cli_actor
+    from pantry.redis_server import sync_client
+
+    active = registry.active_version(trained.models_dir, "next_best_action")
+    done = CliRunner().invoke(models, ["activate", "next_best_action", active, "--no-push"])
+    assert done.exit_code == 0, done.output
+    _, last = audit.read_all(sync_client(trained))[-1]
+    assert (last.actor, last.action, last.target) == (cli_actor(), "model.activate", "model:next_best_action")
+    assert last.before == last.after == active and last.actor.startswith("cli:")
