@@ -50,6 +50,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Streaming
     stream_replay_flush_s: float = 1.0  # a replay emits each changed entity at most this often (wall time)
     stream_snapshot_s: float | None = None  # recovery snapshot interval; None = per mode (streaming.runner)
+    # ---- Supervision and readiness (pantry/supervisor.py, pantry/health.py, /readyz; docs/OPERATIONS.md) ----
+    serve_live: bool = True  # `pantry serve` runs the live dataflow beside the API (False: it runs elsewhere)
+    live_max_age_s: float = 10.0  # /readyz is 503 when the live flow's heartbeat is older; 0 = reported, not judged
+    require_aof: bool = False  # `pantry serve` refuses to start unless the events' Redis has AOF on (verified)
+    restart_backoff_max_s: float = 30.0  # the supervisor's longest wait before restarting a child that keeps dying
 
     @property
     def dataset_dir(self) -> Path:
@@ -104,6 +109,13 @@ def _parse_api_keys(raw: str) -> dict[str, Role]:
     return keys
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        raise SettingsError(f"{name}={raw!r} must be 1/0 (true/false)")
+    return value in ("1", "true", "yes")
+
+
 _DEFAULT_API_KEYS = "merch-demo-key:merchandiser,ml-demo-key:ml_engineer,admin-demo-key:admin"
 
 
@@ -140,6 +152,12 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_RECOMMENDER_CACHE", "recommender_cache", int)
     num("PANTRY_STREAM_REPLAY_FLUSH_S", "stream_replay_flush_s", float)
     num("PANTRY_STREAM_SNAPSHOT_S", "stream_snapshot_s", float)
+    # ---- Supervision and readiness ----
+    num("PANTRY_LIVE_MAX_AGE_S", "live_max_age_s", float)
+    num("PANTRY_RESTART_BACKOFF_MAX_S", "restart_backoff_max_s", float)
+    for name, field in (("PANTRY_SERVE_LIVE", "serve_live"), ("PANTRY_REQUIRE_AOF", "require_aof")):
+        if env.get(name, "").strip():
+            kw[field] = _flag(name, env[name])
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")

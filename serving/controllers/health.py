@@ -5,10 +5,30 @@ from __future__ import annotations
 from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
+from pantry.health import Durability, LiveFlow, durability_async, live_flow_async
 from serving import metrics
 from serving.redis_guard import StoreUnavailable
 from serving.schemas import Health, Readiness
-from serving.services import Injected
+from serving.services import Injected, Services
+
+
+async def _live_flow(svc: Services) -> LiveFlow | None:
+    """The live dataflow's heartbeat and lag (None: Redis did not answer); updates the two gauges."""
+    try:
+        flow = await svc.store.call(lambda: live_flow_async(svc.redis, svc.settings.live_max_age_s))
+    except StoreUnavailable:
+        return None
+    if flow.heartbeat_age_s is not None:
+        metrics.LIVE_HEARTBEAT_AGE.set(flow.heartbeat_age_s)
+        metrics.LIVE_LAG.set(flow.lag_s or 0.0)
+    return flow
+
+
+async def _durability(svc: Services) -> Durability | None:
+    try:
+        return await svc.store.call(lambda: durability_async(svc.redis))
+    except StoreUnavailable:
+        return None
 
 
 class HealthController(Controller):
@@ -18,7 +38,7 @@ class HealthController(Controller):
     async def healthz(self) -> Health:
         return Health("ok")
 
-    @get("/readyz", summary="Redis reachable, feature registry and all models loaded",
+    @get("/readyz", summary="Redis reachable, feature registry and all models loaded, live dataflow heartbeat fresh",
          responses={503: ResponseSpec(Readiness, description="not ready: the body says what is missing")})
     async def readyz(self, services: Injected) -> Response[Readiness]:
         svc = services
@@ -28,11 +48,23 @@ class HealthController(Controller):
         except StoreUnavailable:
             redis_ok = False
         models = svc.models.current
-        ready = redis_ok and models.complete and svc.reader is not None
-        body = Readiness("ready" if ready else "not_ready", redis_ok, models.versions(), svc.reader is not None)
+        flow = await _live_flow(svc) if redis_ok else None
+        reasons = []
+        if not redis_ok:
+            reasons.append("redis does not answer")
+        if not models.complete:
+            reasons.append("models not loaded: " + ", ".join(n for n, v in models.versions().items() if v is None))
+        if svc.reader is None:
+            reasons.append("feast registry not loaded (run `pantry feast apply`)")
+        if flow is not None and not flow.ok:
+            reasons.append(flow.detail)
+        ready = not reasons
+        body = Readiness("ready" if ready else "not_ready", redis_ok, models.versions(), svc.reader is not None,
+                         live_flow=flow, durability=await _durability(svc) if redis_ok else None, reasons=reasons)
         return Response(body, status_code=200 if ready else 503)
 
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain", include_in_schema=True)
-    async def metrics(self) -> Response[bytes]:
+    async def metrics(self, services: Injected) -> Response[bytes]:
+        await _live_flow(services)  # the live flow's gauges as of this scrape
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
