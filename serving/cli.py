@@ -73,6 +73,9 @@ def serve_api(workers: int, host: str, port: int) -> None:
         loop=Loops.uvloop if _has_uvloop() else Loops.asyncio,
         log_access=False,
         respawn_failed_workers=True,
+        # a worker SIGTERMed while it is still starting (loading models) never stops by itself: killed after 10 s
+        # (below the supervisor's 20 s, which would otherwise SIGKILL the whole API)
+        workers_kill_timeout=10,
     )
     server.serve()
 
