@@ -4,6 +4,7 @@ started (escalating to SIGKILL), and children do not outlive a SIGKILLed supervi
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -64,7 +65,7 @@ def test_a_child_dying_in_a_loop_backs_off_and_is_reported():
     finally:
         sup.shutdown()
     child = sup.children[0]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     # 0.1, 0.2, 0.4, 0.4, ... (+ the child's own start-up): a handful of starts in 3 s, never a hot loop
     assert 4 <= len(starts) <= 12, (len(starts), gaps)
     assert gaps[0] >= 0.1 and all(g >= 0.4 for g in gaps[2:]), gaps
