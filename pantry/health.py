@@ -128,8 +128,9 @@ def describe(config: dict | None) -> Durability:
     text = {
         "always": "every write is fsynced before the answer: events acknowledged with 202 survive a Redis crash "
                   "and a machine crash",
-        "everysec": "events acknowledged with 202 survive a Redis crash (the AOF write precedes the answer); a machine "
-                    "crash or power loss can lose up to ~1 s of them (appendfsync everysec)",
+        "everysec": "events acknowledged with 202 survive a Redis crash (Redis writes them to its AOF before it "
+                    "answers); a machine crash or power loss can lose up to ~1 s of them (appendfsync everysec; up "
+                    "to 2 s while the disk is slow to fsync)",
         "no": "events acknowledged with 202 survive a Redis crash; a machine crash can lose what the OS had not yet "
               "written to disk (appendfsync no: typically up to 30 s)",
     }.get(fsync, f"AOF is on (appendfsync {fsync})")
