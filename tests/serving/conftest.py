@@ -51,8 +51,8 @@ def start_server(settings: Settings, log_dir, workers: int = 1, extra_env: dict[
                 **(extra_env or {})})
     log_path = os.path.join(log_dir, f"server-{port}.log")
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "pantry.cli", "serve", "--no-live", "--workers", str(workers)],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        cmd = [sys.executable, "-m", "pantry.cli", "serve", "--no-live", "--workers", str(workers)]
+        process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
