@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
+from redis.exceptions import ResponseError
 
 from pantry.health import Durability, LiveFlow, durability_async, live_flow_async
 from serving import metrics
@@ -14,10 +15,13 @@ from serving.services import Injected, Services
 
 async def _live_flow(svc: Services) -> LiveFlow | None:
     """The live dataflow's heartbeat and lag (None: Redis did not answer); updates the two gauges."""
+    max_age_s = svc.settings.live_max_age_s
     try:
-        flow = await svc.store.call(lambda: live_flow_async(svc.redis, svc.settings.live_max_age_s))
+        flow = await svc.store.call(lambda: live_flow_async(svc.redis, max_age_s))
     except StoreUnavailable:
         return None
+    except ResponseError as exc:  # e.g. a Redis older than 6.2 (no exclusive XRANGE bound): say so, never a 500
+        return LiveFlow(max_age_s <= 0, f"the live flow's heartbeat could not be read: {exc}", max_age_s=max_age_s)
     if flow.heartbeat_age_s is not None:
         metrics.LIVE_HEARTBEAT_AGE.set(flow.heartbeat_age_s)
         metrics.LIVE_LAG.set(flow.lag_s or 0.0)
