@@ -81,6 +81,7 @@ class Supervisor:
                                                                    flush=True))
     _stopping: threading.Event = field(default_factory=threading.Event)
     _previous: dict = field(default_factory=dict)
+    _signal: str | None = None
 
     # ---- life cycle -------------------------------------------------------------------------------------------
 
@@ -119,8 +120,8 @@ class Supervisor:
         return self._stopping.is_set()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if not self._stopping.is_set():
-            self.log(f"{signal.Signals(signum).name}: stopping {', '.join(c.name for c in self.children)}")
+        # no logging here: a print interrupting a print of the main thread raises (reentrant call)
+        self._signal = self._signal or signal.Signals(signum).name
         self._stopping.set()
 
     # ---- one round ------------------------------------------------------------------------------------------
@@ -168,6 +169,7 @@ class Supervisor:
         """SIGTERM every running child, SIGKILL the process group of any still running after stop_timeout_s."""
         self._stopping.set()
         running = [c for c in self.children if c.process is not None and c.process.poll() is None]
+        self.log(f"{self._signal or 'stop'}: stopping {', '.join(c.name for c in running) or 'nothing'}")
         for child in running:
             try:
                 child.process.send_signal(signal.SIGTERM)
