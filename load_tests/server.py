@@ -62,15 +62,17 @@ def pantry_command(*args: str) -> list[str]:
 
 @contextmanager
 def background_serve(settings: Settings, log: Path, port: int | None = None, workers: int | None = None,
-                     timeout_s: float = 120.0) -> Iterator[str]:
-    """`pantry serve` in its own process group on settings.host:port; yields its base URL, stops it on exit."""
+                     timeout_s: float = 120.0, live: bool = False) -> Iterator[str]:
+    """`pantry serve` in its own process group on settings.host:port; yields its base URL, stops it on exit.
+    Without the live dataflow unless `live` (`--no-live`: the API alone, as the load figures were measured)."""
     env = subprocess_env(settings)
     env["PANTRY_HOST"] = settings.host
     env["PANTRY_PORT"] = str(port or settings.port)
     if workers:
         env["PANTRY_WORKERS"] = str(workers)
     base_url = f"http://{settings.host}:{env['PANTRY_PORT']}"
-    with background(pantry_command("serve"), env, base_url, log, "/healthz", timeout_s) as url:
+    cmd = pantry_command("serve", *(() if live else ("--no-live",)))
+    with background(cmd, env, base_url, log, "/healthz", timeout_s) as url:
         yield url
 
 

@@ -2,8 +2,9 @@
 
 Steps: embedded Redis up -> Complete Journey into parquet -> feast apply (+ batch views online) -> replay the events
 through the Bytewax dataflow -> train and activate the models -> approve the dataset's historical campaigns -> serve
-on host:port with the live dataflow beside it. Ctrl-C (or SIGTERM to the process group) stops everything this
-command started, Redis included; the data stays under .pantry/ and artifacts/.
+on host:port with the live dataflow beside it, both supervised (pantry/supervisor.py: a child that dies is restarted).
+Ctrl-C (or SIGTERM) stops everything this command started, Redis included; the data stays under .pantry/ and
+artifacts/.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from types import FrameType
 
 import pyarrow.compute as pc
 
-from pantry import apikeys, dataset, dataset_load
+from pantry import apikeys, dataset, dataset_load, supervisor
 from pantry.redis_server import EmbeddedRedis, ensure_redis
 from pantry.settings import Settings, subprocess_env
 
@@ -142,27 +143,19 @@ def curl_examples(settings: Settings, ids: dict[str, int]) -> str:
     )
 
 
-def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> bool:
+def _answers_200(url: str) -> bool:
     import urllib.request
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.3)
-    return False
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 def run_demo(settings: Settings, until: str | None, households: int | None, serve: bool) -> int:
     timer = Timer()
     server: EmbeddedRedis | None = None
-    children: list[subprocess.Popen] = []
     stopping = False
 
     def shutdown(signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -171,14 +164,6 @@ def run_demo(settings: Settings, until: str | None, households: int | None, serv
             return
         stopping = True
         print("\n==> stopping", flush=True)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
         if server is not None and server.started_here:
             server.stop()
             print("    embedded redis stopped (data kept in .pantry/)", flush=True)
@@ -207,20 +192,22 @@ def run_demo(settings: Settings, until: str | None, households: int | None, serv
         if not serve:
             return 0
 
-        env = subprocess_env(settings)
-        children.append(subprocess.Popen(_pantry("stream", "live"), env=env))
-        api = subprocess.Popen(_pantry("serve"), env=env)
-        children.append(api)
         start = time.perf_counter()
-        if not _wait_http(f"http://{settings.host}:{settings.port}/readyz", 120, api):
-            raise StepFailed("the service did not become ready")
-        print(f"\n==> serving on http://{settings.host}:{settings.port} (ready in "
-              f"{time.perf_counter() - start:.1f} s; OpenAPI at /schema; Ctrl-C stops everything)\n", flush=True)
-        print(curl_examples(settings, example_ids(settings, until)), flush=True)
-        while all(c.poll() is None for c in children):
-            time.sleep(0.5)
-        failed = [c for c in children if c.poll() not in (None, 0)]
-        return 1 if failed else 0
+        ready_url = f"http://{settings.host}:{settings.port}/readyz"
+
+        def announce(sup: supervisor.Supervisor) -> None:
+            # supervised meanwhile: a child that dies while starting is restarted
+            if not sup.wait_until(lambda: _answers_200(ready_url), 180):
+                if sup.stopping:
+                    return
+                raise StepFailed(f"the service did not become ready (see {ready_url})")
+            print(f"\n==> serving on http://{settings.host}:{settings.port} with the live dataflow (ready in "
+                  f"{time.perf_counter() - start:.1f} s; OpenAPI at /schema; Ctrl-C stops everything)\n", flush=True)
+            print(curl_examples(settings, example_ids(settings, until)), flush=True)
+
+        print("\n==> serve", flush=True)
+        return supervisor.serve(settings, settings.workers, settings.host, settings.port, live=True,
+                                on_started=announce)
     except KeyboardInterrupt:
         return 0
     except StepFailed as exc:

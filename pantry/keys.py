@@ -13,3 +13,4 @@ EVENT_FIELD = b"e"
 AUDIT_STREAM = "pantry:audit"  # every admin action and approval, msgpack pantry.audit.AuditEntry in field b"a"
 AUDIT_FIELD = b"a"
 ERASED_CUSTOMERS = "pantry:customers:erased"  # set of customer ids erased: serving treats them as new
+LIVE_HEARTBEAT = "pantry:stream:live"  # hash: the live flow's heartbeat (ts in Redis time, last_id, pid, host)

@@ -65,6 +65,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # enforced by POST /v1/events and by the live flow's gate; docs/STREAMING.md "Validation")
     event_skew_wall_s: float = 300.0  # ahead of the wall clock (both modes; event mode with no watermark yet)
     event_skew_event_s: float = 86_400.0  # ahead of the watermark, in event-clock mode
+    # ---- Supervision and readiness (pantry/supervisor.py, pantry/health.py, /readyz; docs/OPERATIONS.md) ----
+    serve_live: bool = True  # `pantry serve` runs the live dataflow beside the API (False: it runs elsewhere)
+    live_max_age_s: float = 10.0  # /readyz is 503 when the live flow's heartbeat is older; 0 = reported, not judged
+    require_aof: bool = False  # `pantry serve` refuses to start unless the events' Redis has AOF on (verified)
+    restart_backoff_max_s: float = 30.0  # the supervisor's longest wait before restarting a child that keeps dying
 
     @property
     def dataset_dir(self) -> Path:
@@ -176,6 +181,12 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_STREAM_SNAPSHOT_S", "stream_snapshot_s", float)
     num("PANTRY_EVENT_SKEW_WALL_S", "event_skew_wall_s", float)  # event validation (see the Settings block)
     num("PANTRY_EVENT_SKEW_EVENT_S", "event_skew_event_s", float)
+    # ---- Supervision and readiness ----
+    num("PANTRY_LIVE_MAX_AGE_S", "live_max_age_s", float)
+    num("PANTRY_RESTART_BACKOFF_MAX_S", "restart_backoff_max_s", float)
+    for name, field in (("PANTRY_SERVE_LIVE", "serve_live"), ("PANTRY_REQUIRE_AOF", "require_aof")):
+        if env.get(name, "").strip():
+            kw[field] = _flag(env, name)
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")

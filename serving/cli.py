@@ -11,8 +11,41 @@ from pantry.settings import get_settings
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default: settings).")
 @click.option("--host", default=None, help="Bind address (default: settings, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: settings, 8000).")
-def serve(workers: int | None, host: str | None, port: int | None) -> None:
-    """Serve the HTTP API with granian: N worker processes behind one port."""
+@click.option("--no-live", is_flag=True,
+              help="Do not run the live dataflow here (it runs elsewhere; /readyz judges it by its heartbeat).")
+@click.option("--api-only", is_flag=True, hidden=True, help="Only the HTTP API in this process (what the supervisor "
+              "runs as its child).")
+def serve(workers: int | None, host: str | None, port: int | None, no_live: bool, api_only: bool) -> None:
+    """Serve: the HTTP API (granian, N worker processes behind one port) and the live dataflow, supervised (a child
+    that dies is restarted; SIGTERM/SIGINT stops both)."""
+    settings = get_settings()
+    workers, host, port = workers or settings.workers, host or settings.host, port or settings.port
+    if api_only:
+        serve_api(workers, host, port)
+        return
+    import sys
+
+    from pantry import supervisor
+    from pantry.redis_server import ensure_redis
+
+    try:
+        server = ensure_redis(settings, daemonize=True)  # the embedded Redis, when it is not running yet
+    except Exception as exc:
+        raise click.ClickException(f"redis not reachable: {exc}") from exc
+    live = settings.serve_live and not no_live
+    click.echo(f"pantry serving on http://{host}:{port} ({workers} workers"
+               f"{', live dataflow beside' if live else ', live dataflow elsewhere'})")
+    try:
+        code = supervisor.serve(settings, workers, host, port, live)
+    finally:
+        if server is not None and server.started_here:
+            server.stop()
+    sys.exit(code)
+
+
+def serve_api(workers: int, host: str, port: int) -> None:
+    """The HTTP API with granian in this process. A worker that dies is respawned by granian (one that dies again
+    within ~5 s makes granian exit, and the supervisor restarts it with a backoff)."""
     import os
     import shutil
 
@@ -39,12 +72,16 @@ def serve(workers: int | None, host: str | None, port: int | None) -> None:
     server = Granian(
         "serving.app:create_app_from_env",
         factory=True,
-        address=host or settings.host,
-        port=port or settings.port,
+        address=host,
+        port=port,
         interface=Interfaces.ASGI,
-        workers=workers or settings.workers,
+        workers=workers,
         loop=Loops.uvloop if _has_uvloop() else Loops.asyncio,
         log_access=False,
+        respawn_failed_workers=True,
+        # a worker SIGTERMed while it is still starting (loading models) never stops by itself: killed after 10 s
+        # (below the supervisor's 20 s, which would otherwise SIGKILL the whole API)
+        workers_kill_timeout=10,
     )
     click.echo(f"pantry serving on http://{host or settings.host}:{port or settings.port} "
                f"({workers or settings.workers} workers, {len(keys)} API keys)")

@@ -28,6 +28,10 @@ MODEL_VERSION = Gauge("pantry_model_info", "1 for the model version a worker ser
 DECISIONS_DROPPED = Counter("pantry_decisions_dropped_total", "Decision log entries not written", ["reason"])
 EVENTS_ACCEPTED = Counter("pantry_events_accepted_total", "Events written to the stream")
 EVENTS_REJECTED = Counter("pantry_events_rejected_total", "Events rejected by validation")
+LIVE_HEARTBEAT_AGE = Gauge("pantry_live_heartbeat_age_seconds", "Age of the live dataflow's heartbeat (at the last "
+                           "/readyz or /metrics)", multiprocess_mode="mostrecent")
+LIVE_LAG = Gauge("pantry_live_lag_seconds", "Age of the oldest event the live dataflow has not processed (0: "
+                 "caught up)", multiprocess_mode="mostrecent")
 
 
 @functools.cache

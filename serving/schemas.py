@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from pantry.health import Durability, LiveFlow
 from pantry.scoring import Action, Channel, Scored, Surface
 
 Id = Annotated[int, msgspec.Meta(ge=0, le=2**62, description="a Complete Journey id")]
@@ -147,7 +148,11 @@ class Readiness(msgspec.Struct):
     redis: bool
     models: dict[str, str | None]
     layout: bool
-    clock: ServiceClock | None = None  # None when Redis cannot be reached
+    # the live dataflow (its heartbeat and lag in Redis) and what a 202 on /v1/events guarantees (pantry/health.py)
+    live_flow: LiveFlow | None = None
+    durability: Durability | None = None
+    reasons: list[str] = msgspec.field(default_factory=list)  # why not ready (empty when ready)
+    clock: ServiceClock | None = None  # the service clock (None when Redis cannot be reached)
 
 
 class CampaignApproval(msgspec.Struct, omit_defaults=True):

@@ -46,7 +46,7 @@ class StreamConfig(msgspec.Struct, frozen=True):
 def parse_batch(batch: Batch) -> Parsed:
     """Decode stream entries; schema failures and unknown types become (reason, payload) dead letters."""
     if not batch.raws:
-        return Parsed(batch.events, [], batch.refresh, batch.as_of, batch.final)
+        return Parsed(batch.events, [], batch.refresh, batch.as_of, batch.final, batch.position)
     events = list(batch.events)
     dead: list[tuple[str, bytes]] = []
     for _entry_id, payload in batch.raws:
@@ -59,7 +59,7 @@ def parse_batch(batch: Batch) -> Parsed:
             dead.append((f"invalid: {exc}"[:REASON_MAX], payload))
         except Exception as exc:  # whatever else one entry raises, the others go on
             dead.append((failure(exc, None, "parse")[0], payload))
-    return Parsed(events, dead, batch.refresh, batch.as_of, batch.final)
+    return Parsed(events, dead, batch.refresh, batch.as_of, batch.final, batch.position)
 
 
 def control_of(item: tuple[str, Gated]) -> Control:
@@ -105,6 +105,6 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
     # -> HSET in Feast's layout + parquet feature log
     controls = op.map("control", gated, control_of)
     # Control(counters, max event time, dead letters)
-    op.output("control_out", controls, ControlSink(settings))
-    # -> watermark, counters, dead-letter stream
+    op.output("control_out", controls, ControlSink(settings, heartbeat=config.mode == "live"))
+    # -> watermark, counters, dead-letter stream; live: the heartbeat (pantry:stream:live, about once a second)
     return flow

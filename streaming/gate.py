@@ -25,18 +25,21 @@ _events_decoder = msgspec.msgpack.Decoder(list[Ev])
 class Parsed:
     """A decoded batch on its way to the gate (pickled as msgpack when the gate is in another process, like Work)."""
 
-    __slots__ = ("as_of", "dead", "events", "final", "refresh")
+    __slots__ = ("as_of", "dead", "events", "final", "position", "refresh")
 
     def __init__(self, events: list[Ev], dead: list[tuple[str, bytes]], refresh: bool, as_of: float | None,
-                 final: bool = False):
+                 final: bool = False, position: str | None = None):
         self.events, self.dead, self.refresh, self.as_of, self.final = events, dead, refresh, as_of, final
+        self.position = position  # live: the last stream entry id in or before this batch
 
     def __reduce__(self):
-        return _parsed_from_msgpack, (_encode(self.events), self.dead, self.refresh, self.as_of, self.final)
+        return _parsed_from_msgpack, (_encode(self.events), self.dead, self.refresh, self.as_of, self.final,
+                                      self.position)
 
 
-def _parsed_from_msgpack(events: bytes, dead: list, refresh: bool, as_of: float | None, final: bool) -> Parsed:
-    return Parsed(_events_decoder.decode(events), dead, refresh, as_of, final)
+def _parsed_from_msgpack(events: bytes, dead: list, refresh: bool, as_of: float | None, final: bool,
+                         position: str | None = None) -> Parsed:
+    return Parsed(_events_decoder.decode(events), dead, refresh, as_of, final, position)
 
 
 class GateState(msgspec.Struct, array_like=True):
@@ -167,7 +170,7 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
             routes = {name: share for name, share in zip(ALL_SHARDS, by_customer + by_store, strict=True) if share}
             dead = parsed.dead + [_dead(reason, e) for reason, e in late]
             as_of = parsed.as_of if parsed.as_of is not None else st.max_t
-            control = Control(dict(st.counters), st.max_t, dead)
+            control = Control(dict(st.counters), st.max_t, dead, parsed.position)
             now = time.monotonic()
             if parsed.refresh and not parsed.final:
                 self.rolling_until = now + ROLLING_S

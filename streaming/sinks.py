@@ -8,6 +8,9 @@ is harmless), and appends the rows to the feature log (streaming.feature_log).
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from typing import NamedTuple
 
 import msgspec
@@ -18,7 +21,8 @@ from pantry.featurestore import repo
 from pantry.featurestore.layout import OnlineLayout
 from pantry.featurestore.pipeline import chunked, pipeline_writer
 from pantry.featurestore.resp import Row, RowEncoder
-from pantry.keys import DEAD_LETTER_STREAM, STREAM_COUNTERS
+from pantry.health import HEARTBEAT_EVERY_S, HEARTBEAT_SCRIPT
+from pantry.keys import DEAD_LETTER_STREAM, LIVE_HEARTBEAT, STREAM_COUNTERS
 from pantry.redis_server import sync_client
 from pantry.settings import Settings
 from streaming.feature_log import LOG_EVERY_S, FeatureLog
@@ -120,13 +124,20 @@ class Control(msgspec.Struct, gc=False):
     counters: dict[str, int]
     max_t: float
     dead: list[tuple[str, bytes]]  # (reason, event as msgpack or the raw payload)
+    position: str | None = None  # live: the last stream entry id processed with this batch
 
 
 class ControlPartition(StatelessSinkPartition[Control]):
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, heartbeat: bool = False):
         self.client = sync_client(settings, timeout_s=30.0)
         self.last_max_t = NO_TIME
         self.last_counters: dict[str, int] | None = None
+        # live: the heartbeat (pantry.health) rides on this sink's pipeline at most once a second; the idle live
+        # source sends a batch every 0.1 s, so a live flow that runs writes it every second
+        self.heartbeat = heartbeat
+        self.next_beat = 0.0
+        self.position = "0-0"
+        self.whoami = (str(os.getpid()), socket.gethostname())
 
     def write_batch(self, items: list[Control]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -139,6 +150,14 @@ class ControlPartition(StatelessSinkPartition[Control]):
             if last.max_t > NO_TIME:
                 mapping["max_event_ts"] = last.max_t
             pipe.hset(STREAM_COUNTERS, mapping=mapping)
+        if self.heartbeat:
+            if last.position is not None:
+                self.position = last.position
+            now = time.monotonic()
+            if now >= self.next_beat:
+                self.next_beat = now + HEARTBEAT_EVERY_S
+                pipe.eval(HEARTBEAT_SCRIPT, 1, LIVE_HEARTBEAT, self.position, *self.whoami,
+                          last.counters.get("processed", 0))
         pipe.execute()
         if last.max_t > self.last_max_t:
             self.last_max_t = last.max_t
@@ -149,8 +168,8 @@ class ControlPartition(StatelessSinkPartition[Control]):
 
 
 class ControlSink(DynamicSink[Control]):
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, settings: Settings, heartbeat: bool = False):
+        self.settings, self.heartbeat = settings, heartbeat
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> ControlPartition:
-        return ControlPartition(self.settings)
+        return ControlPartition(self.settings, self.heartbeat)

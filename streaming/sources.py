@@ -35,6 +35,7 @@ class Batch(msgspec.Struct, gc=False):
     refresh: bool = False
     as_of: float | None = None
     final: bool = False  # the last batch of a replay
+    position: str | None = None  # live: the last stream entry id handed to the flow (with this batch)
 
 
 class SourceState(msgspec.Struct):
@@ -144,13 +145,13 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         if not reply:
             if refresh or now - self.last_tick >= TICK_EVERY_S:
                 self.last_tick = now
-                return [Batch(refresh=refresh)]
+                return [Batch(refresh=refresh, position=self.state.stream_id)]
             return []
         entries = reply[0][1]
         raws = [(entry_id, fields.get(EVENT_FIELD)) for entry_id, fields in entries]
         self.state = SourceState(self.state.replay_offset, self.state.replay_until, entries[-1][0].decode())
         self.last_tick = now
-        return [Batch(raws=raws, refresh=refresh)]
+        return [Batch(raws=raws, refresh=refresh, position=self.state.stream_id)]
 
     def next_awake(self):
         return None

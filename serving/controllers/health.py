@@ -4,12 +4,36 @@ from __future__ import annotations
 
 from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
+from redis.exceptions import ResponseError
 
+from pantry.health import Durability, LiveFlow, durability_async, live_flow_async
 from serving import metrics
 from serving.redis_guard import StoreUnavailable
 from serving.schemas import Health, Readiness
 from serving.service_clock import read_clock
-from serving.services import Injected
+from serving.services import Injected, Services
+
+
+async def _live_flow(svc: Services) -> LiveFlow | None:
+    """The live dataflow's heartbeat and lag (None: Redis did not answer); updates the two gauges."""
+    max_age_s = svc.settings.live_max_age_s
+    try:
+        flow = await svc.store.call(lambda: live_flow_async(svc.redis, max_age_s))
+    except StoreUnavailable:
+        return None
+    except ResponseError as exc:  # e.g. a Redis older than 6.2 (no exclusive XRANGE bound): say so, never a 500
+        return LiveFlow(max_age_s <= 0, f"the live flow's heartbeat could not be read: {exc}", max_age_s=max_age_s)
+    if flow.heartbeat_age_s is not None:
+        metrics.LIVE_HEARTBEAT_AGE.set(flow.heartbeat_age_s)
+        metrics.LIVE_LAG.set(flow.lag_s or 0.0)
+    return flow
+
+
+async def _durability(svc: Services) -> Durability | None:
+    try:
+        return await svc.store.call(lambda: durability_async(svc.redis))
+    except StoreUnavailable:
+        return None
 
 
 class HealthController(Controller):
@@ -19,7 +43,7 @@ class HealthController(Controller):
     async def healthz(self) -> Health:
         return Health("ok")
 
-    @get("/readyz", summary="Redis reachable, feature registry and all models loaded",
+    @get("/readyz", summary="Redis reachable, feature registry and all models loaded, live dataflow heartbeat fresh",
          responses={503: ResponseSpec(Readiness, description="not ready: the body says what is missing")})
     async def readyz(self, services: Injected) -> Response[Readiness]:
         svc = services
@@ -31,12 +55,24 @@ class HealthController(Controller):
         except StoreUnavailable:
             redis_ok = clock is not None
         models = svc.models.current
-        ready = redis_ok and models.complete and svc.reader is not None
+        flow = await _live_flow(svc) if redis_ok else None
+        reasons = []
+        if not redis_ok:
+            reasons.append("redis does not answer")
+        if not models.complete:
+            reasons.append("models not loaded: " + ", ".join(n for n, v in models.versions().items() if v is None))
+        if svc.reader is None:
+            reasons.append("feast registry not loaded (run `pantry feast apply`)")
+        if flow is not None and not flow.ok:
+            reasons.append(flow.detail)
+        ready = not reasons
         body = Readiness("ready" if ready else "not_ready", redis_ok, models.versions(), svc.reader is not None,
-                         clock)
+                         live_flow=flow, durability=await _durability(svc) if redis_ok else None, reasons=reasons,
+                         clock=clock)
         return Response(body, status_code=200 if ready else 503)
 
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain", include_in_schema=True)
-    async def metrics(self) -> Response[bytes]:
+    async def metrics(self, services: Injected) -> Response[bytes]:
+        await _live_flow(services)  # the live flow's gauges as of this scrape
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

@@ -1,4 +1,8 @@
-"""A real pantry server (granian, one worker) in a subprocess on a free port, against the session's Redis."""
+"""A real pantry server (granian, one worker) in a subprocess on a free port, against the session's Redis.
+
+`pantry serve --no-live`: the supervisor with the API only (no live dataflow on the session's Redis: its watermark is
+the event clock other tests judge freshness by); /readyz reports the live flow without judging it
+(PANTRY_LIVE_MAX_AGE_S=0). tests/serving/test_supervision.py runs the whole thing."""
 
 from __future__ import annotations
 
@@ -43,11 +47,12 @@ def start_server(settings: Settings, log_dir, workers: int = 1, extra_env: dict[
                  timeout_s: float = 60.0) -> Server:
     port = free_port()
     env = subprocess_env(settings)
-    env.update({"PANTRY_PORT": str(port), "PANTRY_CLOCK": settings.clock, **(extra_env or {})})
+    env.update({"PANTRY_PORT": str(port), "PANTRY_CLOCK": settings.clock, "PANTRY_LIVE_MAX_AGE_S": "0",
+                **(extra_env or {})})
     log_path = os.path.join(log_dir, f"server-{port}.log")
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "pantry.cli", "serve", "--workers", str(workers)],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        cmd = [sys.executable, "-m", "pantry.cli", "serve", "--no-live", "--workers", str(workers)]
+        process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -24,6 +24,9 @@ def test_health_ready_and_schema(http):
     assert body["redis"] is True and body["layout"] is True
     # ready only when every model is loaded; otherwise 503 and the body says which are missing
     assert ready.status_code == (200 if all(body["models"].values()) else 503)
+    # no live flow runs beside this server: reported, not judged (PANTRY_LIVE_MAX_AGE_S=0 in conftest)
+    assert body["live_flow"]["max_age_s"] == 0 and body["live_flow"]["ok"] is True
+    assert body["durability"]["appendonly"] == "yes"  # the session's embedded Redis
     schema = http.get("/schema/openapi.json").json()
     for path in ("/v1/recommendations", "/v1/substitutions", "/v1/next-best-action", "/v1/features", "/v1/events"):
         assert path in schema["paths"], path

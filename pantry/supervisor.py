@@ -1,0 +1,267 @@
+"""A small process supervisor (stdlib only): runs commands (argv lists) as children and restarts any that dies.
+
+`pantry serve` and `pantry demo` use it for the HTTP API (`pantry serve --api-only`: granian, N workers) and the live
+dataflow (`pantry stream live`). It knows commands only as argv lists, so `pantry/` imports no component.
+
+- Each child runs in its own process group (its own session) and gets SIGTERM if the supervisor dies
+  (PR_SET_PDEATHSIG), so nothing outlives the supervisor.
+- A child that exits while the supervisor is not stopping is restarted after a backoff: `backoff_s`, doubled at every
+  quick death (one within `stable_s` of its start), capped at `backoff_max_s`; a child that ran `stable_s` starts
+  over at `backoff_s`. Each restart is logged with the child's restart count and how it ended (exit status or
+  signal); from `loop_after` quick deaths in a row the child is reported as crash-looping (it is still restarted,
+  at the capped pace, never hot). What is left of its process group (e.g. granian's workers) is SIGKILLed first.
+- SIGTERM/SIGINT: every child gets SIGTERM; a child still running after `stop_timeout_s` gets SIGKILL on its whole
+  process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+
+def pantry_argv(*args: str) -> list[str]:
+    """The `pantry` console script of this interpreter, with args."""
+    return [str(Path(sys.executable).with_name("pantry")), *args]
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the supervisor's own stop still stops its children
+        pass
+
+
+def exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str] | None = None
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    quick_deaths: int = 0  # deaths in a row, each within stable_s of its start
+    last_exit: str | None = None
+    restart_at: float | None = None  # monotonic time of the next start while it is down
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
+
+
+@dataclass
+class Supervisor:
+    children: list[Child]
+    backoff_s: float = 0.5
+    backoff_max_s: float = 30.0
+    stable_s: float = 30.0
+    loop_after: int = 3
+    stop_timeout_s: float = 20.0
+    poll_s: float = 0.2
+    log: Callable[[str], None] = field(default=lambda line: print(f"supervisor: {line}", file=sys.stderr,
+                                                                   flush=True))
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _previous: dict = field(default_factory=dict)
+    _signal: str | None = None
+
+    # ---- life cycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> Supervisor:
+        """Install the SIGTERM/SIGINT handlers and start every child."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+        for child in self.children:
+            self._spawn(child)
+        return self
+
+    def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT (or stop()), then stop every child; 0 when all stopped cleanly."""
+        if not self._previous:
+            self.start()
+        while not self._stopping.is_set():
+            self.tick()
+            self._stopping.wait(self.poll_s)
+        return self.shutdown()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.3) -> bool:
+        """Supervise (restarting as needed) until predicate() holds; False on timeout or when stopping."""
+        deadline = time.monotonic() + timeout_s
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            self.tick()
+            if predicate():
+                return True
+            self._stopping.wait(every_s)
+        return False
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # no logging here: a print interrupting a print of the main thread raises (reentrant call)
+        self._signal = self._signal or signal.Signals(signum).name
+        self._stopping.set()
+
+    # ---- one round ------------------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Notice children that died, and start those whose backoff has passed."""
+        now = time.monotonic()
+        for child in self.children:
+            if self._stopping.is_set():
+                return
+            proc = child.process
+            if proc is not None and proc.poll() is not None:
+                self._died(child, proc.returncode, now)
+            if child.process is None and child.restart_at is not None and now >= child.restart_at:
+                child.restarts += 1
+                self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        child.process = subprocess.Popen(child.argv, env=child.env, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        again = f" (restart {child.restarts})" if child.restarts else ""
+        self.log(f"started {child.name}{again}: pid {child.process.pid}")
+
+    def _died(self, child: Child, returncode: int, now: float) -> None:
+        pid = child.process.pid
+        child.process = None
+        _kill_group(pid)  # what the child left behind in its group (granian's workers when its main was killed)
+        ran = now - child.started_at
+        child.last_exit = exit_reason(returncode)
+        child.quick_deaths = child.quick_deaths + 1 if ran < self.stable_s else 1
+        delay = min(self.backoff_max_s, self.backoff_s * 2 ** (child.quick_deaths - 1))
+        child.restart_at = now + delay
+        line = (f"{child.name} (pid {pid}) {child.last_exit} after {ran:.1f} s; restart {child.restarts + 1} "
+                f"in {delay:.1f} s")
+        if child.quick_deaths >= self.loop_after:
+            line += (f"; CRASH LOOP: {child.quick_deaths} deaths in a row, each within {self.stable_s:.0f} s of its "
+                     f"start (retrying at most every {self.backoff_max_s:.0f} s)")
+        self.log(line)
+
+    # ---- stopping -------------------------------------------------------------------------------------------
+
+    def shutdown(self) -> int:
+        """SIGTERM every running child, SIGKILL the process group of any still running after stop_timeout_s."""
+        self._stopping.set()
+        running = [c for c in self.children if c.process is not None and c.process.poll() is None]
+        self.log(f"{self._signal or 'stop'}: stopping {', '.join(c.name for c in running) or 'nothing'}")
+        for child in running:
+            try:
+                child.process.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.stop_timeout_s
+        failed = False
+        for child in running:
+            proc = child.process
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.log(f"{child.name} (pid {proc.pid}) still running {self.stop_timeout_s:.0f} s after SIGTERM: "
+                         f"SIGKILL to its process group")
+                _kill_group(proc.pid)
+                proc.wait()
+                failed = True
+            else:
+                failed |= proc.returncode not in (0, -signal.SIGTERM)
+                self.log(f"{child.name} (pid {proc.pid}) {exit_reason(proc.returncode)}")
+            _kill_group(proc.pid)  # anything it left behind
+        for child in self.children:
+            child.process = None
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        return 1 if failed else 0
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def service_children(workers: int, host: str, port: int, live: bool,
+                     env: dict[str, str] | None = None, extra: Sequence[str] = ()) -> list[Child]:
+    """What `pantry serve` runs: the API (granian, `workers` processes) and, unless the flow runs elsewhere, the
+    live dataflow."""
+    api = Child("api", pantry_argv("serve", "--api-only", "--workers", str(workers), "--host", host,
+                                   "--port", str(port), *extra), env)
+    children = [api]
+    if live:
+        # -O: Feast's typeguard decorators skip re-compiling its sources at import: the flow's start (first
+        # heartbeat) 15.4-15.9 s -> 10.7-11.3 s on a loaded 2-core machine; pantry's code has no asserts to lose
+        live_argv = [sys.executable, "-O", "-m", "pantry.cli", "stream", "live", "--no-progress"]
+        children.insert(0, Child("live flow", live_argv, env))
+    return children
+
+
+class RefuseToStart(RuntimeError):
+    pass
+
+
+def check_durability(settings, log: Callable[[str], None]):
+    """One line saying what a 202 on /v1/events guarantees with the Redis events are written to; RefuseToStart when
+    `PANTRY_REQUIRE_AOF=1` and AOF is not verifiably on."""
+    from pantry.health import durability
+    from pantry.redis_server import sync_client
+
+    report = durability(sync_client(settings, timeout_s=5.0))
+    log(f"durability of /v1/events ({settings.redis_url or 'embedded redis'}): appendonly {report.appendonly}, "
+        f"appendfsync {report.appendfsync}: {report.guarantee}")
+    if settings.require_aof and not report.aof:
+        raise RefuseToStart(f"PANTRY_REQUIRE_AOF=1 and the events' Redis has appendonly {report.appendonly}: "
+                            f"refusing to acknowledge events that a Redis crash would lose")
+    return report
+
+
+def serve(settings, workers: int, host: str, port: int, live: bool,
+          on_started: Callable[[Supervisor], None] | None = None) -> int:
+    """`pantry serve`: the events' Redis checked (durability line, PANTRY_REQUIRE_AOF), then the API and (unless
+    `live` is False) the live dataflow, supervised until SIGTERM/SIGINT. `on_started` runs once every child has been
+    started (the demo waits for readiness there, supervising meanwhile)."""
+    from pantry.settings import subprocess_env
+
+    sup = Supervisor(service_children(workers, host, port, live, env=subprocess_env(settings)),
+                     backoff_max_s=settings.restart_backoff_max_s)
+    try:
+        check_durability(settings, sup.log)
+    except RefuseToStart as exc:
+        sup.log(str(exc))
+        return 2
+    if not live:
+        sup.log("the live dataflow is not run here (--no-live / PANTRY_SERVE_LIVE=0): /readyz judges it by its "
+                "heartbeat in Redis")
+    sup.start()
+    try:
+        if on_started is not None:
+            on_started(sup)
+    except BaseException:
+        sup.shutdown()
+        raise
+    return sup.run()

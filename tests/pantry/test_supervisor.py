@@ -1,0 +1,127 @@
+"""pantry.supervisor with real processes (small Python children): a killed child is restarted with its count and
+exit reason logged, a child dying in a loop backs off instead of spinning, SIGTERM stops every child and what they
+started (escalating to SIGKILL), and children do not outlive a SIGKILLed supervisor."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+
+from pantry.supervisor import Child, Supervisor
+
+PY = sys.executable
+SLEEPER = [PY, "-c", "import time; time.sleep(60)"]
+
+
+def _gone(pids: list[int], timeout_s: float = 5.0) -> list[int]:
+    """The pids still alive (not zombies) after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def test_a_killed_child_is_restarted_with_its_count_and_exit_reason():
+    lines: list[str] = []
+    sup = Supervisor([Child("sleeper", SLEEPER)], backoff_s=0.1, log=lines.append).start()
+    try:
+        child = sup.children[0]
+        first = child.pid
+        os.kill(first, signal.SIGKILL)
+        assert sup.wait_until(lambda: child.pid not in (None, first), 5), lines
+        second = child.pid
+        assert child.restarts == 1 and child.last_exit == "killed by SIGKILL"
+        assert any("sleeper" in line and "killed by SIGKILL" in line and "restart 1 in 0.1 s" in line
+                   for line in lines), lines
+    finally:
+        assert sup.shutdown() == 0, lines
+    assert _gone([second]) == []
+
+
+def test_a_child_dying_in_a_loop_backs_off_and_is_reported():
+    lines: list[str] = []
+    starts: list[float] = []
+    sup = Supervisor([Child("crasher", [PY, "-c", "import sys; sys.exit(3)"])], backoff_s=0.1, backoff_max_s=0.4,
+                     stable_s=10, log=lambda line: (lines.append(line), line.startswith("started") and
+                                                    starts.append(time.monotonic())))
+    sup.start()
+    try:
+        sup.wait_until(lambda: False, 3.0, every_s=0.02)
+    finally:
+        sup.shutdown()
+    child = sup.children[0]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # 0.1, 0.2, 0.4, 0.4, ... (+ the child's own start-up): a handful of starts in 3 s, never a hot loop
+    assert 4 <= len(starts) <= 12, (len(starts), gaps)
+    assert gaps[0] >= 0.1 and all(g >= 0.4 for g in gaps[2:]), gaps
+    assert child.last_exit == "exited with status 3"
+    assert any("CRASH LOOP" in line for line in lines), lines
+
+
+SUPERVISED = textwrap.dedent("""
+    import sys
+    from pantry.supervisor import Child, Supervisor
+    PY = sys.executable
+    sys.exit(Supervisor([
+        # leaves a grandchild behind when it dies
+        Child("parent", [PY, "-c", "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"]),
+        # ignores SIGTERM: killed after stop_timeout_s
+        Child("stubborn", [PY, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                     "print('ready', flush=True); time.sleep(60)"]),
+    ], stop_timeout_s=1.0).run())
+""")
+
+
+def _tree(pid: int, n: int, timeout_s: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        kids = psutil.Process(pid).children(recursive=True)
+        if len(kids) >= n:
+            return [k.pid for k in kids]
+        time.sleep(0.05)
+    raise AssertionError(f"supervisor {pid} has {psutil.Process(pid).children(recursive=True)}")
+
+
+def test_sigterm_stops_every_child_and_what_they_started():
+    proc = subprocess.Popen([PY, "-c", SUPERVISED], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        tree = _tree(proc.pid, 3)  # parent, its sleep, stubborn
+        assert proc.stdout.readline().strip() == "ready"  # stubborn has set its SIGTERM handler
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = proc.stderr.read()
+    assert code == 1, log  # one child had to be killed
+    assert "stubborn" in log and "SIGKILL to its process group" in log, log
+    assert _gone(tree) == [], log
+
+
+def test_children_do_not_outlive_a_killed_supervisor():
+    script = "import sys; from pantry.supervisor import Child, Supervisor; " \
+             f"Supervisor([Child('a', {SLEEPER!r}), Child('b', {SLEEPER!r})]).run()"
+    proc = subprocess.Popen([PY, "-c", script], stderr=subprocess.DEVNULL)
+    try:
+        tree = _tree(proc.pid, 2)
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _gone(tree) == []  # PR_SET_PDEATHSIG: SIGTERM when the supervisor dies
