@@ -201,11 +201,12 @@ class CustomerShardLogic(_Coalescing):
     def apply(self, events: list[Ev]) -> None:
         states, dirty, tops, bought = self.shard.states, self.shard.dirty, self.tops, self.bought
         for e in events:
-            st = states.get(e.customer_id)
-            created = st is None
-            if st is None:
-                st = states[e.customer_id] = C.CustomerState()
+            created = False
             try:
+                st = states.get(e.customer_id)
+                if st is None:
+                    st = states[e.customer_id] = C.CustomerState()
+                    created = True
                 flags = C.customer_apply(st, e)
             except Exception as exc:  # one event's failure must not stop the others
                 self.dead.append(failure(exc, e, "customer"))

@@ -252,9 +252,19 @@ def test_clock_and_skew_at_the_door(events_http, feast_applied):
 
 def test_wall_clock_skew_at_the_door(feast_applied, tmp_path):
     """Wall clock: ts at most 5 minutes ahead of the server's clock; the watermark plays no part."""
+    import os
+    import shutil
+
+    import msgspec
+
     from tests.serving.conftest import api_headers, start_server
 
-    server = start_server(feast_applied, tmp_path, extra_env={"PANTRY_CLOCK": "wall"})
+    data_dir = tmp_path / "data"  # its own (a server empties its metrics directory there at start)
+    data_dir.mkdir()
+    shutil.copy(feast_applied.registry_path, data_dir / "registry.db")
+    os.symlink(feast_applied.dataset_dir, data_dir / "data")
+    settings = msgspec.structs.replace(feast_applied, data_dir=data_dir)
+    server = start_server(settings, tmp_path, extra_env={"PANTRY_CLOCK": "wall"})
     try:
         with httpx.Client(base_url=server.url, timeout=10.0, headers=api_headers()) as http:
             wall = datetime.now(UTC)
