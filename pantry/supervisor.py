@@ -10,6 +10,8 @@ dataflow (`pantry stream live`). It knows commands only as argv lists, so `pantr
   over at `backoff_s`. Each restart is logged with the child's restart count and how it ended (exit status or
   signal); from `loop_after` quick deaths in a row the child is reported as crash-looping (it is still restarted,
   at the capped pace, never hot). What is left of its process group (e.g. granian's workers) is SIGKILLed first.
+- A child that exits with EXIT_CONFIG (78, sysexits' EX_CONFIG) refused its configuration (e.g. demo keys on a public
+  address): restarting cannot help, so the supervisor stops everything and exits with that status.
 - SIGTERM/SIGINT: every child gets SIGTERM; a child still running after `stop_timeout_s` gets SIGKILL on its whole
   process group.
 """
@@ -26,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+
+EXIT_CONFIG = 78  # a child's "my configuration is refused" (sysexits.h EX_CONFIG): stop, do not restart
 
 
 def pantry_argv(*args: str) -> list[str]:
@@ -82,6 +86,7 @@ class Supervisor:
     _stopping: threading.Event = field(default_factory=threading.Event)
     _previous: dict = field(default_factory=dict)
     _signal: str | None = None
+    config_refused: bool = False  # a child exited with EXIT_CONFIG
 
     # ---- life cycle -------------------------------------------------------------------------------------------
 
@@ -151,6 +156,12 @@ class Supervisor:
         pid = child.process.pid
         child.process = None
         _kill_group(pid)  # what the child left behind in its group (granian's workers when its main was killed)
+        if returncode == EXIT_CONFIG:
+            self.log(f"{child.name} (pid {pid}) refused its configuration (exit {EXIT_CONFIG}): not restarted; "
+                     f"stopping")
+            self.config_refused = True
+            self._stopping.set()
+            return
         ran = now - child.started_at
         child.last_exit = exit_reason(returncode)
         child.quick_deaths = child.quick_deaths + 1 if ran < self.stable_s else 1
@@ -196,7 +207,7 @@ class Supervisor:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-        return 1 if failed else 0
+        return EXIT_CONFIG if self.config_refused else 1 if failed else 0
 
 
 def _kill_group(pgid: int) -> None:

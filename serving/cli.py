@@ -48,17 +48,21 @@ def serve_api(workers: int, host: str, port: int) -> None:
     within ~5 s makes granian exit, and the supervisor restarts it with a backoff)."""
     import os
     import shutil
+    import sys
 
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
+    from pantry.supervisor import EXIT_CONFIG
     from serving.access import DemoKeysRefused, load_keys
 
     settings = get_settings()
     try:
         keys = load_keys(settings, host or settings.host)  # refuses demo keys on a non-loopback host
     except (DemoKeysRefused, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        # a refused configuration: the supervisor must not restart this child, but stop (pantry.supervisor)
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
     # one thread of BLAS/OpenMP per worker: the workers already fill the cores, and BLAS threads spin-waiting after a
     # small per-request matrix product steal them from the other worker (recommendations at 2 workers: saturation
     # 490 -> 788 req/s, p99 at 300 req/s 127 -> 6.7 ms; docs/DECISIONS.md). Set before the workers import numpy.

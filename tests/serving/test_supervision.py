@@ -106,7 +106,8 @@ def test_readyz_reports_the_live_flow_and_what_202_guarantees(served: Served):
     assert flow["pid"] == served.child("stream live").pid and flow["lag_s"] == 0.0, body
     assert body["durability"]["appendonly"] == "yes" and body["durability"]["appendfsync"] == "everysec"
     assert body["reasons"] == []
-    metrics = httpx.get(f"{served.url}/metrics", timeout=5).text
+    metrics = httpx.get(f"{served.url}/metrics", timeout=5,
+                        headers={"X-API-Key": os.environ["PANTRY_CLIENT_KEY"]}).text  # the data key has `metrics`
     assert "pantry_live_heartbeat_age_seconds" in metrics and "pantry_live_lag_seconds" in metrics
     assert "durability of /v1/events" in served.tail() and "survive a Redis crash" in served.tail()
 
