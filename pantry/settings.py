@@ -50,6 +50,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Streaming
     stream_replay_flush_s: float = 1.0  # a replay emits each changed entity at most this often (wall time)
     stream_snapshot_s: float | None = None  # recovery snapshot interval; None = per mode (streaming.runner)
+    # ---- Event write path (serving/ingest.py): its own client timeout and breaker, idempotent batches ----
+    # one POST /v1/events batch (up to max_body_bytes, ~1 MiB) is one Lua call; its reply may take this long
+    events_write_timeout_s: float = 0.5
+    # a batch posted again within this window (same encoded events) is a replay: nothing is written twice
+    events_dedup_window_s: int = 24 * 3600
 
     @property
     def dataset_dir(self) -> Path:
@@ -140,6 +145,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_RECOMMENDER_CACHE", "recommender_cache", int)
     num("PANTRY_STREAM_REPLAY_FLUSH_S", "stream_replay_flush_s", float)
     num("PANTRY_STREAM_SNAPSHOT_S", "stream_snapshot_s", float)
+    num("PANTRY_EVENTS_WRITE_TIMEOUT_S", "events_write_timeout_s", float)
+    num("PANTRY_EVENTS_DEDUP_WINDOW_S", "events_dedup_window_s", int)
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")

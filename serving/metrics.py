@@ -28,6 +28,8 @@ MODEL_VERSION = Gauge("pantry_model_info", "1 for the model version a worker ser
 DECISIONS_DROPPED = Counter("pantry_decisions_dropped_total", "Decision log entries not written", ["reason"])
 EVENTS_ACCEPTED = Counter("pantry_events_accepted_total", "Events written to the stream")
 EVENTS_REJECTED = Counter("pantry_events_rejected_total", "Events rejected by validation")
+EVENTS_DUPLICATE_BATCHES = Counter("pantry_events_duplicate_batches_total",
+                                   "Event batches posted again and not written twice")
 
 
 @functools.cache
