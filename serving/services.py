@@ -100,7 +100,8 @@ class Services:
         store = GuardedStore(slack_s=settings.redis_socket_timeout_s / 2)
         svc = cls(settings, redis, pipeline, store, models, popularity, decisions, campaigns)
         svc.events_redis = serving_client(settings, settings.events_write_timeout_s)
-        svc.events_store = GuardedStore(CircuitBreaker(), lag=store.lag, slack_s=settings.events_write_timeout_s / 2)
+        svc.events_store = GuardedStore(CircuitBreaker(), lag=store.lag, slack_s=settings.events_write_timeout_s / 2,
+                                        retry_timeouts=True)  # idempotent (serving/ingest.py)
         await svc._load_registry()
         await svc.refresh_approvals()
         svc.tasks = [
@@ -108,6 +109,8 @@ class Services:
             asyncio.create_task(decisions.run(), name="decision-log"),
             asyncio.create_task(svc._poll(), name="poll"),
             asyncio.create_task(store.lag.run(), name="loop-lag"),
+            asyncio.create_task(store.watch(lambda: pipeline.run([(b"PING",)])), name="read-probe"),
+            asyncio.create_task(svc.events_store.watch(svc.events_redis.ping), name="events-probe"),
         ]
         return svc
 
