@@ -75,6 +75,8 @@ async def ingest(svc: Services, events: Sequence[Any]) -> tuple[int, bool]:
             encoded.append(encode_msgpack(from_builtins(event)))
         except InvalidEvent as exc:
             errors.append(EventError(i, str(exc)))
+        except OverflowError as exc:  # an integer past 64 bits passes the schema but not msgpack
+            errors.append(EventError(i, f"a number is out of range: {exc}"))
     if errors:
         metrics.EVENTS_REJECTED.inc(len(errors))
         raise BatchRejected(len(events), errors)

@@ -1,1 +1,1 @@
-"""`make chaos`: faults applied one at a time to a running demo stack under a steady mixed load (docs/RELIABILITY.md)."""
+"""`make chaos`: faults one at a time on the running demo stack under a steady mixed load (docs/RELIABILITY.md)."""

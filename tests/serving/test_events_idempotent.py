@@ -49,6 +49,16 @@ def _stream_ids(settings) -> list[str]:
     return [decode_msgpack(fields[EVENT_FIELD]).event_id for _, fields in client.xrange(EVENTS_STREAM)]
 
 
+async def test_an_integer_past_64_bits_is_a_400_naming_the_event(own_settings):
+    batch = _batch("big", 2)
+    batch["events"][1]["product_id"] = 2**64
+    async with AsyncTestClient(app=create_app(own_settings), timeout=10) as client:
+        response = await client.post("/v1/events", json=batch)
+    assert response.status_code == 400, response.text
+    assert [e["index"] for e in response.json()["errors"]] == [1]
+    assert _stream_ids(own_settings) == []
+
+
 def test_the_batch_marker_is_in_the_slot_of_the_stream():
     assert key_slot(batch_key([b"x"]).encode()) == key_slot(EVENTS_STREAM.encode())
     assert batch_key([b"ab", b"c"]) != batch_key([b"a", b"bc"])
