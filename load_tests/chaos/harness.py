@@ -76,6 +76,9 @@ def run_all(output: Path | None = None) -> int:
             time.sleep(SETTLE_S)
         say(started, "stop the load; retry unacknowledged batches (up to 60 s)")
         traffic.stop(drain_s=60.0)
+        (work / "traffic.msgpack").write_bytes(msgspec.msgpack.encode(  # every answer and batch, for a closer look
+            {"answers": traffic.answers, "batches": traffic.batches,
+             "faults": [(r.name, r.start_t, r.lifted_t, r.end_t) for r in report.rows]}))
         finish(report, traffic, settings, start_id, seen_at_start, started)
     finally:
         say(started, "stop the stack")
