@@ -21,6 +21,7 @@ from typing import Any
 from pantry.events import InvalidEvent, encode_msgpack, from_builtins
 from pantry.keys import EVENT_BATCH_PREFIX, EVENT_FIELD, EVENTS_STREAM
 from serving import metrics
+from serving.redis_guard import StoreUnavailable
 from serving.schemas import EventError
 from serving.services import Services
 
@@ -68,6 +69,8 @@ async def ingest(svc: Services, events: Sequence[Any]) -> tuple[int, bool]:
     limit = svc.settings.max_events_per_batch
     if len(events) > limit:
         raise BatchTooLarge(f"{len(events)} events in one batch; the limit is {limit}")
+    if not svc.events_store.closed:  # Redis is out: refuse before spending CPU on validating (retries come back)
+        raise StoreUnavailable("circuit open")
     encoded: list[bytes] = []
     errors: list[EventError] = []
     for i, event in enumerate(events):

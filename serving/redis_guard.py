@@ -143,6 +143,11 @@ class GuardedStore:
         self.slack_s = slack_s  # ~ half the socket timeout
         self.retry_timeouts = retry_timeouts
 
+    @property
+    def closed(self) -> bool:
+        """Calls go to Redis now (the circuit is closed)."""
+        return self.breaker.state == "closed"
+
     async def call(self, make: Callable[[], Awaitable[T]], probe: bool = False) -> T:
         if not self.breaker.allow(probe):
             raise StoreUnavailable("circuit open")

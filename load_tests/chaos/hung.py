@@ -1,5 +1,6 @@
-"""Answers while Redis is hung (SIGSTOP): each answer endpoint one request at a time, then concurrently; then SIGCONT
-and how long until answers come without the store_unavailable fallback again.
+"""Answers while Redis is hung (SIGSTOP): each answer endpoint one request at a time, then concurrently (and the same
+with Redis up first, for reference); then SIGCONT and how long until answers come without the store_unavailable
+fallback again.
 
     python -m load_tests.chaos.hung http://127.0.0.1:8471 <redis-server pid> [n]   # by hand, prints the figures
 """
@@ -105,6 +106,11 @@ async def run(base_url: str, redis_pid: int, reqs: Requests, headers: dict[str, 
     for path, make in made.items():
         await measure(base_url, path, make, 32, 8, headers)
     figures: list[HungFigures] = []
+    for path, make in made.items():  # the same with Redis up: what the machine gives without the fault
+        for conns in (1, concurrency):
+            figure = await measure(base_url, path, make, n, conns, headers)
+            figure.mode += ", Redis up"
+            figures.append(figure)
     os.kill(redis_pid, signal.SIGSTOP)
     try:
         for path, make in made.items():

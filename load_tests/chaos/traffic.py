@@ -4,8 +4,8 @@ Answers: `answer_rps` requests/s in turn to /v1/recommendations, /v1/substitutio
 with real ids from the dataset), latency from the scheduled send time (load_tests/bench/openloop.py's client).
 Events: `batch_rps` batches/s of `batch_size` product_view events with unique ids, event time moving with the wall
 clock from the stream's watermark. A batch that is not acknowledged (not 202, or no answer) is sent again, same
-body, after 0.5 s, as a producer would, until acknowledged or the run's drain deadline. Every answer and every
-batch is recorded with the time it was scheduled.
+body, after ~1 s (the 503's Retry-After), as a producer would, until acknowledged or the run's drain deadline.
+Every answer and every batch is recorded with the time it was scheduled.
 """
 
 from __future__ import annotations
@@ -159,4 +159,4 @@ class Traffic:
                 return  # refused for good: not acknowledged, not retried
             if self._stop.is_set() and self.now() > self._drain_until:
                 return
-            await asyncio.sleep(0.5 + random.random() * 0.2)
+            await asyncio.sleep(1.0 + random.random() * 0.2)  # the 503's Retry-After: 1
