@@ -72,8 +72,9 @@ def run_all(output: Path | None = None) -> int:
             say(started, f"fault: {name}")
             row = faults.apply(name, fn, stack, traffic, workers)
             report.rows.append(row)
-            say(started, f"   recovered in {row.recovery_s} s; {'; '.join(row.notes)}")
             time.sleep(SETTLE_S)
+            faults.restart_if_exited(stack, row, " after its recovery check")
+            say(started, f"   recovered in {row.recovery_s} s; {'; '.join(row.notes)}")
         say(started, "stop the load; retry unacknowledged batches (up to 60 s)")
         traffic.stop(drain_s=60.0)
         (work / "traffic.msgpack").write_bytes(msgspec.msgpack.encode(  # every answer and batch, for a closer look
