@@ -196,6 +196,8 @@ def hostile_burst(stack: Stack, traffic: Traffic, row: FaultRow) -> None:
                 kind, body = queue.pop()
                 try:
                     status, _ = await conn.request("/v1/events", body)
+                    if status == 413:
+                        conn.close()  # the server refused before reading the body and closes the connection
                 except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
                     status = 0
                     conn.close()
