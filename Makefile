@@ -11,7 +11,7 @@ RATE ?= 100
 DURATION ?= 60s
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo serve test bench load lint evaluate clean
+.PHONY: setup demo serve test bench chaos load lint evaluate clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,9 @@ test: setup
 
 bench: setup
 	$(PY) -m load_tests.bench
+
+chaos: setup
+	$(PY) -m load_tests.chaos
 
 load: setup
 	$(VENV)/bin/pantry load --users $(USERS) --rate $(RATE) --duration $(DURATION)

@@ -66,6 +66,7 @@ class NextBestActions(msgspec.Struct):
 
 class Accepted(msgspec.Struct):
     accepted: Annotated[int, msgspec.Meta(ge=0)]
+    duplicate: bool = False  # the same batch had been written already (nothing written twice)
 
 
 # Decoders are built once: msgspec caches the validation plan per decoder.

@@ -14,3 +14,7 @@ AUDIT_STREAM = "pantry:audit"  # every admin action and approval, msgpack pantry
 AUDIT_FIELD = b"a"
 ERASED_CUSTOMERS = "pantry:customers:erased"  # set of customer ids erased: serving treats them as new
 LIVE_HEARTBEAT = "pantry:stream:live"  # hash: the live flow's heartbeat (ts in Redis time, last_id, pid, host)
+# marker of an ingested /v1/events batch: this prefix + sha256 of its encoded events (expires after
+# events_dedup_window_s). The hash tag puts it in the slot of EVENTS_STREAM (the slot of "pantry:events"), so one Lua
+# call can check it and XADD on a Redis Cluster too.
+EVENT_BATCH_PREFIX = "{pantry:events}:batch:"

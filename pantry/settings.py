@@ -70,6 +70,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     live_max_age_s: float = 10.0  # /readyz is 503 when the live flow's heartbeat is older; 0 = reported, not judged
     require_aof: bool = False  # `pantry serve` refuses to start unless the events' Redis has AOF on (verified)
     restart_backoff_max_s: float = 30.0  # the supervisor's longest wait before restarting a child that keeps dying
+    # ---- Event write path (serving/ingest.py): its own client timeout and breaker, idempotent batches ----
+    # one POST /v1/events batch (up to max_body_bytes, ~1 MiB) is one Lua call; its reply may take this long
+    events_write_timeout_s: float = 0.5
+    # a batch posted again within this window (same encoded events) is a replay: nothing is written twice
+    events_dedup_window_s: int = 24 * 3600
 
     @property
     def dataset_dir(self) -> Path:
@@ -187,6 +192,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     for name, field in (("PANTRY_SERVE_LIVE", "serve_live"), ("PANTRY_REQUIRE_AOF", "require_aof")):
         if env.get(name, "").strip():
             kw[field] = _flag(env, name)
+    num("PANTRY_EVENTS_WRITE_TIMEOUT_S", "events_write_timeout_s", float)
+    num("PANTRY_EVENTS_DEDUP_WINDOW_S", "events_dedup_window_s", int)
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")

@@ -1,16 +1,39 @@
-"""Event ingestion: validate a batch, then XADD it to the event stream in one transaction (all or nothing)."""
+"""Event ingestion: validate a batch, then write it to the event stream exactly once (all or nothing).
+
+The write is one Lua call (atomic on the server): if the batch's marker key exists (the sha256 of its encoded
+events, expiring after `events_dedup_window_s`) nothing is written and the call says "replay"; else every event is
+XADDed and the marker is set. A batch posted again (a client retrying after a lost 202, or our own retry after a
+timeout whose write did commit) never makes a second set of stream entries. The marker lives in the slot of
+`pantry:events` (hash tag), so this works on a Redis Cluster. The marker holds the nonce of the request that
+wrote the batch: our own retry of a committed write is not reported as a duplicate, another request's is.
+
+Writes go through their own client (timeout sized for a ~1 MiB batch) and their own GuardedStore: a failing write
+path never opens the breaker of feature reads, and reads failing never refuse a write Redis would take.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from pantry.events import Event, InvalidEvent, encode_msgpack, from_builtins
-from pantry.keys import EVENT_FIELD, EVENTS_STREAM
+from pantry.keys import EVENT_BATCH_PREFIX, EVENT_FIELD, EVENTS_STREAM
 from serving import metrics
+from serving.redis_guard import StoreUnavailable
 from serving.schemas import EventError
 from serving.service_clock import read_clock
 from serving.services import Services
+
+# KEYS[1] marker, KEYS[2] stream; ARGV[1] marker expiry (s), ARGV[2] nonce, ARGV[3] field, ARGV[4..] events
+WRITE_BATCH = """
+local seen = redis.call('GET', KEYS[1])
+if seen then return {1, seen} end
+for i = 4, #ARGV do redis.call('XADD', KEYS[2], '*', ARGV[3], ARGV[i]) end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
+return {0, ARGV[2]}
+"""
 
 
 class BatchRejected(ValueError):
@@ -25,12 +48,30 @@ class BatchTooLarge(ValueError):
     pass
 
 
-async def ingest(svc: Services, events: Sequence[Any]) -> int:
-    """Validate every event, then write them all in one MULTI/EXEC; returns how many were written. Raises
-    BatchTooLarge, BatchRejected (nothing written), or StoreUnavailable (nothing written)."""
+def batch_key(encoded: Sequence[bytes]) -> str:
+    """The marker key of a batch: sha256 over its encoded events, each length-prefixed (so no two batches collide by
+    concatenation)."""
+    digest = hashlib.sha256()
+    for payload in encoded:
+        digest.update(len(payload).to_bytes(4, "big"))
+        digest.update(payload)
+    return EVENT_BATCH_PREFIX + digest.hexdigest()
+
+
+def write_script(client: Any):
+    """The registered Lua script on the worker's event-write client (EVALSHA, EVAL once after a Redis restart)."""
+    return client.register_script(WRITE_BATCH)
+
+
+async def ingest(svc: Services, events: Sequence[Any]) -> tuple[int, bool]:
+    """Validate every event, then write them all once; returns (how many, whether this batch had already been
+    written by another request). Raises BatchTooLarge, BatchRejected (nothing written), or StoreUnavailable
+    (nothing written by this request; a retry of the same batch is safe)."""
     limit = svc.settings.max_events_per_batch
     if len(events) > limit:
         raise BatchTooLarge(f"{len(events)} events in one batch; the limit is {limit}")
+    if not svc.events_store.closed:  # Redis is out: refuse before spending CPU on validating (retries come back)
+        raise StoreUnavailable("circuit open")
     encoded: list[bytes] = []
     errors: list[EventError] = []
     valid: list[tuple[int, Event]] = []
@@ -48,19 +89,30 @@ async def ingest(svc: Services, events: Sequence[Any]) -> int:
                                             f"{clock.now.isoformat()} + {clock.skew_allowed_s:.0f}s skew; "
                                             "GET /v1/clock) - at `$.ts`"))
             else:
-                encoded.append(encode_msgpack(event))
+                try:
+                    encoded.append(encode_msgpack(event))
+                except OverflowError as exc:  # an integer past 64 bits in a field with no bound: not msgpack
+                    errors.append(EventError(i, f"a number is out of range: {exc}"))
         errors.sort(key=lambda err: err.index)
     if errors:
         metrics.EVENTS_REJECTED.inc(len(errors))
         raise BatchRejected(len(events), errors)
+    if not encoded:
+        return 0, False
+    nonce = os.urandom(8).hex().encode()
+    window = str(max(1, svc.settings.events_dedup_window_s))
 
-    async def write() -> None:
-        pipe = svc.redis.pipeline(transaction=True)
-        for payload in encoded:
-            pipe.xadd(EVENTS_STREAM, {EVENT_FIELD: payload})
-        await pipe.execute()
+    if svc.events_script is None:
+        svc.events_script = write_script(svc.events_redis)
 
-    if encoded:
-        await svc.store.call(write)
-    metrics.EVENTS_ACCEPTED.inc(len(encoded))
-    return len(encoded)
+    async def write() -> list[Any]:
+        return await svc.events_script(keys=[batch_key(encoded), EVENTS_STREAM],
+                                       args=[window, nonce, EVENT_FIELD, *encoded], client=svc.events_redis)
+
+    replayed, writer = await svc.events_store.call(write)
+    duplicate = bool(replayed) and writer != nonce
+    if duplicate:
+        metrics.EVENTS_DUPLICATE_BATCHES.inc()
+    else:
+        metrics.EVENTS_ACCEPTED.inc(len(encoded))
+    return len(encoded), duplicate

@@ -3,8 +3,13 @@
 - Retry budget: a failed call is retried once only while retries stay under `ratio` of recent calls (plus a small
   floor), so a dead Redis never doubles the load on itself.
 - Circuit breaker: after `failures` consecutive failures the circuit opens for `open_s`; calls then fail at once
-  (StoreUnavailable) and the caller answers from its fallback. After `open_s` one probe call goes through
-  (half-open); success closes the circuit.
+  (StoreUnavailable) and the caller answers from its fallback. After `open_s` one probe goes through (half-open);
+  success closes the circuit. With `GuardedStore.watch` running (every serving worker runs it) the probe is a
+  background PING, so no request ever waits on a hung Redis once the circuit is open; a probe that never reports
+  (cancelled) lets the next one through after `open_s`.
+- A timeout is not retried on reads (a hung Redis would only make the request wait twice; `retry_timeouts` for
+  idempotent writes whose timeout may have come after the commit); a connection error is (within the budget): a
+  restarted Redis refuses or resets at once.
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ class CircuitBreaker:
         self.failures, self.open_s = failures, open_s
         self._consecutive = 0
         self._opened_at: float | None = None
-        self._probing = False
+        self._probing_since: float | None = None
+        self.background_probe = False  # set by GuardedStore.watch: requests never probe
 
     @property
     def state(self) -> str:
@@ -68,25 +74,33 @@ class CircuitBreaker:
             return "closed"
         return "half_open" if time.monotonic() - self._opened_at >= self.open_s else "open"
 
-    def allow(self) -> bool:
+    def allow(self, probe: bool = False) -> bool:
+        """Whether a call may go to Redis now; `probe`: the caller is the background prober."""
         state = self.state
         if state == "closed":
             return True
-        if state == "half_open" and not self._probing:
-            self._probing = True
+        if state != "half_open" or (self.background_probe and not probe):
+            return False
+        now = time.monotonic()
+        if self._probing_since is None or now - self._probing_since > self.open_s:
+            self._probing_since = now
             return True
         return False
 
     def success(self) -> None:
         self._consecutive = 0
         self._opened_at = None
-        self._probing = False
+        self._probing_since = None
 
     def failure(self) -> None:
         self._consecutive += 1
-        self._probing = False
+        self._probing_since = None
         if self._opened_at is not None or self._consecutive >= self.failures:
             self._opened_at = time.monotonic()
+
+    def abandoned(self) -> None:
+        """A call ended without a verdict (cancelled): a probe it was does not block the next one."""
+        self._probing_since = None
 
 
 class LoopLag:
@@ -122,14 +136,20 @@ class GuardedStore:
     twice) and never counts towards opening the circuit."""
 
     def __init__(self, breaker: CircuitBreaker | None = None, budget: RetryBudget | None = None,
-                 lag: LoopLag | None = None, slack_s: float = 0.025):
+                 lag: LoopLag | None = None, slack_s: float = 0.025, retry_timeouts: bool = False):
         self.breaker = breaker or CircuitBreaker()
         self.budget = budget or RetryBudget()
         self.lag = lag or LoopLag()
         self.slack_s = slack_s  # ~ half the socket timeout
+        self.retry_timeouts = retry_timeouts
 
-    async def call(self, make: Callable[[], Awaitable[T]]) -> T:
-        if not self.breaker.allow():
+    @property
+    def closed(self) -> bool:
+        """Calls go to Redis now (the circuit is closed)."""
+        return self.breaker.state == "closed"
+
+    async def call(self, make: Callable[[], Awaitable[T]], probe: bool = False) -> T:
+        if not self.breaker.allow(probe):
             raise StoreUnavailable("circuit open")
         self.budget.record_call()
         attempts = 0
@@ -140,11 +160,34 @@ class GuardedStore:
                 # loop and open the circuit under pure load (the socket timeouts bound Redis itself)
                 result = await make()
             except UNAVAILABLE as exc:
-                busy_loop = isinstance(exc, RedisTimeoutError | TimeoutError) and self.lag.recent_s > self.slack_s
-                if (busy_loop and attempts < 3) or (attempts == 1 and self.budget.try_spend()):
+                timeout = isinstance(exc, RedisTimeoutError | TimeoutError)
+                busy_loop = timeout and self.lag.recent_s > self.slack_s
+                retry = attempts == 1 and (self.retry_timeouts or not timeout)
+                if (busy_loop and attempts < 3) or (retry and self.budget.try_spend()):
                     continue
                 if not busy_loop:
                     self.breaker.failure()
                 raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            except BaseException:
+                self.breaker.abandoned()
+                raise
             self.breaker.success()
             return result
+
+    async def watch(self, ping: Callable[[], Awaitable[object]], every_s: float = 0.05) -> None:
+        """The half-open probe, off the request path: while the circuit is open, PING every `open_s`; success
+        closes it. Runs as long as the worker."""
+        self.breaker.background_probe = True
+        try:
+            while True:
+                await asyncio.sleep(every_s)
+                if self.breaker.state != "half_open":
+                    continue
+                try:
+                    await self.call(ping, probe=True)
+                except StoreUnavailable:
+                    pass
+                except Exception:  # a reply error: Redis answers, so it is up
+                    self.breaker.success()
+        finally:
+            self.breaker.background_probe = False

@@ -112,7 +112,9 @@ class FeaturesResponse(msgspec.Struct):
 
 
 class EventsAccepted(msgspec.Struct):
-    accepted: int
+    accepted: int  # events in the batch, all in the stream
+    # true: this exact batch had already been written (within events_dedup_window_s) and nothing was written again
+    duplicate: bool = False
 
 
 class EventError(msgspec.Struct):

@@ -24,12 +24,12 @@ from serving.campaigns import CampaignBook, load_campaigns
 from serving.decisions import DecisionLog
 from serving.models import ModelHolder
 from serving.popularity import PopularitySnapshot
-from serving.redis_guard import GuardedStore, StoreUnavailable
+from serving.redis_guard import CircuitBreaker, GuardedStore, StoreUnavailable
 
 log = logging.getLogger("pantry.serving")
 
 
-def serving_client(settings: Settings):
+def serving_client(settings: Settings, socket_timeout_s: float | None = None):
     """The worker's one async Redis client (built at startup, shared by every request): hiredis parses replies
     (redis-py picks it up when installed), connections are pooled and reused, no client-side retries (the
     GuardedStore decides). socket_timeout counts per read from when the pipeline has been sent, so waiting behind
@@ -41,7 +41,7 @@ def serving_client(settings: Settings):
     kind = redis.asyncio.RedisCluster if settings.redis_cluster else redis.asyncio.Redis
     return kind.from_url(
         settings.effective_redis_url(),
-        socket_timeout=settings.redis_socket_timeout_s,
+        socket_timeout=socket_timeout_s or settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_connect_timeout_s,
         retry=Retry(NoBackoff(), 0),
         max_connections=512,  # ~ requests in flight per worker; a pool miss opens one more connection, kept
@@ -78,6 +78,10 @@ class Services:
     popularity: PopularitySnapshot
     decisions: DecisionLog
     campaigns: CampaignBook
+    # the event write path (serving/ingest.py): its own client (timeout for a ~1 MiB batch), breaker and script
+    events_redis: Any = None
+    events_store: GuardedStore | None = None
+    events_script: Any = None  # registered by serving/ingest.py on first use
     reader: OnlineReader | None = None
     feature_services: FeatureServices = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -95,6 +99,9 @@ class Services:
                                 on_drop=lambda n, why: metrics.DECISIONS_DROPPED.labels(why).inc(n))
         store = GuardedStore(slack_s=settings.redis_socket_timeout_s / 2)
         svc = cls(settings, redis, pipeline, store, models, popularity, decisions, campaigns)
+        svc.events_redis = serving_client(settings, settings.events_write_timeout_s)
+        svc.events_store = GuardedStore(CircuitBreaker(), lag=store.lag, slack_s=settings.events_write_timeout_s / 2,
+                                        retry_timeouts=True)  # idempotent (serving/ingest.py)
         await svc._load_registry()
         await svc.refresh_approvals()
         svc.tasks = [
@@ -102,6 +109,8 @@ class Services:
             asyncio.create_task(decisions.run(), name="decision-log"),
             asyncio.create_task(svc._poll(), name="poll"),
             asyncio.create_task(store.lag.run(), name="loop-lag"),
+            asyncio.create_task(store.watch(lambda: pipeline.run([(b"PING",)])), name="read-probe"),
+            asyncio.create_task(svc.events_store.watch(svc.events_redis.ping), name="events-probe"),
         ]
         return svc
 
@@ -112,6 +121,7 @@ class Services:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         metrics.PENDING.flush()
         await self.redis.aclose()
+        await self.events_redis.aclose()
         await self.pipeline.aclose()
 
     async def _load_registry(self) -> None:

@@ -22,13 +22,17 @@ _CLIENT_ERRORS = (OSError, ConnectionError, asyncio.IncompleteReadError, ValueEr
 class Conn:
     """One keep-alive connection; (re)connects on first use after a failure."""
 
-    def __init__(self, host: str, port: int, api_key: str | None = None):
+    def __init__(self, host: str, port: int, headers: dict[str, str] | None = None):
         self.host, self.port = host, port
-        self.extra = f"X-API-Key: {api_key}\r\n" if api_key else ""
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes) -> int:
+        return (await self.request(path, body))[0]
+
+    async def request(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST, then the status and the body of the answer."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n{self.extra}"
@@ -50,15 +54,16 @@ class Conn:
                 length = int(value)
             elif name == b"transfer-encoding" and b"chunked" in value:
                 chunked = True
+        payload = b""
         if chunked:
             while True:
                 size = int((await self.reader.readline()).strip(), 16)
-                await self.reader.readexactly(size + 2)
+                payload += (await self.reader.readexactly(size + 2))[:size]
                 if size == 0:
                     break
         elif length:
-            await self.reader.readexactly(length)
-        return int(status_line.split()[1])
+            payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), payload
 
     def close(self) -> None:
         if self.writer is not None:
@@ -88,7 +93,7 @@ async def open_loop(base_url: str, path: str, bodies: Callable[[], bytes], rate:
     url = urlparse(base_url)
     idle: asyncio.Queue[Conn] = asyncio.Queue()
     for _ in range(max_conns):
-        idle.put_nowait(Conn(url.hostname, url.port, api_key))
+        idle.put_nowait(Conn(url.hostname, url.port, {"X-API-Key": api_key} if api_key else None))
     latencies: list[float] = []
     errors = 0
     statuses: dict[int, int] = {}
@@ -137,7 +142,7 @@ async def closed_loop(base_url: str, path: str, bodies: Callable[[], bytes], con
 
     async def worker() -> None:
         nonlocal errors, sent
-        conn = Conn(url.hostname, url.port, api_key)
+        conn = Conn(url.hostname, url.port, {"X-API-Key": api_key} if api_key else None)
         while loop.time() < end:
             start = loop.time()
             sent += 1

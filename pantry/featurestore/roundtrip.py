@@ -47,8 +47,9 @@ class RawPipeline:
         self._open += 1
         try:
             # the handshake after the TCP connect (HELLO, CLIENT SETINFO) would wait without limit: the connections
-            # have no socket timeout of their own
-            async with asyncio.timeout(self.connect_timeout_s + self.read_timeout_s):
+            # have no socket timeout of their own. A hung Redis still accepts TCP connections (the kernel does), so
+            # this bound is what a request waits for a new connection to it: no more than for a reply
+            async with asyncio.timeout(max(self.connect_timeout_s, self.read_timeout_s)):
                 await conn.connect()
         except BaseException:
             self._open -= 1

@@ -1,7 +1,8 @@
 """POST /v1/events: 202 only once the whole batch is in the event stream (serving/ingest.py).
 
 All or nothing: one invalid event rejects the batch with every bad event's index and reason (400), so a producer
-never has to guess which events went in. Redis down -> 503 and nothing accepted.
+never has to guess which events went in. Redis down -> 503 and nothing accepted by this request. The same batch
+posted again is written once (`duplicate: true` in the 202 when another request had written it).
 """
 
 from __future__ import annotations
@@ -33,4 +34,5 @@ class EventsController(Controller):
         data: Annotated[EventsBody, Body(description='{"events": [event, ...]} — see pantry/events.py for the types')],
         services: Injected,
     ) -> EventsAccepted:
-        return EventsAccepted(await ingest(services, data.events))
+        accepted, duplicate = await ingest(services, data.events)
+        return EventsAccepted(accepted, duplicate)

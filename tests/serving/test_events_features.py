@@ -33,7 +33,7 @@ def test_valid_batch_is_in_the_stream_before_202(http, feast_applied):
     events = [_event(i) for i in range(5)]
     response = http.post("/v1/events", json={"events": events})
     assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": 5}
+    assert response.json() == {"accepted": 5, "duplicate": False}
     entries = client.xrange(EVENTS_STREAM, count=before + 10)[before:]
     decoded = [decode_msgpack(fields[EVENT_FIELD]) for _, fields in entries]
     assert [e.event_id for e in decoded] == [e["event_id"] for e in events]

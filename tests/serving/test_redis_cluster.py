@@ -98,6 +98,8 @@ def test_feast_writes_and_pantry_reads_the_same_rows_on_every_node(on_cluster: S
                  "store_id": 1, "product_id": 1000}
         posted = http.post("/v1/events", json={"events": [event]})
         assert posted.status_code == 202, posted.text
+        again = http.post("/v1/events", json={"events": [event]})  # the batch marker is in the stream's slot
+        assert again.status_code == 202 and again.json()["duplicate"] is True, again.text
     assert client.xlen(EVENTS_STREAM) == events_before + 1
     deadline = time.monotonic() + 3
     while client.xlen(DECISIONS_STREAM) == decisions_before and time.monotonic() < deadline:
