@@ -25,11 +25,12 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from pantry.erasure import ErasureError
 from pantry.scoring import ModelError
 from pantry.settings import Settings, get_settings
 from serving import metrics
 from serving.access_log import AccessLogger, access_logger
-from serving.controllers.admin import AdminCampaignsController, AdminModelsController
+from serving.controllers.admin import AdminCampaignsController, AdminCustomersController, AdminModelsController
 from serving.controllers.events import EventsController
 from serving.controllers.features import FeaturesController
 from serving.controllers.health import HealthController
@@ -80,6 +81,10 @@ def _not_found(request: Request, exc: LookupError) -> Response:
                     media_type=MediaType.JSON)
 
 
+def _conflict(request: Request, exc: Exception) -> Response:
+    return Response({"status_code": 409, "detail": str(exc)}, status_code=409, media_type=MediaType.JSON)
+
+
 def _store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
     return Response({"status_code": 503, "detail": f"feature store unavailable: {exc}"},
                     status_code=HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}, media_type=MediaType.JSON)
@@ -100,6 +105,7 @@ _EXCEPTION_HANDLERS = {
     ModelError: _bad_request,  # a version that is missing or fails its sha256 check: nothing was switched
     UnknownCampaign: _not_found,
     UnknownModel: _not_found,
+    ErasureError: _conflict,  # a feature view the erasure cannot handle: nothing was touched
     StoreUnavailable: _store_unavailable,
     Exception: _unexpected,
 }
@@ -189,6 +195,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             EventsController,
             AdminCampaignsController,
             AdminModelsController,
+            AdminCustomersController,
         ],
         lifespan=[lifespan],
         dependencies={"services": Provide(_services, sync_to_thread=False)},

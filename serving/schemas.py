@@ -162,3 +162,10 @@ class ModelVersions(msgspec.Struct):
 
 class ActivateRequest(_Request):
     version: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+class CustomerForgotten(msgspec.Struct):
+    """What `POST /admin/customers/{id}/forget` removed, per store (pantry.erasure.forget)."""
+
+    customer_id: int
+    removed: dict[str, int]

@@ -166,7 +166,8 @@ def run_process(settings: Settings, config, workers: int, stop_flag: Callable[[]
     from streaming.dataflow import build_flow
 
     flow = build_flow(settings, config, stop_flag, layout)
-    recovery = RecoveryConfig(ensure_recovery(settings))
+    backup = timedelta(seconds=settings.stream_backup_interval_s) if settings.stream_backup_interval_s else None
+    recovery = RecoveryConfig(ensure_recovery(settings), backup_interval=backup)
     # The state is millions of small acyclic objects: the default GC thresholds rescan them over and over.
     thresholds = gc.get_threshold()
     gc.set_threshold(200_000, 50, 1000)

@@ -8,6 +8,7 @@ is harmless), and appends the rows to the feature log (streaming.feature_log).
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import msgspec
@@ -28,7 +29,6 @@ from streaming.features.store import STORE_PRODUCT_FEATURES
 # Views whose rows the feature functions emit as tuples in this order (the most frequent rows: no dict is built);
 # the encoder checks the names against the registry's schema of the view.
 TUPLE_VIEWS = {"store_product": STORE_PRODUCT_FEATURES}
-DEAD_LETTER_MAXLEN = 100_000
 
 
 class Flush(NamedTuple):
@@ -89,18 +89,42 @@ class Control(msgspec.Struct, gc=False):
     dead: list[tuple[str, bytes]]  # (reason, event as msgpack or the raw payload)
 
 
+def dead_letter_fields(reason: str, payload: bytes, max_payload: int) -> dict[bytes, bytes]:
+    """A dead letter: the reason whole, the payload cut to `max_payload` bytes (`size` then says how long it was)."""
+    fields = {b"reason": reason.encode(), b"e": payload[:max_payload]}
+    if len(payload) > max_payload:
+        fields[b"size"] = str(len(payload)).encode()
+    return fields
+
+
+def trim_by_age(client, stream: str, retention_s: float) -> int:
+    """XTRIM MINID ~ now - retention (stream ids are the Redis server's milliseconds)."""
+    seconds, micros = client.time()
+    minid = int(seconds) * 1000 + int(micros) // 1000 - int(retention_s * 1000)
+    return int(client.xtrim(stream, minid=f"{max(minid, 0)}-0", approximate=True)) if minid > 0 else 0
+
+
 class ControlPartition(StatelessSinkPartition[Control]):
+    """Counters, watermark and dead letters; the dead letters bounded by count (MAXLEN ~ at each XADD) and by age
+    (MINID ~ every stream_trim_every_s), each payload cut to dead_letter_payload_bytes."""
+
     def __init__(self, settings: Settings):
         self.client = sync_client(settings, timeout_s=30.0)
         self.last_max_t = NO_TIME
         self.last_counters: dict[str, int] | None = None
+        self.settings = settings
+        self.last_trim = time.monotonic()
 
     def write_batch(self, items: list[Control]) -> None:
+        settings = self.settings
+        if time.monotonic() - self.last_trim >= settings.stream_trim_every_s:
+            self.last_trim = time.monotonic()
+            trim_by_age(self.client, DEAD_LETTER_STREAM, settings.dead_letter_retention_s)
         pipe = self.client.pipeline(transaction=False)
         for item in items:
             for reason, payload in item.dead:
-                pipe.xadd(DEAD_LETTER_STREAM, {b"reason": reason.encode(), b"e": payload},
-                          maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+                pipe.xadd(DEAD_LETTER_STREAM, dead_letter_fields(reason, payload, settings.dead_letter_payload_bytes),
+                          maxlen=settings.dead_letter_maxlen, approximate=True)
         last = items[-1]
         if last.counters != self.last_counters:
             self.last_counters = dict(last.counters)

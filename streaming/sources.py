@@ -6,6 +6,7 @@ the state a replay left behind (same recovery store): the replay's offset, then 
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 
@@ -15,6 +16,8 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from pantry.keys import EVENT_FIELD, EVENTS_STREAM
 from pantry.settings import Settings
 from streaming.features.event import Ev
+
+log = logging.getLogger("pantry.streaming.sources")
 
 PARTITION = "events"
 REPLAY_BATCH = 4096
@@ -127,17 +130,23 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
 
     def __init__(self, settings: Settings, state: SourceState, stop_flag):
         from pantry.redis_server import sync_client
+        from streaming.runner import recovery_dir
 
         self.client = sync_client(settings, timeout_s=5.0)
         self.state = state
-        self.last_tick = self.last_refresh = time.monotonic()
+        self.last_tick = self.last_refresh = self.last_trim = time.monotonic()
         self.stop_flag = stop_flag
+        self.settings = settings
+        self.recovery_dir = recovery_dir(settings)
 
     def next_batch(self) -> list[Batch]:
         if self.stop_flag is not None and self.stop_flag():
             raise StopIteration
         reply = self.client.xread({EVENTS_STREAM: self.state.stream_id}, count=LIVE_BATCH, block=LIVE_BLOCK_MS)
         now = time.monotonic()
+        if now - self.last_trim >= self.settings.stream_trim_every_s:
+            self.last_trim = now
+            self.trim()
         refresh = now - self.last_refresh >= REFRESH_EVERY_S
         if refresh:
             self.last_refresh = now
@@ -151,6 +160,15 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         self.state = SourceState(self.state.replay_offset, self.state.replay_until, entries[-1][0].decode())
         self.last_tick = now
         return [Batch(raws=raws, refresh=refresh)]
+
+    def trim(self) -> None:
+        """Bound pantry:events to what the committed recovery snapshots still need (streaming.retention)."""
+        from streaming.retention import trim_events
+
+        try:
+            trim_events(self.client, self.settings, self.recovery_dir)
+        except Exception:  # retention must never stop the flow; the next period tries again
+            log.exception("trimming pantry:events")
 
     def next_awake(self):
         return None

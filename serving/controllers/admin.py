@@ -1,15 +1,21 @@
-"""/admin/campaigns (merchandiser) and /admin/models (ml_engineer), behind API keys (serving/auth.py); what they do
-is in serving/governance.py."""
+"""/admin/campaigns (merchandiser), /admin/models (ml_engineer) and /admin/customers (admin), behind API keys
+(serving/auth.py); what they do is in serving/governance.py and pantry/erasure.py."""
 
 from __future__ import annotations
 
+import asyncio
+
+import redis
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody
 
+from pantry import erasure
+from pantry.events import Id
 from pantry.scoring import MODEL_NAMES
 from serving import governance
 from serving.auth import actor, requires
-from serving.schemas import ActivateRequest, ApprovalRequest, CampaignApproval, ModelVersions
+from serving.redis_guard import StoreUnavailable
+from serving.schemas import ActivateRequest, ApprovalRequest, CampaignApproval, CustomerForgotten, ModelVersions
 from serving.services import Injected
 
 
@@ -53,3 +59,22 @@ class AdminModelsController(Controller):
     @post("/{name:str}/rollback", status_code=200, summary="Switch back to the previously active version")
     async def rollback(self, name: FromPath[str], services: Injected) -> ModelVersions:
         return await governance.rollback_model(services, name)
+
+
+class AdminCustomersController(Controller):
+    path = "/admin/customers"
+    tags = ("admin",)
+    guards = (requires("admin"),)
+    security = ({"apiKey": []},)
+
+    @post("/{customer_id:int}/forget", status_code=200,
+          summary="Erase a customer from every store (online rows, logs, events, models); later answers: cold_start")
+    async def forget(self, customer_id: FromPath[Id], request: Request, services: Injected) -> CustomerForgotten:
+        reader = services.reader
+        try:
+            removed = await asyncio.to_thread(erasure.forget, services.settings, customer_id, actor(request),
+                                              layout=reader.layout if reader is not None else None)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"erasure not completed (run it again): {exc}") from exc
+        services.models.set_erased(services.models.erased | {customer_id})  # this worker at once; others poll
+        return CustomerForgotten(customer_id, removed)

@@ -1,0 +1,88 @@
+"""Bounded `pantry:events`: the live flow trims what its committed recovery snapshots no longer need.
+
+After a crash Bytewax resumes every step from its snapshot in the last committed epoch; the live source then XREADs
+after that snapshot's `stream_id` (streaming.sources.SourceState). Bytewax deletes a superseded snapshot only once a
+later one is committed by every worker (and `backup_interval` has passed, for archived copies of the recovery
+store), so the OLDEST `events` source snapshot still in any recovery partition is at or before every point the
+flow could resume from: with any number of workers, processes and recovery partitions, and with backups. The
+stream is trimmed (exact XTRIM MINID) below that id minus the margins of the settings: `stream_retention_margin_s`
+of time and `stream_retention_margin_events` entries, whichever keeps more. No snapshot of the live source yet
+(a fresh store, or only a replay's state: stream id 0-0) trims nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sqlite3
+from pathlib import Path
+
+from pantry.keys import EVENTS_STREAM
+from pantry.settings import Settings
+
+log = logging.getLogger("pantry.streaming.retention")
+
+SOURCE_STEP_SUFFIX = ".events"  # the flow's input step ("pantry_stream.events"), see streaming.dataflow
+
+
+def _ms(stream_id: str) -> int:
+    return int(stream_id.split("-", 1)[0])
+
+
+def _key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def snapshot_stream_ids(recovery_dir: Path, partition: str = "events") -> list[str]:
+    """The `stream_id` of every snapshot of the live source's partition still in the recovery store."""
+    ids: list[str] = []
+    for db in sorted(Path(recovery_dir).glob("part-*.sqlite3")):
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+        try:
+            rows = conn.execute("SELECT step_id, ser_change FROM snaps WHERE state_key = ?", (partition,)).fetchall()
+        finally:
+            conn.close()
+        for step_id, blob in rows:
+            if not step_id.endswith(SOURCE_STEP_SUFFIX) or blob is None:
+                continue
+            state = pickle.loads(blob)  # a streaming.sources.SourceState, pickled by Bytewax
+            ids.append(getattr(state, "stream_id", "0-0"))
+    return ids
+
+
+def resume_floor(recovery_dir: Path) -> str | None:
+    """The oldest stream id the flow could resume after (None: no snapshot, nothing may be trimmed)."""
+    ids = snapshot_stream_ids(recovery_dir)
+    if not ids:
+        return None
+    oldest = min(ids, key=_key)
+    return None if _key(oldest) == (0, 0) else oldest
+
+
+def trim_point(client, floor: str, margin_s: float, margin_events: int) -> str:
+    """The MINID: `floor` moved back by the time margin and by the entry margin, whichever is further back."""
+    by_time = max(0, _ms(floor) - int(margin_s * 1000))
+    point = (by_time, 0)
+    if margin_events > 0:
+        before = client.xrevrange(EVENTS_STREAM, max=floor, min="-", count=margin_events + 1)
+        if before:
+            last = before[-1][0]
+            last = last.decode() if isinstance(last, bytes) else last
+            # fewer than margin+1 entries at or before the floor: keep all of them
+            point = min(point, _key(last) if len(before) > margin_events else (0, 0))
+    return f"{point[0]}-{point[1]}"
+
+
+def trim_events(client, settings: Settings, recovery_dir: Path) -> int:
+    """Trim pantry:events to what the committed snapshots still need plus the margins; returns entries removed."""
+    floor = resume_floor(recovery_dir)
+    if floor is None:
+        return 0
+    minid = trim_point(client, floor, settings.stream_retention_margin_s, settings.stream_retention_margin_events)
+    if _key(minid) == (0, 0):
+        return 0
+    removed = int(client.xtrim(EVENTS_STREAM, minid=minid, approximate=False))
+    if removed:
+        log.info("pantry:events: %d entries before %s trimmed (resume floor %s)", removed, minid, floor)
+    return removed
