@@ -25,6 +25,11 @@ log = logging.getLogger("pantry.streaming.retention")
 SOURCE_STEP_SUFFIX = ".events"  # the flow's input step ("pantry_stream.events"), see streaming.dataflow
 
 
+def recovery_dir(settings: Settings) -> Path:
+    """The Bytewax recovery store (streaming.runner creates it)."""
+    return settings.data_dir / "stream" / "recovery"
+
+
 def _ms(stream_id: str) -> int:
     return int(stream_id.split("-", 1)[0])
 

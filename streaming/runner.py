@@ -21,6 +21,7 @@ from pantry.clock import from_epoch
 from pantry.keys import EVENTS_STREAM, STREAM_COUNTERS, WATERMARK
 from pantry.redis_server import sync_client
 from pantry.settings import Settings, to_json
+from streaming.retention import recovery_dir
 
 REPLAY_RECORD = "pantry:stream:replay"  # hash: until, events, completed_at, seconds (a completed replay)
 STREAM_VIEWS = ("customer_session", "customer_activity", "customer_repertoire", "store_traffic", "store_product")
@@ -45,10 +46,6 @@ class ReplayRecord(msgspec.Struct):
     events: int
     completed_at: str
     seconds: float
-
-
-def recovery_dir(settings: Settings) -> Path:
-    return settings.data_dir / "stream" / "recovery"
 
 
 def ensure_recovery(settings: Settings) -> Path:

@@ -130,7 +130,7 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
 
     def __init__(self, settings: Settings, state: SourceState, stop_flag):
         from pantry.redis_server import sync_client
-        from streaming.runner import recovery_dir
+        from streaming.retention import recovery_dir
 
         self.client = sync_client(settings, timeout_s=5.0)
         self.state = state
