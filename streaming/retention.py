@@ -67,8 +67,9 @@ def resume_floor(recovery_dir: Path) -> str | None:
 
 def trim_point(client, floor: str, margin_s: float, margin_events: int) -> str:
     """The MINID: `floor` moved back by the time margin and by the entry margin, whichever is further back."""
-    by_time = max(0, _ms(floor) - int(margin_s * 1000))
-    point = (by_time, 0)
+    ms, seq = _key(floor)
+    margin_ms = int(margin_s * 1000)
+    point = (ms, seq) if margin_ms <= 0 else (max(0, ms - margin_ms), 0)
     if margin_events > 0:
         before = client.xrevrange(EVENTS_STREAM, max=floor, min="-", count=margin_events + 1)
         if before:

@@ -97,11 +97,11 @@ def dead_letter_fields(reason: str, payload: bytes, max_payload: int) -> dict[by
     return fields
 
 
-def trim_by_age(client, stream: str, retention_s: float) -> int:
-    """XTRIM MINID ~ now - retention (stream ids are the Redis server's milliseconds)."""
+def trim_by_age(client, stream: str, retention_s: float, approximate: bool = True) -> int:
+    """XTRIM MINID ~ now - retention (stream ids are the Redis server's milliseconds); returns entries removed."""
     seconds, micros = client.time()
     minid = int(seconds) * 1000 + int(micros) // 1000 - int(retention_s * 1000)
-    return int(client.xtrim(stream, minid=f"{max(minid, 0)}-0", approximate=True)) if minid > 0 else 0
+    return int(client.xtrim(stream, minid=f"{minid}-0", approximate=approximate)) if minid > 0 else 0
 
 
 class ControlPartition(StatelessSinkPartition[Control]):
