@@ -4,18 +4,24 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import redis
 from litestar import Controller, Request, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 
 from pantry import erasure
-from pantry.events import Id
 from pantry.scoring import MODEL_NAMES
 from serving import governance
 from serving.auth import actor, requires
 from serving.redis_guard import StoreUnavailable
-from serving.schemas import ActivateRequest, ApprovalRequest, CampaignApproval, CustomerForgotten, ModelVersions
+from serving.schemas import (
+    ActivateRequest,
+    ApprovalRequest,
+    CampaignApproval,
+    CustomerForgotten,
+    ModelVersions,
+)
 from serving.services import Injected
 
 
@@ -69,7 +75,8 @@ class AdminCustomersController(Controller):
 
     @post("/{customer_id:int}/forget", status_code=200,
           summary="Erase a customer from every store (online rows, logs, events, models); later answers: cold_start")
-    async def forget(self, customer_id: FromPath[Id], request: Request, services: Injected) -> CustomerForgotten:
+    async def forget(self, customer_id: Annotated[int, Parameter(ge=0, le=2**62)], request: Request,
+                     services: Injected) -> CustomerForgotten:
         reader = services.reader
         try:
             removed = await asyncio.to_thread(erasure.forget, services.settings, customer_id, actor(request),
