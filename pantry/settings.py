@@ -40,7 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 1 << 20
     max_events_per_batch: int = 1000
     rate_limit_per_minute: int = 0  # 0 = unlimited (the demo's default, so bench and load are unthrottled)
-    decisions_maxlen: int = 1_000_000
+    decisions_maxlen: int = 500_000  # pantry:decisions: at most this many entries (MAXLEN ~), see the block below
     request_timeout_s: float = 2.0  # a request running longer gets 503 + Retry-After
     redis_cluster: bool = False  # REDIS_URL is a node of a Redis Cluster (clients follow the slot map)
     recommender_cache: int = 10_000  # customers whose scored candidates a serving process keeps (~5 KB each); 0 = off
@@ -58,7 +58,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stream_trim_every_s: float = 60.0  # how often the live flow trims (and the decision log / dead letters by age)
     stream_backup_interval_s: float = 0.0  # Bytewax RecoveryConfig.backup_interval (archived recovery copies)
     decisions_retention_s: float = 30 * 86400.0  # pantry:decisions entries older than this are trimmed (MINID)
-    decisions_max_field_bytes: int = 16_384  # a JSON field (request, items, ...) longer than this is replaced
+    decisions_max_field_bytes: int = 8192  # a JSON field (request, items, ...) longer than this is replaced
     dead_letter_maxlen: int = 100_000  # pantry:events:dead: at most this many entries (MAXLEN ~)
     dead_letter_retention_s: float = 7 * 86400.0  # ... and none older than this (MINID)
     dead_letter_payload_bytes: int = 2048  # a rejected payload is kept up to this many bytes (the reason whole)

@@ -36,7 +36,7 @@ def capped(value: bytes, max_bytes: int) -> bytes:
 
 class DecisionLog:
     def __init__(self, pipeline: RoundTrip, maxlen: int, queue_max: int = 10_000, on_drop=None, *,
-                 retention_s: float = 30 * 86400.0, max_field_bytes: int = 16_384, trim_every_s: float = 60.0):
+                 retention_s: float = 30 * 86400.0, max_field_bytes: int = 8192, trim_every_s: float = 60.0):
         self.pipeline = pipeline
         self.maxlen = maxlen
         self.retention_s, self.max_field_bytes, self.trim_every_s = retention_s, max_field_bytes, trim_every_s

@@ -17,7 +17,7 @@ import pickle
 import sqlite3
 from pathlib import Path
 
-from pantry.keys import EVENTS_STREAM
+from pantry.keys import EVENTS_STREAM, STREAM_COUNTERS
 from pantry.settings import Settings
 
 log = logging.getLogger("pantry.streaming.retention")
@@ -89,6 +89,7 @@ def trim_events(client, settings: Settings, recovery_dir: Path) -> int:
     if _key(minid) == (0, 0):
         return 0
     removed = int(client.xtrim(EVENTS_STREAM, minid=minid, approximate=False))
-    if removed:
+    if removed:  # counted, so that XLEN + trimmed - seen stays the flow's lag (streaming.runner.Progress)
+        client.hincrby(STREAM_COUNTERS, "trimmed", removed)
         log.info("pantry:events: %d entries before %s trimmed (resume floor %s)", removed, minid, floor)
     return removed

@@ -110,7 +110,8 @@ class Progress(threading.Thread):
         if "max_event_ts" in counters:
             postfix["watermark"] = from_epoch(counters["max_event_ts"]).strftime("%Y-%m-%d %H:%M")
         if self.live:
-            postfix["lag"] = max(0, self.client.xlen(EVENTS_STREAM) - _seen(counters))
+            # trimmed entries were all seen (streaming.retention): XLEN + trimmed is every entry ever added
+            postfix["lag"] = max(0, self.client.xlen(EVENTS_STREAM) + int(counters.get("trimmed", 0)) - _seen(counters))
         elif self.bar.total:
             postfix["lag"] = self.bar.total - done
         self.bar.set_postfix(postfix, refresh=False)
