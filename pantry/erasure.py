@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,25 @@ import numpy as np
 
 from pantry import audit
 from pantry.featurestore.layout import OnlineLayout
-from pantry.keys import DEAD_LETTER_STREAM, DECISIONS_STREAM, ERASED_CUSTOMERS, EVENT_FIELD, EVENTS_STREAM
+from pantry.keys import (
+    DEAD_LETTER_STREAM,
+    DECISIONS_STREAM,
+    ERASED_CUSTOMERS,
+    EVENT_FIELD,
+    EVENTS_STREAM,
+    STREAM_COUNTERS,
+)
 from pantry.settings import Settings
 
 log = logging.getLogger("pantry.erasure")
 
 CUSTOMER_KEY = "customer_id"
 SCAN_BATCH = 10_000
+# A `pantry:events` entry {FORGET_FIELD: b"<customer id>"} tells the live flow to drop the customer's state at that
+# point of the stream: events before it were the erased relationship, events after it start a new one.
+FORGET_FIELD = b"forget"
+FLOW_ACK_WAIT_S = 10.0  # how long the erasure waits for the live flow to pass its marker (no flow: it goes on)
+FEATURE_LOG_SETTLE_S = 6.0  # rows the flow buffered before the marker reach the feature log within 5 s
 
 
 class ErasureError(RuntimeError):
@@ -242,6 +255,20 @@ def _forget_models(models_dir: Path, customer_id: int) -> int:
                for model in CUSTOMER_ROWS for v in versions(models_dir, model))
 
 
+def _counter(client, name: str) -> float:
+    value = client.hget(STREAM_COUNTERS, name)
+    return float(value) if value is not None else 0.0
+
+
+def _wait(predicate, timeout_s: float, every_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every_s)
+    return True
+
+
 # ---- the one entry point --------------------------------------------------------------------------------------
 
 
@@ -262,15 +289,22 @@ def forget(settings: Settings, customer_id: int, actor: str, *, client=None,
     match = _Matcher(customer_id)
     counts: dict[str, Any] = {}
     client.sadd(ERASED_CUSTOMERS, customer_id)  # serving stops using the model rows first
-    counts["online_rows"] = _forget_online(client, layout, customer_id)
+    acked = _counter(client, "forgotten")
+    counts["events"] = _xdel_matching(client, EVENTS_STREAM, (EVENT_FIELD,), match)
+    client.xadd(EVENTS_STREAM, {FORGET_FIELD: str(customer_id).encode()})  # the live flow drops its state
     counts["decisions"] = _xdel_matching(client, DECISIONS_STREAM, (b"request",), match)
     counts["dead_letters"] = _xdel_matching(client, DEAD_LETTER_STREAM, (b"e",), match)
-    counts["events"] = _xdel_matching(client, EVENTS_STREAM, (EVENT_FIELD,), match)
-    counts["feature_log_rows"] = _forget_parquet(settings.feature_log_dir, customer_id, "part-*.parquet")
     counts["dataset_rows"] = _forget_parquet(settings.dataset_dir, customer_id, "*.parquet")
     if counts["dataset_rows"]:
         _refresh_dataset_manifest(settings.dataset_dir)
     counts["model_versions"] = _forget_models(settings.models_dir, customer_id)
+    # The flow's rows of the customer from before the marker may still be on their way to Redis and the feature
+    # log: once the flow has passed the marker (and its feature log has written what it held), delete them.
+    counts["flow_state"] = int(_wait(lambda: _counter(client, "forgotten") > acked, FLOW_ACK_WAIT_S))
+    if counts["flow_state"]:
+        time.sleep(FEATURE_LOG_SETTLE_S)
+    counts["online_rows"] = _forget_online(client, layout, customer_id)
+    counts["feature_log_rows"] = _forget_parquet(settings.feature_log_dir, customer_id, "part-*.parquet")
     client.xadd(*audit.xadd_args(audit.entry(actor, "customer.forget", f"customer:{customer_id}", after=counts)))
     log.info("customer %d forgotten by %s: %s", customer_id, actor, counts)
     return counts

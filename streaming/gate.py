@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import msgspec
 from bytewax.operators import StatefulBatchLogic
 
-from streaming.features.event import LATENESS_S, NO_TIME, Ev
+from streaming.features.event import FORGET, LATENESS_S, NO_TIME, Ev
 from streaming.shards import ALL_SHARDS, NSHARDS, Work
 from streaming.sinks import Control
 
@@ -60,7 +60,12 @@ def gate_apply(st: GateState, events: Iterable[Ev]) -> tuple[list[Ev], list[tupl
     late: list[tuple[str, Ev]] = []
     seen = st.seen
     counters = st.counters
+    forgotten = 0
     for e in events:
+        if e.kind == FORGET:  # an erasure marker: in stream order, for the customer's shard only
+            forgotten += 1
+            accepted.append(e)
+            continue
         if e.event_id in seen:
             counters["duplicate"] += 1
             continue
@@ -72,7 +77,9 @@ def gate_apply(st: GateState, events: Iterable[Ev]) -> tuple[list[Ev], list[tupl
             st.max_t = e.t
         seen[e.event_id] = e.t
         accepted.append(e)
-    counters["processed"] += len(accepted)
+    counters["processed"] += len(accepted) - forgotten
+    if forgotten:
+        counters["forgotten"] = counters.get("forgotten", 0) + forgotten
     if len(seen) > st.prune_at:
         bound = st.max_t - LATENESS_S
         st.seen = {k: t for k, t in seen.items() if t >= bound}

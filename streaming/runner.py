@@ -84,7 +84,7 @@ def read_counters(client) -> dict[str, float]:
 
 
 def _seen(counters: dict[str, float]) -> int:
-    return int(sum(counters.get(k, 0) for k in ("processed", "duplicate", "late", "invalid")))
+    return int(sum(counters.get(k, 0) for k in ("processed", "duplicate", "late", "invalid", "forgotten")))
 
 
 class Progress(threading.Thread):

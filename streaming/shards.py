@@ -14,7 +14,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from streaming.features import customer as C
 from streaming.features import store as S
-from streaming.features.event import Ev, cached_next_change
+from streaming.features.event import FORGET, Ev, cached_next_change
 from streaming.sinks import Flush, Row
 
 NSHARDS = 16
@@ -92,6 +92,7 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
         # so the young-generation GC does not visit every entity id in it (~20k per store shard)
         self.due = array("q")
         self.due_as_of = 0.0
+        self.forgot = False  # an erased customer's state was dropped since the last flush
 
     def on_batch(self, values: list[Work]) -> tuple[list[Flush], bool]:
         force = final = False
@@ -107,14 +108,17 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
                 else:
                     self.due, self.due_as_of = self.candidates(), work.as_of
             final = final or work.final
-        force = force or final
+        force = force or final or self.forgot
         now = time.monotonic()
         if self.due and now - self.last_roll >= ROLL_EVERY_S and n_events <= ROLL_MAX_EVENTS:
             self.last_roll = now
             self.roll(self.refresh_slice, CHECKS_PER_ROLL)
         if force or now - self.last_emit >= self.flush_s:
             self.last_emit = now
-            return [self.flush(final)], StatefulBatchLogic.RETAIN
+            flush = self.flush(final)
+            if self.forgot:
+                self.forgot, flush = False, flush._replace(forgot=True)
+            return [flush], StatefulBatchLogic.RETAIN
         return [], StatefulBatchLogic.RETAIN
 
     def flush(self, final: bool) -> Flush:
@@ -166,6 +170,11 @@ class CustomerShardLogic(_Coalescing):
     def apply(self, events: list[Ev]) -> None:
         states, dirty, tops, bought = self.shard.states, self.shard.dirty, self.tops, self.bought
         for e in events:
+            if e.kind == FORGET:  # erased (pantry.erasure): nothing of theirs is kept or emitted again
+                for held in (states, dirty, tops, bought):
+                    held.pop(e.customer_id, None)
+                self.forgot = True
+                continue
             st = states.get(e.customer_id)
             if st is None:
                 st = states[e.customer_id] = C.CustomerState()
@@ -182,7 +191,9 @@ class CustomerShardLogic(_Coalescing):
         return array("q", self.shard.states)
 
     def roll_one(self, cid: int, as_of: float) -> bool:
-        st = self.shard.states[cid]
+        st = self.shard.states.get(cid)
+        if st is None:  # forgotten since the refresh listed it
+            return False
         if as_of > st.as_of and cached_next_change(st, C.customer_next_change) <= as_of:
             st.as_of, st.nc = as_of, None
             dirty = self.shard.dirty

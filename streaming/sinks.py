@@ -38,6 +38,7 @@ class Flush(NamedTuple):
 
     log: list[Row]
     online: list[Row]
+    forgot: bool = False  # the shard dropped an erased customer (pantry.erasure): write the feature log now
 
 
 class OnlinePartition(StatelessSinkPartition[Flush]):
@@ -63,6 +64,8 @@ class OnlinePartition(StatelessSinkPartition[Flush]):
             logged = [row for flush in items for row in flush.log]
             if logged:
                 self.log.append(logged)
+            if any(flush.forgot for flush in items):  # the erased customer's earlier rows reach their files now,
+                self.log.write()  # before the erasure rewrites the files (it waits for the flow to pass its marker)
 
     def close(self) -> None:
         if self.log is not None:

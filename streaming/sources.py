@@ -13,11 +13,14 @@ from datetime import datetime
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from pantry.erasure import FORGET_FIELD
 from pantry.keys import EVENT_FIELD, EVENTS_STREAM
 from pantry.settings import Settings
 from streaming.features.event import Ev
 
 log = logging.getLogger("pantry.streaming.sources")
+
+FORGET_PREFIX = b"\x00forget:"  # + customer id: an erasure marker (pantry.erasure), never a msgpack event
 
 PARTITION = "events"
 REPLAY_BATCH = 4096
@@ -156,7 +159,8 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
                 return [Batch(refresh=refresh)]
             return []
         entries = reply[0][1]
-        raws = [(entry_id, fields.get(EVENT_FIELD)) for entry_id, fields in entries]
+        raws = [(entry_id, fields.get(EVENT_FIELD) if FORGET_FIELD not in fields
+                 else FORGET_PREFIX + fields[FORGET_FIELD]) for entry_id, fields in entries]
         self.state = SourceState(self.state.replay_offset, self.state.replay_until, entries[-1][0].decode())
         self.last_tick = now
         return [Batch(raws=raws, refresh=refresh)]

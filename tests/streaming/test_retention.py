@@ -190,3 +190,55 @@ def test_dead_letters_keep_the_reason_whole_cut_the_payload_and_expire(feast_app
     assert [e[0].decode() for e in client.xrange(DEAD_LETTER_STREAM)] != [old]
     assert client.xlen(DEAD_LETTER_STREAM) == 1
     assert client.xrange(DEAD_LETTER_STREAM)[0][0].decode() != old
+
+
+def test_forget_while_the_live_flow_runs_drops_the_flow_state(feast_applied, tmp_path):
+    """The erasure's marker in pantry:events makes the customer's shard drop its state: later refreshes and flushes
+    never write the erased customer's rows again, and a later event starts a new profile."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pantry import erasure
+    from pantry.featurestore import repo
+    from pantry.featurestore.layout import ts_field
+
+    settings = bounded(isolated(feast_applied, tmp_path, 13))
+    client = sync_client(settings)
+    layout = repo.layout(settings)
+    erased, kept = CUSTOMERS[0], CUSTOMERS[1]
+    evs = make_events(settings, 60, 0)
+    with LiveFlow(settings):
+        xadd(client, evs)
+        assert wait_for(lambda: processed(client) == 60, 90), runner.read_counters(client)
+        assert wait_for(lambda: client.exists(layout.key("customer_session", (erased,))), 5)
+        counts = erasure.forget(settings, erased, "test", client=client, layout=layout)
+        assert counts["flow_state"] == 1 and counts["online_rows"] >= 2, counts
+        assert runner.read_counters(client)["forgotten"] == 1
+        # more events of the other customers (flushes) and a refresh period (rolls): nothing of the erased comes back
+        xadd(client, [e for e in make_events(settings, 30, 60) if e.customer_id != erased])
+        time.sleep(6.0)
+        assert not client.exists(layout.key("customer_session", (erased,)))
+        assert client.exists(layout.key("customer_session", (kept,)))
+        # a new event: a new profile, with nothing of the erased one
+        last = evs[-1].ts + timedelta(minutes=20)
+        xadd(client, [events.ProductView(event_id="ret-new", ts=last, customer_id=erased, product_id=9_910_001)])
+        session_events = layout.views["customer_session"].feature_names.index("session_events")
+
+        def new_session() -> int | None:
+            row = client.hmget(layout.key("customer_session", (erased,)), layout.fields("customer_session"))
+            values, _ = layout.decode_row("customer_session", row)
+            return values and values["session_events"]
+
+        assert wait_for(lambda: new_session() == 1, 5), new_session()
+        assert session_events >= 0
+        assert client.hexists(layout.key("customer_session", (erased,)), ts_field("customer_session"))
+    # the feature log (closed with the flow) holds no row of the erased customer from before the new event
+    old_rows = 0
+    for path in settings.feature_log_dir.rglob("part-*.parquet"):
+        table = pq.read_table(path, columns=["customer_id", "event_timestamp"]) \
+            if "customer_id" in pq.read_schema(path).names else None
+        if table is None:
+            continue
+        mine = table.filter(pc.equal(table.column("customer_id"), erased))
+        old_rows += sum(t < last for t in mine.column("event_timestamp").to_pylist())
+    assert old_rows == 0
