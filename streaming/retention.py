@@ -12,9 +12,10 @@ of time and `stream_retention_margin_events` entries, whichever keeps more. No s
 
 from __future__ import annotations
 
+import json
 import logging
-import pickle
-import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from pantry.keys import EVENTS_STREAM, STREAM_COUNTERS
@@ -39,21 +40,40 @@ def _key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+# Run in a child process: the recovery store is SQLite, written by Bytewax's own (Rust) copy of SQLite in the flow's
+# process, and a second SQLite library in one process breaks its POSIX locks (closing our file descriptor releases the
+# process's locks on the file): reading it from the flow's process stalled the flow's epochs. Standard library only;
+# the snapshot is unpickled without importing pantry (a msgspec Struct pickles as its class + field values).
+_READ_SNAPSHOTS = r"""
+import glob, io, json, pickle, sqlite3, sys
+
+class Fields(pickle.Unpickler):
+    def find_class(self, module, name):
+        return lambda *args, **kw: list(args)
+
+ids = []
+for db in sorted(glob.glob(sys.argv[1] + "/part-*.sqlite3")):
+    conn = sqlite3.connect(db, timeout=5.0)  # read-write: after a crash the first reader rebuilds the WAL index
+    try:
+        conn.execute("PRAGMA query_only = 1")
+        rows = conn.execute("SELECT step_id, ser_change FROM snaps WHERE state_key = ?", (sys.argv[2],)).fetchall()
+    finally:
+        conn.close()
+    for step_id, blob in rows:
+        if step_id.endswith(sys.argv[3]) and blob is not None:
+            ids.append(Fields(io.BytesIO(blob)).load()[2])  # SourceState(replay_offset, replay_until, stream_id)
+print(json.dumps(ids))
+"""
+
+
 def snapshot_stream_ids(recovery_dir: Path, partition: str = "events") -> list[str]:
-    """The `stream_id` of every snapshot of the live source's partition still in the recovery store."""
-    ids: list[str] = []
-    for db in sorted(Path(recovery_dir).glob("part-*.sqlite3")):
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
-        try:
-            rows = conn.execute("SELECT step_id, ser_change FROM snaps WHERE state_key = ?", (partition,)).fetchall()
-        finally:
-            conn.close()
-        for step_id, blob in rows:
-            if not step_id.endswith(SOURCE_STEP_SUFFIX) or blob is None:
-                continue
-            state = pickle.loads(blob)  # a streaming.sources.SourceState, pickled by Bytewax
-            ids.append(getattr(state, "stream_id", "0-0"))
-    return ids
+    """The `stream_id` of every snapshot of the live source's partition still in the recovery store (read by a
+    child process, see _READ_SNAPSHOTS)."""
+    if not Path(recovery_dir).is_dir():
+        return []
+    args = [sys.executable, "-I", "-c", _READ_SNAPSHOTS, str(recovery_dir), partition, SOURCE_STEP_SUFFIX]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(out.stdout)
 
 
 def resume_floor(recovery_dir: Path) -> str | None:

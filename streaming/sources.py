@@ -7,6 +7,7 @@ the state a replay left behind (same recovery store): the replay's offset, then 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime
 
@@ -141,6 +142,7 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         self.stop_flag = stop_flag
         self.settings = settings
         self.recovery_dir = recovery_dir(settings)
+        self.trimmer: threading.Thread | None = None
 
     def next_batch(self) -> list[Batch]:
         if self.stop_flag is not None and self.stop_flag():
@@ -166,7 +168,14 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         return [Batch(raws=raws, refresh=refresh)]
 
     def trim(self) -> None:
-        """Bound pantry:events to what the committed recovery snapshots still need (streaming.retention)."""
+        """Bound pantry:events to what the committed recovery snapshots still need (streaming.retention), in a
+        thread: reading the recovery store takes a child process, which the flow does not wait for."""
+        if self.trimmer is not None and self.trimmer.is_alive():
+            return
+        self.trimmer = threading.Thread(target=self._trim, name="pantry-events-trim", daemon=True)
+        self.trimmer.start()
+
+    def _trim(self) -> None:
         from streaming.retention import trim_events
 
         try:
@@ -181,6 +190,8 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         return self.state
 
     def close(self) -> None:
+        if self.trimmer is not None:
+            self.trimmer.join(timeout=30)
         self.client.close()
 
 
