@@ -40,7 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 1 << 20
     max_events_per_batch: int = 1000
     rate_limit_per_minute: int = 0  # 0 = unlimited (the demo's default, so bench and load are unthrottled)
-    decisions_maxlen: int = 1_000_000
+    decisions_maxlen: int = 500_000  # pantry:decisions: at most this many entries (MAXLEN ~), see the block below
     request_timeout_s: float = 2.0  # a request running longer gets 503 + Retry-After
     redis_cluster: bool = False  # REDIS_URL is a node of a Redis Cluster (clients follow the slot map)
     recommender_cache: int = 10_000  # customers whose scored candidates a serving process keeps (~5 KB each); 0 = off
@@ -75,6 +75,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     events_write_timeout_s: float = 0.5
     # a batch posted again within this window (same encoded events) is a replay: nothing is written twice
     events_dedup_window_s: int = 24 * 3600
+    # --- Retention and erasure (docs/OPERATIONS.md "Retention and memory", "Erasing a customer") ---
+    # pantry:events: the live flow trims entries older than the stream id its committed recovery snapshots resume
+    # from, minus BOTH margins (whichever keeps more): this much time and this many entries
+    stream_retention_margin_s: float = 3600.0
+    stream_retention_margin_events: int = 100_000
+    stream_trim_every_s: float = 60.0  # how often the live flow trims (and the decision log / dead letters by age)
+    stream_backup_interval_s: float = 0.0  # Bytewax RecoveryConfig.backup_interval (archived recovery copies)
+    decisions_retention_s: float = 30 * 86400.0  # pantry:decisions entries older than this are trimmed (MINID)
+    decisions_max_field_bytes: int = 8192  # a JSON field (request, items, ...) longer than this is replaced
+    dead_letter_maxlen: int = 100_000  # pantry:events:dead: at most this many entries (MAXLEN ~)
+    dead_letter_retention_s: float = 7 * 86400.0  # ... and none older than this (MINID)
+    dead_letter_payload_bytes: int = 2048  # a rejected payload is kept up to this many bytes (the reason whole)
+    # --- end retention and erasure ---
 
     @property
     def dataset_dir(self) -> Path:
@@ -194,6 +207,16 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
             kw[field] = _flag(env, name)
     num("PANTRY_EVENTS_WRITE_TIMEOUT_S", "events_write_timeout_s", float)
     num("PANTRY_EVENTS_DEDUP_WINDOW_S", "events_dedup_window_s", int)
+    # retention and erasure
+    num("PANTRY_STREAM_RETENTION_MARGIN_S", "stream_retention_margin_s", float)
+    num("PANTRY_STREAM_RETENTION_MARGIN_EVENTS", "stream_retention_margin_events", int)
+    num("PANTRY_STREAM_TRIM_EVERY_S", "stream_trim_every_s", float)
+    num("PANTRY_STREAM_BACKUP_INTERVAL_S", "stream_backup_interval_s", float)
+    num("PANTRY_DECISIONS_RETENTION_S", "decisions_retention_s", float)
+    num("PANTRY_DECISIONS_MAX_FIELD_BYTES", "decisions_max_field_bytes", int)
+    num("PANTRY_DEAD_LETTER_MAXLEN", "dead_letter_maxlen", int)
+    num("PANTRY_DEAD_LETTER_RETENTION_S", "dead_letter_retention_s", float)
+    num("PANTRY_DEAD_LETTER_PAYLOAD_BYTES", "dead_letter_payload_bytes", int)
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")

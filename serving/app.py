@@ -27,12 +27,18 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from pantry.erasure import ErasureError
 from pantry.scoring import ModelError
 from pantry.settings import Settings, get_settings
 from serving import metrics
 from serving.access import check_routes, key_id, load_keys, require_key
 from serving.access_log import AccessLogger, access_logger
-from serving.controllers.admin import AdminAuditController, AdminCampaignsController, AdminModelsController
+from serving.controllers.admin import (
+    AdminAuditController,
+    AdminCampaignsController,
+    AdminCustomersController,
+    AdminModelsController,
+)
 from serving.controllers.clock import ClockController
 from serving.controllers.events import EventsController
 from serving.controllers.features import FeaturesController
@@ -84,6 +90,10 @@ def _not_found(request: Request, exc: LookupError) -> Response:
                     media_type=MediaType.JSON)
 
 
+def _conflict(request: Request, exc: Exception) -> Response:
+    return Response({"status_code": 409, "detail": str(exc)}, status_code=409, media_type=MediaType.JSON)
+
+
 def _store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
     return Response({"status_code": 503, "detail": f"feature store unavailable: {exc}"},
                     status_code=HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}, media_type=MediaType.JSON)
@@ -104,6 +114,7 @@ _EXCEPTION_HANDLERS = {
     ModelError: _bad_request,  # a version that is missing or fails its sha256 check: nothing was switched
     UnknownCampaign: _not_found,
     UnknownModel: _not_found,
+    ErasureError: _conflict,  # a feature view the erasure cannot handle: nothing was touched
     StoreUnavailable: _store_unavailable,
     Exception: _unexpected,
 }
@@ -201,6 +212,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminCampaignsController,
             AdminModelsController,
             AdminAuditController,
+            AdminCustomersController,
         ],
         guards=[require_key],  # every route: the scope its path needs (serving/access.py), open ones pass
         lifespan=[lifespan],

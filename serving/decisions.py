@@ -1,4 +1,6 @@
-"""The decision log: every served answer XADDed to pantry:decisions (bounded by MAXLEN ~ decisions_maxlen).
+"""The decision log: every served answer XADDed to pantry:decisions, bounded by count (MAXLEN ~ decisions_maxlen at
+every XADD), by age (XTRIM MINID ~ now - decisions_retention_s, every trim_every_s by each worker's flusher) and by
+bytes (a JSON field longer than decisions_max_field_bytes is replaced by `{"truncated_bytes": N}`).
 
 Requests only enqueue (no await on Redis); a background task flushes the queue in pipelined batches. A failed write
 is counted and dropped — it never fails or slows the request that made the decision.
@@ -27,10 +29,18 @@ def new_decision_id() -> str:
     return f"{int(time.time() * 1000):x}-{uuid.UUID(bytes=os.urandom(16)).hex[:16]}"
 
 
+def capped(value: bytes, max_bytes: int) -> bytes:
+    """`value` (JSON) if it fits in `max_bytes`, else a JSON marker saying how long it was."""
+    return value if len(value) <= max_bytes else b'{"truncated_bytes":%d}' % len(value)
+
+
 class DecisionLog:
-    def __init__(self, pipeline: RoundTrip, maxlen: int, queue_max: int = 10_000, on_drop=None):
+    def __init__(self, pipeline: RoundTrip, maxlen: int, queue_max: int = 10_000, on_drop=None, *,
+                 retention_s: float = 30 * 86400.0, max_field_bytes: int = 8192, trim_every_s: float = 60.0):
         self.pipeline = pipeline
         self.maxlen = maxlen
+        self.retention_s, self.max_field_bytes, self.trim_every_s = retention_s, max_field_bytes, trim_every_s
+        self.last_trim = 0.0  # the first flush also trims by age
         self._xadd = (b"XADD", DECISIONS_STREAM.encode(), b"MAXLEN", b"~", str(maxlen).encode(), b"*")
         self.queue: asyncio.Queue[tuple[bytes, ...]] = asyncio.Queue(maxsize=queue_max)  # whole XADD commands
         self.on_drop = on_drop or (lambda n, reason: None)
@@ -47,34 +57,44 @@ class DecisionLog:
         items: Any,
         now: Any,
     ) -> None:
+        cap = self.max_field_bytes
         entry = (
             *self._xadd,
             b"decision_id", decision_id.encode(),
             b"endpoint", endpoint.encode(),
             b"ts", f"{time.time():.6f}".encode(),
             b"now", _encoder.encode(now),
-            b"request", _encoder.encode(request),
+            b"request", capped(_encoder.encode(request), cap),
             b"model_version", model_version.encode(),
-            b"feature_ages", _encoder.encode(feature_ages),
+            b"feature_ages", capped(_encoder.encode(feature_ages), cap),
             b"fallback", (fallback or "").encode(),
-            b"items", _encoder.encode(items),
+            b"items", capped(_encoder.encode(items), cap),
         )
         try:
             self.queue.put_nowait(entry)
         except asyncio.QueueFull:
             self.on_drop(1, "queue_full")
 
+    def trim_command(self, now_s: float) -> tuple[bytes, ...]:
+        minid = max(0, int((now_s - self.retention_s) * 1000))
+        return (b"XTRIM", DECISIONS_STREAM.encode(), b"MINID", b"~", f"{minid}-0".encode())
+
     async def flush_once(self, max_batch: int = 500) -> int:
         batch = [await self.queue.get()]
         while len(batch) < max_batch and not self.queue.empty():
             batch.append(self.queue.get_nowait())
+        n = len(batch)
+        now = time.time()
+        if now - self.last_trim >= self.trim_every_s:  # age bound, with the writes (ids are ms of wall time)
+            self.last_trim = now
+            batch.append(self.trim_command(now))
         try:
             await self.pipeline.run(batch, timeout_s=1.0)
         except Exception as exc:  # Redis down: drop this batch, keep serving
-            self.on_drop(len(batch), "store_unavailable")
+            self.on_drop(n, "store_unavailable")
             log.debug("decision log write failed: %s", exc)
             await asyncio.sleep(0.2)
-        return len(batch)
+        return n
 
     async def run(self) -> None:
         while True:

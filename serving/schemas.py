@@ -199,3 +199,10 @@ class AuditRecord(msgspec.Struct):
 class AuditPage(msgspec.Struct):
     entries: list[AuditRecord]
     next_after: str | None  # pass as `after` for the next page; null when this page is the last
+
+
+class CustomerForgotten(msgspec.Struct):
+    """What `POST /admin/customers/{id}/forget` removed, per store (pantry.erasure.forget)."""
+
+    customer_id: int
+    removed: dict[str, int]

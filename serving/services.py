@@ -96,7 +96,10 @@ class Services:
         campaigns = CampaignBook(await asyncio.to_thread(load_campaigns, settings))
         pipeline = read_pipeline(settings)
         decisions = DecisionLog(pipeline, settings.decisions_maxlen,
-                                on_drop=lambda n, why: metrics.DECISIONS_DROPPED.labels(why).inc(n))
+                                on_drop=lambda n, why: metrics.DECISIONS_DROPPED.labels(why).inc(n),
+                                retention_s=settings.decisions_retention_s,
+                                max_field_bytes=settings.decisions_max_field_bytes,
+                                trim_every_s=settings.stream_trim_every_s)
         store = GuardedStore(slack_s=settings.redis_socket_timeout_s / 2)
         svc = cls(settings, redis, pipeline, store, models, popularity, decisions, campaigns)
         svc.events_redis = serving_client(settings, settings.events_write_timeout_s)
@@ -106,6 +109,7 @@ class Services:
         await svc.refresh_approvals()
         svc.tasks = [
             asyncio.create_task(models.watch(), name="models-watch"),
+            asyncio.create_task(models.watch_erased(redis, store), name="erased-watch"),
             asyncio.create_task(decisions.run(), name="decision-log"),
             asyncio.create_task(svc._poll(), name="poll"),
             asyncio.create_task(store.lag.run(), name="loop-lag"),

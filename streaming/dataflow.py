@@ -20,11 +20,11 @@ from pantry.events import InvalidEvent, decode_msgpack
 from pantry.featurestore.layout import OnlineLayout
 from pantry.settings import Settings
 from streaming.feature_log import LIVE_LOG_HANDOFF_S, LOG_EVERY_S
-from streaming.features.event import from_event
+from streaming.features.event import FORGET, NO_TIME, Ev, from_event
 from streaming.gate import Gated, GateLogic, Parsed, Skew, route
 from streaming.shards import CustomerShardLogic, StoreShardLogic, is_customer_shard
 from streaming.sinks import REASON_MAX, Control, ControlSink, OnlineSink, failure
-from streaming.sources import Batch, LiveSource, ReplaySource
+from streaming.sources import FORGET_PREFIX, Batch, LiveSource, ReplaySource
 
 
 class StreamConfig(msgspec.Struct, frozen=True):
@@ -54,6 +54,9 @@ def parse_batch(batch: Batch) -> Parsed:
             dead.append(("missing field 'e'", b""))
             continue
         try:
+            if payload.startswith(FORGET_PREFIX):  # an erasure: the customer's shard drops its state here
+                events.append(Ev(f"forget:{_entry_id.decode()}", FORGET, NO_TIME, int(payload[len(FORGET_PREFIX):])))
+                continue
             events.append(from_event(decode_msgpack(payload)))
         except InvalidEvent as exc:
             dead.append((f"invalid: {exc}"[:REASON_MAX], payload))

@@ -12,7 +12,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from pantry.clock import max_accepted_ts
 from pantry.settings import ClockMode
-from streaming.features.event import LATENESS_S, NO_TIME, Ev, admit
+from streaming.features.event import FORGET, LATENESS_S, NO_TIME, Ev, admit
 from streaming.shards import ALL_SHARDS, NSHARDS, Work
 from streaming.sinks import Control, failure
 
@@ -81,7 +81,12 @@ def gate_apply(st: GateState, events: Iterable[Ev], skew: Skew | None = None, wa
     seen = st.seen
     counters = st.counters
     limit = skew.limit(st.max_t, time.time() if wall is None else wall) if skew is not None else None
+    forgotten = 0
     for e in events:
+        if e.kind == FORGET:  # an erasure marker (not an event): in stream order, for the customer's shard only
+            forgotten += 1
+            accepted.append(e)
+            continue
         try:
             why = admit(e)
             if why is not None:
@@ -111,7 +116,9 @@ def gate_apply(st: GateState, events: Iterable[Ev], skew: Skew | None = None, wa
         except Exception as exc:  # one event's failure must not stop the others
             counters["invalid"] += 1
             late.append((failure(exc, None, "gate")[0], e))
-    counters["processed"] += len(accepted)
+    counters["processed"] += len(accepted) - forgotten
+    if forgotten:
+        counters["forgotten"] = counters.get("forgotten", 0) + forgotten
     if len(seen) > st.prune_at:
         bound = st.max_t - LATENESS_S
         st.seen = {k: t for k, t in seen.items() if t >= bound}

@@ -21,6 +21,7 @@ from pantry.clock import from_epoch
 from pantry.keys import EVENTS_STREAM, STREAM_COUNTERS, WATERMARK
 from pantry.redis_server import sync_client
 from pantry.settings import Settings, to_json
+from streaming.retention import recovery_dir
 
 REPLAY_RECORD = "pantry:stream:replay"  # hash: until, events, completed_at, seconds (a completed replay)
 STREAM_VIEWS = ("customer_session", "customer_activity", "customer_repertoire", "store_traffic", "store_product")
@@ -45,10 +46,6 @@ class ReplayRecord(msgspec.Struct):
     events: int
     completed_at: str
     seconds: float
-
-
-def recovery_dir(settings: Settings) -> Path:
-    return settings.data_dir / "stream" / "recovery"
 
 
 def ensure_recovery(settings: Settings) -> Path:
@@ -87,7 +84,7 @@ def read_counters(client) -> dict[str, float]:
 
 
 def _seen(counters: dict[str, float]) -> int:
-    return int(sum(counters.get(k, 0) for k in ("processed", "duplicate", "late", "invalid")))
+    return int(sum(counters.get(k, 0) for k in ("processed", "duplicate", "late", "invalid", "forgotten")))
 
 
 class Progress(threading.Thread):
@@ -113,7 +110,8 @@ class Progress(threading.Thread):
         if "max_event_ts" in counters:
             postfix["watermark"] = from_epoch(counters["max_event_ts"]).strftime("%Y-%m-%d %H:%M")
         if self.live:
-            postfix["lag"] = max(0, self.client.xlen(EVENTS_STREAM) - _seen(counters))
+            # trimmed entries were all seen (streaming.retention): XLEN + trimmed is every entry ever added
+            postfix["lag"] = max(0, self.client.xlen(EVENTS_STREAM) + int(counters.get("trimmed", 0)) - _seen(counters))
         elif self.bar.total:
             postfix["lag"] = self.bar.total - done
         self.bar.set_postfix(postfix, refresh=False)
@@ -166,7 +164,8 @@ def run_process(settings: Settings, config, workers: int, stop_flag: Callable[[]
     from streaming.dataflow import build_flow
 
     flow = build_flow(settings, config, stop_flag, layout)
-    recovery = RecoveryConfig(ensure_recovery(settings))
+    backup = timedelta(seconds=settings.stream_backup_interval_s) if settings.stream_backup_interval_s else None
+    recovery = RecoveryConfig(ensure_recovery(settings), backup_interval=backup)
     # The state is millions of small acyclic objects: the default GC thresholds rescan them over and over.
     thresholds = gc.get_threshold()
     gc.set_threshold(200_000, 50, 1000)

@@ -15,7 +15,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from streaming.features import customer as C
 from streaming.features import store as S
-from streaming.features.event import Ev, cached_next_change
+from streaming.features.event import FORGET, Ev, cached_next_change
 from streaming.features.store import PAIR_MASK, PAIR_SHIFT, pair_key
 from streaming.sinks import Dead, Flush, Row, failure
 
@@ -118,6 +118,7 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
         self.due = array("q")
         self.due_as_of = 0.0
         self.dead: list[Dead] = []  # events whose update raised (and rows that could not be built), not yet emitted
+        self.forgot = False  # an erased customer's state was dropped since the last flush
 
     def on_batch(self, values: list[Work]) -> tuple[list[Flush], bool]:
         force = final = False
@@ -136,7 +137,7 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
                 else:
                     self.due, self.due_as_of = self.candidates(), work.as_of
             final = final or work.final
-        force = force or final
+        force = force or final or self.forgot
         now = time.monotonic()
         if self.due and now - self.last_roll >= ROLL_EVERY_S and n_events <= ROLL_MAX_EVENTS:
             self.last_roll = now
@@ -145,7 +146,9 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
             self.last_emit = now
             flush = self.flush(final)
             if self.dead:
-                flush, self.dead = Flush(flush.log, flush.online, self.dead), []
+                flush, self.dead = flush._replace(dead=self.dead), []
+            if self.forgot:
+                self.forgot, flush = False, flush._replace(forgot=True)
             return [flush], StatefulBatchLogic.RETAIN
         if self.dead:  # dead letters go out with the batch that found them, not at the next flush
             dead, self.dead = self.dead, []
@@ -201,6 +204,11 @@ class CustomerShardLogic(_Coalescing):
     def apply(self, events: list[Ev]) -> None:
         states, dirty, tops, bought = self.shard.states, self.shard.dirty, self.tops, self.bought
         for e in events:
+            if e.kind == FORGET:  # erased (pantry.erasure): nothing of theirs is kept or emitted again
+                for held in (states, dirty, tops, bought):
+                    held.pop(e.customer_id, None)
+                self.forgot = True
+                continue
             created = False
             try:
                 st = states.get(e.customer_id)
@@ -225,7 +233,9 @@ class CustomerShardLogic(_Coalescing):
         return array("q", self.shard.states)
 
     def roll_one(self, cid: int, as_of: float) -> bool:
-        st = self.shard.states[cid]
+        st = self.shard.states.get(cid)
+        if st is None:  # forgotten since the refresh listed it
+            return False
         if as_of > st.as_of and cached_next_change(st, C.customer_next_change) <= as_of:
             st.as_of, st.nc = as_of, None
             dirty = self.shard.dirty

@@ -32,7 +32,6 @@ from streaming.features.store import STORE_PRODUCT_FEATURES
 # Views whose rows the feature functions emit as tuples in this order (the most frequent rows: no dict is built);
 # the encoder checks the names against the registry's schema of the view.
 TUPLE_VIEWS = {"store_product": STORE_PRODUCT_FEATURES}
-DEAD_LETTER_MAXLEN = 100_000
 REASON_MAX = 500  # characters of a dead letter's reason
 Dead = tuple[str, bytes]  # a dead letter: (reason, event as msgpack or the raw payload)
 _encode = msgspec.msgpack.Encoder().encode
@@ -60,6 +59,7 @@ class Flush(NamedTuple):
     log: list[Row]
     online: list[Row]
     dead: list[Dead] | tuple = ()
+    forgot: bool = False  # the shard dropped an erased customer (pantry.erasure): write the feature log now
 
 
 class OnlinePartition(StatelessSinkPartition[Flush]):
@@ -67,6 +67,7 @@ class OnlinePartition(StatelessSinkPartition[Flush]):
                  log_handoff_s: float = LOG_EVERY_S):
         layout = layout or repo.layout(settings)
         self.encoder = RowEncoder(layout, TUPLE_VIEWS)
+        self.settings = settings
         self.client = sync_client(settings, timeout_s=30.0)
         self.writer = pipeline_writer(self.client)  # one connection, or one per node of a Redis Cluster
         self.log = FeatureLog(settings.feature_log_dir, layout.views, worker, log_handoff_s,
@@ -85,9 +86,11 @@ class OnlinePartition(StatelessSinkPartition[Flush]):
             logged = [row for flush in items for row in flush.log]
             if logged:
                 self.log.append(logged)
+            if any(flush.forgot for flush in items):  # the erased customer's earlier rows reach their files now,
+                self.log.write()  # before the erasure rewrites the files (it waits for the flow to pass its marker)
         dead = [d for flush in items for d in flush.dead]
         if dead:
-            write_dead(self.client, dead)
+            write_dead(self.client, dead, self.settings)
 
     def close(self) -> None:
         if self.log is not None:
@@ -106,15 +109,31 @@ class OnlineSink(DynamicSink[Flush]):
         return OnlinePartition(self.settings, worker_index, self.write_log, self.layout, self.log_handoff_s)
 
 
-def add_dead(pipe, dead: list[Dead]) -> None:
+def dead_letter_fields(reason: str, payload: bytes, max_payload: int) -> dict[bytes, bytes]:
+    """A dead letter: the reason whole, the payload cut to `max_payload` bytes (`size` then says how long it was)."""
+    fields = {b"reason": reason.encode(errors="replace"), b"e": payload[:max_payload]}
+    if len(payload) > max_payload:
+        fields[b"size"] = str(len(payload)).encode()
+    return fields
+
+
+def trim_by_age(client, stream: str, retention_s: float, approximate: bool = True) -> int:
+    """XTRIM MINID ~ now - retention (stream ids are the Redis server's milliseconds); returns entries removed."""
+    seconds, micros = client.time()
+    minid = int(seconds) * 1000 + int(micros) // 1000 - int(retention_s * 1000)
+    return int(client.xtrim(stream, minid=f"{minid}-0", approximate=approximate)) if minid > 0 else 0
+
+
+def add_dead(pipe, dead: list[Dead], settings: Settings) -> None:
+    """XADD dead letters, bounded by count (MAXLEN ~) and each payload cut to dead_letter_payload_bytes."""
     for reason, payload in dead:
-        pipe.xadd(DEAD_LETTER_STREAM, {b"reason": reason.encode(errors="replace"), b"e": payload},
-                  maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        pipe.xadd(DEAD_LETTER_STREAM, dead_letter_fields(reason, payload, settings.dead_letter_payload_bytes),
+                  maxlen=settings.dead_letter_maxlen, approximate=True)
 
 
-def write_dead(client, dead: list[Dead]) -> None:
+def write_dead(client, dead: list[Dead], settings: Settings) -> None:
     pipe = client.pipeline(transaction=False)
-    add_dead(pipe, dead)
+    add_dead(pipe, dead, settings)
     pipe.execute()
 
 
@@ -128,7 +147,12 @@ class Control(msgspec.Struct, gc=False):
 
 
 class ControlPartition(StatelessSinkPartition[Control]):
+    """Counters, watermark, heartbeat and dead letters; the dead letters bounded by count (MAXLEN ~ at each XADD) and
+    by age (MINID ~ every stream_trim_every_s), each payload cut to dead_letter_payload_bytes."""
+
     def __init__(self, settings: Settings, heartbeat: bool = False):
+        self.settings = settings
+        self.last_trim = time.monotonic()
         self.client = sync_client(settings, timeout_s=30.0)
         self.last_max_t = NO_TIME
         self.last_counters: dict[str, int] | None = None
@@ -140,9 +164,13 @@ class ControlPartition(StatelessSinkPartition[Control]):
         self.whoami = (str(os.getpid()), socket.gethostname())
 
     def write_batch(self, items: list[Control]) -> None:
+        settings = self.settings
+        if time.monotonic() - self.last_trim >= settings.stream_trim_every_s:
+            self.last_trim = time.monotonic()
+            trim_by_age(self.client, DEAD_LETTER_STREAM, settings.dead_letter_retention_s)
         pipe = self.client.pipeline(transaction=False)
         for item in items:
-            add_dead(pipe, item.dead)
+            add_dead(pipe, item.dead, settings)
         last = items[-1]
         if last.counters != self.last_counters:
             self.last_counters = dict(last.counters)

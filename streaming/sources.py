@@ -6,15 +6,22 @@ the state a replay left behind (same recovery store): the replay's offset, then 
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from datetime import datetime
 
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from pantry.erasure import FORGET_FIELD
 from pantry.keys import EVENT_FIELD, EVENTS_STREAM
 from pantry.settings import Settings
 from streaming.features.event import Ev
+
+log = logging.getLogger("pantry.streaming.sources")
+
+FORGET_PREFIX = b"\x00forget:"  # + customer id: an erasure marker (pantry.erasure), never a msgpack event
 
 PARTITION = "events"
 REPLAY_BATCH = 4096
@@ -128,17 +135,24 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
 
     def __init__(self, settings: Settings, state: SourceState, stop_flag):
         from pantry.redis_server import sync_client
+        from streaming.retention import recovery_dir
 
         self.client = sync_client(settings, timeout_s=5.0)
         self.state = state
-        self.last_tick = self.last_refresh = time.monotonic()
+        self.last_tick = self.last_refresh = self.last_trim = time.monotonic()
         self.stop_flag = stop_flag
+        self.settings = settings
+        self.recovery_dir = recovery_dir(settings)
+        self.trimmer: threading.Thread | None = None
 
     def next_batch(self) -> list[Batch]:
         if self.stop_flag is not None and self.stop_flag():
             raise StopIteration
         reply = self.client.xread({EVENTS_STREAM: self.state.stream_id}, count=LIVE_BATCH, block=LIVE_BLOCK_MS)
         now = time.monotonic()
+        if now - self.last_trim >= self.settings.stream_trim_every_s:
+            self.last_trim = now
+            self.trim()
         refresh = now - self.last_refresh >= REFRESH_EVERY_S
         if refresh:
             self.last_refresh = now
@@ -148,10 +162,27 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
                 return [Batch(refresh=refresh, position=self.state.stream_id)]
             return []
         entries = reply[0][1]
-        raws = [(entry_id, fields.get(EVENT_FIELD)) for entry_id, fields in entries]
+        raws = [(entry_id, fields.get(EVENT_FIELD) if FORGET_FIELD not in fields
+                 else FORGET_PREFIX + fields[FORGET_FIELD]) for entry_id, fields in entries]
         self.state = SourceState(self.state.replay_offset, self.state.replay_until, entries[-1][0].decode())
         self.last_tick = now
         return [Batch(raws=raws, refresh=refresh, position=self.state.stream_id)]
+
+    def trim(self) -> None:
+        """Bound pantry:events to what the committed recovery snapshots still need (streaming.retention), in a
+        thread: reading the recovery store takes a child process, which the flow does not wait for."""
+        if self.trimmer is not None and self.trimmer.is_alive():
+            return
+        self.trimmer = threading.Thread(target=self._trim, name="pantry-events-trim", daemon=True)
+        self.trimmer.start()
+
+    def _trim(self) -> None:
+        from streaming.retention import trim_events
+
+        try:
+            trim_events(self.client, self.settings, self.recovery_dir)
+        except Exception:  # retention must never stop the flow; the next period tries again
+            log.exception("trimming pantry:events")
 
     def next_awake(self):
         return None
@@ -160,6 +191,8 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         return self.state
 
     def close(self) -> None:
+        if self.trimmer is not None:
+            self.trimmer.join(timeout=30)
         self.client.close()
 
 

@@ -169,6 +169,7 @@ class NextBestAction:
 
     # the module's `features`, reachable inside `actions` (whose protocol parameter of that name shadows it)
     _rows = staticmethod(features)
+    hidden: frozenset[int] = frozenset()  # erased customer ids, set by serving (serving.models.ModelHolder)
 
     def __init__(self, directory: Path, manifest: Manifest):
         self.version = manifest.version
@@ -200,6 +201,8 @@ class NextBestAction:
         now: datetime,
     ) -> list[Action]:
         day = now.timestamp() / 86_400.0
+        if int(customer_id) in self.hidden:  # an erased customer (pantry.erasure): new to every version
+            customer_id = -1  # no customer has this id: no pairs, enrolments or nudges
         ids = np.fromiter(campaign_ids, dtype=np.int64, count=len(campaign_ids))
         cpn, camp = candidates(self.t, int(customer_id), ids, day)
         out: list[Action] = []

@@ -47,6 +47,8 @@ class Ranked:
 class Recommender:
     """RecommenderModel over one version's artifacts (ALS graph, re-ranker graph, history and popularity arrays)."""
 
+    hidden: frozenset[int] = frozenset()  # erased customer ids, set by serving (serving.models.ModelHolder)
+
     def __init__(self, directory: Path, manifest: Manifest, cache_size: int | None = None):
         self.version = manifest.version
         self.manifest = manifest
@@ -199,7 +201,8 @@ class Recommender:
         self, features: Features, *, customer_id: int, k: int, surface: Surface, exclude: frozenset[int],
         store_id: int | None,
     ) -> list[Scored]:
-        u = lookup(self.customers, int(customer_id))
+        # an erased customer (pantry.erasure) is new to every version: its artifact rows are never used
+        u = -1 if int(customer_id) in self.hidden else lookup(self.customers, int(customer_id))
         ranked = self._ranked(features, u)
         fresh = np.empty(0, dtype=np.int64)
         if surface != "discover":

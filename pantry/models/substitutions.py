@@ -155,6 +155,8 @@ def _stock_prob(row: Mapping[str, Any] | None) -> float:
 class Substitutions:
     """SubstitutionModel over one version's artifacts."""
 
+    hidden: frozenset[int] = frozenset()  # erased customer ids, set by serving (serving.models.ModelHolder)
+
     # the module's `features`, reachable inside `rank` (whose protocol parameter of that name shadows it)
     _rows = staticmethod(features)
 
@@ -227,7 +229,8 @@ class Substitutions:
             order = np.argsort(-probs, kind="stable")[:k]
             return [Scored(int(ids[j]), float(probs[j]), "popular alternative") for j in order]
         ids, probs, idx = ids[known_item], probs[known_item], idx[known_item]
-        u = lookup(self.customers, int(customer_id))
+        # an erased customer (pantry.erasure) is new to every version: its artifact rows are never used
+        u = -1 if int(customer_id) in self.hidden else lookup(self.customers, int(customer_id))
         share = float(self.private_share[u]) if u >= 0 else 0.2
         uf = self.user_factors[u] if u >= 0 else None
         units = np.array([float((stock.get(int(c)) or {}).get("units_28d") or 0) for c in ids], dtype=np.float32)

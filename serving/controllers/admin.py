@@ -1,18 +1,29 @@
-"""/admin/campaigns (merchandiser), /admin/models (ml_engineer), /admin/audit (admin). Keys and scopes are checked
-by the app-level guard (serving/access.py); what the actions do is in serving/governance.py, each recorded in the
-audit log with the key id as actor."""
+"""/admin/campaigns (merchandiser), /admin/models (ml_engineer), /admin/audit and /admin/customers (admin). Keys and
+scopes are checked by the app-level guard (serving/access.py); what the actions do is in serving/governance.py and
+pantry/erasure.py, each recorded in the audit log with the key id as actor."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
+import redis
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody, Parameter
 
+from pantry import erasure
 from pantry.scoring import MODEL_NAMES
 from serving import audit_log, governance
 from serving.access import actor
-from serving.schemas import ActivateRequest, ApprovalRequest, AuditPage, CampaignApproval, ModelVersions
+from serving.redis_guard import StoreUnavailable
+from serving.schemas import (
+    ActivateRequest,
+    ApprovalRequest,
+    AuditPage,
+    CampaignApproval,
+    CustomerForgotten,
+    ModelVersions,
+)
 from serving.services import Injected
 
 
@@ -68,3 +79,21 @@ class AdminAuditController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=audit_log.PAGE_MAX)] = 100,
     ) -> AuditPage:
         return await audit_log.page(services, after, limit)
+
+
+class AdminCustomersController(Controller):
+    path = "/admin/customers"
+    tags = ("admin",)
+
+    @post("/{customer_id:int}/forget", status_code=200,
+          summary="Erase a customer from every store (online rows, logs, events, models); later answers: cold_start")
+    async def forget(self, customer_id: Annotated[int, Parameter(ge=0, le=2**62)], request: Request,
+                     services: Injected) -> CustomerForgotten:
+        reader = services.reader
+        try:
+            removed = await asyncio.to_thread(erasure.forget, services.settings, customer_id, actor(request),
+                                              layout=reader.layout if reader is not None else None)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"erasure not completed (run it again): {exc}") from exc
+        services.models.set_erased(services.models.erased | {customer_id})  # this worker at once; others poll
+        return CustomerForgotten(customer_id, removed)

@@ -22,6 +22,9 @@ NO_TIME = -1e300  # "never" as a float that msgpack and comparisons both handle
 Values = dict[str, Any]  # a feature row: {feature: value}
 
 
+FORGET = "forget"  # not an event: an erasure marker (pantry.erasure) for the customer's shard; never a feature
+
+
 class Ev(msgspec.Struct, array_like=True, gc=False, frozen=True):
     """The flow's compact event: what the features need, with event time as epoch seconds."""
 

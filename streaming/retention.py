@@ -1,0 +1,115 @@
+"""Bounded `pantry:events`: the live flow trims what its committed recovery snapshots no longer need.
+
+After a crash Bytewax resumes every step from its snapshot in the last committed epoch; the live source then XREADs
+after that snapshot's `stream_id` (streaming.sources.SourceState). Bytewax deletes a superseded snapshot only once a
+later one is committed by every worker (and `backup_interval` has passed, for archived copies of the recovery
+store), so the OLDEST `events` source snapshot still in any recovery partition is at or before every point the
+flow could resume from: with any number of workers, processes and recovery partitions, and with backups. The
+stream is trimmed (exact XTRIM MINID) below that id minus the margins of the settings: `stream_retention_margin_s`
+of time and `stream_retention_margin_events` entries, whichever keeps more. No snapshot of the live source yet
+(a fresh store, or only a replay's state: stream id 0-0) trims nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from pantry.keys import EVENTS_STREAM, STREAM_COUNTERS
+from pantry.settings import Settings
+
+log = logging.getLogger("pantry.streaming.retention")
+
+SOURCE_STEP_SUFFIX = ".events"  # the flow's input step ("pantry_stream.events"), see streaming.dataflow
+
+
+def recovery_dir(settings: Settings) -> Path:
+    """The Bytewax recovery store (streaming.runner creates it)."""
+    return settings.data_dir / "stream" / "recovery"
+
+
+def _ms(stream_id: str) -> int:
+    return int(stream_id.split("-", 1)[0])
+
+
+def _key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+# Run in a child process: the recovery store is SQLite, written by Bytewax's own (Rust) copy of SQLite in the flow's
+# process, and a second SQLite library in one process breaks its POSIX locks (closing our file descriptor releases the
+# process's locks on the file): reading it from the flow's process stalled the flow's epochs. Standard library only;
+# the snapshot is unpickled without importing pantry (a msgspec Struct pickles as its class + field values).
+_READ_SNAPSHOTS = r"""
+import glob, io, json, pickle, sqlite3, sys
+
+class Fields(pickle.Unpickler):
+    def find_class(self, module, name):
+        return lambda *args, **kw: list(args)
+
+ids = []
+for db in sorted(glob.glob(sys.argv[1] + "/part-*.sqlite3")):
+    conn = sqlite3.connect(db, timeout=5.0)  # read-write: after a crash the first reader rebuilds the WAL index
+    try:
+        conn.execute("PRAGMA query_only = 1")
+        rows = conn.execute("SELECT step_id, ser_change FROM snaps WHERE state_key = ?", (sys.argv[2],)).fetchall()
+    finally:
+        conn.close()
+    for step_id, blob in rows:
+        if step_id.endswith(sys.argv[3]) and blob is not None:
+            ids.append(Fields(io.BytesIO(blob)).load()[2])  # SourceState(replay_offset, replay_until, stream_id)
+print(json.dumps(ids))
+"""
+
+
+def snapshot_stream_ids(recovery_dir: Path, partition: str = "events") -> list[str]:
+    """The `stream_id` of every snapshot of the live source's partition still in the recovery store (read by a
+    child process, see _READ_SNAPSHOTS)."""
+    if not Path(recovery_dir).is_dir():
+        return []
+    args = [sys.executable, "-I", "-c", _READ_SNAPSHOTS, str(recovery_dir), partition, SOURCE_STEP_SUFFIX]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(out.stdout)
+
+
+def resume_floor(recovery_dir: Path) -> str | None:
+    """The oldest stream id the flow could resume after (None: no snapshot, nothing may be trimmed)."""
+    ids = snapshot_stream_ids(recovery_dir)
+    if not ids:
+        return None
+    oldest = min(ids, key=_key)
+    return None if _key(oldest) == (0, 0) else oldest
+
+
+def trim_point(client, floor: str, margin_s: float, margin_events: int) -> str:
+    """The MINID: `floor` moved back by the time margin and by the entry margin, whichever is further back."""
+    ms, seq = _key(floor)
+    margin_ms = int(margin_s * 1000)
+    point = (ms, seq) if margin_ms <= 0 else (max(0, ms - margin_ms), 0)
+    if margin_events > 0:
+        before = client.xrevrange(EVENTS_STREAM, max=floor, min="-", count=margin_events + 1)
+        if before:
+            last = before[-1][0]
+            last = last.decode() if isinstance(last, bytes) else last
+            # fewer than margin+1 entries at or before the floor: keep all of them
+            point = min(point, _key(last) if len(before) > margin_events else (0, 0))
+    return f"{point[0]}-{point[1]}"
+
+
+def trim_events(client, settings: Settings, recovery_dir: Path) -> int:
+    """Trim pantry:events to what the committed snapshots still need plus the margins; returns entries removed."""
+    floor = resume_floor(recovery_dir)
+    if floor is None:
+        return 0
+    minid = trim_point(client, floor, settings.stream_retention_margin_s, settings.stream_retention_margin_events)
+    if _key(minid) == (0, 0):
+        return 0
+    removed = int(client.xtrim(EVENTS_STREAM, minid=minid, approximate=False))
+    if removed:  # counted, so that XLEN + trimmed - seen stays the flow's lag (streaming.runner.Progress)
+        client.hincrby(STREAM_COUNTERS, "trimmed", removed)
+        log.info("pantry:events: %d entries before %s trimmed (resume floor %s)", removed, minid, floor)
+    return removed
