@@ -33,6 +33,7 @@ import numpy as np
 
 from pantry import audit
 from pantry.featurestore.layout import OnlineLayout
+from pantry.health import live_flow
 from pantry.keys import (
     DEAD_LETTER_STREAM,
     DECISIONS_STREAM,
@@ -300,7 +301,11 @@ def forget(settings: Settings, customer_id: int, actor: str, *, client=None,
     counts["model_versions"] = _forget_models(settings.models_dir, customer_id)
     # The flow's rows of the customer from before the marker may still be on their way to Redis and the feature
     # log: once the flow has passed the marker (and its feature log has written what it held), delete them.
-    counts["flow_state"] = int(_wait(lambda: _counter(client, "forgotten") > acked, FLOW_ACK_WAIT_S))
+    # No live flow beating (none runs, or it is down): nothing to wait for; a flow started later reads the marker
+    # in stream order and drops what its snapshot held of the customer.
+    flow = live_flow(client, max_age_s=max(settings.live_max_age_s, FLOW_ACK_WAIT_S))
+    beating = flow.heartbeat_age_s is not None and flow.ok
+    counts["flow_state"] = int(beating and _wait(lambda: _counter(client, "forgotten") > acked, FLOW_ACK_WAIT_S))
     if counts["flow_state"]:
         time.sleep(FEATURE_LOG_SETTLE_S)
     counts["online_rows"] = _forget_online(client, layout, customer_id)

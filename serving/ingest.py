@@ -81,7 +81,8 @@ async def ingest(svc: Services, events: Sequence[Any]) -> tuple[int, bool]:
         except InvalidEvent as exc:
             errors.append(EventError(i, str(exc)))
     if valid:
-        clock = await read_clock(svc)  # the same rule as the live flow's gate (pantry.clock.max_accepted_ts)
+        # the same rule as the live flow's gate (pantry.clock.max_accepted_ts)
+        clock = await read_clock(svc, last_known=True)
         for i, event in valid:
             if event.ts > clock.max_accepted_ts:
                 errors.append(EventError(i, f"`ts` {event.ts.isoformat()} is after the latest time the service "

@@ -7,16 +7,27 @@ import time
 
 from pantry.clock import from_epoch, max_accepted_ts, parse_watermark
 from pantry.keys import WATERMARK
+from serving.redis_guard import StoreUnavailable
 from serving.schemas import ServiceClock
 from serving.services import Services
 
 
-async def read_clock(svc: Services) -> ServiceClock:
-    """The clock now; event mode reads the watermark (one GET; StoreUnavailable if Redis cannot be reached)."""
+async def read_clock(svc: Services, last_known: bool = False) -> ServiceClock:
+    """The clock now; event mode reads the watermark (one GET). Redis out of reach: StoreUnavailable, or with
+    `last_known` the newest watermark this worker has read (it only moves forward, so that bound is never looser
+    than the live one; the live flow's gate applies the current one anyway): an outage of the read path must not
+    turn away events that the event write path can still store."""
     settings = svc.settings
     watermark = None
     if settings.clock == "event":
-        watermark = parse_watermark(await svc.store.call(lambda: svc.redis.get(WATERMARK)))
+        try:
+            watermark = parse_watermark(await svc.store.call(lambda: svc.redis.get(WATERMARK)))
+        except StoreUnavailable:
+            if not last_known:
+                raise
+            watermark = svc.last_watermark
+        else:
+            svc.last_watermark = watermark
     wall_s = time.time()
     watermark_s = watermark.timestamp() if watermark is not None else None
     limit = max_accepted_ts(settings.clock, wall_s, watermark_s, settings.event_skew_wall_s,

@@ -82,6 +82,7 @@ class Services:
     events_redis: Any = None
     events_store: GuardedStore | None = None
     events_script: Any = None  # registered by serving/ingest.py on first use
+    last_watermark: datetime | None = None  # the newest event clock read (serving/service_clock.py)
     reader: OnlineReader | None = None
     feature_services: FeatureServices = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)

@@ -83,11 +83,11 @@ def gate_apply(st: GateState, events: Iterable[Ev], skew: Skew | None = None, wa
     limit = skew.limit(st.max_t, time.time() if wall is None else wall) if skew is not None else None
     forgotten = 0
     for e in events:
-        if e.kind == FORGET:  # an erasure marker (not an event): in stream order, for the customer's shard only
-            forgotten += 1
-            accepted.append(e)
-            continue
         try:
+            if e.kind == FORGET:  # an erasure marker (not an event): in stream order, for the customer's shard only
+                forgotten += 1
+                accepted.append(e)
+                continue
             why = admit(e)
             if why is not None:
                 counters["invalid"] += 1

@@ -154,7 +154,11 @@ def test_demo_serves_model_answers(demo: Demo, shopper: dict[str, int]) -> None:
 def test_demo_keys_are_private_scoped_and_printed_as_curls(demo: Demo) -> None:
     env_file = demo.data_dir / "demo-keys.env"
     assert env_file.stat().st_mode & 0o777 == 0o600
-    assert "source " in demo.tail() or "source " in demo.log.read_text()
+    # the demo prints its curls once it has seen /readyz answer 200 itself (it polls every 0.3 s)
+    deadline = time.monotonic() + 15
+    while "source " not in demo.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "source " in demo.log.read_text(), demo.tail()
     body = {"customer_id": 1, "k": 1}
     assert httpx.post(f"{demo.url}/v1/recommendations", json=body, timeout=5).status_code == 401
     assert demo.post("/v1/recommendations", "PANTRY_ADMIN_KEY", body).status_code == 403  # admin is not a client

@@ -49,10 +49,11 @@ def _stream_ids(settings) -> list[str]:
     return [decode_msgpack(fields[EVENT_FIELD]).event_id for _, fields in client.xrange(EVENTS_STREAM)]
 
 
-async def test_an_integer_past_64_bits_is_a_400_naming_the_event(own_settings):
+async def test_an_integer_past_64_bits_is_a_400_naming_the_event(own_settings, api_keys):
     batch = _batch("big", 2)
     batch["events"][1]["product_id"] = 2**64
     async with AsyncTestClient(app=create_app(own_settings), timeout=10) as client:
+        client.headers.update(api_keys.headers("data"))
         response = await client.post("/v1/events", json=batch)
     assert response.status_code == 400, response.text
     assert [e["index"] for e in response.json()["errors"]] == [1]
@@ -64,8 +65,9 @@ def test_the_batch_marker_is_in_the_slot_of_the_stream():
     assert batch_key([b"ab", b"c"]) != batch_key([b"a", b"bc"])
 
 
-async def test_a_batch_posted_twice_is_written_once(own_settings):
+async def test_a_batch_posted_twice_is_written_once(own_settings, api_keys):
     async with AsyncTestClient(app=create_app(own_settings), timeout=10) as client:
+        client.headers.update(api_keys.headers("data"))
         first = await client.post("/v1/events", json=_batch("twice"))
         again = await client.post("/v1/events", json=_batch("twice"))
         other = await client.post("/v1/events", json=_batch("other", 3))
@@ -76,9 +78,10 @@ async def test_a_batch_posted_twice_is_written_once(own_settings):
     assert len(ids) == 23 and len(set(ids)) == 23
 
 
-async def test_a_write_that_timed_out_after_committing_is_retried_without_duplicates(own_settings):
+async def test_a_write_that_timed_out_after_committing_is_retried_without_duplicates(own_settings, api_keys):
     admin = sync_client(own_settings)
     async with AsyncTestClient(app=create_app(own_settings), timeout=10) as client:
+        client.headers.update(api_keys.headers("data"))
         assert (await client.post("/v1/events", json=_batch("warm", 1))).status_code == 202  # script loaded
         admin.config_resetstat()
         # Redis stops for 0.35 s: the first attempt's EVALSHA waits in its socket and times out (0.2 s); the retry
@@ -96,9 +99,10 @@ async def test_a_write_that_timed_out_after_committing_is_retried_without_duplic
     assert len(ids) == 20 and len(set(ids)) == 20
 
 
-async def test_a_failing_write_path_leaves_the_read_breaker_closed(own_settings):
+async def test_a_failing_write_path_leaves_the_read_breaker_closed(own_settings, api_keys):
     admin = sync_client(own_settings)
     async with AsyncTestClient(app=create_app(own_settings), timeout=10) as client:
+        client.headers.update(api_keys.headers("data"))
         svc = client.app.state.services
         admin.execute_command("CLIENT", "PAUSE", "3000", "WRITE")  # EVALSHA waits; reads go on
         try:
