@@ -263,7 +263,13 @@ def test_wall_clock_skew_at_the_door(feast_applied, tmp_path):
     data_dir.mkdir()
     shutil.copy(feast_applied.registry_path, data_dir / "registry.db")
     os.symlink(feast_applied.dataset_dir, data_dir / "data")
-    settings = msgspec.structs.replace(feast_applied, data_dir=data_dir)
+    # and its own Redis db: the events it posts are stamped now (2026), which would move the clock of any live flow
+    # a later test runs on the session's stream (2017 data) and make its events late
+    settings = msgspec.structs.replace(feast_applied, data_dir=data_dir,
+                                       redis_url=f"redis://127.0.0.1:{feast_applied.embedded_redis_port}/13")
+    from pantry.redis_server import sync_client
+
+    sync_client(settings).flushdb()
     server = start_server(settings, tmp_path, extra_env={"PANTRY_CLOCK": "wall"})
     try:
         with httpx.Client(base_url=server.url, timeout=10.0, headers=api_headers()) as http:
