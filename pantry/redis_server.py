@@ -249,9 +249,11 @@ def ensure_redis(settings: Settings, daemonize: bool = True) -> EmbeddedRedis | 
     return embedded(settings).start(daemonize=daemonize)
 
 
-def sync_client(settings: Settings, timeout_s: float | None = None, decode: bool = False) -> redis.Redis:
+def sync_client(settings: Settings, timeout_s: float | None = None, decode: bool = False,
+                retries: int | None = None) -> redis.Redis:
     """A client with explicit timeouts: redis-py waits forever by default, which would hang a request.
-    With `PANTRY_REDIS_CLUSTER=1` a `RedisCluster` (same command API; it routes each key to its slot's node)."""
+    With `PANTRY_REDIS_CLUSTER=1` a `RedisCluster` (same command API; it routes each key to its slot's node).
+    `retries=0`: no retry inside redis-py (by default it retries a failed command 3 times, backing off 1-10 s)."""
     timeout = timeout_s if timeout_s is not None else max(settings.redis_socket_timeout_s, 5.0)
     kind = redis.RedisCluster if settings.redis_cluster else redis.Redis
     return kind.from_url(
@@ -259,4 +261,5 @@ def sync_client(settings: Settings, timeout_s: float | None = None, decode: bool
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=decode,
+        **({} if retries is None else {"retry": Retry(NoBackoff(), retries)}),
     )
