@@ -16,8 +16,8 @@ from load_tests.bench.serving import Requests
 from load_tests.chaos import faults, hung, lost
 from load_tests.chaos.report import ChaosReport, render
 from load_tests.chaos.stack import Stack, chaos_settings
-from load_tests.keys import headers_for, with_run_key
 from load_tests.chaos.traffic import Traffic
+from load_tests.keys import headers_for, with_run_key
 from pantry.keys import WATERMARK
 from pantry.redis_server import sync_client
 from pantry.settings import ROOT
