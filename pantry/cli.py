@@ -36,7 +36,8 @@ def redis_start() -> None:
 
 @redis.command("stop")
 def redis_stop() -> None:
-    """Shut the embedded redis-server down (its AOF is flushed; the data stays)."""
+    """Shut the embedded redis-server down (its AOF is flushed; the data stays). While `pantry serve` or `pantry demo`
+    runs, it supervises the embedded Redis and starts it again: stop those instead."""
     from pantry.redis_server import embedded
 
     server = embedded(get_settings())

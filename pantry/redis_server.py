@@ -93,15 +93,20 @@ class EmbeddedRedis:
                "cluster-node-timeout 5000"] if self.cluster else []),
         ]
 
+    def write_config(self, daemonize: bool) -> Path:
+        """`<dir>/redis.conf` (the same for a daemonized server and a supervised one in the foreground)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        conf = self.directory / "redis.conf"
+        conf.write_text("\n".join([*self.config_lines(), f"daemonize {'yes' if daemonize else 'no'}"]) + "\n")
+        return conf
+
     def start(self, daemonize: bool = False, timeout_s: float = 10.0,
               loading_timeout_s: float = 300.0) -> EmbeddedRedis:
         """Start the server, or reuse the one already answering on this port. `timeout_s` bounds the start itself;
         a server that is up but still loading its data (a full-year AOF: several seconds) gets `loading_timeout_s`."""
         if _ping(self.port):
             return self
-        self.directory.mkdir(parents=True, exist_ok=True)
-        conf = self.directory / "redis.conf"
-        conf.write_text("\n".join([*self.config_lines(), f"daemonize {'yes' if daemonize else 'no'}"]) + "\n")
+        conf = self.write_config(daemonize)
         self.process = subprocess.Popen(
             [str(redis_server_binary()), str(conf)],
             stdin=subprocess.DEVNULL,
@@ -154,12 +159,25 @@ class EmbeddedRedis:
         return _ping(self.port)
 
 
-def _bindable(port: int) -> bool:
+def _bindable(port: int, reuse: bool = False) -> bool:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
             return False
+    return True
+
+
+def wait_port_free(port: int, timeout_s: float) -> bool:
+    """True once nothing listens on 127.0.0.1:port (a stopped server released it; its closed connections in
+    TIME_WAIT do not count, as for redis-server, which binds with SO_REUSEADDR)."""
+    deadline = time.monotonic() + timeout_s
+    while not _bindable(port, reuse=True):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
     return True
 
 
@@ -231,9 +249,11 @@ def ensure_redis(settings: Settings, daemonize: bool = True) -> EmbeddedRedis | 
     return embedded(settings).start(daemonize=daemonize)
 
 
-def sync_client(settings: Settings, timeout_s: float | None = None, decode: bool = False) -> redis.Redis:
+def sync_client(settings: Settings, timeout_s: float | None = None, decode: bool = False,
+                retries: int | None = None) -> redis.Redis:
     """A client with explicit timeouts: redis-py waits forever by default, which would hang a request.
-    With `PANTRY_REDIS_CLUSTER=1` a `RedisCluster` (same command API; it routes each key to its slot's node)."""
+    With `PANTRY_REDIS_CLUSTER=1` a `RedisCluster` (same command API; it routes each key to its slot's node).
+    `retries=0`: no retry inside redis-py (by default it retries a failed command 3 times, backing off 1-10 s)."""
     timeout = timeout_s if timeout_s is not None else max(settings.redis_socket_timeout_s, 5.0)
     kind = redis.RedisCluster if settings.redis_cluster else redis.Redis
     return kind.from_url(
@@ -241,4 +261,5 @@ def sync_client(settings: Settings, timeout_s: float | None = None, decode: bool
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=decode,
+        **({} if retries is None else {"retry": Retry(NoBackoff(), retries)}),
     )

@@ -70,6 +70,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     live_max_age_s: float = 10.0  # /readyz is 503 when the live flow's heartbeat is older; 0 = reported, not judged
     require_aof: bool = False  # `pantry serve` refuses to start unless the events' Redis has AOF on (verified)
     restart_backoff_max_s: float = 30.0  # the supervisor's longest wait before restarting a child that keeps dying
+    # ---- Answers under a sick Redis (serving/redis_guard.py): every guarded Redis call of one request together ----
+    # waits at most this long (from its first call); 0 = no budget (each call bounded by its socket timeout only)
+    redis_request_budget_s: float = 0.06
     # ---- Event write path (serving/ingest.py): its own client timeout and breaker, idempotent batches ----
     # one POST /v1/events batch (up to max_body_bytes, ~1 MiB) is one Lua call; its reply may take this long
     events_write_timeout_s: float = 0.5
@@ -186,6 +189,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_REDIS_PORT", "embedded_redis_port", int)
     num("PANTRY_REDIS_CONNECT_TIMEOUT_S", "redis_connect_timeout_s", float)
     num("PANTRY_REDIS_SOCKET_TIMEOUT_S", "redis_socket_timeout_s", float)
+    num("PANTRY_REDIS_REQUEST_BUDGET_S", "redis_request_budget_s", float)
     if env.get("PANTRY_HOST"):
         kw["host"] = env["PANTRY_HOST"]
     num("PANTRY_PORT", "port", int)

@@ -1,7 +1,8 @@
 """A small process supervisor (stdlib only): runs commands (argv lists) as children and restarts any that dies.
 
-`pantry serve` and `pantry demo` use it for the HTTP API (`pantry serve --api-only`: granian, N workers) and the live
-dataflow (`pantry stream live`). It knows commands only as argv lists, so `pantry/` imports no component.
+`pantry serve` and `pantry demo` use it for the embedded Redis (redis-server in the foreground, when no REDIS_URL is
+set), the HTTP API (`pantry serve --api-only`: granian, N workers) and the live dataflow (`pantry stream live`). It
+knows commands only as argv lists, so `pantry/` imports no component.
 
 - Each child runs in its own process group (its own session) and gets SIGTERM if the supervisor dies
   (PR_SET_PDEATHSIG), so nothing outlives the supervisor.
@@ -10,10 +11,12 @@ dataflow (`pantry stream live`). It knows commands only as argv lists, so `pantr
   over at `backoff_s`. Each restart is logged with the child's restart count and how it ended (exit status or
   signal); from `loop_after` quick deaths in a row the child is reported as crash-looping (it is still restarted,
   at the capped pace, never hot). What is left of its process group (e.g. granian's workers) is SIGKILLed first.
+  A child may have its own backoff (the embedded Redis: 0.1 s, at most 1 s: everything else waits on it).
 - A child that exits with EXIT_CONFIG (78, sysexits' EX_CONFIG) refused its configuration (e.g. demo keys on a public
   address): restarting cannot help, so the supervisor stops everything and exits with that status.
-- SIGTERM/SIGINT: every child gets SIGTERM; a child still running after `stop_timeout_s` gets SIGKILL on its whole
-  process group.
+- SIGTERM/SIGINT: every child gets SIGTERM (those marked `stop_last`, the embedded Redis, once the others have
+  stopped: the flow's and the API's last writes reach it); a child still running after `stop_timeout_s` gets SIGKILL
+  on its whole process group.
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ class Child:
     quick_deaths: int = 0  # deaths in a row, each within stable_s of its start
     last_exit: str | None = None
     restart_at: float | None = None  # monotonic time of the next start while it is down
+    backoff_s: float | None = None  # this child's own first backoff and cap (None: the supervisor's)
+    backoff_max_s: float | None = None
+    stop_last: bool = False  # stopped after every other child (the store they write to)
 
     @property
     def pid(self) -> int | None:
@@ -97,6 +103,11 @@ class Supervisor:
         for child in self.children:
             self._spawn(child)
         return self
+
+    def add(self, child: Child) -> None:
+        """Start one more child (after start()), supervised like the others."""
+        self.children.append(child)
+        self._spawn(child)
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT (or stop()), then stop every child; 0 when all stopped cleanly."""
@@ -165,22 +176,36 @@ class Supervisor:
         ran = now - child.started_at
         child.last_exit = exit_reason(returncode)
         child.quick_deaths = child.quick_deaths + 1 if ran < self.stable_s else 1
-        delay = min(self.backoff_max_s, self.backoff_s * 2 ** (child.quick_deaths - 1))
+        first = self.backoff_s if child.backoff_s is None else child.backoff_s
+        cap = self.backoff_max_s if child.backoff_max_s is None else child.backoff_max_s
+        delay = min(cap, first * 2 ** (child.quick_deaths - 1))
         child.restart_at = now + delay
         line = (f"{child.name} (pid {pid}) {child.last_exit} after {ran:.1f} s; restart {child.restarts + 1} "
                 f"in {delay:.1f} s")
         if child.quick_deaths >= self.loop_after:
             line += (f"; CRASH LOOP: {child.quick_deaths} deaths in a row, each within {self.stable_s:.0f} s of its "
-                     f"start (retrying at most every {self.backoff_max_s:.0f} s)")
+                     f"start (retrying at most every {cap:.0f} s)")
         self.log(line)
 
     # ---- stopping -------------------------------------------------------------------------------------------
 
     def shutdown(self) -> int:
-        """SIGTERM every running child, SIGKILL the process group of any still running after stop_timeout_s."""
+        """SIGTERM every running child (those marked stop_last after the others have stopped), SIGKILL the process
+        group of any still running after stop_timeout_s."""
         self._stopping.set()
         running = [c for c in self.children if c.process is not None and c.process.poll() is None]
         self.log(f"{self._signal or 'stop'}: stopping {', '.join(c.name for c in running) or 'nothing'}")
+        failed = False
+        for last in (False, True):
+            failed |= self._stop([c for c in running if c.stop_last == last])
+        for child in self.children:
+            child.process = None
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        return EXIT_CONFIG if self.config_refused else 1 if failed else 0
+
+    def _stop(self, running: list[Child]) -> bool:
         for child in running:
             try:
                 child.process.send_signal(signal.SIGTERM)
@@ -202,12 +227,7 @@ class Supervisor:
                 failed |= proc.returncode not in (0, -signal.SIGTERM)
                 self.log(f"{child.name} (pid {proc.pid}) {exit_reason(proc.returncode)}")
             _kill_group(proc.pid)  # anything it left behind
-        for child in self.children:
-            child.process = None
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-        return EXIT_CONFIG if self.config_refused else 1 if failed else 0
+        return failed
 
 
 def _kill_group(pgid: int) -> None:
@@ -251,24 +271,62 @@ def check_durability(settings, log: Callable[[str], None]):
     return report
 
 
+def redis_child(settings) -> Child:
+    """The embedded redis-server in the foreground (same config, port and data dir as `pantry redis start`, AOF on),
+    restarted fast: 0.1 s, at most 1 s between attempts."""
+    from pantry.redis_server import embedded, redis_server_binary
+
+    conf = embedded(settings).write_config(daemonize=False)
+    return Child("redis", [str(redis_server_binary()), str(conf)], backoff_s=0.1, backoff_max_s=1.0, stop_last=True)
+
+
+def supervise_redis(settings, sup: Supervisor, timeout_s: float = 300.0) -> bool:
+    """Run the embedded Redis as `sup`'s child: a daemonized one already on the port (the demo's set-up steps,
+    `pantry redis start`) is shut down first (SHUTDOWN: its AOF flushed), then the supervised one starts on the same
+    data dir and port. True once it answers (loading its AOF may take seconds); False on timeout or when stopping.
+    The caller must have started `sup`."""
+    from pantry.redis_server import embedded, wait_port_free
+
+    server = embedded(settings)
+    if server.running:
+        started = time.monotonic()
+        server.stop()
+        if not wait_port_free(server.port, 10.0):
+            raise RefuseToStart(f"the embedded Redis on port {server.port} did not stop (SHUTDOWN) within 10 s")
+        sup.log(f"embedded redis on port {server.port} taken over: the daemonized server was shut down (AOF "
+                f"flushed) in {time.monotonic() - started:.1f} s and runs supervised from here")
+    started = time.monotonic()
+    sup.add(redis_child(settings))
+    if not sup.wait_until(lambda: server.running, timeout_s, every_s=0.05):
+        return False
+    sup.log(f"embedded redis answering on port {server.port} after {time.monotonic() - started:.1f} s")
+    return True
+
+
 def serve(settings, workers: int, host: str, port: int, live: bool,
           on_started: Callable[[Supervisor], None] | None = None) -> int:
-    """`pantry serve`: the events' Redis checked (durability line, PANTRY_REQUIRE_AOF), then the API and (unless
-    `live` is False) the live dataflow, supervised until SIGTERM/SIGINT. `on_started` runs once every child has been
-    started (the demo waits for readiness there, supervising meanwhile)."""
+    """`pantry serve`: the embedded Redis (when no REDIS_URL is set) as a supervised child, the events' Redis checked
+    (durability line, PANTRY_REQUIRE_AOF), then the API and (unless `live` is False) the live dataflow, supervised
+    until SIGTERM/SIGINT. `on_started` runs once every child has been started (the demo waits for readiness there,
+    supervising meanwhile)."""
     from pantry.settings import subprocess_env
 
-    sup = Supervisor(service_children(workers, host, port, live, env=subprocess_env(settings)),
-                     backoff_max_s=settings.restart_backoff_max_s)
+    sup = Supervisor([], backoff_max_s=settings.restart_backoff_max_s)
+    sup.start()
     try:
+        if not settings.redis_url and not supervise_redis(settings, sup):
+            sup.log("the embedded redis did not answer: stopping")
+            return sup.shutdown() or 1
         check_durability(settings, sup.log)
     except RefuseToStart as exc:
         sup.log(str(exc))
+        sup.shutdown()
         return 2
     if not live:
         sup.log("the live dataflow is not run here (--no-live / PANTRY_SERVE_LIVE=0): /readyz judges it by its "
                 "heartbeat in Redis")
-    sup.start()
+    for child in service_children(workers, host, port, live, env=subprocess_env(settings)):
+        sup.add(child)
     try:
         if on_started is not None:
             on_started(sup)

@@ -49,7 +49,7 @@ from serving.controllers.substitutions import SubstitutionsController
 from serving.governance import UnknownCampaign, UnknownModel
 from serving.ingest import BatchRejected, BatchTooLarge
 from serving.limits import enforce_limits
-from serving.redis_guard import StoreUnavailable
+from serving.redis_guard import StoreUnavailable, begin_request, end_request
 from serving.schemas import EventsRejected
 from serving.services import Services
 
@@ -150,6 +150,7 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
                 started[0] = True
             await send(message)
 
+        budget = begin_request()  # the request's Redis time budget (serving/redis_guard.py)
         try:
             async with asyncio.timeout(ADMIN_TIMEOUT_S if scope["path"].startswith("/admin/") else timeout_s):
                 await app(scope, receive, send_wrapper)
@@ -160,6 +161,7 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
             await send({"type": "http.response.start", "status": 503, "headers": _TIMED_OUT_HEADERS})
             await send({"type": "http.response.body", "body": timed_out_body})
         finally:
+            end_request(budget)
             seconds = time.perf_counter() - start
             # the template, never the raw path: an unmatched path could carry anything
             route = scope.get("path_template") or ("unmatched" if status[0] == 404 else "other")

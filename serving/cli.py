@@ -16,8 +16,8 @@ from pantry.settings import get_settings
 @click.option("--api-only", is_flag=True, hidden=True, help="Only the HTTP API in this process (what the supervisor "
               "runs as its child).")
 def serve(workers: int | None, host: str | None, port: int | None, no_live: bool, api_only: bool) -> None:
-    """Serve: the HTTP API (granian, N worker processes behind one port) and the live dataflow, supervised (a child
-    that dies is restarted; SIGTERM/SIGINT stops both)."""
+    """Serve: the embedded Redis (unless REDIS_URL is set), the HTTP API (granian, N worker processes behind one port)
+    and the live dataflow, supervised (a child that dies is restarted; SIGTERM/SIGINT stops them all)."""
     settings = get_settings()
     workers, host, port = workers or settings.workers, host or settings.host, port or settings.port
     if api_only:
@@ -26,20 +26,24 @@ def serve(workers: int | None, host: str | None, port: int | None, no_live: bool
     import sys
 
     from pantry import supervisor
-    from pantry.redis_server import ensure_redis
+    from pantry.redis_server import embedded, ensure_redis
 
-    try:
-        server = ensure_redis(settings, daemonize=True)  # the embedded Redis, when it is not running yet
-    except Exception as exc:
-        raise click.ClickException(f"redis not reachable: {exc}") from exc
+    was_running = False
+    if settings.redis_url:
+        try:
+            ensure_redis(settings)
+        except Exception as exc:
+            raise click.ClickException(f"redis not reachable: {exc}") from exc
+    else:
+        was_running = embedded(settings).running  # a `pantry redis start`: taken over, left running at the end
     live = settings.serve_live and not no_live
     click.echo(f"pantry serving on http://{host}:{port} ({workers} workers"
-               f"{', live dataflow beside' if live else ', live dataflow elsewhere'})")
-    try:
-        code = supervisor.serve(settings, workers, host, port, live)
-    finally:
-        if server is not None and server.started_here:
-            server.stop()
+               f"{', live dataflow beside' if live else ', live dataflow elsewhere'}"
+               f"{'' if settings.redis_url else ', embedded redis supervised'})")
+    code = supervisor.serve(settings, workers, host, port, live)
+    if was_running:
+        ensure_redis(settings, daemonize=True)
+        click.echo("embedded redis left running in the background, as it was before `pantry serve`")
     sys.exit(code)
 
 

@@ -9,7 +9,12 @@
   (cancelled) lets the next one through after `open_s`.
 - A timeout is not retried on reads (a hung Redis would only make the request wait twice; `retry_timeouts` for
   idempotent writes whose timeout may have come after the commit); a connection error is (within the budget): a
-  restarted Redis refuses or resets at once.
+  restarted Redis refuses or resets at once. A call is tried at most twice.
+- Time budget per request (`budget_s`, PANTRY_REDIS_REQUEST_BUDGET_S): every guarded Redis call of one HTTP request
+  (the serving middleware opens a request with `begin_request`) shares a budget counted from its first call; a call
+  that would run past it is cut (StoreUnavailable, not counted by the breaker: it may be load), a call made after it
+  fails at once, and a timeout is retried only on a late event loop, with the circuit closed, and if a whole
+  attempt (`attempt_s`, the socket timeout) still fits. With Redis hung, one request waits at most `budget_s`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
 from typing import TypeVar
 
 from redis.exceptions import ClusterDownError, RedisClusterException
@@ -30,6 +36,18 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, Timeout
                RedisClusterException, ClusterDownError)
 
 T = TypeVar("T")
+
+# the current request's Redis deadline (monotonic), set by its first guarded call; None outside a request
+_REQUEST: ContextVar[list[float | None] | None] = ContextVar("pantry_redis_request", default=None)
+
+
+def begin_request() -> Token:
+    """A new request: its Redis time budget starts at its first guarded call. Pass the token to end_request."""
+    return _REQUEST.set([None])
+
+
+def end_request(token: Token) -> None:
+    _REQUEST.reset(token)
 
 
 class StoreUnavailable(Exception):
@@ -130,49 +148,83 @@ class LoopLag:
 
 
 class GuardedStore:
-    """Runs a Redis coroutine under the breaker and the retry budget; raises StoreUnavailable on failure.
+    """Runs a Redis coroutine under the breaker, the retry budget and the request's time budget; raises
+    StoreUnavailable on failure.
 
-    A timeout while the loop itself runs late (LoopLag above `slack_s`) is load, not an outage: it is retried (up to
-    twice) and never counts towards opening the circuit."""
+    A timeout while the loop itself runs late (LoopLag above `slack_s`) is load, not an outage: it never counts
+    towards opening the circuit, and is retried once if the circuit is closed and the request's budget still holds
+    a whole attempt."""
 
     def __init__(self, breaker: CircuitBreaker | None = None, budget: RetryBudget | None = None,
-                 lag: LoopLag | None = None, slack_s: float = 0.025, retry_timeouts: bool = False):
+                 lag: LoopLag | None = None, slack_s: float = 0.025, retry_timeouts: bool = False,
+                 budget_s: float | None = None, attempt_s: float = 0.05):
         self.breaker = breaker or CircuitBreaker()
         self.budget = budget or RetryBudget()
         self.lag = lag or LoopLag()
         self.slack_s = slack_s  # ~ half the socket timeout
         self.retry_timeouts = retry_timeouts
+        self.budget_s = budget_s  # None: no per-request time budget (the event writes have their own timeout)
+        self.attempt_s = attempt_s  # what one attempt may take (the socket timeout)
 
     @property
     def closed(self) -> bool:
         """Calls go to Redis now (the circuit is closed)."""
         return self.breaker.state == "closed"
 
+    def _deadline(self) -> float | None:
+        cell = _REQUEST.get() if self.budget_s else None
+        if cell is None:
+            return None
+        if cell[0] is None:
+            cell[0] = time.monotonic() + self.budget_s
+        return cell[0]
+
     async def call(self, make: Callable[[], Awaitable[T]], probe: bool = False) -> T:
         if not self.breaker.allow(probe):
             raise StoreUnavailable("circuit open")
+        deadline = None if probe else self._deadline()
+        if deadline is not None and deadline - time.monotonic() <= 0.001:
+            raise StoreUnavailable("the request's Redis time budget is spent")
         self.budget.record_call()
         attempts = 0
         while True:
             attempts += 1
+            left = None if deadline is None else deadline - time.monotonic()
+            cut = False
             try:
-                # no wall-clock cap here: it would also count time queued behind other requests on a saturated
-                # loop and open the circuit under pure load (the socket timeouts bound Redis itself)
-                result = await make()
+                # no wall-clock cap beyond the request's budget: it would also count time queued behind other
+                # requests on a saturated loop and open the circuit under pure load (the socket timeouts bound Redis)
+                if left is not None and left < self.attempt_s:
+                    cut = True  # less left than a socket timeout: this attempt gets only what is left
+                    async with asyncio.timeout(max(left, 0.001)):
+                        result = await make()
+                else:
+                    result = await make()
             except UNAVAILABLE as exc:
                 timeout = isinstance(exc, RedisTimeoutError | TimeoutError)
                 busy_loop = timeout and self.lag.recent_s > self.slack_s
-                retry = attempts == 1 and (self.retry_timeouts or not timeout)
-                if (busy_loop and attempts < 3) or (retry and self.budget.try_spend()):
+                left = None if deadline is None else deadline - time.monotonic()
+                if attempts == 1 and self._retry(timeout, busy_loop, left):
                     continue
-                if not busy_loop:
+                if not (busy_loop or (timeout and cut)):
                     self.breaker.failure()
-                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}" if not (timeout and cut)
+                                       else "the request's Redis time budget is spent") from exc
             except BaseException:
                 self.breaker.abandoned()
                 raise
             self.breaker.success()
             return result
+
+    def _retry(self, timeout: bool, busy_loop: bool, left: float | None) -> bool:
+        """After a first failed attempt: try once more?"""
+        if timeout and not self.retry_timeouts:
+            # only a late loop's timeout (load), with the circuit closed and a whole attempt left in the budget
+            fits = left is None or left >= self.attempt_s
+            return busy_loop and self.closed and fits
+        if left is not None and left <= 0.001:
+            return False
+        return self.budget.try_spend()
 
     async def watch(self, ping: Callable[[], Awaitable[object]], every_s: float = 0.05) -> None:
         """The half-open probe, off the request path: while the circuit is open, PING every `open_s`; success

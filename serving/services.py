@@ -101,7 +101,8 @@ class Services:
                                 retention_s=settings.decisions_retention_s,
                                 max_field_bytes=settings.decisions_max_field_bytes,
                                 trim_every_s=settings.stream_trim_every_s)
-        store = GuardedStore(slack_s=settings.redis_socket_timeout_s / 2)
+        store = GuardedStore(slack_s=settings.redis_socket_timeout_s / 2, attempt_s=settings.redis_socket_timeout_s,
+                             budget_s=settings.redis_request_budget_s or None)
         svc = cls(settings, redis, pipeline, store, models, popularity, decisions, campaigns)
         svc.events_redis = serving_client(settings, settings.events_write_timeout_s)
         svc.events_store = GuardedStore(CircuitBreaker(), lag=store.lag, slack_s=settings.events_write_timeout_s / 2,

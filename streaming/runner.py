@@ -99,8 +99,13 @@ class Progress(threading.Thread):
         self.bar = tqdm(total=total, desc=desc, unit="ev", disable=not enabled, dynamic_ncols=True)
 
     def run(self) -> None:
+        from streaming.redis_retry import REDIS_DOWN
+
         while not self.stop_event.wait(0.5):
-            self.update()
+            try:
+                self.update()
+            except REDIS_DOWN:  # Redis restarting or hung: the bar waits, the flow goes on (and so does this thread)
+                pass
 
     def update(self) -> None:
         counters = read_counters(self.client)
@@ -117,9 +122,14 @@ class Progress(threading.Thread):
         self.bar.set_postfix(postfix, refresh=False)
 
     def finish(self) -> None:
+        from streaming.redis_retry import REDIS_DOWN
+
         self.stop_event.set()
         self.join(timeout=2)
-        self.update()
+        try:
+            self.update()
+        except REDIS_DOWN:
+            pass
         self.bar.close()
 
 

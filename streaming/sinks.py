@@ -3,7 +3,8 @@ the control data (watermark, counters, dead letters).
 
 The online sink writes what the shards emit (one row per changed entity per flush) with pipelined HSETs of
 absolute values (never INCR: after a restart Bytewax replays some events, and rewriting the same absolute values
-is harmless), and appends the rows to the feature log (streaming.feature_log).
+is harmless), and appends the rows to the feature log (streaming.feature_log). Both sinks ride out a Redis restart
+or hang by retrying their writes (streaming.redis_retry) instead of ending the flow.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pantry.settings import Settings
 from streaming.feature_log import LOG_EVERY_S, FeatureLog
 from streaming.features.event import NO_TIME
 from streaming.features.store import STORE_PRODUCT_FEATURES
+from streaming.redis_retry import REDIS_DOWN, retried
 
 # Views whose rows the feature functions emit as tuples in this order (the most frequent rows: no dict is built);
 # the encoder checks the names against the registry's schema of the view.
@@ -80,7 +82,11 @@ class OnlinePartition(StatelessSinkPartition[Flush]):
         rows = [row for flush in items for row in flush.online]
         if rows:
             commands = self.encoder.commands
-            self.writer.send_chunks(commands(chunk) for chunk in chunked(rows))
+            try:  # a generator: the next chunk is encoded while Redis answers the last one
+                self.writer.send_chunks(commands(chunk) for chunk in chunked(rows))
+            except REDIS_DOWN:  # restarted or hung Redis (the writer reconnects): every row again, absolute HSETs
+                chunks = [commands(chunk) for chunk in chunked(rows)]
+                retried("online sink", lambda: self.writer.send_chunks(chunks))
             self.rows_written += len(rows)
         if self.log is not None:
             logged = [row for flush in items for row in flush.log]
@@ -90,7 +96,7 @@ class OnlinePartition(StatelessSinkPartition[Flush]):
                 self.log.write()  # before the erasure rewrites the files (it waits for the flow to pass its marker)
         dead = [d for flush in items for d in flush.dead]
         if dead:
-            write_dead(self.client, dead, self.settings)
+            retried("dead letters", lambda: write_dead(self.client, dead, self.settings))
 
     def close(self) -> None:
         if self.log is not None:
@@ -167,29 +173,37 @@ class ControlPartition(StatelessSinkPartition[Control]):
         settings = self.settings
         if time.monotonic() - self.last_trim >= settings.stream_trim_every_s:
             self.last_trim = time.monotonic()
-            trim_by_age(self.client, DEAD_LETTER_STREAM, settings.dead_letter_retention_s)
-        pipe = self.client.pipeline(transaction=False)
-        for item in items:
-            add_dead(pipe, item.dead, settings)
+            retried("dead letter trim",
+                    lambda: trim_by_age(self.client, DEAD_LETTER_STREAM, settings.dead_letter_retention_s))
         last = items[-1]
-        if last.counters != self.last_counters:
-            self.last_counters = dict(last.counters)
-            mapping: dict[str, float] = dict(last.counters)
-            if last.max_t > NO_TIME:
-                mapping["max_event_ts"] = last.max_t
-            pipe.hset(STREAM_COUNTERS, mapping=mapping)
-        if self.heartbeat:
-            if last.position is not None:
-                self.position = last.position
-            now = time.monotonic()
-            if now >= self.next_beat:
-                self.next_beat = now + HEARTBEAT_EVERY_S
+        changed = last.counters != self.last_counters
+        if self.heartbeat and last.position is not None:
+            self.position = last.position
+        now = time.monotonic()
+        beat = self.heartbeat and now >= self.next_beat
+
+        def send() -> None:  # built again at each attempt: a failed execute() empties the pipeline
+            pipe = self.client.pipeline(transaction=False)
+            for item in items:
+                add_dead(pipe, item.dead, settings)
+            if changed:
+                mapping: dict[str, float] = dict(last.counters)
+                if last.max_t > NO_TIME:
+                    mapping["max_event_ts"] = last.max_t
+                pipe.hset(STREAM_COUNTERS, mapping=mapping)
+            if beat:
                 pipe.eval(HEARTBEAT_SCRIPT, 1, LIVE_HEARTBEAT, self.position, *self.whoami,
                           last.counters.get("processed", 0))
-        pipe.execute()
+            pipe.execute()
+
+        retried("control sink", send)
+        if changed:
+            self.last_counters = dict(last.counters)
+        if beat:
+            self.next_beat = now + HEARTBEAT_EVERY_S
         if last.max_t > self.last_max_t:
+            retried("watermark", lambda: publish_watermark(self.client, from_epoch(last.max_t)))
             self.last_max_t = last.max_t
-            publish_watermark(self.client, from_epoch(last.max_t))
 
     def close(self) -> None:
         self.client.close()

@@ -18,6 +18,7 @@ from pantry.erasure import FORGET_FIELD
 from pantry.keys import EVENT_FIELD, EVENTS_STREAM
 from pantry.settings import Settings
 from streaming.features.event import Ev
+from streaming.redis_retry import REDIS_DOWN, Backoff
 
 log = logging.getLogger("pantry.streaming.sources")
 
@@ -137,7 +138,9 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         from pantry.redis_server import sync_client
         from streaming.retention import recovery_dir
 
-        self.client = sync_client(settings, timeout_s=5.0)
+        # no retries inside redis-py (it would block this call for seconds): next_batch backs off itself
+        self.client = sync_client(settings, timeout_s=5.0, retries=0)
+        self.backoff = Backoff()
         self.state = state
         self.last_tick = self.last_refresh = self.last_trim = time.monotonic()
         self.stop_flag = stop_flag
@@ -148,7 +151,14 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
     def next_batch(self) -> list[Batch]:
         if self.stop_flag is not None and self.stop_flag():
             raise StopIteration
-        reply = self.client.xread({EVENTS_STREAM: self.state.stream_id}, count=LIVE_BATCH, block=LIVE_BLOCK_MS)
+        try:
+            reply = self.client.xread({EVENTS_STREAM: self.state.stream_id}, count=LIVE_BATCH, block=LIVE_BLOCK_MS)
+        except REDIS_DOWN as exc:  # killed, restarting or hung: no batch meanwhile, the position is kept
+            time.sleep(self.backoff.failed("live source", exc))
+            self.client.connection_pool.disconnect()
+            return []
+        if self.backoff.since is not None:
+            self.backoff.ok("live source")
         now = time.monotonic()
         if now - self.last_trim >= self.settings.stream_trim_every_s:
             self.last_trim = now

@@ -2,10 +2,10 @@
 
 A fault has a window (from when it is applied until it is lifted: SIGCONT, or the instant of a kill, or the end
 of the hostile burst), then a watch: recovered = the first moment after the lift from which `CLEAN_S` seconds of
-answers are all 200 without the `store_unavailable` fallback, every batch sent in them acknowledged, and the
-product's processes back (Redis answering, a live flow, every serving worker). What is not restarted by the product
-within `RESTART_WAIT_S` is restarted by the harness (as an operator would) and said so in the row; when `pantry demo`
-itself exited, the harness runs it again (the row's recovery then includes that restart).
+answers are all 200 without the `store_unavailable` fallback within SLOW_S, every batch sent in them acknowledged,
+and the product's processes back (Redis answering, a live flow, every serving worker). What is not restarted by the
+product within `RESTART_WAIT_S` is restarted by the harness (as an operator would) and said so in the row; when
+`pantry demo` itself exited, the harness runs it again (the row's recovery then includes that restart).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from load_tests.chaos.traffic import Traffic
 STOP_S = 10.0
 RESTART_WAIT_S = 15.0
 CLEAN_S = 2.0
+SLOW_S = 0.5  # an answer later than this (from its scheduled time) is not clean: the service is still catching up
 WATCH_S = 45.0
 HOSTILE_EVENTS = 10_000
 
@@ -39,7 +40,8 @@ class FaultRow(msgspec.Struct, kw_only=True):
     answers_ok: int = 0  # 200 without fallback
     answers_fallback: int = 0  # 200 with a fallback
     answers_5xx: int = 0
-    answers_no_reply: int = 0  # connection refused/reset, no HTTP answer
+    answers_no_reply: int = 0  # connection refused/reset, no HTTP answer (after the one resend below)
+    answers_resent: int = 0  # kept-alive connection lost unanswered (a killed worker's), sent again on a new one
     answers_other: int = 0  # other statuses
     p99_ms: float | None = None  # answers scheduled in the fault window
     events_acked: int = 0  # events of batches first sent in the window, acknowledged by the end of the run
@@ -55,11 +57,11 @@ def _processes_back(stack: Stack, workers: int) -> bool:
 
 def clean_from(traffic: Traffic, since: float, until: float) -> float | None:
     """When the traffic of [since, until) became clean for good: the scheduled time of its last bad answer (not 200,
-    or the store_unavailable fallback) or batch (not acknowledged at the first attempt), else `since`; None when
-    less than CLEAN_S seconds of clean traffic follow it."""
+    the store_unavailable fallback, or later than SLOW_S) or batch (not acknowledged at the first attempt), else
+    `since`; None when less than CLEAN_S seconds of clean traffic follow it."""
     answers = [a for a in list(traffic.answers) if since <= a.t < until]
     batches = [b for b in list(traffic.batches) if since <= b.t < until]
-    bad = [a.t for a in answers if a.status != 200 or a.fallback == "store_unavailable"]
+    bad = [a.t for a in answers if a.status != 200 or a.fallback == "store_unavailable" or a.latency_s > SLOW_S]
     bad += [b.t for b in batches if b.statuses[:1] != [202]]
     last = max(bad, default=since)
     return last if until - last >= CLEAN_S and any(a.t > last for a in answers) else None
@@ -72,6 +74,7 @@ def measure(row: FaultRow, traffic: Traffic) -> None:
     row.answers_fallback = sum(1 for a in window if a.status == 200 and a.fallback is not None)
     row.answers_5xx = sum(1 for a in window if a.status >= 500)
     row.answers_no_reply = sum(1 for a in window if a.status == 0)
+    row.answers_resent = sum(1 for a in window if a.resent)
     row.answers_other = row.answers - row.answers_ok - row.answers_fallback - row.answers_5xx - row.answers_no_reply
     during = [a.latency_s for a in window if a.t < max(row.lifted_t, row.start_t + 1.0) and a.status == 200]
     p99 = percentile(during, 0.99)

@@ -14,10 +14,10 @@ import msgspec
 from load_tests.bench import machine
 from load_tests.bench.serving import Requests
 from load_tests.chaos import faults, hung, lost
-from load_tests.chaos.keys import client_headers, ingest_headers
 from load_tests.chaos.report import ChaosReport, render
 from load_tests.chaos.stack import Stack, chaos_settings
 from load_tests.chaos.traffic import Traffic
+from load_tests.keys import headers_for, with_run_key
 from pantry.keys import WATERMARK
 from pantry.redis_server import sync_client
 from pantry.settings import ROOT
@@ -34,7 +34,8 @@ def say(start: float, message: str) -> None:
 def run_all(output: Path | None = None) -> int:
     started = time.monotonic()
     output = output or ROOT / "docs" / "RELIABILITY.md"
-    settings = chaos_settings()
+    # one key made for the run (answers, ingest, features), given to the demo's service in PANTRY_API_KEYS
+    settings = with_run_key(chaos_settings())
     work = settings.data_dir / "run"
     work.mkdir(parents=True, exist_ok=True)
     stack = Stack(settings, work / "stack.log")
@@ -51,7 +52,7 @@ def run_all(output: Path | None = None) -> int:
         reqs = Requests(settings)
         say(started, "answers with Redis hung (SIGSTOP): one at a time, then 16 concurrent")
         report.hung, report.hung_recovery_s = asyncio.run(
-            hung.run(stack.base_url, stack.redis_pid(), reqs, client_headers(settings)))
+            hung.run(stack.base_url, stack.redis_pid(), reqs, headers_for(settings, "/v1/recommendations")))
         for figure in report.hung:
             say(started, f"   {msgspec.json.encode(figure).decode()}")
         time.sleep(SETTLE_S)
@@ -59,7 +60,8 @@ def run_all(output: Path | None = None) -> int:
         start_id = lost.last_id(client)
         seen_at_start = lost.flow_seen(client)
         watermark = float(client.get(WATERMARK) or time.time())
-        traffic = Traffic(stack.base_url, reqs, watermark, client_headers(settings), ingest_headers(settings))
+        traffic = Traffic(stack.base_url, reqs, watermark, headers_for(settings, "/v1/recommendations"),
+                          headers_for(settings, "/v1/events"))
         say(started, f"steady load: {traffic.answer_rps:.0f} answers/s, "
                      f"{traffic.batch_rps * traffic.batch_size:.0f} events/s; baseline {BASELINE_S:.0f} s")
         traffic.start()

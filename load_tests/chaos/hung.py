@@ -123,11 +123,12 @@ async def run(base_url: str, redis_pid: int, reqs: Requests, headers: dict[str, 
 
 
 if __name__ == "__main__":
-    from load_tests.chaos.keys import client_headers
+    from load_tests.keys import headers_for
     from pantry.settings import get_settings
 
-    settings = get_settings()
-    figs, back = asyncio.run(run(sys.argv[1], int(sys.argv[2]), Requests(settings), client_headers(settings),
+    settings = get_settings()  # PANTRY_CLIENT_KEY: `source .pantry/demo-keys.env` (or the data dir's) first
+    figs, back = asyncio.run(run(sys.argv[1], int(sys.argv[2]), Requests(settings),
+                                 headers_for(settings, "/v1/recommendations"),
                                  int(sys.argv[3]) if len(sys.argv) > 3 else 200))
     for f in figs:
         print(msgspec.json.encode(f).decode())

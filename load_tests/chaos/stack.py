@@ -4,7 +4,8 @@ The data dir `.pantry/chaos` is prepared once with `pantry demo --no-serve --hou
 done), and what a run changes (Redis's files, the flow's recovery store, the feature log) is copied aside then and
 put back before each run, so every run starts from the same state (a hostile burst may have moved the event clock);
 every run picks free ports. `Stack.processes()` finds the embedded redis-server (its pidfile), the live
-dataflow (`pantry stream live`) and the serving workers (children of `pantry serve`) among the demo's descendants.
+dataflow (`pantry stream live`) and the serving workers (children of the supervised `pantry serve --api-only`) among
+the demo's descendants.
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ class Stack:
         return [p.pid for p in self.descendants() if "stream live" in _cmd(p)]
 
     def worker_pids(self) -> list[int]:
-        serve = [p for p in self.descendants() if _cmd(p).endswith("pantry serve")]
-        parents = [p for p in serve if not any(q.pid == p.ppid() for q in serve)]
-        return [c.pid for p in parents for c in p.children()] if parents else []
+        """granian's worker processes: the children of the supervised API (`pantry serve --api-only`)."""
+        api = [p for p in self.descendants() if "serve --api-only" in _cmd(p)]
+        parents = [p for p in api if not any(q.pid == p.ppid() for q in api)]
+        return [c.pid for p in parents for c in p.children() if "resource_tracker" not in _cmd(c)]
 
     def demo_alive(self) -> bool:
         return self.demo is not None and self.demo.poll() is None

@@ -34,6 +34,7 @@ class Answer(msgspec.Struct, array_like=True):
     status: int  # HTTP status; 0 = no answer (connection error)
     latency_s: float
     fallback: str | None
+    resent: bool = False  # its kept-alive connection died unanswered (a killed worker's): sent again on a new one
 
 
 class Batch(msgspec.Struct):
@@ -125,16 +126,26 @@ class Traffic:
 
     async def _answer(self, idle: asyncio.Queue[Conn], path: int, body: bytes, scheduled: float) -> None:
         conn = await idle.get()
-        status, fallback = 0, None
+        status, fallback, resent = 0, None, False
         try:
-            status, payload = await conn.request(ANSWERS[path], body)
-            if status == 200:
-                fallback = msgspec.json.decode(payload).get("fallback")
-        except _CLIENT_ERRORS:
-            conn.close()
+            for attempt in (1, 2):
+                reused = conn.writer is not None
+                try:
+                    status, payload = await conn.request(ANSWERS[path], body)
+                except _CLIENT_ERRORS:
+                    conn.close()
+                    # what HTTP clients do with a pooled keep-alive connection that dies before any answer (the
+                    # server process holding it was killed): send once more on a new connection; counted apart
+                    if reused and attempt == 1:
+                        resent = True
+                        continue
+                    break
+                if status == 200:
+                    fallback = msgspec.json.decode(payload).get("fallback")
+                break
         finally:
             idle.put_nowait(conn)
-        self.answers.append(Answer(scheduled, path, status, self.now() - scheduled, fallback))
+        self.answers.append(Answer(scheduled, path, status, self.now() - scheduled, fallback, resent))
 
     async def _batch(self, conns: asyncio.Queue[Conn], made: tuple[list[str], bytes], scheduled: float) -> None:
         ids, body = made

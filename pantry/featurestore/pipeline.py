@@ -55,7 +55,10 @@ class PipelineWriter:
             conn.disconnect()  # replies may be left unread: reconnect next time
             raise
         if error is not None:
-            raise redis.ResponseError(error.split(b"\r\n", 1)[0].decode(errors="replace"))
+            message = error.split(b"\r\n", 1)[0].decode(errors="replace")
+            if message.startswith("LOADING"):  # a restarted Redis reading its AOF: unavailable, not a bug
+                raise redis.BusyLoadingError(message)  # a ConnectionError, as redis-py raises it
+            raise redis.ResponseError(message)
 
     @staticmethod
     def _read(sock, want: int, answered: int, error: bytes | None) -> tuple[int, bytes | None]:

@@ -55,3 +55,5 @@ def test_recovery_needs_clean_answers_and_acknowledged_batches():
     assert faults.clean_from(traffic, 0.0, 10.0) == 3.9
     traffic.answers.append(Answer(9.0, 1, 503, 0.01, None))  # a 5xx later: not recovered before it
     assert faults.clean_from(traffic, 0.0, 10.0) is None
+    traffic.answers[-1] = Answer(7.0, 1, 200, faults.SLOW_S + 0.1, None)  # a late 200: still catching up
+    assert faults.clean_from(traffic, 0.0, 10.0) == 7.0

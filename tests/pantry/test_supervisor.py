@@ -125,3 +125,43 @@ def test_children_do_not_outlive_a_killed_supervisor():
         if proc.poll() is None:
             proc.kill()
     assert _gone(tree) == []  # PR_SET_PDEATHSIG: SIGTERM when the supervisor dies
+
+
+def test_the_embedded_redis_is_taken_over_from_the_daemon_and_restarted_after_sigkill(tmp_path):
+    """`pantry serve`/`pantry demo`: a daemonized embedded Redis (the demo's set-up steps) is shut down with its data
+    kept and runs on as a supervised child; SIGKILLed, it is back within a second with what its AOF had."""
+    import redis
+
+    from pantry.redis_server import EmbeddedRedis, free_port
+    from pantry.settings import Settings
+    from pantry.supervisor import supervise_redis
+
+    settings = Settings(data_dir=tmp_path, embedded_redis_port=free_port())
+    daemon = EmbeddedRedis(settings.embedded_redis_port, settings.redis_dir).start(daemonize=True)
+    client = redis.Redis(port=settings.embedded_redis_port, socket_timeout=2)
+    client.set("before", "1")
+    daemon_pid = int(daemon.pidfile.read_text())
+    lines: list[str] = []
+    sup = Supervisor([], log=lines.append).start()
+    try:
+        assert supervise_redis(settings, sup, 30), lines
+        child = sup.children[0]
+        assert child.name == "redis" and child.pid not in (None, daemon_pid)
+        assert _gone([daemon_pid]) == []
+        assert int(daemon.pidfile.read_text()) == child.pid
+        assert client.get("before") == b"1"  # SHUTDOWN flushed it, the supervised server read it back
+        assert any("taken over" in line for line in lines), lines
+        client.set("acknowledged", "2")
+        time.sleep(1.5)  # appendfsync everysec
+        first = child.pid
+        os.kill(first, signal.SIGKILL)
+        t0 = time.monotonic()
+        assert sup.wait_until(lambda: child.pid not in (None, first) and daemon.running, 10, every_s=0.05), lines
+        assert time.monotonic() - t0 < 2.0
+        assert child.restarts == 1 and child.last_exit == "killed by SIGKILL"
+        assert client.get("acknowledged") == b"2"
+        second = child.pid
+    finally:
+        assert sup.shutdown() == 0, lines
+        daemon.stop()
+    assert _gone([second]) == [] and not daemon.running

@@ -149,3 +149,41 @@ def test_live_events_reach_feast_within_a_second_and_resume(live_env):
         time.sleep(0.3)
         assert counters(client)["processed"] == processed + 1
     assert latency < 1.0
+
+
+def test_the_live_flow_rides_out_a_hung_then_a_restarted_redis(live_env, redis_server):
+    """SIGSTOP longer than the source's 5 s socket timeout, then SIGKILL and a restart on its AOF (every connection
+    of the flow stale): the flow does not end, and processes the events posted after each."""
+    import os
+    import signal
+
+    settings, client = live_env
+    base = datetime.fromisoformat(dataset.manifest(settings).last_event).astimezone(UTC) + timedelta(hours=2)
+    run_id = str(time.time_ns())
+
+    def post(n: int) -> float:
+        before = counters(client).get("processed", 0)
+        xadd(client, events.ProductView(event_id=f"hang-{run_id}-{n}", ts=base + timedelta(minutes=n),
+                                        customer_id=CUSTOMER, product_id=OTHER))
+        return before
+
+    with LiveFlow(settings) as flow:
+        before = post(0)
+        assert wait_for(lambda: counters(client).get("processed", 0) > before, 60), "live flow never started"
+        pid = redis_server.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(6.0)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        before = post(1)
+        assert wait_for(lambda: counters(client).get("processed", 0) > before, 15), "no event processed after SIGCONT"
+        assert flow.thread.is_alive() and flow.error is None, flow.error
+
+        time.sleep(1.2)  # appendfsync everysec: the counters are in the AOF
+        redis_server.kill()
+        time.sleep(1.0)  # the flow meets a refused connection meanwhile
+        redis_server.start(daemonize=False)
+        before = post(2)
+        assert wait_for(lambda: counters(client).get("processed", 0) > before, 20), "no event processed after restart"
+        assert flow.thread.is_alive() and flow.error is None, flow.error
