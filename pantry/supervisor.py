@@ -280,15 +280,32 @@ def redis_child(settings) -> Child:
     return Child("redis", [str(redis_server_binary()), str(conf)], backoff_s=0.1, backoff_max_s=1.0, stop_last=True)
 
 
+def _data_dir_of(server) -> Path | None:
+    """Where the Redis answering on server.port keeps its data (CONFIG GET dir); None if it will not say."""
+    import redis
+
+    try:
+        reply = redis.Redis(port=server.port, socket_timeout=2.0, decode_responses=True).config_get("dir")
+        return Path(reply["dir"]).resolve()
+    except (redis.RedisError, KeyError):
+        return None
+
+
 def supervise_redis(settings, sup: Supervisor, timeout_s: float = 300.0) -> bool:
-    """Run the embedded Redis as `sup`'s child: a daemonized one already on the port (the demo's set-up steps,
-    `pantry redis start`) is shut down first (SHUTDOWN: its AOF flushed), then the supervised one starts on the same
-    data dir and port. True once it answers (loading its AOF may take seconds); False on timeout or when stopping.
+    """Run the embedded Redis as `sup`'s child: a daemonized one of this data dir already on the port (the demo's
+    set-up steps, `pantry redis start`) is shut down first (SHUTDOWN: its AOF flushed), then the supervised one
+    starts on the same data dir and port; a Redis of another data dir on the port is used as it is, unsupervised. True once it answers (loading its AOF may take seconds); False on timeout or when stopping.
     The caller must have started `sup`."""
     from pantry.redis_server import embedded, wait_port_free
 
     server = embedded(settings)
     if server.running:
+        running_dir = _data_dir_of(server)
+        if running_dir != server.directory.resolve():
+            # not this data dir's embedded Redis (another pantry, a test's server): never shut someone else's down
+            sup.log(f"a Redis with its data in {running_dir} already answers on port {server.port}, not this data "
+                    f"dir's ({server.directory}): using it as it is, unsupervised")
+            return True
         started = time.monotonic()
         server.stop()
         if not wait_port_free(server.port, 10.0):
