@@ -294,8 +294,9 @@ def _data_dir_of(server) -> Path | None:
 def supervise_redis(settings, sup: Supervisor, timeout_s: float = 300.0) -> bool:
     """Run the embedded Redis as `sup`'s child: a daemonized one of this data dir already on the port (the demo's
     set-up steps, `pantry redis start`) is shut down first (SHUTDOWN: its AOF flushed), then the supervised one
-    starts on the same data dir and port; a Redis of another data dir on the port is used as it is, unsupervised. True once it answers (loading its AOF may take seconds); False on timeout or when stopping.
-    The caller must have started `sup`."""
+    starts on the same data dir and port; a Redis of another data dir on the port is used as it is, unsupervised.
+    True once it answers (loading its AOF may take seconds); False on timeout or when stopping. The caller must have
+    started `sup`."""
     from pantry.redis_server import embedded, wait_port_free
 
     server = embedded(settings)

@@ -7,6 +7,7 @@ the event clock other tests judge freshness by); /readyz reports the live flow w
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
+import msgspec
 import pytest
 
 from pantry.featurestore import repo
 from pantry.featurestore.pipeline import write_rows
-from pantry.redis_server import free_port, sync_client
+from pantry.redis_server import EmbeddedRedis, free_port, sync_client
 from pantry.settings import Settings, subprocess_env
 
 
@@ -137,3 +139,23 @@ def trained_models(feast_applied: Settings) -> tuple[str, str]:
     newer = registry.versions(feast_applied.models_dir, "recommender")[-1]
     assert active and newer and newer != active
     return active, newer
+
+
+@pytest.fixture()
+def own_redis(tmp_path):
+    """A Redis of the test's own (an outage or a pause there touches nothing else)."""
+    server = EmbeddedRedis(port=free_port(), directory=tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def own_settings(feast_applied, own_redis, tmp_path) -> Settings:
+    """Settings on own_redis with an own data dir (a copy of the registry and dataset): feature_store.yaml there
+    names own_redis, not the session's."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copy(feast_applied.registry_path, data_dir / "registry.db")
+    shutil.copytree(feast_applied.dataset_dir, data_dir / "data")
+    return msgspec.structs.replace(feast_applied, data_dir=data_dir, embedded_redis_port=own_redis.port)
+

@@ -4,7 +4,6 @@ real Redis), and a failing write path (CLIENT PAUSE WRITE) leaves the breaker of
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 import time
 
@@ -15,28 +14,18 @@ from redis.crc import key_slot
 
 from pantry.events import decode_msgpack
 from pantry.keys import EVENT_FIELD, EVENTS_STREAM
-from pantry.redis_server import EmbeddedRedis, free_port, sync_client
+from pantry.redis_server import sync_client
 from serving.app import create_app
 from serving.ingest import batch_key
 
 UNKNOWN = 9_100_000_002
 
 
-@pytest.fixture()
-def own_redis(tmp_path):
-    server = EmbeddedRedis(port=free_port(), directory=tmp_path / "redis").start()
-    yield server
-    server.stop()
-
 
 @pytest.fixture()
-def own_settings(feast_applied, own_redis, tmp_path):
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    shutil.copy(feast_applied.registry_path, data_dir / "registry.db")
-    shutil.copytree(feast_applied.dataset_dir, data_dir / "data")
-    return msgspec.structs.replace(feast_applied, data_dir=data_dir, embedded_redis_port=own_redis.port,
-                                   events_write_timeout_s=0.2, access_log="off")
+def own_settings(own_settings):
+    """The write path with a short timeout (a DEBUG SLEEP outlasts it), no access log."""
+    return msgspec.structs.replace(own_settings, events_write_timeout_s=0.2, access_log="off")
 
 
 def _batch(tag: str, n: int = 20) -> dict:

@@ -3,7 +3,6 @@ after Redis restarts the normal path comes back on its own (circuit breaker half
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import msgspec
@@ -11,27 +10,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from pantry import apikeys
-from pantry.redis_server import EmbeddedRedis, free_port, sync_client
+from pantry.redis_server import sync_client
 from serving.app import create_app
 
 UNKNOWN = 9_100_000_001
 
-
-@pytest.fixture()
-def own_redis(tmp_path):
-    server = EmbeddedRedis(port=free_port(), directory=tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def own_settings(feast_applied, own_redis, tmp_path):
-    # own data dir (a copy of the registry and dataset): feature_store.yaml there names our Redis, not the session's
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    shutil.copy(feast_applied.registry_path, data_dir / "registry.db")
-    shutil.copytree(feast_applied.dataset_dir, data_dir / "data")
-    return msgspec.structs.replace(feast_applied, data_dir=data_dir, embedded_redis_port=own_redis.port)
 
 
 async def _recommend(client, k=4):

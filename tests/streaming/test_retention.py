@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -19,8 +18,8 @@ from pantry import dataset, events
 from pantry.keys import DEAD_LETTER_STREAM, EVENT_FIELD, EVENTS_STREAM
 from pantry.redis_server import sync_client
 from streaming import retention, runner
-from streaming.dataflow import StreamConfig
 from streaming.sinks import dead_letter_fields, trim_by_age
+from tests.streaming import test_live
 from tests.streaming.test_recovery import feature_hashes, isolated
 
 MARGIN_EVENTS = 5
@@ -73,27 +72,11 @@ def processed(client) -> float:
     return runner.read_counters(client).get("processed", 0)
 
 
-class LiveFlow:
-    """The live flow in a thread of this process, stopped cleanly at exit."""
-
-    def __init__(self, settings):
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(settings,), daemon=True)
-
-    def _run(self, settings) -> None:
-        try:
-            runner.run_flow(settings, StreamConfig(mode="live", flush_s=0.0), 1, stop_flag=self.stop.is_set)
-        except BaseException as exc:  # surfaced by the test
-            self.error = exc
-
-    def __enter__(self):
-        self.thread.start()
-        return self
+class LiveFlow(test_live.LiveFlow):
+    """The live flow in a thread of this process; at exit it must have stopped cleanly."""
 
     def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=30)
+        super().__exit__(*exc)
         assert not self.thread.is_alive() and self.error is None, self.error
 
 
