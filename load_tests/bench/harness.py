@@ -58,21 +58,26 @@ class Clock:
         print(f"==> [{minutes:02d}:{seconds:02d}] {message}", flush=True)
 
 
-def bench_settings() -> Settings:
-    """Own data dir, artifacts and ports; exported so every subprocess (and get_settings) sees the same."""
-    root = ROOT / ".pantry" / "bench"
-    env = {
+def isolated_settings(name: str, **extra: str) -> Settings:
+    """Own data dir (.pantry/<name>), artifacts and ports; exported so every subprocess (and get_settings) sees the
+    same. `extra`: more environment settings."""
+    root = ROOT / ".pantry" / name
+    os.environ.pop("REDIS_URL", None)
+    os.environ.update({
         "PANTRY_DATA_DIR": str(root),
         "PANTRY_ARTIFACTS_DIR": str(root / "artifacts"),
         "PANTRY_REDIS_PORT": str(free_port()),
         "PANTRY_PORT": str(free_port()),
         "PANTRY_CLOCK": "event",
         "PANTRY_RATE_LIMIT_PER_MINUTE": "0",
-    }
-    os.environ.pop("REDIS_URL", None)
-    os.environ.update(env)
+        **extra,
+    })
     get_settings.cache_clear()
     return from_env()
+
+
+def bench_settings() -> Settings:
+    return isolated_settings("bench")
 
 
 def pantry(settings: Settings, *args: str, log: Path, timeout_s: float) -> None:

@@ -21,27 +21,16 @@ from pathlib import Path
 import psutil
 
 from load_tests import server
-from pantry.redis_server import EmbeddedRedis, free_port
-from pantry.settings import ROOT, Settings, from_env, get_settings, subprocess_env
+from load_tests.bench.harness import isolated_settings
+from pantry.redis_server import EmbeddedRedis
+from pantry.settings import Settings, subprocess_env
 
 HOUSEHOLDS = 400
 RUN_STATE = ("redis", "stream", "feature_log")  # what a run changes under the data dir
 
 
 def chaos_settings() -> Settings:
-    root = ROOT / ".pantry" / "chaos"
-    os.environ.pop("REDIS_URL", None)
-    os.environ.update({
-        "PANTRY_DATA_DIR": str(root),
-        "PANTRY_ARTIFACTS_DIR": str(root / "artifacts"),
-        "PANTRY_REDIS_PORT": str(free_port()),
-        "PANTRY_PORT": str(free_port()),
-        "PANTRY_CLOCK": "event",
-        "PANTRY_RATE_LIMIT_PER_MINUTE": "0",
-        "PANTRY_ACCESS_LOG": "off",
-    })
-    get_settings.cache_clear()
-    return from_env()
+    return isolated_settings("chaos", PANTRY_ACCESS_LOG="off")
 
 
 def _cmd(proc: psutil.Process) -> str:

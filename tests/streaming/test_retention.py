@@ -58,14 +58,7 @@ def xadd(client, evs) -> None:
     pipe.execute()
 
 
-def wait_for(predicate, timeout_s: float, every_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    return predicate()
+wait_for = test_live.wait_for
 
 
 def processed(client) -> float:
