@@ -43,11 +43,13 @@ class Purchase(BaseEvent, tag="purchase"):
     quantity: Annotated[int, msgspec.Meta(ge=0, le=MAX_QUANTITY)] = 1
     sales_value: Money = 0.0
     discounts: Money = 0.0
+    decision_id: DecisionId | None = None  # the answer that led to it, when the client knows (an outcome)
 
 
 class AddToCart(BaseEvent, tag="add_to_cart"):
     product_id: ProductId
     quantity: Quantity = 1
+    decision_id: DecisionId | None = None
 
 
 class RemoveFromCart(BaseEvent, tag="remove_from_cart"):
@@ -68,20 +70,26 @@ class Inventory(BaseEvent, tag="inventory"):
 class CouponRedemption(BaseEvent, tag="coupon_redemption"):
     coupon_upc: Id
     campaign_id: Id
+    decision_id: DecisionId | None = None
 
 
 class SubstitutionFeedback(BaseEvent, tag="substitution_feedback"):
     original_product_id: ProductId
     substitute_product_id: ProductId
     accepted: bool
+    decision_id: DecisionId | None = None
 
 
+# Outcomes of an answer: which decision, which of its items, and for whom (the flow joins outcomes to decisions per
+# customer, so an impression or a click without its customer could not be attributed).
 class Impression(BaseEvent, tag="impression"):
+    customer_id: Id
     decision_id: DecisionId
     product_id: ProductId | None = None
 
 
 class Click(BaseEvent, tag="click"):
+    customer_id: Id
     decision_id: DecisionId
     product_id: ProductId | None = None
 

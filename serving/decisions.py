@@ -51,7 +51,13 @@ class DecisionLog:
         decision_id: str,
         endpoint: str,
         request: Any,
+        model: str,
         model_version: str,
+        customer_id: int,
+        surface: str,
+        experiment_id: str,
+        arm: str,
+        elapsed_ms: float,
         feature_ages: dict[str, float | None],
         fallback: str | None,
         items: Any,
@@ -65,7 +71,13 @@ class DecisionLog:
             b"ts", f"{time.time():.6f}".encode(),
             b"now", _encoder.encode(now),
             b"request", capped(_encoder.encode(request), cap),
+            b"model", model.encode(),
             b"model_version", model_version.encode(),
+            b"customer_id", b"%d" % customer_id,
+            b"surface", surface.encode(),
+            b"experiment_id", experiment_id.encode(),
+            b"arm", arm.encode(),
+            b"elapsed_ms", b"%.3f" % elapsed_ms,
             b"feature_ages", capped(_encoder.encode(feature_ages), cap),
             b"fallback", (fallback or "").encode(),
             b"items", capped(_encoder.encode(items), cap),
@@ -119,7 +131,13 @@ class DecisionRow(msgspec.Struct):
     ts: float
     now: str
     request: str
+    model: str
     model_version: str
+    customer_id: int
+    surface: str
+    experiment_id: str
+    arm: str
+    elapsed_ms: float
     feature_ages: str
     fallback: str | None
     items: str
@@ -150,13 +168,20 @@ def export(client, out_path, batch: int = 5000, progress: bool = True) -> int:
                     "ts": float(f.get("ts", 0) or 0),
                     "now": f.get("now", ""),
                     "request": f.get("request", ""),
+                    "model": f.get("model", ""),
                     "model_version": f.get("model_version", ""),
+                    "customer_id": int(f.get("customer_id", -1) or -1),
+                    "surface": f.get("surface", ""),
+                    "experiment_id": f.get("experiment_id", ""),
+                    "arm": f.get("arm", ""),
+                    "elapsed_ms": float(f.get("elapsed_ms", 0) or 0),
                     "feature_ages": f.get("feature_ages", ""),
                     "fallback": f.get("fallback") or None,
                     "items": f.get("items", ""),
                 })
             bar.update(len(chunk))
             start = chunk[-1][0]
-    schema = pa.schema([(f, pa.float64() if f == "ts" else pa.string()) for f in DecisionRow.__struct_fields__])
+    kinds = {"ts": pa.float64(), "elapsed_ms": pa.float64(), "customer_id": pa.int64()}
+    schema = pa.schema([(f, kinds.get(f, pa.string())) for f in DecisionRow.__struct_fields__])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), out_path)
     return len(rows)

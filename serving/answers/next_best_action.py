@@ -27,5 +27,5 @@ async def next_best_action(svc: Services, request: NextBestActionRequest) -> Nex
             channel=request.channel, now=decision.now), list, "next-best-action model")
         # Governance does not depend on the model behaving: an unapproved or inactive campaign is dropped here.
         actions = [a for a in actions if a.campaign_id is None or a.campaign_id in campaign_ids][: request.k]
-    decision_id = record(svc, decision, version, actions)
+    decision_id = record(svc, decision, "next_best_action", version, actions, surface=request.channel)
     return NextBestActionResponse(decision_id, version, actions, decision.fallback)

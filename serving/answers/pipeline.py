@@ -13,6 +13,7 @@ Every answer goes through the same steps, so they behave the same where they sho
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -30,14 +31,15 @@ T = TypeVar("T")
 
 
 class Decision:
-    """One answer in the making: what was read, `now`, and the fallback so far."""
+    """One answer in the making: for whom, what was read, `now`, the fallback so far, and when it started."""
 
-    __slots__ = ("ages", "endpoint", "fallback", "features", "now", "request")
+    __slots__ = ("ages", "customer_id", "endpoint", "fallback", "features", "now", "request", "started")
 
-    def __init__(self, endpoint: str, request: Any, now: datetime, features: dict[str, Mapping[str, Any] | None],
-                 ages: dict[str, float | None], fallback: Fallback | None):
-        self.endpoint, self.request, self.now = endpoint, request, now
-        self.features, self.ages, self.fallback = features, ages, fallback
+    def __init__(self, endpoint: str, request: Any, customer_id: int, now: datetime,
+                 features: dict[str, Mapping[str, Any] | None], ages: dict[str, float | None],
+                 fallback: Fallback | None, started: float):
+        self.endpoint, self.request, self.customer_id, self.now = endpoint, request, customer_id, now
+        self.features, self.ages, self.fallback, self.started = features, ages, fallback, started
 
     def fall_back(self, reason: Fallback) -> None:
         """Record a fallback reason unless an earlier one already applies (the first reason is the cause)."""
@@ -59,17 +61,20 @@ async def open_decision(svc: Services, endpoint: str, request: Any, customer_id:
                         as_of: datetime | None, other_reads: Sequence[RowRead] = ()) -> tuple[Decision, list[Row]]:
     """Read the customer's views and `other_reads` in one round trip. Returns the decision and the rows of
     `other_reads` (empty when the store is unavailable)."""
+    started = time.perf_counter()
     reads = [RowRead(view, (customer_id,)) for view in customer_views]
     try:
         result: ReadResult = await svc.read([*reads, *other_reads], as_of)
     except StoreUnavailable:
         now = resolve_now(svc.settings.clock, as_of, None)
-        return Decision(endpoint, request, now, dict.fromkeys(customer_views), {}, "store_unavailable"), []
+        return Decision(endpoint, request, customer_id, now, dict.fromkeys(customer_views), {}, "store_unavailable",
+                        started), []
     n = len(reads)
     customer_rows = result.rows[:n]
     features = {r.view: row.values for r, row in zip(reads, customer_rows, strict=True)}
     ages = {r.view: row.age_s for r, row in zip(reads, customer_rows, strict=True)}
-    decision = Decision(endpoint, request, result.now, features, ages, customer_fallback(customer_rows))
+    decision = Decision(endpoint, request, customer_id, result.now, features, ages, customer_fallback(customer_rows),
+                        started)
     return decision, result.rows[n:]
 
 
@@ -84,12 +89,18 @@ def guarded(decision: Decision, score: Callable[[], T], degraded: Callable[[], T
         return degraded()
 
 
-def record(svc: Services, decision: Decision, model_version: str, items: Any) -> str:
-    """Log the decision and count its fallback; returns the new decision id."""
+def record(svc: Services, decision: Decision, model: str, model_version: str, items: Any, *, surface: str,
+           experiment_id: str = "", arm: str = "") -> str:
+    """Log the decision and count its fallback; returns the new decision id. `model` is the model's name, `surface`
+    where the answer is shown (a recommendation surface, a channel, "substitutions"), `experiment_id` and `arm`
+    ("control" | "treatment") the experiment that chose `model_version` for this customer, if any: the outcome
+    join (streaming) counts every KPI under these."""
     decision_id = new_decision_id()
+    elapsed_ms = (time.perf_counter() - decision.started) * 1000.0
     svc.decisions.record(decision_id=decision_id, endpoint=decision.endpoint, request=decision.request,
-                         model_version=model_version, feature_ages=decision.ages, fallback=decision.fallback,
-                         items=items, now=decision.now)
+                         model=model, model_version=model_version, customer_id=decision.customer_id,
+                         surface=surface, experiment_id=experiment_id, arm=arm, elapsed_ms=elapsed_ms,
+                         feature_ages=decision.ages, fallback=decision.fallback, items=items, now=decision.now)
     if decision.fallback is not None:
         metrics.PENDING.inc(metrics.child(metrics.FALLBACKS, decision.endpoint, decision.fallback))
     return decision_id

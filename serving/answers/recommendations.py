@@ -31,5 +31,5 @@ async def recommend(svc: Services, request: RecommendationRequest) -> Recommenda
     else:
         items = popular()
     items = [item for item in items if item.product_id not in exclude][: request.k]
-    decision_id = record(svc, decision, popular_model.version, items)
+    decision_id = record(svc, decision, "recommender", popular_model.version, items, surface=request.surface)
     return RecommendationResponse(decision_id, popular_model.version, items, decision.fallback)

@@ -71,5 +71,5 @@ async def substitute(svc: Services, request: SubstitutionRequest) -> Substitutio
                 "substitution ranker")
         out.append(Substitution(pid, [s for s in ranked if s.product_id not in never][: request.k]))
     version = model.version if model is not None else "none"
-    decision_id = record(svc, decision, version, out)
+    decision_id = record(svc, decision, "substitutions", version, out, surface=ENDPOINT)
     return SubstitutionResponse(decision_id, version, out, decision.fallback)

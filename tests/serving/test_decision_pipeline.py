@@ -26,11 +26,11 @@ def test_customer_fallback_names_the_worst_case_only_when_nothing_is_usable():
 
 
 def test_the_first_fallback_reason_stands_and_a_model_error_degrades_the_answer():
-    decision = Decision("recommendations", None, NOW, {}, {}, "cold_start")
+    decision = Decision("recommendations", None, 1, NOW, {}, {}, "cold_start", 0.0)
     decision.fall_back("model_unavailable")
     assert decision.fallback == "cold_start"
 
-    fine = Decision("recommendations", None, NOW, {}, {}, None)
+    fine = Decision("recommendations", None, 1, NOW, {}, {}, None, 0.0)
     assert guarded(fine, lambda: [1], lambda: [0], "model") == [1] and fine.fallback is None
 
     def broken() -> list[int]:

@@ -27,7 +27,8 @@ def isolated(settings, db: int):
 def record(log: DecisionLog, n: int, request=None, items=None) -> None:
     for i in range(n):
         log.record(decision_id=f"d{i}", endpoint="recommendations",
-                   request=request or {"customer_id": i, "k": 10}, model_version="v1",
+                   request=request or {"customer_id": i, "k": 10}, model="recommender", model_version="v1",
+                   customer_id=i, surface="for_you", experiment_id="", arm="", elapsed_ms=1.0,
                    feature_ages={"customer_session": 1.0}, fallback=None, items=items or [{"product_id": i}],
                    now="2017-06-01T00:00:00Z")
 
