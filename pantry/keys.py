@@ -18,3 +18,7 @@ LIVE_HEARTBEAT = "pantry:stream:live"  # hash: the live flow's heartbeat (ts in 
 # events_dedup_window_s). The hash tag puts it in the slot of EVENTS_STREAM (the slot of "pantry:events"), so one Lua
 # call can check it and XADD on a Redis Cluster too.
 EVENT_BATCH_PREFIX = "{pantry:events}:batch:"
+# online KPIs (pantry/kpis.py, streaming/outcomes.py): one hash per outcome shard, + shard name ("o00".."o15"),
+# field "day|model|version|experiment|arm|surface" -> msgpack Counts; days older than kpi_retention_days are deleted
+KPI_PREFIX = "pantry:kpis:"
+KPI_COUNTERS = "pantry:kpis:counters"  # hash: outcome shard -> msgpack {counter: absolute value} (16 fields)

@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping
 
 import msgspec
 
-KPI_PREFIX = "pantry:kpis:"  # + outcome shard name
+from pantry.keys import KPI_COUNTERS, KPI_PREFIX  # KPI_PREFIX + outcome shard name
+
+__all__ = ["KPI_COUNTERS", "KPI_HASHES", "KPI_PREFIX", "OUTCOME_SHARDS", "Counts", "KpiKey", "merge_shards"]
 OUTCOME_SHARDS = tuple(f"o{i:02d}" for i in range(16))  # the flow's outcome shards (never changes: recovery state)
 KPI_HASHES = tuple(KPI_PREFIX + shard for shard in OUTCOME_SHARDS)  # what a reader HGETALLs and merges
 # latency histogram of the decisions, milliseconds: bucket i counts elapsed <= LATENCY_BOUNDS_MS[i], the last
@@ -125,4 +127,63 @@ def rollup(totals: Mapping[KpiKey, Counts], *, days: bool = False, surfaces: boo
         group = KpiKey(key.day if days else "", key.model, key.version, key.experiment, key.arm,
                        key.surface if surfaces else "")
         out.setdefault(group, Counts()).add(counts)
+    return out
+
+
+# ---- what readers show: rates from counts --------------------------------------------------------------------
+
+RATE_NAMES = ("ctr", "add_to_cart_rate", "conversion_rate", "revenue_per_1000", "substitution_acceptance",
+              "coupon_redemption_rate", "fallback_rate", "latency_p50_ms", "latency_p99_ms")
+COUNT_NAMES = tuple(name for name in Counts.__struct_fields__ if name != "latency")
+
+
+def _ratio(num: float, den: float, scale: float = 1.0) -> float | None:
+    return scale * num / den if den else None  # a rate with nothing to divide by is unknown, not 0
+
+
+def rates(c: Counts) -> dict[str, float | None]:
+    """The KPI definitions (docs/OPERATIONS.md "Reading KPIs"); None where the denominator is 0."""
+    p50, p99 = c.latency_quantile_ms(0.5), c.latency_quantile_ms(0.99)
+    return {
+        "ctr": _ratio(c.clicks, c.impressions),
+        "add_to_cart_rate": _ratio(c.add_to_carts, c.impressions),
+        "conversion_rate": _ratio(c.converted, c.decisions),
+        "revenue_per_1000": _ratio(c.revenue, c.decisions, 1000.0),
+        "substitution_acceptance": _ratio(c.subs_accepted, c.subs_accepted + c.subs_rejected),
+        "coupon_redemption_rate": _ratio(c.coupons_redeemed, c.coupons_offered),
+        "fallback_rate": _ratio(c.fallbacks, c.decisions),
+        # JSON has no infinity: past the last bound reads as None too
+        "latency_p50_ms": p50 if p50 is not None and p50 != float("inf") else None,
+        "latency_p99_ms": p99 if p99 is not None and p99 != float("inf") else None,
+    }
+
+
+def row(key: KpiKey, counts: Counts) -> dict:
+    """One flat row: key fields, counts (latency buckets as a list), rates."""
+    return {**msgspec.structs.asdict(key), **msgspec.structs.asdict(counts), **rates(counts)}
+
+
+def select(totals: Mapping[KpiKey, Counts], *, model: str | None = None, version: str | None = None,
+           experiment: str | None = None, surface: str | None = None, day_from: str | None = None,
+           day_to: str | None = None) -> dict[KpiKey, Counts]:
+    """The keys matching every filter given (days inclusive, ISO strings compare in date order)."""
+    return {k: c for k, c in totals.items()
+            if (model is None or k.model == model) and (version is None or k.version == version)
+            and (experiment is None or k.experiment == experiment) and (surface is None or k.surface == surface)
+            and (day_from is None or k.day >= day_from) and (day_to is None or k.day <= day_to)}
+
+
+_counters_decoder = msgspec.msgpack.Decoder(dict[str, int])
+
+
+def encode_counters(counters: Mapping[str, int]) -> bytes:
+    return _encoder.encode(dict(counters))
+
+
+def merge_counters(raw: Mapping[bytes | str, bytes]) -> dict[str, int]:
+    """The outcome shards' stream counters (HGETALL of KPI_COUNTERS) summed: joined, pending, unattributed, ..."""
+    out: dict[str, int] = {}
+    for value in raw.values():
+        for name, n in _counters_decoder.decode(value).items():
+            out[name] = out.get(name, 0) + n
     return out

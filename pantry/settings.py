@@ -91,6 +91,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dead_letter_retention_s: float = 7 * 86400.0  # ... and none older than this (MINID)
     dead_letter_payload_bytes: int = 2048  # a rejected payload is kept up to this many bytes (the reason whole)
     # --- end retention and erasure ---
+    # ---- Outcomes and KPIs (streaming/outcomes.py, pantry/kpis.py; docs/STREAMING.md "Outcomes and KPIs") ----
+    kpi_attribution_window_s: float = 86400.0  # an outcome counts for a decision up to this long (event time) after it
+    kpi_decisions_per_customer: int = 64  # recent decisions kept per customer for the join
+    kpi_pending_s: float = 30.0  # wall seconds an outcome waits for its decision to arrive, then `unattributed`
+    kpi_flush_s: float = 0.25  # each outcome shard writes its changed totals at most this often
+    kpi_retention_days: int = 90  # KPI days older than this (event time) are dropped from the state and Redis
+    kpi_poll_s: float = 5.0  # serving refreshes the pantry_kpi Prometheus gauges this often
+    # ---- end of Outcomes and KPIs ----
 
     @property
     def dataset_dir(self) -> Path:
@@ -221,6 +229,13 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_DEAD_LETTER_MAXLEN", "dead_letter_maxlen", int)
     num("PANTRY_DEAD_LETTER_RETENTION_S", "dead_letter_retention_s", float)
     num("PANTRY_DEAD_LETTER_PAYLOAD_BYTES", "dead_letter_payload_bytes", int)
+    # outcomes and KPIs
+    num("PANTRY_KPI_ATTRIBUTION_WINDOW_S", "kpi_attribution_window_s", float)
+    num("PANTRY_KPI_DECISIONS_PER_CUSTOMER", "kpi_decisions_per_customer", int)
+    num("PANTRY_KPI_PENDING_S", "kpi_pending_s", float)
+    num("PANTRY_KPI_FLUSH_S", "kpi_flush_s", float)
+    num("PANTRY_KPI_RETENTION_DAYS", "kpi_retention_days", int)
+    num("PANTRY_KPI_POLL_S", "kpi_poll_s", float)
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")

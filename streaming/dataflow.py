@@ -22,8 +22,9 @@ from pantry.settings import Settings
 from streaming.feature_log import LIVE_LOG_HANDOFF_S, LOG_EVERY_S
 from streaming.features.event import FORGET, NO_TIME, Ev, from_event
 from streaming.gate import Gated, GateLogic, Parsed, Skew, route
+from streaming.outcomes import Dec, OutcomeShardLogic, parse_decision
 from streaming.shards import CustomerShardLogic, StoreShardLogic, is_customer_shard
-from streaming.sinks import REASON_MAX, Control, ControlSink, OnlineSink, failure
+from streaming.sinks import REASON_MAX, Control, ControlSink, KpiSink, OnlineSink, failure
 from streaming.sources import FORGET_PREFIX, Batch, LiveSource, ReplaySource
 
 
@@ -43,10 +44,25 @@ class StreamConfig(msgspec.Struct, frozen=True):
 # ---- small pure functions: the steps -----------------------------------------------------------------------------
 
 
+def parse_decisions(entries: list[dict[bytes, bytes]]) -> tuple[list[Dec], list[tuple[str, bytes]]]:
+    """Decision-log entries as the outcome join's Decs; an unreadable one becomes a dead letter (its decision_id)."""
+    decisions: list[Dec] = []
+    dead: list[tuple[str, bytes]] = []
+    for fields in entries:
+        try:
+            decisions.append(parse_decision(fields))
+        except Exception as exc:  # one bad entry must not stop the others
+            dead.append((f"invalid decision: {type(exc).__name__}: {exc}"[:REASON_MAX],
+                         fields.get(b"decision_id", b"")[:128]))
+    return decisions, dead
+
+
 def parse_batch(batch: Batch) -> Parsed:
     """Decode stream entries; schema failures and unknown types become (reason, payload) dead letters."""
+    decisions, dead_decisions = parse_decisions(batch.decisions) if batch.decisions else ([], [])
     if not batch.raws:
-        return Parsed(batch.events, [], batch.refresh, batch.as_of, batch.final, batch.position)
+        return Parsed(batch.events, [], batch.refresh, batch.as_of, batch.final, batch.position, decisions,
+                      dead_decisions)
     events = list(batch.events)
     dead: list[tuple[str, bytes]] = []
     for _entry_id, payload in batch.raws:
@@ -62,7 +78,7 @@ def parse_batch(batch: Batch) -> Parsed:
             dead.append((f"invalid: {exc}"[:REASON_MAX], payload))
         except Exception as exc:  # whatever else one entry raises, the others go on
             dead.append((failure(exc, None, "parse")[0], payload))
-    return Parsed(events, dead, batch.refresh, batch.as_of, batch.final, batch.position)
+    return Parsed(events, dead, batch.refresh, batch.as_of, batch.final, batch.position, decisions, dead_decisions)
 
 
 def control_of(item: tuple[str, Gated]) -> Control:
@@ -89,10 +105,22 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
     # set is in event-time order with gaps of any length, and bounded by the schema
     skew = Skew(settings.clock, settings.event_skew_wall_s, settings.event_skew_event_s) if config.mode == "live" \
         else None
-    gated = op.stateful_batch("gate", keyed, partial(GateLogic, skew=skew))
-    # ("gate", Gated(routes {shard: [Ev]}, refresh, as_of, control))
+    live = config.mode == "live"
+    gated = op.stateful_batch("gate", keyed, partial(GateLogic, skew=skew,
+                                                      outcome_tick_s=settings.kpi_flush_s if live else None))
+    # ("gate", Gated(routes {shard: [Ev]}, refresh, as_of, control, outcomes {shard: OutWork}))
     work = op.flat_map("route", gated, lambda kv: route(kv[1]))
-    # (shard key "c03" | "s11", Work(events, refresh, as_of))
+    # (shard key "c03" | "s11", Work(events, refresh, as_of)); live also ("o07", OutWork(events, decisions, as_of))
+    if live:  # the outcome join (streaming/outcomes.py): a replay has no decisions, and keeps its speed
+        parts = op.branch("outcome_split", work, lambda kv: kv[0][0] == "o")
+        work = parts.falses
+        kpis = op.stateful_batch("outcomes", parts.trues, partial(
+            OutcomeShardLogic, flush_s=settings.kpi_flush_s, window_s=settings.kpi_attribution_window_s,
+            per_customer=settings.kpi_decisions_per_customer, pending_s=settings.kpi_pending_s,
+            retention_days=settings.kpi_retention_days))
+        # (shard "o07", KpiFlush(totals {key field: Counts}, deleted keys, counters))
+        op.output("kpis", kpis, KpiSink(settings))
+        # -> HSET pantry:kpis:<shard> (absolute totals), HDEL (retention), HSET pantry:kpis:counters
     split = op.branch("split", work, is_customer_shard)
     # trues: customer shards, falses: store shards
     shard_args = {"flush_s": config.flush_s, "refresh_slice": config.refresh_slice,

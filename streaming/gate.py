@@ -12,7 +12,8 @@ from bytewax.operators import StatefulBatchLogic
 
 from pantry.clock import max_accepted_ts
 from pantry.settings import ClockMode
-from streaming.features.event import FORGET, LATENESS_S, NO_TIME, Ev, admit
+from streaming.features.event import FORGET, LATENESS_S, NO_TIME, OUTCOME_KINDS, Ev, admit
+from streaming.outcomes import OUTCOME_SHARDS, Dec, OutWork
 from streaming.shards import ALL_SHARDS, NSHARDS, Work
 from streaming.sinks import Control, failure
 
@@ -25,21 +26,28 @@ _events_decoder = msgspec.msgpack.Decoder(list[Ev])
 class Parsed:
     """A decoded batch on its way to the gate (pickled as msgpack when the gate is in another process, like Work)."""
 
-    __slots__ = ("as_of", "dead", "events", "final", "position", "refresh")
+    __slots__ = ("as_of", "dead", "dead_decisions", "decisions", "events", "final", "position", "refresh")
 
     def __init__(self, events: list[Ev], dead: list[tuple[str, bytes]], refresh: bool, as_of: float | None,
-                 final: bool = False, position: str | None = None):
+                 final: bool = False, position: str | None = None, decisions: list[Dec] | None = None,
+                 dead_decisions: list[tuple[str, bytes]] | None = None):
         self.events, self.dead, self.refresh, self.as_of, self.final = events, dead, refresh, as_of, final
         self.position = position  # live: the last stream entry id in or before this batch
+        self.decisions = decisions or []  # live: decision-log entries for the outcome join
+        self.dead_decisions = dead_decisions or []  # decision-log entries that could not be read
 
     def __reduce__(self):
         return _parsed_from_msgpack, (_encode(self.events), self.dead, self.refresh, self.as_of, self.final,
-                                      self.position)
+                                      self.position, _encode(self.decisions), self.dead_decisions)
 
 
 def _parsed_from_msgpack(events: bytes, dead: list, refresh: bool, as_of: float | None, final: bool,
-                         position: str | None = None) -> Parsed:
-    return Parsed(_events_decoder.decode(events), dead, refresh, as_of, final, position)
+                         position: str | None = None, decisions: bytes = b"\x90", dead_decisions=None) -> Parsed:
+    return Parsed(_events_decoder.decode(events), dead, refresh, as_of, final, position,
+                  _decisions_decoder.decode(decisions), dead_decisions)
+
+
+_decisions_decoder = msgspec.msgpack.Decoder(list[Dec])
 
 
 class GateState(msgspec.Struct, array_like=True):
@@ -133,16 +141,38 @@ class Gated(msgspec.Struct, gc=False):
     final: bool
     control: Control
     rolling: bool = False  # a spread refresh is under way: every shard gets (maybe empty) work to roll with
+    outcomes: dict[str, OutWork] = msgspec.field(default_factory=dict)  # live: outcome shard -> its work
 
 
-def route(gated: Gated) -> list[tuple[str, Work]]:
+def route(gated: Gated) -> list[tuple[str, Work | OutWork]]:
     """Work for the shards that got events; for every shard on a refresh or at the end (so they emit what they
-    hold). Idle shards get nothing: Bytewax snapshots only the keys that saw items in an epoch."""
+    hold). Idle shards get nothing: Bytewax snapshots only the keys that saw items in an epoch. Live: the outcome
+    shards' work after it."""
     if gated.refresh or gated.final or gated.rolling:
         keys: tuple[str, ...] | list[str] = ALL_SHARDS
     else:
         keys = list(gated.routes)
-    return [(k, Work(gated.routes.get(k, []), gated.refresh, gated.as_of, gated.final)) for k in keys]
+    out: list[tuple[str, Work | OutWork]] = [
+        (k, Work(gated.routes.get(k, []), gated.refresh, gated.as_of, gated.final)) for k in keys]
+    if gated.outcomes:
+        out.extend(gated.outcomes.items())
+    return out
+
+
+def outcome_routes(accepted: list[Ev], decisions: list[Dec], as_of: float | None, tick: bool) -> dict[str, OutWork]:
+    """The outcome shards' work: outcome events, erasure markers and decisions by customer (o00..o15 =
+    customer_id % 16; an outcome without a customer goes to o00, which counts it unattributed); every shard on a
+    tick (so each flushes its totals and expires what waited too long)."""
+    n = len(OUTCOME_SHARDS)
+    events: list[list[Ev]] = [[] for _ in range(n)]
+    decs: list[list[Dec]] = [[] for _ in range(n)]
+    for e in accepted:
+        if e.kind in OUTCOME_KINDS or e.kind == FORGET:
+            events[0 if e.customer_id is None else e.customer_id % n].append(e)
+    for d in decisions:
+        decs[d.customer_id % n].append(d)
+    return {name: OutWork(events[i], decs[i], as_of) for i, name in enumerate(OUTCOME_SHARDS)
+            if tick or events[i] or decs[i]}
 
 
 _gate_decoder = msgspec.msgpack.Decoder(GateState)
@@ -156,10 +186,14 @@ def _dead(reason: str, e: Ev) -> tuple[str, bytes]:
 
 
 class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
-    def __init__(self, resume: bytes | None, skew: Skew | None = None):
+    def __init__(self, resume: bytes | None, skew: Skew | None = None, outcome_tick_s: float | None = None):
         self.st: GateState = _gate_decoder.decode(resume) if resume else GateState()
         self.skew = skew  # live: the clock-skew rule; replay (the data set, in event-time order): none
         self.rolling_until = 0.0  # monotonic time until which shards still roll a spread refresh forward
+        # live: outcome shards get work (outcomes and decisions), and all of them a tick this often; None: no
+        # outcome shards (a replay has no decisions)
+        self.outcome_tick_s = outcome_tick_s
+        self.last_outcome_tick = 0.0
 
     def on_batch(self, values: list[Parsed]) -> tuple[list[Gated], bool]:
         out = []
@@ -176,12 +210,22 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
                     by_store[e.store_id % NSHARDS].append(e)
             routes = {name: share for name, share in zip(ALL_SHARDS, by_customer + by_store, strict=True) if share}
             dead = parsed.dead + [_dead(reason, e) for reason, e in late]
+            if parsed.dead_decisions:
+                st.counters["decision_invalid"] = st.counters.get("decision_invalid", 0) + len(parsed.dead_decisions)
+                dead += parsed.dead_decisions
             as_of = parsed.as_of if parsed.as_of is not None else st.max_t
             control = Control(dict(st.counters), st.max_t, dead, parsed.position)
             now = time.monotonic()
             if parsed.refresh and not parsed.final:
                 self.rolling_until = now + ROLLING_S
-            out.append(Gated(routes, parsed.refresh, as_of, parsed.final, control, now < self.rolling_until))
+            gated = Gated(routes, parsed.refresh, as_of, parsed.final, control, now < self.rolling_until)
+            if self.outcome_tick_s is not None:
+                tick = now - self.last_outcome_tick >= self.outcome_tick_s
+                if tick:
+                    self.last_outcome_tick = now
+                gated.outcomes = outcome_routes(accepted, parsed.decisions, st.max_t if st.max_t > NO_TIME else None,
+                                                tick)
+            out.append(gated)
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:

@@ -23,7 +23,8 @@ from pantry.featurestore.layout import OnlineLayout
 from pantry.featurestore.pipeline import chunked, pipeline_writer
 from pantry.featurestore.resp import Row, RowEncoder
 from pantry.health import HEARTBEAT_EVERY_S, HEARTBEAT_SCRIPT
-from pantry.keys import DEAD_LETTER_STREAM, LIVE_HEARTBEAT, STREAM_COUNTERS
+from pantry.keys import DEAD_LETTER_STREAM, KPI_COUNTERS, KPI_PREFIX, LIVE_HEARTBEAT, STREAM_COUNTERS
+from pantry.kpis import encode_counters, encode_counts
 from pantry.redis_server import sync_client
 from pantry.settings import Settings
 from streaming.feature_log import LOG_EVERY_S, FeatureLog
@@ -215,3 +216,36 @@ class ControlSink(DynamicSink[Control]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> ControlPartition:
         return ControlPartition(self.settings, self.heartbeat)
+
+
+class KpiPartition(StatelessSinkPartition):
+    """The outcome shards' totals (streaming/outcomes.py): absolute HSETs (a flush replayed after a restart writes the
+    same values), HDEL of the days past retention, the shards' counters; one pipeline per batch, retried."""
+
+    def __init__(self, settings: Settings):
+        self.client = sync_client(settings, timeout_s=30.0)
+
+    def write_batch(self, items: list) -> None:  # [(shard, KpiFlush)]
+        def send() -> None:  # built again at each attempt: a failed execute() empties the pipeline
+            pipe = self.client.pipeline(transaction=False)
+            for shard, flush in items:
+                key = KPI_PREFIX + shard
+                if flush.totals:
+                    pipe.hset(key, mapping={f: encode_counts(c) for f, c in flush.totals.items()})
+                if flush.deleted:
+                    pipe.hdel(key, *flush.deleted)
+                pipe.hset(KPI_COUNTERS, shard, encode_counters(flush.counters))
+            pipe.execute()
+
+        retried("kpi sink", send)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class KpiSink(DynamicSink):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> KpiPartition:
+        return KpiPartition(self.settings)

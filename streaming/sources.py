@@ -15,7 +15,7 @@ import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from pantry.erasure import FORGET_FIELD
-from pantry.keys import EVENT_FIELD, EVENTS_STREAM
+from pantry.keys import DECISIONS_STREAM, EVENT_FIELD, EVENTS_STREAM
 from pantry.settings import Settings
 from streaming.features.event import Ev
 from streaming.redis_retry import REDIS_DOWN, Backoff
@@ -44,6 +44,7 @@ class Batch(msgspec.Struct, gc=False):
     as_of: float | None = None
     final: bool = False  # the last batch of a replay
     position: str | None = None  # live: the last stream entry id handed to the flow (with this batch)
+    decisions: list[dict[bytes, bytes]] = msgspec.field(default_factory=list)  # live: decision-log entries' fields
 
 
 class SourceState(msgspec.Struct):
@@ -52,6 +53,7 @@ class SourceState(msgspec.Struct):
     replay_offset: int = 0  # events of the dataset consumed so far
     replay_until: float | None = None
     stream_id: str = "0-0"  # last stream entry handed to the flow
+    decisions_id: str = "0-0"  # live: last pantry:decisions entry handed to the flow (the outcome join)
 
 
 class ReplayPartition(StatefulSourcePartition[Batch, SourceState]):
@@ -117,7 +119,7 @@ class ReplayPartition(StatefulSourcePartition[Batch, SourceState]):
         return None
 
     def snapshot(self) -> SourceState:
-        return SourceState(self.base + self.pos, self.until, self.state.stream_id)
+        return SourceState(self.base + self.pos, self.until, self.state.stream_id, self.state.decisions_id)
 
 
 class ReplaySource(FixedPartitionedSource[Batch, SourceState]):
@@ -152,7 +154,11 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         if self.stop_flag is not None and self.stop_flag():
             raise StopIteration
         try:
-            reply = self.client.xread({EVENTS_STREAM: self.state.stream_id}, count=LIVE_BATCH, block=LIVE_BLOCK_MS)
+            # the decision log first, without waiting (its own XREAD: on a Redis Cluster the two streams are in
+            # different slots); the events' XREAD then waits only when there was no decision either
+            decided = self.client.xread({DECISIONS_STREAM: self.state.decisions_id}, count=LIVE_BATCH)
+            reply = self.client.xread({EVENTS_STREAM: self.state.stream_id}, count=LIVE_BATCH,
+                                      block=None if decided else LIVE_BLOCK_MS)
         except REDIS_DOWN as exc:  # killed, restarting or hung: no batch meanwhile, the position is kept
             time.sleep(self.backoff.failed("live source", exc))
             self.client.connection_pool.disconnect()
@@ -166,17 +172,22 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         refresh = now - self.last_refresh >= REFRESH_EVERY_S
         if refresh:
             self.last_refresh = now
+        decisions: list[dict[bytes, bytes]] = []
+        if decided:
+            decision_entries = decided[0][1]
+            decisions = [fields for _entry_id, fields in decision_entries]
+            self.state = msgspec.structs.replace(self.state, decisions_id=decision_entries[-1][0].decode())
         if not reply:
-            if refresh or now - self.last_tick >= TICK_EVERY_S:
+            if decisions or refresh or now - self.last_tick >= TICK_EVERY_S:
                 self.last_tick = now
-                return [Batch(refresh=refresh, position=self.state.stream_id)]
+                return [Batch(refresh=refresh, position=self.state.stream_id, decisions=decisions)]
             return []
         entries = reply[0][1]
         raws = [(entry_id, fields.get(EVENT_FIELD) if FORGET_FIELD not in fields
                  else FORGET_PREFIX + fields[FORGET_FIELD]) for entry_id, fields in entries]
-        self.state = SourceState(self.state.replay_offset, self.state.replay_until, entries[-1][0].decode())
+        self.state = msgspec.structs.replace(self.state, stream_id=entries[-1][0].decode())
         self.last_tick = now
-        return [Batch(raws=raws, refresh=refresh, position=self.state.stream_id)]
+        return [Batch(raws=raws, refresh=refresh, position=self.state.stream_id, decisions=decisions)]
 
     def trim(self) -> None:
         """Bound pantry:events to what the committed recovery snapshots still need (streaming.retention), in a

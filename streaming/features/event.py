@@ -25,8 +25,10 @@ Values = dict[str, Any]  # a feature row: {feature: value}
 FORGET = "forget"  # not an event: an erasure marker (pantry.erasure) for the customer's shard; never a feature
 
 
-class Ev(msgspec.Struct, array_like=True, gc=False, frozen=True):
-    """The flow's compact event: what the features need, with event time as epoch seconds."""
+class Ev(msgspec.Struct, array_like=True, gc=False, frozen=True, omit_defaults=True):
+    """The flow's compact event: what the features and the outcome join need, with event time as epoch seconds.
+    Fields are only ever appended, with defaults (recovery snapshots and pickled work hold Evs); trailing defaults
+    are not encoded (omit_defaults), so the outcome fields cost a replay nothing on the wire."""
 
     event_id: str
     kind: str
@@ -38,6 +40,12 @@ class Ev(msgspec.Struct, array_like=True, gc=False, frozen=True):
     quantity: int = 0
     sales_value: float = 0.0
     on_hand: int | None = None
+    # outcomes (streaming/outcomes.py): the answer the event reports on, and what of it
+    decision_id: str | None = None
+    accepted: bool | None = None  # substitution_feedback
+    campaign_id: int | None = None  # coupon_redemption
+    coupon_upc: int | None = None  # coupon_redemption
+    original_product_id: int | None = None  # substitution_feedback: the product that was substituted
 
 
 def from_event(event: ev_schema.Event) -> Ev:
@@ -47,15 +55,27 @@ def from_event(event: ev_schema.Event) -> Ev:
     match event:
         case ev_schema.Purchase():
             return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.product_id,
-                      event.basket_id, event.quantity, event.sales_value)
-        case ev_schema.AddToCart() | ev_schema.RemoveFromCart():
+                      event.basket_id, event.quantity, event.sales_value, decision_id=event.decision_id)
+        case ev_schema.AddToCart():
+            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.product_id,
+                      None, event.quantity, decision_id=event.decision_id)
+        case ev_schema.RemoveFromCart():
             return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.product_id,
                       None, event.quantity)
         case ev_schema.Inventory():
             return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.product_id,
                       on_hand=event.on_hand)
-        case ev_schema.ProductView() | ev_schema.Click() | ev_schema.Impression():
-            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, getattr(event, "product_id", None))
+        case ev_schema.Click() | ev_schema.Impression():
+            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.product_id,
+                      decision_id=event.decision_id)
+        case ev_schema.ProductView():
+            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.product_id)
+        case ev_schema.CouponRedemption():
+            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, decision_id=event.decision_id,
+                      campaign_id=event.campaign_id, coupon_upc=event.coupon_upc)
+        case ev_schema.SubstitutionFeedback():
+            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, decision_id=event.decision_id,
+                      accepted=event.accepted, original_product_id=event.original_product_id)
         case _:
             return Ev(event.event_id, kind, t, event.customer_id, event.store_id)
 
@@ -90,6 +110,27 @@ def admit(e: Ev) -> str | None:
         return f"sales_value {sv!r} outside [0, {_MAX_MONEY:.0f}]"
     if oh is not None and (type(oh) is not int or not 0 <= oh <= _MAX_ON_HAND):
         return f"on_hand {oh!r} outside [0, {_MAX_ON_HAND}]"
+    if (e.decision_id is not None or e.accepted is not None or e.campaign_id is not None or e.coupon_upc is not None
+            or e.original_product_id is not None):  # outcome fields (a replay's events have none: ~0.1 us)
+        return _admit_outcome(e)
+    return None
+
+
+# events that report on an answer (streaming/outcomes.py joins them to the decision log)
+OUTCOME_KINDS = frozenset({"impression", "click", "add_to_cart", "purchase", "coupon_redemption",
+                           "substitution_feedback"})
+
+
+def _admit_outcome(e: Ev) -> str | None:
+    d, a, camp, upc, orig = e.decision_id, e.accepted, e.campaign_id, e.coupon_upc, e.original_product_id
+    if d is not None and (type(d) is not str or not 0 < len(d) <= 128):
+        return "decision_id: empty, longer than 128 characters or not a string"
+    if a is not None and type(a) is not bool:
+        return f"accepted {a!r} is not a boolean"
+    for name, v, hi in (("campaign_id", camp, _MAX_ID), ("coupon_upc", upc, _MAX_ID),
+                        ("original_product_id", orig, _MAX_PRODUCT)):
+        if v is not None and (type(v) is not int or not 0 <= v <= hi):
+            return f"{name} {v!r} outside [0, {hi}]"
     return None
 
 
