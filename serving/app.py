@@ -43,6 +43,7 @@ from serving.controllers.clock import ClockController
 from serving.controllers.events import EventsController
 from serving.controllers.features import FeaturesController
 from serving.controllers.health import HealthController
+from serving.controllers.kpis import AdminKpisController
 from serving.controllers.next_best_action import NextBestActionController
 from serving.controllers.recommendations import RecommendationsController
 from serving.controllers.substitutions import SubstitutionsController
@@ -215,6 +216,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminModelsController,
             AdminAuditController,
             AdminCustomersController,
+            AdminKpisController,
         ],
         guards=[require_key],  # every route: the scope its path needs (serving/access.py), open ones pass
         lifespan=[lifespan],

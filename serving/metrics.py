@@ -32,6 +32,9 @@ LIVE_HEARTBEAT_AGE = Gauge("pantry_live_heartbeat_age_seconds", "Age of the live
                            "/readyz or /metrics)", multiprocess_mode="mostrecent")
 LIVE_LAG = Gauge("pantry_live_lag_seconds", "Age of the oldest event the live dataflow has not processed (0: "
                  "caught up)", multiprocess_mode="mostrecent")
+# online KPIs (serving/kpis.py), totals over days, refreshed by every worker's poller from the same Redis hashes
+KPI = Gauge("pantry_kpi", "Online KPI (count or rate) per model, version, experiment arm and surface",
+            ["model", "version", "experiment", "arm", "surface", "kpi"], multiprocess_mode="mostrecent")
 EVENTS_DUPLICATE_BATCHES = Counter("pantry_events_duplicate_batches_total",
                                    "Event batches posted again and not written twice")
 
