@@ -243,11 +243,13 @@ def test_a_killed_flow_resumes_to_the_same_totals_and_the_gauges_and_export_agre
     answer = recommend(loop)
     did, version = answer["decision_id"], answer["model_version"]
     now = decision_now(loop, did)
+    assert wait_for(lambda: loop.row(version), 2.0), loop.kpis()  # the decision is counted (run alone: the first)
     impressions = loop.row(version)["impressions"]
     shown = {item["product_id"] for item in answer["items"]}
     loop.post(*[events.Impression(event_id=f"kill-{did}-{pid}", ts=now, customer_id=CUSTOMER, decision_id=did,
                                   product_id=pid) for pid in shown])
     assert wait_for(lambda: loop.row(version)["impressions"] == impressions + len(shown), 2.0), loop.row(version)
+    time.sleep(0.3)  # the flush after the one that showed them (every shard's ticks)
     before = hashes()
     loop.kill_flow()  # SIGKILL at once: the last snapshot is up to 0.5 s old, the events after it are read again
     loop.start_flow()
