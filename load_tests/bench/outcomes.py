@@ -1,8 +1,10 @@
-"""What one outcome costs the live flow (docs/STREAMING.md "Outcomes and KPIs"): `python -m load_tests.bench.outcomes`.
+"""What one outcome costs the live flow (docs/STREAMING.md "Outcomes and KPIs"): `python -m load_tests.bench.outcomes`
+(in this process), `python -m load_tests.bench.outcomes live REGISTRY_DB` (`pantry stream live` draining a backlog).
 
 The steps an outcome adds to what every event already pays (parse, gate, feature shards): its decision's parse,
 the routing to its outcome shard (streaming.gate.outcome_routes) and the join (streaming.outcomes), in batches of
-LIVE_BATCH like the live source's, in this process. Prints microseconds per outcome and per decision.
+LIVE_BATCH like the live source's, in this process. Prints CPU microseconds (process time: a busy machine
+slows the wall clock, not this) per outcome and per decision.
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ def decision_entries(n: int) -> list[dict[bytes, bytes]]:
 
 def main(n_decisions: int = 20_000) -> None:
     entries = decision_entries(n_decisions)
-    started = time.perf_counter()
+    started = time.process_time()
     decisions = [d for i in range(0, len(entries), LIVE_BATCH) for d in parse_decisions(entries[i:i + LIVE_BATCH])[0]]
-    parse_us = (time.perf_counter() - started) / n_decisions * 1e6
+    parse_us = (time.process_time() - started) / n_decisions * 1e6
     # per decision: an impression of every item, a click on one, a purchase of one without decision_id
     outcomes = []
     for i, d in enumerate(decisions):
@@ -56,7 +58,7 @@ def main(n_decisions: int = 20_000) -> None:
     shards = {}
     args = {"flush_s": 0.25, "window_s": 86400.0, "per_customer": 64, "pending_s": 30.0, "retention_days": 90}
     per_batch = max(1, len(outcomes) // max(1, len(decisions) // 200))
-    started = time.perf_counter()
+    started = time.process_time()
     for b, lo in enumerate(range(0, len(outcomes), per_batch)):
         batch = outcomes[lo:lo + per_batch]
         decs = decisions[b * 200:(b + 1) * 200]
@@ -65,12 +67,76 @@ def main(n_decisions: int = 20_000) -> None:
             if logic is None:
                 logic = shards[shard] = OutcomeShardLogic(None, **args)
             logic.on_batch([work])
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     joined = sum(s.join.st.counters["joined"] for s in shards.values())
     print(f"{len(decisions):,} decisions ({parse_us:.1f} us each to parse), {len(outcomes):,} outcomes "
           f"({joined:,} counted): routing + join {seconds / len(outcomes) * 1e6:.2f} us per outcome "
           f"(decisions' join included)")
 
 
+def live(registry: str, kind: str, n: int = 100_000, port: int = 18558) -> float:
+    """`pantry stream live` on its own Redis and data dir draining n events XADDed before it starts (`kind`:
+    "outcomes" = impressions of n/10 decisions of 10 items, or "views" = product views); returns events/s."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from pantry import events
+    from pantry.keys import DECISIONS_STREAM, EVENT_FIELD, EVENTS_STREAM, STREAM_COUNTERS
+    from pantry.redis_server import EmbeddedRedis, sync_client
+    from pantry.settings import from_env
+
+    root = Path(tempfile.mkdtemp(prefix="pantry-outcomes-"))
+    server = EmbeddedRedis(port=port, directory=root / "redis").start()
+    try:
+        (root / "data").mkdir()
+        shutil.copy(registry, root / "data" / "registry.db")
+        env = {**os.environ, "PANTRY_REDIS_PORT": str(port), "PANTRY_DATA_DIR": str(root / "data"),
+               "PANTRY_CLOCK": "event"}
+        client = sync_client(from_env(env))
+        pipe = client.pipeline(transaction=False)
+        if kind == "outcomes":
+            for fields in decision_entries(n // ITEMS):
+                pipe.xadd(DECISIONS_STREAM, fields)
+        for i in range(n):
+            d = i // ITEMS
+            ts = T0 + timedelta(seconds=d / 10)
+            cls = events.Impression if kind == "outcomes" else events.ProductView
+            extra = {"decision_id": f"d{d}"} if kind == "outcomes" else {}
+            e = cls(event_id=f"e{i}", ts=ts, customer_id=d % CUSTOMERS, product_id=1000 + (d + i % ITEMS) % 500,
+                    **extra)
+            pipe.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(e)})
+        pipe.execute()
+        proc = subprocess.Popen([sys.executable, "-m", "pantry.cli", "stream", "live", "--no-progress"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def processed() -> float:
+            return float(client.hget(STREAM_COUNTERS, "processed") or 0)
+
+        while processed() <= 0:
+            time.sleep(0.01)
+        started, first = time.monotonic(), processed()
+        while processed() < n:
+            time.sleep(0.01)
+        rate = (n - first) / (time.monotonic() - started)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        print(f"live, {kind}: {n - first:,.0f} events at {rate:,.0f} events/s")
+        return rate
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if len(sys.argv) > 2 and sys.argv[1] == "live":
+        for kind in ("views", "outcomes"):
+            live(sys.argv[2], kind)
+    else:
+        main()
