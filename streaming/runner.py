@@ -59,11 +59,17 @@ def ensure_recovery(settings: Settings) -> Path:
 
 
 def reset(settings: Settings) -> None:
-    """Forget all stream state: recovery store, feature log, counters, watermark, replay record."""
+    """Forget all stream state: recovery store, feature log, counters, watermark, replay record, and the KPI totals
+    (their state is in the recovery store: a live flow started afterwards counts the decision log again)."""
+    from pantry.kpis import KPI_COUNTERS, KPI_HASHES
+
     shutil.rmtree(recovery_dir(settings), ignore_errors=True)
     for view in STREAM_VIEWS:
         shutil.rmtree(settings.feature_log_dir / view, ignore_errors=True)
-    sync_client(settings).delete(STREAM_COUNTERS, WATERMARK, REPLAY_RECORD)
+    client = sync_client(settings)
+    client.delete(STREAM_COUNTERS, WATERMARK, REPLAY_RECORD, KPI_COUNTERS)
+    for key in KPI_HASHES:  # one by one: on a Redis Cluster they are in different slots
+        client.delete(key)
 
 
 def read_record(settings: Settings) -> ReplayRecord | None:
