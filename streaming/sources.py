@@ -154,11 +154,12 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         if self.stop_flag is not None and self.stop_flag():
             raise StopIteration
         try:
-            # the decision log first, without waiting (its own XREAD: on a Redis Cluster the two streams are in
-            # different slots); the events' XREAD then waits only when there was no decision either
+            reply = self.client.xread({EVENTS_STREAM: self.state.stream_id}, count=LIVE_BATCH, block=LIVE_BLOCK_MS)
+            # then the decision log, without waiting (its own XREAD: on a Redis Cluster the two streams are in
+            # different slots). After the events: every decision logged before one of these events was written is
+            # in this batch or an earlier one, and the outcome shards take a batch's decisions first, so an outcome
+            # finds a decision that was logged before it (one logged later waits for it: streaming/outcomes.py)
             decided = self.client.xread({DECISIONS_STREAM: self.state.decisions_id}, count=LIVE_BATCH)
-            reply = self.client.xread({EVENTS_STREAM: self.state.stream_id}, count=LIVE_BATCH,
-                                      block=None if decided else LIVE_BLOCK_MS)
         except REDIS_DOWN as exc:  # killed, restarting or hung: no batch meanwhile, the position is kept
             time.sleep(self.backoff.failed("live source", exc))
             self.client.connection_pool.disconnect()

@@ -57,7 +57,7 @@ class Loop:
 
     def start_flow(self) -> None:
         env = {**subprocess_env(self.settings), "PANTRY_CLOCK": "event", "PANTRY_STREAM_SNAPSHOT_S": "0.5",
-               "PANTRY_KPI_ATTRIBUTION_WINDOW_S": str(WINDOW_S), "PANTRY_KPI_FLUSH_S": "0.1"}
+               "PANTRY_KPI_ATTRIBUTION_WINDOW_S": str(WINDOW_S)}  # the default flush (0.25 s)
         client = sync_client(self.settings)
         client.delete(LIVE_HEARTBEAT)
         with open(os.path.join(self.log_dir, "flow.log"), "a") as log:
