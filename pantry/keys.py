@@ -18,3 +18,10 @@ LIVE_HEARTBEAT = "pantry:stream:live"  # hash: the live flow's heartbeat (ts in 
 # events_dedup_window_s). The hash tag puts it in the slot of EVENTS_STREAM (the slot of "pantry:events"), so one Lua
 # call can check it and XADD on a Redis Cluster too.
 EVENT_BATCH_PREFIX = "{pantry:events}:batch:"
+# experiments (pantry/experiments.py): hash id -> msgpack Experiment (ended ones kept experiments_retention_days);
+# the running experiment per model (hash model -> id; at most 3 fields) and the guardrail loop's leader lock
+# (SET NX PX, expires by itself). The running hash's tag is the experiments hash's name, so both are in one slot:
+# one Lua call updates them together (on a Redis Cluster too).
+EXPERIMENTS = "pantry:experiments"
+EXPERIMENTS_RUNNING = "{pantry:experiments}:running"
+EXPERIMENTS_GUARD_LOCK = "pantry:experiments:guard-lock"

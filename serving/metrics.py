@@ -32,6 +32,12 @@ LIVE_HEARTBEAT_AGE = Gauge("pantry_live_heartbeat_age_seconds", "Age of the live
                            "/readyz or /metrics)", multiprocess_mode="mostrecent")
 LIVE_LAG = Gauge("pantry_live_lag_seconds", "Age of the oldest event the live dataflow has not processed (0: "
                  "caught up)", multiprocess_mode="mostrecent")
+GUARDRAIL_BREACHES = Counter("pantry_guardrail_breaches_total", "Experiments stopped by a guardrail",
+                             ["model", "guardrail"])
+EXPERIMENT_SHARE = Gauge("pantry_experiment_treatment_share", "The treatment share of the model's running experiment "
+                         "(0: none running)", ["model"], multiprocess_mode="mostrecent")
+EXPERIMENT_STAGE = Gauge("pantry_experiment_ramp_stage", "The ramp stage (0-based) of the model's running experiment",
+                         ["model"], multiprocess_mode="mostrecent")
 EVENTS_DUPLICATE_BATCHES = Counter("pantry_events_duplicate_batches_total",
                                    "Event batches posted again and not written twice")
 
@@ -99,3 +105,13 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def set_experiments(running: dict) -> None:
+    """The share and ramp stage of each model's running experiment (serving.models.Running by model)."""
+    from pantry.scoring import MODEL_NAMES
+
+    for name in MODEL_NAMES:
+        r = running.get(name)
+        EXPERIMENT_SHARE.labels(name).set(r.experiment.share if r else 0.0)
+        EXPERIMENT_STAGE.labels(name).set(r.experiment.stage if r else 0)
