@@ -27,7 +27,7 @@ class CreateExperiment(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     treatment: Version
     share: float | None = None  # in (0, 1]; or the ramp's first stage
     ramp: Annotated[list[float], msgspec.Meta(max_length=20)] = msgspec.field(default_factory=list)
-    guardrails: dict[str, float] | None = None  # any Guardrails field; the rest from Settings
+    guardrails: dict[str, int | float] | None = None  # any Guardrails field; the rest from Settings
     stage_min_decisions: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)] | None = None
     stage_min_seconds: Annotated[float, msgspec.Meta(ge=0.0, le=30 * 86_400.0)] | None = None
 
