@@ -11,6 +11,8 @@ from bisect import bisect_left
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 
+from pantry.scoring import MODEL_NAMES
+
 _LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _AGE_BUCKETS = (1, 10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400)
 
@@ -109,8 +111,6 @@ def render() -> tuple[bytes, str]:
 
 def set_experiments(running: dict) -> None:
     """The share and ramp stage of each model's running experiment (serving.models.Running by model)."""
-    from pantry.scoring import MODEL_NAMES
-
     for name in MODEL_NAMES:
         r = running.get(name)
         EXPERIMENT_SHARE.labels(name).set(r.experiment.share if r else 0.0)

@@ -12,7 +12,6 @@ from pantry import experiments, guardrails, stats
 from pantry.experiments import Experiment, Guardrails
 from pantry.kpis import LATENCY_BOUNDS_MS, Counts, KpiKey, latency_bucket
 
-
 # ---- stats --------------------------------------------------------------------------------------------------
 
 

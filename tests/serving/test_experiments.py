@@ -266,6 +266,8 @@ def test_unloadable_treatment_answers_with_control_and_the_guardrail_stops_it(
         stopped = _wait(lambda: (e := http.get(f"/admin/experiments/{eid}", headers=ml).json()["experiment"])[
             "status"] == "stopped" and e, 10.0, "the guardrail")
         took = time.monotonic() - started
+        print(f"guardrail stop: {took:.2f} s after the KPI totals showed the breach; treatment decisions "
+              f"{counts['treatment'][0]}")
         assert took < 5.0, took  # the loop checks every second
         assert stopped["reason"].startswith("guardrail fallback_rate") and stopped["ended_by"] == "guardrail"
         assert redis_client.hget(EXPERIMENTS_RUNNING, "recommender") is None
@@ -278,6 +280,33 @@ def test_unloadable_treatment_answers_with_control_and_the_guardrail_stops_it(
         _wait(lambda: _recommend(http, treated[0], AS_OF)["fallback"] is None, 5.0, "everyone back on control")
     finally:
         redis_client.hdel(KPI_HASHES[0], *fields)
+
+
+def test_ramp_advances_while_guardrails_hold_and_never_promotes(http, api_keys, baselines, redis_client,
+                                                                 no_experiments):
+    active, popular = baselines
+    ml = api_keys.headers("ml_engineer")
+    created = http.post("/admin/experiments", headers=ml, json={
+        "model": "recommender", "treatment": popular, "ramp": [0.1, 0.5], "stage_min_decisions": 10,
+        "stage_min_seconds": 0})
+    assert created.status_code == 201, created.text
+    eid = created.json()["experiment_id"]
+    assert created.json()["share"] == 0.1 and created.json()["stage"] == 0
+    day = datetime.now(UTC).date().isoformat()
+    healthy = {KpiKey(day, "recommender", v, eid, arm, "for_you").field(): encode_counts(_kpi_counts(n, 0))
+               for v, arm, n in ((active, "control", 200), (popular, "treatment", 30))}
+    redis_client.hset(KPI_HASHES[1], mapping=healthy)
+    try:
+        ramped = _wait(lambda: (e := http.get(f"/admin/experiments/{eid}", headers=ml).json()["experiment"])[
+            "stage"] == 1 and e, 10.0, "the next stage")
+        assert ramped["share"] == 0.5 and ramped["status"] == "running"
+        time.sleep(2.5)  # the last stage done: it stays running (promotion is a person's call)
+        assert http.get(f"/admin/experiments/{eid}", headers=ml).json()["experiment"]["status"] == "running"
+        audit = http.get("/admin/audit", headers=api_keys.headers("admin"), params={"limit": 1000}).json()["entries"]
+        ramps = [e for e in audit if e["target"] == f"experiment:{eid}" and e["action"] == "experiment.ramp"]
+        assert [(e["before"]["share"], e["after"]["share"], e["actor"]) for e in ramps] == [(0.1, 0.5, "guardrail")]
+    finally:
+        redis_client.hdel(KPI_HASHES[1], *healthy)
 
 
 @pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "streaming" / "outcomes.py").exists(),
