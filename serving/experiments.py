@@ -43,6 +43,10 @@ class ExperimentReport(msgspec.Struct):
     treatment: ArmReport
     difference: Comparison  # treatment - control
     guardrail: Breach | None  # what the guardrails say about these totals now (None: they hold)
+    # while running, in the worker that answered: is the treatment loaded, and why not (its customers then get the
+    # control's answer with the model_unavailable fallback)
+    treatment_loaded: bool | None = None
+    treatment_error: str | None = None
 
 
 class ExperimentRejected(ValueError):
@@ -137,9 +141,12 @@ async def kpi_totals(svc: Services):
 async def report(svc: Services, experiment_id: str) -> ExperimentReport:
     exp, _raw = await _get(svc, experiment_id)
     control, treatment, versions = guardrails.arm_totals(await kpi_totals(svc), exp.id)
+    here = svc.models.running.get(exp.model)
+    here = here if here is not None and here.experiment.id == exp.id else None
     return ExperimentReport(exp.id, view(exp), guardrails.arm_report("control", control, versions["control"]),
                             guardrails.arm_report("treatment", treatment, versions["treatment"]),
-                            guardrails.compare(control, treatment), guardrails.check(exp, control, treatment))
+                            guardrails.compare(control, treatment), guardrails.check(exp, control, treatment),
+                            here.treatment is not None if here else None, here.error if here else None)
 
 
 async def end(svc: Services, exp: Experiment, raw: bytes, status: Status, reason: str, by: str) -> Experiment | None:

@@ -250,6 +250,8 @@ def test_unloadable_treatment_answers_with_control_and_the_guardrail_stops_it(
         assert answers[c]["fallback"] == ("model_unavailable" if arm == "treatment" else None), (arm, answers[c])
     listed = {e["experiment_id"]: e for e in http.get("/admin/experiments", headers=ml).json()}
     assert listed[eid]["status"] == "running"
+    report = http.get(f"/admin/experiments/{eid}", headers=ml).json()
+    assert report["treatment_loaded"] is False and "unknown variant 'no-such'" in report["treatment_error"]
 
     # what the outcome flow keeps for these decisions (streaming/outcomes.py), in its layout
     counts = {"control": [0, 0], "treatment": [0, 0]}
@@ -306,3 +308,24 @@ def test_ramp_advances_while_guardrails_hold_and_never_promotes(http, api_keys, 
         assert [(e["before"]["share"], e["after"]["share"], e["actor"]) for e in ramps] == [(0.1, 0.5, "guardrail")]
     finally:
         redis_client.hdel(KPI_HASHES[1], *healthy)
+
+
+def test_experiment_endpoints_never_answer_5xx_with_the_ml_engineer_key(api, api_keys, no_experiments):
+    """The generic fuzz test sends admin operations without a key (401 only); these get the ml_engineer key, so the
+    bodies and ids reach the service."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+
+    schema = schemathesis.openapi.from_url(f"{api.url}/schema/openapi.json")
+    operations = [op for op in (r.ok() for r in schema.get_all_operations()) if op.path.startswith("/admin/experim")]
+    assert len(operations) == 5
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+                  database=None)
+        def check(case) -> None:
+            case.call_and_validate(checks=[not_a_server_error], timeout=10, headers=api_keys.headers("ml_engineer"))
+
+        check()
