@@ -100,6 +100,11 @@ def test_variants_load_and_answer(trained_models, feast_applied):
     assert type(rule).__name__ == "RuleNextBestAction" and len(acts) <= 3
     assert all(a.score > 0 for a in acts)
 
+    failing = load_version(models_dir, "recommender", _baseline(feast_applied, "recommender", "failing"))
+    with pytest.raises(RuntimeError, match="guardrail drill"):
+        failing.recommend({}, customer_id=1, k=5, surface="for_you", exclude=frozenset(), store_id=None)
+    assert failing.popular(k=3, store_id=None, exclude=frozenset())  # what the model_error answer serves
+
     with pytest.raises(ModelError, match="no variant"):
         publish_baseline(models_dir, "substitutions", "popularity")
     with pytest.raises(ModelError, match="already exists"):
