@@ -22,3 +22,10 @@ EVENT_BATCH_PREFIX = "{pantry:events}:batch:"
 # field "day|model|version|experiment|arm|surface" -> msgpack Counts; days older than kpi_retention_days are deleted
 KPI_PREFIX = "pantry:kpis:"
 KPI_COUNTERS = "pantry:kpis:counters"  # hash: outcome shard -> msgpack {counter: absolute value} (16 fields)
+# experiments (pantry/experiments.py): hash id -> msgpack Experiment (ended ones kept experiments_retention_days);
+# the running experiment per model (hash model -> id; at most 3 fields) and the guardrail loop's leader lock
+# (SET NX PX, expires by itself). The running hash's tag is the experiments hash's name, so both are in one slot:
+# one Lua call updates them together (on a Redis Cluster too).
+EXPERIMENTS = "pantry:experiments"
+EXPERIMENTS_RUNNING = "{pantry:experiments}:running"
+EXPERIMENTS_GUARD_LOCK = "pantry:experiments:guard-lock"

@@ -99,6 +99,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kpi_retention_days: int = 90  # KPI days older than this (event time) are dropped from the state and Redis
     kpi_poll_s: float = 5.0  # serving refreshes the pantry_kpi Prometheus gauges this often
     # ---- end of Outcomes and KPIs ----
+    # ---- Experiments and guardrails (pantry/experiments.py, pantry/guardrails.py, serving/experiments.py;
+    # docs/OPERATIONS.md "Experiments and guardrails"). The guardrail defaults apply to an experiment created without
+    # its own `guardrails`; they are copied into the experiment when it is created.
+    experiments_poll_s: float = 1.0  # every worker re-reads the running experiments this often
+    experiments_retention_days: float = 30.0  # an ended experiment's record is deleted this long after it ended
+    guardrail_interval_s: float = 1.0  # the guardrail loop (one leader among the workers) checks this often
+    guardrail_min_decisions: int = 200  # treatment decisions before the fallback and latency guardrails judge
+    guardrail_max_fallback_increase: float = 0.05  # breach: treatment fallback rate > control's + this
+    guardrail_max_p99_ms: float = 250.0  # breach: treatment p99 decision latency above this ...
+    guardrail_max_p99_factor: float = 3.0  # ... or above control's p99 x this
+    guardrail_max_p_value: float = 0.001  # breach: CTR or conversion lower than control's with p below this
+    guardrail_min_impressions: int = 500  # impressions in each arm before the CTR guardrail judges
+    experiment_stage_min_decisions: int = 500  # a ramp stage lasts at least this many treatment decisions ...
+    experiment_stage_min_s: float = 60.0  # ... and this many seconds
+    # ---- end experiments and guardrails ----
 
     @property
     def dataset_dir(self) -> Path:
@@ -236,6 +251,14 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_KPI_FLUSH_S", "kpi_flush_s", float)
     num("PANTRY_KPI_RETENTION_DAYS", "kpi_retention_days", int)
     num("PANTRY_KPI_POLL_S", "kpi_poll_s", float)
+    # experiments and guardrails
+    for field, kind in (("experiments_poll_s", float), ("experiments_retention_days", float),
+                        ("guardrail_interval_s", float), ("guardrail_min_decisions", int),
+                        ("guardrail_max_fallback_increase", float), ("guardrail_max_p99_ms", float),
+                        ("guardrail_max_p99_factor", float), ("guardrail_max_p_value", float),
+                        ("guardrail_min_impressions", int), ("experiment_stage_min_decisions", int),
+                        ("experiment_stage_min_s", float)):
+        num(f"PANTRY_{field.upper()}", field, kind)
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")

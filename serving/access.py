@@ -42,6 +42,7 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/admin/campaigns": "merchandiser",
     "/admin/models": "ml_engineer",
     "/admin/kpis": "ml_engineer",
+    "/admin/experiments": "ml_engineer",  # experiments and their reports (serving/controllers/experiments.py)
     "/admin/audit": "admin",
     "/admin/customers": "admin",  # erasure (POST /admin/customers/{id}/forget)
     "/healthz": OPEN,

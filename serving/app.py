@@ -30,7 +30,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from pantry.erasure import ErasureError
 from pantry.scoring import ModelError
 from pantry.settings import Settings, get_settings
-from serving import metrics
+from serving import experiment_guard, metrics
 from serving.access import check_routes, key_id, load_keys, require_key
 from serving.access_log import AccessLogger, access_logger
 from serving.controllers.admin import (
@@ -41,12 +41,14 @@ from serving.controllers.admin import (
 )
 from serving.controllers.clock import ClockController
 from serving.controllers.events import EventsController
+from serving.controllers.experiments import AdminExperimentsController
 from serving.controllers.features import FeaturesController
 from serving.controllers.health import HealthController
 from serving.controllers.kpis import AdminKpisController
 from serving.controllers.next_best_action import NextBestActionController
 from serving.controllers.recommendations import RecommendationsController
 from serving.controllers.substitutions import SubstitutionsController
+from serving.experiments import ExperimentConflict, ExperimentRejected, UnknownExperiment
 from serving.governance import UnknownCampaign, UnknownModel
 from serving.ingest import BatchRejected, BatchTooLarge
 from serving.limits import enforce_limits
@@ -115,6 +117,9 @@ _EXCEPTION_HANDLERS = {
     ModelError: _bad_request,  # a version that is missing or fails its sha256 check: nothing was switched
     UnknownCampaign: _not_found,
     UnknownModel: _not_found,
+    UnknownExperiment: _not_found,  # and an unknown treatment version
+    ExperimentRejected: _bad_request,
+    ExperimentConflict: _conflict,
     ErasureError: _conflict,  # a feature view the erasure cannot handle: nothing was touched
     StoreUnavailable: _store_unavailable,
     Exception: _unexpected,
@@ -194,6 +199,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = await Services.start(settings)
         app.state.services = services
+        # the guardrail loop needs the experiment service, which needs Services: started here, stopped with them
+        services.tasks.append(asyncio.create_task(experiment_guard.run(services), name="guardrails"))
         # what startup built (models, campaigns, popularity, the registry) lives as long as the worker: move it out
         # of the collector's generations so a full collection does not rescan it in the middle of a request
         gc.collect()
@@ -214,6 +221,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ClockController,
             AdminCampaignsController,
             AdminModelsController,
+            AdminExperimentsController,
             AdminAuditController,
             AdminCustomersController,
             AdminKpisController,

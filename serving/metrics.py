@@ -11,6 +11,8 @@ from bisect import bisect_left
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 
+from pantry.scoring import MODEL_NAMES
+
 _LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _AGE_BUCKETS = (1, 10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400)
 
@@ -35,6 +37,12 @@ LIVE_LAG = Gauge("pantry_live_lag_seconds", "Age of the oldest event the live da
 # online KPIs (serving/kpis.py), totals over days, refreshed by every worker's poller from the same Redis hashes
 KPI = Gauge("pantry_kpi", "Online KPI (count or rate) per model, version, experiment arm and surface",
             ["model", "version", "experiment", "arm", "surface", "kpi"], multiprocess_mode="mostrecent")
+GUARDRAIL_BREACHES = Counter("pantry_guardrail_breaches_total", "Experiments stopped by a guardrail",
+                             ["model", "guardrail"])
+EXPERIMENT_SHARE = Gauge("pantry_experiment_treatment_share", "The treatment share of the model's running experiment "
+                         "(0: none running)", ["model"], multiprocess_mode="mostrecent")
+EXPERIMENT_STAGE = Gauge("pantry_experiment_ramp_stage", "The ramp stage (0-based) of the model's running experiment",
+                         ["model"], multiprocess_mode="mostrecent")
 EVENTS_DUPLICATE_BATCHES = Counter("pantry_events_duplicate_batches_total",
                                    "Event batches posted again and not written twice")
 
@@ -102,3 +110,11 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def set_experiments(running: dict) -> None:
+    """The share and ramp stage of each model's running experiment (serving.models.Running by model)."""
+    for name in MODEL_NAMES:
+        r = running.get(name)
+        EXPERIMENT_SHARE.labels(name).set(r.experiment.share if r else 0.0)
+        EXPERIMENT_STAGE.labels(name).set(r.experiment.stage if r else 0)

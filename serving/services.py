@@ -112,6 +112,8 @@ class Services:
         svc.tasks = [
             asyncio.create_task(models.watch(), name="models-watch"),
             asyncio.create_task(models.watch_erased(redis, store), name="erased-watch"),
+            asyncio.create_task(models.watch_experiments(redis, store, settings.experiments_poll_s,
+                                                         metrics.set_experiments), name="experiments-watch"),
             asyncio.create_task(decisions.run(), name="decision-log"),
             asyncio.create_task(svc._poll(), name="poll"),
             asyncio.create_task(store.lag.run(), name="loop-lag"),

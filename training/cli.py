@@ -126,6 +126,24 @@ def models_rollback(name: str, no_push: bool) -> None:
         push_embeddings(settings, settings.models_dir / name / version, click.echo)
 
 
+@models.command("baseline")
+@click.argument("name", type=click.Choice(MODEL_NAMES))
+@click.option("--variant", required=True,
+              help="recommender: popularity | random | failing; next_best_action: rule (pantry/models/variants.py).")
+def models_baseline(name: str, variant: str) -> None:
+    """Publish a baseline version `<active>-<variant>` of NAME from the ACTIVE version's files (not activated):
+    a treatment or a reference for experiments."""
+    from pantry.models.variants import publish_baseline
+    from pantry.scoring import ModelError
+
+    settings = get_settings()
+    try:
+        version = publish_baseline(settings.models_dir, name, variant)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(version)
+
+
 @click.command()
 @click.option("--out", "out_path", default=None, help="Report path (default docs/MODEL_REPORT.md).")
 @click.option("--only", type=click.Choice(MODEL_NAMES), multiple=True, help="Evaluate only these models.")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pantry.models import variants
 from pantry.models.next_best_action import NextBestAction
 from pantry.models.recommender import Recommender
 from pantry.models.registry import active_version, check_name, verify
@@ -30,6 +31,8 @@ def load_version(models_dir: Path, name: str, version: str, recommender_cache: i
         raise ModelError(f"{name} has no version {version!r} under {models_dir}")
     manifest = verify(directory)
     try:
+        if variants.variant_of(manifest):  # a baseline (popularity, random, rule, ...): pantry/models/variants.py
+            return variants.build(name, directory, manifest, recommender_cache)
         if name == "recommender":
             return Recommender(directory, manifest, cache_size=recommender_cache)
         if name == "substitutions":

@@ -12,8 +12,11 @@ CUSTOMER_VIEWS = ("customer_activity", "customer_repertoire")
 
 
 async def next_best_action(svc: Services, request: NextBestActionRequest) -> NextBestActionResponse:
-    model = svc.models.current.next_best_action
+    choice = svc.models.choose("next_best_action", request.customer_id)  # the customer's experiment arm, if any
+    model = choice.scorer
     decision, _ = await open_decision(svc, ENDPOINT, request, request.customer_id, CUSTOMER_VIEWS, request.as_of)
+    if choice.unavailable:  # an unloadable treatment: the control answers, with the fallback (serving/models.py)
+        decision.fall_back("model_unavailable")
     campaign_ids = svc.campaigns.offerable(decision.now)
     actions: list[Action] = []
     version = "none"
@@ -27,5 +30,6 @@ async def next_best_action(svc: Services, request: NextBestActionRequest) -> Nex
             channel=request.channel, now=decision.now), list, "next-best-action model")
         # Governance does not depend on the model behaving: an unapproved or inactive campaign is dropped here.
         actions = [a for a in actions if a.campaign_id is None or a.campaign_id in campaign_ids][: request.k]
-    decision_id = record(svc, decision, "next_best_action", version, actions, surface=request.channel)
+    decision_id = record(svc, decision, "next_best_action", version, actions, surface=request.channel,
+                         experiment_id=choice.experiment_id, arm=choice.arm)
     return NextBestActionResponse(decision_id, version, actions, decision.fallback)

@@ -12,8 +12,11 @@ CUSTOMER_VIEWS = ("customer_session", "customer_activity", "customer_repertoire"
 
 
 async def recommend(svc: Services, request: RecommendationRequest) -> RecommendationResponse:
-    recommender = svc.models.current.recommender
+    choice = svc.models.choose("recommender", request.customer_id)  # the customer's experiment arm, if any
+    recommender = choice.scorer
     decision, _ = await open_decision(svc, ENDPOINT, request, request.customer_id, CUSTOMER_VIEWS, request.as_of)
+    if choice.unavailable:  # an unloadable treatment: the control's popularity answers (serving/models.py)
+        decision.fall_back("model_unavailable")
     session = decision.features.get("customer_session") or {}
     # the asked-for exclusions and what is in the cart now
     exclude = frozenset({*request.exclude_product_ids, *(session.get("cart_product_ids") or ())})
@@ -31,5 +34,6 @@ async def recommend(svc: Services, request: RecommendationRequest) -> Recommenda
     else:
         items = popular()
     items = [item for item in items if item.product_id not in exclude][: request.k]
-    decision_id = record(svc, decision, "recommender", popular_model.version, items, surface=request.surface)
+    decision_id = record(svc, decision, "recommender", popular_model.version, items, surface=request.surface,
+                         experiment_id=choice.experiment_id, arm=choice.arm)
     return RecommendationResponse(decision_id, popular_model.version, items, decision.fallback)

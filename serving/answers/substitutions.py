@@ -38,7 +38,8 @@ def _pool(model: SubstitutionModel, product_id: int) -> list[int]:
 
 
 async def substitute(svc: Services, request: SubstitutionRequest) -> SubstitutionResponse:
-    model = svc.models.current.substitutions
+    choice = svc.models.choose("substitutions", request.customer_id)  # the customer's experiment arm, if any
+    model = choice.scorer
     product_ids = list(dict.fromkeys(request.product_ids))  # a repeated product is answered once
     requested = set(product_ids)
     pools = {pid: [c for c in _pool(model, pid) if c not in requested][:MAX_POOL] if model else []
@@ -47,7 +48,7 @@ async def substitute(svc: Services, request: SubstitutionRequest) -> Substitutio
     stock_reads = [RowRead("store_product", (request.store_id, c), STOCK_FEATURES) for c in candidates]
     decision, stock_rows = await open_decision(svc, ENDPOINT, request, request.customer_id, CUSTOMER_VIEWS,
                                                request.as_of, stock_reads)
-    if model is None:
+    if model is None or choice.unavailable:  # no model, or an unloadable treatment (the control answers)
         decision.fall_back("model_unavailable")
     stock = {c: row.values for c, row in zip(candidates, stock_rows, strict=False)}
     never = requested | {c for c, row in zip(candidates, stock_rows, strict=False) if _out_of_stock(row.raw_values)}
@@ -71,5 +72,6 @@ async def substitute(svc: Services, request: SubstitutionRequest) -> Substitutio
                 "substitution ranker")
         out.append(Substitution(pid, [s for s in ranked if s.product_id not in never][: request.k]))
     version = model.version if model is not None else "none"
-    decision_id = record(svc, decision, "substitutions", version, out, surface=ENDPOINT)
+    decision_id = record(svc, decision, "substitutions", version, out, surface=ENDPOINT,
+                         experiment_id=choice.experiment_id, arm=choice.arm)
     return SubstitutionResponse(decision_id, version, out, decision.fallback)

@@ -1,0 +1,118 @@
+"""The closed loop end to end: `pantry serve` with the live flow (outcome join, streaming/outcomes.py), an experiment
+whose treatment is the `random` recommender baseline, outcomes posted as events, and the CTR guardrail stopping it.
+
+The shoppers here click the first item of every control answer they see and nothing of the treatment's (random
+items: what the drill stands for); every shown item gets an impression. The loop under test is the real one:
+decisions -> decision log -> the flow's join -> KPI hashes -> the guardrail loop -> stop, audit, metric."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pantry import experiments
+from pantry.keys import EXPERIMENTS
+from pantry.models import registry
+from pantry.models.variants import publish_baseline
+from pantry.redis_server import free_port, sync_client
+from pantry.settings import Settings, from_env
+
+pytestmark = pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[2] / "streaming" / "outcomes.py").exists(),
+    reason="needs the live outcome join (streaming/outcomes.py)")
+
+
+@pytest.fixture(scope="module")
+def live(feast_applied: Settings, trained_models, api_keys, tmp_path_factory) -> Iterator[tuple[str, Settings]]:
+    root = tmp_path_factory.mktemp("experiments-live")
+    data = root / "data"
+    data.mkdir()
+    (data / "data").symlink_to(feast_applied.dataset_dir)
+    shutil.copy(feast_applied.registry_path, data / "registry.db")
+    port = free_port()
+    env = {**os.environ, "PANTRY_DATA_DIR": str(data), "PANTRY_PORT": str(port), "PANTRY_WORKERS": "1",
+           "REDIS_URL": f"redis://127.0.0.1:{feast_applied.embedded_redis_port}/10", "PANTRY_LIVE_MAX_AGE_S": "0",
+           "PANTRY_STREAM_SNAPSHOT_S": "1", "PANTRY_ACCESS_LOG": "off", "PANTRY_KPI_FLUSH_S": "0.25"}
+    settings = from_env(env)
+    sync_client(settings).flushdb()
+    log = root / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pantry.cli", "serve"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.2)
+        yield url, settings
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_random_treatment_is_stopped_by_the_ctr_guardrail(live, api_keys, feast_applied):
+    url, settings = live
+    models_dir = feast_applied.models_dir
+    active = registry.active_version(models_dir, "recommender")
+    random_version = f"{active}-random"
+    if random_version not in registry.versions(models_dir, "recommender"):
+        publish_baseline(models_dir, "recommender", "random")
+    ml, data = api_keys.headers("ml_engineer"), api_keys.headers("data")
+    with httpx.Client(base_url=url, timeout=10) as http:
+        created = http.post("/admin/experiments", headers=ml, json={
+            "model": "recommender", "treatment": random_version, "share": 0.5,
+            "guardrails": {"min_impressions": 100, "min_decisions": 50, "max_p_value": 0.001}})
+        assert created.status_code == 201, created.text
+        eid = created.json()["experiment_id"]
+        exp = experiments.decode(sync_client(settings).hget(EXPERIMENTS, eid))
+        started, served, n = time.monotonic(), {"control": 0, "treatment": 0}, 0
+        stopped = None
+        while time.monotonic() - started < 60 and stopped is None:
+            events = []
+            for _ in range(20):
+                n += 1
+                customer = 5_000_000 + n
+                r = http.post("/v1/recommendations", headers=data, json={"customer_id": customer, "k": 5})
+                assert r.status_code == 200, r.text
+                answer = r.json()
+                arm = experiments.arm_of(exp, customer)
+                if answer["model_version"] == random_version or arm == "control":
+                    served[arm] += 1
+                ts = datetime.now(UTC).isoformat()
+                for i, item in enumerate(answer["items"]):
+                    common = {"ts": ts, "customer_id": customer, "decision_id": answer["decision_id"],
+                              "product_id": item["product_id"]}
+                    events.append({"type": "impression", "event_id": f"imp-{eid}-{n}-{i}", **common})
+                    if arm == "control" and i == 0:
+                        events.append({"type": "click", "event_id": f"clk-{eid}-{n}", **common})
+            assert http.post("/v1/events", headers=data, json={"events": events}).status_code == 202
+            got = http.get(f"/admin/experiments/{eid}", headers=ml).json()["experiment"]
+            if got["status"] != "running":
+                stopped = got
+        took = time.monotonic() - started
+        assert stopped is not None, http.get(f"/admin/experiments/{eid}", headers=ml).json()
+        assert stopped["status"] == "stopped" and stopped["reason"].startswith("guardrail ctr_drop")
+        print(f"random treatment stopped by the CTR guardrail after {served['treatment']} treatment decisions "
+              f"({served['control']} control), {took:.1f} s after the experiment started: {stopped['reason']}")
+        metrics = http.get("/metrics", headers=api_keys.headers("metrics")).text
+        assert any(line.startswith("pantry_guardrail_breaches_total{") and 'guardrail="ctr_drop"' in line
+                   for line in metrics.splitlines())
