@@ -18,3 +18,11 @@ LIVE_HEARTBEAT = "pantry:stream:live"  # hash: the live flow's heartbeat (ts in 
 # events_dedup_window_s). The hash tag puts it in the slot of EVENTS_STREAM (the slot of "pantry:events"), so one Lua
 # call can check it and XADD on a Redis Cluster too.
 EVENT_BATCH_PREFIX = "{pantry:events}:batch:"
+# live drift counts: a hash per model, version and UTC day (field "<feature>|<bin>" -> decisions), HINCRBY'd by every
+# serving worker (serving/drift.py); each expires Settings.drift_window_days + 1 days after its last write
+DRIFT_PREFIX = "pantry:drift:"
+
+
+def drift_key(model: str, version: str, day: str) -> str:
+    """`day`: YYYYMMDD (UTC, wall clock: the window bounds Redis memory, whatever the event clock says)."""
+    return f"{DRIFT_PREFIX}{model}:{version}:{day}"
