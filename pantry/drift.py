@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from itertools import pairwise
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 import msgspec
