@@ -41,6 +41,7 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/v1/clock": ANY_KEY,
     "/admin/campaigns": "merchandiser",
     "/admin/models": "ml_engineer",
+    "/admin/drift": "ml_engineer",  # PSI of each served model's inputs and scores (serving/controllers/drift.py)
     "/admin/audit": "admin",
     "/admin/customers": "admin",  # erasure (POST /admin/customers/{id}/forget)
     "/healthz": OPEN,

@@ -40,6 +40,7 @@ from serving.controllers.admin import (
     AdminModelsController,
 )
 from serving.controllers.clock import ClockController
+from serving.controllers.drift import AdminDriftController
 from serving.controllers.events import EventsController
 from serving.controllers.features import FeaturesController
 from serving.controllers.health import HealthController
@@ -215,6 +216,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminModelsController,
             AdminAuditController,
             AdminCustomersController,
+            AdminDriftController,
         ],
         guards=[require_key],  # every route: the scope its path needs (serving/access.py), open ones pass
         lifespan=[lifespan],

@@ -32,6 +32,9 @@ LIVE_HEARTBEAT_AGE = Gauge("pantry_live_heartbeat_age_seconds", "Age of the live
                            "/readyz or /metrics)", multiprocess_mode="mostrecent")
 LIVE_LAG = Gauge("pantry_live_lag_seconds", "Age of the oldest event the live dataflow has not processed (0: "
                  "caught up)", multiprocess_mode="mostrecent")
+DRIFT_PSI = Gauge("pantry_drift_psi", "PSI of a served model's input feature or score, live decisions of the last "
+                  "drift_window_days against the version's training reference (serving/drift.py)",
+                  ["model", "version", "feature"], multiprocess_mode="mostrecent")
 EVENTS_DUPLICATE_BATCHES = Counter("pantry_events_duplicate_batches_total",
                                    "Event batches posted again and not written twice")
 
