@@ -168,9 +168,9 @@ def status_of(value: float | None, count: int, moderate: float, significant: flo
 def bin_labels(edges: Sequence[float]) -> list[str]:
     if not edges:
         return ["present", MISSING]
-    labels = [f"< {edges[0]:g}"]
-    labels += [f"{lo:g} - {hi:g}" for lo, hi in pairwise(edges)]
-    return [*labels, f">= {edges[-1]:g}", MISSING]
+    labels = [f"< {edges[0]:.3g}"]
+    labels += [f"{lo:.3g} - {hi:.3g}" for lo, hi in pairwise(edges)]
+    return [*labels, f">= {edges[-1]:.3g}", MISSING]
 
 
 def field_of(feature: str, bin_: int) -> str:

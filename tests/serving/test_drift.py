@@ -4,6 +4,10 @@ shows it. Real trained models (trained_models), a Redis of the test's own, real 
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -17,6 +21,7 @@ from pantry.featurestore import repo
 from pantry.featurestore.pipeline import write_rows
 from pantry.models import registry
 from pantry.redis_server import sync_client
+from pantry.settings import subprocess_env
 from serving.app import create_app
 from training import drift_reference
 from training.data import load_purchases
@@ -56,7 +61,7 @@ def _features(report: dict, model: str, version: str) -> tuple[dict, dict]:
     return entry, {f["feature"]: f for f in entry["features"]}
 
 
-async def test_answers_feed_drift_and_a_shift_raises_psi(drift_settings, api_keys) -> None:
+async def test_answers_feed_drift_and_a_shift_raises_psi(drift_settings, api_keys, tmp_path) -> None:
     version, visits, views = _visits(drift_settings)
     assert len(visits) >= 40
     client = sync_client(drift_settings)
@@ -114,6 +119,18 @@ async def test_answers_feed_drift_and_a_shift_raises_psi(drift_settings, api_key
         day_keys = client.keys(f"pantry:drift:recommender:{version}:*")
         assert len(day_keys) == 1 and 0 < client.ttl(day_keys[0]) <= (drift_settings.drift_window_days + 1) * 86400
         assert (await http.get("/admin/drift", headers=api_keys.headers("client"))).status_code == 403
+
+    # 4. `pantry drift report`: an HTML page with one embedded PNG per feature and the summary table
+    out = tmp_path / "drift.html"
+    result = subprocess.run([sys.executable, "-m", "pantry.cli", "drift", "report", "--out", str(out)],
+                            env=subprocess_env(drift_settings), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    page = out.read_text()
+    images = dict(re.findall(r"<img alt='recommender ([^']+)' src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page))
+    assert set(images) == set(moved)
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images.values())
+    assert "<h2>Summary</h2>" in page and f"recommender {version} (active)" in page and "significant" in page
+    (tmp_path / "recommender-orders_28d.png").write_bytes(base64.b64decode(images["customer_activity.orders_28d"]))
 
 
 def test_a_version_without_reference_says_so(drift_settings, tmp_path) -> None:
