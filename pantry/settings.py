@@ -93,7 +93,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # --- end retention and erasure ---
     # ---- Drift: live inputs and scores vs each version's training reference (pantry/drift.py, serving/drift.py,
     # training/drift_reference.py; docs/OPERATIONS.md "Drift") ----
-    drift_reference_sample: int = 400  # training: visits scored into a new version's drift_reference.json
+    drift_reference_sample: int = 300  # training: visits scored into a new version's drift_reference.json
     drift_sample_rate: float = 1.0  # serving: share of decisions counted (0 = drift off)
     drift_flush_s: float = 5.0  # serving: each worker adds its counts to Redis this often (HINCRBY)
     drift_window_days: int = 7  # counts are kept per UTC day; /admin/drift and the gauge sum the last this many days

@@ -74,7 +74,8 @@ def render(report) -> str:
             out.append(f"<tr><td>{esc(f.feature)}</td><td>{psi}</td><td style='color:{STATUS_COLOURS[f.status]}'>"
                        f"{esc(f.status)}</td><td>{f.live_count:,}</td></tr>")
         out.append("</table><div>")
-        out.extend(f"<img alt='{esc(m.model)} {esc(f.feature)}' src='data:image/png;base64,{_plot(f)}'>" for f in m.features)
+        out.extend(f"<img alt='{esc(m.model)} {esc(f.feature)}' src='data:image/png;base64,{_plot(f)}'>"
+                   for f in m.features)
         out.append("</div>")
     out.append("</body></html>")
     return "\n".join(out)

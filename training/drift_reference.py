@@ -46,69 +46,93 @@ def sample_visits(purchases: pd.DataFrame, until: datetime, n: int) -> pd.DataFr
     return visits.assign(t=visits["day"] * DAY_S).reset_index(drop=True)
 
 
-def _session_row(before: pd.DataFrame, t: float) -> dict[str, Any] | None:
+class Lines:
+    """One customer's purchase lines before an instant, as arrays in time order (ties: the data's order)."""
+
+    __slots__ = ("basket", "product", "sales", "ts")
+
+    def __init__(self, ts: np.ndarray, product: np.ndarray, basket: np.ndarray, sales: np.ndarray):
+        self.ts, self.product, self.basket, self.sales = ts, product, basket, sales
+
+    def before(self, t: float) -> Lines:
+        n = int(np.searchsorted(self.ts, t, side="left"))
+        return Lines(self.ts[:n], self.product[:n], self.basket[:n], self.sales[:n])
+
+
+def _session_row(b: Lines, t: float) -> dict[str, Any] | None:
     """The session the stream holds just before t (purchases only: a session is events within 30-minute gaps; the
     row expires an hour after its newest event)."""
-    if before.empty or t - before["ts"].iloc[-1] > SESSION_TTL_S:
+    if not len(b.ts) or t - b.ts[-1] > SESSION_TTL_S:
         return None
-    times = before["ts"].to_numpy()
-    start = len(times) - 1
-    while start > 0 and times[start] - times[start - 1] <= SESSION_GAP_S:
-        start -= 1
-    session = before.iloc[start:]
-    products = session.drop_duplicates("product_id", keep="last")
-    return {"session_events": len(session), "session_distinct_products": len(products),
-            "session_product_ids": products["product_id"].tolist()[::-1][:SESSION_PRODUCTS],
+    gaps = np.flatnonzero(np.diff(b.ts) > SESSION_GAP_S)
+    start = int(gaps[-1]) + 1 if len(gaps) else 0
+    products, times = b.product[start:], b.ts[start:]
+    uniq, inv = np.unique(products, return_inverse=True)
+    newest = np.full(len(uniq), -np.inf)
+    np.maximum.at(newest, inv, times)
+    newest_first = uniq[np.lexsort((-uniq, -newest))]  # the stream's order: newest first, then larger id first
+    return {"session_events": len(products), "session_distinct_products": len(uniq),
+            "session_product_ids": newest_first[:SESSION_PRODUCTS].tolist(),
             "cart_product_ids": [],  # purchases take items out of the cart
-            "session_spend": float(session["sales_value"].sum()), "session_started_at": float(times[start])}
+            "session_spend": float(b.sales[start:].sum()), "session_started_at": float(times[0])}
 
 
-def _activity_row(before: pd.DataFrame, t: float) -> dict[str, Any] | None:
-    if before.empty or t - before["ts"].iloc[-1] > ACTIVITY_TTL_S:
+def _activity_row(b: Lines, t: float) -> dict[str, Any] | None:
+    if not len(b.ts) or t - b.ts[-1] > ACTIVITY_TTL_S:
         return None
-    baskets = before.groupby("basket_id").agg(ts=("ts", "min"), spend=("sales_value", "sum"))
-    w7, w28 = baskets[baskets["ts"] > t - 7 * DAY_S], baskets[baskets["ts"] > t - 28 * DAY_S]
-    return {"orders_7d": len(w7), "orders_28d": len(w28), "spend_7d": float(w7["spend"].sum()),
-            "spend_28d": float(w28["spend"].sum()), "last_order_at": float(before["ts"].iloc[-1])}
+    uniq, inv = np.unique(b.basket, return_inverse=True)
+    first = np.full(len(uniq), np.inf)
+    np.minimum.at(first, inv, b.ts)
+    spend = np.bincount(inv, weights=b.sales, minlength=len(uniq))
+    w7, w28 = first > t - 7 * DAY_S, first > t - 28 * DAY_S
+    return {"orders_7d": int(w7.sum()), "orders_28d": int(w28.sum()), "spend_7d": float(spend[w7].sum()),
+            "spend_28d": float(spend[w28].sum()), "last_order_at": float(b.ts[-1])}
 
 
-def _repertoire_row(before: pd.DataFrame, t: float) -> dict[str, Any] | None:
-    if before.empty or t - before["ts"].iloc[-1] > REPERTOIRE_TTL_S:
+def _repertoire_row(b: Lines, t: float) -> dict[str, Any] | None:
+    if not len(b.ts) or t - b.ts[-1] > REPERTOIRE_TTL_S:
         return None
-    weight = np.power(2.0, (before["ts"].to_numpy() - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
-    rep = pd.Series(weight, index=before["product_id"].to_numpy()).groupby(level=0).sum()
-    top = sorted(rep.items(), key=lambda kv: (-kv[1], kv[0]))[:REPERTOIRE_TOP]
-    chosen = {p for p, _ in top}
-    recent = before.drop_duplicates("product_id", keep="last").tail(REPERTOIRE_RECENT)["product_id"].tolist()
-    extra = [(p, float(rep[p])) for p in recent if p not in chosen]
-    if extra:
-        top = sorted([*top, *extra], key=lambda kv: (-kv[1], kv[0]))
+    weight = np.power(2.0, (b.ts - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
+    uniq, inv = np.unique(b.product, return_inverse=True)
+    rep = np.bincount(inv, weights=weight, minlength=len(uniq))
+    top = np.lexsort((uniq, -rep))[:REPERTOIRE_TOP]  # highest score first, ties to the smaller id
+    newest = np.full(len(uniq), -np.inf)
+    np.maximum.at(newest, inv, b.ts)
+    recent = np.lexsort((-uniq, -newest))[:REPERTOIRE_RECENT]  # the stream keeps the largest (time, product)
+    chosen = np.union1d(top, recent)
+    if len(chosen) > len(top):
+        top = chosen[np.lexsort((uniq[chosen], -rep[chosen]))]
     decay = 2.0 ** (-(t - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
-    return {"repertoire_product_ids": [int(p) for p, _ in top], "repertoire_scores": [s * decay for _, s in top]}
+    return {"repertoire_product_ids": uniq[top].tolist(), "repertoire_scores": (rep[top] * decay).tolist()}
 
 
 def customer_views(purchases: pd.DataFrame, visits: pd.DataFrame, embedding_dim: int,
                    known: np.ndarray) -> list[dict[str, dict[str, Any] | None]]:
     """The decoded customer rows of each visit, one second before it (`known`: customers with an embedding)."""
-    lines = purchases.assign(ts=purchases["day"] * DAY_S).sort_values("ts", kind="stable")
-    by_customer = {c: g for c, g in lines.groupby("customer_id", sort=False)}
+    mine = purchases[purchases["customer_id"].isin(visits["customer_id"].unique())]
+    mine = mine.assign(ts=mine["day"] * DAY_S).sort_values(["customer_id", "ts"], kind="stable")
+    cust = mine["customer_id"].to_numpy()
+    cols = [mine[c].to_numpy() for c in ("ts", "product_id", "basket_id", "sales_value")]
+    bounds = np.flatnonzero(np.diff(cust)) + 1
+    starts, ends = np.r_[0, bounds], np.r_[bounds, len(cust)]
+    lines = {int(cust[a]): Lines(*(c[a:z] for c in cols)) for a, z in zip(starts, ends, strict=True) if z > a}
+    empty = Lines(*(c[:0] for c in cols))
     known_set = set(known.tolist())
     out = []
     for visit in visits.itertuples(index=False):
         t = float(visit.t) - 1.0
-        mine = by_customer.get(visit.customer_id)
-        before = mine[mine["ts"] < t] if mine is not None else lines.iloc[:0]
+        b = lines.get(int(visit.customer_id), empty).before(t)
         out.append({
-            "customer_session": _session_row(before, t),
-            "customer_activity": _activity_row(before, t),
-            "customer_repertoire": _repertoire_row(before, t),
+            "customer_session": _session_row(b, t),
+            "customer_activity": _activity_row(b, t),
+            "customer_repertoire": _repertoire_row(b, t),
             "customer_embedding": ({"embedding": [0.0] * embedding_dim}
                                    if embedding_dim and visit.customer_id in known_set else None),
         })
     return out
 
 
-def _scores(model: str, scorer: Any, visit: Any, features: Mapping[str, Any], campaigns: pd.DataFrame) -> list[float]:
+def _scores(model: str, scorer: Any, visit: Any, features: Mapping[str, Any], campaigns: Any) -> list[float]:
     customer_id, now = int(visit.customer_id), datetime.fromtimestamp(float(visit.t) - 1.0, UTC)
     if model == "recommender":
         store = int(visit.store_id) if visit.store_id >= 0 else None
@@ -119,9 +143,10 @@ def _scores(model: str, scorer: Any, visit: Any, features: Mapping[str, Any], ca
         items = scorer.rank(int(visit.product_id), pool, customer_id=customer_id, features=features, stock={},
                             k=3) if pool else []
     else:
-        active = campaigns[(campaigns["start_date"] <= now) & (campaigns["end_date"] >= now)]
-        items = scorer.actions(features, customer_id=customer_id, campaign_ids=frozenset(active["campaign_id"]),
-                               k=3, channel="app", now=now)
+        ids, start, end = campaigns
+        t = now.timestamp()
+        active = frozenset(ids[(start <= t) & (end >= t)].tolist())
+        items = scorer.actions(features, customer_id=customer_id, campaign_ids=active, k=3, channel="app", now=now)
     return drift.answer_scores(items)
 
 
@@ -131,18 +156,21 @@ def _scorer(model: str, directory: Path, manifest: Manifest) -> Any:
     from pantry.models.substitutions import Substitutions
 
     if model == "recommender":
-        return Recommender(directory, manifest, cache_size=0)
+        return Recommender(directory, manifest)  # its LRU: a customer with several visits is ranked once
     return Substitutions(directory, manifest) if model == "substitutions" else NextBestAction(directory, manifest)
 
 
-def _campaigns(settings) -> pd.DataFrame:
+def _campaigns(settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(campaign ids, start, end as epoch seconds): what serving's CampaignBook offers at `now` when every
+    campaign is approved (start <= now <= end)."""
     try:
         table = dataset.read_table(settings, "campaign_descriptions")
     except (OSError, FileNotFoundError):
-        return pd.DataFrame({"campaign_id": [], "start_date": [], "end_date": []})
-    for col in ("start_date", "end_date"):
-        table[col] = pd.to_datetime(table[col], utc=True)
-    return table
+        return np.empty(0, dtype=np.int64), np.empty(0), np.empty(0)
+    zero = pd.Timestamp(0, tz="UTC")  # the unit of the parquet column (us or ns) does not matter this way
+    epoch = [(pd.to_datetime(table[c], utc=True) - zero).dt.total_seconds().to_numpy() for c in ("start_date",
+                                                                                                  "end_date")]
+    return table["campaign_id"].to_numpy(np.int64), epoch[0], epoch[1]
 
 
 class Sample:
@@ -166,7 +194,7 @@ def write_reference(sample: Sample, model: str, staging: Path, manifest: Manifes
     settings, until = sample.settings, sample.until
     visits, views = sample.get()
     scorer = _scorer(model, staging, manifest)
-    campaigns = _campaigns(settings) if model == "next_best_action" else pd.DataFrame()
+    campaigns = _campaigns(settings) if model == "next_best_action" else None
     model_views = drift.MODEL_VIEWS[model]
     rows = []
     for visit, features in zip(visits.itertuples(index=False), views, strict=True):
