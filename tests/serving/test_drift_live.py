@@ -172,3 +172,36 @@ def test_recording_a_decision_costs_microseconds(drift_settings) -> None:
     print(f"drift record: p50 {us[0]:.1f} us, p99 {us[1]:.1f} us over {len(timings)} decisions")
     assert sum(sampler.pending[("recommender", version)].values()) == len(timings) * len(reference.features)
     assert us[1] < 50.0
+
+
+def test_two_worker_processes_add_up(drift_settings, api_keys, tmp_path) -> None:
+    """`pantry serve` with 2 worker processes: every answer counted once in the shared hashes, whichever worker
+    answered it and whichever answers /admin/drift; the gauge is exported by the real server."""
+    from tests.serving.conftest import keyed_client, start_server
+
+    version = registry.active_version(drift_settings.models_dir, "recommender")
+    server = start_server(drift_settings, tmp_path, workers=2,
+                          extra_env={"PANTRY_DRIFT_FLUSH_S": "0.2", "PANTRY_DRIFT_REFRESH_S": "0.5",
+                                     "PANTRY_DRIFT_MIN_COUNT": "20", "PANTRY_ACCESS_LOG": "off"},
+                          timeout_s=180)  # two workers importing Feast on a busy 2-core machine take a while
+    try:
+        with keyed_client(server.url, api_keys) as http:
+            n = 200
+            for i in range(n):
+                response = http.post("/v1/recommendations", json={"customer_id": 80_000_000 + i, "k": 5})
+                assert response.status_code in (200, 201), response.text
+            time.sleep(1.0)  # both workers' flushes (0.2 s)
+            report = http.get("/admin/drift", headers=api_keys.headers("ml_engineer")).json()
+            entry, features = _features(report, "recommender", version)
+            assert entry["live_count"] == n
+            assert features["customer_activity.orders_7d"]["live_fractions"][-1] == 1.0  # all cold starts
+            deadline = time.monotonic() + 10
+            found = False
+            while time.monotonic() < deadline and not found:
+                text = http.get("/metrics").text
+                found = any(x.startswith("pantry_drift_psi{") and f'version="{version}"' in x
+                            for x in text.splitlines())
+                time.sleep(0.3)
+            assert found, "pantry_drift_psi not exported"
+    finally:
+        server.stop()
