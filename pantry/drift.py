@@ -119,7 +119,7 @@ def answer_scores(items: Iterable[Any]) -> list[float]:
             scores.append(float(score))
         else:
             scores.extend(float(c.score) for c in getattr(item, "candidates", ()))
-    return scores
+    return [s for s in scores if math.isfinite(s)]  # a NaN would fall in an arbitrary bin
 
 
 def bin_index(edges: Sequence[float], value: float | None) -> int:
