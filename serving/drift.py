@@ -47,6 +47,7 @@ class DriftSampler:
         self.compiled: dict[tuple[str, str], Any] = {}  # (model, version) -> _Compiled | None (no reference)
         self.wanted: set[tuple[str, str]] = set()
         self.pending: dict[tuple[str, str], dict[str, int]] = {}
+        self.errors = 0  # decisions that could not be binned
 
     # ---- the request path ----------------------------------------------------------------------------------------
 
@@ -62,7 +63,13 @@ class DriftSampler:
             return
         if compiled is None:
             return
-        values = drift.feature_values(compiled.views, features, now.timestamp(), drift.answer_scores(items))
+        try:
+            values = drift.feature_values(compiled.views, features, now.timestamp(), drift.answer_scores(items))
+        except (TypeError, ValueError, AttributeError):  # a row of an unexpected shape: drift must not fail answers
+            if not self.errors:
+                log.exception("drift: a decision of %s %s could not be binned (logged once)", model, version)
+            self.errors += 1
+            return
         counts = self.pending.get(key)
         if counts is None:
             counts = self.pending[key] = {}

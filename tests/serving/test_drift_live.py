@@ -205,3 +205,20 @@ def test_two_worker_processes_add_up(drift_settings, api_keys, tmp_path) -> None
             assert found, "pantry_drift_psi not exported"
     finally:
         server.stop()
+
+
+def test_a_row_of_an_unexpected_shape_is_not_counted_and_does_not_raise() -> None:
+    from pantry.settings import from_env
+    from serving.drift import DriftSampler, _Compiled
+
+    names = drift.feature_names("next_best_action")
+    reference = drift.build_reference("next_best_action", "v", "t", [[1.0] * len(names), [2.0] * len(names)])
+    sampler = DriftSampler(from_env({}), None)
+    sampler.compiled[("next_best_action", "v")] = _Compiled(reference)
+    now = datetime(2017, 11, 1, tzinfo=UTC)
+    sampler.record("next_best_action", "v", {"customer_activity": {"orders_7d": "many"}}, now, [])
+    assert sampler.errors == 1 and not sampler.pending
+    sampler.record("next_best_action", "v", {"customer_activity": {"orders_7d": 3}}, now, [])
+    assert sum(sampler.pending[("next_best_action", "v")].values()) == len(names)
+    sampler.record("next_best_action", "v-unknown", {}, now, [])  # not loaded yet: asked for, not counted
+    assert ("next_best_action", "v-unknown") in sampler.wanted
