@@ -112,14 +112,19 @@ def feature_values(views: Sequence[str], features: Mapping[str, Mapping[str, Any
 
 def answer_scores(items: Iterable[Any]) -> list[float]:
     """The scores of an answer's items: Scored/Action have `score`; a Substitution holds `candidates`."""
-    scores: list[float] = []
-    for item in items:
-        score = getattr(item, "score", None)
-        if score is not None:
-            scores.append(float(score))
-        else:
-            scores.extend(float(c.score) for c in getattr(item, "candidates", ()))
-    return [s for s in scores if math.isfinite(s)]  # a NaN would fall in an arbitrary bin
+    try:
+        scores = [float(item.score) for item in items]  # the common case, in one comprehension (request path)
+    except AttributeError:
+        scores = []
+        for item in items:
+            score = getattr(item, "score", None)
+            if score is not None:
+                scores.append(float(score))
+            else:
+                scores.extend(float(c.score) for c in getattr(item, "candidates", ()))
+    if not math.isfinite(sum(scores)):  # a NaN or inf would fall in an arbitrary bin
+        scores = [s for s in scores if math.isfinite(s)]
+    return scores
 
 
 def bin_index(edges: Sequence[float], value: float | None) -> int:

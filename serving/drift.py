@@ -29,12 +29,17 @@ DAY_S = 86_400
 class _Compiled:
     """A reference made ready for the request path: the views to read, per feature its edges and field names."""
 
-    __slots__ = ("bins", "views")
+    __slots__ = ("bins", "fields", "views")
 
     def __init__(self, reference: drift.DriftReference):
         self.views = drift.MODEL_VIEWS[reference.model]
-        self.bins = [(f.edges, [drift.field_of(f.name, b) for b in range(len(f.edges) + 2)])
-                     for f in reference.features]
+        # one flat list of counters per version: feature i's bin b is counter offset_i + b, its missing bin last_i
+        self.bins: list[tuple[list[float], int, int]] = []
+        self.fields: list[str] = []  # counter -> Redis hash field
+        for f in reference.features:
+            offset = len(self.fields)
+            self.fields.extend(drift.field_of(f.name, b) for b in range(len(f.edges) + 2))
+            self.bins.append((f.edges, offset, len(self.fields) - 1))
 
 
 _NOT_LOADED = object()
@@ -46,7 +51,7 @@ class DriftSampler:
         self.rate = settings.drift_sample_rate
         self.compiled: dict[tuple[str, str], Any] = {}  # (model, version) -> _Compiled | None (no reference)
         self.wanted: set[tuple[str, str]] = set()
-        self.pending: dict[tuple[str, str], dict[str, int]] = {}
+        self.pending: dict[tuple[str, str], list[int]] = {}  # (model, version) -> counters (_Compiled.fields)
         self.errors = 0  # decisions that could not be binned
 
     # ---- the request path ----------------------------------------------------------------------------------------
@@ -72,10 +77,9 @@ class DriftSampler:
             return
         counts = self.pending.get(key)
         if counts is None:
-            counts = self.pending[key] = {}
-        for (edges, names), value in zip(compiled.bins, values, strict=True):
-            name = names[-1] if value is None else names[bisect_right(edges, value)]
-            counts[name] = counts.get(name, 0) + 1
+            counts = self.pending[key] = [0] * len(compiled.fields)
+        for (edges, offset, missing), value in zip(compiled.bins, values, strict=True):
+            counts[missing if value is None else offset + bisect_right(edges, value)] += 1
 
     # ---- the background task -------------------------------------------------------------------------------------
 
@@ -101,18 +105,19 @@ class DriftSampler:
         n = 0
         for (model, version), counts in pending.items():
             key = keys.drift_key(model, version, day)
-            for name, count in counts.items():
-                pipe.hincrby(key, name, count)
-                n += 1
+            fields = self.compiled[(model, version)].fields
+            for i, count in enumerate(counts):
+                if count:
+                    pipe.hincrby(key, fields[i], count)
+                    n += 1
             pipe.expire(key, ttl)
         try:
             await pipe.execute()
         except Exception as exc:  # Redis away: keep the counts for the next flush
             log.warning("drift counts not flushed (%s); kept for the next try", exc)
             for key, counts in pending.items():
-                mine = self.pending.setdefault(key, {})
-                for name, count in counts.items():
-                    mine[name] = mine.get(name, 0) + count
+                mine = self.pending.get(key)
+                self.pending[key] = counts if mine is None else [a + b for a, b in zip(mine, counts, strict=True)]
             return 0
         return n
 
