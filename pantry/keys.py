@@ -29,3 +29,11 @@ KPI_COUNTERS = "pantry:kpis:counters"  # hash: outcome shard -> msgpack {counter
 EXPERIMENTS = "pantry:experiments"
 EXPERIMENTS_RUNNING = "{pantry:experiments}:running"
 EXPERIMENTS_GUARD_LOCK = "pantry:experiments:guard-lock"
+# live drift counts: a hash per model, version and UTC day (field "<feature>|<bin>" -> decisions), HINCRBY'd by every
+# serving worker (serving/drift.py); each expires Settings.drift_window_days + 1 days after its last write
+DRIFT_PREFIX = "pantry:drift:"
+
+
+def drift_key(model: str, version: str, day: str) -> str:
+    """`day`: YYYYMMDD (UTC, wall clock: the window bounds Redis memory, whatever the event clock says)."""
+    return f"{DRIFT_PREFIX}{model}:{version}:{day}"

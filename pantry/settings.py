@@ -114,6 +114,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     experiment_stage_min_decisions: int = 500  # a ramp stage lasts at least this many treatment decisions ...
     experiment_stage_min_s: float = 60.0  # ... and this many seconds
     # ---- end experiments and guardrails ----
+    # ---- Drift: live inputs and scores vs each version's training reference (pantry/drift.py, serving/drift.py,
+    # training/drift_reference.py; docs/OPERATIONS.md "Drift") ----
+    drift_reference_sample: int = 300  # training: visits scored into a new version's drift_reference.json
+    drift_sample_rate: float = 1.0  # serving: share of decisions counted (0 = drift off)
+    drift_flush_s: float = 5.0  # serving: each worker adds its counts to Redis this often (HINCRBY)
+    drift_window_days: int = 7  # counts are kept per UTC day; /admin/drift and the gauge sum the last this many days
+    drift_refresh_s: float = 30.0  # each worker recomputes the pantry_drift_psi gauge this often
+    drift_moderate: float = 0.1  # PSI at or above: moderate drift
+    drift_significant: float = 0.25  # PSI above: significant drift
+    drift_min_count: int = 100  # fewer live decisions than this: status "insufficient" (a PSI of a few is noise)
+    # ---- end of Drift ----
 
     @property
     def dataset_dir(self) -> Path:
@@ -259,6 +270,15 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
                         ("guardrail_min_impressions", int), ("experiment_stage_min_decisions", int),
                         ("experiment_stage_min_s", float)):
         num(f"PANTRY_{field.upper()}", field, kind)
+    # drift
+    num("PANTRY_DRIFT_REFERENCE_SAMPLE", "drift_reference_sample", int)
+    num("PANTRY_DRIFT_SAMPLE_RATE", "drift_sample_rate", float)
+    num("PANTRY_DRIFT_FLUSH_S", "drift_flush_s", float)
+    num("PANTRY_DRIFT_WINDOW_DAYS", "drift_window_days", int)
+    num("PANTRY_DRIFT_REFRESH_S", "drift_refresh_s", float)
+    num("PANTRY_DRIFT_MODERATE", "drift_moderate", float)
+    num("PANTRY_DRIFT_SIGNIFICANT", "drift_significant", float)
+    num("PANTRY_DRIFT_MIN_COUNT", "drift_min_count", int)
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")

@@ -43,6 +43,7 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/admin/models": "ml_engineer",
     "/admin/kpis": "ml_engineer",
     "/admin/experiments": "ml_engineer",  # experiments and their reports (serving/controllers/experiments.py)
+    "/admin/drift": "ml_engineer",  # PSI of each served model's inputs and scores (serving/controllers/drift.py)
     "/admin/audit": "admin",
     "/admin/customers": "admin",  # erasure (POST /admin/customers/{id}/forget)
     "/healthz": OPEN,

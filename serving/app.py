@@ -40,6 +40,7 @@ from serving.controllers.admin import (
     AdminModelsController,
 )
 from serving.controllers.clock import ClockController
+from serving.controllers.drift import AdminDriftController
 from serving.controllers.events import EventsController
 from serving.controllers.experiments import AdminExperimentsController
 from serving.controllers.features import FeaturesController
@@ -225,6 +226,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminAuditController,
             AdminCustomersController,
             AdminKpisController,
+            AdminDriftController,
         ],
         guards=[require_key],  # every route: the scope its path needs (serving/access.py), open ones pass
         lifespan=[lifespan],

@@ -43,6 +43,9 @@ EXPERIMENT_SHARE = Gauge("pantry_experiment_treatment_share", "The treatment sha
                          "(0: none running)", ["model"], multiprocess_mode="mostrecent")
 EXPERIMENT_STAGE = Gauge("pantry_experiment_ramp_stage", "The ramp stage (0-based) of the model's running experiment",
                          ["model"], multiprocess_mode="mostrecent")
+DRIFT_PSI = Gauge("pantry_drift_psi", "PSI of a served model's input feature or score, live decisions of the last "
+                  "drift_window_days against the version's training reference (serving/drift.py)",
+                  ["model", "version", "feature"], multiprocess_mode="mostrecent")
 EVENTS_DUPLICATE_BATCHES = Counter("pantry_events_duplicate_batches_total",
                                    "Event batches posted again and not written twice")
 

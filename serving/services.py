@@ -22,6 +22,7 @@ from pantry.settings import Settings
 from serving import kpis, metrics
 from serving.campaigns import CampaignBook, load_campaigns
 from serving.decisions import DecisionLog
+from serving.drift import DriftSampler
 from serving.models import ModelHolder
 from serving.popularity import PopularitySnapshot
 from serving.redis_guard import CircuitBreaker, GuardedStore, StoreUnavailable
@@ -86,6 +87,7 @@ class Services:
     reader: OnlineReader | None = None
     feature_services: FeatureServices = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
+    drift: DriftSampler | None = None  # live inputs and scores per model version (serving/drift.py)
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -109,6 +111,7 @@ class Services:
                                         retry_timeouts=True)  # idempotent (serving/ingest.py)
         await svc._load_registry()
         await svc.refresh_approvals()
+        svc.drift = DriftSampler(settings, redis)
         svc.tasks = [
             asyncio.create_task(models.watch(), name="models-watch"),
             asyncio.create_task(models.watch_erased(redis, store), name="erased-watch"),
@@ -117,6 +120,7 @@ class Services:
             asyncio.create_task(decisions.run(), name="decision-log"),
             asyncio.create_task(svc._poll(), name="poll"),
             asyncio.create_task(store.lag.run(), name="loop-lag"),
+            asyncio.create_task(svc.drift.run(lambda: models.current.versions()), name="drift"),
             asyncio.create_task(store.watch(lambda: pipeline.run([(b"PING",)])), name="read-probe"),
             asyncio.create_task(svc.events_store.watch(svc.events_redis.ping), name="events-probe"),
         ]
@@ -124,6 +128,8 @@ class Services:
 
     async def stop(self) -> None:
         await self.decisions.drain(timeout_s=1.0)
+        if self.drift is not None:
+            await self.drift.flush()  # this worker's last counts
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

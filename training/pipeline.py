@@ -15,7 +15,7 @@ from pantry.models.onnx import session
 from pantry.models.recommender_candidates import FEATURE_NAMES, LABEL_DAYS, N_NEW
 from pantry.scoring import MODEL_NAMES, ModelError
 from pantry.settings import Settings
-from training import embeddings, nba, recommender, substitutions
+from training import drift_reference, embeddings, nba, recommender, substitutions
 from training.als import AlsParams
 from training.data import load_purchases
 from training.onnx_export import PARITY_TOLERANCE, ranker_parity
@@ -55,6 +55,18 @@ def _manifest(name: str, version: str, until: datetime, digest: str, params: dic
         feature_service=FEATURE_SERVICES[name], created_at=datetime.now(UTC).isoformat(),
         files={}, params=params, metrics=metrics, timings_s=timings,
     )
+
+
+def _publish(staging: Path, manifest: registry.Manifest, sample: drift_reference.Sample, timer: Timer) -> None:
+    """Write the version's drift reference into the staging dir, then publish (the manifest hashes it too). A
+    reference that cannot be built is reported, not fatal: the version serves, and drift says "no reference"."""
+    with timer.step(f"{manifest.name}: drift reference"):
+        try:
+            drift_reference.write_reference(sample, manifest.name, staging, manifest)
+        except Exception as exc:
+            timer.echo(f"  {manifest.name}: drift reference skipped ({type(exc).__name__}: {exc})")
+    manifest.timings_s[f"{manifest.name}: drift reference"] = timer.steps.get(f"{manifest.name}: drift reference", 0.0)
+    registry.publish(staging, manifest)
 
 
 def push_embeddings(settings: Settings, version_dir: Path, echo: Callable[[str], None]) -> None:
@@ -105,6 +117,10 @@ def train(
     if "recommender" in todo or "substitutions" in todo:
         fitted_rec = recommender.fit(purchases, until, params, timer, rerank="recommender" in todo)
 
+    sample = drift_reference.Sample(
+        settings, purchases, until, int(fitted_rec.user_factors.shape[1]) if fitted_rec is not None else 0,
+        fitted_rec.index.customers if fitted_rec is not None else np.empty(0, dtype=np.int64))
+
     if "recommender" in todo:
         with timer.step("recommender: ONNX export + parity + registry"):
             staging = registry.staging_dir(models_dir, "recommender", version)
@@ -131,7 +147,7 @@ def train(
                           "label_days": LABEL_DAYS,
                           "reranker_weights": fitted_rec.reranker.params() if fitted_rec.reranker else None}
         steps = {k: v for k, v in timer.steps.items() if k.startswith("recommender") or k in shared_steps}
-        registry.publish(staging, _manifest("recommender", version, until, digest, params_doc, metrics, steps))
+        _publish(staging, _manifest("recommender", version, until, digest, params_doc, metrics, steps), sample, timer)
         result.versions["recommender"] = version
         say(f"recommender {version}: ONNX parity max abs diff {max_diff:.2e}")
 
@@ -139,14 +155,15 @@ def train(
         staging = registry.staging_dir(models_dir, "substitutions", version)
         params_doc, metrics = substitutions.train_and_save(settings, purchases, until, fitted_rec, staging, timer)
         steps = {k: v for k, v in timer.steps.items() if k.startswith("substitutions") or k in shared_steps}
-        registry.publish(staging, _manifest("substitutions", version, until, digest, params_doc, metrics, steps))
+        _publish(staging, _manifest("substitutions", version, until, digest, params_doc, metrics, steps), sample, timer)
         result.versions["substitutions"] = version
 
     if "next_best_action" in todo:
         staging = registry.staging_dir(models_dir, "next_best_action", version)
         params_doc, metrics = nba.train_and_save(settings, purchases, until, staging, timer)
         steps = {k: v for k, v in timer.steps.items() if k.startswith("next_best_action") or k in shared_steps}
-        registry.publish(staging, _manifest("next_best_action", version, until, digest, params_doc, metrics, steps))
+        _publish(staging, _manifest("next_best_action", version, until, digest, params_doc, metrics, steps), sample,
+                 timer)
         result.versions["next_best_action"] = version
 
     for name, v in result.versions.items():

@@ -101,6 +101,8 @@ def record(svc: Services, decision: Decision, model: str, model_version: str, it
                          model=model, model_version=model_version, customer_id=decision.customer_id,
                          surface=surface, experiment_id=experiment_id, arm=arm, elapsed_ms=elapsed_ms,
                          feature_ages=decision.ages, fallback=decision.fallback, items=items, now=decision.now)
+    if svc.drift is not None:  # the inputs and scores of this decision, for drift (serving/drift.py)
+        svc.drift.record(model, model_version, decision.features, decision.now, items)
     if decision.fallback is not None:
         metrics.PENDING.inc(metrics.child(metrics.FALLBACKS, decision.endpoint, decision.fallback))
     return decision_id
