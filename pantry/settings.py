@@ -91,6 +91,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dead_letter_retention_s: float = 7 * 86400.0  # ... and none older than this (MINID)
     dead_letter_payload_bytes: int = 2048  # a rejected payload is kept up to this many bytes (the reason whole)
     # --- end retention and erasure ---
+    # ---- The shopper simulator's Locust user (load_tests/simulate/locustfile.py; `pantry simulate` takes flags) ----
+    simulate_from: str | None = None  # PANTRY_SIMULATE_FROM, YYYY-MM-DD; None: the service clock's day
+    simulate_to: str | None = None  # PANTRY_SIMULATE_TO, YYYY-MM-DD (exclusive); None: 30 days after the start
+    simulate_window_s: float = 300.0  # visits in flight span at most this much event time (< the flow's lateness)
 
     @property
     def dataset_dir(self) -> Path:
@@ -221,6 +225,10 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_DEAD_LETTER_MAXLEN", "dead_letter_maxlen", int)
     num("PANTRY_DEAD_LETTER_RETENTION_S", "dead_letter_retention_s", float)
     num("PANTRY_DEAD_LETTER_PAYLOAD_BYTES", "dead_letter_payload_bytes", int)
+    for name, field in (("PANTRY_SIMULATE_FROM", "simulate_from"), ("PANTRY_SIMULATE_TO", "simulate_to")):
+        if env.get(name):
+            kw[field] = env[name].strip()
+    num("PANTRY_SIMULATE_WINDOW_S", "simulate_window_s", float)
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")

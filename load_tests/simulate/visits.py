@@ -125,6 +125,7 @@ def load_window(settings: Settings, start: datetime, end: datetime, customers_sh
     chosen = everyone if customers_share >= 1.0 else sorted(
         rng.sample(everyone, max(1, round(len(everyone) * customers_share))) if everyone else [])
     table = table.filter(pc.is_in(table["customer_id"], value_set=_int_array(chosen)))
+    in_window = pc.greater_equal(table["ts"], start)
     products = dataset.read_arrow(settings, "products").select(["product_id", "product_type"]).to_pydict()
     types = {int(p): t for p, t in zip(products["product_id"], products["product_type"], strict=True) if t}
 
