@@ -92,7 +92,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dead_letter_payload_bytes: int = 2048  # a rejected payload is kept up to this many bytes (the reason whole)
     # --- end retention and erasure ---
     # ---- The shopper simulator's Locust user (load_tests/simulate/locustfile.py; `pantry simulate` takes flags) ----
-    simulate_from: str | None = None  # PANTRY_SIMULATE_FROM, YYYY-MM-DD; None: the service clock's day
+    simulate_from: str | None = None  # PANTRY_SIMULATE_FROM, YYYY-MM-DD; None: the service clock's now
     simulate_to: str | None = None  # PANTRY_SIMULATE_TO, YYYY-MM-DD (exclusive); None: 30 days after the start
     simulate_window_s: float = 300.0  # visits in flight span at most this much event time (< the flow's lateness)
 

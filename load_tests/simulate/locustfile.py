@@ -5,7 +5,7 @@ Each `SimulatedShopperUser` takes the next held-out visit from one iterator shar
 plays it (load_tests/simulate/script.py: the same calls and outcome rules as `pantry simulate`), under the same
 ordering rule (schedule.py: time order, a household's visits one after the other, visits in flight within
 PANTRY_SIMULATE_WINDOW_S of event time). The visits are those in [PANTRY_SIMULATE_FROM, PANTRY_SIMULATE_TO)
-(default: from the service clock's day, 30 days). A user whose iterator is exhausted stops. Run it in one Locust
+(default: from the service clock's now, 30 days). A user whose iterator is exhausted stops. Run it in one Locust
 process: each process would replay the same visits. Unlike `pantry simulate`, it does not wait for the service
 clock: at high rates the live flow may fall a day of event time behind and events are rejected (400, counted).
 """
@@ -41,14 +41,15 @@ def _add_arguments(parser: Any) -> None:
 
 
 def window_start(settings: Settings, host: str | None) -> datetime:
-    """PANTRY_SIMULATE_FROM, else the service clock's day (GET /v1/clock), else the data's first day."""
+    """PANTRY_SIMULATE_FROM, else the service clock's now (GET /v1/clock: the visits that follow what the service
+    has seen, so none is late), else the data's first day."""
     if settings.simulate_from:
         return parse_day(settings.simulate_from)
     if host:
         try:
             resp = httpx.get(f"{host}/v1/clock", headers={"X-API-Key": key_for(settings, "/v1/clock")}, timeout=5)
             if resp.status_code == 200:
-                return parse_day(resp.json()["now"][:10])
+                return datetime.fromisoformat(resp.json()["now"].replace("Z", "+00:00"))
         except (httpx.HTTPError, KeyError, ValueError):
             pass
     return parse_day(dataset.manifest(settings).first_event[:10])
