@@ -21,8 +21,10 @@ def demo_keys(path: Path) -> dict[str, str]:
 
 
 @click.command("simulate")
-@click.option("--from", "start", required=True, help="First day of the visits to replay (YYYY-MM-DD).")
-@click.option("--to", "end", required=True, help="The day after the last (YYYY-MM-DD): visits before it.")
+@click.option("--from", "start", required=True,
+              help="First day of the visits to replay (YYYY-MM-DD, or an RFC 3339 time).")
+@click.option("--to", "end", required=True,
+              help="The day after the last (YYYY-MM-DD, or an RFC 3339 time): visits before it.")
 @click.option("--host", default=None, help="Base URL of the pantry (default: the settings' host:port).")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Visits in flight (each household's visits stay in order).")

@@ -80,10 +80,14 @@ class Window:
 
 
 def parse_day(text: str) -> datetime:
+    """YYYY-MM-DD (00:00 UTC), or an RFC 3339 time (e.g. the service clock's `now`, to continue from there)."""
     try:
-        return datetime.combine(date.fromisoformat(text), time(), UTC)
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(), UTC)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     except ValueError as exc:
-        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
+        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD) or an RFC 3339 time") from exc
 
 
 def substitution_asks(basket: list[int], history: dict[int, Counter], types: dict[int, str],

@@ -13,6 +13,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
@@ -104,4 +105,22 @@ def test_the_locust_user_replays_visits_without_failures(sim_service, tmp_path: 
     assert {"/v1/recommendations", "/v1/next-best-action", "/v1/events"} <= {e.name for e in verdict.endpoints
                                                                              if e.requests}
     time.sleep(1.0)  # the flow's next flush
+    assert float(client.hget(STREAM_COUNTERS, "late") or 0) == late_before
+
+
+def test_the_command_continues_from_the_service_clock_and_reports(sim_service):
+    from click.testing import CliRunner
+
+    from load_tests.simulate.cli import simulate as command
+
+    url, settings, client = sim_service
+    now = httpx.get(f"{url}/v1/clock", headers={"X-API-Key": settings.client_key}).json()["now"]
+    late_before = float(client.hget(STREAM_COUNTERS, "late") or 0)
+    result = CliRunner().invoke(command, ["--from", now, "--to", "2017-12-01", "--host", url, "--max-visits", "5",
+                                          "--no-progress", "--client-key", settings.client_key,
+                                          "--ingest-key", settings.ingest_key])
+    assert result.exit_code == 0, result.output
+    assert "==> 5 visits" in result.output and "non-2xx or no answer: 0" in result.output
+    assert "/v1/recommendations" in result.output
+    time.sleep(1.0)
     assert float(client.hget(STREAM_COUNTERS, "late") or 0) == late_before
