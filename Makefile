@@ -9,6 +9,7 @@ UNTIL ?=
 USERS ?= 20
 RATE ?= 100
 DURATION ?= 60s
+SIMULATE ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup demo serve test bench chaos load lint evaluate clean
@@ -39,7 +40,7 @@ chaos: setup
 	$(PY) -m load_tests.chaos
 
 load: setup
-	$(VENV)/bin/pantry load --users $(USERS) --rate $(RATE) --duration $(DURATION)
+	$(VENV)/bin/pantry load --users $(USERS) --rate $(RATE) --duration $(DURATION) $(if $(SIMULATE),--simulate,)
 
 evaluate: setup
 	$(VENV)/bin/pantry evaluate

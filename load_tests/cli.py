@@ -35,8 +35,11 @@ def _processes(value: int) -> int:
               help="Locust worker processes (distributed mode: one master + N workers; -1 = one per core).")
 @click.option("--user-class", "user_classes", multiple=True,
               help="Only these user classes (StorefrontUser, MobileAppUser, GroceryOrderFlowUser, MarketingUser).")
+@click.option("--simulate", is_flag=True,
+              help="Simulated shoppers on real data instead of the scenarios (load_tests/simulate/locustfile.py; "
+                   "PANTRY_SIMULATE_FROM/TO pick the visits). One process.")
 def load(users: int, rate: float, duration: str, host: str | None, slo_file: Path | None, processes: int,
-         user_classes: tuple[str, ...]) -> None:
+         user_classes: tuple[str, ...], simulate: bool) -> None:
     """Run the Locust scenarios headless, write CSV + HTML reports, fail if an SLO is missed."""
     from load_tests import keys, runner, server
     from load_tests.slo import DEFAULT_SLO_FILE, SloError, evaluate, load_slo
@@ -50,6 +53,9 @@ def load(users: int, rate: float, duration: str, host: str | None, slo_file: Pat
         raise click.BadParameter(str(exc)) from exc
     if not (settings.dataset_dir / "events.parquet").exists():
         raise click.ClickException(f"no dataset under {settings.dataset_dir} to draw ids from: run `pantry data load`")
+    if simulate and processes != 1:
+        raise click.BadParameter("--simulate runs in one process (each would replay the same visits)")
+    extra = {"locustfile": runner.SIMULATE_LOCUSTFILE} if simulate else {}
     out_dir = settings.artifacts_dir / "load" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     default_url = f"http://{settings.host}:{settings.port}"
 
@@ -64,7 +70,7 @@ def load(users: int, rate: float, duration: str, host: str | None, slo_file: Pat
         click.echo(f"==> locust: {users} users, {rate:g} req/s target, {duration_s} s against {base_url}"
                    f"{f', {processes} worker processes' if processes != 1 else ''}")
         return runner.run_locust(settings, out_dir, host=base_url, users=users, rate=rate, duration_s=duration_s,
-                                 processes=processes, user_classes=user_classes)
+                                 processes=processes, user_classes=user_classes, **extra)
 
     try:
         if host:
@@ -80,9 +86,11 @@ def load(users: int, rate: float, duration: str, host: str | None, slo_file: Pat
             settings = keys.with_run_key(settings)  # one random key for this run, in the server and the clients
             with server.background_serve(settings, out_dir / "serve.log") as base_url:
                 # A fresh server loads models and opens pools lazily in each worker: keep that out of the figures.
-                click.echo(f"==> warm-up: {WARMUP_S} s at the same rate (not gated; kept in {out_dir / 'warmup'})")
-                runner.run_locust(settings, out_dir / "warmup", progress=False, host=base_url, users=users,
-                                  rate=rate, duration_s=WARMUP_S, processes=1, user_classes=user_classes)
+                if not simulate:  # a warm-up would replay the first visits: the run would then send them again
+                    click.echo(f"==> warm-up: {WARMUP_S} s at the same rate (not gated; kept in "
+                               f"{out_dir / 'warmup'})")
+                    runner.run_locust(settings, out_dir / "warmup", progress=False, host=base_url, users=users,
+                                      rate=rate, duration_s=WARMUP_S, processes=1, user_classes=user_classes)
                 result = run(base_url)
     except server.ServerError as exc:
         raise click.ClickException(str(exc)) from exc

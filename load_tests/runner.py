@@ -12,6 +12,7 @@ from pathlib import Path
 from pantry.settings import Settings, subprocess_env
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+SIMULATE_LOCUSTFILE = Path(__file__).with_name("simulate") / "locustfile.py"  # pantry load --simulate
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?$|^\d+$")
 
 

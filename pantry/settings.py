@@ -125,6 +125,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     drift_significant: float = 0.25  # PSI above: significant drift
     drift_min_count: int = 100  # fewer live decisions than this: status "insufficient" (a PSI of a few is noise)
     # ---- end of Drift ----
+    # ---- The shopper simulator's Locust user (load_tests/simulate/locustfile.py; `pantry simulate` takes flags) ----
+    simulate_from: str | None = None  # PANTRY_SIMULATE_FROM, YYYY-MM-DD; None: the service clock's now
+    simulate_to: str | None = None  # PANTRY_SIMULATE_TO, YYYY-MM-DD (exclusive); None: 30 days after the start
+    simulate_window_s: float = 300.0  # visits in flight span at most this much event time (< the flow's lateness)
 
     @property
     def dataset_dir(self) -> Path:
@@ -279,6 +283,10 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_DRIFT_MODERATE", "drift_moderate", float)
     num("PANTRY_DRIFT_SIGNIFICANT", "drift_significant", float)
     num("PANTRY_DRIFT_MIN_COUNT", "drift_min_count", int)
+    for name, field in (("PANTRY_SIMULATE_FROM", "simulate_from"), ("PANTRY_SIMULATE_TO", "simulate_to")):
+        if env.get(name):
+            kw[field] = env[name].strip()
+    num("PANTRY_SIMULATE_WINDOW_S", "simulate_window_s", float)
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")
