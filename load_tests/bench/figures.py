@@ -80,6 +80,24 @@ class EndpointLoad(msgspec.Struct, kw_only=True):
     saturation: Load  # closed loop, ServingFigures.connections connections, no think time
 
 
+class ExperimentOverhead(msgspec.Struct, kw_only=True):
+    """experiment_overhead.py: /v1/recommendations open loop at ServingFigures.rate_rps, alternating rounds without,
+    then with, an experiment running and the answers' outcomes posted to /v1/events (joined by the live flow)."""
+
+    rounds_without: list[Load]
+    rounds_with: list[Load]
+    treatment: str  # the treatment version (the popularity baseline of the ACTIVE recommender), share 0.5
+    treatment_answers: int  # answers of the with-rounds given by the treatment version
+    outcomes_posted: int  # impression and click events accepted (202) during the with-rounds
+    outcome_errors: int  # events refused or POSTs failed
+    impressions_counted: int  # impressions /admin/kpis counted for the experiments a few seconds after the last round
+
+    @staticmethod
+    def p99(rounds: list[Load]) -> float | None:
+        values = [r.p99_ms for r in rounds if r.p99_ms is not None]
+        return sum(values) / len(values) if values else None
+
+
 class ServingFigures(msgspec.Struct, kw_only=True):
     rate_rps: float
     step_s: float
@@ -89,6 +107,8 @@ class ServingFigures(msgspec.Struct, kw_only=True):
     feast_serve: Load | None  # /get-online-features at saturation, same requests as /v1/features
     hello_world: Load | None  # the ceiling: Litestar + msgspec on granian, no I/O
     peer_notes: list[str] = msgspec.field(default_factory=list)  # a peer that did not start, and why
+    experiment_overhead: ExperimentOverhead | None = None  # None: not measured (experiment_overhead_note says why)
+    experiment_overhead_note: str = ""
 
 
 # ---- training.py -----------------------------------------------------------------------------------------------

@@ -20,22 +20,23 @@ from pathlib import Path
 import msgspec
 
 from load_tests import server
-from load_tests.bench import locust_sweep, machine
+from load_tests.bench import experiment_overhead, locust_sweep, machine
 from load_tests.bench.figures import Report, Step
 from load_tests.bench.parts import run_part
 from load_tests.bench.report import render
 from load_tests.bench.targets import evaluate, verdict
 from load_tests.keys import with_run_key
 from load_tests.slo import DEFAULT_SLO_FILE, load_slo
+from pantry import apikeys
 from pantry.redis_server import EmbeddedRedis, free_port
 from pantry.settings import ROOT, Settings, from_env, get_settings, subprocess_env
 
 BUDGET_S = 15 * 60
 DOCS = ROOT / "docs"
 SAVED = ROOT / ".pantry" / "bench" / "run" / "report.json"  # the last run's figures, for --render-only
-# What each target part needs after it, on a quiet 2-core machine, with margin: serving (serve start, ~1.5 min of
+# What each target part needs after it, on a quiet 2-core machine, with margin: serving (serve start, ~2 min of
 # load) after streaming and training; training (~1 min) after streaming.
-SERVING_S = 3 * 60
+SERVING_S = 4 * 60
 TRAINING_S = 2 * 60
 SWEEP_ENDPOINT_S = 60  # the Locust sweep starts an endpoint (or the peers) only with this much budget left
 PART_MIN_S = 30  # below this a part is not started
@@ -109,6 +110,10 @@ class Run:
         self.output = output
         self.clock = Clock(BUDGET_S)
         self.settings = with_run_key(bench_settings())  # one random key, in the server's settings and the clients'
+        # and one with the ml_engineer scope for experiment_overhead.py's experiments; never written to disk
+        self.ml_key = apikeys.new_key()
+        self.settings = msgspec.structs.replace(self.settings, api_keys=(
+            *self.settings.api_keys, apikeys.entry_line("bench-ml", ("ml_engineer",), self.ml_key)))
         self.work = self.settings.data_dir / "run"
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
@@ -143,7 +148,8 @@ class Run:
             self.report.not_run[name] = "not run (the 15-minute budget was spent)"
             return
         self.clock.say(f"load_tests/bench/{name}.py (its own process)")
-        figures = run_part(name, self.work, timeout_s, subprocess_env(self.settings), self.quick, base_url)
+        env = {**subprocess_env(self.settings), experiment_overhead.ML_KEY_ENV: self.ml_key}
+        figures = run_part(name, self.work, timeout_s, env, self.quick, base_url)
         if isinstance(figures, str):
             self.report.not_run[name] = figures
             self.clock.say(f"{name}: {figures}")

@@ -89,7 +89,9 @@ def summarize(latencies_s: list[float], errors: int, duration_s: float, sent: in
 
 
 async def open_loop(base_url: str, path: str, bodies: Callable[[], bytes], rate: float, duration_s: float,
-                    max_conns: int = 64, api_key: str | None = None) -> Load:
+                    max_conns: int = 64, api_key: str | None = None,
+                    on_answer: Callable[[bytes, bytes], None] | None = None) -> Load:
+    """`on_answer(body, answer)` sees every successful request's body and answer (after its latency is taken)."""
     url = urlparse(base_url)
     idle: asyncio.Queue[Conn] = asyncio.Queue()
     for _ in range(max_conns):
@@ -105,12 +107,14 @@ async def open_loop(base_url: str, path: str, bodies: Callable[[], bytes], rate:
         nonlocal errors
         conn = await idle.get()  # waiting for a free connection counts as latency (measured from `scheduled`)
         try:
-            status = await conn.post(path, body)
+            status, answer = await conn.request(path, body)
             if status >= 400:
                 errors += 1
                 statuses[status] = statuses.get(status, 0) + 1
             else:
                 latencies.append(loop.time() - scheduled)
+                if on_answer is not None:
+                    on_answer(body, answer)
         except _CLIENT_ERRORS:
             errors += 1
             conn.close()

@@ -125,6 +125,27 @@ def serving_tables(s: ServingFigures) -> list[str]:
         *table(header, saturated),
         "",
         *notes,
+        *experiment_overhead_table(s),
+    ]
+
+
+def experiment_overhead_table(s: ServingFigures) -> list[str]:
+    e = s.experiment_overhead
+    if e is None:
+        return [f"Experiment overhead: {s.experiment_overhead_note or 'not run'}", ""]
+    header = ["/v1/recommendations round", "achieved req/s", "p50 ms", "p99 ms", "max ms", "errors"]
+    rows = []
+    for n, (without, with_) in enumerate(zip(e.rounds_without, e.rounds_with, strict=True), 1):
+        rows += [_load_row(f"{n}: without", without), _load_row(f"{n}: experiment + outcomes", with_)]
+    return [
+        f"### Experiment overhead: open loop at {s.rate_rps:g} req/s, without vs with an experiment and outcomes",
+        "",
+        f"With: treatment `{e.treatment}` on half the customers ({e.treatment_answers:,} of its answers), "
+        f"{e.outcomes_posted:,} impression and click events posted while answering ({e.outcome_errors:,} refused), "
+        f"{e.impressions_counted:,} impressions counted by the live flow's join in /admin/kpis afterwards.",
+        "",
+        *table(header, rows),
+        "",
     ]
 
 

@@ -1,7 +1,8 @@
 """Serving part of `make bench`: the latency and throughput targets of the HTTP API, with the asyncio client.
 
 Against a running `pantry serve` (the harness's), for each endpoint: open loop at 300 requests/s (latency from the
-scheduled send time: openloop.py), then closed loop with 48 connections (saturation). Then the same /v1/features
+scheduled send time: openloop.py), then closed loop with 48 connections (saturation). Then /v1/recommendations
+with an experiment running and outcomes streaming in (experiment_overhead.py), then the same /v1/features
 requests against `feast serve` on the same Redis and registry (the peer), and a hello-world on the same framework
 and server (the ceiling of this stack and client on this machine). Request bodies draw real ids from the dataset.
 
@@ -15,13 +16,16 @@ import random
 import sys
 from collections.abc import Callable
 
+import httpx
 import msgspec
 
 from load_tests import server
-from load_tests.bench import peers
+from load_tests.bench import experiment_overhead, peers
 from load_tests.bench.figures import EndpointLoad, Load, ServingFigures
 from load_tests.bench.openloop import closed_loop, open_loop
 from load_tests.keys import key_for
+from pantry.models.variants import publish_baseline
+from pantry.scoring import ModelError
 from pantry.settings import Settings
 
 RATE = 300.0
@@ -102,13 +106,22 @@ def run(settings: Settings, base_url: str | None = None, quick: bool = False) ->
     for path, bodies in endpoints(reqs).items():
         measured[path] = asyncio.run(measure_endpoint(base_url, path, bodies, step_s, key_for(settings, path)))
         print(f"serving bench {path}: {measured[path]}", flush=True)
+    closed, closed_note = None, ""
+    try:
+        treatment = publish_baseline(settings.models_dir, "recommender", "popularity")
+        closed = experiment_overhead.run(settings, base_url, reqs.recommendations, RATE, step_s, treatment)
+        print(f"serving bench closed loop: {closed}", flush=True)
+    except (RuntimeError, ModelError, httpx.HTTPError, KeyError) as exc:
+        closed_note = f"not run ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        print(f"serving bench closed loop: {closed_note}", flush=True)
     notes: list[str] = []
     feast = measure_peer("feast serve", peers.feast_serve(settings, work / "feast_serve.log", settings.workers),
                          "/get-online-features", reqs.features, step_s, notes)
     hello = measure_peer("hello-world", peers.hello_world(work / "hello.log", settings.workers), "/hello",
                          lambda: b"{}", step_s, notes)
     return ServingFigures(rate_rps=RATE, step_s=step_s, connections=SATURATION_CONNECTIONS, client=CLIENT,
-                          endpoints=measured, feast_serve=feast, hello_world=hello, peer_notes=notes)
+                          endpoints=measured, feast_serve=feast, hello_world=hello, peer_notes=notes,
+                          experiment_overhead=closed, experiment_overhead_note=closed_note)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,159 @@
+"""What the closed loop costs an answer (a `make bench` target): /v1/recommendations p99 at 300 req/s with an
+experiment running and outcomes streaming in, against the same load without them, in the same run.
+
+A with-round: an experiment (the ACTIVE recommender against its popularity baseline, share 0.5, created and stopped
+through /admin/experiments) and, for every answer, an impression per shown item and a click on the first item of
+one answer in CLICK_EVERY, POSTed to /v1/events every OUTCOME_FLUSH_S (about 3,000 events/s at 300 answers/s; the
+live flow joins them to the decision log). A without-round: the same open loop, no experiment, no outcomes.
+Rounds alternate (without, with, without, with) so a drift of the machine over the run hits both sides; the
+target compares the mean of each side's p99s.
+
+    python -m load_tests.bench.experiment_overhead http://127.0.0.1:8000   # against a running pantry (keys: env)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+import httpx
+import msgspec
+
+from load_tests.bench.figures import ExperimentOverhead, Load
+from load_tests.bench.openloop import Conn, closed_loop, open_loop
+from load_tests.keys import key_for
+from pantry.settings import Settings
+
+ROUNDS = 2
+OUTCOME_FLUSH_S = 0.1
+CLICK_EVERY = 10
+SETTLE_S = 3.0  # after creating or stopping an experiment: every worker re-reads experiments each second
+ML_KEY_ENV = "PANTRY_BENCH_ML_ENGINEER_KEY"  # the harness makes this key for the run (ml_engineer scope)
+
+
+class _Request(msgspec.Struct):
+    customer_id: int
+
+
+class _Item(msgspec.Struct):
+    product_id: int
+
+
+class _Answer(msgspec.Struct):
+    decision_id: str
+    model_version: str
+    items: list[_Item]
+
+
+_request, _answer, _json = msgspec.json.Decoder(_Request), msgspec.json.Decoder(_Answer), msgspec.json.Encoder()
+
+
+class OutcomePoster:
+    """Collects answers (open_loop's on_answer) and posts their outcomes every OUTCOME_FLUSH_S."""
+
+    def __init__(self, base_url: str, ingest_key: str, ts: str, treatment: str, round_tag: str) -> None:
+        url = urlparse(base_url)
+        self.conn = Conn(url.hostname, url.port, {"X-API-Key": ingest_key})
+        self.ts, self.treatment, self.tag = ts, treatment, round_tag
+        self.pending: list[tuple[bytes, bytes]] = []
+        self.answers = self.treatment_answers = self.posted = self.errors = 0
+
+    def on_answer(self, body: bytes, answer: bytes) -> None:
+        self.pending.append((body, answer))
+
+    def events(self, batch: list[tuple[bytes, bytes]]) -> list[dict]:
+        out = []
+        for body, raw in batch:
+            customer, answer = _request.decode(body).customer_id, _answer.decode(raw)
+            self.answers += 1
+            self.treatment_answers += answer.model_version == self.treatment
+            common = {"ts": self.ts, "customer_id": customer, "decision_id": answer.decision_id}
+            for i, item in enumerate(answer.items):
+                out.append({"type": "impression", "event_id": f"bench-{self.tag}-{answer.decision_id}-{i}",
+                            "product_id": item.product_id, **common})
+            if answer.items and self.answers % CLICK_EVERY == 0:
+                out.append({"type": "click", "event_id": f"bench-{self.tag}-{answer.decision_id}-c",
+                            "product_id": answer.items[0].product_id, **common})
+        return out
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not (stop.is_set() and not self.pending):
+            await asyncio.sleep(OUTCOME_FLUSH_S)
+            batch, self.pending = self.pending, []
+            events = self.events(batch)
+            for lo in range(0, len(events), 1000):  # max_events_per_batch
+                chunk = events[lo:lo + 1000]
+                try:
+                    status = await self.conn.post("/v1/events", _json.encode({"events": chunk}))
+                except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+                    status = 0
+                    self.conn.close()
+                if status == 202:
+                    self.posted += len(chunk)
+                else:
+                    self.errors += len(chunk)
+        self.conn.close()
+
+
+async def with_outcomes(base_url: str, bodies: Callable[[], bytes], rate: float, step_s: float, client_key: str,
+                        poster: OutcomePoster) -> Load:
+    stop = asyncio.Event()
+    posting = asyncio.create_task(poster.run(stop))
+    try:
+        return await open_loop(base_url, "/v1/recommendations", bodies, rate, step_s, api_key=client_key,
+                               on_answer=poster.on_answer)
+    finally:
+        stop.set()
+        await posting
+
+
+def run(settings: Settings, base_url: str, bodies: Callable[[], bytes], rate: float, step_s: float,
+        treatment: str) -> ExperimentOverhead:
+    ml_key = os.environ.get(ML_KEY_ENV)
+    if not ml_key:
+        raise RuntimeError(f"set {ML_KEY_ENV} to a key with the ml_engineer scope")
+    client_key, ingest_key = key_for(settings, "/v1/recommendations"), key_for(settings, "/v1/events")
+    admin = httpx.Client(base_url=base_url, timeout=10, headers={"X-API-Key": ml_key})
+    ts = httpx.get(f"{base_url}/v1/clock", headers={"X-API-Key": client_key}, timeout=10).json()["now"]
+    without, with_, experiments = [], [], []
+    posted = errors = treatment_answers = 0
+    for n in range(ROUNDS):
+        asyncio.run(closed_loop(base_url, "/v1/recommendations", bodies, 8, 1.0, api_key=client_key))
+        without.append(asyncio.run(open_loop(base_url, "/v1/recommendations", bodies, rate, step_s,
+                                             api_key=client_key)))
+        created = admin.post("/admin/experiments", json={"model": "recommender", "treatment": treatment, "share": 0.5})
+        if created.status_code != 201:
+            raise RuntimeError(f"POST /admin/experiments: {created.status_code} {created.text[:300]}")
+        eid = created.json()["experiment_id"]
+        experiments.append(eid)
+        time.sleep(SETTLE_S)
+        asyncio.run(closed_loop(base_url, "/v1/recommendations", bodies, 8, 1.0, api_key=client_key))
+        poster = OutcomePoster(base_url, ingest_key, ts, treatment, f"{eid}-{n}")
+        with_.append(asyncio.run(with_outcomes(base_url, bodies, rate, step_s, client_key, poster)))
+        posted, errors, treatment_answers = (posted + poster.posted, errors + poster.errors,
+                                             treatment_answers + poster.treatment_answers)
+        admin.post(f"/admin/experiments/{eid}/stop", json={"note": "make bench round done"})
+        time.sleep(SETTLE_S)
+        print(f"closed-loop bench round {n + 1}: without {without[-1]}; with {with_[-1]}", flush=True)
+    counted = 0
+    for eid in experiments:
+        rows = admin.get("/admin/kpis", params={"experiment": eid, "by_day": "false"}).json()["rows"]
+        counted += sum(r["impressions"] for r in rows)
+    return ExperimentOverhead(rounds_without=without, rounds_with=with_, treatment=treatment,
+                              treatment_answers=treatment_answers, outcomes_posted=posted, outcome_errors=errors,
+                              impressions_counted=counted)
+
+
+if __name__ == "__main__":
+    from load_tests.bench.serving import RATE, STEP_S, Requests
+    from pantry.models.variants import publish_baseline
+    from pantry.settings import get_settings
+
+    s = get_settings()
+    version = publish_baseline(s.models_dir, "recommender", "popularity")
+    figures = run(s, sys.argv[1], Requests(s).recommendations, RATE, STEP_S, version)
+    print(msgspec.json.format(msgspec.json.encode(figures)).decode())
