@@ -4,9 +4,11 @@ experiment running and outcomes streaming in, against the same load without them
 A with-round: an experiment (the ACTIVE recommender against its popularity baseline, share 0.5, created and stopped
 through /admin/experiments) and, for every answer, an impression per shown item and a click on the first item of
 one answer in CLICK_EVERY, POSTed to /v1/events every OUTCOME_FLUSH_S (about 3,000 events/s at 300 answers/s; the
-live flow joins them to the decision log). A without-round: the same open loop, no experiment, no outcomes.
-Rounds alternate (without, with, without, with) so a drift of the machine over the run hits both sides; the
-target compares the mean of each side's p99s.
+live flow joins them to the decision log). A without-round: the same open loop, no experiment, no outcomes. The
+bench's `pantry serve` runs without its live flow (the serving figures are the API alone), so this part starts
+`pantry stream live` itself for all its rounds: idle in a without-round, joining outcomes in a with-round. Rounds
+alternate (without, with, ...) so a drift of the machine over the run hits both sides; the target compares the
+median of each side's p99s.
 
     python -m load_tests.bench.experiment_overhead http://127.0.0.1:8000   # against a running pantry (keys: env)
 """
@@ -15,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import httpx
@@ -26,9 +31,13 @@ import msgspec
 from load_tests.bench.figures import ExperimentOverhead, Load
 from load_tests.bench.openloop import Conn, closed_loop, open_loop
 from load_tests.keys import key_for
-from pantry.settings import Settings
+from load_tests.server import pantry_command
+from pantry.health import live_flow
+from pantry.keys import LIVE_HEARTBEAT
+from pantry.redis_server import sync_client
+from pantry.settings import Settings, subprocess_env
 
-ROUNDS = 2
+ROUNDS = int(os.environ.get("PANTRY_BENCH_OVERHEAD_ROUNDS", "3"))
 OUTCOME_FLUSH_S = 0.1
 CLICK_EVERY = 10
 SETTLE_S = 3.0  # after creating or stopping an experiment: every worker re-reads experiments each second
@@ -111,6 +120,30 @@ async def with_outcomes(base_url: str, bodies: Callable[[], bytes], rate: float,
         await posting
 
 
+@contextmanager
+def live_flow_running(settings: Settings, log: str) -> Iterator[None]:
+    """`pantry stream live` beside the API (as `pantry serve` runs it) until the block ends."""
+    client = sync_client(settings)
+    client.delete(LIVE_HEARTBEAT)  # started = a heartbeat of this flow
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(pantry_command("stream", "live", "--no-progress"), env=subprocess_env(settings),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not live_flow(client, 5.0).ok:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"`pantry stream live` did not start (exit {proc.poll()}; log {log})")
+            time.sleep(0.2)
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run(settings: Settings, base_url: str, bodies: Callable[[], bytes], rate: float, step_s: float,
         treatment: str) -> ExperimentOverhead:
     ml_key = os.environ.get(ML_KEY_ENV)
@@ -119,7 +152,13 @@ def run(settings: Settings, base_url: str, bodies: Callable[[], bytes], rate: fl
     client_key, ingest_key = key_for(settings, "/v1/recommendations"), key_for(settings, "/v1/events")
     admin = httpx.Client(base_url=base_url, timeout=10, headers={"X-API-Key": ml_key})
     ts = httpx.get(f"{base_url}/v1/clock", headers={"X-API-Key": client_key}, timeout=10).json()["now"]
-    without, with_, experiments = [], [], []
+    with live_flow_running(settings, str(settings.data_dir / "experiment-overhead-flow.log")):
+        return _rounds(admin, base_url, bodies, rate, step_s, treatment, ts, client_key, ingest_key)
+
+
+def _rounds(admin: httpx.Client, base_url: str, bodies: Callable[[], bytes], rate: float, step_s: float,
+            treatment: str, ts: str, client_key: str, ingest_key: str) -> ExperimentOverhead:
+    without, experiment_only, with_, experiments = [], [], [], []
     posted = errors = treatment_answers = 0
     for n in range(ROUNDS):
         asyncio.run(closed_loop(base_url, "/v1/recommendations", bodies, 8, 1.0, api_key=client_key))
@@ -132,28 +171,37 @@ def run(settings: Settings, base_url: str, bodies: Callable[[], bytes], rate: fl
         experiments.append(eid)
         time.sleep(SETTLE_S)
         asyncio.run(closed_loop(base_url, "/v1/recommendations", bodies, 8, 1.0, api_key=client_key))
+        # the experiment alone (no outcomes posted): what assignment and a second model cost, apart from ingest
+        experiment_only.append(asyncio.run(open_loop(base_url, "/v1/recommendations", bodies, rate, step_s,
+                                                     api_key=client_key)))
         poster = OutcomePoster(base_url, ingest_key, ts, treatment, f"{eid}-{n}")
         with_.append(asyncio.run(with_outcomes(base_url, bodies, rate, step_s, client_key, poster)))
         posted, errors, treatment_answers = (posted + poster.posted, errors + poster.errors,
                                              treatment_answers + poster.treatment_answers)
         admin.post(f"/admin/experiments/{eid}/stop", json={"note": "make bench round done"})
         time.sleep(SETTLE_S)
-        print(f"closed-loop bench round {n + 1}: without {without[-1]}; with {with_[-1]}", flush=True)
+        print(f"experiment-overhead round {n + 1}: without {without[-1]}; experiment only {experiment_only[-1]}; "
+              f"experiment + outcomes {with_[-1]}", flush=True)
+    time.sleep(SETTLE_S)  # the flow joins the last outcomes (it flushes KPI totals every 0.25 s)
     counted = 0
     for eid in experiments:
         rows = admin.get("/admin/kpis", params={"experiment": eid, "by_day": "false"}).json()["rows"]
         counted += sum(r["impressions"] for r in rows)
-    return ExperimentOverhead(rounds_without=without, rounds_with=with_, treatment=treatment,
+    return ExperimentOverhead(rounds_without=without, rounds_with=with_, rounds_experiment_only=experiment_only,
+                              treatment=treatment,
                               treatment_answers=treatment_answers, outcomes_posted=posted, outcome_errors=errors,
                               impressions_counted=counted)
 
 
 if __name__ == "__main__":
     from load_tests.bench.serving import RATE, STEP_S, Requests
+    from pantry.models import registry
     from pantry.models.variants import publish_baseline
     from pantry.settings import get_settings
 
     s = get_settings()
-    version = publish_baseline(s.models_dir, "recommender", "popularity")
+    version = f"{registry.active_version(s.models_dir, 'recommender')}-popularity"
+    if version not in registry.versions(s.models_dir, "recommender"):
+        publish_baseline(s.models_dir, "recommender", "popularity")
     figures = run(s, sys.argv[1], Requests(s).recommendations, RATE, STEP_S, version)
     print(msgspec.json.format(msgspec.json.encode(figures)).decode())

@@ -86,6 +86,7 @@ class ExperimentOverhead(msgspec.Struct, kw_only=True):
 
     rounds_without: list[Load]
     rounds_with: list[Load]
+    rounds_experiment_only: list[Load] = msgspec.field(default_factory=list)  # informative: no outcomes posted
     treatment: str  # the treatment version (the popularity baseline of the ACTIVE recommender), share 0.5
     treatment_answers: int  # answers of the with-rounds given by the treatment version
     outcomes_posted: int  # impression and click events accepted (202) during the with-rounds
@@ -94,8 +95,12 @@ class ExperimentOverhead(msgspec.Struct, kw_only=True):
 
     @staticmethod
     def p99(rounds: list[Load]) -> float | None:
-        values = [r.p99_ms for r in rounds if r.p99_ms is not None]
-        return sum(values) / len(values) if values else None
+        """The median of the rounds' p99s (one noisy round on a shared machine does not decide)."""
+        values = sorted(r.p99_ms for r in rounds if r.p99_ms is not None)
+        if not values:
+            return None
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 class ServingFigures(msgspec.Struct, kw_only=True):

@@ -4,7 +4,15 @@ figures as small tables, then the Locust sweep in its own, labelled section.
 
 from __future__ import annotations
 
-from load_tests.bench.figures import Load, LocustPeer, Report, ServingFigures, StreamingFigures, TrainingFigures
+from load_tests.bench.figures import (
+    ExperimentOverhead,
+    Load,
+    LocustPeer,
+    Report,
+    ServingFigures,
+    StreamingFigures,
+    TrainingFigures,
+)
 from load_tests.bench.sweep import Point
 from load_tests.bench.targets import evaluate, fmt, verdict
 
@@ -135,14 +143,20 @@ def experiment_overhead_table(s: ServingFigures) -> list[str]:
         return [f"Experiment overhead: {s.experiment_overhead_note or 'not run'}", ""]
     header = ["/v1/recommendations round", "achieved req/s", "p50 ms", "p99 ms", "max ms", "errors"]
     rows = []
-    for n, (without, with_) in enumerate(zip(e.rounds_without, e.rounds_with, strict=True), 1):
-        rows += [_load_row(f"{n}: without", without), _load_row(f"{n}: experiment + outcomes", with_)]
+    only_rounds = e.rounds_experiment_only or [None] * len(e.rounds_with)  # a run saved before it was measured
+    for n, (without, only, with_) in enumerate(zip(e.rounds_without, only_rounds, e.rounds_with, strict=True), 1):
+        rows += [_load_row(f"{n}: without", without),
+                 *([_load_row(f"{n}: experiment only", only)] if only else []),
+                 _load_row(f"{n}: experiment + outcomes", with_)]
     return [
         f"### Experiment overhead: open loop at {s.rate_rps:g} req/s, without vs with an experiment and outcomes",
         "",
         f"With: treatment `{e.treatment}` on half the customers ({e.treatment_answers:,} of its answers), "
         f"{e.outcomes_posted:,} impression and click events posted while answering ({e.outcome_errors:,} refused), "
-        f"{e.impressions_counted:,} impressions counted by the live flow's join in /admin/kpis afterwards.",
+        f"{e.impressions_counted:,} impressions counted by the live flow's join in /admin/kpis afterwards. "
+        f"Median p99: without {fmt(ExperimentOverhead.p99(e.rounds_without), 'ms')}, experiment only "
+        f"{fmt(ExperimentOverhead.p99(e.rounds_experiment_only), 'ms')}, experiment + outcomes "
+        f"{fmt(ExperimentOverhead.p99(e.rounds_with), 'ms')}.",
         "",
         *table(header, rows),
         "",
