@@ -4,22 +4,22 @@ experiment running and outcomes streaming in, against the same load without them
 A with-round: an experiment (the ACTIVE recommender against its popularity baseline, share 0.5, created and stopped
 through /admin/experiments) and, for every answer, an impression per shown item and a click on the first item of
 one answer in CLICK_EVERY, POSTed to /v1/events every OUTCOME_FLUSH_S (about 3,000 events/s at 300 answers/s; the
-live flow joins them to the decision log). A without-round: the same open loop, no experiment, no outcomes. The
+live flow joins them to the decision log); it starts once every worker has loaded and warmed the treatment (the
+experiment's start-up, not its running cost). A without-round: the same open loop, no experiment, no outcomes. The
 bench's `pantry serve` runs without its live flow (the serving figures are the API alone), so this part starts
 `pantry stream live` itself for all its rounds: idle in a without-round, joining outcomes in a with-round. Rounds
 alternate (without, with, ...) so a drift of the machine over the run hits both sides; the target compares the
 median of each side's p99s.
 
-    python -m load_tests.bench.experiment_overhead http://127.0.0.1:8000   # against a running pantry (keys: env)
+Run by serving.py after the endpoints (`python -m load_tests.bench.serving URL` against a running pantry, with
+PANTRY_CLIENT_KEY, PANTRY_INGEST_KEY and PANTRY_BENCH_ML_ENGINEER_KEY set).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +31,7 @@ import msgspec
 from load_tests.bench.figures import ExperimentOverhead, Load
 from load_tests.bench.openloop import Conn, closed_loop, open_loop
 from load_tests.keys import key_for
-from load_tests.server import pantry_command
+from load_tests.server import pantry_command, stop_group
 from pantry.health import live_flow
 from pantry.keys import LIVE_HEARTBEAT
 from pantry.redis_server import sync_client
@@ -41,6 +41,7 @@ ROUNDS = int(os.environ.get("PANTRY_BENCH_OVERHEAD_ROUNDS", "3"))
 OUTCOME_FLUSH_S = 0.1
 CLICK_EVERY = 10
 SETTLE_S = 3.0  # after creating or stopping an experiment: every worker re-reads experiments each second
+LOADED_READS = 12  # consecutive reports saying the treatment is loaded (the API spreads them over the workers)
 ML_KEY_ENV = "PANTRY_BENCH_ML_ENGINEER_KEY"  # the harness makes this key for the run (ml_engineer scope)
 
 
@@ -136,12 +137,20 @@ def live_flow_running(settings: Settings, log: str) -> Iterator[None]:
             time.sleep(0.2)
         yield
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_group(proc, timeout_s=60)
+
+
+def treatment_loaded(admin: httpx.Client, experiment_id: str, timeout_s: float = 180.0) -> None:
+    """Until the workers have loaded and warmed the treatment: each loads it in a background thread when it sees the
+    experiment (seconds of CPU: the recommender ranks every known customer), which is the experiment's start-up,
+    not what running one costs. Done = LOADED_READS reports in a row (spread over the workers) say it is loaded."""
+    deadline, in_a_row = time.monotonic() + timeout_s, 0
+    while in_a_row < LOADED_READS:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the treatment of {experiment_id} was not loaded within {timeout_s:g} s")
+        report = admin.get(f"/admin/experiments/{experiment_id}")
+        in_a_row = in_a_row + 1 if report.status_code == 200 and report.json().get("treatment_loaded") else 0
+        time.sleep(0.25)
 
 
 def run(settings: Settings, base_url: str, bodies: Callable[[], bytes], rate: float, step_s: float,
@@ -169,6 +178,7 @@ def _rounds(admin: httpx.Client, base_url: str, bodies: Callable[[], bytes], rat
             raise RuntimeError(f"POST /admin/experiments: {created.status_code} {created.text[:300]}")
         eid = created.json()["experiment_id"]
         experiments.append(eid)
+        treatment_loaded(admin, eid)
         time.sleep(SETTLE_S)
         asyncio.run(closed_loop(base_url, "/v1/recommendations", bodies, 8, 1.0, api_key=client_key))
         # the experiment alone (no outcomes posted): what assignment and a second model cost, apart from ingest
@@ -191,17 +201,3 @@ def _rounds(admin: httpx.Client, base_url: str, bodies: Callable[[], bytes], rat
                               treatment=treatment,
                               treatment_answers=treatment_answers, outcomes_posted=posted, outcome_errors=errors,
                               impressions_counted=counted)
-
-
-if __name__ == "__main__":
-    from load_tests.bench.serving import RATE, STEP_S, Requests
-    from pantry.models import registry
-    from pantry.models.variants import publish_baseline
-    from pantry.settings import get_settings
-
-    s = get_settings()
-    version = f"{registry.active_version(s.models_dir, 'recommender')}-popularity"
-    if version not in registry.versions(s.models_dir, "recommender"):
-        publish_baseline(s.models_dir, "recommender", "popularity")
-    figures = run(s, sys.argv[1], Requests(s).recommendations, RATE, STEP_S, version)
-    print(msgspec.json.format(msgspec.json.encode(figures)).decode())

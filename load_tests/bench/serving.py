@@ -24,8 +24,7 @@ from load_tests.bench import experiment_overhead, peers
 from load_tests.bench.figures import EndpointLoad, Load, ServingFigures
 from load_tests.bench.openloop import closed_loop, open_loop
 from load_tests.keys import key_for
-from pantry.models import registry
-from pantry.models.variants import publish_baseline
+from pantry.models.variants import ensure_baseline
 from pantry.scoring import ModelError
 from pantry.settings import Settings
 
@@ -109,10 +108,7 @@ def run(settings: Settings, base_url: str | None = None, quick: bool = False) ->
         print(f"serving bench {path}: {measured[path]}", flush=True)
     closed, closed_note = None, ""
     try:
-        active = registry.active_version(settings.models_dir, "recommender")
-        treatment = f"{active}-popularity"
-        if treatment not in registry.versions(settings.models_dir, "recommender"):
-            publish_baseline(settings.models_dir, "recommender", "popularity")
+        treatment = ensure_baseline(settings.models_dir, "recommender", "popularity")
         closed = experiment_overhead.run(settings, base_url, reqs.recommendations, RATE, step_s, treatment)
         print(f"serving bench closed loop: {closed}", flush=True)
     except (RuntimeError, ModelError, httpx.HTTPError, KeyError) as exc:

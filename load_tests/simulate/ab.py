@@ -50,16 +50,14 @@ def activate(admin: httpx.Client, model: str, version: str) -> None:
 def start(admin: httpx.Client, models_dir: Path) -> list[tuple[str, str, str]]:
     """(model, trained version, experiment id) per pair, the baseline ACTIVE as control."""
     from pantry.models import registry
-    from pantry.models.variants import publish_baseline
+    from pantry.models.variants import ensure_baseline
 
     started = []
     for model, variant in PAIRS:
         trained = registry.active_version(models_dir, model)
         if trained is None or trained.endswith(f"-{variant}"):
             raise click.ClickException(f"{model}: the ACTIVE version must be a trained one (is {trained})")
-        baseline = f"{trained}-{variant}"
-        if baseline not in registry.versions(models_dir, model):
-            publish_baseline(models_dir, model, variant)
+        baseline = ensure_baseline(models_dir, model, variant)
         activate(admin, model, baseline)
         r = admin.post("/admin/experiments", json={"model": model, "treatment": trained, "share": SHARE})
         if r.status_code != 201:
@@ -173,13 +171,11 @@ def compare(start_day: str, end_day: str, concurrency: int, out: Path | None, dr
 def drill(start_day: str, end_day: str, concurrency: int, variant: str) -> None:
     """A broken recommender treatment on half the customers, until a guardrail stops it."""
     from pantry.models import registry
-    from pantry.models.variants import publish_baseline
+    from pantry.models.variants import ensure_baseline
 
     admin, models_dir = connect()
     trained = registry.active_version(models_dir, "recommender")
-    broken = f"{trained}-{variant}"
-    if broken not in registry.versions(models_dir, "recommender"):
-        publish_baseline(models_dir, "recommender", variant)
+    broken = ensure_baseline(models_dir, "recommender", variant)
     r = admin.post("/admin/experiments", json={"model": "recommender", "treatment": broken, "share": SHARE})
     if r.status_code != 201:
         raise click.ClickException(f"POST /admin/experiments: {r.status_code} {r.text[:300]}")

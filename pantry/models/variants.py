@@ -148,3 +148,12 @@ def publish_baseline(models_dir: Path, name: str, variant: str) -> str:
                                   metrics={})
     publish(staging, new)
     return version
+
+
+def ensure_baseline(models_dir: Path, name: str, variant: str) -> str:
+    """`<active>-<variant>`, published from the ACTIVE version unless it already exists; returns the version."""
+    active = active_version(models_dir, name)
+    version = f"{active}-{variant}"
+    if active is None or not (models_dir / name / version).exists():
+        version = publish_baseline(models_dir, name, variant)
+    return version

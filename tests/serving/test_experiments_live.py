@@ -20,8 +20,7 @@ import pytest
 
 from pantry import experiments
 from pantry.keys import EXPERIMENTS
-from pantry.models import registry
-from pantry.models.variants import publish_baseline
+from pantry.models.variants import ensure_baseline
 from pantry.redis_server import free_port, sync_client
 from pantry.settings import Settings, from_env
 
@@ -66,11 +65,7 @@ def live(feast_applied: Settings, trained_models, api_keys, tmp_path_factory) ->
 
 def test_a_random_treatment_is_stopped_by_the_ctr_guardrail(live, api_keys, feast_applied):
     url, settings = live
-    models_dir = feast_applied.models_dir
-    active = registry.active_version(models_dir, "recommender")
-    random_version = f"{active}-random"
-    if random_version not in registry.versions(models_dir, "recommender"):
-        publish_baseline(models_dir, "recommender", "random")
+    random_version = ensure_baseline(feast_applied.models_dir, "recommender", "random")
     ml, data = api_keys.headers("ml_engineer"), api_keys.headers("data")
     with httpx.Client(base_url=url, timeout=10) as http:
         created = http.post("/admin/experiments", headers=ml, json={
@@ -117,11 +112,7 @@ def test_an_impression_and_a_click_count_for_the_treatment_arm_within_a_second_o
     """The KPI row of an experiment's decision is keyed by the version that answered and its arm; a resent outcome
     (same event_id) and a second click on the same item count once."""
     url, _ = live
-    models_dir = feast_applied.models_dir
-    active = registry.active_version(models_dir, "recommender")
-    popularity = f"{active}-popularity"
-    if popularity not in registry.versions(models_dir, "recommender"):
-        publish_baseline(models_dir, "recommender", "popularity")
+    popularity = ensure_baseline(feast_applied.models_dir, "recommender", "popularity")
     ml, data = api_keys.headers("ml_engineer"), api_keys.headers("data")
     with httpx.Client(base_url=url, timeout=10) as http:
         for running in http.get("/admin/experiments", headers=ml).json():
