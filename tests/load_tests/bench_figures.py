@@ -8,6 +8,7 @@ from __future__ import annotations
 from load_tests.bench.figures import (
     CallTimes,
     EndpointLoad,
+    ExperimentOverhead,
     FreshnessRun,
     Load,
     LocustPeer,
@@ -62,6 +63,13 @@ def serving() -> ServingFigures:
         },
         feast_serve=load(345, 133.0, 359.0, 2_181, errors=70),
         hello_world=load(20_071, 2.63, 3.94, 120_460),
+        experiment_overhead=ExperimentOverhead(
+            rounds_without=[load(300, 1.5, 2.6, 1_800), load(300, 1.6, 3.0, 1_800), load(300, 1.5, 2.8, 1_800)],
+            rounds_experiment_only=[load(300, 1.6, 2.7, 1_800), load(300, 1.6, 2.9, 1_800),
+                                    load(300, 1.5, 2.9, 1_800)],
+            rounds_with=[load(300, 1.7, 2.9, 1_800), load(300, 1.7, 3.5, 1_800), load(300, 1.6, 2.9, 1_800)],
+            treatment="20261124T000000-abcdef12-popularity", treatment_answers=2_700, outcomes_posted=52_000,
+            outcome_errors=0, impressions_counted=51_500),
     )
 
 

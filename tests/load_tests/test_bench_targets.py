@@ -19,10 +19,14 @@ TARGET_NAMES = [
     "/v1/next-best-action p99 @300 req/s",
     "/v1/recommendations saturation",
     "/v1/features vs `feast serve` (saturation req/s, at a lower p99)",
+    "/v1/recommendations p99 @300 req/s: experiment running + outcomes streaming vs without",
     "retrain time (full data: three models, ONNX export, parity checks, registry)",
     "ALS top-10: ONNX vs implicit's native recommend (p50 per call)",
     "served recommend(), for_you: a customer's first call vs cached (p50 per call)",
 ]
+
+
+OVERHEAD = "/v1/recommendations p99 @300 req/s: experiment running + outcomes streaming vs without"
 
 
 def by_name(report: Report) -> dict:
@@ -50,6 +54,8 @@ def test_recorded_run_verdicts_and_figures():
     assert rows["/v1/features vs `feast serve` (saturation req/s, at a lower p99)"].measured.startswith("14.6x")
     assert "70 feast serve errors" in rows["/v1/features vs `feast serve` (saturation req/s, at a lower p99)"].measured
     assert rows["ALS top-10: ONNX vs implicit's native recommend (p50 per call)"].measured == "0.26 ms vs 0.58 ms"
+    # medians of the rounds' p99s: with (2.9, 3.5, 2.9) -> 2.9, without (2.6, 3.0, 2.8) -> 2.8
+    assert rows[OVERHEAD].measured == "1.04x (2.9 ms vs 2.8 ms)"
     assert all(t.met is True for t in rows.values()), [t for t in rows.values() if t.met is not True]
 
 
@@ -135,3 +141,19 @@ def test_a_part_that_did_not_run_leaves_its_rows_not_measured_with_the_reason():
     assert all(r.met is None and "replay exited with 1" in r.measured for r in streaming_rows)
     assert all(r.met is None and "budget was spent" in r.measured for r in training_rows)
     assert all(r.met is True for r in rows[4:-3])
+
+
+def test_the_experiment_overhead_row_compares_median_p99s_within_ten_percent():
+    report = bench_figures.report()
+    e = report.serving.experiment_overhead
+    e.rounds_with[0].p99_ms = e.rounds_with[2].p99_ms = 3.2  # median 3.2 vs 2.8: 1.14x
+    row = by_name(report)[OVERHEAD]
+    assert (row.measured, row.met) == ("1.14x (3.2 ms vs 2.8 ms)", False)
+    e.outcome_errors = 3
+    e.rounds_with[0].p99_ms = e.rounds_with[2].p99_ms = 2.9
+    row = by_name(report)[OVERHEAD]
+    assert row.met is False and "3 errors" in row.measured  # refused outcomes are not an overhead to hide
+    report.serving = msgspec.structs.replace(report.serving, experiment_overhead=None,
+                                             experiment_overhead_note="not run (RuntimeError: no ml key)")
+    row = by_name(report)[OVERHEAD]
+    assert row.met is None and "no ml key" in row.measured
