@@ -245,9 +245,7 @@ def service_children(workers: int, host: str, port: int, live: bool,
                                    "--port", str(port), *extra), env)
     children = [api]
     if live:
-        # -O: Feast's typeguard decorators skip re-compiling its sources at import: the flow's start (first
-        # heartbeat) 15.4-15.9 s -> 10.7-11.3 s on a loaded 2-core machine; pantry's code has no asserts to lose
-        live_argv = [sys.executable, "-O", "-m", "pantry.cli", "stream", "live", "--no-progress"]
+        live_argv = [sys.executable, "-m", "pantry.cli", "stream", "live", "--no-progress"]
         children.insert(0, Child("live flow", live_argv, env))
     return children
 

@@ -224,9 +224,7 @@ def _die_with_parent() -> None:
 def spawn_process(settings: Settings, config, workers: int, process_id: int, addresses: list[str]):
     """Process `process_id` of the flow: `python -m streaming.worker` with these settings and config."""
     args = WorkerArgs(to_json(settings), msgspec.json.encode(config).decode(), workers, process_id, addresses)
-    # -O: Feast's typeguard decorators then skip re-compiling its sources at import (start-up halves); pantry's
-    # code has no asserts to lose
-    return subprocess.Popen([sys.executable, "-O", "-m", "streaming.worker", msgspec.json.encode(args).decode()],
+    return subprocess.Popen([sys.executable, "-m", "streaming.worker", msgspec.json.encode(args).decode()],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pantry import dataset
-from pantry.featurestore import repo
+from pantry.featurestore import feast_sdk, repo
 from pantry.models._shared import lookup_many
 from pantry.models.recommender_candidates import History
 from pantry.settings import Settings
@@ -62,6 +62,7 @@ def _patch_feast_dask_sort() -> None:
     feature log of many files (one dask partition each) dask cannot compute sort divisions over those NaTs and
     raises. Feast already retries that sort on one partition, but only for ZeroDivisionError (dask#8939): retry
     the same way for this error too. Results are unchanged (the sort is only there to keep the latest row)."""
+    feast_sdk.import_feast()
     from feast.infra.offline_stores import dask as feast_dask
 
     original = feast_dask._drop_duplicates

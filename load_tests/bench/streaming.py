@@ -91,9 +91,11 @@ def bench_replay(settings: Settings, processes: int = 1, until: datetime | None 
 
 def bench_push(settings: Settings, n: int = PUSH_ROWS) -> PushRun:
     import pandas as pd
-    from feast.data_source import PushMode
 
-    from pantry.featurestore import repo
+    from pantry.featurestore import feast_sdk, repo
+
+    feast_sdk.import_feast()
+    from feast.data_source import PushMode
 
     fs = repo.store(settings)
     now = pd.Timestamp(REPLAY_UNTIL)

@@ -16,11 +16,14 @@ from functools import cache
 from types import ModuleType
 from typing import Any
 
+from pantry.featurestore import feast_sdk
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @cache
 def _value_pb2() -> ModuleType:
+    feast_sdk.import_feast()
     from feast.protos.feast.types import Value_pb2
 
     return Value_pb2
