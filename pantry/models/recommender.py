@@ -251,14 +251,14 @@ class Recommender:
             s = lookup(self.store_ids, int(store_id))
             if s >= 0:
                 sl = slice(int(self.store_indptr[s]), int(self.store_indptr[s + 1]))
-                items, units = self.store_items[sl], self.store_units[sl]
-                out = [
-                    Scored(int(self.products[i]), float(n), f"popular at your store ({int(n)} sold in 4 weeks)")
-                    for i, n in zip(items, units, strict=True)
-                    if int(self.products[i]) not in exclude
-                ]
-                if len(out) >= k:
-                    return out[:k]
+                # best first: stop at k (a big store lists ~2,000 items; building them all cost 3.6 ms an answer)
+                out = []
+                for pid, n in zip(self.products[self.store_items[sl]].tolist(), self.store_units[sl].tolist(),
+                                  strict=True):
+                    if pid not in exclude:
+                        out.append(Scored(pid, float(n), f"popular at your store ({int(n)} sold in 4 weeks)"))
+                        if len(out) == k:
+                            return out
         out = []
         for i in self.global_popular:
             pid = int(self.products[i])
