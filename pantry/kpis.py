@@ -12,7 +12,7 @@ with `merge_shards`. Nothing here touches Redis: callers HGETALL (sync or async)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import msgspec
 
@@ -106,12 +106,16 @@ def decode_counts(raw: bytes) -> Counts:
     return _counts_decoder.decode(raw)
 
 
-def merge_shards(hashes: Iterable[Mapping[bytes | str, bytes]]) -> dict[KpiKey, Counts]:
-    """The sum over shards of their HGETALL replies: {key: totals}."""
+def merge_shards(hashes: Iterable[Mapping[bytes | str, bytes]],
+                 experiments: Collection[str] | None = None) -> dict[KpiKey, Counts]:
+    """The sum over shards of their HGETALL replies: {key: totals}; only the keys of `experiments` when given (the
+    guardrail loop reads them every second: it skips decoding the rest, most of the fields)."""
     out: dict[KpiKey, Counts] = {}
     for raw in hashes:
         for field, value in raw.items():
             key = KpiKey.parse(field)
+            if experiments is not None and key.experiment not in experiments:
+                continue
             counts = decode_counts(value)
             if key in out:
                 out[key].add(counts)

@@ -41,7 +41,7 @@ async def check_once(svc: Services, now: float | None = None) -> list[tuple[str,
     if not ids:
         return []
     raws = await svc.store.call(lambda: svc.redis.hmget(EXPERIMENTS, ids))
-    totals = await service.kpi_totals(svc)
+    totals = await service.kpi_totals(svc, set(ids))
     done: list[tuple[str, str]] = []
     for raw in raws:
         if raw is None:

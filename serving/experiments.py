@@ -5,6 +5,7 @@ experiments through `end` too, so every end is one compare-and-set: a stop and a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from typing import Annotated, Any
 
 import msgspec
@@ -126,8 +127,8 @@ async def listing(svc: Services) -> list[dict[str, Any]]:
     return [view(e) for e in experiments.decode_all(raw)]
 
 
-async def kpi_totals(svc: Services):
-    """Every KPI key's totals, summed over the outcome shards (pantry/kpis.py)."""
+async def kpi_totals(svc: Services, experiment_ids: Collection[str] | None = None):
+    """Every KPI key's totals (or only those of `experiment_ids`), summed over the outcome shards (pantry/kpis.py)."""
 
     async def read():
         pipe = svc.redis.pipeline(transaction=False)
@@ -135,12 +136,12 @@ async def kpi_totals(svc: Services):
             pipe.hgetall(name)
         return await pipe.execute()
 
-    return merge_shards(await svc.store.call(read))
+    return merge_shards(await svc.store.call(read), experiment_ids)
 
 
 async def report(svc: Services, experiment_id: str) -> ExperimentReport:
     exp, _raw = await _get(svc, experiment_id)
-    control, treatment, versions = guardrails.arm_totals(await kpi_totals(svc), exp.id)
+    control, treatment, versions = guardrails.arm_totals(await kpi_totals(svc, {exp.id}), exp.id)
     here = svc.models.running.get(exp.model)
     here = here if here is not None and here.experiment.id == exp.id else None
     return ExperimentReport(exp.id, view(exp), guardrails.arm_report("control", control, versions["control"]),

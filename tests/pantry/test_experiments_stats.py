@@ -10,7 +10,7 @@ import pytest
 
 from pantry import experiments, guardrails, stats
 from pantry.experiments import Experiment, Guardrails
-from pantry.kpis import LATENCY_BOUNDS_MS, Counts, KpiKey, latency_bucket
+from pantry.kpis import LATENCY_BOUNDS_MS, Counts, KpiKey, encode_counts, latency_bucket, merge_shards
 
 # ---- stats --------------------------------------------------------------------------------------------------
 
@@ -166,3 +166,14 @@ def test_arm_totals_and_report_from_kpi_keys():
     diff = guardrails.compare(control, treatment)
     assert diff.ctr.diff == pytest.approx(0.025) and diff.revenue_per_1000_decisions == -250.0
     assert 0 < diff.ctr.p_value < 1 and not math.isnan(diff.conversion.low)
+
+
+def test_merge_shards_sums_the_shards_and_keeps_only_the_asked_experiments():
+    a = KpiKey("2017-11-01", "recommender", "a", "e1", "control", "for_you")
+    b = KpiKey("2017-11-01", "recommender", "b", "e2", "treatment", "for_you")
+    plain = KpiKey("2017-11-01", "recommender", "a", "", "", "for_you")
+    shards = [{a.field().encode(): encode_counts(_counts(10)), plain.field().encode(): encode_counts(_counts(7))},
+              {a.field().encode(): encode_counts(_counts(5)), b.field().encode(): encode_counts(_counts(3))}]
+    assert {k: c.decisions for k, c in merge_shards(shards).items()} == {a: 15, b: 3, plain: 7}
+    assert {k: c.decisions for k, c in merge_shards(shards, {"e1"}).items()} == {a: 15}
+    assert merge_shards(shards, set()) == {}
