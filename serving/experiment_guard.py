@@ -40,15 +40,12 @@ async def check_once(svc: Services, now: float | None = None) -> list[tuple[str,
     ids = sorted(set((await svc.store.call(lambda: svc.redis.hgetall(EXPERIMENTS_RUNNING))).values()))
     if not ids:
         return []
-    raws = await svc.store.call(lambda: svc.redis.hmget(EXPERIMENTS, ids))
-    totals = await service.kpi_totals(svc, set(ids))
+    raws = [raw for raw in await svc.store.call(lambda: svc.redis.hmget(EXPERIMENTS, ids)) if raw is not None]
+    running = [(experiments.decode(raw), raw) for raw in raws]
+    running = [(exp, raw) for exp, raw in running if exp.running]
+    totals = await service.kpi_totals(svc, {exp.id for exp, _ in running})
     done: list[tuple[str, str]] = []
-    for raw in raws:
-        if raw is None:
-            continue
-        exp = experiments.decode(raw)
-        if not exp.running:
-            continue
+    for exp, raw in running:
         control, treatment, _versions = guardrails.arm_totals(totals, exp.id)
         breach = guardrails.check(exp, control, treatment)
         if breach is not None:
