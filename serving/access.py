@@ -16,9 +16,9 @@ import logging
 import re
 from typing import Final
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
 from pantry import apikeys
@@ -94,20 +94,34 @@ async def require_key(connection: ASGIConnection, handler: BaseRouteHandler) -> 
     key = presented_key(connection)
     where = f"{connection.scope['method']} {template}"
     if not key:
-        raise NotAuthorizedException(
+        raise await _refusal(connection, NotAuthorizedException(
             detail=f"{where} needs an API key ({_describe(needed)}): send `X-API-Key: KEY` or "
                    "`Authorization: Bearer KEY`",
-            headers={"WWW-Authenticate": 'Bearer realm="pantry"'})
+            headers={"WWW-Authenticate": 'Bearer realm="pantry"'}))
     table: KeyTable = state.key_table
     principal = table.lookup(key)
     if principal is None:
         detail = "no API keys are configured on this server" if not len(table) else "unknown API key"
-        raise NotAuthorizedException(detail=f"{where}: {detail}", headers={"WWW-Authenticate": 'Bearer realm="pantry"'})
+        raise await _refusal(connection, NotAuthorizedException(detail=f"{where}: {detail}",
+                                                                headers={"WWW-Authenticate": 'Bearer realm="pantry"'}))
     connection.scope["auth"] = principal
     if needed != ANY_KEY and not principal.has(needed):
-        raise PermissionDeniedException(
+        raise await _refusal(connection, PermissionDeniedException(
             detail=f"{where} needs a key with the `{needed}` scope; key `{principal.key_id}` has "
-                   f"{', '.join(sorted(principal.scopes))}")
+                   f"{', '.join(sorted(principal.scopes))}"))
+
+
+async def _refusal(connection: ASGIConnection, exc: HTTPException) -> HTTPException:
+    """`exc`, once the refused request's body is read (at most max_body_bytes). An HTTP/1.1 answer sent before the body
+    is read makes the server drop the keep-alive connection after it, and a client that has already sent its next
+    request on that connection gets a disconnect instead of an answer (seen in tests: "Server disconnected without
+    sending a response" on the request after a 403 to a POST)."""
+    if isinstance(connection, Request) and connection.scope["method"] not in ("GET", "HEAD"):
+        try:
+            await connection.body()
+        except Exception:  # too large or the client went away: the refusal stands, the connection closes
+            log.debug("refused request's body not read", exc_info=True)
+    return exc
 
 
 def _describe(needed: str) -> str:

@@ -5,9 +5,11 @@ table check that covers routes added later, demo keys refused on a non-loopback 
 from __future__ import annotations
 
 import re
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -69,6 +71,42 @@ def test_every_v1_and_admin_route_needs_a_key_with_its_scope(http, api, api_keys
                 assert answer.status_code == 403, (method, path, role, answer.text)
                 detail = answer.json()["detail"]
                 assert f"`{scope}` scope" in detail and f"key `test-{role}`" in detail, detail
+
+
+def _http11(sock: socket.socket, request: bytes, body: bytes = b"", body_after_s: float = 0.0) -> int:
+    """Send one HTTP/1.1 request on `sock` (its body in a second write after `body_after_s`) and read the response:
+    its status (0 when the server closed the connection instead of answering)."""
+    sock.sendall(request)
+    if body:
+        time.sleep(body_after_s)
+        sock.sendall(body)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0
+        rest += chunk
+    return int(head.split()[1])
+
+
+def test_a_refused_post_keeps_its_keep_alive_connection_usable(api, api_keys):
+    """A 403 to a POST whose body comes after its headers (as httpx sends them: two writes) must not cost the client
+    its next request on the same connection."""
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for _ in range(5):
+            refused = _http11(sock, b"POST /admin/experiments HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
+                                    b"\r\nContent-Length: 2\r\nX-API-Key: " + api_keys.client.encode() + b"\r\n\r\n",
+                              b"{}", body_after_s=0.05)
+            assert refused == 403
+            assert _http11(sock, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 200
 
 
 def test_open_routes_need_no_key(http, api):
