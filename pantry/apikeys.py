@@ -101,6 +101,10 @@ class KeyTable:
             return None
         return self.by_digest.get(digest(key))
 
+    def by_id(self, key_id: str) -> ApiKey | None:
+        """The key with this id (ids are unique: `add` refuses a second one)."""
+        return next((k for k in self.by_digest.values() if k.key_id == key_id), None)
+
     def __len__(self) -> int:
         return len(self.by_digest)
 

@@ -37,3 +37,7 @@ DRIFT_PREFIX = "pantry:drift:"
 def drift_key(model: str, version: str, day: str) -> str:
     """`day`: YYYYMMDD (UTC, wall clock: the window bounds Redis memory, whatever the event clock says)."""
     return f"{DRIFT_PREFIX}{model}:{version}:{day}"
+
+# the operator console's login sessions (serving/console/session.py): this prefix + sha256 of the session cookie ->
+# msgpack ConsoleSession; each expires console_session_ttl_s after login (logout deletes it)
+CONSOLE_SESSION_PREFIX = "pantry:console:session:"

@@ -125,6 +125,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     drift_significant: float = 0.25  # PSI above: significant drift
     drift_min_count: int = 100  # fewer live decisions than this: status "insufficient" (a PSI of a few is noise)
     # ---- end of Drift ----
+    # ---- The operator console (/console, serving/console/) ----
+    console_session_ttl_s: float = 8 * 3600.0  # a login lasts this long (then the key is asked again)
+    console_cookie_secure: bool = False  # PANTRY_CONSOLE_COOKIE_SECURE=1: session cookie only over HTTPS (behind TLS)
     # ---- The shopper simulator's Locust user (load_tests/simulate/locustfile.py; `pantry simulate` takes flags) ----
     simulate_from: str | None = None  # PANTRY_SIMULATE_FROM, YYYY-MM-DD; None: the service clock's now
     simulate_to: str | None = None  # PANTRY_SIMULATE_TO, YYYY-MM-DD (exclusive); None: 30 days after the start
@@ -287,6 +290,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         if env.get(name):
             kw[field] = env[name].strip()
     num("PANTRY_SIMULATE_WINDOW_S", "simulate_window_s", float)
+    num("PANTRY_CONSOLE_SESSION_TTL_S", "console_session_ttl_s", float)
+    kw["console_cookie_secure"] = _flag(env, "PANTRY_CONSOLE_COOKIE_SECURE")
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):
         raise SettingsError(f"PANTRY_REDIS_CLUSTER={cluster!r} must be 1/0 (true/false)")

@@ -50,6 +50,7 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/readyz": OPEN,
     "/schema": OPEN,
     "/metrics": "metrics",
+    "/console": OPEN,  # its own login (serving/console/session.py): a session cookie, a role per page, CSRF on forms
 }
 PROTECTED_PREFIXES: Final = ("/v1/", "/admin/")
 _LOOPBACK_NAMES: Final = ("localhost",)

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import urlencode
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response
@@ -24,15 +25,17 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pantry.erasure import ErasureError
 from pantry.scoring import ModelError
 from pantry.settings import Settings, get_settings
-from serving import experiment_guard, metrics
+from serving import console, experiment_guard, metrics
 from serving.access import check_routes, key_id, load_keys, require_key
 from serving.access_log import AccessLogger, access_logger
+from serving.console.session import ConsoleForbidden, LoginRequired
 from serving.controllers.admin import (
     AdminAuditController,
     AdminCampaignsController,
@@ -103,6 +106,15 @@ def _store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
                     status_code=HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}, media_type=MediaType.JSON)
 
 
+def _login_required(request: Request, exc: LoginRequired) -> Response:
+    return Redirect(f"/console/login?{urlencode({'next': exc.next_path})}", status_code=303)
+
+
+def _console_forbidden(request: Request, exc: ConsoleForbidden) -> Response:
+    return Template(template_name="refused.html", status_code=403, context={
+        "title": "Not allowed", "detail": exc.detail, "operator": None, "nav": [], "current": "", "message": None})
+
+
 def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return Response({"status_code": 500, "detail": "internal error"}, status_code=HTTP_500_INTERNAL_SERVER_ERROR,
@@ -123,6 +135,8 @@ _EXCEPTION_HANDLERS = {
     ExperimentConflict: _conflict,
     ErasureError: _conflict,  # a feature view the erasure cannot handle: nothing was touched
     StoreUnavailable: _store_unavailable,
+    LoginRequired: _login_required,  # a console page without a session: to the login page
+    ConsoleForbidden: _console_forbidden,  # a console page or form the session may not use: a 403 page
     Exception: _unexpected,
 }
 
@@ -227,7 +241,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminCustomersController,
             AdminKpisController,
             AdminDriftController,
+            *console.ROUTES,
         ],
+        template_config=console.TEMPLATES,
         guards=[require_key],  # every route: the scope its path needs (serving/access.py), open ones pass
         lifespan=[lifespan],
         dependencies={"services": Provide(_services, sync_to_thread=False)},

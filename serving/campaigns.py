@@ -43,6 +43,10 @@ class Approval(msgspec.Struct, frozen=True):
     by: str
     at: str
     note: str | None = None
+    # the campaign as it was decided (what a merchandiser sees changed since); absent in records written before
+    campaign_type: str | None = None
+    start_date: str | None = None
+    end_date: str | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -79,7 +83,25 @@ def decode_approvals(raw: dict[bytes, bytes]) -> dict[int, Approval]:
 
 
 def approval_record(campaign: Campaign, status: Status, by: str, note: str | None = None) -> Approval:
-    return Approval(status, campaign.fingerprint, by, datetime.now(UTC).isoformat(), note)
+    return Approval(status, campaign.fingerprint, by, datetime.now(UTC).isoformat(), note, campaign.campaign_type,
+                    campaign.start.date().isoformat(), campaign.end.date().isoformat())
+
+
+def changes_since(campaign: Campaign, approval: Approval | None) -> list[str]:
+    """What differs between the campaign now and the campaign as last decided (["new campaign"] if never decided)."""
+    if approval is None:
+        return ["new campaign: never approved or rejected"]
+    if approval.fingerprint == campaign.fingerprint:
+        return []
+    if approval.campaign_type is None:  # a record from before decisions kept the campaign
+        return [f"changed since it was {approval.status} on {approval.at[:10]}"]
+    out = []
+    for what, before, now in (("type", approval.campaign_type, campaign.campaign_type),
+                              ("start", approval.start_date, campaign.start.date().isoformat()),
+                              ("end", approval.end_date, campaign.end.date().isoformat())):
+        if before != now:
+            out.append(f"{what}: {before} \u2192 {now}")
+    return out or [f"changed since it was {approval.status} on {approval.at[:10]}"]
 
 
 def status_of(campaign: Campaign, approval: Approval | None) -> str:

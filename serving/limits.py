@@ -1,5 +1,5 @@
-"""Per-request limits that run before any handler (after the access guard): JSON content type (415) and the rate
-limit (429).
+"""Per-request limits that run before any handler (after the access guard): JSON content type (415; the console's
+HTML forms post form data) and the rate limit (429).
 
 The rate limit counts per validated key id (serving/access.py put it in `scope["auth"]`), or per client address on
 the open routes other than health, readiness and metrics, per minute in Redis (`INCR` of one key per id and minute),
@@ -20,6 +20,7 @@ from serving.redis_guard import StoreUnavailable
 
 _RATE_KEY = "pantry:ratelimit:{who}:{minute}"
 _UNLIMITED_PATHS = ("/healthz", "/readyz", "/metrics")
+_FORM_PATHS = ("/console/",)
 
 
 def rate_identity(request: Request) -> str:
@@ -31,7 +32,7 @@ def rate_identity(request: Request) -> str:
 
 
 async def enforce_limits(request: Request) -> Response | None:
-    if request.method in ("POST", "PUT", "PATCH"):
+    if request.method in ("POST", "PUT", "PATCH") and not request.url.path.startswith(_FORM_PATHS):
         content_type = request.headers.get("content-type")
         if content_type and not content_type.split(";", 1)[0].strip().lower().endswith(("/json", "+json")):
             return Response({"status_code": 415, "detail": f"Content-Type must be application/json, got "

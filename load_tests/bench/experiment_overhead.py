@@ -3,8 +3,9 @@ experiment running and outcomes streaming in, against the same load without them
 
 A with-round: an experiment (the ACTIVE recommender against its popularity baseline, share 0.5, created and stopped
 through /admin/experiments) and, for every answer, an impression per shown item and a click on the first item of
-one answer in CLICK_EVERY, POSTed to /v1/events every OUTCOME_FLUSH_S (about 3,000 events/s at 300 answers/s; the
-live flow joins them to the decision log); it starts once every worker has loaded and warmed the treatment (the
+one answer in CLICK_EVERY, POSTed to /v1/events every OUTCOME_FLUSH_S by a process of their own, as a storefront's
+outcome reports are a client apart from its shoppers' requests (about 3,000 events/s at 300 answers/s; the live flow
+joins them to the decision log); it starts once every worker has loaded and warmed the treatment (the
 experiment's start-up, not its running cost). A without-round: the same open loop, no experiment, no outcomes. The
 bench's `pantry serve` runs without its live flow (the serving figures are the API alone), so this part starts
 `pantry stream live` itself for all its rounds: idle in a without-round, joining outcomes in a with-round. Rounds
@@ -18,18 +19,19 @@ PANTRY_CLIENT_KEY, PANTRY_INGEST_KEY and PANTRY_BENCH_ML_ENGINEER_KEY set).
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from urllib.parse import urlparse
+from multiprocessing.connection import Connection
 
 import httpx
 import msgspec
 
 from load_tests.bench.figures import ExperimentOverhead, Load
-from load_tests.bench.openloop import Conn, closed_loop, open_loop
+from load_tests.bench.openloop import closed_loop, open_loop
 from load_tests.keys import key_for
 from load_tests.server import pantry_command, stop_group
 from pantry.health import live_flow
@@ -63,17 +65,14 @@ _request, _answer, _json = msgspec.json.Decoder(_Request), msgspec.json.Decoder(
 
 
 class OutcomePoster:
-    """Collects answers (open_loop's on_answer) and posts their outcomes every OUTCOME_FLUSH_S."""
+    """Turns answers into outcome events and posts them to /v1/events; runs in its own process (`post_outcomes`),
+    as a storefront's outcome reporting is a client apart from the shopper's request: sharing the load generator's
+    event loop, building and posting ~3,000 events/s would delay its requests and show up in the measured p99."""
 
     def __init__(self, base_url: str, ingest_key: str, ts: str, treatment: str, round_tag: str) -> None:
-        url = urlparse(base_url)
-        self.conn = Conn(url.hostname, url.port, {"X-API-Key": ingest_key})
+        self.client = httpx.Client(base_url=base_url, timeout=10, headers={"X-API-Key": ingest_key})
         self.ts, self.treatment, self.tag = ts, treatment, round_tag
-        self.pending: list[tuple[bytes, bytes]] = []
         self.answers = self.treatment_answers = self.posted = self.errors = 0
-
-    def on_answer(self, body: bytes, answer: bytes) -> None:
-        self.pending.append((body, answer))
 
     def events(self, batch: list[tuple[bytes, bytes]]) -> list[dict]:
         out = []
@@ -90,35 +89,71 @@ class OutcomePoster:
                             "product_id": answer.items[0].product_id, **common})
         return out
 
+    def post(self, batch: list[tuple[bytes, bytes]]) -> None:
+        events = self.events(batch)
+        for lo in range(0, len(events), 1000):  # max_events_per_batch
+            chunk = events[lo:lo + 1000]
+            try:
+                status = self.client.post("/v1/events", content=_json.encode({"events": chunk}),
+                                          headers={"Content-Type": "application/json"}).status_code
+            except httpx.HTTPError:
+                status = 0
+            if status == 202:
+                self.posted += len(chunk)
+            else:
+                self.errors += len(chunk)
+
+
+def post_outcomes(feed: Connection, *args: str) -> None:
+    """The poster process: posts each batch of (request body, answer) it receives until None, then sends back
+    (answers, treatment answers, posted, errors)."""
+    poster = OutcomePoster(*args)
+    for batch in iter(feed.recv, None):
+        poster.post(batch)
+    feed.send((poster.answers, poster.treatment_answers, poster.posted, poster.errors))
+    poster.client.close()
+
+
+class OutcomeFeed:
+    """The load generator's side: collects answers (open_loop's on_answer) and hands them to the poster process
+    every OUTCOME_FLUSH_S."""
+
+    def __init__(self, base_url: str, ingest_key: str, ts: str, treatment: str, round_tag: str) -> None:
+        self.feed, child = multiprocessing.get_context("spawn").Pipe()
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=post_outcomes, args=(child, base_url, ingest_key, ts, treatment, round_tag), daemon=True)
+        self.process.start()  # before the round: its start-up is not the round's load
+        self.pending: list[tuple[bytes, bytes]] = []
+        self.answers = self.treatment_answers = self.posted = self.errors = 0
+
+    def on_answer(self, body: bytes, answer: bytes) -> None:
+        self.pending.append((body, answer))
+
     async def run(self, stop: asyncio.Event) -> None:
-        while not (stop.is_set() and not self.pending):
+        while not stop.is_set():
             await asyncio.sleep(OUTCOME_FLUSH_S)
-            batch, self.pending = self.pending, []
-            events = self.events(batch)
-            for lo in range(0, len(events), 1000):  # max_events_per_batch
-                chunk = events[lo:lo + 1000]
-                try:
-                    status = await self.conn.post("/v1/events", _json.encode({"events": chunk}))
-                except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
-                    status = 0
-                    self.conn.close()
-                if status == 202:
-                    self.posted += len(chunk)
-                else:
-                    self.errors += len(chunk)
-        self.conn.close()
+            if self.pending:
+                batch, self.pending = self.pending, []
+                self.feed.send(batch)
+
+    def finish(self) -> None:
+        if self.pending:
+            self.feed.send(self.pending)
+        self.feed.send(None)
+        self.answers, self.treatment_answers, self.posted, self.errors = self.feed.recv()
+        self.process.join(timeout=30)
 
 
 async def with_outcomes(base_url: str, bodies: Callable[[], bytes], rate: float, step_s: float, client_key: str,
-                        poster: OutcomePoster) -> Load:
+                        feed: OutcomeFeed) -> Load:
     stop = asyncio.Event()
-    posting = asyncio.create_task(poster.run(stop))
+    handing = asyncio.create_task(feed.run(stop))
     try:
         return await open_loop(base_url, "/v1/recommendations", bodies, rate, step_s, api_key=client_key,
-                               on_answer=poster.on_answer)
+                               on_answer=feed.on_answer)
     finally:
         stop.set()
-        await posting
+        await handing
 
 
 @contextmanager
@@ -184,8 +219,9 @@ def _rounds(admin: httpx.Client, base_url: str, bodies: Callable[[], bytes], rat
         # the experiment alone (no outcomes posted): what assignment and a second model cost, apart from ingest
         experiment_only.append(asyncio.run(open_loop(base_url, "/v1/recommendations", bodies, rate, step_s,
                                                      api_key=client_key)))
-        poster = OutcomePoster(base_url, ingest_key, ts, treatment, f"{eid}-{n}")
+        poster = OutcomeFeed(base_url, ingest_key, ts, treatment, f"{eid}-{n}")
         with_.append(asyncio.run(with_outcomes(base_url, bodies, rate, step_s, client_key, poster)))
+        poster.finish()
         posted, errors, treatment_answers = (posted + poster.posted, errors + poster.errors,
                                              treatment_answers + poster.treatment_answers)
         admin.post(f"/admin/experiments/{eid}/stop", json={"note": "make bench round done"})

@@ -7,11 +7,12 @@ the event clock other tests judge freshness by); /readyz reports the live flow w
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -159,3 +160,36 @@ def own_settings(feast_applied, own_redis, tmp_path) -> Settings:
     shutil.copytree(feast_applied.dataset_dir, data_dir / "data")
     return msgspec.structs.replace(feast_applied, data_dir=data_dir, embedded_redis_port=own_redis.port)
 
+
+
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of a console page's forms."""
+    match = CSRF_INPUT.search(html)
+    assert match, "the page has no form with a CSRF token"
+    return match.group(1)
+
+
+def console_login(url: str, key: str) -> httpx.Client:
+    """An HTTP client logged in to the console with `key` (its session cookie kept by the client)."""
+    client = httpx.Client(base_url=url, timeout=10.0)
+    token = csrf_of(client.get("/console/login").text)
+    answer = client.post("/console/login", data={"api_key": key, "csrf_token": token})
+    assert answer.status_code == 303, answer.text[:500]
+    return client
+
+
+@pytest.fixture()
+def console(api: Server, api_keys) -> Iterator[Callable[[str], httpx.Client]]:
+    """`console(role)`: an HTTP client logged in to the session server's console with that role's key."""
+    clients: list[httpx.Client] = []
+
+    def login(role: str) -> httpx.Client:
+        clients.append(console_login(api.url, api_keys.keys[role]))
+        return clients[-1]
+
+    yield login
+    for client in clients:
+        client.close()

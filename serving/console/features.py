@@ -1,0 +1,23 @@
+"""Features and stream (ml_engineer): freshness and drift per view; the live flow's lag, throughput and dead letters."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from litestar import Controller, Request, get
+from litestar.response import Template
+
+from serving.console.pages import render
+from serving.console.session import console_guard, operator_of
+from serving.services import Injected
+
+
+class ConsoleFeaturesController(Controller):
+    path = "/console/features"
+    include_in_schema = False
+    guards = (console_guard,)
+    opt = MappingProxyType({"role": "ml_engineer"})
+
+    @get()
+    async def page(self, request: Request, services: Injected) -> Template:
+        return render(request, await operator_of(request), "features.html", "Features and stream")
