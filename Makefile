@@ -22,6 +22,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(UV) || $(VENV)/bin/pip install -q --disable-pip-version-check "uv==$$(grep -E '^uv==' requirements.lock | cut -d= -f3)"
 	$(UV) pip sync -q --python $(PY) requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || test -n "$$PANTRY_CHROMIUM" || \
+		{ echo "==> installing Chromium (the console's browser tests)"; \
+		  $$(test "$$(id -u)" = 0 || echo sudo) apt-get install -y -q chromium >/dev/null; }
 	@touch $(STAMP)
 
 demo: setup

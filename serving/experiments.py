@@ -122,9 +122,13 @@ async def create(svc: Services, request: CreateExperiment, by: str) -> dict[str,
     return view(exp)
 
 
+async def records(svc: Services) -> list[Experiment]:
+    """Every experiment kept (running, and ended within the retention)."""
+    return experiments.decode_all(await svc.store.call(lambda: svc.redis.hgetall(EXPERIMENTS)))
+
+
 async def listing(svc: Services) -> list[dict[str, Any]]:
-    raw = await svc.store.call(lambda: svc.redis.hgetall(EXPERIMENTS))
-    return [view(e) for e in experiments.decode_all(raw)]
+    return [view(e) for e in await records(svc)]
 
 
 async def kpi_totals(svc: Services, experiment_ids: Collection[str] | None = None):

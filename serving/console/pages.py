@@ -45,7 +45,7 @@ def render(request: Request, operator: Operator, template: str, title: str, **co
     done = request.query_params.get("done")
     target = request.query_params.get("target", "")[:80]
     message = MESSAGES[done].format(target=target) if done in MESSAGES else None
-    started = request.scope.get("console_started", time.perf_counter())
+    started = request.scope.get("pantry.started", time.perf_counter())  # set by serving/app.py's middleware
     return Template(template_name=template, context={
         "title": title, "operator": operator, "csrf_field": CSRF_FIELD, "csrf": operator.csrf,
         "nav": [n for n in NAV if n.role is None or operator.may(n.role)], "current": request.scope["path"],
