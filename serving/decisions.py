@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -143,6 +144,31 @@ class DecisionRow(msgspec.Struct):
     items: str
 
 
+def decode_entry(stream_id: bytes, fields: Mapping[bytes, bytes]) -> DecisionRow:
+    """One entry of the decision log as written by `DecisionLog.record` (JSON fields kept as JSON text; a missing
+    field as empty). `export` and the console's decision lookup (serving/console/decision_lookup.py) both read
+    entries with it."""
+    f = {k.decode(): v.decode() for k, v in fields.items()}
+    return DecisionRow(
+        stream_id=stream_id.decode(),
+        decision_id=f.get("decision_id", ""),
+        endpoint=f.get("endpoint", ""),
+        ts=float(f.get("ts", 0) or 0),
+        now=f.get("now", ""),
+        request=f.get("request", ""),
+        model=f.get("model", ""),
+        model_version=f.get("model_version", ""),
+        customer_id=int(f.get("customer_id", -1) or -1),
+        surface=f.get("surface", ""),
+        experiment_id=f.get("experiment_id", ""),
+        arm=f.get("arm", ""),
+        elapsed_ms=float(f.get("elapsed_ms", 0) or 0),
+        feature_ages=f.get("feature_ages", ""),
+        fallback=f.get("fallback") or None,
+        items=f.get("items", ""),
+    )
+
+
 def export(client, out_path, batch: int = 5000, progress: bool = True) -> int:
     """Every decision in the stream to a parquet file (JSON columns kept as JSON text). Returns the row count."""
     import pyarrow as pa
@@ -159,26 +185,7 @@ def export(client, out_path, batch: int = 5000, progress: bool = True) -> int:
                 chunk = chunk[1:] if chunk[0][0] == start else chunk
             if not chunk:
                 break
-            for stream_id, fields in chunk:
-                f = {k.decode(): v.decode() for k, v in fields.items()}
-                rows.append({
-                    "stream_id": stream_id.decode(),
-                    "decision_id": f.get("decision_id", ""),
-                    "endpoint": f.get("endpoint", ""),
-                    "ts": float(f.get("ts", 0) or 0),
-                    "now": f.get("now", ""),
-                    "request": f.get("request", ""),
-                    "model": f.get("model", ""),
-                    "model_version": f.get("model_version", ""),
-                    "customer_id": int(f.get("customer_id", -1) or -1),
-                    "surface": f.get("surface", ""),
-                    "experiment_id": f.get("experiment_id", ""),
-                    "arm": f.get("arm", ""),
-                    "elapsed_ms": float(f.get("elapsed_ms", 0) or 0),
-                    "feature_ages": f.get("feature_ages", ""),
-                    "fallback": f.get("fallback") or None,
-                    "items": f.get("items", ""),
-                })
+            rows.extend(msgspec.structs.asdict(decode_entry(stream_id, fields)) for stream_id, fields in chunk)
             bar.update(len(chunk))
             start = chunk[-1][0]
     kinds = {"ts": pa.float64(), "elapsed_ms": pa.float64(), "customer_id": pa.int64()}
