@@ -41,6 +41,7 @@ from pantry.keys import (
     EVENT_FIELD,
     EVENTS_STREAM,
     STREAM_COUNTERS,
+    decisions_of,
 )
 from pantry.settings import Settings
 
@@ -294,6 +295,7 @@ def forget(settings: Settings, customer_id: int, actor: str, *, client=None,
     counts["events"] = _xdel_matching(client, EVENTS_STREAM, (EVENT_FIELD,), match)
     client.xadd(EVENTS_STREAM, {FORGET_FIELD: str(customer_id).encode()})  # the live flow drops its state
     counts["decisions"] = _xdel_matching(client, DECISIONS_STREAM, (b"request",), match)
+    client.delete(decisions_of(customer_id))  # the console's index of its decision ids
     counts["dead_letters"] = _xdel_matching(client, DEAD_LETTER_STREAM, (b"e",), match)
     counts["dataset_rows"] = _forget_parquet(settings.dataset_dir, customer_id, "*.parquet")
     if counts["dataset_rows"]:

@@ -6,6 +6,10 @@ PREFIX = "pantry:"
 EVENTS_STREAM = "pantry:events"  # accepted events, msgpack in field b"e"
 DEAD_LETTER_STREAM = "pantry:events:dead"  # rejected events with a reason
 DECISIONS_STREAM = "pantry:decisions"  # every served answer (bounded)
+# a customer's newest decision ids (a list, newest first, at most DECISIONS_PER_CUSTOMER; expires with the log's
+# retention): how the console finds a customer's decisions without scanning the log. Erasure deletes it.
+DECISIONS_BY_CUSTOMER_PREFIX = "pantry:decisions:customer:"
+DECISIONS_PER_CUSTOMER = 20
 WATERMARK = "pantry:watermark"  # latest event time processed by the stream, epoch seconds (the event clock)
 STREAM_COUNTERS = "pantry:stream:counters"  # hash: processed, late, invalid, duplicate, ...
 CAMPAIGN_APPROVALS = "pantry:campaigns:approvals"  # hash campaign_id -> msgpack approval record
@@ -41,3 +45,11 @@ def drift_key(model: str, version: str, day: str) -> str:
 # the operator console's login sessions (serving/console/session.py): this prefix + sha256 of the session cookie ->
 # msgpack ConsoleSession; each expires console_session_ttl_s after login (logout deletes it)
 CONSOLE_SESSION_PREFIX = "pantry:console:session:"
+# the console overview's traffic history (serving/console/traffic.py): one hash per UTC minute, + epoch minute,
+# field "<route>|<counter>" -> count, HINCRBY'd by every serving worker; each expires two hours after its last write
+CONSOLE_TRAFFIC_PREFIX = "pantry:console:traffic:"
+
+
+def decisions_of(customer_id: int) -> str:
+    """The list of a customer's newest decision ids (DECISIONS_BY_CUSTOMER_PREFIX)."""
+    return f"{DECISIONS_BY_CUSTOMER_PREFIX}{customer_id}"

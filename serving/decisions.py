@@ -1,6 +1,8 @@
 """The decision log: every served answer XADDed to pantry:decisions, bounded by count (MAXLEN ~ decisions_maxlen at
 every XADD), by age (XTRIM MINID ~ now - decisions_retention_s, every trim_every_s by each worker's flusher) and by
-bytes (a JSON field longer than decisions_max_field_bytes is replaced by `{"truncated_bytes": N}`).
+bytes (a JSON field longer than decisions_max_field_bytes is replaced by `{"truncated_bytes": N}`). With each entry,
+its id goes to the front of the customer's list of newest decision ids (pantry.keys.decisions_of: LPUSH, LTRIM to
+DECISIONS_PER_CUSTOMER, PEXPIRE to the retention), the console's way to a customer's decisions.
 
 Requests only enqueue (no await on Redis); a background task flushes the queue in pipelined batches. A failed write
 is counted and dropped — it never fails or slows the request that made the decision.
@@ -19,7 +21,7 @@ from typing import Any
 import msgspec
 
 from pantry.featurestore.roundtrip import RoundTrip
-from pantry.keys import DECISIONS_STREAM
+from pantry.keys import DECISIONS_PER_CUSTOMER, DECISIONS_STREAM, decisions_of
 
 log = logging.getLogger("pantry.serving.decisions")
 _encoder = msgspec.json.Encoder()
@@ -43,7 +45,10 @@ class DecisionLog:
         self.retention_s, self.max_field_bytes, self.trim_every_s = retention_s, max_field_bytes, trim_every_s
         self.last_trim = 0.0  # the first flush also trims by age
         self._xadd = (b"XADD", DECISIONS_STREAM.encode(), b"MAXLEN", b"~", str(maxlen).encode(), b"*")
-        self.queue: asyncio.Queue[tuple[bytes, ...]] = asyncio.Queue(maxsize=queue_max)  # whole XADD commands
+        self._keep = (b"0", str(DECISIONS_PER_CUSTOMER - 1).encode())
+        self._ttl_ms = str(int(retention_s * 1000)).encode()
+        # per decision, its commands: the XADD and the customer index's LPUSH, LTRIM, PEXPIRE
+        self.queue: asyncio.Queue[tuple[tuple[bytes, ...], ...]] = asyncio.Queue(maxsize=queue_max)
         self.on_drop = on_drop or (lambda n, reason: None)
 
     def record(
@@ -83,8 +88,11 @@ class DecisionLog:
             b"fallback", (fallback or "").encode(),
             b"items", capped(_encoder.encode(items), cap),
         )
+        index = decisions_of(customer_id).encode()
+        commands = (entry, (b"LPUSH", index, decision_id.encode()), (b"LTRIM", index, *self._keep),
+                    (b"PEXPIRE", index, self._ttl_ms))
         try:
-            self.queue.put_nowait(entry)
+            self.queue.put_nowait(commands)
         except asyncio.QueueFull:
             self.on_drop(1, "queue_full")
 
@@ -93,10 +101,11 @@ class DecisionLog:
         return (b"XTRIM", DECISIONS_STREAM.encode(), b"MINID", b"~", f"{minid}-0".encode())
 
     async def flush_once(self, max_batch: int = 500) -> int:
-        batch = [await self.queue.get()]
-        while len(batch) < max_batch and not self.queue.empty():
-            batch.append(self.queue.get_nowait())
-        n = len(batch)
+        decisions = [await self.queue.get()]
+        while len(decisions) < max_batch and not self.queue.empty():
+            decisions.append(self.queue.get_nowait())
+        n = len(decisions)
+        batch = [command for commands in decisions for command in commands]
         now = time.time()
         if now - self.last_trim >= self.trim_every_s:  # age bound, with the writes (ids are ms of wall time)
             self.last_trim = now

@@ -4,11 +4,10 @@ Redis streams have no secondary index, so every lookup here is a bounded range r
 - by decision id: the id starts with the hex of the millisecond the answer was made (serving/decisions.py,
   `new_decision_id`) and the flusher XADDs its entry a little later, so an XRANGE from that millisecond finds it
   among the first few entries (then, for a worker clock ahead of Redis's, a short read backwards);
-- by customer: nothing maps a customer to its decisions, so the newest entries are read until the customer's
-  latest `CUSTOMER_LATEST` are found or a bound is reached. An entry is ~1.1 KB (items with reasons); reading one
-  costs ~12 us (measured: 5,000 newest of 500,000 in 60-70 ms), so the bound is a count AND a time limit that keeps
-  the page inside the request's Redis budget (PANTRY_REDIS_REQUEST_BUDGET_S, 60 ms by default): a page says how
-  many entries it read and which stream times they span;
+- by customer: the decision log keeps each customer's newest decision ids in a list (pantry.keys.decisions_of,
+  written with each entry by serving/decisions.py), and each is found as above. A scan of the log instead costs
+  ~12 us per entry (~1.1 KB each): the newest 50,000 of 500,000 took ~1.1 s, and within the request's Redis budget
+  a scan reached only the newest 1,000-2,250, which held none of most customers' decisions;
 - outcomes: the live flow keeps only KPI totals (streaming/outcomes.py), no per-decision record, so the outcome
   events are read from pantry:events (time-based ids) from the decision's time on, a bounded count, keeping those
   that carry this decision id.
@@ -28,7 +27,7 @@ from typing import Final, Literal
 import msgspec
 
 from pantry.events import Event, InvalidEvent, decode_msgpack
-from pantry.keys import DECISIONS_STREAM, EVENT_FIELD, EVENTS_STREAM
+from pantry.keys import DECISIONS_STREAM, EVENT_FIELD, EVENTS_STREAM, decisions_of
 from serving.decisions import DecisionRow, decode_entry
 from serving.redis_guard import StoreUnavailable
 from serving.services import Services
@@ -39,8 +38,6 @@ FLUSH_WINDOW_MS: Final = 30_000  # an entry is XADDed at most this long after it
 CLOCK_SLACK_MS: Final = 2_000  # ... or this much before it, when the worker's clock runs ahead of Redis's
 ID_FORWARD_MAX: Final = 2_000  # entries read from the id's time on
 ID_BACKWARD_MAX: Final = 500  # entries read back from it
-CUSTOMER_LATEST: Final = 20  # a customer's newest decisions listed
-CUSTOMER_SCAN_MAX: Final = 5_000  # newest entries read at most for a customer (~60 ms)
 OUTCOME_SCAN_MAX: Final = 5_000  # events read at most from the decision's time on (~0.2 KB each)
 OUTCOME_SLACK_MS: Final = 1_000  # read events from this long before the decision (a client's clock, Redis's)
 DECISION_CHUNK: Final = 250  # entries per read: ~3 ms of Redis each, so no read holds Redis up for long
@@ -170,21 +167,35 @@ async def find_decision(svc: Services, decision_id: str, deadline: float) -> tup
     return None, forward.joined(back)
 
 
-async def customer_decisions(svc: Services, customer_id: int, deadline: float,
-                             latest: int = CUSTOMER_LATEST) -> tuple[list[DecisionRow], Scan]:
-    """The customer's newest decisions (at most `latest`, newest first) among the newest entries of the log."""
-    want = b"%d" % customer_id
-    found: list[DecisionRow] = []
-    scan = Scan()
-    async for rows in _chunks(svc, DECISIONS_STREAM, b"+", b"-", reverse=True, max_entries=CUSTOMER_SCAN_MAX,
-                              chunk=DECISION_CHUNK, deadline=deadline, scan=scan):
-        for i, (entry_id, flat) in enumerate(rows):
-            if _field(flat, b"customer_id", 14) == want:
-                found.append(decode_entry(entry_id, _pairs(flat)))
-                if len(found) == latest:
-                    scan.stop_at(rows, i, reverse=True)
-                    return found, scan
-    return found, scan
+class CustomerDecisions(msgspec.Struct):
+    """A customer's newest decisions from its index: those found in the log (newest first), the indexed ids no
+    longer in the log (trimmed by its bounds), and whether Redis answered."""
+
+    found: list[DecisionRow]
+    missing: list[str]
+    reachable: bool = True
+
+
+async def customer_decisions(svc: Services, customer_id: int, deadline: float) -> CustomerDecisions:
+    index = decisions_of(customer_id).encode()
+    try:
+        (ids,) = await svc.store.call(functools.partial(svc.pipeline.run, [(b"LRANGE", index, b"0", b"-1")]))
+    except StoreUnavailable:
+        return CustomerDecisions([], [], reachable=False)
+    out = CustomerDecisions([], [])
+    for raw in ids:
+        decision_id = raw.decode()
+        if not DECISION_ID.fullmatch(decision_id):
+            continue
+        row, scan = await find_decision(svc, decision_id, deadline)
+        if row is not None:
+            out.found.append(row)
+        elif scan.stopped == "store":
+            out.reachable = False
+            break
+        else:
+            out.missing.append(decision_id)
+    return out
 
 
 class Reported(msgspec.Struct, frozen=True):

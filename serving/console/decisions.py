@@ -11,7 +11,6 @@ what each one covered. Bad input is a 400 page that says what is expected; Redis
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -22,6 +21,7 @@ from litestar import Controller, Request, get
 from litestar.response import Template
 
 from pantry.events import MAX_ID
+from pantry.keys import DECISIONS_PER_CUSTOMER
 from pantry.settings import Settings
 from serving.console import decision_lookup as lookup
 from serving.console.pages import render
@@ -244,17 +244,17 @@ def _span(scan: lookup.Scan) -> str:
     return f"{utc(scan.oldest_ms)} to {utc(scan.newest_ms)} UTC"
 
 
-def customer_scan_text(scan: lookup.Scan, found: int, settings: Settings) -> str:
-    if not scan.entries:
-        return "The decision log is empty."
-    head = f"Searched the newest {scan.entries:,} decisions of the log (logged {_span(scan)})"
-    tail = {
-        "found": f"; the customer's {found} latest are listed.",
-        "end": "; that is the whole log.",
-        "count": f"; that is the bound of one look-up ({lookup.CUSTOMER_SCAN_MAX:,} of the up to "
-                 f"{settings.decisions_maxlen:,} the log keeps): older decisions are not searched.",
-    }.get(scan.stopped, f"; {_STOPPED.get(scan.stopped, '')}: older decisions are not searched.")
-    return head + tail
+def customer_note(result: lookup.CustomerDecisions, settings: Settings) -> str:
+    kept = (f"the log keeps each customer's newest {DECISIONS_PER_CUSTOMER} decision ids, for "
+            f"{settings.decisions_retention_s / 86400:.0f} days")
+    if not result.found and not result.missing:
+        return f"No decision of this customer is logged ({kept})."
+    note = f"The customer's {len(result.found)} newest decisions ({kept})."
+    if result.missing:
+        note += f" {len(result.missing)} older ones are no longer in the log (its bounds trimmed them)."
+    if not result.reachable:
+        note += " Redis stopped answering part way: the list may be incomplete."
+    return note
 
 
 def decision_scan_text(scan: lookup.Scan, settings: Settings) -> str:
@@ -331,13 +331,13 @@ async def by_decision(svc: Services, decision_id: str) -> dict[str, Any]:
 
 
 async def by_customer(svc: Services, customer_id: int) -> dict[str, Any]:
-    rows, scan = await lookup.customer_decisions(svc, customer_id, lookup.scan_deadline(svc))
-    if scan.stopped == "store" and not scan.entries:
+    result = await lookup.customer_decisions(svc, customer_id, lookup.scan_deadline(svc))
+    if not result.reachable and not result.found:
         return {"unavailable": UNAVAILABLE}
     found = [(r, utc(lookup.stream_ms(r.stream_id.encode())), len(i) if isinstance(i := _json(r.items), list) else 0)
-             for r in rows]
+             for r in result.found]
     return {"customer_id": customer_id, "found": found,
-            "customer_note": customer_scan_text(scan, len(rows), svc.settings)}
+            "customer_note": customer_note(result, svc.settings)}
 
 
 class ConsoleDecisionsController(Controller):
@@ -348,7 +348,6 @@ class ConsoleDecisionsController(Controller):
 
     @get()
     async def page(self, request: Request, services: Injected) -> Template:
-        request.scope["console_started"] = time.perf_counter()  # the footer's server time counts the look-ups
         operator = await operator_of(request)
         params = request.query_params
         form = {name: (params.get(name) or "")[:64] for name in ("customer_id", "decision_id")}
@@ -363,7 +362,7 @@ class ConsoleDecisionsController(Controller):
                 context = await by_decision(services, query.decision_id)
             elif query.customer_id is not None:
                 context = await by_customer(services, query.customer_id)
-        response = render(request, operator, "decisions.html", "Decisions", form=form, latest=lookup.CUSTOMER_LATEST,
+        response = render(request, operator, "decisions.html", "Decisions", form=form, latest=DECISIONS_PER_CUSTOMER,
                           **context)
         response.status_code = status
         response.headers["Cache-Control"] = "no-store"  # customer-level data: kept by no browser cache or proxy

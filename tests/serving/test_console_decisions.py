@@ -3,7 +3,7 @@ by its decision id with its request, version, items and reasons once the decisio
 for it is listed as an outcome and one posted for another decision is not; a customer's decisions are listed newest
 first and another customer's are not; an entry logged before the time in its id (a worker clock ahead of Redis's)
 is still found; bad input is a 400 page with a message; a merchandiser gets 403 and no session goes to the login
-page. The parts without a server: the query rules, and a Redis that does not answer is a notice."""
+page. The parts without a server: the query rules, the notes, and a Redis that does not answer is a notice."""
 
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ import pytest
 from pantry import events
 from pantry.keys import DECISIONS_STREAM
 from pantry.redis_server import sync_client
+from serving.console import decision_lookup as lookup
 from serving.console import decisions as page
-from serving.console.decision_lookup import Scan
-from serving.redis_guard import StoreUnavailable
 
 CUSTOMER = 7_300_001  # not in the slice: a cold start, its decisions are this module's only
 OTHER = 7_300_002
@@ -108,7 +107,7 @@ def test_a_customer_lists_their_latest_decisions_newest_first(http, console):
     text = _text(r)
     assert older in text and newer in text and text.index(newer) < text.index(older)
     assert elsewhere not in text
-    assert "Searched the newest" in text
+    assert "newest decisions" in text
     assert f'href="/console/decisions?decision_id={newer}"' in r.text  # each row opens the decision
     assert r.headers["cache-control"] == "no-store"
 
@@ -174,28 +173,28 @@ def test_query_rules():
             page.parse_query(bad)
 
 
-class _DownStore:
-    async def call(self, make, probe=False):
-        raise StoreUnavailable("circuit open")
-
-
-def _down_services():
-    from pantry.settings import Settings
-
-    return SimpleNamespace(store=_DownStore(), pipeline=SimpleNamespace(run=lambda commands: None), reader=None,
-                           settings=Settings())
-
-
 async def test_redis_not_answering_is_a_notice_not_an_error():
-    for context in (await page.by_decision(_down_services(), "1a23a514f15-7ba1ddec3c67dfcd"),
-                    await page.by_customer(_down_services(), 42)):
-        assert context == {"unavailable": page.UNAVAILABLE}
+    """The real store guard and raw pipeline, pointed at a port where no Redis listens."""
+    from pantry.redis_server import free_port
+    from pantry.settings import Settings
+    from serving.redis_guard import GuardedStore
+    from serving.services import read_pipeline
+
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_connect_timeout_s=0.05)
+    pipeline = read_pipeline(settings)
+    services = SimpleNamespace(store=GuardedStore(), pipeline=pipeline, reader=None, settings=settings)
+    try:
+        for context in (await page.by_decision(services, "1a23a514f15-7ba1ddec3c67dfcd"),
+                        await page.by_customer(services, 42)):
+            assert context == {"unavailable": page.UNAVAILABLE}
+    finally:
+        await pipeline.aclose()
 
 
-def test_scan_texts_say_what_was_searched():
+def test_customer_notes_say_what_the_index_holds():
     from pantry.settings import Settings
 
-    scan = Scan(entries=5_000, oldest_ms=1_796_000_000_000, newest_ms=1_796_000_060_000, stopped="count")
-    text = page.customer_scan_text(scan, 3, Settings())
-    assert "newest 5,000 decisions" in text and "older decisions are not searched" in text
-    assert "time limit" in page.customer_scan_text(Scan(800, 1, 2, "time"), 0, Settings())
+    none = page.customer_note(lookup.CustomerDecisions([], []), Settings())
+    assert "No decision of this customer is logged" in none and "newest 20 decision ids" in none
+    trimmed = page.customer_note(lookup.CustomerDecisions([], ["1a23a514f15-7ba1ddec3c67dfcd"]), Settings())
+    assert "1 older ones are no longer in the log" in trimmed

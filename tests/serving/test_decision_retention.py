@@ -8,7 +8,7 @@ import json
 import os
 import time
 
-from pantry.keys import DECISIONS_STREAM
+from pantry.keys import DECISIONS_PER_CUSTOMER, DECISIONS_STREAM, decisions_of
 from pantry.redis_server import sync_client
 from pantry.settings import from_env
 from serving.decisions import DecisionLog
@@ -78,3 +78,28 @@ def test_count_age_and_bytes_bounds(settings):
             await pipeline.aclose()
 
     asyncio.run(run())
+
+
+def test_each_customer_keeps_an_index_of_its_newest_decisions_with_the_logs_retention(settings):
+    s = isolated(settings, 15)
+    client = sync_client(s)
+
+    async def run() -> None:
+        pipeline = read_pipeline(s)
+        try:
+            log = DecisionLog(pipeline, maxlen=1000, retention_s=7 * 86400.0, trim_every_s=3600.0)
+            for i in range(DECISIONS_PER_CUSTOMER + 5):
+                log.record(decision_id=f"d{i}", endpoint="recommendations", request={"customer_id": 42},
+                           model="recommender", model_version="v1", customer_id=42, surface="for_you",
+                           experiment_id="", arm="", elapsed_ms=1.0, feature_ages={}, fallback=None, items=[],
+                           now="2017-06-01T00:00:00Z")
+            record(log, 3)  # customers 0, 1, 2
+            await drain(log)
+        finally:
+            await pipeline.aclose()
+
+    asyncio.run(run())
+    newest = [d.decode() for d in client.lrange(decisions_of(42), 0, -1)]
+    assert newest == [f"d{i}" for i in reversed(range(5, DECISIONS_PER_CUSTOMER + 5))]  # newest first, bounded
+    assert 7 * 86400 - 60 <= client.ttl(decisions_of(42)) <= 7 * 86400  # gone with the log's retention
+    assert [client.lrange(decisions_of(c), 0, -1) for c in range(3)] == [[b"d0"], [b"d1"], [b"d2"]]

@@ -21,7 +21,14 @@ import pytest
 from pantry import audit, events
 from pantry.erasure import _Matcher
 from pantry.featurestore import repo
-from pantry.keys import DEAD_LETTER_STREAM, DECISIONS_STREAM, ERASED_CUSTOMERS, EVENT_FIELD, EVENTS_STREAM
+from pantry.keys import (
+    DEAD_LETTER_STREAM,
+    DECISIONS_STREAM,
+    ERASED_CUSTOMERS,
+    EVENT_FIELD,
+    EVENTS_STREAM,
+    decisions_of,
+)
 from pantry.models import registry
 from pantry.redis_server import sync_client
 from pantry.settings import from_env, subprocess_env
@@ -111,6 +118,7 @@ def test_forget_removes_the_customer_from_every_store(world, api_keys):
         assert "cold_start" not in before.values(), before
         for cid in (customer, other):  # the decision log writes in the background: all six answers are in it
             assert wait_for(lambda cid=cid: stream_mentions(client, DECISIONS_STREAM, b"request", cid) >= 3, 5.0)
+        assert client.llen(decisions_of(customer)) == 3  # the console's index of the customer's decisions
         others = {s: stream_mentions(client, s, f, other) for s, f in
                   ((DECISIONS_STREAM, b"request"), (DEAD_LETTER_STREAM, b"e"), (EVENTS_STREAM, EVENT_FIELD))}
 
@@ -136,6 +144,7 @@ def test_forget_removes_the_customer_from_every_store(world, api_keys):
             assert stream_mentions(client, stream, field, customer) == 0, stream
             assert stream_mentions(client, stream, field, other) == others[stream], stream
         assert client.sismember(ERASED_CUSTOMERS, customer)
+        assert not client.exists(decisions_of(customer)) and client.llen(decisions_of(other)) == 3
         for model in ("recommender", "substitutions", "next_best_action"):
             for version in registry.versions(settings.models_dir, model):
                 directory = settings.models_dir / model / version

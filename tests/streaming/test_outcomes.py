@@ -23,7 +23,7 @@ def entry(decision_id: str, items, *, model="recommender", version="v1", surface
     log.record(decision_id=decision_id, endpoint="/v1/x", request={}, model=model, model_version=version,
                customer_id=customer, surface=surface, experiment_id=experiment, arm=arm, elapsed_ms=elapsed_ms,
                feature_ages={}, fallback=fallback, items=items, now=now)
-    command = log.queue.get_nowait()
+    command = log.queue.get_nowait()[0]  # the XADD (then the customer index's commands)
     pairs = command[command.index(b"*") + 1:]
     return dict(zip(pairs[::2], pairs[1::2], strict=True))
 
