@@ -35,6 +35,7 @@ from pantry.settings import Settings, get_settings
 from serving import console, experiment_guard, metrics
 from serving.access import check_routes, key_id, load_keys, require_key
 from serving.access_log import AccessLogger, access_logger
+from serving.console import traffic
 from serving.console.session import ConsoleForbidden, LoginRequired
 from serving.controllers.admin import (
     AdminAuditController,
@@ -193,6 +194,8 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
             # the template, never the raw path: an unmatched path could carry anything
             route = scope.get("path_template") or ("unmatched" if status[0] == 404 else "other")
             metrics.PENDING.observe(metrics.child(metrics.REQUEST_LATENCY, route, str(status[0])), seconds)
+            if route.startswith("/v1/"):  # the console overview's last hour (a dict increment, no I/O)
+                traffic.RECORDER.request(route, status[0], seconds)
             if access is not None:
                 access(scope["method"], route, status[0], seconds, key_id(scope))
 
@@ -222,6 +225,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.services = services
         # the guardrail loop needs the experiment service, which needs Services: started here, stopped with them
         services.tasks.append(asyncio.create_task(experiment_guard.run(services), name="guardrails"))
+        # the console's traffic history: this worker's per-minute counts into Redis (serving/console/traffic.py)
+        services.traffic = traffic.RECORDER
+        services.tasks.append(asyncio.create_task(
+            traffic.RECORDER.run(services.store, services.pipeline, settings.console_traffic_flush_s),
+            name="console-traffic"))
         # what startup built (models, campaigns, popularity, the registry) lives as long as the worker: move it out
         # of the collector's generations so a full collection does not rescan it in the middle of a request
         gc.collect()

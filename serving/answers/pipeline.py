@@ -105,4 +105,6 @@ def record(svc: Services, decision: Decision, model: str, model_version: str, it
         svc.drift.record(model, model_version, decision.features, decision.now, items)
     if decision.fallback is not None:
         metrics.PENDING.inc(metrics.child(metrics.FALLBACKS, decision.endpoint, decision.fallback))
+        if svc.traffic is not None:  # the console overview's fallback rate per minute (serving/console/traffic.py)
+            svc.traffic.fallback(decision.endpoint)
     return decision_id
