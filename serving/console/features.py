@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import time
 from collections.abc import Awaitable, Callable
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -153,7 +152,6 @@ class ConsoleFeaturesController(Controller):
 
     @get()
     async def page(self, request: Request, services: Injected) -> Template:
-        request.scope.setdefault("console_started", time.perf_counter())  # the footer's time covers the reads
         memory = _memory(request.app.state)
         fresh, stream, drift = await asyncio.gather(
             _section(lambda: _freshness(services, memory)),

@@ -28,7 +28,7 @@ ROLES_OF_SCOPE = {"answers": {"client", "data"}, "ingest": {"ingest", "data"}, "
                   "ml_engineer": {"ml_engineer", "admin"}, "admin": {"admin"}}
 # path parameters that reach the handler but change nothing (unknown campaign / model -> 404)
 PARAMS = {"campaign_id": "999999", "name": "nope", "path": "x", "customer_id": "999999999",
-          "experiment_id": "exp-nope"}
+          "experiment_id": "exp-nope", "file_path": "console.css"}
 
 
 def _routes(settings) -> list[tuple[str, str, str | None]]:

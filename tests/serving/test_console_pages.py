@@ -3,7 +3,10 @@ actions are audited under the operator's key id, and a refused experiment start 
 
 from __future__ import annotations
 
+import re
 import statistics
+
+import httpx
 
 from load_tests.console_shots import PAGES, server_ms
 from tests.serving.conftest import csrf_of
@@ -44,3 +47,23 @@ def test_a_refused_experiment_start_says_why(console, trained_models):
     silly = ml.post("/console/models/experiments", data={"csrf_token": token, "model": "recommender",
                                                          "treatment": "x", "share": "lots"})
     assert silly.status_code == 400 and "is not a number" in silly.text
+
+
+def test_every_console_route_but_the_login_needs_a_session(api, feast_applied):
+    """Walks the app's routes: without a session cookie, every console page and action goes to the login page."""
+    from serving.app import create_app
+
+    app = create_app(feast_applied)
+    params = {"campaign_id": "1", "name": "recommender", "experiment_id": "exp-x"}
+    checked = 0
+    with httpx.Client(base_url=api.url, timeout=10.0) as anonymous:
+        for route in app.routes:
+            if not route.path.startswith("/console") or route.path.startswith(("/console/login", "/console/static")):
+                continue
+            path = re.sub(r"\{(\w+):\w+\}", lambda m: params[m.group(1)], route.path)
+            for method in sorted(set(getattr(route, "methods", ())) - {"OPTIONS", "HEAD"}):
+                answer = anonymous.request(method, path, data={"csrf_token": "x"} if method == "POST" else None)
+                assert answer.status_code == 303, (method, path, answer.status_code)
+                assert answer.headers["location"].startswith("/console/login"), (method, path)
+                checked += 1
+    assert checked >= 12, checked
