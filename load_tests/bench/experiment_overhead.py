@@ -108,6 +108,7 @@ def post_outcomes(feed: Connection, *args: str) -> None:
     """The poster process: posts each batch of (request body, answer) it receives until None, then sends back
     (answers, treatment answers, posted, errors)."""
     poster = OutcomePoster(*args)
+    feed.send("ready")
     for batch in iter(feed.recv, None):
         poster.post(batch)
     feed.send((poster.answers, poster.treatment_answers, poster.posted, poster.errors))
@@ -122,7 +123,10 @@ class OutcomeFeed:
         self.feed, child = multiprocessing.get_context("spawn").Pipe()
         self.process = multiprocessing.get_context("spawn").Process(
             target=post_outcomes, args=(child, base_url, ingest_key, ts, treatment, round_tag), daemon=True)
-        self.process.start()  # before the round: its start-up is not the round's load
+        self.process.start()
+        # its start-up (a Python process importing httpx and msgspec: ~1 s of CPU) is not the round's load: wait
+        if not self.feed.poll(120) or self.feed.recv() != "ready":
+            raise RuntimeError("the outcome poster process did not start")
         self.pending: list[tuple[bytes, bytes]] = []
         self.answers = self.treatment_answers = self.posted = self.errors = 0
 
