@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import gevent
+import httpx
 import msgspec
 from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
@@ -52,9 +54,25 @@ def _add_arguments(parser: Any) -> None:
     )
 
 
+_event_ts: list[datetime] = []  # the time the users' events carry (set at init)
+
+
+def event_time(host: str | None, last_event: datetime) -> datetime:
+    """The data's last event time, or the service clock's `now` if that is earlier (a demo trained and streamed
+    `--until` a date accepts no event past its clock plus the skew): events never run ahead of what is accepted."""
+    if not host:
+        return last_event
+    try:
+        clock = httpx.get(f"{host}/v1/clock", headers=headers("/v1/events"), timeout=10).json()
+        return min(last_event, datetime.fromisoformat(clock["now"].replace("Z", "+00:00")))
+    except (httpx.HTTPError, KeyError, ValueError):
+        return last_event  # the run reports what the service says about the events
+
+
 @events.init.add_listener
 def _build_id_pool(environment: Any, **_: Any) -> None:
-    pool()  # once per process, before any user starts, so no request waits behind it
+    ids = pool()  # once per process, before any user starts, so no request waits behind it
+    _event_ts[:] = [event_time(environment.host, ids.last_event)]
     # Building the pool blocks the event loop; refresh gevent's cached clock so the --run-time timer, armed right
     # after this, does not count the build time as run time (it would end the run early).
     gevent.get_hub().loop.update_now()
@@ -91,7 +109,7 @@ class PantryUser(FastHttpUser):
     def event_fields(self, shopper: Shopper | None) -> dict[str, Any]:
         return {
             "event_id": f"load-{uuid.uuid4().hex}",
-            "ts": self.ids.last_event,
+            "ts": _event_ts[0] if _event_ts else self.ids.last_event,
             "customer_id": shopper.customer_id if shopper else None,
             "store_id": shopper.store_id if shopper else None,
         }
