@@ -35,7 +35,8 @@ def server_ms(headers: dict[str, str]) -> float:
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("docs/img/console"), show_default=True)
 @click.option("--decision-customer", type=int, default=None, help="the Decisions page looks this customer up")
-def main(url: str, out: Path, decision_customer: int | None) -> None:
+@click.option("--decision-id", default=None, help="also a page of this one decision (`decision.png`)")
+def main(url: str, out: Path, decision_customer: int | None, decision_id: str | None) -> None:
     key = os.environ.get("PANTRY_ADMIN_KEY")
     if not key:
         raise click.UsageError("set PANTRY_ADMIN_KEY (`source .pantry/demo-keys.env` after `make demo`)")
@@ -43,6 +44,8 @@ def main(url: str, out: Path, decision_customer: int | None) -> None:
     paths = dict(PAGES)
     if decision_customer is not None:
         paths["decisions"] += f"?customer_id={decision_customer}"
+    if decision_id is not None:
+        paths["decision"] = f"/console/decisions?decision_id={decision_id}"
     rows = []
     with chromium() as browser:
         for name, viewport in (("", DESKTOP), ("-phone", PHONE)):

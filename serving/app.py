@@ -146,6 +146,7 @@ _EXCEPTION_HANDLERS = {
 
 
 ADMIN_TIMEOUT_S = 120.0  # activating a model verifies and loads every file of it: seconds, not milliseconds
+_OPERATOR_PATHS = ("/admin/", "/console")  # operators' routes: the admin timeout and no answer's Redis budget
 _TIMED_OUT_HEADERS = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
 
 
@@ -178,9 +179,12 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
                     message = {**message, "headers": [*message.get("headers", []), (b"server-timing", took)]}
             await send(message)
 
-        budget = begin_request()  # the request's Redis time budget (serving/redis_guard.py)
+        operator = scope["path"].startswith(_OPERATOR_PATHS)
+        # the request's Redis time budget (serving/redis_guard.py) is for answers; an operator's page or action may
+        # read more (a KPI report, a model switch) and is bounded by the admin timeout and each call's socket timeout
+        budget = None if operator else begin_request()
         try:
-            async with asyncio.timeout(ADMIN_TIMEOUT_S if scope["path"].startswith("/admin/") else timeout_s):
+            async with asyncio.timeout(ADMIN_TIMEOUT_S if operator else timeout_s):
                 await app(scope, receive, send_wrapper)
         except TimeoutError:
             if started[0]:
@@ -189,7 +193,8 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
             await send({"type": "http.response.start", "status": 503, "headers": _TIMED_OUT_HEADERS})
             await send({"type": "http.response.body", "body": timed_out_body})
         finally:
-            end_request(budget)
+            if budget is not None:
+                end_request(budget)
             seconds = time.perf_counter() - start
             # the template, never the raw path: an unmatched path could carry anything
             route = scope.get("path_template") or ("unmatched" if status[0] == 404 else "other")

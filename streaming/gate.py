@@ -106,7 +106,7 @@ def gate_apply(st: GateState, events: Iterable[Ev], skew: Skew | None = None, wa
                 continue
             if e.t < st.max_t - LATENESS_S:
                 counters["late"] += 1
-                late.append((f"late: {e.t - st.max_t:.0f}s behind the newest event (lateness bound "
+                late.append((f"late: {st.max_t - e.t:.0f}s behind the newest event (lateness bound "
                              f"{LATENESS_S:.0f}s)", e))
                 continue
             if limit is not None and e.t > limit:

@@ -252,8 +252,9 @@ def customer_note(result: lookup.CustomerDecisions, settings: Settings) -> str:
     note = f"The customer's {len(result.found)} newest decisions ({kept})."
     if result.missing:
         note += f" {len(result.missing)} older ones are no longer in the log (its bounds trimmed them)."
-    if not result.reachable:
-        note += " Redis stopped answering part way: the list may be incomplete."
+    if result.unsearched:
+        note += (f" {len(result.unsearched)} were not looked for: "
+                 + ("Redis stopped answering part way." if not result.reachable else "the page's time limit."))
     return note
 
 

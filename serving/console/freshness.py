@@ -5,7 +5,7 @@ Nothing indexes the online store by view: a view's rows are Feast hashes whose k
 header (pantry.featurestore.layout.EntityKeys), among every other key. A SCAN of a part of the keyspace is a uniform
 sample (keys sit in hash-table buckets by hash), but a rare entity (2,500 customers among ~700,000 keys in the demo)
 would get a handful of rows from any scan short enough for a page view. So each worker walks the whole keyspace once
-in the background (SCAN ... COUNT 1000, paced, outside any request: a few seconds for the demo) and keeps a reservoir
+in the background (SCAN ... COUNT 1000, paced, outside any request: ~15 s for the demo) and keeps a reservoir
 of at most SAMPLE_KEYS entity keys per entity; a page view then reads those keys' `_ts:<view>` fields in one
 round trip (HMGET each, ~5,000 commands) and ages them at the service clock of that moment. The walk is repeated when
 its sample is older than SAMPLE_MAX_AGE_S (the old sample serves meanwhile); before the first walk completes the
@@ -29,9 +29,11 @@ from pantry.featurestore.layout import OnlineLayout, ts_field
 from serving.redis_guard import StoreUnavailable
 from serving.services import Services
 
-SAMPLE_KEYS: Final = 1_000  # entity keys kept per entity (a view's rows are at most this many)
+SAMPLE_KEYS: Final = 500  # entity keys kept per entity (a view's rows are at most this many)
 SCAN_COUNT: Final = 1_000  # keys Redis visits per SCAN step of the walk
-WALK_PAUSE_S: Final = 0.002  # between two steps: other clients' commands run in between, not after a burst
+# between two steps, so the walk takes at most a few percent of Redis: at 2 ms (the first choice) the walks of the
+# demo's two workers kept Redis busy enough that requests beside them ran out of their 60 ms Redis budget (503)
+WALK_PAUSE_S: Final = 0.02
 SAMPLE_MAX_AGE_S: Final = 600.0  # a completed sample older than this is walked again (new entities join it)
 READ_TIMEOUT_S: Final = 0.5  # the HMGET round trip of a page view (thousands of commands, not one row)
 _TS_CACHE_MAX: Final = 100_000

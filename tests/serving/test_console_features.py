@@ -210,7 +210,7 @@ def test_the_page_shows_freshness_per_view_the_counters_and_the_dead_letters(
     assert _counter(page, "late") == str(START["late"] + 1)
     assert _counter(page, "invalid") == str(START["invalid"])
     assert _counter(page, "duplicate") == str(START["duplicate"])
-    reason = f"late: {late_at.timestamp() - clock.timestamp():.0f}s behind the newest event (lateness bound " \
+    reason = f"late: {clock.timestamp() - late_at.timestamp():.0f}s behind the newest event (lateness bound " \
              f"{LATENESS_S:.0f}s)"
     dead = page[page.index('id="dead-h"'):]
     assert html.escape(reason, quote=False) in dead
