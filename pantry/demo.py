@@ -139,6 +139,7 @@ def curl_examples(settings: Settings, ids: dict[str, int]) -> str:
             f"-d '{{\"customer_id\": {ids['customer_id']}, \"channel\": \"app\"}}'",
             f"curl -s {base}/v1/recommendations {h} -d '{{\"customer_id\": {ids['unknown_customer']}}}'   # cold start",
             f"curl -s {base}/admin/audit -H \"Authorization: Bearer $PANTRY_ADMIN_KEY\"   # the audit log",
+            f"# the operator console: {base}/console (log in with a key of {env_file}, e.g. PANTRY_ADMIN_KEY)",
         ]
     )
 
