@@ -128,6 +128,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ---- The operator console (/console, serving/console/) ----
     console_session_ttl_s: float = 8 * 3600.0  # a login lasts this long (then the key is asked again)
     console_cookie_secure: bool = False  # PANTRY_CONSOLE_COOKIE_SECURE=1: session cookie only over HTTPS (behind TLS)
+    console_sample_max_age_s: float = 600.0  # the features page's sample of row keys is walked again when this old
     console_traffic_flush_s: float = 5.0  # each worker adds its per-minute request counts to Redis this often
     # ---- The shopper simulator's Locust user (load_tests/simulate/locustfile.py; `pantry simulate` takes flags) ----
     simulate_from: str | None = None  # PANTRY_SIMULATE_FROM, YYYY-MM-DD; None: the service clock's now
@@ -293,6 +294,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_SIMULATE_WINDOW_S", "simulate_window_s", float)
     num("PANTRY_CONSOLE_SESSION_TTL_S", "console_session_ttl_s", float)
     num("PANTRY_CONSOLE_TRAFFIC_FLUSH_S", "console_traffic_flush_s", float)
+    num("PANTRY_CONSOLE_SAMPLE_MAX_AGE_S", "console_sample_max_age_s", float)
     kw["console_cookie_secure"] = _flag(env, "PANTRY_CONSOLE_COOKIE_SECURE")
     cluster = env.get("PANTRY_REDIS_CLUSTER", "").strip().lower()
     if cluster not in ("", "0", "1", "true", "false", "yes", "no"):

@@ -16,7 +16,7 @@ from litestar.response import Redirect, Template
 from pantry import audit
 from pantry.keys import AUDIT_STREAM
 from serving import governance
-from serving.campaigns import changes_since, status_of
+from serving.campaigns import Status, changes_since, status_of
 from serving.console.pages import after_action, render
 from serving.console.session import console_guard, operator_of
 from serving.service_clock import read_clock
@@ -85,13 +85,15 @@ class ConsoleCampaignsController(Controller):
     @post("/{campaign_id:int}/approve", status_code=303)
     async def approve(self, campaign_id: int, request: Request, services: Injected,
                       data: Annotated[DecisionForm, Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Redirect:
-        operator = await operator_of(request)
-        await governance.decide_campaign(services, campaign_id, "approved", operator.key_id, data.note or None)
-        return after_action(self.path, "approved", campaign_id)
+        return await self._decide(request, services, campaign_id, "approved", data)
 
     @post("/{campaign_id:int}/reject", status_code=303)
     async def reject(self, campaign_id: int, request: Request, services: Injected,
                      data: Annotated[DecisionForm, Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Redirect:
+        return await self._decide(request, services, campaign_id, "rejected", data)
+
+    async def _decide(self, request: Request, services: Services, campaign_id: int, status: Status,
+                      data: DecisionForm) -> Redirect:
         operator = await operator_of(request)
-        await governance.decide_campaign(services, campaign_id, "rejected", operator.key_id, data.note or None)
-        return after_action(self.path, "rejected", campaign_id)
+        await governance.decide_campaign(services, campaign_id, status, operator.key_id, data.note or None)
+        return after_action(self.path, status, campaign_id)

@@ -164,5 +164,5 @@ class ConsoleFeaturesController(Controller):
                       drift_rows=sorted((r for r in rows if r.active), key=lambda r: (r.view, r.feature, r.model)),
                       other_versions=others,
                       status_class=STATUS_CLASS, age=human_age, sample_keys=freshness.SAMPLE_KEYS,
-                      sample_max_age_s=freshness.SAMPLE_MAX_AGE_S,
+                      sample_max_age_s=services.settings.console_sample_max_age_s,
                       dead_shown=stream_status.DEAD_LETTERS_SHOWN)

@@ -7,9 +7,9 @@ sample (keys sit in hash-table buckets by hash), but a rare entity (2,500 custom
 would get a handful of rows from any scan short enough for a page view. So each worker walks the whole keyspace once
 in the background (SCAN ... COUNT 1000, paced, outside any request: ~15 s for the demo) and keeps a reservoir
 of at most SAMPLE_KEYS entity keys per entity; a page view then reads those keys' `_ts:<view>` fields in one
-round trip (HMGET each, ~5,000 commands) and ages them at the service clock of that moment. The walk is repeated when
-its sample is older than SAMPLE_MAX_AGE_S (the old sample serves meanwhile); before the first walk completes the
-page uses what it has found so far (still uniform: a random part of the keyspace) and says so.
+round trip (HMGET each, ~2,000 commands) and ages them at the service clock of that moment. The walk is repeated when
+its sample is older than Settings.console_sample_max_age_s (the old sample serves meanwhile); before the first walk
+completes the page uses what it has found so far (still uniform: a random part of the keyspace) and says so.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ SCAN_COUNT: Final = 1_000  # keys Redis visits per SCAN step of the walk
 # between two steps, so the walk takes at most a few percent of Redis: at 2 ms (the first choice) the walks of the
 # demo's two workers kept Redis busy enough that requests beside them ran out of their 60 ms Redis budget (503)
 WALK_PAUSE_S: Final = 0.02
-SAMPLE_MAX_AGE_S: Final = 600.0  # a completed sample older than this is walked again (new entities join it)
 READ_TIMEOUT_S: Final = 0.5  # the HMGET round trip of a page view (thousands of commands, not one row)
 _TS_CACHE_MAX: Final = 100_000
 
@@ -145,7 +144,8 @@ class KeySample:
         request Redis budget) and stops with the worker (Services.stop cancels svc.tasks)."""
         if self.task is not None and not self.task.done():
             return
-        if self.state.finished is not None and time.time() - self.state.finished < SAMPLE_MAX_AGE_S:
+        max_age_s = svc.settings.console_sample_max_age_s
+        if self.state.finished is not None and time.time() - self.state.finished < max_age_s:
             return
         task = asyncio.get_running_loop().create_task(self._walk(svc), name="console-key-sample",
                                                       context=contextvars.Context())

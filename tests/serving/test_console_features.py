@@ -159,19 +159,32 @@ def _page(client: httpx.Client) -> str:
     return answer.text
 
 
-def _sampled_page(client: httpx.Client) -> str:
-    """The page once this worker's walk of the keyspace is complete (started by the first view)."""
-    deadline = time.monotonic() + 60
+_FINISHED = re.compile(r"finished at\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC")
+
+
+def _walked_after(client: httpx.Client, after: datetime, deadline: float) -> tuple[str, datetime | None]:
+    """The page once it shows a walk of the keyspace finished after `after` (and that finish time)."""
     while True:
         page = _page(client)
-        if "The sample comes from a walk" in page or time.monotonic() > deadline:
-            return page
+        finished = _FINISHED.search(page)
+        at = datetime.fromisoformat(finished.group(1)).replace(tzinfo=UTC) if finished else None
+        if (at is not None and at > after) or time.monotonic() > deadline:
+            return page, at
         time.sleep(0.3)
+
+
+def _sampled_page(client: httpx.Client, after: datetime) -> str:
+    """The page once a walk that *started* after `after` is complete: the first walk finished after it may have begun
+    before, the next one began after it (the session server walks again at every view once a walk is done:
+    PANTRY_CONSOLE_SAMPLE_MAX_AGE_S=0 in tests/serving/conftest.py)."""
+    deadline = time.monotonic() + 90
+    page, first = _walked_after(client, after, deadline)
+    return page if first is None else _walked_after(client, first, deadline)[0]
 
 
 def test_the_page_shows_freshness_per_view_the_counters_and_the_dead_letters(
         scene, console, events_http, feast_applied, layout):
-    clock = scene
+    clock, written = scene, datetime.now(UTC) + timedelta(seconds=1)  # a walk finished after this saw the rows
     client = sync_client(feast_applied)
     before = client.xrevrange(EVENTS_STREAM, count=1)
     start = before[0][0].decode() if before else "0-0"
@@ -184,7 +197,7 @@ def test_the_page_shows_freshness_per_view_the_counters_and_the_dead_letters(
     _post(events_http, [*fresh, fresh[0]])  # 30 events, one of them twice: pending for the flow
 
     ml = console("ml_engineer")
-    page = _sampled_page(ml)
+    page = _sampled_page(ml, written)
     text = _text(page)
     assert "The sample comes from a walk" in page, text[:2000]
 

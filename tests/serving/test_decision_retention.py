@@ -24,11 +24,13 @@ def isolated(settings, db: int):
     return s
 
 
-def record(log: DecisionLog, n: int, request=None, items=None) -> None:
+def record(log: DecisionLog, n: int, request=None, items=None, customer: int | None = None) -> None:
+    """n decisions d0..d{n-1}, of customers 0..n-1 (or all of `customer`)."""
     for i in range(n):
         log.record(decision_id=f"d{i}", endpoint="recommendations",
                    request=request or {"customer_id": i, "k": 10}, model="recommender", model_version="v1",
-                   customer_id=i, surface="for_you", experiment_id="", arm="", elapsed_ms=1.0,
+                   customer_id=i if customer is None else customer, surface="for_you", experiment_id="", arm="",
+                   elapsed_ms=1.0,
                    feature_ages={"customer_session": 1.0}, fallback=None, items=items or [{"product_id": i}],
                    now="2017-06-01T00:00:00Z")
 
@@ -88,12 +90,9 @@ def test_each_customer_keeps_an_index_of_its_newest_decisions_with_the_logs_rete
         pipeline = read_pipeline(s)
         try:
             log = DecisionLog(pipeline, maxlen=1000, retention_s=7 * 86400.0, trim_every_s=3600.0)
-            for i in range(DECISIONS_PER_CUSTOMER + 5):
-                log.record(decision_id=f"d{i}", endpoint="recommendations", request={"customer_id": 42},
-                           model="recommender", model_version="v1", customer_id=42, surface="for_you",
-                           experiment_id="", arm="", elapsed_ms=1.0, feature_ages={}, fallback=None, items=[],
-                           now="2017-06-01T00:00:00Z")
-            record(log, 3)  # customers 0, 1, 2
+            record(log, DECISIONS_PER_CUSTOMER + 5, customer=42)
+            await drain(log)
+            record(log, 3)  # d0, d1, d2 of customers 0, 1, 2
             await drain(log)
         finally:
             await pipeline.aclose()
