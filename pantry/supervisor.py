@@ -40,13 +40,29 @@ def pantry_argv(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("pantry")), *args]
 
 
-def _die_with_parent() -> None:
+def _load_prctl():
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux: the supervisor's own stop still stops its children
-        pass
+        return None
+
+
+_PRCTL = _load_prctl()  # loaded once: the forked child only makes the call, keeping the fork-to-exec window short
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int):
+    """A preexec_fn: SIGTERM this child when the supervisor dies. A supervisor killed between the fork and the prctl
+    would send nothing, so the child checks that its parent is still the one that forked it."""
+    def preexec() -> None:
+        if _PRCTL is None:
+            return
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
 
 
 def exit_reason(returncode: int) -> str:
@@ -157,7 +173,7 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         child.process = subprocess.Popen(child.argv, env=child.env, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=_die_with_parent(os.getpid()))
         child.started_at = time.monotonic()
         child.restart_at = None
         again = f" (restart {child.restarts})" if child.restarts else ""
