@@ -10,9 +10,11 @@ USERS ?= 20
 RATE ?= 100
 DURATION ?= 60s
 SIMULATE ?=
+CUTS ?= 2017-09-01,2017-10-01,2017-11-01
+CASES ?= 2000
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo serve test bench chaos load lint evaluate clean
+.PHONY: setup demo serve test bench chaos load lint evaluate evaluate-served clean
 
 setup: $(STAMP)
 
@@ -47,6 +49,10 @@ load: setup
 
 evaluate: setup
 	$(VENV)/bin/pantry evaluate
+
+# a `pantry demo --until CUT` per cut (own data dir, port, Redis), asked over HTTP; docs/MODEL_REPORT.md's served section
+evaluate-served: setup
+	$(VENV)/bin/pantry evaluate-served --cuts $(CUTS) --cases $(CASES)
 
 lint: setup
 	$(VENV)/bin/ruff check .

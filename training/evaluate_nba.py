@@ -18,6 +18,20 @@ from training.data import to_days
 from training.protocol import NBA_CUT
 from training.timing import Timer
 
+REDEEMED_THEN_AFFINITY = "redeemed-before, then affinity"
+RULE_NAMES = ("random", "past-purchase affinity", "coupon product popularity", REDEEMED_THEN_AFFINITY)
+
+
+def rule_orders(x: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The baselines' orders of one redemption's candidates (rows of `nba.features`: column 1 decayed affinity,
+    3 redeemed before, 5 buyers of the coupon's products)."""
+    return {
+        "random": rng.permutation(len(x)),
+        "past-purchase affinity": np.lexsort((-x[:, 5], -x[:, 1])),
+        "coupon product popularity": np.argsort(-x[:, 5], kind="stable"),
+        REDEEMED_THEN_AFFINITY: np.lexsort((-x[:, 5], -x[:, 1], -x[:, 3])),
+    }
+
 
 def evaluate_nba(settings: Settings, purchases: pd.DataFrame, timer: Timer) -> dict[str, Any]:
     with timer.step("next_best_action eval: train + tables at the cut"):
@@ -26,8 +40,7 @@ def evaluate_nba(settings: Settings, purchases: pd.DataFrame, timer: Timer) -> d
         t = nba.build_tables(settings, purchases, NBA_CUT)
     events = nba.redemption_events(settings, NBA_CUT, None)
     rng = np.random.default_rng(0)
-    names = ("model (served ranker)", "random", "past-purchase affinity", "coupon product popularity",
-             "redeemed-before, then affinity")
+    names = ("model (served ranker)", *RULE_NAMES)
     hits = dict.fromkeys(names, 0.0)
     sizes = []
     with timer.step("next_best_action eval: rank redemptions"):
@@ -38,13 +51,7 @@ def evaluate_nba(settings: Settings, purchases: pd.DataFrame, timer: Timer) -> d
         offsets = np.cumsum([0] + [len(x) for x, _t in sets])
         for (x, target), lo, hi in zip(sets, offsets[:-1], offsets[1:], strict=True):
             sizes.append(len(x))
-            orders = {
-                "model (served ranker)": np.argsort(-logits[lo:hi], kind="stable"),
-                "random": rng.permutation(len(x)),
-                "past-purchase affinity": np.lexsort((-x[:, 5], -x[:, 1])),
-                "coupon product popularity": np.argsort(-x[:, 5], kind="stable"),
-                "redeemed-before, then affinity": np.lexsort((-x[:, 5], -x[:, 1], -x[:, 3])),
-            }
+            orders = {"model (served ranker)": np.argsort(-logits[lo:hi], kind="stable"), **rule_orders(x, rng)}
             for name, order in orders.items():
                 hits[name] += float(target in order[:3])
     n = len(events)

@@ -247,7 +247,32 @@ def _retrain(retrain: dict[str, Any]) -> list[str]:
     ]
 
 
+# The served-path evaluation's section (load_tests/served_eval/, `pantry evaluate-served`) between these markers:
+# written by that command, kept as it is when `pantry evaluate` writes the rest of the report.
+SERVED_START = "<!-- served-path evaluation: written by `pantry evaluate-served` (load_tests/served_eval/) -->"
+SERVED_END = "<!-- end of the served-path evaluation -->"
+PLOTS_HEADING = "## Plots"
+
+
+def served_section(text: str) -> str:
+    """The served-path section of a report (markers included), or ''."""
+    start, end = text.find(SERVED_START), text.find(SERVED_END)
+    return text[start : end + len(SERVED_END)] if 0 <= start < end else ""
+
+
+def with_served_section(text: str, section: str) -> str:
+    """The report with its served-path section replaced by `section` (else put before the plots, else at the end)."""
+    old = served_section(text)
+    if old:
+        return text.replace(old, section.strip())
+    at = text.find(PLOTS_HEADING)
+    if at < 0:
+        return text.rstrip() + "\n\n" + section.strip() + "\n"
+    return text[:at] + section.strip() + "\n\n" + text[at:]
+
+
 def write_report(report: dict[str, Any], out: Path) -> None:
+    kept = served_section(out.read_text()) if out.exists() else ""
     plots = _plots(report, out.parent / "img")
     lines = [
         "# Model report",
@@ -273,6 +298,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     ev = report.get("eval_timings_s")
     if ev:
         lines += ["Evaluation run step times: " + ", ".join(f"{k} {v:.1f} s" for k, v in ev.items()), ""]
-    lines += ["## Plots", "", *(f"![{title}](img/{name})" for title, name in plots)]
+    lines += [PLOTS_HEADING, "", *(f"![{title}](img/{name})" for title, name in plots)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    out.write_text(with_served_section(text, kept) if kept else text)

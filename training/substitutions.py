@@ -145,12 +145,15 @@ class SwitchEvents:
     chosen: np.ndarray  # item index of the chosen item (-1 when unknown to the model)
     bought: list[np.ndarray]  # item indices the customer bought of that type before the cut
     store_id: np.ndarray  # store of the switch purchase
+    day: np.ndarray  # float days since the epoch of the switch purchase
 
 
-def switch_events(settings: Settings, before: pd.DataFrame, after: pd.DataFrame, index: Index) -> SwitchEvents:
+def switch_events(settings: Settings, before: pd.DataFrame, after: pd.DataFrame, index: Index,
+                  new_only: bool = True) -> SwitchEvents:
     """The protocol's switch events: usual item (most bought of its type, >= 2 baskets before the cut) -> the
     first purchase after the cut of an item of that type never bought before. Items new to the catalogue after the
-    cut keep chosen = -1 (every model misses them, they still count)."""
+    cut keep chosen = -1 (every model misses them, they still count). `new_only=False`: the first purchase of the
+    type other than the usual item, bought before or not (any departure from the usual item)."""
     products = dataset.read_table(settings, "products")[["product_id", "product_type"]].dropna()
     b = before[["customer_id", "product_id", "basket_id"]].drop_duplicates().merge(products, on="product_id")
     counts = b.groupby(["customer_id", "product_type", "product_id"]).size().reset_index(name="n")
@@ -158,12 +161,13 @@ def switch_events(settings: Settings, before: pd.DataFrame, after: pd.DataFrame,
                                 ascending=[True, True, False, True])
     usual = counts.drop_duplicates(["customer_id", "product_type"])
     usual = usual[usual["n"] >= 2].rename(columns={"product_id": "usual"})[["customer_id", "product_type", "usual"]]
-    a = after.sort_values("day", kind="stable")[["customer_id", "product_id", "store_id"]]
+    a = after.sort_values("day", kind="stable")[["customer_id", "product_id", "store_id", "day"]]
     a = a.merge(products, on="product_id")
     a = a.merge(usual, on=["customer_id", "product_type"])
     seen = counts[["customer_id", "product_type", "product_id"]].assign(seen=True)
     a = a.merge(seen, on=["customer_id", "product_type", "product_id"], how="left")
-    first = a[a["seen"].isna()].drop_duplicates(["customer_id", "product_type"], keep="first")
+    departed = a["seen"].isna() if new_only else a["product_id"] != a["usual"]
+    first = a[departed].drop_duplicates(["customer_id", "product_type"], keep="first")
     # what each event's customer bought of its type before the cut (only the events' pairs: a groupby-apply over
     # every (customer, type) pair took ~25 s of the retrain)
     pairs = first[["customer_id", "product_type"]].assign(ev=np.arange(len(first)))
@@ -173,7 +177,8 @@ def switch_events(settings: Settings, before: pd.DataFrame, after: pd.DataFrame,
     items = had["i"].to_numpy(np.int64)
     bought = [items[lo:hi] for lo, hi in pairwise(bounds)]
     return SwitchEvents(first["customer_id"].to_numpy(np.int64), index.item_idx(first["usual"].to_numpy()),
-                        index.item_idx(first["product_id"].to_numpy()), bought, first["store_id"].to_numpy(np.int64))
+                        index.item_idx(first["product_id"].to_numpy()), bought, first["store_id"].to_numpy(np.int64),
+                        first["day"].to_numpy(np.float64))
 
 
 def private_share(before: pd.DataFrame, index: Index, cat: Catalogue) -> pd.Series:

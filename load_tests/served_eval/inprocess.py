@@ -1,0 +1,62 @@
+"""The same cases through the same model versions in-process, as docs/MODEL_REPORT.md's evaluation calls them.
+
+The versions are the ones the cut's service serves (its registry's ACTIVE versions), loaded with `load_version` and
+called through the scorer protocol without online features (no live repertoire, no cart, no customer embedding row)
+and without stock (every candidate's store_product row unknown). The substitution candidates are those serving
+ranks: `candidate_pool` minus the asked item, its first MAX_POOL. A served answer that differs from these differs
+only through what serving adds: the online rows, the stock reads and rule, the store filter, the campaigns approved
+and active at `as_of`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tqdm import tqdm
+
+from pantry.models import load_version, registry
+from pantry.scoring import MODEL_NAMES
+from pantry.settings import Settings
+from serving.answers.substitutions import MAX_POOL
+from training.served_cases import NBA_K, REC_K, SUB_K, NbaCases, RecCases, SubCases, day_time
+
+
+def active_models(settings: Settings) -> dict[str, object]:
+    out = {}
+    for name in MODEL_NAMES:
+        version = registry.active_version(settings.models_dir, name)
+        if version is None:
+            raise RuntimeError(f"no ACTIVE {name} under {settings.models_dir}")
+        out[name] = load_version(settings.models_dir, name, version)
+    return out
+
+
+def substitution_lists(model, cases: SubCases, exclude_bought: bool = False, k: int = SUB_K) -> list[list[int]]:
+    """Per case: the ranker's top k of the first MAX_POOL of the served pool (without the customer's products
+    of the type bought before the cut when `exclude_bought`, as the report's protocol does)."""
+    out = []
+    for c, usual, bought in zip(cases.customer_id.tolist(), cases.usual.tolist(), cases.bought, strict=True):
+        pool = [p for p in model.candidate_pool(usual) if p != usual][:MAX_POOL]
+        if exclude_bought:
+            pool = [p for p in pool if p not in bought]
+        ranked = model.rank(usual, pool, customer_id=c, features={}, stock={}, k=k) if pool else []
+        out.append([s.product_id for s in ranked])
+    return out
+
+
+def recommendation_lists(model, cases: RecCases) -> list[list[int]]:
+    return [[s.product_id for s in model.recommend({}, customer_id=int(c), k=REC_K, surface="for_you",
+                                                   exclude=frozenset(), store_id=None)]
+            for c in tqdm(cases.customer_id, desc="recommendations in-process", unit="customer", leave=False)]
+
+
+def nba_lists(model, cases: NbaCases) -> list[list[int]]:
+    """Every campaign is a candidate (the model keeps those the customer is enrolled in and active that day), as
+    training/evaluate_nba.py; serving passes the campaigns approved and active at `as_of`."""
+    every = frozenset(int(c) for c in model.t.campaigns)
+    out = []
+    for c, d in zip(cases.customer_id.tolist(), cases.day.tolist(), strict=True):
+        now: datetime = day_time(d)
+        actions = model.actions({}, customer_id=c, campaign_ids=every, k=NBA_K, channel="app", now=now)
+        out.append([a.coupon_upc if a.action_type == "coupon" and a.coupon_upc is not None else -1 for a in actions])
+    return out
