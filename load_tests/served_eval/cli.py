@@ -18,8 +18,10 @@ DEFAULT_CUTS = "2017-09-01,2017-10-01,2017-11-01"
               help="The report whose served-path section is replaced (default docs/MODEL_REPORT.md).")
 @click.option("--no-report", is_flag=True, help="Write only the JSON and markdown under artifacts/served_eval/.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The case sample's seed.")
+@click.option("--from-json", "from_json", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Write the report section from a saved run's served_eval.json (nothing is built or asked).")
 def evaluate_served(cuts: str, cases: int, root: str | None, report_path: str | None, no_report: bool,
-                    seed: int) -> None:
+                    seed: int, from_json: str | None) -> None:
     """For each cut: build and serve `pantry demo --until CUT` on its own port, ask the HTTP API for every
     evaluation case with `as_of`, score the same cases in-process and by the rules, stop the service."""
     import sys
@@ -27,13 +29,19 @@ def evaluate_served(cuts: str, cases: int, root: str | None, report_path: str | 
     from datetime import UTC, datetime
     from pathlib import Path
 
+    import msgspec
+
     from load_tests.served_eval import report
     from load_tests.served_eval.evaluate import evaluate_cut
-    from load_tests.served_eval.explain import explanation
     from pantry.settings import ROOT, get_settings
     from training.data import parse_until
 
     settings = get_settings()
+    target = None if no_report else Path(report_path) if report_path else ROOT / "docs" / "MODEL_REPORT.md"
+    if from_json:
+        report.write(msgspec.json.decode(Path(from_json).read_bytes()), None, target)
+        click.echo(f"report written to {target}" if target else "nothing to write (--no-report)")
+        return
     names = [c.strip() for c in cuts.split(",") if c.strip()]
     for name in names:
         try:
@@ -53,6 +61,5 @@ def evaluate_served(cuts: str, cases: int, root: str | None, report_path: str | 
     run = {"command": command, "argv": sys.argv[1:], "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
            "total_s": total, "timings": per_cut, "cases": cases, "seed": seed, "cuts": results}
     out_dir = settings.artifacts_dir / "served_eval" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = None if no_report else Path(report_path) if report_path else ROOT / "docs" / "MODEL_REPORT.md"
-    report.write(run, out_dir, target, explanation(run))
+    report.write(run, out_dir, target)
     click.echo(f"figures: {out_dir / 'served_eval.json'}" + (f"; report: {target}" if target else ""))

@@ -9,8 +9,9 @@ from typing import Any
 import msgspec
 
 from load_tests.served_eval.evaluate import IN_PROCESS
+from load_tests.served_eval.explain import explanation, headline
 from training import served_cases as sc
-from training.evaluate_nba import REDEEMED_THEN_AFFINITY
+from training.evaluate_nba import RULE_NAMES
 from training.report import SERVED_END, SERVED_START, with_served_section
 
 
@@ -42,13 +43,14 @@ def _table(cuts: list[dict[str, Any]], pick, rules: tuple[str, ...], count: str)
     for name in tasks[0]["methods"]:
         label = f"{name} (rule)" if name in rules else name
         lines.append(f"| {label} | " + " | ".join(_cell(t["methods"][name]) for t in tasks) + " |")
-    for other in (IN_PROCESS, None):
-        cells = []
-        for t in tasks:
-            name = other or _best_rule(t, rules)
-            cells.append(_delta(t["vs_served"][name]) + ("" if other else f" vs {name}"))
-        lines.append(f"| served minus {'in-process' if other else 'the best rule'} (paired) | "
-                     + " | ".join(cells) + " |")
+    for key, who in (("vs_served", tasks[0]["served"]), ("vs_served_no_store", "served, no store_id")):
+        if key not in tasks[0]:
+            continue
+        for other in (IN_PROCESS, None):
+            cells = [_delta(t[key][other or _best_rule(t, rules)]) + ("" if other else f" vs {_best_rule(t, rules)}")
+                     for t in tasks]
+            lines.append(f"| {who} minus {'in-process' if other else 'the best rule'} (paired) | "
+                         + " | ".join(cells) + " |")
     return lines
 
 
@@ -64,11 +66,14 @@ def _diagnostics(cuts: list[dict[str, Any]], pick) -> list[str]:
     return lines
 
 
-def section(run: dict[str, Any], explanation: list[str]) -> str:
+SUB_RULES = (sc.NEVER_BOUGHT_POPULAR, sc.OWN_THEN_POPULAR, sc.TYPE_POPULAR)
+REC_RULES = (sc.DECAYED, sc.POPULAR)
+NBA_RULES = RULE_NAMES
+
+
+def section(run: dict[str, Any], report_text: str = "") -> str:
     cuts = run["cuts"]
-    sub_rules = (sc.NEVER_BOUGHT_POPULAR, sc.OWN_THEN_POPULAR, sc.TYPE_POPULAR)
-    rec_rules = (sc.DECAYED, sc.POPULAR)
-    nba_rules = ("random", "past-purchase affinity", "coupon product popularity", REDEEMED_THEN_AFFINITY)
+    sub_rules, rec_rules, nba_rules = SUB_RULES, REC_RULES, NBA_RULES
     lines = [
         SERVED_START,
         "## Served-path evaluation",
@@ -83,6 +88,11 @@ def section(run: dict[str, Any], explanation: list[str]) -> str:
         "cases with its paired 95% interval. Cases: training/served_cases.py's docstring. "
         f"The run took {run['total_s'] / 60:.1f} min ({run['timings']}).",
         "",
+        *headline(run, {"substitutions": SUB_RULES, "recommendations": REC_RULES, "next_best_action": NBA_RULES}),
+        "",
+        *explanation(run, report_text),
+        "The tables per task follow: every method on the same cases, then the paired differences.",
+        "",
     ]
     for protocol, title in (("new item", "first switch to a never-bought item of the type"),
                             ("any departure", "first purchase of the type other than the usual item")):
@@ -95,15 +105,18 @@ def section(run: dict[str, Any], explanation: list[str]) -> str:
     lines += ["### Next best action hit@3 (every redemption after the cut, as of its date)", "",
               *_table(cuts, lambda c: c["next_best_action"], nba_rules, "events"), "",
               *_diagnostics(cuts, lambda c: c["next_best_action"]), ""]
-    lines += [*explanation, SERVED_END]
+    lines.append(SERVED_END)
     return "\n".join(lines)
 
 
-def write(run: dict[str, Any], out_dir: Path, report: Path | None, explanation: list[str]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "served_eval.json").write_bytes(msgspec.json.format(msgspec.json.encode(run, enc_hook=_plain)))
-    text = section(run, explanation)
-    (out_dir / "served_eval.md").write_text(text + "\n")
+def write(run: dict[str, Any], out_dir: Path | None, report: Path | None) -> None:
+    """The run's JSON and markdown under out_dir (unless None), and its section of `report` (unless None)."""
+    current = report.read_text() if report is not None and report.exists() else ""
+    text = section(run, current)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "served_eval.json").write_bytes(msgspec.json.format(msgspec.json.encode(run, enc_hook=_plain)))
+        (out_dir / "served_eval.md").write_text(text + "\n")
     if report is not None:
-        report.write_text(with_served_section(report.read_text() if report.exists() else "", text))
+        report.write_text(with_served_section(current, text))
 

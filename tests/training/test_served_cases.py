@@ -111,3 +111,16 @@ def test_nba_cases_are_every_redemption_after_the_cut(settings, purchases) -> No
     for name in sc.RULE_NAMES:
         assert len(cases.rules[name]) == len(cases.coupon_upc)
         assert all(len(r) <= sc.NBA_K for r in cases.rules[name])
+
+
+def test_the_served_section_is_replaced_in_place_and_kept_by_a_report_rewrite() -> None:
+    from training.report import SERVED_END, SERVED_START, served_section, with_served_section
+
+    report = "# Model report\n\n## Substitutions\n\nfigures\n\n## Plots\n\n![x](img/x.png)\n"
+    first = f"{SERVED_START}\n## Served-path evaluation\n\nold\n{SERVED_END}"
+    text = with_served_section(report, first)
+    assert text.index(SERVED_START) < text.index("## Plots") and served_section(text) == first
+    second = first.replace("old", "new")
+    again = with_served_section(text, second)
+    assert served_section(again) == second and again.count(SERVED_START) == 1 and "figures" in again
+    assert served_section(report) == ""
