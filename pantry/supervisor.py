@@ -53,15 +53,17 @@ _PRCTL = _load_prctl()  # loaded once: the forked child only makes the call, kee
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent_pid: int):
-    """A preexec_fn: SIGTERM this child when the supervisor dies. A supervisor killed between the fork and the prctl
-    would send nothing, so the child checks that its parent is still the one that forked it."""
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None]:
+    """A preexec_fn: `sig` to this child when the process spawning it dies. A parent killed between the fork and the
+    prctl would send nothing, so the child checks that its parent is still the one that forked it."""
+    parent_pid = os.getpid()
+
     def preexec() -> None:
         if _PRCTL is None:
             return
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+        _PRCTL(PR_SET_PDEATHSIG, sig)
         if os.getppid() != parent_pid:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), sig)
     return preexec
 
 
@@ -173,7 +175,7 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         child.process = subprocess.Popen(child.argv, env=child.env, start_new_session=True,
-                                         preexec_fn=_die_with_parent(os.getpid()))
+                                         preexec_fn=die_with_parent())
         child.started_at = time.monotonic()
         child.restart_at = None
         again = f" (restart {child.restarts})" if child.restarts else ""

@@ -21,6 +21,7 @@ from pantry.clock import from_epoch
 from pantry.keys import EVENTS_STREAM, STREAM_COUNTERS, WATERMARK
 from pantry.redis_server import sync_client
 from pantry.settings import Settings, to_json
+from pantry.supervisor import die_with_parent
 from streaming.retention import recovery_dir
 
 REPLAY_RECORD = "pantry:stream:replay"  # hash: until, events, completed_at, seconds (a completed replay)
@@ -215,17 +216,12 @@ def free_addresses(n: int) -> list[str]:
             s.close()
 
 
-def _die_with_parent() -> None:
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive us
-
-
 def spawn_process(settings: Settings, config, workers: int, process_id: int, addresses: list[str]):
     """Process `process_id` of the flow: `python -m streaming.worker` with these settings and config."""
     args = WorkerArgs(to_json(settings), msgspec.json.encode(config).decode(), workers, process_id, addresses)
     return subprocess.Popen([sys.executable, "-m", "streaming.worker", msgspec.json.encode(args).decode()],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=die_with_parent(signal.SIGKILL))  # never outlive the flow's process 0
 
 
 class WorkerArgs(msgspec.Struct):
