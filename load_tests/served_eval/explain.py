@@ -79,6 +79,10 @@ def headline(run: dict[str, Any], rules: dict[str, tuple[str, ...]]) -> list[str
     return lines
 
 
+def _inside(m: dict[str, float], figure: float) -> str:
+    return "inside" if m["low"] <= figure <= m["high"] else "outside"
+
+
 def _at(run: dict[str, Any], when) -> dict[str, Any] | None:
     return next((c for c in run["cuts"] if c["cut"][:10] == when.date().isoformat()), None)
 
@@ -140,7 +144,7 @@ def _against_report(run: dict[str, Any], figures: dict[str, float]) -> list[str]
         out.append(f"- **Against the report's substitutions figure** ({SUB_CUT.date()}, all {t['events']:,} new-item "
                    f"events, candidates without the items bought before): {figures['substitutions']:.3f}; the same "
                    f"protocol on this run's {m['n']:,} sampled events: {_v(t, IN_PROCESS_PROTOCOL)} "
-                   f"({'inside' if m['low'] <= figures['substitutions'] <= m['high'] else 'outside'} the interval; "
+                   f"({_inside(m, figures['substitutions'])} the interval; "
                    "the report's candidates are the type's top 50 by buyers, serving's the first 20 of the served "
                    f"pool). Served: {_v(t, SERVED)}, lower by the repertoire bonus above.")
     if nba and "next_best_action" in figures:
@@ -148,7 +152,7 @@ def _against_report(run: dict[str, Any], figures: dict[str, float]) -> list[str]
         m = _m(t, SERVED)
         out.append(f"- **Against the report's next-best-action figure** ({NBA_CUT.date()}, the same "
                    f"{t['events']:,} redemptions): {figures['next_best_action']:.3f}; served {_v(t, SERVED)} "
-                   f"({'inside' if m['low'] <= figures['next_best_action'] <= m['high'] else 'outside'} the "
+                   f"({_inside(m, figures['next_best_action'])} the "
                    "interval; the report's ranker is trained by the evaluation, the served one by `pantry train "
                    "--until` in the demo, from the same code and data).")
     if rec and "recommendations" in figures:
@@ -158,6 +162,6 @@ def _against_report(run: dict[str, Any], figures: dict[str, float]) -> list[str]
                    f"customer, truth to the end of the data): {figures['recommendations']:.3f}; served without "
                    f"store_id at {rec['cut'][:10]} (midnight) on {m['n']:,} sampled customers, truth the "
                    f"{t['window_days']} days after: {_v(t, SERVED_NO_STORE)} "
-                   f"({'inside' if m['low'] <= figures['recommendations'] <= m['high'] else 'outside'} the "
+                   f"({_inside(m, figures['recommendations'])} the "
                    "interval).")
     return out
