@@ -12,7 +12,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from pantry.clock import max_accepted_ts
 from pantry.settings import ClockMode
-from streaming.features.event import FORGET, LATENESS_S, NO_TIME, OUTCOME_KINDS, Ev, admit
+from streaming.features.event import FEATURE_KINDS, FORGET, LATENESS_S, NO_TIME, OUTCOME_KINDS, Ev, admit
 from streaming.outcomes import OUTCOME_SHARDS, Dec, OutWork
 from streaming.shards import ALL_SHARDS, NSHARDS, Work
 from streaming.sinks import Control, failure
@@ -204,6 +204,8 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
             by_customer: list[list[Ev]] = [[] for _ in range(NSHARDS)]  # customer_shard / store_shard by index
             by_store: list[list[Ev]] = [[] for _ in range(NSHARDS)]
             for e in accepted:
+                if e.kind not in FEATURE_KINDS and e.kind != FORGET:
+                    continue  # for the outcome join only
                 if e.customer_id is not None:
                     by_customer[e.customer_id % NSHARDS].append(e)
                 if e.store_id is not None:

@@ -35,8 +35,8 @@ def decision_entries(n: int) -> list[dict[bytes, bytes]]:
                    now=T0 + timedelta(seconds=i / 10))
     out = []
     while not log.queue.empty():
-        command = log.queue.get_nowait()
-        pairs = command[command.index(b"*") + 1:]
+        xadd = log.queue.get_nowait()[0]  # the decision's XADD (then its customer index's commands)
+        pairs = xadd[xadd.index(b"*") + 1:]
         out.append(dict(zip(pairs[::2], pairs[1::2], strict=True)))
     return out
 

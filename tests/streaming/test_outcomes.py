@@ -157,3 +157,23 @@ def test_a_snapshot_resumed_mid_way_ends_with_the_uninterrupted_totals():
     assert totals == {k: encode_counts(c) for k, c in out[-1].totals.items()}
     c = decode_counts(totals[key()])
     assert (c.decisions, c.impressions, c.clicks) == (6, 12, 6)  # per decision: impressions of i and i+2, a click
+
+
+def test_the_gate_sends_what_no_feature_folds_to_the_outcome_join_only():
+    """An impression, a redemption or a substitution's feedback goes to its outcome shard, not to the customer's
+    feature shard (it would move the customer's as_of and rewrite two rows); a click (a session kind) goes to both."""
+    from streaming.features.customer import SESSION_KINDS
+    from streaming.features.event import FEATURE_KINDS
+    from streaming.gate import GateLogic, Parsed
+
+    assert SESSION_KINDS | {"purchase", "inventory"} == FEATURE_KINDS
+    gate = GateLogic(None, outcome_tick_s=1.0)
+    outcomes = [ev("impression", 1, decision_id="d1", product_id=11), ev("coupon_redemption", 2, campaign_id=7),
+                ev("substitution_feedback", 3, decision_id="d2", original_product_id=11, product_id=12,
+                   accepted=True)]
+    [only_outcomes], _ = gate.on_batch([Parsed(outcomes, [], False, None)])
+    shard = f"o{CUSTOMER % 16:02d}"
+    assert only_outcomes.routes == {} and len(only_outcomes.outcomes[shard].events) == 3
+    [with_click], _ = gate.on_batch([Parsed([ev("click", 4, decision_id="d1", product_id=11)], [], False, None)])
+    assert [e.kind for e in with_click.routes[f"c{CUSTOMER % 16:02d}"]] == ["click"]
+    assert [e.kind for e in with_click.outcomes[shard].events] == ["click"]
