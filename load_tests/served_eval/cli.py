@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-DEFAULT_CUTS = "2017-09-01,2017-10-01,2017-11-01"
+DEFAULT_CUTS = "2017-09-01,2017-10-01,2017-11-01,2017-11-26"
 
 
 @click.command("evaluate-served")

@@ -24,6 +24,7 @@ SERVED_STORE = "served (HTTP), store_id = the customer's most used store"
 SERVED_NOT_BOUGHT = "served list without the items bought before (diagnostic)"
 IN_PROCESS = "in-process, same version (no online rows, no stock, no store filter)"
 IN_PROCESS_PROTOCOL = "in-process, bought items excluded (the report's protocol)"
+NBA_SAME_WINDOWED = "served == in-process given serving's campaign window (start <= as_of <= end)"
 
 
 def _summarise(values: dict[str, np.ndarray], binary: bool, served: str = SERVED) -> dict[str, Any]:
@@ -85,11 +86,14 @@ def next_best_action(served, model, cases: sc.NbaCases) -> dict[str, Any]:
     lists = {SERVED: [a.items for a in answers], IN_PROCESS: inprocess.nba_lists(model, cases), **cases.rules}
     values = {name: sc.hits(v, cases.coupon_upc, sc.NBA_K) for name, v in lists.items()}
     same = np.mean([a.items == b for a, b in zip(answers, lists[IN_PROCESS], strict=True)])
+    windowed = inprocess.nba_lists(model, cases, inprocess.campaign_windows(served.settings))
+    same_windowed = np.mean([a.items == b for a, b in zip(answers, windowed, strict=True)])
     return {"events": len(cases.coupon_upc), "with_candidates": int((cases.candidates > 0).sum()),
             "median_candidates": float(np.median(cases.candidates[cases.candidates > 0]))
             if (cases.candidates > 0).any() else 0.0,
             **_summarise(values, binary=True),
-            "diagnostics": {"served == in-process (share of redemptions)": float(same)},
+            "diagnostics": {"served == in-process (share of redemptions)": float(same),
+                            NBA_SAME_WINDOWED: float(same_windowed)},
             "answers": _answers_info(answers)}
 
 

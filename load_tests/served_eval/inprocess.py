@@ -14,6 +14,7 @@ from datetime import datetime
 
 from tqdm import tqdm
 
+from pantry import dataset
 from pantry.models import load_version, registry
 from pantry.scoring import MODEL_NAMES
 from pantry.settings import Settings
@@ -50,13 +51,21 @@ def recommendation_lists(model, cases: RecCases) -> list[list[int]]:
             for c in tqdm(cases.customer_id, desc="recommendations in-process", unit="customer", leave=False)]
 
 
-def nba_lists(model, cases: NbaCases) -> list[list[int]]:
-    """Every campaign is a candidate (the model keeps those the customer is enrolled in and active that day), as
-    training/evaluate_nba.py; serving passes the campaigns approved and active at `as_of`."""
+def campaign_windows(settings: Settings) -> list[tuple[int, datetime, datetime]]:
+    """(campaign id, start, end) of the data set's campaigns, as serving reads them (serving/campaigns.py)."""
+    desc = dataset.read_table(settings, "campaign_descriptions")
+    return [(int(r.campaign_id), r.start_date.to_pydatetime(), r.end_date.to_pydatetime()) for r in desc.itertuples()]
+
+
+def nba_lists(model, cases: NbaCases, windows: list[tuple[int, datetime, datetime]] | None = None) -> list[list[int]]:
+    """Every campaign is a candidate (the model keeps those the customer is enrolled in and active that day, through
+    the day after the end), as training/evaluate_nba.py. With `windows`, only the campaigns with start <= as_of <= end:
+    serving's rule (`Campaign.active_at`) for the campaigns it passes, all approved in the demo."""
     every = frozenset(int(c) for c in model.t.campaigns)
     out = []
     for c, d in zip(cases.customer_id.tolist(), cases.day.tolist(), strict=True):
         now: datetime = day_time(d)
-        actions = model.actions({}, customer_id=c, campaign_ids=every, k=NBA_K, channel="app", now=now)
+        ids = every if windows is None else frozenset(i for i, start, end in windows if start <= now <= end)
+        actions = model.actions({}, customer_id=c, campaign_ids=ids, k=NBA_K, channel="app", now=now)
         out.append([a.coupon_upc if a.action_type == "coupon" and a.coupon_upc is not None else -1 for a in actions])
     return out
