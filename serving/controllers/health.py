@@ -65,6 +65,8 @@ class HealthController(Controller):
             reasons.append("feast registry not loaded (run `pantry feast apply`)")
         if flow is not None and not flow.ok:
             reasons.append(flow.detail)
+        elif flow is None and redis_ok and svc.settings.live_max_age_s > 0:  # judged, and unknown: not ready
+            reasons.append("the live flow's heartbeat could not be read (Redis did not answer in time)")
         ready = not reasons
         body = Readiness("ready" if ready else "not_ready", redis_ok, models.versions(), svc.reader is not None,
                          live_flow=flow, durability=await _durability(svc) if redis_ok else None, reasons=reasons,

@@ -100,7 +100,9 @@ def served(feast_applied: Settings, trained_models, tmp_path_factory) -> Iterato
 
 
 def test_readyz_reports_the_live_flow_and_what_202_guarantees(served: Served):
-    body = served.ready().json()
+    answers = []
+    until(lambda: answers.append(served.ready()) or answers[-1].status_code == 200, 10, "ready", served)
+    body = answers[-1].json()
     flow = body["live_flow"]
     assert flow["ok"] is True and flow["heartbeat_age_s"] < MAX_AGE_S, body
     assert flow["pid"] == served.child("stream live").pid and flow["lag_s"] == 0.0, body
