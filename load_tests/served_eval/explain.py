@@ -18,9 +18,13 @@ from load_tests.served_eval.evaluate import (
     SERVED_NOT_BOUGHT,
     SERVED_STORE,
 )
+from training import served_cases as sc
+from training.evaluate_nba import RULE_NAMES
 from training.protocol import NBA_CUT, REC_CUT, SUB_CUT
 
 SUB_NEW, SUB_ANY = "new item", "any departure"
+RULES_OF = {"substitutions": (sc.NEVER_BOUGHT_POPULAR, sc.OWN_THEN_POPULAR, sc.TYPE_POPULAR),
+            "recommendations": (sc.DECAYED, sc.POPULAR), "next_best_action": RULE_NAMES}
 
 
 def report_figures(text: str) -> dict[str, float]:
@@ -65,7 +69,7 @@ def _tasks(cut: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
             ("next-best-action hit@3", cut["next_best_action"], SERVED)]
 
 
-def headline(run: dict[str, Any], rules: dict[str, tuple[str, ...]]) -> list[str]:
+def headline(run: dict[str, Any], rules: dict[str, tuple[str, ...]] = RULES_OF) -> list[str]:
     """Per task and cut: served, in-process, the best rule and the served / rule ratio (the issue's table)."""
     lines = ["| task | cut | cases | served | in-process, same cases | best rule on the same cases | ratio |",
              "|---|---|---|---|---|---|---|"]
@@ -101,17 +105,22 @@ def explanation(run: dict[str, Any], report_text: str = "") -> list[str]:
         "",
         f"Cuts {names}; every difference below is served minus in-process on the same cases (paired 95% interval).",
         "",
-        "- **Substitutions: the repertoire bonus.** Served, the ranker's logit gets +1 for an item in the customer's "
-        "live `customer_repertoire` row and + log(in-stock probability) from the store's `store_product` row; "
-        "in-process neither applies. On the new-item protocol (the truth is never an item bought before) the bonus "
-        "fills the served top 3 with items the customer already buys (a top 3 with one: "
+        "- **Substitutions: what serving ranks.** Serving ranks the first 20 of the served pool, items the customer "
+        "bought before included; the report's protocol takes those out of the candidates. On the new-item "
+        "protocol, whose truth is never an item bought before, that is most of the gap to the report's figure: "
+        "in-process on the same cases, with them in: " + ", ".join(_v(t, IN_PROCESS) for t in new)
+        + "; with them out: " + ", ".join(_v(t, IN_PROCESS_PROTOCOL) for t in new)
+        + ". The served top 3 holds an item bought before in "
         + ", ".join(f"{t['diagnostics']['served top 3 with an item bought before']:.2f}" for t in new)
-        + "), and served is below in-process by " + ", ".join(_d(t, IN_PROCESS) for t in new)
-        + ". The same served lists without those items score " + ", ".join(_v(t, SERVED_NOT_BOUGHT) for t in new)
-        + ", next to the report's protocol in-process (candidates without the items bought before) "
-        + ", ".join(_v(t, IN_PROCESS_PROTOCOL) for t in new)
-        + ". On the any-departure protocol, where the truth is often an item bought before, served minus in-process "
-        "is " + ", ".join(_d(t, IN_PROCESS) for t in anyd) + ".",
+        + " of these cases; the served lists with those items taken out score "
+        + ", ".join(_v(t, SERVED_NOT_BOUGHT) for t in new) + ", level with the protocol's in-process figures.",
+        "- **Substitutions: the repertoire bonus and the stock row.** The only scoring differences: served adds +1 "
+        "to the logit of an item in the customer's live `customer_repertoire` row and log(in-stock probability) "
+        "of the store's `store_product` row, and fills the ranker's store-sales column (`log_store_units_28d`) from "
+        "that row (in-process: no row, so probability 0.5 and sales 0 for every candidate). The bonus moves "
+        "items bought before up, which costs on the new-item protocol (served minus in-process "
+        + ", ".join(_d(t, IN_PROCESS) for t in new) + ") and pays on the any-departure one, where the truth is "
+        "often an item bought before (" + ", ".join(_d(t, IN_PROCESS) for t in anyd) + ").",
         f"- **Substitutions: the stock rule and the pool.** The stock rule (never offer on_hand 0 or in-stock "
         f"probability 0) took the chosen item out in at most {stock:.3f} of the cases at any cut: the data has no "
         "inventory events (no on_hand), and the in-stock estimate from sales velocity (streaming/features/store.py) "
@@ -136,7 +145,28 @@ def explanation(run: dict[str, Any], report_text: str = "") -> list[str]:
         + ", ".join(f"{t['diagnostics'].get(NBA_SAME_WINDOWED, float('nan')):.3f}" for t in nbas) + ".",
     ]
     lines += _against_report(run, report_figures(report_text))
-    return [*lines, ""]
+    return [*lines, "", "### Served against the rules", "", *_against_rules(run), ""]
+
+
+def _against_rules(run: dict[str, Any]) -> list[str]:
+    """Per task: served minus the best rule at each cut (paired), and at how many cuts the interval excludes 0."""
+    out = []
+    for i, (label, _task, served) in enumerate(_tasks(run["cuts"][0])):
+        kind = "substitutions" if "substitutions" in label else "next_best_action" if "next" in label \
+            else "recommendations"
+        cells, above, below = [], 0, 0
+        for cut in run["cuts"]:
+            task = _tasks(cut)[i][1]
+            best = _best(task, RULES_OF[kind])
+            key = "vs_served" if served == task["served"] else "vs_served_no_store"
+            d = task[key][best]
+            above, below = above + (d["low"] > 0), below + (d["high"] < 0)
+            cells.append(f"{cut['cut'][:10]} {d['diff']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}) vs {best}")
+        n = len(run["cuts"])
+        out.append(f"- **{label}** ({served}): served minus the best rule " + "; ".join(cells)
+                   + f". Above the rule at {above} of {n} cuts, below at {below}, level (the interval holds 0) at "
+                   f"{n - above - below}.")
+    return out
 
 
 def _against_report(run: dict[str, Any], figures: dict[str, float]) -> list[str]:
@@ -151,7 +181,7 @@ def _against_report(run: dict[str, Any], figures: dict[str, float]) -> list[str]
                    f"protocol on this run's {m['n']:,} sampled events: {_v(t, IN_PROCESS_PROTOCOL)} "
                    f"({_inside(m, figures['substitutions'])} the interval; "
                    "the report's candidates are the type's top 50 by buyers, serving's the first 20 of the served "
-                   f"pool). Served: {_v(t, SERVED)}, lower by the repertoire bonus above.")
+                   f"pool). Served: {_v(t, SERVED)}, lower for the two reasons above.")
     if nba and "next_best_action" in figures:
         t = nba["next_best_action"]
         m = _m(t, SERVED)

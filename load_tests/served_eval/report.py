@@ -9,9 +9,8 @@ from typing import Any
 import msgspec
 
 from load_tests.served_eval.evaluate import IN_PROCESS
-from load_tests.served_eval.explain import explanation, headline
+from load_tests.served_eval.explain import RULES_OF, explanation, headline
 from training import served_cases as sc
-from training.evaluate_nba import RULE_NAMES
 from training.report import SERVED_END, SERVED_START, with_served_section
 
 
@@ -66,9 +65,7 @@ def _diagnostics(cuts: list[dict[str, Any]], pick) -> list[str]:
     return lines
 
 
-SUB_RULES = (sc.NEVER_BOUGHT_POPULAR, sc.OWN_THEN_POPULAR, sc.TYPE_POPULAR)
-REC_RULES = (sc.DECAYED, sc.POPULAR)
-NBA_RULES = RULE_NAMES
+SUB_RULES, REC_RULES, NBA_RULES = (RULES_OF[k] for k in ("substitutions", "recommendations", "next_best_action"))
 
 
 def section(run: dict[str, Any], report_text: str = "") -> str:
@@ -88,7 +85,7 @@ def section(run: dict[str, Any], report_text: str = "") -> str:
         "cases with its paired 95% interval. Cases: training/served_cases.py's docstring. "
         f"The run took {run['total_s'] / 60:.1f} min ({run['timings']}).",
         "",
-        *headline(run, {"substitutions": SUB_RULES, "recommendations": REC_RULES, "next_best_action": NBA_RULES}),
+        *headline(run),
         "",
         *explanation(run, report_text),
         "The tables per task follow: every method on the same cases, then the paired differences.",
