@@ -4,6 +4,7 @@ join this group through the `pantry.commands` entry points in pyproject.toml: pa
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from importlib.metadata import entry_points
 
 import click
@@ -177,8 +178,18 @@ def audit_export(out: str) -> None:
 # ---- the demo ------------------------------------------------------------------------------------------------
 
 
+def _a_date(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A YYYY-MM-DD option, refused at once (before minutes of set-up) when it is not one."""
+    if value is not None:
+        try:
+            datetime.strptime(value, "%Y-%m-%d")
+        except ValueError as exc:
+            raise click.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from exc
+    return value
+
+
 @main.command()
-@click.option("--until", default=None, help="Use only data before this date (YYYY-MM-DD).")
+@click.option("--until", default=None, callback=_a_date, help="Use only data before this date (YYYY-MM-DD).")
 @click.option("--households", type=click.IntRange(1), default=None, help="A slice of N households (faster).")
 @click.option("--no-serve", is_flag=True, help="Set everything up, then exit instead of serving.")
 def demo(until: str | None, households: int | None, no_serve: bool) -> None:

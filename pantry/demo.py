@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -154,6 +155,18 @@ def _answers_200(url: str) -> bool:
         return False
 
 
+TWO_PROCESSES_FROM = 500_000  # events; below, a second process's start costs more than it saves
+
+
+def replay_processes(settings: Settings, until: str | None) -> int:
+    """Two processes when there are two cores and the replay is large: the full year (1.47M events) replays ~2x
+    faster (docs/STREAMING.md, Scaling), but 54,152 events of 40 households took 13.2 s in two against 6.3 s in one."""
+    if (os.cpu_count() or 1) < 2:
+        return 1
+    cut = datetime.fromisoformat(until).replace(tzinfo=UTC) if until else None
+    return 2 if dataset.read_events(settings, until=cut, columns=["ts"]).num_rows >= TWO_PROCESSES_FROM else 1
+
+
 def run_demo(settings: Settings, until: str | None, households: int | None, serve: bool) -> int:
     timer = Timer()
     server: EmbeddedRedis | None = None
@@ -180,8 +193,7 @@ def run_demo(settings: Settings, until: str | None, households: int | None, serv
         timer.run("redis", redis_up)
         timer.run("load data", lambda: dataset_load.load(settings, households=households))
         timer.run("feast apply", lambda: _check_call(_pantry("feast", "apply"), settings))
-        # two processes when there are two cores: the full year replays ~2x faster (docs/STREAMING.md, Scaling)
-        processes = ["--processes", str(min(2, os.cpu_count() or 1))]
+        processes = ["--processes", str(replay_processes(settings, until))]
         timer.run("stream replay", lambda: _check_call(_pantry("stream", "replay", *processes, *until_args), settings))
         timer.run("train", lambda: _check_call(_pantry("train", *until_args), settings))
         timer.run("api keys", lambda: ensure_demo_keys(settings))

@@ -217,3 +217,20 @@ def test_sigterm_stops_everything_and_keeps_the_data(demo: Demo) -> None:
         demo.redis().ping()
     assert (demo.data_dir / "data" / "events.parquet").exists()
     assert (demo.data_dir / "redis" / "appendonly.aof").exists()
+
+
+def test_a_bad_until_is_refused_before_any_set_up(tmp_path: Path) -> None:
+    env = {**os.environ, "PANTRY_DATA_DIR": str(tmp_path / "pantry")}
+    done = subprocess.run([sys.executable, "-m", "pantry.cli", "demo", "--until", "2017-13-01"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "'2017-13-01' is not a date YYYY-MM-DD" in done.stderr, done.stderr
+    assert not (tmp_path / "pantry").exists()  # nothing was started or written
+
+
+def test_the_demo_replays_a_slice_in_one_process_and_the_year_in_two(data_slice, settings) -> None:
+    from pantry.demo import TWO_PROCESSES_FROM, replay_processes
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: always one process")
+    assert replay_processes(settings, UNTIL) == 1  # the test slice: far below TWO_PROCESSES_FROM events
+    assert TWO_PROCESSES_FROM < 1_471_409  # the full Complete Journey year's events: two processes
