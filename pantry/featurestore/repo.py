@@ -8,8 +8,10 @@ with absolute paths and points `feast -f` at it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -37,7 +39,11 @@ def feature_store_yaml(settings: Settings) -> Path:
     }
     text = yaml.safe_dump(config, sort_keys=False)
     if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+        # Written aside and renamed over: the workers of one flow call this at the same time, and a plain
+        # write_text truncates first, so Feast in another worker could read an empty file (CI, 2026-12-03).
+        aside = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        aside.write_text(text)
+        os.replace(aside, path)
     return path
 
 

@@ -79,6 +79,15 @@ def live_process(settings, workers: int = 2) -> subprocess.Popen:
                             stderr=subprocess.PIPE)
 
 
+def why_not(proc: subprocess.Popen, client) -> str:
+    """The flow's counters while it runs; once it has died, its stderr with the root cause (the first
+    exception of a chain) kept."""
+    if proc.poll() is None:
+        return str(runner.read_counters(client))
+    err = proc.stderr.read().decode()
+    return err if len(err) <= 6000 else f"{err[:4000]}\n[...]\n{err[-2000:]}"
+
+
 @pytest.fixture(scope="module")
 def reference(feast_applied, tmp_path_factory):
     """Every event through one uninterrupted live flow (never trimmed below what it needs, either)."""
@@ -98,8 +107,7 @@ def test_live_flow_trims_to_its_snapshot_and_a_killed_flow_still_reaches_the_sam
     proc = live_process(settings)
     try:
         xadd(client, make_events(settings, 200, 0))
-        assert wait_for(lambda: processed(client) == 200, 90), proc.stderr.read1().decode()[-2000:] \
-            if proc.poll() is not None else runner.read_counters(client)
+        assert wait_for(lambda: processed(client) == 200, 90), why_not(proc, client)
         # processed, snapshotted, trimmed: what is left is the margin and the entries after the resume floor
         assert wait_for(lambda: client.xlen(EVENTS_STREAM) <= MARGIN_EVENTS + 1, 30), client.xlen(EVENTS_STREAM)
         floor = retention.resume_floor(retention.recovery_dir(settings))
