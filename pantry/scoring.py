@@ -68,6 +68,11 @@ class SubstitutionModel(Protocol):
         """Products that could replace this one (same product type, else category), best first, bounded."""
         ...
 
+    def own_candidates(self, product_id: int, *, customer_id: int, features: Features) -> list[int]:
+        """Products of this one's type the customer has bought (the model's history of them and the customer
+        views), most bought first: ranked with the pool, whose customer-independent order may leave them out."""
+        ...
+
     def rank(
         self,
         product_id: int,

@@ -37,7 +37,9 @@ def evaluate_substitutions(settings: Settings, purchases: pd.DataFrame, timer: T
     units = subs.store_units(before, index)
     hits = {"model (served ranker)": 0.0, "type popularity": 0.0, "ALS similarity + type popularity": 0.0}
     with timer.step("substitutions eval: rank switch events"):
-        rows = [(j, cands, x) for j, cands, x in subs.event_rows(cat, ev, shares, index, uf, units) if x is not None]
+        owns = subs.own_items_at(before, index, SUB_CUT)
+        rows = [(j, cands, x) for j, cands, x in subs.event_rows(cat, ev, shares, index, uf, units, owns)
+                if x is not None]
         logits = ranker.logit(np.concatenate([x for _j, _c, x in rows])) if rows else np.empty(0)
         offsets = np.cumsum([0] + [len(c) for _j, c, _x in rows])
         for (j, cands, x), lo, hi in zip(rows, offsets[:-1], offsets[1:], strict=True):
@@ -47,7 +49,7 @@ def evaluate_substitutions(settings: Settings, purchases: pd.DataFrame, timer: T
             hits["type popularity"] += float(target in cands[:3])
             blend = x[:, 0] + 0.5 * (x[:, 1] / max(x[:, 1].max(), 1e-9))
             hits["ALS similarity + type popularity"] += float(target in cands[np.argsort(-blend, kind="stable")][:3])
-        hits.update(served_reads_hits(cat, ev, shares, index, uf, units, ranker))
+        hits.update(served_reads_hits(cat, ev, shares, index, uf, units, ranker, owns))
     n_events = len(ev.customers)
     return {
         "cut": SUB_CUT.isoformat(),
@@ -60,7 +62,8 @@ def evaluate_substitutions(settings: Settings, purchases: pd.DataFrame, timer: T
 
 
 def served_reads_hits(cat: Catalogue, ev: subs.SwitchEvents, shares: pd.Series, index: Index, uf: np.ndarray,
-                      units: dict[int, np.ndarray], ranker: Logistic | Boosted) -> dict[str, float]:
+                      units: dict[int, np.ndarray], ranker: Logistic | Boosted,
+                      owns: dict[int, subs.OwnItems]) -> dict[str, float]:
     """hits@3 of the ranker when it sees only the SERVED_READS candidates serving reads (protocol exclusions
     applied after): the first by buyers (the pool order before the neutral ranking), or the first of
     `candidate_pool`'s order (SCORED_POOL items by the ranker on customer-neutral rows)."""
@@ -90,7 +93,8 @@ def served_reads_hits(cat: Catalogue, ev: subs.SwitchEvents, shares: pd.Series, 
                 su = units.get(int(ev.store_id[j]))
                 blocks.append(features(cat, int(ev.usual[j]), c, float(shares.get(int(ev.customers[j]), 0.2)),
                                        uf[u] if u >= 0 else None,
-                                       su[c] if su is not None else np.zeros(len(c), dtype=np.float32)))
+                                       su[c] if su is not None else np.zeros(len(c), dtype=np.float32),
+                                       owns.get(int(ev.customers[j]), subs.NO_OWN_ITEMS)))
         logits = ranker.logit(np.concatenate(blocks)) if blocks else np.empty(0)
         hits, lo = 0.0, 0
         for j, c in enumerate(cands_of):

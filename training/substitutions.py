@@ -1,17 +1,19 @@
-"""Fitting the substitution model: given a customer's usual item, rank the items of its type they would switch to.
+"""Fitting the substitution model: given a customer's usual item, rank the items of its type they would take.
 
-Training data = switch events before the cut (the evaluation protocol's definition, moved earlier): with an
-inner cut `until - SWITCH_DAYS`, a customer's *usual item* of a product type is their most bought item of that
-type (bought >= 2 times before the inner cut); a *switch* is the first purchase in [inner cut, until) of an item
-of that type they never bought before. Candidates = the type's pool (top POOL by buyers) minus the usual item
-and what they already bought; label = the item chosen. Several such windows are stacked (WINDOWS, each with its
+Training data = departures before the cut: with an inner cut `until - SWITCH_DAYS`, a customer's *usual item* of a
+product type is their most bought item of that type (bought >= 2 times before the inner cut); a *departure* is the
+first purchase in [inner cut, until) of another item of that type, bought before or not (`switch_events` with
+`new_only=False`; the report's new-item protocol keeps only never-bought ones). Candidates = what serving ranks: the
+type's pool (top POOL by buyers) plus the customer's own other items of the type (`own_items_at`, the history a
+version keeps of each customer); label = the item chosen. Several such windows are stacked (WINDOWS, each with its
 own ALS fit at its inner cut). The ranker is LightGBM lambdarank over each event's candidates (ONNX via
 onnxmltools, training/gbm.py); a conditional logit when there are too few events for trees (a small slice).
 
-Besides similarity, popularity, brand/size/price closeness and the customer's own history, the ranker sees what
-other customers with the same usual item did before the cut (`PairTable`): how many of them also bought the
-candidate, and how many tried it after their usual one (a "switch" in history). The catalogue's tables are built
-here; the pools and candidate features are pantry/models/substitutions.py's, the code serving ranks with.
+Besides similarity, popularity, brand/size/price closeness and the customer's own history in the type (bought or
+not, its share of the type, its rank among their items), the ranker sees what other customers with the same
+usual item did before the cut (`PairTable`): how many of them also bought the candidate, and how many tried it after
+their usual one. The catalogue's tables are built here; the pools and candidate features are
+pantry/models/substitutions.py's, the code serving ranks with.
 """
 
 from __future__ import annotations
@@ -27,11 +29,22 @@ import pandas as pd
 
 from pantry import dataset
 from pantry.models.recommender_candidates import LABEL_DAYS
-from pantry.models.substitutions import ARRAYS, FEATURE_NAMES, POOL, SCORED_POOL, Catalogue, features, pool
+from pantry.models.substitutions import (
+    ARRAYS,
+    FEATURE_NAMES,
+    NO_OWN_ITEMS,
+    POOL,
+    SCORED_POOL,
+    Catalogue,
+    OwnItems,
+    features,
+    own_candidates,
+    pool,
+)
 from pantry.scoring import ModelError
 from pantry.settings import Settings
 from training import als
-from training.data import Index, to_days
+from training.data import HALF_LIFE_DAYS, Index, to_days
 from training.gbm import Boosted, GbmParams, fit_lambdarank
 from training.logistic import Logistic, fit_conditional_logit
 from training.onnx_export import PARITY_TOLERANCE, ranker_parity
@@ -181,6 +194,33 @@ def switch_events(settings: Settings, before: pd.DataFrame, after: pd.DataFrame,
                         first["day"].to_numpy(np.float64))
 
 
+def own_items_at(before: pd.DataFrame, index: Index, until: datetime) -> dict[int, OwnItems]:
+    """Per customer, every item bought before `until` with its purchase lines decayed with a HALF_LIFE_DAYS
+    half-life to `until` (what a version keeps of each customer: pantry/models/substitutions.py OwnItems)."""
+    if before.empty:
+        return {}
+    ref = to_days(until)
+    lines = before[["customer_id", "product_id", "day"]]
+    lines = lines.assign(w=np.power(0.5, (ref - lines["day"].to_numpy()) / HALF_LIFE_DAYS))
+    g = lines.groupby(["customer_id", "product_id"])["w"].sum().reset_index()
+    g = g.assign(i=index.item_idx(g["product_id"].to_numpy()))
+    g = g[g["i"] >= 0].sort_values(["customer_id", "w", "i"], ascending=[True, False, True], kind="stable")
+    cust = g["customer_id"].to_numpy()
+    bounds = np.flatnonzero(np.diff(cust)) + 1
+    items, scores = g["i"].to_numpy(np.int64), g["w"].to_numpy(np.float64)
+    return {int(cust[lo]): OwnItems(items[lo:hi], scores[lo:hi])
+            for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(cust)], strict=True) if hi > lo}
+
+
+def own_arrays(owns: dict[int, OwnItems], customers: np.ndarray) -> dict[str, np.ndarray]:
+    """OwnItems as CSR rows over `customers` (a version's customers.npy order)."""
+    rows = [owns.get(int(c), NO_OWN_ITEMS) for c in customers]
+    indptr = np.concatenate([[0], np.cumsum([len(r.items) for r in rows])]).astype(np.int64)
+    items = np.concatenate([r.items for r in rows]) if rows else np.empty(0)
+    scores = np.concatenate([r.scores for r in rows]) if rows else np.empty(0)
+    return {"own_indptr": indptr, "own_items": items.astype(np.int32), "own_scores": scores.astype(np.float32)}
+
+
 def private_share(before: pd.DataFrame, index: Index, cat: Catalogue) -> pd.Series:
     i = index.item_idx(before["product_id"].to_numpy())
     priv = np.where(i >= 0, cat.private[np.maximum(i, 0)], 0.0)
@@ -201,11 +241,20 @@ def store_units(before: pd.DataFrame, index: Index, days: int = 28) -> dict[int,
 
 
 def event_rows(cat: Catalogue, ev: SwitchEvents, shares: pd.Series, user_index: Index | None,
-               user_factors: np.ndarray | None, units: dict[int, np.ndarray]):
-    """Per event: candidates (pool minus usual and already bought) and their features."""
+               user_factors: np.ndarray | None, units: dict[int, np.ndarray],
+               owns: dict[int, OwnItems] | None = None, exclude_bought: bool = True):
+    """Per event: candidates and their features. `exclude_bought` (the new-item protocol): the pool minus the usual
+    item and what the customer already bought; otherwise (what serving ranks) the pool plus the customer's own
+    other items of the type (`owns`, the repertoire rows as of the cut)."""
     for j in range(len(ev.customers)):
-        cands = pool(cat, int(ev.usual[j]))
-        cands = cands[~np.isin(cands, ev.bought[j])]
+        usual = int(ev.usual[j])
+        own = (owns or {}).get(int(ev.customers[j]), NO_OWN_ITEMS)
+        cands = pool(cat, usual)
+        if exclude_bought:
+            cands = cands[~np.isin(cands, ev.bought[j])]
+        else:
+            mine = own_candidates(cat, usual, own)
+            cands = np.concatenate([cands, mine[~np.isin(mine, cands)]])
         if len(cands) == 0:
             yield j, cands, None
             continue
@@ -215,8 +264,8 @@ def event_rows(cat: Catalogue, ev: SwitchEvents, shares: pd.Series, user_index: 
             uf = user_factors[u] if u >= 0 else None
         share = float(shares.get(int(ev.customers[j]), 0.2))
         su = units.get(int(ev.store_id[j]))
-        yield j, cands, features(cat, int(ev.usual[j]), cands, share, uf,
-                                 su[cands] if su is not None else np.zeros(len(cands), dtype=np.float32))
+        yield j, cands, features(cat, usual, cands, share, uf,
+                                 su[cands] if su is not None else np.zeros(len(cands), dtype=np.float32), own)
 
 
 def fit_at(settings: Settings, purchases: pd.DataFrame, cut: datetime, params: als.AlsParams,
@@ -241,10 +290,11 @@ def window_set(settings: Settings, purchases: pd.DataFrame, start: datetime, end
     """Switch events in [start, end) with everything as of `start`: (feature blocks, chosen row per block)."""
     before, index, uf, cat = fit_at(settings, purchases, start, params)
     after = purchases[(purchases["day"] >= to_days(start)) & (purchases["day"] < to_days(end))]
-    ev = switch_events(settings, before, after, index)
+    ev = switch_events(settings, before, after, index, new_only=False)
     shares = private_share(before, index, cat)
+    owns = own_items_at(before, index, start)
     xs, pos = [], []
-    for j, cands, x in event_rows(cat, ev, shares, index, uf, store_units(before, index)):
+    for j, cands, x in event_rows(cat, ev, shares, index, uf, store_units(before, index), owns, exclude_bought=False):
         if x is None:
             continue
         hit = np.flatnonzero(cands == ev.chosen[j])
@@ -315,10 +365,13 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
         np.save(staging / "user_factors.npy", fitted_rec.user_factors)
         share = shares.reindex(fitted_rec.index.customers).fillna(0.2).to_numpy(np.float32)
         np.save(staging / "private_share.npy", share)
+        owns = own_items_at(before, fitted_rec.index, until)
+        for name, arr in own_arrays(owns, fitted_rec.index.customers).items():
+            np.save(staging / f"{name}.npy", arr, allow_pickle=False)
         (staging / "model.onnx").write_bytes(ranker.onnx("substitution_ranker"))
         parity = ranker_parity((staging / "model.onnx").read_bytes(), ranker, parity_rows(cat, shares))
         if parity > PARITY_TOLERANCE:
             raise ModelError(f"substitution ranker ONNX parity failed: max abs diff {parity:.2e} > {PARITY_TOLERANCE}")
     return ({"pool": POOL, "switch_days": SWITCH_DAYS, "windows": WINDOWS, "ranker": kind,
-             "weights": ranker.params()},
+             "feature_names": list(FEATURE_NAMES), "repertoire_bonus": 0.0, "weights": ranker.params()},
             {"onnx_parity_max_abs_diff": parity, "products": len(cat.products)})

@@ -105,22 +105,22 @@ def explanation(run: dict[str, Any], report_text: str = "") -> list[str]:
         "",
         f"Cuts {names}; every difference below is served minus in-process on the same cases (paired 95% interval).",
         "",
-        "- **Substitutions: what serving ranks.** Serving ranks the first 20 of the served pool, items the customer "
-        "bought before included; the report's protocol takes those out of the candidates. On the new-item "
-        "protocol, whose truth is never an item bought before, that is most of the gap to the report's figure: "
-        "in-process on the same cases, with them in: " + ", ".join(_v(t, IN_PROCESS) for t in new)
+        "- **Substitutions: what serving ranks.** Serving ranks the first 20 of the served pool and the customer's "
+        "own other items of the type (the version's history of the customer, plus what the live "
+        "`customer_repertoire` row adds since the cut: nothing, at the cut), items bought before included; the "
+        "report's protocol takes those out of the candidates. On the new-item protocol, whose truth is never an "
+        "item bought before, that is most of the gap to the report's figure: in-process on the same cases, with "
+        "them in: " + ", ".join(_v(t, IN_PROCESS) for t in new)
         + "; with them out: " + ", ".join(_v(t, IN_PROCESS_PROTOCOL) for t in new)
         + ". The served top 3 holds an item bought before in "
         + ", ".join(f"{t['diagnostics']['served top 3 with an item bought before']:.2f}" for t in new)
         + " of these cases; the served lists with those items taken out score "
-        + ", ".join(_v(t, SERVED_NOT_BOUGHT) for t in new) + ", level with the protocol's in-process figures.",
-        "- **Substitutions: the repertoire bonus and the stock row.** The only scoring differences: served adds +1 "
-        "to the logit of an item in the customer's live `customer_repertoire` row and log(in-stock probability) "
-        "of the store's `store_product` row, and fills the ranker's store-sales column (`log_store_units_28d`) from "
-        "that row (in-process: no row, so probability 0.5 and sales 0 for every candidate). The bonus moves "
-        "items bought before up, which costs on the new-item protocol (served minus in-process "
-        + ", ".join(_d(t, IN_PROCESS) for t in new) + ") and pays on the any-departure one, where the truth is "
-        "often an item bought before (" + ", ".join(_d(t, IN_PROCESS) for t in anyd) + ").",
+        + ", ".join(_v(t, SERVED_NOT_BOUGHT) for t in new) + ".",
+        "- **Substitutions: the stock row.** The only scoring difference: served adds log(in-stock probability) "
+        "of the store's `store_product` row to the logit and fills the ranker's store-sales column "
+        "(`log_store_units_28d`) from that row (in-process: no row, so probability 0.5 and sales 0 for every "
+        "candidate). Served minus in-process: new-item protocol " + ", ".join(_d(t, IN_PROCESS) for t in new)
+        + "; any departure " + ", ".join(_d(t, IN_PROCESS) for t in anyd) + ".",
         f"- **Substitutions: the stock rule and the pool.** The stock rule (never offer on_hand 0 or in-stock "
         f"probability 0) took the chosen item out in at most {stock:.3f} of the cases at any cut: the data has no "
         "inventory events (no on_hand), and the in-stock estimate from sales velocity (streaming/features/store.py) "

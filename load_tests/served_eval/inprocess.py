@@ -3,9 +3,10 @@
 The versions are the ones the cut's service serves (its registry's ACTIVE versions), loaded with `load_version` and
 called through the scorer protocol without online features (no live repertoire, no cart, no customer embedding row)
 and without stock (every candidate's store_product row unknown). The substitution candidates are those serving
-ranks: `candidate_pool` minus the asked item, its first MAX_POOL. A served answer that differs from these differs
-only through what serving adds: the online rows, the stock reads and rule, the store filter, the campaigns approved
-and active at `as_of`.
+ranks: `candidate_pool` minus the asked item, its first MAX_POOL, and the customer's own other items of the type
+(`own_candidates`, from the version's history; serving adds what the live repertoire row holds since the cut). A
+served answer that differs from these differs only through what serving adds: the online rows, the stock reads and
+rule, the store filter, the campaigns approved and active at `as_of`.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ def active_models(settings: Settings) -> dict[str, object]:
 
 
 def substitution_lists(model, cases: SubCases, exclude_bought: bool = False, k: int = SUB_K) -> list[list[int]]:
-    """Per case: the ranker's top k of the first MAX_POOL of the served pool (without the customer's products
-    of the type bought before the cut when `exclude_bought`, as the report's protocol does)."""
+    """Per case: the ranker's top k of the first MAX_POOL of the served pool and the customer's own items
+    (without the customer's products of the type bought before the cut when `exclude_bought`, as the report's
+    protocol does)."""
     out = []
     for c, usual, bought in zip(cases.customer_id.tolist(), cases.usual.tolist(), cases.bought, strict=True):
         pool = [p for p in model.candidate_pool(usual) if p != usual][:MAX_POOL]
+        own = model.own_candidates(usual, customer_id=c, features={})  # from the version's history, as served
+        pool = list(dict.fromkeys([*pool, *(p for p in own if p != usual)]))
         if exclude_bought:
             pool = [p for p in pool if p not in bought]
         ranked = model.rank(usual, pool, customer_id=c, features={}, stock={}, k=k) if pool else []

@@ -1,9 +1,11 @@
-"""SubstitutionModel: a product type's pool of candidates, their features, and the ranker (ONNX) that orders them.
+"""SubstitutionModel: a product type's pool of candidates, the customer's own items of the type, their features,
+and the ranker (ONNX) that orders them.
 
 Pools and item tables are numpy arrays built by training (training/substitutions.py) at the cut; the ranker is a
 LightGBM lambdarank (or, on a small slice, a conditional logit) over `features`, the same function training builds
-its switch-event rows with. A request looks up the usual item, reads its pool (customer-independent, cached per
-product) and scores the in-stock candidates with the customer's share of store brands and ALS factors.
+its departure rows with. A request looks up the usual item, reads its pool (customer-independent, cached per
+product), adds the customer's own other items of the type (OwnItems: the version's history of the customer and the
+live customer_repertoire row) and scores the in-stock candidates.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import numpy as np
 from pantry.models._shared import lookup
 from pantry.models.onnx import session
 from pantry.models.registry import Manifest
-from pantry.scoring import Features, Scored
+from pantry.scoring import Features, ModelError, Scored
 
 POOL = 50
+OWN_CANDIDATES = 10  # the customer's own other items of the type ranked with the pool (most bought first)
 # What `candidate_pool` scores before returning its POOL best (serving reads the stock of only the first 20 it
 # returns): the ranker on rows without a customer or store (`neutral_rows`). On the validation cut, ranking only
 # the first 20 by buyers lost 0.005 hit@3 against the whole pool; the first 20 of 150 by that score lost nothing.
@@ -45,7 +48,15 @@ FEATURE_NAMES = (
     "co_rate",
     "log_new_buyers",
     "log_item_age",
+    # the customer's own history in the type (OwnItems): shares and ranks, scale-free
+    "customer_bought",
+    "customer_type_share",
+    "customer_usual_share",
+    "log_customer_own_in_type",
+    "customer_own_rank",
 )
+# Versions trained before the own-history columns rank with the first 19 and the hand-set REPERTOIRE_BONUS.
+LEGACY_FEATURES = 19
 
 
 @dataclass
@@ -78,6 +89,8 @@ class Catalogue:
 ARRAYS = ("products", "type_code", "category_code", "private", "manufacturer", "size_code", "log_price", "buyers",
           "recent_buyers", "factors", "pool_indptr", "pool_items", "cat_indptr", "cat_items", "pair_key", "pair_co",
           "pair_switch", "usual_customers", "new_buyers", "item_age")
+# Each customer's purchases before the cut (OwnItems, CSR over customers.npy): versions with own-history columns
+OWN_ARRAYS = ("own_indptr", "own_items", "own_scores")
 
 
 def pool(cat: Catalogue, item: int, size: int = POOL) -> np.ndarray:
@@ -95,8 +108,58 @@ def pool(cat: Catalogue, item: int, size: int = POOL) -> np.ndarray:
     return items[items != item][:size]
 
 
+@dataclass(frozen=True)
+class OwnItems:
+    """What a customer bought: item indices (into Catalogue.products) and their purchase lines decayed with a
+    90-day half-life to the cut, best first. Serving takes them from the version's history of the customer
+    (`own_*` arrays, every item bought before the cut: the live customer_repertoire row holds only the top 50
+    products of all types, and missed most of a type's second choices) plus what the live row adds since."""
+
+    items: np.ndarray  # int64
+    scores: np.ndarray  # float64
+
+    @classmethod
+    def from_history(cls, own: Mapping[str, np.ndarray], u: int) -> OwnItems:
+        indptr = own["own_indptr"]
+        if u < 0 or u + 1 >= len(indptr):
+            return NO_OWN_ITEMS
+        lo, hi = int(indptr[u]), int(indptr[u + 1])
+        return cls(own["own_items"][lo:hi].astype(np.int64), own["own_scores"][lo:hi].astype(np.float64))
+
+    def with_live(self, products: np.ndarray, row: Mapping[str, Any] | None) -> OwnItems:
+        """Plus the products of a customer_repertoire row not in the history (bought since the cut), each
+        counted as one purchase at the cut (the row's own scores are on another clock)."""
+        ids = np.asarray((row or {}).get("repertoire_product_ids") or (), dtype=np.int64)
+        if len(ids) == 0 or len(products) == 0:
+            return self
+        idx = np.clip(np.searchsorted(products, ids), 0, len(products) - 1)
+        new = idx[(products[idx] == ids) & ~np.isin(idx, self.items)]
+        if len(new) == 0:
+            return self
+        return OwnItems(np.concatenate([self.items, new]), np.concatenate([self.scores, np.ones(len(new))]))
+
+    def of_type(self, cat: Catalogue, usual: int) -> OwnItems:
+        """The ones of the usual item's type (it included), best first."""
+        t = int(cat.type_code[usual])
+        if t < 0 or len(self.items) == 0:
+            return NO_OWN_ITEMS
+        keep = cat.type_code[self.items] == t
+        order = np.argsort(-self.scores[keep], kind="stable")
+        return OwnItems(self.items[keep][order], self.scores[keep][order])
+
+
+NO_OWN_ITEMS = OwnItems(np.empty(0, dtype=np.int64), np.empty(0))
+
+
+def own_candidates(cat: Catalogue, usual: int, own: OwnItems) -> np.ndarray:
+    """The customer's other items of the usual item's type, most bought first: candidates the type's pool may
+    not hold (the pool is ordered for everyone; a shopper's own second choice can be a rare item)."""
+    mine = own.of_type(cat, usual).items
+    return mine[mine != usual][:OWN_CANDIDATES]
+
+
 def features(cat: Catalogue, usual: int, cands: np.ndarray, customer_private_share: float,
-             user_factors: np.ndarray | None, store_units: np.ndarray) -> np.ndarray:
+             user_factors: np.ndarray | None, store_units: np.ndarray, own: OwnItems = NO_OWN_ITEMS) -> np.ndarray:
     """[len(cands), len(FEATURE_NAMES)] float32 for one (usual item, customer)."""
     out = np.empty((len(cands), len(FEATURE_NAMES)), dtype=np.float32)
     out[:, 0] = cat.factors[cands] @ cat.factors[usual]
@@ -125,6 +188,16 @@ def features(cat: Catalogue, usual: int, cands: np.ndarray, customer_private_sha
     out[:, 16] = co / n_usual
     out[:, 17] = np.log1p(cat.new_buyers[cands])
     out[:, 18] = np.log1p(cat.item_age[cands])
+    typed = own.of_type(cat, usual)
+    total = float(typed.scores.sum())
+    score = dict(zip(typed.items.tolist(), typed.scores.tolist(), strict=True))
+    rank = {item: r for r, item in enumerate(i for i in typed.items.tolist() if i != usual)}
+    mine = np.array([score.get(int(c), 0.0) for c in cands], dtype=np.float64)
+    out[:, 19] = np.isin(cands, own.items)
+    out[:, 20] = mine / total if total > 0 else 0.0
+    out[:, 21] = score.get(int(usual), 0.0) / total if total > 0 else 0.0
+    out[:, 22] = np.log1p(len(rank))
+    out[:, 23] = [np.log1p(rank[int(c)]) if int(c) in rank else -1.0 for c in cands]
     return out
 
 
@@ -136,7 +209,9 @@ def neutral_rows(cat: Catalogue, usual: int, cands: np.ndarray) -> np.ndarray:
 POOL_CACHE_SIZE = 50_000  # product -> its ordered pool (customer-independent, so computed once per version)
 WARM_POOLS = 2_000  # the most bought products get their pool at load (~0.2 ms each), not on their first request
 UNKNOWN_STOCK_PROB = 0.5  # no store_product row: the store has not sold it lately; offer, but below known stock
-REPERTOIRE_BONUS = 1.0  # logit bonus for a substitute the customer already buys (not learnable from switches)
+# Versions trained before the own-history columns (LEGACY_FEATURES) add this to the logit of an item in the live
+# repertoire; newer ones learn what the customer's own items are worth (manifest params "repertoire_bonus": 0).
+REPERTOIRE_BONUS = 1.0
 
 
 def _stock_prob(row: Mapping[str, Any] | None) -> float:
@@ -168,7 +243,15 @@ class Substitutions:
         self.customers = np.load(directory / "customers.npy")
         self.user_factors = np.load(directory / "user_factors.npy")
         self.private_share = np.load(directory / "private_share.npy")
+        self.own = ({n: np.load(directory / f"{n}.npy", allow_pickle=False) for n in OWN_ARRAYS}
+                    if (directory / "own_indptr.npy").exists() else None)
         self.session = session((directory / "model.onnx").read_bytes())
+        names = tuple(manifest.params.get("feature_names") or FEATURE_NAMES[:LEGACY_FEATURES])
+        if names != FEATURE_NAMES[: len(names)]:
+            raise ModelError(f"substitutions {manifest.version}: its ranker's columns {names} are not this code's")
+        self.n_features = len(names)
+        # a ranker that sees the customer's own history needs no hand-set bonus for it
+        self.repertoire_bonus = float(manifest.params.get("repertoire_bonus", REPERTOIRE_BONUS))
         self._pools: dict[int, list[int]] = {}
         for pid in self.products[np.argsort(-self.cat.buyers, kind="stable")[:WARM_POOLS]]:
             self.candidate_pool(int(pid))
@@ -184,13 +267,32 @@ class Substitutions:
             return []
         cands = pool(self.cat, i, SCORED_POOL)
         if len(cands) > 1:
-            logit = self.session.run(["logit"], {"features": neutral_rows(self.cat, i, cands)})[0][:, 0]
+            rows = neutral_rows(self.cat, i, cands)[:, : self.n_features]
+            logit = self.session.run(["logit"], {"features": rows})[0][:, 0]
             cands = cands[np.argsort(-logit, kind="stable")]
         out = self.products[cands[:POOL]].tolist()
         if len(self._pools) >= POOL_CACHE_SIZE:
             self._pools.clear()  # bounded; a cleared entry is recomputed in well under a millisecond
         self._pools[int(product_id)] = out
         return list(out)
+
+    def own_candidates(self, product_id: int, *, customer_id: int, features: Features) -> list[int]:
+        """The customer's other products of this one's type, from their customer_repertoire row, most bought
+        first (empty for a version whose ranker does not see the customer's own history)."""
+        i = lookup(self.products, int(product_id))
+        if i < 0 or self.n_features <= LEGACY_FEATURES:
+            return []
+        return self.products[own_candidates(self.cat, i, self._own_items(customer_id, features))].tolist()
+
+    def _customer(self, customer_id: int) -> int:
+        # an erased customer (pantry.erasure) is new to every version: its artifact rows are never used
+        return -1 if int(customer_id) in self.hidden else lookup(self.customers, int(customer_id))
+
+    def _own_items(self, customer_id: int, features: Features) -> OwnItems:
+        if self.own is None:
+            return NO_OWN_ITEMS
+        history = OwnItems.from_history(self.own, self._customer(customer_id))
+        return history.with_live(self.products, (features or {}).get("customer_repertoire"))
 
     def _reason(self, usual: int, cand: int, similarity: float, known: bool) -> str:
         if known:
@@ -229,16 +331,17 @@ class Substitutions:
             order = np.argsort(-probs, kind="stable")[:k]
             return [Scored(int(ids[j]), float(probs[j]), "popular alternative") for j in order]
         ids, probs, idx = ids[known_item], probs[known_item], idx[known_item]
-        # an erased customer (pantry.erasure) is new to every version: its artifact rows are never used
-        u = -1 if int(customer_id) in self.hidden else lookup(self.customers, int(customer_id))
+        u = self._customer(customer_id)
         share = float(self.private_share[u]) if u >= 0 else 0.2
         uf = self.user_factors[u] if u >= 0 else None
         units = np.array([float((stock.get(int(c)) or {}).get("units_28d") or 0) for c in ids], dtype=np.float32)
-        x = self._rows(self.cat, usual, idx, share, uf, units)
-        logit = self.session.run(["logit"], {"features": x})[0][:, 0].astype(np.float64)
         rep = (features.get("customer_repertoire") if features else None) or {}
-        known = np.isin(ids, np.asarray(rep.get("repertoire_product_ids") or [], dtype=np.int64))
-        score = logit + np.log(probs) + REPERTOIRE_BONUS * known
+        own = self._own_items(customer_id, features)
+        x = self._rows(self.cat, usual, idx, share, uf, units, own)[:, : self.n_features]
+        logit = self.session.run(["logit"], {"features": x})[0][:, 0].astype(np.float64)
+        known = np.isin(ids, np.asarray(rep.get("repertoire_product_ids") or [], dtype=np.int64)) | np.isin(
+            idx, own.items)
+        score = logit + np.log(probs) + self.repertoire_bonus * known
         order = np.argsort(-score, kind="stable")[:k]
         return [
             Scored(int(ids[j]), float(score[j]), self._reason(usual, int(idx[j]), float(x[j, 0]), bool(known[j])))

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pantry.featurestore.reader import RowRead
+from pantry.featurestore.reader import Row, RowRead
+from pantry.models.substitutions import OWN_CANDIDATES
 from pantry.scoring import Scored, SubstitutionModel
 from serving.answers.pipeline import guarded, open_decision, record
+from serving.redis_guard import StoreUnavailable
 from serving.schemas import Substitution, SubstitutionRequest, SubstitutionResponse
 from serving.services import Services
 
@@ -37,6 +39,24 @@ def _pool(model: SubstitutionModel, product_id: int) -> list[int]:
         return []
 
 
+def _own(model: SubstitutionModel, product_id: int, customer_id: int, features) -> list[int]:
+    try:
+        return model.own_candidates(product_id, customer_id=customer_id, features=features)
+    except Exception:  # the pool still answers
+        log.exception("own_candidates failed for %s", product_id)
+        return []
+
+
+async def _stock_rows(svc: Services, request: SubstitutionRequest, products: list[int], as_of) -> list[Row]:
+    """The store_product rows of these products at the request's store; [] when the store cannot be read."""
+    try:
+        result = await svc.read([RowRead("store_product", (request.store_id, c), STOCK_FEATURES) for c in products],
+                                as_of)
+    except StoreUnavailable:
+        return []
+    return result.rows
+
+
 async def substitute(svc: Services, request: SubstitutionRequest) -> SubstitutionResponse:
     choice = svc.models.choose("substitutions", request.customer_id)  # the customer's experiment arm, if any
     model = choice.scorer
@@ -50,6 +70,17 @@ async def substitute(svc: Services, request: SubstitutionRequest) -> Substitutio
                                                request.as_of, stock_reads)
     if model is None or choice.unavailable:  # no model, or an unloadable treatment (the control answers)
         decision.fall_back("model_unavailable")
+    if model is not None and decision.fallback != "store_unavailable":
+        # the customer's own other items of each type join its pool: their stock is read now that the customer
+        # row is known (a second round trip, only for items the pool did not already read)
+        owned = {pid: [c for c in _own(model, pid, request.customer_id, decision.features)
+                       if c not in requested][:OWN_CANDIDATES] for pid in product_ids}
+        read = set(candidates)
+        extra = list(dict.fromkeys(c for own in owned.values() for c in own if c not in read))
+        extra_rows = await _stock_rows(svc, request, extra, request.as_of) if extra else []
+        if extra_rows:  # unreadable: the pools alone answer
+            candidates, stock_rows = [*candidates, *extra], [*stock_rows, *extra_rows]
+            pools = {pid: list(dict.fromkeys([*pools[pid], *owned[pid]])) for pid in product_ids}
     stock = {c: row.values for c, row in zip(candidates, stock_rows, strict=False)}
     never = requested | {c for c, row in zip(candidates, stock_rows, strict=False) if _out_of_stock(row.raw_values)}
     session = decision.features.get("customer_session") or {}

@@ -124,3 +124,39 @@ def test_substitutions_never_offer_requested_cart_or_unstocked_items(http, model
     assert not offered & {product, also_requested, in_cart, zero_prob}, answer
     first = {c["product_id"] for c in answer["substitutions"][0]["candidates"]}
     assert first and first <= set(kept), answer
+
+
+def test_substitutions_rank_the_customers_own_items_beyond_the_pool_and_read_their_stock(
+        http, models, feast_applied, write_features):
+    """An item of the type the customer buys (live repertoire row) that the pool's first MAX_POOL leave out is read
+    from the store and ranked; out of stock, it is never offered."""
+    import numpy as np
+
+    from serving.answers.substitutions import MAX_POOL
+
+    subs = models.substitutions
+    cat = subs.cat
+    product, theirs = None, None
+    for i in np.argsort(-cat.buyers):
+        pool = subs.candidate_pool(int(subs.products[i]))[:MAX_POOL]
+        same_type = subs.products[(cat.type_code == cat.type_code[i]) & (cat.type_code >= 0)].tolist()
+        outside = [p for p in same_type if p not in pool and p != int(subs.products[i])]
+        if pool and outside:
+            product, pool, theirs = int(subs.products[i]), pool, outside[0]
+            break
+    assert product is not None, "no type with an item outside its pool's first 20 in the slice"
+    store, customer = 9_300_021, 9_300_022
+    as_of = datetime(2017, 10, 1, 12, tzinfo=UTC)
+    hour_ago = as_of - timedelta(hours=1)
+    for c in pool:  # the pool is sold out: only the customer's own item can be offered
+        write_features("store_product", (store, c), {"on_hand": 0, "units_28d": 9}, hour_ago)
+    write_features("customer_repertoire", (customer,), {"repertoire_product_ids": [theirs],
+                                                        "repertoire_scores": [3.0]}, hour_ago)
+    body = {"customer_id": customer, "store_id": store, "product_ids": [product], "k": 3, "as_of": as_of.isoformat()}
+    answer = _wait_served(http, "/v1/substitutions", body, subs.version)
+    offered = answer["substitutions"][0]["candidates"]
+    assert [c["product_id"] for c in offered] == [theirs], answer
+    assert offered[0]["reason"] == "you have bought this before"
+    write_features("store_product", (store, theirs), {"on_hand": 0, "units_28d": 2}, hour_ago)
+    again = http.post("/v1/substitutions", json=body).json()
+    assert again["substitutions"][0]["candidates"] == [], again

@@ -65,16 +65,55 @@ def test_substitution_rank_respects_stock_and_k(active) -> None:
     for row in ({"on_hand": 0, "in_stock_prob": 0.9}, {"on_hand": None, "in_stock_prob": 0.0}):
         again = model.rank(pid, pool, customer_id=customer, features={}, stock={**free, best: row}, k=3)
         assert best not in [r.product_id for r in again] and len(again) == 3
-    # a substitute the customer already buys (live repertoire) moves up
-    from pantry.models.substitutions import REPERTOIRE_BONUS
+    # the customer's own history is in the ranker's columns (not a hand-set bonus): a live repertoire row that
+    # says the last-ranked candidate is theirs marks its row, and its reason says so
+    from pantry.models.substitutions import FEATURE_NAMES, NO_OWN_ITEMS
 
-    plain = model.rank(pid, pool, customer_id=customer, features={}, stock=free, k=len(pool))
-    last = plain[-1]
-    feats = {"customer_repertoire": {"repertoire_product_ids": [last.product_id], "repertoire_scores": [2.0]}}
-    boosted = model.rank(pid, pool, customer_id=customer, features=feats, stock=free, k=len(pool))
-    where = [r.product_id for r in boosted].index(last.product_id)
-    assert boosted[where].score == pytest.approx(last.score + REPERTOIRE_BONUS, abs=1e-5)
-    assert where <= len(plain) - 1 and boosted[where].reason == "you have bought this before"
+    stranger = -1  # no history in the version
+    plain = model.rank(pid, pool, customer_id=stranger, features={}, stock=free, k=len(pool))
+    last = plain[-1].product_id
+    feats = {"customer_repertoire": {"repertoire_product_ids": [last], "repertoire_scores": [2.0]}}
+    mine = model.rank(pid, pool, customer_id=stranger, features=feats, stock=free, k=len(pool))
+    assert next(r for r in mine if r.product_id == last).reason == "you have bought this before"
+    usual, idx = int(np.searchsorted(model.products, pid)), np.searchsorted(model.products, np.array(pool))
+    zeros = np.zeros(len(pool), dtype=np.float32)
+    bought = FEATURE_NAMES.index("customer_bought")
+    rows = model._rows(model.cat, usual, idx, 0.2, None, zeros, model._own_items(stranger, feats))
+    assert rows[:, bought].tolist() == [float(p == last) for p in pool]
+    assert not model._rows(model.cat, usual, idx, 0.2, None, zeros, NO_OWN_ITEMS)[:, bought].any()
+
+
+def test_own_candidates_are_the_customers_items_of_the_type_most_bought_first(trained, active) -> None:
+    from pantry.models.substitutions import FEATURE_NAMES, OWN_CANDIDATES
+    from training.data import HALF_LIFE_DAYS, load_purchases, to_days
+
+    model = active.substitutions
+    manifest = registry.read_manifest(trained.models_dir / "substitutions" / model.version)
+    assert tuple(manifest.params["feature_names"]) == FEATURE_NAMES and manifest.params["repertoire_bonus"] == 0.0
+    until = datetime.fromisoformat(manifest.trained_until)
+    lines = load_purchases(trained, until)
+    types = dataset.read_table(trained, "products").set_index("product_id")["product_type"]
+    lines = lines.assign(t=types.reindex(lines["product_id"]).to_numpy(),
+                         w=np.power(0.5, (to_days(until) - lines["day"]) / HALF_LIFE_DAYS))
+    # a customer with three or more items of one type
+    per = lines.groupby(["customer_id", "t", "product_id"])["w"].sum().reset_index()
+    wide = per.groupby(["customer_id", "t"]).size()
+    customer, ptype = wide[wide >= 3].index[0]
+    theirs = per[(per["customer_id"] == customer) & (per["t"] == ptype)].sort_values(["w", "product_id"],
+                                                                                   ascending=[False, True])
+    usual, *others = theirs["product_id"].astype(int).tolist()
+    got = model.own_candidates(usual, customer_id=int(customer), features={})
+    assert got == [p for p in others if p in set(model.products.tolist())][:OWN_CANDIDATES]
+    # an item of the type bought since the cut (the live repertoire row) joins them; an erased customer has none
+    since = next(int(p) for p in model.products[model.cat.type_code == model.cat.type_code[
+        np.searchsorted(model.products, usual)]] if int(p) not in (usual, *others))
+    live = {"customer_repertoire": {"repertoire_product_ids": [since], "repertoire_scores": [1.0]}}
+    assert since in model.own_candidates(usual, customer_id=int(customer), features=live)
+    model.hidden = frozenset({int(customer)})
+    try:
+        assert model.own_candidates(usual, customer_id=int(customer), features={}) == []
+    finally:
+        model.hidden = frozenset()
 
 
 def test_nba_offers_only_given_enrolled_active_campaigns(trained, active) -> None:
