@@ -1,8 +1,9 @@
 """Fitting the recommender: ALS (exported to ONNX) + per-customer purchase history + a gradient-boosted re-ranker.
 
 The candidates and their features are pantry/models/recommender_candidates.py's, the code serving ranks with. The
-re-ranker (LightGBM trees, ONNX via onnxmltools) is trained on an earlier cut: history before `until - LABEL_DAYS`,
-label = bought in [until - LABEL_DAYS, until). `save` writes a version's artifacts; `parity` checks the ALS graph
+re-ranker (LightGBM trees, ONNX via onnxmltools) is trained on earlier cuts: history before `until - LABEL_DAYS`,
+label = bought in [until - LABEL_DAYS, until), and the same one window earlier (RERANKER_WINDOWS). `save` writes
+a version's artifacts, among them what each store stocks (the store filter's table); `parity` checks the ALS graph
 against implicit.
 """
 
@@ -17,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pantry.models.recommender_candidates import (
+    ASSORTMENT_ARRAYS,
     FEATURE_NAMES,
     LABEL_DAYS,
     Candidates,
@@ -33,9 +35,15 @@ from training.timing import Timer
 
 TOP_K = 200  # ALS TopK in the ONNX graph: the pool of never-bought candidates
 MIN_BUYERS = 3  # items the ONNX graph scores: bought by at least this many customers (fewer: noise, and slower)
-# Chosen on validation customers of the training window, i.e. before any test cut (experiments/recommender_reranker.py):
-# binary 100 trees x 15 leaves fits in ~8 s, lambdarank 200 trees gained +0.003 for 50 s.
-RERANKER_GBM = GbmParams(objective="binary", n_trees=100, num_leaves=15, learning_rate=0.1)
+# Chosen at validation cuts before any test cut (docs/DECISIONS.md): lambdarank on every customer of two stacked
+# label windows gained +0.0023 and +0.0028 precision@10 over binary on 1,500 customers of one window
+# (experiments/recommender_served_cases.py), for ~40-65 s more fit.
+RERANKER_GBM = GbmParams(objective="lambdarank", n_trees=200, num_leaves=15, learning_rate=0.05)
+RERANKER_USERS: int | None = None  # customers per label window (None: every one with a purchase in it)
+RERANKER_WINDOWS = 2  # stacked label windows: [until - LABEL_DAYS, until) and the one before it
+# The store filter keeps items the store sold in this many days before the cut. The data is a panel of 2,500
+# households: a store's recorded sales in 4 weeks are a small sample of what it stocks (docs/DECISIONS.md).
+ASSORTMENT_DAYS = 365
 
 
 def item_trend(purchases: pd.DataFrame, index: Index, until: datetime) -> np.ndarray:
@@ -111,6 +119,8 @@ class Fitted:
     store_indptr: np.ndarray
     store_items: np.ndarray  # item idx sold at the store in the last 28 days, best-selling first
     store_units: np.ndarray
+    # what each store stocks, for the store filter: items sold there in the ASSORTMENT_DAYS before the cut
+    assortment: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # store ids, indptr, item idx
     als_model: object = None
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -153,14 +163,29 @@ def recency_weighted(matrix, before: pd.DataFrame, index: Index, ref_day: float,
     return out
 
 
-def train_reranker(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, max_users: int = 1500,
-                   seed: int = 0) -> Boosted | None:
-    """Fit ALS at `until - LABEL_DAYS`, label candidates with what was bought in the window up to `until`."""
-    built = reranker_set(purchases, until, params, max_users, seed)
-    if built is None:
+def train_reranker(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, max_users: int | None = -1,
+                   seed: int = 0, windows: int | None = None) -> Boosted | None:
+    """Fit ALS at `until - LABEL_DAYS`, label candidates with what was bought in the window up to `until`; the same
+    one window earlier, and so on (`windows` in all). `max_users` -1: RERANKER_USERS; None: every customer."""
+    max_users = RERANKER_USERS if max_users == -1 else max_users
+    windows = RERANKER_WINDOWS if windows is None else windows
+    # the oldest window first, so that the ALS fit left in fit_als_at's cache is the latest one, the substitution
+    # ranker's; the lists are then stacked latest window first
+    sets = {w: reranker_set(purchases, until - timedelta(days=w * LABEL_DAYS), params, max_users, seed)
+            for w in reversed(range(windows))}
+    cands: list[Candidates] = []
+    users: list[np.ndarray] = []
+    truths: list[dict[int, set[int]]] = []
+    for w in range(windows):
+        built = sets[w]
+        if built is None:
+            break
+        cands.extend(built[0])
+        users.append(built[1] + w * (1 << 32))  # a customer in two windows is two lists
+        truths.append({u + w * (1 << 32): t for u, t in built[2].items()})
+    if not cands:
         return None
-    cands, users, truth = built
-    return fit_boosted(cands, users, truth)
+    return fit_boosted(cands, np.concatenate(users), {k: v for t in truths for k, v in t.items()}, RERANKER_GBM)
 
 
 def fit_boosted(cands: list[Candidates], users: np.ndarray, truth: dict[int, set[int]],
@@ -180,7 +205,7 @@ def fit_boosted(cands: list[Candidates], users: np.ndarray, truth: dict[int, set
     return fit_lambdarank(np.concatenate(xs), np.concatenate(ys), np.array(sizes), FEATURE_NAMES, params)
 
 
-def reranker_set(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, max_users: int = 1500,
+def reranker_set(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, max_users: int | None = 1500,
                  seed: int = 0):
     cut = until - timedelta(days=LABEL_DAYS)
     before, index, _m, _model, uf, itf = fit_als_at(purchases, cut, params)
@@ -194,15 +219,19 @@ def reranker_set(purchases: pd.DataFrame, until: datetime, params: als.AlsParams
     if len(users) == 0:
         return None
     rng = np.random.default_rng(seed)
-    if len(users) > max_users:
+    if max_users is not None and len(users) > max_users:
         users = np.sort(rng.choice(users, size=max_users, replace=False))
     users, cands = batch_candidates(users, hist, uf, itf, stats)
     return cands, users, truth
 
 
-def store_tables(purchases: pd.DataFrame, index: Index, until: datetime):
+def store_tables(purchases: pd.DataFrame, index: Index, until: datetime,
+                 window_days: float | None = STORE_WINDOW_DAYS):
+    """Per store: the items sold there in the `window_days` before `until` (None: every day before it), best-selling
+    first, with their units."""
     ref = to_days(until)
-    recent = purchases[(purchases["day"] >= ref - STORE_WINDOW_DAYS) & (purchases["store_id"] >= 0)]
+    lo = -np.inf if window_days is None else ref - window_days
+    recent = purchases[(purchases["day"] >= lo) & (purchases["day"] < ref) & (purchases["store_id"] >= 0)]
     units = recent.groupby(["store_id", "product_id"]).size().reset_index(name="units")
     units["i"] = index.item_idx(units["product_id"].to_numpy())
     units = units[units["i"] >= 0].sort_values(["store_id", "units", "i"], ascending=[True, False, True])
@@ -221,11 +250,12 @@ def fit(purchases: pd.DataFrame, until: datetime, params: als.AlsParams, timer: 
         stats = item_stats(item_popularity(before, index, until), repeat_rates(hist, len(index.products)),
                            item_trend(before, index, until))
         s_ids, s_ptr, s_items, s_units = store_tables(before, index, until)
+        assortment = store_tables(before, index, until, ASSORTMENT_DAYS)[:3]
     reranker = None
     if rerank:
         with timer.step("recommender: re-ranker (ALS at earlier cut + LightGBM fit)"):
             reranker = train_reranker(purchases, until, params)
-    return Fitted(index, hist, uf, itf, stats, reranker, s_ids, s_ptr, s_items, s_units, als_model=model)
+    return Fitted(index, hist, uf, itf, stats, reranker, s_ids, s_ptr, s_items, s_units, assortment, als_model=model)
 
 
 def save(fitted: Fitted, directory: Path) -> None:
@@ -242,6 +272,8 @@ def save(fitted: Fitted, directory: Path) -> None:
         "store_ids": fitted.store_ids, "store_indptr": fitted.store_indptr, "store_items": fitted.store_items,
         "store_units": fitted.store_units,
     }
+    if fitted.assortment is not None:
+        arrays.update(zip(ASSORTMENT_ARRAYS, fitted.assortment, strict=True))
     for name, arr in arrays.items():
         np.save(directory / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
     scorable = scorable_items(h, fitted.item_factors.shape[0])

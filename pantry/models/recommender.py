@@ -16,6 +16,7 @@ import numpy as np
 from pantry.models._shared import lookup, times
 from pantry.models.onnx import session
 from pantry.models.recommender_candidates import (
+    ASSORTMENT_ARRAYS,
     candidate_features,
     customer_candidates,
     history_from_arrays,
@@ -65,6 +66,9 @@ class Recommender:
         self.store_indptr = a["store_indptr"]
         self.store_items = a["store_items"]
         self.store_units = a["store_units"]
+        # the store filter's table: what each store stocks (a version without one filters on 28-day sales)
+        self.assortment = tuple(a[n] for n in ASSORTMENT_ARRAYS) if ASSORTMENT_ARRAYS[0] in a else (
+            self.store_ids, self.store_indptr, self.store_items)
         self.n_factors = int(self.user_factors.shape[1]) if self.user_factors.ndim == 2 else 0
         self.als = session((directory / "model.onnx").read_bytes())
         rr = directory / "reranker.onnx"
@@ -91,15 +95,17 @@ class Recommender:
         return None
 
     def _store_mask(self, store_id: int | None) -> np.ndarray | None:
-        """Items sold at the store recently, as a read-only mask built once per store (a few hundred stores)."""
+        """Items the store stocks (sold there in the assortment window), as a read-only mask built once per store
+        (a few hundred stores)."""
         if store_id is None:
             return None
         mask = self._store_masks.get(store_id)
         if mask is None:
-            s = lookup(self.store_ids, int(store_id))
+            ids, indptr, items = self.assortment
+            s = lookup(ids, int(store_id))
             mask = np.zeros(len(self.products), dtype=bool)
             if s >= 0:
-                mask[self.store_items[self.store_indptr[s] : self.store_indptr[s + 1]]] = True
+                mask[items[indptr[s] : indptr[s + 1]]] = True
             mask.flags.writeable = False
             if s >= 0:  # unknown ids are not cached: a client cannot grow the cache without bound
                 self._store_masks[store_id] = mask

@@ -199,8 +199,16 @@ ARRAYS = (
 )
 
 
+# Per store, the items it stocks (the store filter's): absent from versions trained before they were added, which
+# filter on the 28-day sales table (store_ids/store_indptr/store_items) instead
+ASSORTMENT_ARRAYS = ("assortment_store_ids", "assortment_indptr", "assortment_items")
+
+
 def load_arrays(directory: Path) -> dict[str, np.ndarray]:
-    return {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in ARRAYS}
+    out = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in ARRAYS}
+    if all((directory / f"{name}.npy").exists() for name in ASSORTMENT_ARRAYS):
+        out.update({name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in ASSORTMENT_ARRAYS})
+    return out
 
 
 def history_from_arrays(a: dict[str, np.ndarray]) -> History:

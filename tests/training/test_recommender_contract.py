@@ -49,17 +49,25 @@ def _purchases() -> pd.DataFrame:
                                        "sales_value", "day"])
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory):
-    models_dir: Path = tmp_path_factory.mktemp("models")
-    fitted = recommender.fit(_purchases(), UNTIL, AlsParams(factors=4, iterations=10, regularization=0.01), quiet(),
-                             rerank=False)
-    staging = registry.staging_dir(models_dir, "recommender", "v1")
+def _published(models_dir: Path, fitted: recommender.Fitted, version: str):
+    staging = registry.staging_dir(models_dir, "recommender", version)
     recommender.save(fitted, staging)
-    manifest = registry.Manifest(name="recommender", version="v1", trained_until=UNTIL.isoformat(), data_digest="x",
-                                 feature_service="recommendations_v1", created_at=UNTIL.isoformat(), files={})
+    manifest = registry.Manifest(name="recommender", version=version, trained_until=UNTIL.isoformat(),
+                                 data_digest="x", feature_service="recommendations_v1", created_at=UNTIL.isoformat(),
+                                 files={})
     registry.publish(staging, manifest)
-    return load_version(models_dir, "recommender", "v1")
+    return load_version(models_dir, "recommender", version)
+
+
+@pytest.fixture(scope="module")
+def tiny_fitted() -> recommender.Fitted:
+    return recommender.fit(_purchases(), UNTIL, AlsParams(factors=4, iterations=10, regularization=0.01), quiet(),
+                           rerank=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_fitted):
+    return _published(tmp_path_factory.mktemp("models"), tiny_fitted, "v1")
 
 
 def _ids(items: list[Scored]) -> list[int]:
@@ -83,8 +91,45 @@ def test_for_you_mixes_and_respects_exclude_and_store(tiny_model) -> None:
     got = tiny_model.recommend({}, customer_id=4, k=5, surface="for_you", exclude=frozenset({10}), store_id=None)
     assert 10 not in _ids(got) and 20 in _ids(got) and 30 in _ids(got)
     at_a = tiny_model.recommend({}, customer_id=1, k=5, surface="discover", exclude=frozenset(), store_id=STORE_A)
-    assert 50 not in _ids(at_a)  # 50 sold only at store B (and item 40 not in the last 28 days either)
-    assert 40 not in _ids(at_a)
+    assert 50 not in _ids(at_a)  # 50 sold only at store B
+    assert 40 not in _ids(at_a)  # customer 1 bought 40: not a discovery
+
+
+def test_store_filter_keeps_what_the_store_sold_before_the_last_four_weeks(tiny_model) -> None:
+    """Item 40 was sold at store A once, ~5 months before the cut: the store stocks it (a 2,500-household panel
+    records a small sample of a store's sales), so the filter keeps it; item 50, never sold at A, stays out."""
+    at_a = _ids(tiny_model.recommend({}, customer_id=4, k=50, surface="for_you", exclude=frozenset(),
+                                     store_id=STORE_A))
+    assert 40 in at_a and 50 not in at_a
+    at_b = _ids(tiny_model.recommend({}, customer_id=4, k=50, surface="for_you", exclude=frozenset(),
+                                     store_id=STORE_B))
+    assert at_b == [50]
+
+
+def test_assortment_window_bounds_the_store_filter() -> None:
+    """store_tables keeps the sales of the window before the cut only (the filter's table: ASSORTMENT_DAYS)."""
+    cut = to_days(UNTIL)
+    rows = [(1, 10, STORE_A, 1, 1, 1.0, cut - 400.0), (1, 20, STORE_A, 2, 1, 1.0, cut - 300.0),
+            (2, 30, STORE_B, 3, 1, 1.0, cut - 1.0), (2, 40, STORE_B, 4, 1, 1.0, cut + 1.0)]
+    before = pd.DataFrame(rows, columns=["customer_id", "product_id", "store_id", "basket_id", "quantity",
+                                         "sales_value", "day"])
+    from training.data import Index
+
+    index = Index.from_purchases(before)
+    ids, indptr, items, _units = recommender.store_tables(before, index, UNTIL, recommender.ASSORTMENT_DAYS)
+    assert ids.tolist() == [STORE_A, STORE_B]
+    assert index.products[items[indptr[0] : indptr[1]]].tolist() == [20]  # 400 days old: out of the window
+    assert index.products[items[indptr[1] : indptr[2]]].tolist() == [30]  # at/after the cut: never
+
+
+def test_a_version_without_the_assortment_filters_on_four_weeks_of_sales(tmp_path: Path, tiny_fitted) -> None:
+    """Versions trained before the assortment arrays still load, and filter as they did (28 days of sales)."""
+    from dataclasses import replace
+
+    old = _published(tmp_path, replace(tiny_fitted, assortment=None), "v0")
+    assert not list((tmp_path / "recommender" / "v0").glob("assortment_*"))
+    at_a = _ids(old.recommend({}, customer_id=4, k=50, surface="for_you", exclude=frozenset(), store_id=STORE_A))
+    assert 40 not in at_a and 50 not in at_a and 10 in at_a
 
 
 def test_unknown_customer_and_popular_fallback(tiny_model) -> None:
