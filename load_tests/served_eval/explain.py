@@ -21,6 +21,7 @@ from load_tests.served_eval.evaluate import (
 from training import served_cases as sc
 from training.evaluate_nba import RULE_NAMES
 from training.protocol import NBA_CUT, REC_CUT, SUB_CUT
+from training.recommender import ASSORTMENT_DAYS
 
 SUB_NEW, SUB_ANY = "new item", "any departure"
 RULES_OF = {"substitutions": (sc.NEVER_BOUGHT_POPULAR, sc.OWN_THEN_POPULAR, sc.TYPE_POPULAR),
@@ -133,7 +134,8 @@ def explanation(run: dict[str, Any], report_text: str = "") -> list[str]:
                            for t in recs)
         + " of the customers: as of the cut, the live repertoire has nothing bought since the model's cut (both are "
         "the cut), the embedding row is the version's own and no cart is open (the session view's TTL is 1 h). With "
-        "the customer's most used store, only items that store sold in the last 28 days are offered; that costs "
+        f"the customer's most used store, only items that store sold in the {ASSORTMENT_DAYS} days before the "
+        "model's cut are offered (a version without that table: the last 28 days); that costs "
         + ", ".join(_d(t, IN_PROCESS) for t in recs) + " (served with the store minus in-process).",
         "- **Next best action: the campaign's last day.** Served equals in-process for "
         + ", ".join(f"{t['diagnostics']['served == in-process (share of redemptions)']:.3f}" for t in nbas)
