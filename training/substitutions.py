@@ -354,7 +354,7 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
     with timer.step("substitutions: catalogue + pools"):
         cat = build_catalogue(settings, before, fitted_rec.index, fitted_rec.item_factors)
         shares = private_share(before, fitted_rec.index, cat)
-    with timer.step("substitutions: ranker (switch events before the cut)"):
+    with timer.step("substitutions: ranker (departures before the cut)"):
         ranker = train_ranker(settings, purchases, until, params)
         kind = ranker_kind(ranker)
         ranker = ranker or prior_ranker()
