@@ -9,7 +9,8 @@ are what serving ranks: the type's pool (POOL, by buyers) plus the customer's ow
 repertoire row as of the cut. hit@3 over every event (a chosen item outside the candidates is a miss).
 
 Command: `PANTRY_DATA_DIR=.pantry .venv/bin/python -m experiments.substitution_own_items` (~4 min on 2 cores).
-Results: in docs/DECISIONS.md "Substitutions: the customer's own items".
+Results: in docs/DECISIONS.md "Which items does serving rank as substitutes, and how much is a customer's own item
+worth?".
 """
 
 from __future__ import annotations
@@ -90,6 +91,18 @@ def main() -> None:
             score = model.logit(x[:, cols]) + (REPERTOIRE_BONUS * x[:, bought_col] if bonus else 0.0)
             h[j] = ev.chosen[j] in cands[np.argsort(-score, kind="stable")][:3]
         hits[name] = h
+    # the own-history ranker with its best never-bought candidates guaranteed 1 or 2 of the 3 slots
+    model, cols, _bonus = rankers["every departure, own-history columns"]
+    for reserve in (1, 2):
+        h = np.zeros(len(ev.customers))
+        for j, cands, x in test:
+            if x is None:
+                continue
+            order = np.argsort(-model.logit(x[:, cols]), kind="stable").tolist()
+            new = [i for i in order if x[i, bought_col] == 0][:reserve]
+            picks = [i for i in order if i not in new][: 3 - len(new)] + new
+            h[j] = ev.chosen[j] in cands[picks]
+        hits[f"own-history columns, {reserve} slot(s) kept for never-bought items"] = h
     # the rules on the same candidates: own other items (most bought first) then type popularity; never-bought
     own_rule, never_rule = np.zeros(len(ev.customers)), np.zeros(len(ev.customers))
     for j, _cands, _x in test:

@@ -183,7 +183,7 @@ def _against_report(run: dict[str, Any], figures: dict[str, float]) -> list[str]
                    f"protocol on this run's {m['n']:,} sampled events: {_v(t, IN_PROCESS_PROTOCOL)} "
                    f"({_inside(m, figures['substitutions'])} the interval; "
                    "the report's candidates are the type's top 50 by buyers, serving's the first 20 of the served "
-                   f"pool). Served: {_v(t, SERVED)}, lower for the two reasons above.")
+                   f"pool). Served: {_v(t, SERVED)}, lower: the served list holds items bought before (above).")
     if nba and "next_best_action" in figures:
         t = nba["next_best_action"]
         m = _m(t, SERVED)
