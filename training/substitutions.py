@@ -253,8 +253,9 @@ def event_rows(cat: Catalogue, ev: SwitchEvents, shares: pd.Series, user_index: 
         if exclude_bought:
             cands = cands[~np.isin(cands, ev.bought[j])]
         else:
-            mine = own_candidates(cat, usual, own)
-            cands = np.concatenate([cands, mine[~np.isin(mine, cands)]])
+            pooled = set(cands.tolist())
+            mine = [m for m in own_candidates(cat, usual, own).tolist() if m not in pooled]
+            cands = np.concatenate([cands, np.asarray(mine, dtype=cands.dtype)])
         if len(cands) == 0:
             yield j, cands, None
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,19 @@ class OwnItems:
             return self
         return OwnItems(np.concatenate([self.items, new]), np.concatenate([self.scores, np.ones(len(new))]))
 
+    def holds(self, items: np.ndarray) -> np.ndarray:
+        """Which of `items` the customer bought (a sorted search: np.isin's sort per call was 9 of the 65 s of
+        the ranker's training rows)."""
+        if len(self.items) == 0:
+            return np.zeros(len(items), dtype=bool)
+        mine = self._sorted
+        pos = np.minimum(np.searchsorted(mine, items), len(mine) - 1)
+        return mine[pos] == items
+
+    @cached_property
+    def _sorted(self) -> np.ndarray:
+        return np.sort(self.items)
+
     def of_type(self, cat: Catalogue, usual: int) -> OwnItems:
         """The ones of the usual item's type (it included), best first."""
         t = int(cat.type_code[usual])
@@ -193,7 +207,7 @@ def features(cat: Catalogue, usual: int, cands: np.ndarray, customer_private_sha
     score = dict(zip(typed.items.tolist(), typed.scores.tolist(), strict=True))
     rank = {item: r for r, item in enumerate(i for i in typed.items.tolist() if i != usual)}
     mine = np.array([score.get(int(c), 0.0) for c in cands], dtype=np.float64)
-    out[:, 19] = np.isin(cands, own.items)
+    out[:, 19] = own.holds(cands)
     out[:, 20] = mine / total if total > 0 else 0.0
     out[:, 21] = score.get(int(usual), 0.0) / total if total > 0 else 0.0
     out[:, 22] = np.log1p(len(rank))
