@@ -52,7 +52,7 @@ from training.recommender import fit_als_at
 from training.timing import Timer
 
 SWITCH_DAYS = LABEL_DAYS  # the first window shares the recommender re-ranker's ALS fit at the inner cut
-WINDOWS = 2  # stacked switch windows [until - w * SWITCH_DAYS, until - (w - 1) * SWITCH_DAYS)
+WINDOWS = 2  # stacked departure windows [until - w * SWITCH_DAYS, until - (w - 1) * SWITCH_DAYS)
 NEW_BUYER_DAYS = 28
 MIN_EVENTS_FOR_TREES = 500  # fewer switch events (a small slice): a conditional logit, trees would only memorise
 # Chosen on a validation cut before the test cut (train before 2017-09-01, score Sep-Oct;
@@ -332,7 +332,7 @@ def ranker_kind(ranker: Logistic | Boosted | None) -> str:
         return "prior (no switch events to learn from)"
     if isinstance(ranker, Boosted):
         return (f"LightGBM {RANKER_GBM.objective} ({RANKER_GBM.n_trees} trees x {RANKER_GBM.num_leaves} leaves) "
-                f"on {WINDOWS} stacked {SWITCH_DAYS}-day switch windows")
+                f"on {WINDOWS} stacked {SWITCH_DAYS}-day departure windows")
     return "conditional logit (too few switch events for trees)"
 
 
