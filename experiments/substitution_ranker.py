@@ -10,8 +10,8 @@ Commands (PANTRY_VALIDATION_ROWS=<file.pkl> keeps the built rows between runs):
 - `PANTRY_DATA_DIR=... .venv/bin/python -m experiments.substitution_ranker [TRAIN_POOL:SCORE_POOL ...]` (default
   50:50): each pool pair with the served columns, all EXTRA_NAMES candidate columns, and each of them alone;
 - `... -m experiments.substitution_ranker 0:0`: the served path. Serving reads the stock of the first 20 candidates
-  `candidate_pool` returns only; hit@3 when those are the first 20 by buyers, or the first 20 by the ranker's score
-  on customer-neutral rows (what `candidate_pool` does), against ranking the whole pool.
+  `candidate_pools` returns only; hit@3 when those are the first 20 by buyers, or the first 20 by the ranker's score
+  on customer-neutral rows (what `candidate_pools` does), against ranking the whole pool.
 
 Results (recorded in docs/MODEL_REPORT.md when measured; validation switch events Sep-Oct 2017: 19,204):
 - Ranker kind (earlier versions of this script, variants no longer in it): conditional logit on the 13 original
@@ -30,7 +30,7 @@ Results (recorded in docs/MODEL_REPORT.md when measured; validation switch event
   bottleneck: ranked by buyers, the chosen item is in the top 3 for 0.280 of the validation switches, top 20 0.664,
   top 50 0.831, top 100 0.901, top 150 0.920 (7.0% chose an item new to the catalogue).
 - `0:0`: first 20 by buyers 0.3219, first 20 by the neutral score 0.3269, whole pool 0.3268: serving's 20 reads
-  lose nothing once `candidate_pool` orders the type's 150 most bought items by the neutral score (served). Rerun
+  lose nothing once `candidate_pools` orders the type's 150 most bought items by the neutral score (served). Rerun
   when the script moved here (4 min): 0.3219 / 0.3273 / 0.3274; with 50 reads 0.3268 / 0.3274 / 0.3274.
 """
 
@@ -217,7 +217,7 @@ def main(variants: list[tuple[int, int]]) -> None:
 
 
 def neutral(x: np.ndarray) -> np.ndarray:
-    """The rows as a request without a known customer or store sees them (what `candidate_pool` can score)."""
+    """The rows as a request without a known customer or store sees them (what `candidate_pools` can score)."""
     out = x.copy()
     names = FEATURE_NAMES
     out[:, names.index("customer_affinity")] = 0.0

@@ -8,7 +8,7 @@ models with them. Models never touch Redis.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -64,25 +64,28 @@ class RecommenderModel(Protocol):
 class SubstitutionModel(Protocol):
     version: str
 
-    def candidate_pool(self, product_id: int) -> list[int]:
-        """Products that could replace this one (same product type, else category), best first, bounded."""
+    # Batched per request: an order asks for every missing item at once, and one ranker call for all of them costs
+    # far less than one per item.
+
+    def candidate_pools(self, product_ids: Sequence[int]) -> list[list[int]]:
+        """Per product: products that could replace it (same product type, else category), best first, bounded."""
         ...
 
-    def own_candidates(self, product_id: int, *, customer_id: int, features: Features) -> list[int]:
-        """Products of this one's type the customer has bought (the model's history of them and the customer
+    def own_candidates(self, product_ids: Sequence[int], *, customer_id: int, features: Features) -> list[list[int]]:
+        """Per product: products of its type the customer has bought (the model's history of them and the customer
         views), most bought first: ranked with the pool, whose customer-independent order may leave them out."""
         ...
 
     def rank(
         self,
-        product_id: int,
-        candidates: list[int],
+        product_ids: Sequence[int],
+        candidates: Sequence[Sequence[int]],  # per product
         *,
         customer_id: int,
         features: Features,  # customer views (customer_repertoire, customer_session, ...)
         stock: Mapping[int, Mapping[str, Any] | None],  # candidate -> its store_product row at the store
         k: int,
-    ) -> list[Scored]: ...
+    ) -> list[list[Scored]]: ...
 
 
 class NextBestActionModel(Protocol):

@@ -139,9 +139,9 @@ def _scores(model: str, scorer: Any, visit: Any, features: Mapping[str, Any], ca
         items = scorer.recommend(features, customer_id=customer_id, k=10, surface="for_you", exclude=frozenset(),
                                  store_id=store)
     elif model == "substitutions":
-        pool = scorer.candidate_pool(int(visit.product_id))[:20]
-        items = scorer.rank(int(visit.product_id), pool, customer_id=customer_id, features=features, stock={},
-                            k=3) if pool else []
+        usual = int(visit.product_id)
+        pool = scorer.candidate_pools([usual])[0][:20]
+        items = scorer.rank([usual], [pool], customer_id=customer_id, features=features, stock={}, k=3)[0]
     else:
         ids, start, end = campaigns
         t = now.timestamp()

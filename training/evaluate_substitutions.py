@@ -66,7 +66,7 @@ def served_reads_hits(cat: Catalogue, ev: subs.SwitchEvents, shares: pd.Series, 
                       owns: dict[int, subs.OwnItems]) -> dict[str, float]:
     """hits@3 of the ranker when it sees only the SERVED_READS candidates serving reads (protocol exclusions
     applied after): the first by buyers (the pool order before the neutral ranking), or the first of
-    `candidate_pool`'s order (SCORED_POOL items by the ranker on customer-neutral rows)."""
+    `candidate_pools`'s order (SCORED_POOL items by the ranker on customer-neutral rows)."""
     by_buyers, neutral_first = [], []
     for j in range(len(ev.customers)):
         usual = int(ev.usual[j])

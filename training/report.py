@@ -119,7 +119,7 @@ def _method() -> list[str]:
         f"{len(served_subs.FEATURE_NAMES)} features: ALS similarity to the usual item, buyers and recent buyers, "
         "brand, maker, size and price closeness, the customer's store-brand share and ALS affinity, store sales, "
         "what other customers with the same usual item bought or switched to, and the customer's own history in "
-        f"the type. Served, `candidate_pool` returns the {served_subs.POOL} best of the type's "
+        f"the type. Served, `candidate_pools` returns the {served_subs.POOL} best of the type's "
         f"{served_subs.SCORED_POOL} most bought items by the ranker on customer-neutral rows; serving reads the "
         f"stock of the first {SERVED_READS} and of the customer's own other items of the type (up to "
         f"{served_subs.OWN_CANDIDATES}), and scores them by the ranker's logit + log(in-stock probability) "

@@ -3,7 +3,7 @@
 The versions are the ones the cut's service serves (its registry's ACTIVE versions), loaded with `load_version` and
 called through the scorer protocol without online features (no live repertoire, no cart, no customer embedding row)
 and without stock (every candidate's store_product row unknown). The substitution candidates are those serving
-ranks: `candidate_pool` minus the asked item, its first MAX_POOL, and the customer's own other items of the type
+ranks: `candidate_pools` minus the asked item, its first MAX_POOL, and the customer's own other items of the type
 (`own_candidates`, from the version's history; serving adds what the live repertoire row holds since the cut). A
 served answer that differs from these differs only through what serving adds: the online rows, the stock reads and
 rule, the store filter, the campaigns approved and active at `as_of`.
@@ -39,12 +39,12 @@ def substitution_lists(model, cases: SubCases, exclude_bought: bool = False, k: 
     protocol does)."""
     out = []
     for c, usual, bought in zip(cases.customer_id.tolist(), cases.usual.tolist(), cases.bought, strict=True):
-        pool = [p for p in model.candidate_pool(usual) if p != usual][:MAX_POOL]
-        own = model.own_candidates(usual, customer_id=c, features={})  # from the version's history, as served
+        pool = [p for p in model.candidate_pools([usual])[0] if p != usual][:MAX_POOL]
+        own = model.own_candidates([usual], customer_id=c, features={})[0]  # the version's history, as served
         pool = list(dict.fromkeys([*pool, *(p for p in own if p != usual)]))
         if exclude_bought:
             pool = [p for p in pool if p not in bought]
-        ranked = model.rank(usual, pool, customer_id=c, features={}, stock={}, k=k) if pool else []
+        ranked = model.rank([usual], [pool], customer_id=c, features={}, stock={}, k=k)[0]
         out.append([s.product_id for s in ranked])
     return out
 

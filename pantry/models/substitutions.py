@@ -10,7 +10,7 @@ live customer_repertoire row) and scores the in-stock candidates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from pantry.models._shared import lookup
+from pantry.models._shared import lookup, lookup_many
 from pantry.models.onnx import session
 from pantry.models.registry import Manifest
 from pantry.scoring import Features, ModelError, Scored
 
 POOL = 50
 OWN_CANDIDATES = 10  # the customer's own other items of the type ranked with the pool (most bought first)
-# What `candidate_pool` scores before returning its POOL best (serving reads the stock of only the first 20 it
+# What `candidate_pools` scores before returning its POOL best (serving reads the stock of only the first 20 it
 # returns): the ranker on rows without a customer or store (`neutral_rows`). On the validation cut, ranking only
 # the first 20 by buyers lost 0.005 hit@3 against the whole pool; the first 20 of 150 by that score lost nothing.
 SCORED_POOL = 150
@@ -134,7 +134,7 @@ class OwnItems:
         if len(ids) == 0 or len(products) == 0:
             return self
         idx = np.clip(np.searchsorted(products, ids), 0, len(products) - 1)
-        new = idx[(products[idx] == ids) & ~np.isin(idx, self.items)]
+        new = idx[(products[idx] == ids) & ~self.holds(idx)]
         if len(new) == 0:
             return self
         return OwnItems(np.concatenate([self.items, new]), np.concatenate([self.scores, np.ones(len(new))]))
@@ -172,52 +172,127 @@ def own_candidates(cat: Catalogue, usual: int, own: OwnItems) -> np.ndarray:
     return mine[mine != usual][:OWN_CANDIDATES]
 
 
-def features(cat: Catalogue, usual: int, cands: np.ndarray, customer_private_share: float,
-             user_factors: np.ndarray | None, store_units: np.ndarray, own: OwnItems = NO_OWN_ITEMS) -> np.ndarray:
-    """[len(cands), len(FEATURE_NAMES)] float32 for one (usual item, customer)."""
+@dataclass(frozen=True)
+class _OwnByType:
+    """A customer's own items grouped by type for the own-history columns, computed once per request: sorted by
+    item (for lookups), each with its score, its type's total and count, and its place in its type (most bought
+    first, ties in OwnItems order: what `OwnItems.of_type` lists)."""
+
+    items: np.ndarray  # sorted item indices
+    scores: np.ndarray
+    place: np.ndarray  # 0 = the type's most bought
+    types: np.ndarray  # sorted distinct type codes
+    type_total: np.ndarray
+    type_count: np.ndarray
+
+    @classmethod
+    def of(cls, cat: Catalogue, own: OwnItems) -> _OwnByType:
+        n = len(own.items)
+        types = cat.type_code[own.items]
+        order = np.lexsort((np.arange(n), -own.scores, types))
+        t, sc = types[order], own.scores[order]
+        first = np.r_[0, np.flatnonzero(np.diff(t)) + 1] if n else np.empty(0, dtype=np.int64)
+        starts = np.zeros(n, dtype=np.int64)
+        starts[first] = 1
+        group = np.cumsum(starts) - 1
+        place = np.arange(n) - first[group] if n else np.empty(0, dtype=np.int64)
+        by_item = np.argsort(own.items[order], kind="stable")
+        return cls(own.items[order][by_item], sc[by_item], place[by_item], t[first],
+                   np.add.reduceat(sc, first) if n else np.empty(0), np.diff(np.r_[first, n]))
+
+    def find(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(is one of the customer's items, its position in `self.items`) per item."""
+        if len(self.items) == 0:
+            return np.zeros(len(items), dtype=bool), np.zeros(len(items), dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.items, items), len(self.items) - 1)
+        return self.items[pos] == items, pos
+
+    def of_types(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(total score, item count) of the customer's items of each type code (0 for unknown types, -1)."""
+        if len(self.types) == 0:
+            return np.zeros(len(t)), np.zeros(len(t), dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.types, t), len(self.types) - 1)
+        hit = (self.types[pos] == t) & (t >= 0)
+        return np.where(hit, self.type_total[pos], 0.0), np.where(hit, self.type_count[pos], 0)
+
+
+def rows(cat: Catalogue, usual: np.ndarray, cands: np.ndarray, position: np.ndarray, customer_private_share: float,
+         user_factors: np.ndarray | None, store_units: np.ndarray, own: OwnItems = NO_OWN_ITEMS) -> np.ndarray:
+    """[len(cands), len(FEATURE_NAMES)] float32 for one customer, one row per candidate: `usual` is each row's
+    usual item and `position` its place in that item's candidate list, so the candidates of several items go to
+    the ranker in one call."""
+    cands = np.asarray(cands, dtype=np.int64)
     out = np.empty((len(cands), len(FEATURE_NAMES)), dtype=np.float32)
-    out[:, 0] = cat.factors[cands] @ cat.factors[usual]
+    out[:, 0] = np.einsum("ij,ij->i", cat.factors[cands], cat.factors[usual])
     out[:, 1] = np.log1p(cat.buyers[cands])
-    out[:, 2] = np.log1p(np.arange(len(cands)))  # pools are ordered by buyers
+    out[:, 2] = np.log1p(position)  # pools are ordered by buyers
     out[:, 3] = cat.private[cands] == cat.private[usual]
-    out[:, 4] = (cat.manufacturer[cands] == cat.manufacturer[usual]) & (cat.manufacturer[usual] >= 0)
-    out[:, 5] = (cat.size_code[cands] == cat.size_code[usual]) & (cat.size_code[usual] >= 0)
+    maker = cat.manufacturer[usual]
+    out[:, 4] = (cat.manufacturer[cands] == maker) & (maker >= 0)
+    size = cat.size_code[usual]
+    out[:, 5] = (cat.size_code[cands] == size) & (size >= 0)
     ratio = cat.log_price[cands] - cat.log_price[usual]
     out[:, 6] = np.abs(ratio)
     out[:, 7] = ratio
     out[:, 8] = np.where(cat.private[cands] > 0, customer_private_share, 1.0 - customer_private_share)
     out[:, 9] = 0.0 if user_factors is None else (cat.factors[cands] @ user_factors)
-    out[:, 10] = cat.type_code[cands] == cat.type_code[usual]
+    usual_type = cat.type_code[usual]
+    out[:, 10] = cat.type_code[cands] == usual_type
     out[:, 11] = np.log1p(store_units)
     out[:, 12] = np.log1p(cat.recent_buyers[cands])
-    key = np.int64(usual) * len(cat.products) + cands.astype(np.int64)
-    pos = np.clip(np.searchsorted(cat.pair_key, key), 0, max(len(cat.pair_key) - 1, 0))
-    hit = cat.pair_key[pos] == key if len(cat.pair_key) else np.zeros(len(cands), dtype=bool)
-    co = np.where(hit, cat.pair_co[pos] if len(cat.pair_key) else 0.0, 0.0)
-    switch = np.where(hit, cat.pair_switch[pos] if len(cat.pair_key) else 0.0, 0.0)
-    n_usual = float(cat.usual_customers[usual]) + 1.0
+    key = usual.astype(np.int64) * len(cat.products) + cands
+    if len(cat.pair_key):
+        pos = np.minimum(np.searchsorted(cat.pair_key, key), len(cat.pair_key) - 1)
+        hit = cat.pair_key[pos] == key
+        co, switch = np.where(hit, cat.pair_co[pos], 0.0), np.where(hit, cat.pair_switch[pos], 0.0)
+    else:
+        co = switch = np.zeros(len(cands))
+    n_usual = cat.usual_customers[usual].astype(np.float64) + 1.0
     out[:, 13] = np.log1p(switch)
     out[:, 14] = np.log1p(co)
     out[:, 15] = switch / n_usual
     out[:, 16] = co / n_usual
     out[:, 17] = np.log1p(cat.new_buyers[cands])
     out[:, 18] = np.log1p(cat.item_age[cands])
-    typed = own.of_type(cat, usual)
-    total = float(typed.scores.sum())
-    score = dict(zip(typed.items.tolist(), typed.scores.tolist(), strict=True))
-    rank = {item: r for r, item in enumerate(i for i in typed.items.tolist() if i != usual)}
-    mine = np.array([score.get(int(c), 0.0) for c in cands], dtype=np.float64)
-    out[:, 19] = own.holds(cands)
-    out[:, 20] = mine / total if total > 0 else 0.0
-    out[:, 21] = score.get(int(usual), 0.0) / total if total > 0 else 0.0
-    out[:, 22] = np.log1p(len(rank))
-    out[:, 23] = [np.log1p(rank[int(c)]) if int(c) in rank else -1.0 for c in cands]
+    # the customer's own items of the usual item's type: OwnItems.of_type, for every row at once
+    mine = _OwnByType.of(cat, own)
+    total, count = mine.of_types(usual_type)
+    is_own, at = mine.find(cands)
+    typed = is_own & (cat.type_code[cands] == usual_type) & (usual_type >= 0)
+    usual_own, usual_at = mine.find(np.asarray(usual, dtype=np.int64))
+    usual_own = usual_own & (usual_type >= 0)
+    safe = np.where(total > 0, total, 1.0)
+    out[:, 19] = is_own
+    out[:, 20] = np.where(typed & (total > 0), mine.scores[at] / safe if len(mine.items) else 0.0, 0.0)
+    out[:, 21] = np.where(usual_own & (total > 0), mine.scores[usual_at] / safe if len(mine.items) else 0.0, 0.0)
+    out[:, 22] = np.log1p(count - usual_own)
+    if len(mine.items):
+        place = mine.place[at] - (usual_own & (mine.place[usual_at] < mine.place[at]))
+        out[:, 23] = np.where(typed & (cands != usual), np.log1p(np.maximum(place, 0)), -1.0)
+    else:
+        out[:, 23] = -1.0
     return out
 
 
+def features(cat: Catalogue, usual: int, cands: np.ndarray, customer_private_share: float,
+             user_factors: np.ndarray | None, store_units: np.ndarray, own: OwnItems = NO_OWN_ITEMS) -> np.ndarray:
+    """`rows` for the candidate list of one usual item (training builds a departure's rows with it)."""
+    cands = np.asarray(cands, dtype=np.int64)
+    return rows(cat, np.full(len(cands), usual, dtype=np.int64), cands, np.arange(len(cands)),
+                customer_private_share, user_factors, store_units, own)
+
+
 def neutral_rows(cat: Catalogue, usual: int, cands: np.ndarray) -> np.ndarray:
-    """Candidate rows as a request without a known customer or store sees them: what `candidate_pool` ranks by."""
+    """Candidate rows as a request without a known customer or store sees them: what `candidate_pools` ranks by."""
     return features(cat, usual, cands, 0.5, None, np.zeros(len(cands), dtype=np.float32))
+
+
+def _stacked(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(concatenated blocks, each row's block number, each row's position in its block)."""
+    sizes = np.array([len(b) for b in blocks], dtype=np.int64)
+    block = np.repeat(np.arange(len(blocks)), sizes)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    return np.concatenate(blocks), block, np.arange(int(sizes.sum())) - starts[block]
 
 
 POOL_CACHE_SIZE = 50_000  # product -> its ordered pool (customer-independent, so computed once per version)
@@ -246,8 +321,6 @@ class Substitutions:
 
     hidden: frozenset[int] = frozenset()  # erased customer ids, set by serving (serving.models.ModelHolder)
 
-    # the module's `features`, reachable inside `rank` (whose protocol parameter of that name shadows it)
-    _rows = staticmethod(features)
 
     def __init__(self, directory: Path, manifest: Manifest):
         self.version = manifest.version
@@ -266,46 +339,62 @@ class Substitutions:
         self.n_features = len(names)
         # a ranker that sees the customer's own history needs no hand-set bonus for it
         self.repertoire_bonus = float(manifest.params.get("repertoire_bonus", REPERTOIRE_BONUS))
-        self._pools: dict[int, list[int]] = {}
-        for pid in self.products[np.argsort(-self.cat.buyers, kind="stable")[:WARM_POOLS]]:
-            self.candidate_pool(int(pid))
+        self._pools: dict[int, np.ndarray] = {}
+        self.candidate_pools(self.products[np.argsort(-self.cat.buyers, kind="stable")[:WARM_POOLS]].tolist())
 
-    def candidate_pool(self, product_id: int) -> list[int]:
-        """The POOL best of the type's SCORED_POOL most bought items, by the ranker without customer or store
-        (serving reads the stock of the first few only, so the order matters)."""
-        cached = self._pools.get(int(product_id))
-        if cached is not None:
-            return list(cached)
-        i = lookup(self.products, int(product_id))
-        if i < 0:
-            return []
-        cands = pool(self.cat, i, SCORED_POOL)
-        if len(cands) > 1:
-            rows = neutral_rows(self.cat, i, cands)[:, : self.n_features]
-            logit = self.session.run(["logit"], {"features": rows})[0][:, 0]
-            cands = cands[np.argsort(-logit, kind="stable")]
-        out = self.products[cands[:POOL]].tolist()
+    def candidate_pools(self, product_ids: Sequence[int]) -> list[list[int]]:
+        """Per product, the POOL best of its type's SCORED_POOL most bought items by the ranker without customer or
+        store (serving reads the stock of the first few only, so the order matters). Cached per product; the
+        uncached ones of a call are scored in one ranker call."""
+        out: list[list[int]] = []
+        todo: list[tuple[int, int, np.ndarray]] = []  # (slot in out, product, scored pool)
+        for pid in product_ids:
+            cached = self._pools.get(int(pid))
+            if cached is not None:
+                out.append(cached.tolist())
+                continue
+            i = lookup(self.products, int(pid))
+            cands = pool(self.cat, i, SCORED_POOL) if i >= 0 else np.empty(0, dtype=np.int64)
+            out.append([])
+            if len(cands) > 1:
+                todo.append((len(out) - 1, i, cands))
+            elif i >= 0:
+                self._remember(int(pid), cands)
+                out[-1] = self.products[cands].tolist()
+        if todo:
+            cands, block, position = _stacked([c for _slot, _i, c in todo])
+            usual = np.array([i for _slot, i, _c in todo], dtype=np.int64)[block]
+            x = rows(self.cat, usual, cands, position, 0.5, None, np.zeros(len(cands), dtype=np.float32))
+            logit = self.session.run(["logit"], {"features": x[:, : self.n_features]})[0][:, 0]
+            for b, (slot, i, c) in enumerate(todo):
+                best = c[np.argsort(-logit[block == b], kind="stable")][:POOL]
+                self._remember(int(self.products[i]), best)
+                out[slot] = self.products[best].tolist()
+        return out
+
+    def _remember(self, product_id: int, items: np.ndarray) -> None:
         if len(self._pools) >= POOL_CACHE_SIZE:
             self._pools.clear()  # bounded; a cleared entry is recomputed in well under a millisecond
-        self._pools[int(product_id)] = out
-        return list(out)
+        self._pools[product_id] = self.products[items]
 
-    def own_candidates(self, product_id: int, *, customer_id: int, features: Features) -> list[int]:
-        """The customer's other products of this one's type, from their customer_repertoire row, most bought
-        first (empty for a version whose ranker does not see the customer's own history)."""
-        i = lookup(self.products, int(product_id))
-        if i < 0 or self.n_features <= LEGACY_FEATURES:
-            return []
-        return self.products[own_candidates(self.cat, i, self._own_items(customer_id, features))].tolist()
+    def own_candidates(self, product_ids: Sequence[int], *, customer_id: int, features: Features) -> list[list[int]]:
+        """Per product, the customer's other products of its type (the version's history of them and the live
+        customer_repertoire row), most bought first; empty for a version whose ranker does not see them."""
+        if self.n_features <= LEGACY_FEATURES:
+            return [[] for _ in product_ids]
+        own = self._own_items(customer_id, features)
+        out = []
+        for pid in product_ids:
+            i = lookup(self.products, int(pid))
+            out.append(self.products[own_candidates(self.cat, i, own)].tolist() if i >= 0 else [])
+        return out
 
     def _customer(self, customer_id: int) -> int:
         # an erased customer (pantry.erasure) is new to every version: its artifact rows are never used
         return -1 if int(customer_id) in self.hidden else lookup(self.customers, int(customer_id))
 
     def _own_items(self, customer_id: int, features: Features) -> OwnItems:
-        if self.own is None:
-            return NO_OWN_ITEMS
-        history = OwnItems.from_history(self.own, self._customer(customer_id))
+        history = NO_OWN_ITEMS if self.own is None else OwnItems.from_history(self.own, self._customer(customer_id))
         return history.with_live(self.products, (features or {}).get("customer_repertoire"))
 
     def _reason(self, usual: int, cand: int, similarity: float, known: bool) -> str:
@@ -328,36 +417,43 @@ class Substitutions:
         return ", ".join(parts) or "popular alternative"
 
     def rank(
-        self, product_id: int, candidates: list[int], *, customer_id: int, features: Features,
-        stock: Mapping[int, Mapping[str, Any] | None], k: int,
-    ) -> list[Scored]:
-        ids = np.asarray(candidates, dtype=np.int64)
-        probs = np.array([_stock_prob(stock.get(int(c))) for c in ids], dtype=np.float64)
-        ids, probs = ids[probs > 0], probs[probs > 0]
-        usual = lookup(self.products, int(product_id))
-        if len(ids) == 0:
-            return []
-        idx = np.searchsorted(self.products, ids)
-        idx = np.clip(idx, 0, len(self.products) - 1)
-        known_item = self.products[idx] == ids
-        if usual < 0 or not known_item.any():
-            # an item the model never saw: keep the caller's order (pool order = popularity), stock-weighted
-            order = np.argsort(-probs, kind="stable")[:k]
-            return [Scored(int(ids[j]), float(probs[j]), "popular alternative") for j in order]
-        ids, probs, idx = ids[known_item], probs[known_item], idx[known_item]
+        self, product_ids: Sequence[int], candidates: Sequence[Sequence[int]], *, customer_id: int,
+        features: Features, stock: Mapping[int, Mapping[str, Any] | None], k: int,
+    ) -> list[list[Scored]]:
+        """Per product, its k best candidates in stock: every product's rows in one ranker call."""
+        out: list[list[Scored]] = [[] for _ in product_ids]
+        blocks: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []  # (slot, usual, ids, probs, idx)
+        for slot, (pid, cands) in enumerate(zip(product_ids, candidates, strict=True)):
+            ids = np.asarray(cands, dtype=np.int64)
+            probs = np.array([_stock_prob(stock.get(int(c))) for c in ids], dtype=np.float64)
+            ids, probs = ids[probs > 0], probs[probs > 0]
+            if len(ids) == 0:
+                continue
+            usual, idx = lookup(self.products, int(pid)), lookup_many(self.products, ids)
+            if usual < 0 or not (idx >= 0).any():
+                # an item the model never saw: keep the caller's order (pool order = popularity), stock-weighted
+                order = np.argsort(-probs, kind="stable")[:k]
+                out[slot] = [Scored(int(ids[j]), float(probs[j]), "popular alternative") for j in order]
+                continue
+            known = idx >= 0
+            blocks.append((slot, usual, ids[known], probs[known], idx[known]))
+        if not blocks:
+            return out
         u = self._customer(customer_id)
         share = float(self.private_share[u]) if u >= 0 else 0.2
         uf = self.user_factors[u] if u >= 0 else None
-        units = np.array([float((stock.get(int(c)) or {}).get("units_28d") or 0) for c in ids], dtype=np.float32)
-        rep = (features.get("customer_repertoire") if features else None) or {}
         own = self._own_items(customer_id, features)
-        x = self._rows(self.cat, usual, idx, share, uf, units, own)[:, : self.n_features]
+        idx, block, position = _stacked([b[4] for b in blocks])
+        ids, probs = np.concatenate([b[2] for b in blocks]), np.concatenate([b[3] for b in blocks])
+        usual = np.array([b[1] for b in blocks], dtype=np.int64)[block]
+        units = np.array([float((stock.get(int(c)) or {}).get("units_28d") or 0) for c in ids], dtype=np.float32)
+        x = rows(self.cat, usual, idx, position, share, uf, units, own)[:, : self.n_features]
         logit = self.session.run(["logit"], {"features": x})[0][:, 0].astype(np.float64)
-        known = np.isin(ids, np.asarray(rep.get("repertoire_product_ids") or [], dtype=np.int64)) | np.isin(
-            idx, own.items)
+        known = own.holds(idx)
         score = logit + np.log(probs) + self.repertoire_bonus * known
-        order = np.argsort(-score, kind="stable")[:k]
-        return [
-            Scored(int(ids[j]), float(score[j]), self._reason(usual, int(idx[j]), float(x[j, 0]), bool(known[j])))
-            for j in order
-        ]
+        for b, (slot, first, *_rest) in enumerate(blocks):
+            at = np.flatnonzero(block == b)
+            top = at[np.argsort(-score[at], kind="stable")[:k]]
+            out[slot] = [Scored(int(ids[j]), float(score[j]), self._reason(first, int(idx[j]), float(x[j, 0]),
+                                                                             bool(known[j]))) for j in top]
+        return out

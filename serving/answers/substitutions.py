@@ -1,10 +1,13 @@
-"""Substitutions: candidate pools, then ONE read of the customer views and the store_product rows (store,
-candidate), then the model's ranking.
+"""Substitutions for every item of a request in one pass: the candidate pools of all items and the customer's own
+other items of their types (from the version's history), then ONE read of the customer views and every candidate's
+store_product row (store, candidate), then ONE ranker call for all items' candidates.
 
-Never offered: any product the request asks substitutes for (they are all out of stock for this customer), an item
-already in the customer's cart, and a candidate whose store_product row says on_hand == 0 or in_stock_prob == 0
-(the model's ranking applies the same stock rule; it is checked here too so the model_error answer obeys it).
-A stale store_product row still counts for this rule: an old "none left" is no reason to offer the item."""
+A second round trip happens only when the live customer_repertoire row adds own items that the first read did not
+cover (bought since the version's cut). Never offered: any product the request asks substitutes for (they are all
+out of stock for this customer), an item already in the customer's cart, and a candidate whose store_product row
+says on_hand == 0 or in_stock_prob == 0 (the model's ranking applies the same stock rule; it is checked here too so
+the model_error answer obeys it). A stale store_product row still counts for this rule: an old "none left" is no
+reason to offer the item."""
 
 from __future__ import annotations
 
@@ -31,20 +34,20 @@ def _out_of_stock(row: dict[str, Any] | None) -> bool:
     return row is not None and (row.get("on_hand") == 0 or row.get("in_stock_prob") == 0)
 
 
-def _pool(model: SubstitutionModel, product_id: int) -> list[int]:
+def _pools(model: SubstitutionModel, product_ids: list[int]) -> list[list[int]]:
     try:
-        return model.candidate_pool(product_id)
-    except Exception:  # an unknown or broken entry: no candidates for this product, the others still answer
-        log.exception("candidate_pool failed for %s", product_id)
-        return []
+        return model.candidate_pools(product_ids)
+    except Exception:  # a broken entry: no pool candidates, the customer's own items may still answer
+        log.exception("candidate_pools failed for %s", product_ids)
+        return [[] for _ in product_ids]
 
 
-def _own(model: SubstitutionModel, product_id: int, customer_id: int, features) -> list[int]:
+def _own(model: SubstitutionModel, product_ids: list[int], customer_id: int, features) -> list[list[int]]:
     try:
-        return model.own_candidates(product_id, customer_id=customer_id, features=features)
-    except Exception:  # the pool still answers
-        log.exception("own_candidates failed for %s", product_id)
-        return []
+        return model.own_candidates(product_ids, customer_id=customer_id, features=features)
+    except Exception:  # the pools still answer
+        log.exception("own_candidates failed for %s", product_ids)
+        return [[] for _ in product_ids]
 
 
 async def _stock_rows(svc: Services, request: SubstitutionRequest, products: list[int], as_of) -> list[Row]:
@@ -57,30 +60,38 @@ async def _stock_rows(svc: Services, request: SubstitutionRequest, products: lis
     return result.rows
 
 
+def _candidates(pools: list[list[int]], owned: list[list[int]], requested: set[int]) -> list[list[int]]:
+    """Per item: its first MAX_POOL pool candidates, then its OWN_CANDIDATES own items, none of them requested."""
+    return [list(dict.fromkeys([*[c for c in pool if c not in requested][:MAX_POOL],
+                                *[c for c in own if c not in requested][:OWN_CANDIDATES]]))
+            for pool, own in zip(pools, owned, strict=True)]
+
+
 async def substitute(svc: Services, request: SubstitutionRequest) -> SubstitutionResponse:
     choice = svc.models.choose("substitutions", request.customer_id)  # the customer's experiment arm, if any
     model = choice.scorer
     product_ids = list(dict.fromkeys(request.product_ids))  # a repeated product is answered once
     requested = set(product_ids)
-    pools = {pid: [c for c in _pool(model, pid) if c not in requested][:MAX_POOL] if model else []
-             for pid in product_ids}
-    candidates = list(dict.fromkeys(c for pool in pools.values() for c in pool))
+    lists = [[] for _ in product_ids]
+    if model is not None:  # own items from the version's history: known before anything is read
+        lists = _candidates(_pools(model, product_ids), _own(model, product_ids, request.customer_id, {}), requested)
+    candidates = list(dict.fromkeys(c for items in lists for c in items))
     stock_reads = [RowRead("store_product", (request.store_id, c), STOCK_FEATURES) for c in candidates]
     decision, stock_rows = await open_decision(svc, ENDPOINT, request, request.customer_id, CUSTOMER_VIEWS,
                                                request.as_of, stock_reads)
     if model is None or choice.unavailable:  # no model, or an unloadable treatment (the control answers)
         decision.fall_back("model_unavailable")
-    if model is not None and decision.fallback != "store_unavailable":
-        # the customer's own other items of each type join its pool: their stock is read now that the customer
-        # row is known (a second round trip, only for items the pool did not already read)
-        owned = {pid: [c for c in _own(model, pid, request.customer_id, decision.features)
-                       if c not in requested][:OWN_CANDIDATES] for pid in product_ids}
+    if model is not None and decision.fallback != "store_unavailable" and decision.features.get(
+            "customer_repertoire"):
+        # the live repertoire row may add own items bought since the cut: their stock is read in a second round
+        # trip, only when there are any the first read did not cover
+        live = _candidates(_pools(model, product_ids), _own(model, product_ids, request.customer_id,
+                                                            decision.features), requested)
         read = set(candidates)
-        extra = list(dict.fromkeys(c for own in owned.values() for c in own if c not in read))
+        extra = list(dict.fromkeys(c for items in live for c in items if c not in read))
         extra_rows = await _stock_rows(svc, request, extra, request.as_of) if extra else []
-        if extra_rows:  # unreadable: the pools alone answer
-            candidates, stock_rows = [*candidates, *extra], [*stock_rows, *extra_rows]
-            pools = {pid: list(dict.fromkeys([*pools[pid], *owned[pid]])) for pid in product_ids}
+        if extra_rows:  # unreadable: the first read's candidates alone answer
+            candidates, stock_rows, lists = [*candidates, *extra], [*stock_rows, *extra_rows], live
     stock = {c: row.values for c, row in zip(candidates, stock_rows, strict=False)}
     never = requested | {c for c, row in zip(candidates, stock_rows, strict=False) if _out_of_stock(row.raw_values)}
     session = decision.features.get("customer_session") or {}
@@ -89,19 +100,17 @@ async def substitute(svc: Services, request: SubstitutionRequest) -> Substitutio
     if stock_ages:
         decision.ages["store_product_max"] = max(stock_ages)
 
-    out = []
-    for pid in product_ids:
-        pool = [c for c in pools[pid] if c not in never]
-        ranked: list[Scored] = []
-        if pool:
-            ranked = guarded(
-                decision,
-                lambda pid=pid, pool=pool: model.rank(pid, pool, customer_id=request.customer_id,
-                                                      features=decision.features,
-                                                      stock={c: stock.get(c) for c in pool}, k=request.k),
-                lambda pool=pool: [Scored(c, 0.0, "same kind of product") for c in pool[: request.k]],
-                "substitution ranker")
-        out.append(Substitution(pid, [s for s in ranked if s.product_id not in never][: request.k]))
+    lists = [[c for c in items if c not in never] for items in lists]
+    ranked: list[list[Scored]] = [[] for _ in product_ids]
+    if model is not None and any(lists):
+        ranked = guarded(
+            decision,
+            lambda: model.rank(product_ids, lists, customer_id=request.customer_id, features=decision.features,
+                               stock={c: stock.get(c) for items in lists for c in items}, k=request.k),
+            lambda: [[Scored(c, 0.0, "same kind of product") for c in items[: request.k]] for items in lists],
+            "substitution ranker")
+    out = [Substitution(pid, [s for s in items if s.product_id not in never][: request.k])
+           for pid, items in zip(product_ids, ranked, strict=True)]
     version = model.version if model is not None else "none"
     decision_id = record(svc, decision, "substitutions", version, out, surface=ENDPOINT,
                          experiment_id=choice.experiment_id, arm=choice.arm)

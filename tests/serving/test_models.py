@@ -32,7 +32,7 @@ def _wait_served(http, path: str, body: dict, version: str, timeout_s: float = 5
 def test_substitutions_never_offer_out_of_stock(http, models, feast_applied, write_features):
     subs = models.substitutions
     products = dataset.read_table(feast_applied, "products")["product_id"].astype(int).tolist()
-    product, pool = next((p, subs.candidate_pool(p)) for p in products if len(subs.candidate_pool(p)) >= 4)
+    product, pool = next((p, subs.candidate_pools([p])[0]) for p in products if len(subs.candidate_pools([p])[0]) >= 4)
     pool = [c for c in pool if c != product]
     store, customer = 9_300_001, 9_300_002
     as_of = datetime(2017, 10, 1, 12, tzinfo=UTC)
@@ -102,14 +102,14 @@ def test_substitutions_never_offer_requested_cart_or_unstocked_items(http, model
     """Asking for several products at once: none of them, nor a cart item, nor a zero-stock candidate is offered."""
     subs = models.substitutions
     products = dataset.read_table(feast_applied, "products")["product_id"].astype(int).tolist()
-    product, pool = next((p, subs.candidate_pool(p)) for p in products if len(subs.candidate_pool(p)) >= 6)
+    product, pool = next((p, subs.candidate_pools([p])[0]) for p in products if len(subs.candidate_pools([p])[0]) >= 6)
     pool = [c for c in pool if c != product][:6]
     also_requested, in_cart, zero_prob, *kept = pool
     store, customer = 9_300_011, 9_300_012
     as_of = datetime(2017, 10, 1, 12, tzinfo=UTC)
     hour_ago = as_of - timedelta(hours=1)
     # every other pool member is out of stock, so only the offenders and `kept` remain to be offered
-    for c in subs.candidate_pool(product):
+    for c in subs.candidate_pools([product])[0]:
         if c not in (also_requested, in_cart, zero_prob, *kept):
             write_features("store_product", (store, c), {"on_hand": 0, "units_28d": 9}, hour_ago)
     write_features("store_product", (store, zero_prob), {"on_hand": 4, "in_stock_prob": 0.0, "units_28d": 50},
@@ -138,7 +138,7 @@ def test_substitutions_rank_the_customers_own_items_beyond_the_pool_and_read_the
     cat = subs.cat
     product, theirs = None, None
     for i in np.argsort(-cat.buyers):
-        pool = subs.candidate_pool(int(subs.products[i]))[:MAX_POOL]
+        pool = subs.candidate_pools([int(subs.products[i])])[0][:MAX_POOL]
         same_type = subs.products[(cat.type_code == cat.type_code[i]) & (cat.type_code >= 0)].tolist()
         outside = [p for p in same_type if p not in pool and p != int(subs.products[i])]
         if pool and outside:

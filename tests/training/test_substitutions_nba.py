@@ -20,7 +20,7 @@ def active(trained):
 
 def _product_with_pool(model) -> tuple[int, list[int]]:
     for pid in model.products[np.argsort(-model.cat.buyers)][:200]:
-        pool = model.candidate_pool(int(pid))
+        pool = model.candidate_pools([int(pid)])[0]
         if len(pool) >= 4:
             return int(pid), pool
     raise AssertionError("no product with a pool of 4+ in the slice")
@@ -34,7 +34,7 @@ def test_substitution_pool_is_same_type_bounded_and_excludes_the_item(trained, a
     types = {products.loc[p, "product_type"] for p in pool}
     if types != {products.loc[pid, "product_type"]}:  # the type has < 2 other items here: same category instead
         assert {products.loc[p, "category"] for p in pool} == {products.loc[pid, "category"]}
-    assert model.candidate_pool(-12345) == []
+    assert model.candidate_pools([-12345]) == [[]]
 
 
 def test_substitution_pool_is_the_best_of_the_scored_pool_by_the_neutral_ranker(active) -> None:
@@ -49,7 +49,7 @@ def test_substitution_pool_is_the_best_of_the_scored_pool_by_the_neutral_ranker(
     got = [by_item[p] for p in served]
     assert got == sorted(got, reverse=True), "served pool is best first by the neutral score"
     assert set(served) <= set(by_item) and min(got) >= sorted(logit, reverse=True)[len(served) - 1] - 1e-6
-    assert model.candidate_pool(pid) == served  # the cached answer is the same
+    assert model.candidate_pools([pid]) == [served]  # the cached answer is the same
 
 
 def test_substitution_rank_respects_stock_and_k(active) -> None:
@@ -57,30 +57,51 @@ def test_substitution_rank_respects_stock_and_k(active) -> None:
     pid, pool = _product_with_pool(model)
     customer = int(model.customers[0])
     free = {p: {"on_hand": 5, "in_stock_prob": 0.9, "units_28d": 3} for p in pool}
-    ranked = model.rank(pid, pool, customer_id=customer, features={}, stock=free, k=3)
+    ranked = model.rank([pid], [pool], customer_id=customer, features={}, stock=free, k=3)[0]
     assert len(ranked) == 3 and all(r.reason for r in ranked)
     assert ranked[0].score >= ranked[1].score >= ranked[2].score
     # the top choice out of stock (by count, then by estimate): never offered
     best = ranked[0].product_id
     for row in ({"on_hand": 0, "in_stock_prob": 0.9}, {"on_hand": None, "in_stock_prob": 0.0}):
-        again = model.rank(pid, pool, customer_id=customer, features={}, stock={**free, best: row}, k=3)
+        again = model.rank([pid], [pool], customer_id=customer, features={}, stock={**free, best: row}, k=3)[0]
         assert best not in [r.product_id for r in again] and len(again) == 3
     # the customer's own history is in the ranker's columns (not a hand-set bonus): a live repertoire row that
     # says the last-ranked candidate is theirs marks its row, and its reason says so
-    from pantry.models.substitutions import FEATURE_NAMES, NO_OWN_ITEMS
+    from pantry.models.substitutions import FEATURE_NAMES, NO_OWN_ITEMS, features
 
     stranger = -1  # no history in the version
-    plain = model.rank(pid, pool, customer_id=stranger, features={}, stock=free, k=len(pool))
+    plain = model.rank([pid], [pool], customer_id=stranger, features={}, stock=free, k=len(pool))[0]
     last = plain[-1].product_id
     feats = {"customer_repertoire": {"repertoire_product_ids": [last], "repertoire_scores": [2.0]}}
-    mine = model.rank(pid, pool, customer_id=stranger, features=feats, stock=free, k=len(pool))
+    mine = model.rank([pid], [pool], customer_id=stranger, features=feats, stock=free, k=len(pool))[0]
     assert next(r for r in mine if r.product_id == last).reason == "you have bought this before"
     usual, idx = int(np.searchsorted(model.products, pid)), np.searchsorted(model.products, np.array(pool))
     zeros = np.zeros(len(pool), dtype=np.float32)
     bought = FEATURE_NAMES.index("customer_bought")
-    rows = model._rows(model.cat, usual, idx, 0.2, None, zeros, model._own_items(stranger, feats))
+    rows = features(model.cat, usual, idx, 0.2, None, zeros, model._own_items(stranger, feats))
     assert rows[:, bought].tolist() == [float(p == last) for p in pool]
-    assert not model._rows(model.cat, usual, idx, 0.2, None, zeros, NO_OWN_ITEMS)[:, bought].any()
+    assert not features(model.cat, usual, idx, 0.2, None, zeros, NO_OWN_ITEMS)[:, bought].any()
+
+
+def test_substitutions_of_several_items_in_one_call_are_those_of_one_call_each(trained, active) -> None:
+    """An order's missing items are pooled and ranked in one ranker call each (candidate_pools, rank): the same
+    pools, candidates, order and scores as asking for the items one by one."""
+    from pantry.models.loading import load_version
+
+    model = active.substitutions
+    fresh = load_version(trained.models_dir, "substitutions", model.version)
+    fresh._pools.clear()  # every pool computed by the batched call
+    items = [int(p) for p in model.products[np.argsort(-model.cat.buyers, kind="stable")][:6]]
+    pools = fresh.candidate_pools(items)
+    assert pools == [model.candidate_pools([p])[0] for p in items]
+    customer = int(model.customers[1])
+    free = {c: {"on_hand": 3, "in_stock_prob": 0.8, "units_28d": 2} for pool in pools for c in pool}
+    together = model.rank(items, pools, customer_id=customer, features={}, stock=free, k=3)
+    alone = [model.rank([p], [pool], customer_id=customer, features={}, stock=free, k=3)[0]
+             for p, pool in zip(items, pools, strict=True)]
+    assert [[s.product_id for s in r] for r in together] == [[s.product_id for s in r] for r in alone]
+    assert np.allclose([s.score for r in together for s in r], [s.score for r in alone for s in r], atol=1e-5)
+    assert any(together), "some of these items have candidates"
 
 
 def test_own_candidates_are_the_customers_items_of_the_type_most_bought_first(trained, active) -> None:
@@ -102,16 +123,16 @@ def test_own_candidates_are_the_customers_items_of_the_type_most_bought_first(tr
     theirs = per[(per["customer_id"] == customer) & (per["t"] == ptype)].sort_values(["w", "product_id"],
                                                                                    ascending=[False, True])
     usual, *others = theirs["product_id"].astype(int).tolist()
-    got = model.own_candidates(usual, customer_id=int(customer), features={})
+    [got] = model.own_candidates([usual], customer_id=int(customer), features={})
     assert got == [p for p in others if p in set(model.products.tolist())][:OWN_CANDIDATES]
     # an item of the type bought since the cut (the live repertoire row) joins them; an erased customer has none
     since = next(int(p) for p in model.products[model.cat.type_code == model.cat.type_code[
         np.searchsorted(model.products, usual)]] if int(p) not in (usual, *others))
     live = {"customer_repertoire": {"repertoire_product_ids": [since], "repertoire_scores": [1.0]}}
-    assert since in model.own_candidates(usual, customer_id=int(customer), features=live)
+    assert since in model.own_candidates([usual], customer_id=int(customer), features=live)[0]
     model.hidden = frozenset({int(customer)})
     try:
-        assert model.own_candidates(usual, customer_id=int(customer), features={}) == []
+        assert model.own_candidates([usual], customer_id=int(customer), features={}) == [[]]
     finally:
         model.hidden = frozenset()
 
