@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pantry import dataset
+from pantry.models.onnx import session
 from pantry.models.recommender_candidates import LABEL_DAYS
 from pantry.models.substitutions import (
     ARRAYS,
@@ -35,11 +36,14 @@ from pantry.models.substitutions import (
     NO_OWN_ITEMS,
     POOL,
     SCORED_POOL,
+    SERVED_POOL_MIN_BUYERS,
     Catalogue,
     OwnItems,
     features,
+    ordered_pools,
     own_candidates,
     pool,
+    pool_arrays,
 )
 from pantry.scoring import ModelError
 from pantry.settings import Settings
@@ -386,6 +390,16 @@ def train_and_save(settings: Settings, purchases: pd.DataFrame, until: datetime,
         parity = ranker_parity((staging / "model.onnx").read_bytes(), ranker, parity_rows(cat, shares))
         if parity > PARITY_TOLERANCE:
             raise ModelError(f"substitution ranker ONNX parity failed: max abs diff {parity:.2e} > {PARITY_TOLERANCE}")
+    with timer.step("substitutions: served pools (by the exported ranker)"):
+        ranker_session = session((staging / "model.onnx").read_bytes())
+        often = np.flatnonzero(cat.buyers >= SERVED_POOL_MIN_BUYERS)
+        ordered = ordered_pools(cat, lambda x: ranker_session.run(["logit"], {"features": x})[0][:, 0], often)
+        pools = [np.empty(0, dtype=np.int64)] * len(cat.products)
+        for i, best in zip(often.tolist(), ordered, strict=True):
+            pools[i] = best
+        for name, arr in pool_arrays(pools).items():
+            np.save(staging / f"{name}.npy", arr, allow_pickle=False)
     return ({"pool": POOL, "switch_days": SWITCH_DAYS, "windows": WINDOWS, "ranker": kind,
-             "feature_names": list(FEATURE_NAMES), "repertoire_bonus": 0.0, "weights": ranker.params()},
+             "feature_names": list(FEATURE_NAMES), "repertoire_bonus": 0.0,
+             "served_pool_min_buyers": SERVED_POOL_MIN_BUYERS, "weights": ranker.params()},
             {"onnx_parity_max_abs_diff": parity, "products": len(cat.products)})

@@ -85,15 +85,19 @@ def test_substitution_rank_respects_stock_and_k(active) -> None:
 
 def test_substitutions_of_several_items_in_one_call_are_those_of_one_call_each(trained, active) -> None:
     """An order's missing items are pooled and ranked in one ranker call each (candidate_pools, rank): the same
-    pools, candidates, order and scores as asking for the items one by one."""
+    pools, candidates, order and scores as asking for the items one by one. The pools the version carries (ordered
+    at training) are the ones a version without them computes on a request's first ask."""
     from pantry.models.loading import load_version
 
     model = active.substitutions
-    fresh = load_version(trained.models_dir, "substitutions", model.version)
-    fresh._pools.clear()  # every pool computed by the batched call
+    assert model.served is not None, "a new version carries its served pools"
+    lazy = load_version(trained.models_dir, "substitutions", model.version)
+    lazy.served, lazy._pools = None, {}  # as an older version: every pool computed by the batched call
     items = [int(p) for p in model.products[np.argsort(-model.cat.buyers, kind="stable")][:6]]
-    pools = fresh.candidate_pools(items)
-    assert pools == [model.candidate_pools([p])[0] for p in items]
+    pools = lazy.candidate_pools(items)
+    assert pools == model.candidate_pools(items) == [model.candidate_pools([p])[0] for p in items]
+    everything = model.products.tolist()
+    assert lazy.candidate_pools(everything) == model.candidate_pools(everything)
     customer = int(model.customers[1])
     free = {c: {"on_hand": 3, "in_stock_prob": 0.8, "units_28d": 2} for pool in pools for c in pool}
     together = model.rank(items, pools, customer_id=customer, features={}, stock=free, k=3)
