@@ -67,6 +67,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     event_skew_event_s: float = 86_400.0  # ahead of the watermark, in event-clock mode
     # ---- Supervision and readiness (pantry/supervisor.py, pantry/health.py, /readyz; docs/OPERATIONS.md) ----
     serve_live: bool = True  # `pantry serve` runs the live dataflow beside the API (False: it runs elsewhere)
+    # The live flow's niceness: on shared cores the answers' p99 wins over the flow's freshness, which has a 500 ms
+    # target and catches up after a burst (pantry.supervisor.lower_priority; docs/DECISIONS.md "Answers first")
+    live_flow_nice: int = 10
     live_max_age_s: float = 10.0  # /readyz is 503 when the live flow's heartbeat is older; 0 = reported, not judged
     require_aof: bool = False  # `pantry serve` refuses to start unless the events' Redis has AOF on (verified)
     restart_backoff_max_s: float = 30.0  # the supervisor's longest wait before restarting a child that keeps dying
@@ -248,6 +251,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_EVENT_SKEW_EVENT_S", "event_skew_event_s", float)
     # ---- Supervision and readiness ----
     num("PANTRY_LIVE_MAX_AGE_S", "live_max_age_s", float)
+    num("PANTRY_LIVE_FLOW_NICE", "live_flow_nice", int)
     num("PANTRY_RESTART_BACKOFF_MAX_S", "restart_backoff_max_s", float)
     for name, field in (("PANTRY_SERVE_LIVE", "serve_live"), ("PANTRY_REQUIRE_AOF", "require_aof")):
         if env.get(name, "").strip():

@@ -67,6 +67,22 @@ def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None]:
     return preexec
 
 
+def lower_priority(nice: int) -> str:
+    """Make this process (the live flow) yield the CPU to the API's answers: `nice` added to its niceness and, where
+    the kernel groups processes by session for scheduling (sched_autogroup, on by default: the flow runs in a
+    session of its own, where its plain niceness would weigh only against itself), to its session's group. Returns
+    what was set, for the log."""
+    if nice <= 0:
+        return "normal priority"
+    os.nice(nice)
+    try:
+        with open("/proc/self/autogroup", "w") as group:  # the whole session: every thread Bytewax starts
+            group.write(str(min(nice, 19)))
+        return f"nice +{nice} (process and its scheduling group)"
+    except OSError:  # no autogroup here: the process's niceness alone decides
+        return f"nice +{nice}"
+
+
 def exit_reason(returncode: int) -> str:
     if returncode < 0:
         try:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import click
 
 from pantry.settings import get_settings
+from pantry.supervisor import lower_priority
 
 
 def _parse_until(value: str | None) -> datetime | None:
@@ -64,4 +65,5 @@ def live(workers: int, no_progress: bool) -> None:
     settings = get_settings()
     if not settings.registry_path.exists():
         raise click.ClickException(f"no Feast registry at {settings.registry_path}: run `pantry feast apply` first")
+    click.echo(f"live flow priority: {lower_priority(settings.live_flow_nice)}")
     runner.live(settings, workers, progress=not no_progress, echo=click.echo)

@@ -165,3 +165,16 @@ def test_the_embedded_redis_is_taken_over_from_the_daemon_and_restarted_after_si
         assert sup.shutdown() == 0, lines
         daemon.stop()
     assert _gone([second]) == [] and not daemon.running
+
+
+def test_lower_priority_lowers_the_process_and_its_session_group() -> None:
+    """The live flow runs in a session of its own; with sched_autogroup on, only the group's niceness weighs against
+    the API's processes, so both are set."""
+    code = ("import os; from pantry.supervisor import lower_priority; print(lower_priority(7)); print(os.nice(0)); "
+            "import pathlib; p = pathlib.Path('/proc/self/autogroup'); print(p.read_text().split()[-1] if p.exists() "
+            "else 'none')")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True,
+                         start_new_session=True).stdout.split("\n")
+    assert int(out[1]) >= 7
+    if out[2] != "none":
+        assert out[0] == "nice +7 (process and its scheduling group)" and out[2] == "7"
