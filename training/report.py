@@ -113,14 +113,16 @@ def _method() -> list[str]:
         "every candidate, `buy_again` the bought ones, `discover` the never-bought ones.",
         "",
         f"**Substitutions.** The ranker (LightGBM {sg.objective}, {sg.n_trees} trees x {sg.num_leaves} leaves) "
-        f"learns from the departures of the {substitutions.WINDOWS} windows of {substitutions.SWITCH_DAYS} days "
+        f"learns from up to {substitutions.RANKER_EVENTS_PER_WINDOW:,} sampled departures of each of the "
+        f"{substitutions.WINDOWS} windows of {substitutions.SWITCH_DAYS} days "
         "before the cut (the first purchase of another item of the usual item's type, bought before or not; each "
         "window with ALS, catalogue and pair counts as of its start) over "
         f"{len(served_subs.FEATURE_NAMES)} features: ALS similarity to the usual item, buyers and recent buyers, "
         "brand, maker, size and price closeness, the customer's store-brand share and ALS affinity, store sales, "
         "what other customers with the same usual item bought or switched to, and the customer's own history in "
         f"the type. Served, `candidate_pools` returns the {served_subs.POOL} best of the type's "
-        f"{served_subs.SCORED_POOL} most bought items by the ranker on customer-neutral rows; serving reads the "
+        f"{served_subs.SCORED_POOL} most bought items by the ranker on customer-neutral rows (ordered at training "
+        f"for the products with {served_subs.SERVED_POOL_MIN_BUYERS}+ buyers); serving reads the "
         f"stock of the first {SERVED_READS} and of the customer's own other items of the type (up to "
         f"{served_subs.OWN_CANDIDATES}), and scores them by the ranker's logit + log(in-stock probability) "
         "(on_hand 0 or in-stock probability 0: never offered). Acceptances of offered "
