@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from pantry.models.substitutions import FEATURE_NAMES, LEGACY_FEATURES, REPERTOIRE_BONUS
+from pantry.models.substitution_features import FEATURE_NAMES, LEGACY_FEATURES
+from pantry.models.substitutions import REPERTOIRE_BONUS
 from pantry.settings import get_settings
 from training import als
 from training import substitutions as sub

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pantry.models.substitutions import FEATURE_NAMES, POOL, features, pool
+from pantry.models.substitution_features import FEATURE_NAMES, POOL, features, pool
 from pantry.settings import Settings, get_settings
 from training import als
 from training import substitutions as sub

@@ -21,7 +21,7 @@ from datetime import timedelta
 import numpy as np
 
 from experiments.substitution_own_items import TRUTH_DAYS, VALIDATION_CUT, rows_of
-from pantry.models.substitutions import FEATURE_NAMES
+from pantry.models.substitution_features import FEATURE_NAMES
 from pantry.settings import get_settings
 from training import als
 from training import substitutions as sub

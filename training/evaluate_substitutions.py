@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pantry.models.substitutions import POOL, SCORED_POOL, Catalogue, features, neutral_rows, pool
+from pantry.models.substitution_features import POOL, SCORED_POOL, Catalogue, features, neutral_rows, pool
 from pantry.settings import Settings
 from training import als
 from training import substitutions as subs

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pantry.models import recommender_candidates as rc
-from pantry.models import substitutions as served_subs
+from pantry.models import substitution_features as served_subs
 from pantry.models.next_best_action import FEATURE_NAMES as NBA_FEATURES
 from pantry.models.next_best_action import N_ABSOLUTE
 from training import nba, recommender, substitutions

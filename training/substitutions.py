@@ -30,7 +30,7 @@ import pandas as pd
 from pantry import dataset
 from pantry.models.onnx import session
 from pantry.models.recommender_candidates import LABEL_DAYS
-from pantry.models.substitutions import (
+from pantry.models.substitution_features import (
     ARRAYS,
     FEATURE_NAMES,
     NO_OWN_ITEMS,

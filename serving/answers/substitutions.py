@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from pantry.featurestore.reader import Row, RowRead
-from pantry.models.substitutions import OWN_CANDIDATES
+from pantry.models.substitution_features import OWN_CANDIDATES
 from pantry.scoring import Scored, SubstitutionModel
 from serving.answers.pipeline import guarded, open_decision, record
 from serving.redis_guard import StoreUnavailable

@@ -38,7 +38,7 @@ def test_substitution_pool_is_same_type_bounded_and_excludes_the_item(trained, a
 
 
 def test_substitution_pool_is_the_best_of_the_scored_pool_by_the_neutral_ranker(active) -> None:
-    from pantry.models.substitutions import SCORED_POOL, neutral_rows, pool
+    from pantry.models.substitution_features import SCORED_POOL, neutral_rows, pool
 
     model = active.substitutions
     pid, served = _product_with_pool(model)
@@ -67,7 +67,7 @@ def test_substitution_rank_respects_stock_and_k(active) -> None:
         assert best not in [r.product_id for r in again] and len(again) == 3
     # the customer's own history is in the ranker's columns (not a hand-set bonus): a live repertoire row that
     # says the last-ranked candidate is theirs marks its row, and its reason says so
-    from pantry.models.substitutions import FEATURE_NAMES, NO_OWN_ITEMS, features
+    from pantry.models.substitution_features import FEATURE_NAMES, NO_OWN_ITEMS, features
 
     stranger = -1  # no history in the version
     plain = model.rank([pid], [pool], customer_id=stranger, features={}, stock=free, k=len(pool))[0]
@@ -109,7 +109,7 @@ def test_substitutions_of_several_items_in_one_call_are_those_of_one_call_each(t
 
 
 def test_own_candidates_are_the_customers_items_of_the_type_most_bought_first(trained, active) -> None:
-    from pantry.models.substitutions import FEATURE_NAMES, OWN_CANDIDATES
+    from pantry.models.substitution_features import FEATURE_NAMES, OWN_CANDIDATES
     from training.data import HALF_LIFE_DAYS, load_purchases, to_days
 
     model = active.substitutions
