@@ -38,6 +38,9 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/v1/next-best-action": "answers",
     "/v1/events": "ingest",
     "/v1/features": "features",
+    "/get-online-features": "features",  # Feast's feature-server routes (serving/controllers/feast.py)
+    "/push": "ingest",
+    "/write-to-online-store": "ingest",
     "/v1/clock": ANY_KEY,
     "/admin/campaigns": "merchandiser",
     "/admin/models": "ml_engineer",

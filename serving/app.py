@@ -47,6 +47,7 @@ from serving.controllers.clock import ClockController
 from serving.controllers.drift import AdminDriftController
 from serving.controllers.events import EventsController
 from serving.controllers.experiments import AdminExperimentsController
+from serving.controllers.feast import FeastServerController
 from serving.controllers.features import FeaturesController
 from serving.controllers.health import HealthController
 from serving.controllers.kpis import AdminKpisController
@@ -54,6 +55,7 @@ from serving.controllers.next_best_action import NextBestActionController
 from serving.controllers.recommendations import RecommendationsController
 from serving.controllers.substitutions import SubstitutionsController
 from serving.experiments import ExperimentConflict, ExperimentRejected, UnknownExperiment
+from serving.feast_server import FeastWriteRejected
 from serving.governance import UnknownCampaign, UnknownModel
 from serving.ingest import BatchRejected, BatchTooLarge
 from serving.limits import enforce_limits
@@ -128,6 +130,7 @@ _EXCEPTION_HANDLERS = {
     HTTPException: _http_error,
     BatchRejected: _events_rejected,
     BatchTooLarge: _bad_request,
+    FeastWriteRejected: _bad_request,  # a Feast write that does not fit the view: nothing was written
     ModelError: _bad_request,  # a version that is missing or fails its sha256 check: nothing was switched
     UnknownCampaign: _not_found,
     UnknownModel: _not_found,
@@ -251,6 +254,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SubstitutionsController,
             NextBestActionController,
             FeaturesController,
+            FeastServerController,
             EventsController,
             ClockController,
             AdminCampaignsController,

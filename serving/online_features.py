@@ -1,10 +1,9 @@
-"""/v1/features: the request body and response shape of Feast's feature server `/get-online-features`, plus ages.
+"""Online features in the request and response shape of Feast's feature server `/get-online-features`, plus ages.
 
-Same `metadata.feature_names` (join keys first) and per-column `values/statuses/event_timestamps`. Differences: a
-row older than its view's TTL at `now` is reported with status OUTSIDE_MAX_AGE and a null value (Feast would return
-the stale value), and `ages_s` is added per column. It is not a drop-in for `feast serve`: Feast's `remote` online
-store posts to `/get-online-features` and writes through `/push` and `/write-to-online-store`, which pantry does
-not serve.
+Same `metadata.feature_names` (join keys first) and per-column `values/statuses/event_timestamps`; `ages_s` is added
+per column. A row older than its view's TTL at `now` has status OUTSIDE_MAX_AGE. `/v1/features` returns it as null
+(pantry's rule: a stale value is not a current one); `/get-online-features`, the drop-in for `feast serve`, returns
+the value as Feast's Redis store does, so a stock Feast SDK pointed at pantry gets what it reads from Redis itself.
 """
 
 from __future__ import annotations
@@ -68,8 +67,9 @@ def _bad(message: str) -> ValidationException:
     return ValidationException(detail=message)
 
 
-async def online_features(svc: Services, data: FeaturesRequest) -> FeaturesResponse:
-    """Feast's /get-online-features response for the request, plus each value's age."""
+async def online_features(svc: Services, data: FeaturesRequest, *, stale_values: bool = False) -> FeaturesResponse:
+    """Feast's /get-online-features response for the request, plus each value's age. `stale_values`: return the
+    values of rows past their TTL (Feast's behaviour) instead of nulls; their status says OUTSIDE_MAX_AGE either way."""
     reader = svc.reader
     if reader is None:
         raise StoreUnavailable("feast registry not loaded (run `pantry feast apply`)")
@@ -99,11 +99,14 @@ async def online_features(svc: Services, data: FeaturesRequest) -> FeaturesRespo
         timestamps = [_ts(row.ts) for row in rows]
         ages = [row.age_s for row in rows]
         schema = reader.layout.views[view]
+        if stale_values:
+            rows = [row._replace(values=row.raw_values) if row.status == "stale" else row for row in rows]
         for feat in feats:
             names.append(f"{view}__{feat}" if data.full_feature_names else feat)
             vectors.append(FeatureVector(
                 _column(rows, feat, _TO_JSON.get(schema.dtype(feat))),
-                [_STATUS[row.status] if row.values is None or row.values[feat] is not None else "NULL_VALUE"
+                [_STATUS[row.status] if row.values is None or row.status == "stale" or row.values[feat] is not None
+                 else "NULL_VALUE"
                  for row in rows],
                 timestamps,
                 ages,

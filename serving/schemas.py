@@ -84,7 +84,7 @@ FeatureRef = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_]+:[A-Za-z0-9_]+$
 class FeaturesRequest(_Request):
     entities: Annotated[
         dict[str, Annotated[list[Id], msgspec.Meta(min_length=1, max_length=1000)]],
-        msgspec.Meta(min_length=1, max_length=3),
+        msgspec.Meta(min_length=1, max_length=8),  # pantry has 4 entities; a client may send them all
     ]
     feature_service: str | None = None
     features: Annotated[list[FeatureRef], msgspec.Meta(max_length=200)] = msgspec.field(default_factory=list)
@@ -106,6 +106,37 @@ class FeatureVector(msgspec.Struct):
 class FeaturesResponse(msgspec.Struct):
     metadata: FeaturesMetadata
     results: list[FeatureVector]
+
+
+# ---- Feast's feature-server writes (/write-to-online-store, /push: serving/feast_server.py) -----------------------
+# Unknown fields are ignored, as Feast's server does: a newer Feast client may send fields this one does not know.
+
+FeastColumn = Annotated[list[Any], msgspec.Meta(max_length=10_000)]
+FeastFrame = Annotated[dict[str, FeastColumn], msgspec.Meta(min_length=1, max_length=64,
+                                                             description="columnar rows: join keys, features, "
+                                                                         "event_timestamp (created is ignored)")]
+
+
+class FeastWriteRequest(msgspec.Struct, kw_only=True):
+    feature_view_name: Annotated[str, msgspec.Meta(max_length=128)]
+    df: FeastFrame
+    allow_registry_cache: bool = True
+    transform_on_write: bool = True
+
+
+class FeastPushRequest(msgspec.Struct, kw_only=True):
+    push_source_name: Annotated[str, msgspec.Meta(max_length=128)]
+    df: FeastFrame
+    to: Annotated[str, msgspec.Meta(max_length=32, description="online | offline | online_and_offline")] = "online"
+    allow_registry_cache: bool = True
+    transform_on_write: bool = True
+
+
+class FeastWriteResult(msgspec.Struct):
+    rows: int  # rows in the request (for one view)
+    written_online: int  # rows written to the online store (the newest per entity, not older than the stored one)
+    skipped_older: int  # rows not written online: older than the stored row, or than another of the request
+    logged: int  # rows appended to the offline feature log
 
 
 # ---- /v1/events ----------------------------------------------------------------------------------------------

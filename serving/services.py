@@ -88,6 +88,7 @@ class Services:
     feature_services: FeatureServices = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
     drift: DriftSampler | None = None  # live inputs and scores per model version (serving/drift.py)
+    feature_log: Any = None  # the offline log's writer for Feast pushes (serving/feast_server.py), made on first push
     traffic: Any = None  # the console's per-minute request counts (serving/console/traffic.py; set by serving/app.py)
 
     @classmethod

@@ -32,6 +32,7 @@ class ViewSchema(msgspec.Struct, frozen=True):
     join_keys: tuple[str, ...]
     ttl_s: float  # 0 = no TTL
     features: tuple[FeatureSchema, ...]
+    push_source: str | None = None  # the Feast PushSource feeding the view (the stream's and `/push`'s way in)
 
     def dtype(self, feature: str) -> str:
         for f in self.features:
@@ -53,6 +54,7 @@ def schemas_from_feast(feature_views: Iterable[Any]) -> dict[str, ViewSchema]:
             join_keys=tuple(col.name for col in fv.entity_columns),
             ttl_s=fv.ttl.total_seconds() if fv.ttl else 0.0,
             features=tuple(FeatureSchema(f.name, f.dtype.to_value_type().name) for f in fv.features),
+            push_source=getattr(fv.stream_source, "name", None),
         )
     return out
 

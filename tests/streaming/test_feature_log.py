@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pantry.featurestore.layout import FeatureSchema, ViewSchema
-from streaming.feature_log import FeatureLog, _columns, arrow_schema
+from pantry.featurestore.offline_log import arrow_schema
+from streaming.feature_log import FeatureLog, _columns
 from streaming.features.store import STORE_PRODUCT_FEATURES
 
 STORE_PRODUCT = ViewSchema("store_product", ("store_id", "product_id"), 0.0, (
