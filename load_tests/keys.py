@@ -32,7 +32,7 @@ def key_for(settings: Settings, path: str) -> str:
     """The key to send to `path`; MissingKey says which setting is unset."""
     if path.startswith("/v1/events"):
         key, name = settings.ingest_key, "PANTRY_INGEST_KEY"
-    elif path.startswith("/v1/features"):
+    elif path.startswith(("/v1/features", "/get-online-features")):
         key, name = settings.features_key, "PANTRY_FEATURES_KEY"
     else:
         key, name = settings.client_key, "PANTRY_CLIENT_KEY"

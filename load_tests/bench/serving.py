@@ -71,7 +71,8 @@ class Requests:
 
 def endpoints(reqs: Requests) -> dict[str, Callable[[], bytes]]:
     return {"/v1/recommendations": reqs.recommendations, "/v1/substitutions": reqs.substitutions,
-            "/v1/next-best-action": reqs.next_best_action, "/v1/features": reqs.features}
+            "/v1/next-best-action": reqs.next_best_action, "/v1/features": reqs.features,
+            "/get-online-features": reqs.features}  # the Feast SDK's route: the same request, the same answer
 
 
 async def measure_endpoint(base_url: str, path: str, bodies: Callable[[], bytes], step_s: float,

@@ -60,6 +60,8 @@ def serving() -> ServingFigures:
                                                  saturation=load(3_957, 11.14, 27.41, 23_813)),
             "/v1/features": EndpointLoad(at_rate=load(300, 1.73, 3.12, 1_800),
                                          saturation=load(5_047, 8.57, 26.28, 30_324)),
+            "/get-online-features": EndpointLoad(at_rate=load(300, 1.75, 3.2, 1_800),
+                                                 saturation=load(4_990, 8.6, 26.5, 29_990)),
         },
         feast_serve=load(345, 133.0, 359.0, 2_181, errors=70),
         hello_world=load(20_071, 2.63, 3.94, 120_460),

@@ -19,6 +19,7 @@ TARGET_NAMES = [
     "/v1/next-best-action p99 @300 req/s",
     "/v1/recommendations saturation",
     "/v1/features vs `feast serve` (saturation req/s, at a lower p99)",
+    "/get-online-features vs `feast serve` (saturation req/s, at a lower p99)",
     "/v1/recommendations p99 @300 req/s: experiment running + outcomes streaming vs without",
     "retrain time (full data: three models, ONNX export, parity checks, registry)",
     "ALS top-10: ONNX vs implicit's native recommend (p50 per call)",

@@ -1,7 +1,7 @@
 """Property-based API fuzzing from the app's own OpenAPI (/schema): whatever the input, never a 5xx.
 
 Bounded (a fixed number of examples per operation, derandomized) so it stays well under a minute. /v1 operations
-are fuzzed with the session's data key (answers, ingest, features); admin operations without a key, so they only
+and Feast's feature-server routes are fuzzed with the session's data key (answers, ingest, features); admin operations without a key, so they only
 ever see 401: the fuzzer activates and approves nothing.
 """
 
@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 EXAMPLES_PER_OPERATION = 25
+FEAST_ROUTES = ("/get-online-features", "/push", "/write-to-online-store")  # the data key reads and writes them
 
 
 def test_never_a_server_error(api, api_keys):
@@ -26,9 +27,10 @@ def test_never_a_server_error(api, api_keys):
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck),
                   derandomize=True, database=None)
         def check(case) -> None:
-            headers = api_keys.headers("data") if case.path.startswith("/v1/") else {}
+            keyed = case.path.startswith("/v1/") or case.path in FEAST_ROUTES
+            headers = api_keys.headers("data") if keyed else {}
             case.call_and_validate(checks=[not_a_server_error], timeout=10, headers=headers)
 
         check()
         tried.append(operation.label)
-    assert "POST /v1/recommendations" in tried
+    assert "POST /v1/recommendations" in tried and "POST /push" in tried
