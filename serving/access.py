@@ -38,9 +38,11 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/v1/next-best-action": "answers",
     "/v1/events": "ingest",
     "/v1/features": "features",
-    "/get-online-features": "features",  # Feast's feature-server routes (serving/controllers/feast.py)
-    "/push": "ingest",
-    "/write-to-online-store": "ingest",
+    # Feast's feature-server routes (serving/controllers/feast.py): one key for a Feast client, which reads and writes
+    # (the shared contract, ../shared/ARCHITECTURE.md "Keys and scopes")
+    "/get-online-features": "features",
+    "/push": "features",
+    "/write-to-online-store": "features",
     "/v1/clock": ANY_KEY,
     "/admin/campaigns": "merchandiser",
     "/admin/models": "ml_engineer",

@@ -1,7 +1,7 @@
 """Feast's feature-server routes, so that a stock Feast SDK (`online_store: {type: remote, path: <pantry>}`) reads
 and writes pantry's online store: POST /get-online-features (serving/online_features.py), /write-to-online-store and
 /push (serving/feast_server.py). The key comes as Feast's client sends it, `Authorization: Bearer <key>` (or
-`X-API-Key`): the `features` scope to read, `ingest` to write (serving/access.py)."""
+`X-API-Key`), with the `features` scope for reads and writes alike (serving/access.py)."""
 
 from __future__ import annotations
 

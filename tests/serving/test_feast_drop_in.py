@@ -127,13 +127,13 @@ def test_sdk_push_and_write_land_online_and_in_the_feature_log(stores, http, fea
 
 def test_feast_http_push_keeps_the_newer_row_and_rejects_what_does_not_fit(api, api_keys, http, feast_applied):
     customer = CUSTOMER + 2
-    ingest = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api_keys.ingest}"})
+    feast_client = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api_keys.features}"})
 
     def push(orders: int, at: str, **extra):
         df = {"customer_id": [customer], "orders_7d": [orders], "orders_28d": [1], "spend_7d": [1.0],
               "spend_28d": [2.0], "last_order_at": [at], "preferred_store_id": [STORE], "event_timestamp": [at],
               **extra}
-        return ingest.post("/push", json={"push_source_name": "customer_activity_push", "df": df})
+        return feast_client.post("/push", json={"push_source_name": "customer_activity_push", "df": df})
 
     first = push(5, "2017-06-02T10:00:00")
     assert first.status_code == 200, first.text
@@ -146,11 +146,11 @@ def test_feast_http_push_keeps_the_newer_row_and_rejects_what_does_not_fit(api, 
                        (push("five", "2017-06-02T11:00:00"), "orders_7d[0]"),
                        (push(5, "yesterday"), "not an ISO 8601 time")):
         assert bad.status_code == 400 and words in bad.json()["detail"], bad.text
-    unknown = ingest.post("/push", json={"push_source_name": "nope", "df": {"customer_id": [1]}})
+    unknown = feast_client.post("/push", json={"push_source_name": "nope", "df": {"customer_id": [1]}})
     assert unknown.status_code == 400 and "customer_activity_push" in unknown.json()["detail"]
     assert _get(http, ["customer_activity:orders_7d"], {"customer_id": [customer]})["orders_7d"] == [5]
     assert len(_logged(feast_applied, "customer_activity", customer)) == 2  # the two valid pushes, nothing else
 
-    refused = httpx.post(f"{api.url}/push", headers={"Authorization": f"Bearer {api_keys.features}"},
+    refused = httpx.post(f"{api.url}/push", headers={"Authorization": f"Bearer {api_keys.ingest}"},
                          json={"push_source_name": "customer_activity_push", "df": {"customer_id": [1]}})
-    assert refused.status_code == 403 and "ingest" in refused.json()["detail"]
+    assert refused.status_code == 403 and "`features` scope" in refused.json()["detail"]
