@@ -23,7 +23,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	@test -x $(UV) || $(VENV)/bin/pip install -q --disable-pip-version-check "uv==$$(grep -E '^uv==' requirements.lock | cut -d= -f3)"
 	@# bytecode now, once: where PYTHONDONTWRITEBYTECODE is set, every process would compile its imports again
-	$(UV) pip sync -q --compile-bytecode --python $(PY) requirements.lock
+	$(UV) pip sync -q --require-hashes --compile-bytecode --python $(PY) requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || test -n "$$PANTRY_CHROMIUM" || \
 		{ echo "==> installing Chromium (the console's browser tests)"; \
