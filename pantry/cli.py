@@ -13,6 +13,7 @@ from pantry.settings import SettingsError, get_settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pantry", message="pantry %(version)s")
 def main() -> None:
     """pantry: streaming feature store and real-time personalization for grocery retail."""
 

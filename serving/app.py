@@ -32,7 +32,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from pantry.erasure import ErasureError
 from pantry.scoring import ModelError
 from pantry.settings import Settings, get_settings
-from serving import console, experiment_guard, metrics
+from serving import console, experiment_guard, metrics, request_id
 from serving.access import check_routes, key_id, load_keys, require_key
 from serving.access_log import AccessLogger, access_logger
 from serving.console import traffic
@@ -167,6 +167,8 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
             await app(scope, receive, send)
             return
         start = time.perf_counter()
+        rid = request_id.of_scope(scope)
+        rid_header = (request_id.HEADER, rid.encode())
         status = [500]
         started = [False]
         timed = scope["path"].startswith("/console")  # its pages show their server time (and tests hold them to it)
@@ -177,9 +179,10 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 started[0] = True
+                headers = [*message.get("headers", []), rid_header]
                 if timed:
-                    took = f"app;dur={(time.perf_counter() - start) * 1000:.1f}".encode()
-                    message = {**message, "headers": [*message.get("headers", []), (b"server-timing", took)]}
+                    headers.append((b"server-timing", f"app;dur={(time.perf_counter() - start) * 1000:.1f}".encode()))
+                message = {**message, "headers": headers}
             await send(message)
 
         operator = scope["path"].startswith(_OPERATOR_PATHS)
@@ -193,7 +196,7 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
             if started[0]:
                 raise  # the answer is already on its way: nothing sensible to add
             status[0] = 503
-            await send({"type": "http.response.start", "status": 503, "headers": _TIMED_OUT_HEADERS})
+            await send({"type": "http.response.start", "status": 503, "headers": [*_TIMED_OUT_HEADERS, rid_header]})
             await send({"type": "http.response.body", "body": timed_out_body})
         finally:
             if budget is not None:
@@ -205,7 +208,7 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
             if route.startswith("/v1/"):  # the console overview's last hour (a dict increment, no I/O)
                 traffic.RECORDER.request(route, status[0], seconds)
             if access is not None:
-                access(scope["method"], route, status[0], seconds, key_id(scope))
+                access(scope["method"], route, status[0], seconds, key_id(scope), rid)
 
     return middleware
 
@@ -288,5 +291,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 def create_app_from_env() -> Litestar:
     """The factory granian workers call (settings from the environment)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    request_id.configure_logging()
     return create_app(get_settings())

@@ -78,3 +78,11 @@ def test_typeguard_typechecked_is_the_decorator_feast_imports():
     import typeguard
 
     assert callable(typeguard.typechecked)  # pantry/featurestore/feast_sdk.py swaps it while Feast is imported
+
+
+def test_pantry_version_is_the_installed_package_version():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pantry.cli", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"pantry {importlib.metadata.version('pantry')}"

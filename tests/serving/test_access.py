@@ -244,3 +244,19 @@ def test_admin_implies_the_admin_roles_and_metrics_not_the_data_scopes():
     assert all(admin.has(s) for s in ("admin", "merchandiser", "ml_engineer", "metrics"))
     assert not any(admin.has(s) for s in apikeys.DATA_SCOPES)
     assert not apikeys.ApiKey("m", frozenset({"merchandiser"})).has("ml_engineer")
+
+
+def test_log_lines_written_while_a_request_is_handled_carry_its_request_id():
+    import contextvars
+    import logging
+
+    from serving import request_id
+
+    record = logging.LogRecord("pantry.serving", logging.INFO, __file__, 1, "hello", None, None)
+    request_id.RequestIdFilter().filter(record)
+    assert record.request_id == "-"  # outside a request
+    scope = {"headers": [(b"x-request-id", b"abc-123")]}
+    context = contextvars.copy_context()
+    assert context.run(request_id.of_scope, scope) == "abc-123"
+    context.run(request_id.RequestIdFilter().filter, record)
+    assert record.request_id == "abc-123"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -124,8 +125,10 @@ def test_access_log_is_structured_and_carries_no_payload(http, feast_applied, ap
         return [r for r in (json.loads(line) for line in text.splitlines() if line) if r["route"] == URL]
 
     before = len(lines_of_this_route())
-    http.post(URL, json={"customer_id": customer, "k": 2})
-    http.post(URL, json={"customer_id": "x"})
+    traced = http.post(URL, json={"customer_id": customer, "k": 2}, headers={"X-Request-ID": "trace-abc.1"})
+    assert traced.headers["x-request-id"] == "trace-abc.1"  # the caller's id, when it is a sane one
+    bad = http.post(URL, json={"customer_id": "x"}, headers={"X-Request-ID": "no spaces/or slashes"})
+    assert re.fullmatch(r"[0-9a-f]{16}", bad.headers["x-request-id"])  # else a new one
     deadline = time.monotonic() + 3
     lines = lines_of_this_route()
     while time.monotonic() < deadline and len(lines) < before + 2:  # a line is written after its response is sent
@@ -134,9 +137,10 @@ def test_access_log_is_structured_and_carries_no_payload(http, feast_applied, ap
     assert len(lines) >= before + 2, "no access log lines for the requests"
     assert {r["status"] for r in lines[-2:]} == {200, 400}
     for r in lines:
-        assert set(r) == {"ts", "method", "route", "status", "ms", "pid", "key"}
+        assert set(r) == {"ts", "method", "route", "status", "ms", "pid", "key", "request_id"}
         assert r["method"] == "POST" and r["ms"] >= 0
     assert [r["key"] for r in lines[-2:]] == ["test-data", "test-data"]  # the key's id, never the key
+    assert {r["request_id"] for r in lines[-2:]} == {"trace-abc.1", bad.headers["x-request-id"]}
     assert str(customer) not in log_path.read_text()
     assert not any(key in log_path.read_text() for key in api_keys.keys.values())
 

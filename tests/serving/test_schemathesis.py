@@ -1,8 +1,8 @@
 """Property-based API fuzzing from the app's own OpenAPI (/schema): whatever the input, never a 5xx.
 
 Bounded (a fixed number of examples per operation, derandomized) so it stays well under a minute. /v1 operations
-and Feast's feature-server routes are fuzzed with the session's data key (answers, ingest, features); admin operations without a key, so they only
-ever see 401: the fuzzer activates and approves nothing.
+and Feast's feature-server routes are fuzzed with the session's data key (answers, ingest, features); admin
+operations without a key, so they only ever see 401: the fuzzer activates and approves nothing.
 """
 
 from __future__ import annotations
