@@ -16,8 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import urlencode
 
-import msgspec
-from litestar import Litestar, MediaType, Request, Response
+from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -33,6 +32,7 @@ from pantry.erasure import ErasureError
 from pantry.scoring import ModelError
 from pantry.settings import Settings, get_settings
 from serving import console, experiment_guard, metrics, request_id
+from serving import problems as problems_
 from serving.access import check_routes, key_id, load_keys, require_key
 from serving.access_log import AccessLogger, access_logger
 from serving.console import traffic
@@ -60,7 +60,6 @@ from serving.governance import UnknownCampaign, UnknownModel
 from serving.ingest import BatchRejected, BatchTooLarge
 from serving.limits import enforce_limits
 from serving.redis_guard import StoreUnavailable, begin_request, end_request
-from serving.schemas import EventsRejected
 from serving.services import Services
 
 log = logging.getLogger("pantry.serving")
@@ -76,37 +75,33 @@ def _validation_error(request: Request, exc: ValidationException) -> Response:
             where = item.get("key") or item.get("source") or "body"
             problems.append(f"{where}: {item.get('message')}")
     detail = exc.detail if not problems else f"{exc.detail}: " + "; ".join(problems)
-    return Response({"status_code": 400, "detail": detail, "extra": exc.extra}, status_code=400,
-                    media_type=MediaType.JSON)
+    return problems_.response(400, detail, request.url.path, extra=exc.extra or None)
 
 
 def _http_error(request: Request, exc: HTTPException) -> Response:
-    body = {"status_code": exc.status_code, "detail": exc.detail}
-    if exc.extra:
-        body["extra"] = exc.extra
-    return Response(body, status_code=exc.status_code, headers=exc.headers, media_type=MediaType.JSON)
+    extra = exc.extra if isinstance(exc.extra, list) else [exc.extra] if exc.extra else None
+    return problems_.response(exc.status_code, exc.detail, request.url.path, headers=exc.headers, extra=extra)
 
 
 def _events_rejected(request: Request, exc: BatchRejected) -> Response:
-    return Response(EventsRejected(str(exc), exc.errors), status_code=400)
+    return problems_.response(400, str(exc), request.url.path, errors=exc.errors)
 
 
 def _bad_request(request: Request, exc: Exception) -> Response:
-    return Response({"status_code": 400, "detail": str(exc)}, status_code=400, media_type=MediaType.JSON)
+    return problems_.response(400, str(exc), request.url.path)
 
 
 def _not_found(request: Request, exc: LookupError) -> Response:
-    return Response({"status_code": 404, "detail": str(exc.args[0]) if exc.args else "not found"}, status_code=404,
-                    media_type=MediaType.JSON)
+    return problems_.response(404, str(exc.args[0]) if exc.args else "not found", request.url.path)
 
 
 def _conflict(request: Request, exc: Exception) -> Response:
-    return Response({"status_code": 409, "detail": str(exc)}, status_code=409, media_type=MediaType.JSON)
+    return problems_.response(409, str(exc), request.url.path)
 
 
 def _store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
-    return Response({"status_code": 503, "detail": f"feature store unavailable: {exc}"},
-                    status_code=HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}, media_type=MediaType.JSON)
+    return problems_.response(HTTP_503_SERVICE_UNAVAILABLE, f"feature store unavailable: {exc}", request.url.path,
+                              headers={"Retry-After": "1"})
 
 
 def _login_required(request: Request, exc: LoginRequired) -> Response:
@@ -120,8 +115,8 @@ def _console_forbidden(request: Request, exc: ConsoleForbidden) -> Response:
 
 def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return Response({"status_code": 500, "detail": "internal error"}, status_code=HTTP_500_INTERNAL_SERVER_ERROR,
-                    media_type=MediaType.JSON)
+    return problems_.response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error (the service's log has the request id)",
+                              request.url.path)
 
 
 _EXCEPTION_HANDLERS = {
@@ -150,7 +145,7 @@ _EXCEPTION_HANDLERS = {
 
 ADMIN_TIMEOUT_S = 120.0  # activating a model verifies and loads every file of it: seconds, not milliseconds
 _OPERATOR_PATHS = ("/admin/", "/console")  # operators' routes: the admin timeout and no answer's Redis budget
-_TIMED_OUT_HEADERS = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
+_TIMED_OUT_HEADERS = [(b"content-type", problems_.MEDIA_TYPE.encode()), (b"retry-after", b"1")]
 
 
 def observe_middleware(access: AccessLogger | None, timeout_s: float) -> Callable[[ASGIApp], ASGIApp]:
@@ -160,7 +155,6 @@ def observe_middleware(access: AccessLogger | None, timeout_s: float) -> Callabl
 
 
 def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASGIApp:
-    timed_out_body = msgspec.json.encode({"status_code": 503, "detail": "request timed out"})
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -197,7 +191,8 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
                 raise  # the answer is already on its way: nothing sensible to add
             status[0] = 503
             await send({"type": "http.response.start", "status": 503, "headers": [*_TIMED_OUT_HEADERS, rid_header]})
-            await send({"type": "http.response.body", "body": timed_out_body})
+            await send({"type": "http.response.body",
+                        "body": problems_.encoded(503, "request timed out", scope["path"])})
         finally:
             if budget is not None:
                 end_request(budget)
@@ -286,6 +281,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.state.key_table = load_keys(settings)
     app.state.route_scopes = check_routes(app, settings)  # an unmapped /v1/ or /admin/ route stops here
+    problems_.declare(app, app.state.route_scopes)  # before the schema is first built (on its first request)
     return app
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import time
 
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 
+from serving import problems
 from serving.access import key_id
 from serving.redis_guard import StoreUnavailable
 
@@ -35,8 +36,8 @@ async def enforce_limits(request: Request) -> Response | None:
     if request.method in ("POST", "PUT", "PATCH") and not request.url.path.startswith(_FORM_PATHS):
         content_type = request.headers.get("content-type")
         if content_type and not content_type.split(";", 1)[0].strip().lower().endswith(("/json", "+json")):
-            return Response({"status_code": 415, "detail": f"Content-Type must be application/json, got "
-                             f"{content_type!r}"}, status_code=415, media_type=MediaType.JSON)
+            return problems.response(415, f"Content-Type must be application/json, got {content_type!r}",
+                                     request.url.path)
     svc = getattr(request.app.state, "services", None)
     if svc is None:
         return None
@@ -58,6 +59,6 @@ async def enforce_limits(request: Request) -> Response | None:
         return None
     if used > limit:
         retry_after = max(1, int(60 - now % 60))
-        return Response({"status_code": 429, "detail": f"rate limit of {limit} requests per minute exceeded"},
-                        status_code=429, headers={"Retry-After": str(retry_after)}, media_type=MediaType.JSON)
+        return problems.response(429, f"rate limit of {limit} requests per minute exceeded", request.url.path,
+                                 headers={"Retry-After": str(retry_after)})
     return None

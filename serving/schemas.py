@@ -148,16 +148,6 @@ class EventsAccepted(msgspec.Struct):
     duplicate: bool = False
 
 
-class EventError(msgspec.Struct):
-    index: int
-    reason: str
-
-
-class EventsRejected(msgspec.Struct):
-    detail: str
-    errors: list[EventError]
-
-
 # ---- health and admin ----------------------------------------------------------------------------------------
 
 

@@ -11,16 +11,26 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, post
+from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Body
+from litestar.params import Body, SkipValidation
 
+from pantry.events import Event
 from serving.ingest import ingest
-from serving.schemas import EventsAccepted, EventsRejected
+from serving.problems import Problem
+from serving.schemas import EventsAccepted
 from serving.services import Injected
 
 
-class EventsBody(msgspec.Struct, forbid_unknown_fields=True):
-    events: list[Any]  # each validated as a pantry.events.Event, so a bad one is reported by its index
+class EventsBatch(msgspec.Struct, forbid_unknown_fields=True):
+    """What the OpenAPI schema shows: the typed events (pantry/events.py), so a client can be generated from it."""
+    events: Annotated[list[Event], msgspec.Meta(max_length=1000)]
+
+
+class _EventsBody(msgspec.Struct, forbid_unknown_fields=True):
+    """What the handler checks first: the batch's shape; then each event on its own (serving/ingest.py), so that
+    every bad event is reported by its index, not only the first."""
+    events: list[Any]
 
 
 class EventsController(Controller):
@@ -28,11 +38,16 @@ class EventsController(Controller):
     tags = ("events",)
 
     @post(status_code=202, summary="Ingest a batch of events (all-or-nothing)",
-          responses={400: ResponseSpec(EventsRejected, description="invalid events, none accepted")})
+          responses={400: ResponseSpec(Problem, description="invalid events, none accepted: `errors` names each",
+                                       media_type="application/problem+json")})
     async def ingest(
         self,
-        data: Annotated[EventsBody, Body(description='{"events": [event, ...]} — see pantry/events.py for the types')],
+        data: Annotated[SkipValidation[EventsBatch], Body(description="a batch of events (see pantry/events.py)")],
         services: Injected,
     ) -> EventsAccepted:
-        accepted, duplicate = await ingest(services, data.events)
+        try:
+            batch = msgspec.convert(data, _EventsBody)
+        except msgspec.ValidationError as exc:
+            raise ValidationException(detail=f"Validation failed for POST /v1/events: {exc}") from None
+        accepted, duplicate = await ingest(services, batch.events)
         return EventsAccepted(accepted, duplicate)
