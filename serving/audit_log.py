@@ -14,8 +14,8 @@ import msgspec
 from pantry import audit
 from pantry.audit import AuditEntry
 from pantry.keys import AUDIT_STREAM
+from pantry.schemas import AuditPage, AuditRecord
 from serving.redis_guard import StoreUnavailable
-from serving.schemas import AuditPage, AuditRecord
 from serving.services import Services
 
 log = logging.getLogger("pantry.audit")

@@ -25,8 +25,8 @@ import pyarrow as pa
 from pantry.featurestore.layout import ViewSchema, feature_field, ts_field
 from pantry.featurestore.offline_log import LogWriter, arrow_schema
 from pantry.featurestore.values import EPOCH, decode_timestamp, encode_value, timestamp
+from pantry.schemas import FeastPushRequest, FeastWriteRequest, FeastWriteResult
 from serving.redis_guard import StoreUnavailable
-from serving.schemas import FeastPushRequest, FeastWriteRequest, FeastWriteResult
 from serving.services import Services
 
 IGNORED_COLUMNS = frozenset({"created"})  # Feast's client sends the rows' creation times: pantry keeps event time

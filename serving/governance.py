@@ -10,10 +10,10 @@ import msgspec
 from pantry import audit
 from pantry.keys import CAMPAIGN_APPROVALS
 from pantry.models import registry
+from pantry.schemas import CampaignApproval, ModelVersions
 from pantry.scoring import MODEL_NAMES
 from serving import audit_log
 from serving.campaigns import Status, approval_record, decode_approvals, encode_approval, status_of
-from serving.schemas import CampaignApproval, ModelVersions
 from serving.services import Services
 
 _ACTIONS = {"approved": "campaign.approve", "rejected": "campaign.reject"}

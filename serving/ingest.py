@@ -20,8 +20,8 @@ from typing import Any
 
 from pantry.events import Event, InvalidEvent, encode_msgpack, from_builtins
 from pantry.keys import EVENT_BATCH_PREFIX, EVENT_FIELD, EVENTS_STREAM
+from pantry.schemas import EventError
 from serving import metrics
-from serving.problems import EventError
 from serving.redis_guard import StoreUnavailable
 from serving.service_clock import read_clock
 from serving.services import Services

@@ -16,8 +16,8 @@ from litestar.exceptions import ValidationException
 from pantry.featurestore.layout import ViewSchema
 from pantry.featurestore.reader import RowRead
 from pantry.featurestore.repo import FeatureServices
+from pantry.schemas import FeaturesMetadata, FeaturesRequest, FeaturesResponse, FeatureVector
 from serving.redis_guard import StoreUnavailable
-from serving.schemas import FeaturesMetadata, FeaturesRequest, FeaturesResponse, FeatureVector
 from serving.services import Services
 
 _ZERO_TS = "1970-01-01T00:00:00Z"

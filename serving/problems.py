@@ -17,22 +17,9 @@ from typing import Any
 import msgspec
 from litestar import Response
 
+from pantry.schemas import Problem
+
 MEDIA_TYPE = "application/problem+json"
-
-
-class EventError(msgspec.Struct):
-    index: int  # the event's position in the batch
-    reason: str
-
-
-class Problem(msgspec.Struct, omit_defaults=True):
-    status: int
-    title: str
-    detail: str
-    type: str = "about:blank"
-    instance: str | None = None
-    errors: list[EventError] | None = None  # POST /v1/events: every invalid event of the batch, none accepted
-    extra: list[Any] | None = None  # a body that failed validation: each field and its rule
 
 
 def of(status: int, detail: str, instance: str | None = None, **extensions: Any) -> Problem:

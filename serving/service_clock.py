@@ -7,8 +7,8 @@ import time
 
 from pantry.clock import from_epoch, max_accepted_ts, parse_watermark
 from pantry.keys import WATERMARK
+from pantry.schemas import ServiceClock
 from serving.redis_guard import StoreUnavailable
-from serving.schemas import ServiceClock
 from serving.services import Services
 
 

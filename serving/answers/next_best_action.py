@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from pantry.schemas import NextBestActionRequest, NextBestActionResponse
 from pantry.scoring import Action
 from serving.answers.pipeline import guarded, open_decision, record
-from serving.schemas import NextBestActionRequest, NextBestActionResponse
 from serving.services import Services
 
 ENDPOINT = "next_best_action"

@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 from pantry.clock import resolve_now
 from pantry.featurestore.reader import ReadResult, Row, RowRead
+from pantry.schemas import Fallback
 from serving import metrics
 from serving.decisions import new_decision_id
 from serving.redis_guard import StoreUnavailable
-from serving.schemas import Fallback
 from serving.services import Services
 
 log = logging.getLogger("pantry.serving.answers")

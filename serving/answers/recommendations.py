@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from pantry.schemas import RecommendationRequest, RecommendationResponse
 from pantry.scoring import Scored
 from serving.answers.pipeline import guarded, open_decision, record
-from serving.schemas import RecommendationRequest, RecommendationResponse
 from serving.services import Services
 
 ENDPOINT = "recommendations"

@@ -16,10 +16,10 @@ from typing import Any
 
 from pantry.featurestore.reader import Row, RowRead
 from pantry.models.substitution_features import OWN_CANDIDATES
+from pantry.schemas import Substitution, SubstitutionRequest, SubstitutionResponse
 from pantry.scoring import Scored, SubstitutionModel
 from serving.answers.pipeline import guarded, open_decision, record
 from serving.redis_guard import StoreUnavailable
-from serving.schemas import Substitution, SubstitutionRequest, SubstitutionResponse
 from serving.services import Services
 
 log = logging.getLogger("pantry.serving.answers")

@@ -26,6 +26,7 @@ from pantry import experiments
 from pantry.experiments import Experiment
 from pantry.health import LiveFlow, live_flow_async
 from pantry.keys import EXPERIMENTS
+from pantry.schemas import ServiceClock
 from serving.campaigns import status_of
 from serving.console import traffic
 from serving.console.pages import render
@@ -33,7 +34,6 @@ from serving.console.session import Operator, console_guard, operator_of
 from serving.console.traffic import RouteHour, TrafficHour
 from serving.experiment_guard import GUARD_ACTOR
 from serving.redis_guard import StoreUnavailable
-from serving.schemas import ServiceClock
 from serving.service_clock import read_clock
 from serving.services import Injected, Services
 

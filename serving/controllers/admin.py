@@ -12,11 +12,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody, Parameter
 
 from pantry import erasure
-from pantry.scoring import MODEL_NAMES
-from serving import audit_log, governance
-from serving.access import actor
-from serving.redis_guard import StoreUnavailable
-from serving.schemas import (
+from pantry.schemas import (
     ActivateRequest,
     ApprovalRequest,
     AuditPage,
@@ -24,6 +20,10 @@ from serving.schemas import (
     CustomerForgotten,
     ModelVersions,
 )
+from pantry.scoring import MODEL_NAMES
+from serving import audit_log, governance
+from serving.access import actor
+from serving.redis_guard import StoreUnavailable
 from serving.services import Injected
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
-from serving.schemas import ServiceClock
+from pantry.schemas import ServiceClock
 from serving.service_clock import read_clock
 from serving.services import Injected
 

@@ -16,9 +16,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, SkipValidation
 
 from pantry.events import Event
+from pantry.schemas import EventsAccepted, Problem
 from serving.ingest import ingest
-from serving.problems import Problem
-from serving.schemas import EventsAccepted
 from serving.services import Injected
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from litestar import Controller, post
 from litestar.params import JSONBody
 
+from pantry.schemas import FeastPushRequest, FeastWriteRequest, FeastWriteResult, FeaturesRequest, FeaturesResponse
 from serving.feast_server import push_request, write_request
 from serving.online_features import online_features
-from serving.schemas import FeastPushRequest, FeastWriteRequest, FeastWriteResult, FeaturesRequest, FeaturesResponse
 from serving.services import Injected
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from litestar import Controller, post
 from litestar.params import JSONBody
 
+from pantry.schemas import FeaturesRequest, FeaturesResponse
 from serving.online_features import online_features
-from serving.schemas import FeaturesRequest, FeaturesResponse
 from serving.services import Injected
 
 

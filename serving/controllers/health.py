@@ -7,9 +7,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from redis.exceptions import ResponseError
 
 from pantry.health import Durability, LiveFlow, durability_async, live_flow_async
+from pantry.schemas import Health, Readiness
 from serving import metrics
 from serving.redis_guard import StoreUnavailable
-from serving.schemas import Health, Readiness
 from serving.service_clock import read_clock
 from serving.services import Injected, Services
 

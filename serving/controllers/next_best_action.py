@@ -5,8 +5,8 @@ from __future__ import annotations
 from litestar import Controller, post
 from litestar.params import JSONBody
 
+from pantry.schemas import NextBestActionRequest, NextBestActionResponse
 from serving.answers.next_best_action import next_best_action
-from serving.schemas import NextBestActionRequest, NextBestActionResponse
 from serving.services import Injected
 
 

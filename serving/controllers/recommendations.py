@@ -5,8 +5,8 @@ from __future__ import annotations
 from litestar import Controller, post
 from litestar.params import JSONBody
 
+from pantry.schemas import RecommendationRequest, RecommendationResponse
 from serving.answers.recommendations import recommend
-from serving.schemas import RecommendationRequest, RecommendationResponse
 from serving.services import Injected
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from litestar import Controller, post
 from litestar.params import JSONBody
 
+from pantry.schemas import SubstitutionRequest, SubstitutionResponse
 from serving.answers.substitutions import substitute
-from serving.schemas import SubstitutionRequest, SubstitutionResponse
 from serving.services import Injected
 
 

@@ -6,9 +6,9 @@ import typing
 from datetime import UTC, datetime
 
 from pantry.featurestore.reader import Row
+from pantry.schemas import Fallback
 from serving.answers.pipeline import Decision, customer_fallback, guarded
 from serving.app import create_app
-from serving.schemas import Fallback
 
 NOW = datetime(2017, 6, 1, tzinfo=UTC)
 

@@ -1,4 +1,5 @@
-"""Request and response bodies of the HTTP API (ARCHITECTURE.md "HTTP API") as msgspec Structs.
+"""Request and response bodies of the HTTP API (ARCHITECTURE.md "HTTP API") as msgspec Structs: the server validates
+and answers with them (serving/), and the client sends and decodes them (pantry/client.py).
 
 Requests forbid unknown fields and carry their ranges in msgspec.Meta, so a bad body is a 400 that names the field
 before any handler code runs; the same constraints appear in the OpenAPI schema at /schema.
@@ -137,6 +138,24 @@ class FeastWriteResult(msgspec.Struct):
     written_online: int  # rows written to the online store (the newest per entity, not older than the stored one)
     skipped_older: int  # rows not written online: older than the stored row, or than another of the request
     logged: int  # rows appended to the offline feature log
+
+
+# ---- errors: RFC 9457 problem details (serving/problems.py answers with them) ---------------------------------
+
+
+class EventError(msgspec.Struct):
+    index: int  # the event's position in the batch
+    reason: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    status: int
+    title: str
+    detail: str
+    type: str = "about:blank"
+    instance: str | None = None
+    errors: list[EventError] | None = None  # POST /v1/events: every invalid event of the batch, none accepted
+    extra: list[Any] | None = None  # a body that failed validation: each field and its rule
 
 
 # ---- /v1/events ----------------------------------------------------------------------------------------------
