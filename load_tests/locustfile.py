@@ -21,7 +21,6 @@ from typing import Any
 
 import gevent
 import httpx
-import msgspec
 from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
@@ -29,6 +28,7 @@ from load_tests import contract
 from load_tests.id_pool import IdPool, Shopper, pool
 from load_tests.keys import key_for
 from load_tests.pacing import paced_or
+from pantry import client as api
 from pantry import events as ev
 from pantry.settings import get_settings
 
@@ -41,7 +41,6 @@ def headers(path: str) -> dict[str, str]:
     if path not in _headers:
         _headers[path] = {**JSON_HEADERS, "X-API-Key": key_for(get_settings(), path)}
     return _headers[path]
-_encode = msgspec.json.Encoder().encode
 
 
 @events.init_command_line_parser.add_listener
@@ -88,11 +87,13 @@ class PantryUser(FastHttpUser):
 
     # ---- plumbing ----------------------------------------------------------------------------------------------
 
-    def post(self, path: str, payload: Any, check: Callable[[int, bytes], Any], name: str | None = None) -> Any:
-        """POST JSON, check the answer; a failed check is a Locust failure. Returns the decoded answer or None."""
+    def post(self, call: api.Call, check: Callable[[int, bytes], Any], name: str | None = None) -> Any:
+        """Send a pantry.client call through Locust's session, check the answer; a failed check is a Locust failure.
+        Returns the decoded answer or None. (Locust's session, not pantry.client's transport: Locust times and
+        counts what its session sends, and a load test must see every 429/503 rather than retry it away.)"""
         self.requests_since_wait += 1
         with self.client.post(
-            path, data=_encode(payload), headers=headers(path), name=name or path, catch_response=True
+            call.path, data=call.body, headers=headers(call.path), name=name or call.path, catch_response=True
         ) as resp:
             try:
                 answer = check(resp.status_code, resp.content or b"")
@@ -104,7 +105,7 @@ class PantryUser(FastHttpUser):
 
     def send_events(self, batch: list[ev.BaseEvent]) -> None:
         n = len(batch)
-        self.post("/v1/events", {"events": batch}, lambda s, b: contract.check_accepted(s, b, sent=n))
+        self.post(api.send_events(batch), lambda s, b: contract.check_accepted(s, b, sent=n))
 
     def event_fields(self, shopper: Shopper | None) -> dict[str, Any]:
         return {
@@ -117,14 +118,9 @@ class PantryUser(FastHttpUser):
     def recommend(self, shopper: Shopper, surface: str, k: int, store: bool = True, exclude: list[int] | None = None,
                   unknown: bool = False) -> contract.Recommendations | None:
         customer_id = self.ids.unknown_customer_id if unknown else shopper.customer_id
-        payload: dict[str, Any] = {"customer_id": customer_id, "k": k, "surface": surface}
-        if store:
-            payload["store_id"] = shopper.store_id
-        if exclude:
-            payload["exclude_product_ids"] = exclude
         return self.post(
-            "/v1/recommendations",
-            payload,
+            api.recommendations(customer_id, store_id=shopper.store_id if store else None, k=k, surface=surface,
+                                exclude_product_ids=exclude or ()),
             lambda s, b: contract.check_recommendations(
                 s, b, k=k, surface=surface, exclude=exclude or (), bought=() if unknown else shopper.bought,
                 unknown_customer=unknown,
@@ -132,10 +128,9 @@ class PantryUser(FastHttpUser):
         )
 
     def ask_next_best_action(self, shopper: Shopper, channel: str, k: int, store: bool) -> None:
-        payload: dict[str, Any] = {"customer_id": shopper.customer_id, "channel": channel, "k": k}
-        if store:
-            payload["store_id"] = shopper.store_id
-        self.post("/v1/next-best-action", payload, lambda s, b: contract.check_next_best_actions(s, b, k=k))
+        call = api.next_best_action(shopper.customer_id, store_id=shopper.store_id if store else None, channel=channel,
+                                    k=k)
+        self.post(call, lambda s, b: contract.check_next_best_actions(s, b, k=k))
 
 
 class StorefrontUser(PantryUser):
@@ -201,8 +196,7 @@ class GroceryOrderFlowUser(PantryUser):
         )
         k = 3
         answer: contract.Substitutions | None = self.post(
-            "/v1/substitutions",
-            {"customer_id": shopper.customer_id, "store_id": shopper.store_id, "product_ids": out_of_stock, "k": k},
+            api.substitutions(shopper.customer_id, shopper.store_id, out_of_stock, k=k),
             lambda s, b: contract.check_substitutions(s, b, k=k, asked=out_of_stock),
         )
         if answer is None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import gevent
 import httpx
-import msgspec
 from locust import constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
@@ -27,10 +26,10 @@ from load_tests.pacing import paced_or
 from load_tests.simulate.schedule import Schedule
 from load_tests.simulate.script import OfferMemory, Reply, visit_script
 from load_tests.simulate.visits import Visit, load_window, parse_day
+from pantry import client as api
 from pantry import dataset
 from pantry.settings import Settings, get_settings
 
-_encode = msgspec.json.Encoder().encode
 DEFAULT_DAYS = 30
 
 
@@ -97,9 +96,9 @@ class SimulatedShopperUser(FastHttpUser):
                         for path in ("/v1/recommendations", "/v1/next-best-action", "/v1/substitutions",
                                      "/v1/events")}
 
-    def send(self, path: str, payload: Any) -> Reply:
+    def send(self, call: api.Call) -> Reply:
         self.requests_since_wait += 1
-        with self.client.post(path, data=_encode(payload), headers=self.headers[path], name=path,
+        with self.client.post(call.path, data=call.body, headers=self.headers[call.path], name=call.path,
                               catch_response=True) as resp:
             status = resp.status_code or 0
             if 200 <= status < 300:
@@ -118,7 +117,7 @@ class SimulatedShopperUser(FastHttpUser):
             script = visit_script(visit, _feed.memory)
             call = next(script)
             while True:
-                call = script.send(self.send(call.path, call.payload))
+                call = script.send(self.send(call))
         except StopIteration:
             pass
         finally:

@@ -1,10 +1,11 @@
 """One visit as a script of HTTP calls, independent of how they are sent.
 
-`visit_script` is a generator: it yields each `Call` (path, JSON payload), receives its `Reply`, and returns what the
-visit did. The command's asyncio driver (runner.py) and the Locust user (locustfile.py) both drive it, so the
-rules are written once. Order per visit: recommendations (for_you, k 10, the visit's store) -> next best action
-(in_store channel, k 3) -> substitutions for the visit's asks (k 3) -> its outcome events (rules.py) in batches.
-A failed answer (non-2xx, undecodable) is treated as "nothing shown"; the visit still posts its purchases.
+`visit_script` is a generator: it yields each call (a `pantry.client.Call`: path, body, decoder), receives its
+`Reply`, and returns what the visit did. The command's asyncio driver (runner.py) and the Locust user
+(locustfile.py) both drive it, so the rules are written once. Order per visit: recommendations (for_you, k 10, the
+visit's store) -> next best action (in_store channel, k 3) -> substitutions for the visit's asks (k 3) -> its
+outcome events (rules.py) in batches. A failed answer (non-2xx, undecodable) is treated as "nothing shown"; the
+visit still posts its purchases.
 """
 
 from __future__ import annotations
@@ -16,24 +17,14 @@ from typing import Any
 
 import msgspec
 
-from load_tests import contract
 from load_tests.simulate.rules import Shown, ShownAction, count_by_type, outcome_events
 from load_tests.simulate.visits import Visit
+from pantry import client as api
 
 RECOMMENDATIONS, NEXT_BEST_ACTION = "/v1/recommendations", "/v1/next-best-action"
 SUBSTITUTIONS, EVENTS = "/v1/substitutions", "/v1/events"
 REC_K, NBA_K, SUB_K = 10, 3, 3
 EVENTS_PER_BATCH = 500  # under the service's max_events_per_batch (1,000) and max body (1 MiB)
-
-_recommendations = msgspec.json.Decoder(contract.Recommendations)
-_actions = msgspec.json.Decoder(contract.NextBestActions)
-_substitutions = msgspec.json.Decoder(contract.Substitutions)
-
-
-@dataclass(frozen=True)
-class Call:
-    path: str
-    payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -68,11 +59,11 @@ class OfferMemory:
         return kept[1]
 
 
-def _decode(decoder: msgspec.json.Decoder, reply: Reply, result: VisitResult) -> Any:
+def _decode(call: api.Call, reply: Reply, result: VisitResult) -> Any:
     if not reply.ok:
         return None
     try:
-        return decoder.decode(reply.body)
+        return call.decode(reply.body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         result.undecodable += 1
         return None
@@ -83,21 +74,20 @@ def _fallback(result: VisitResult, path: str, answer: Any) -> None:
         result.fallbacks[path] = result.fallbacks.get(path, 0) + 1
 
 
-def visit_script(visit: Visit, memory: OfferMemory, as_of: bool = False) -> Generator[Call, Reply, VisitResult]:
+def visit_script(visit: Visit, memory: OfferMemory, as_of: bool = False) -> Generator[api.Call, Reply, VisitResult]:
     result = VisitResult()
-    when = {"as_of": visit.ts.isoformat()} if as_of else {}
+    when = visit.ts if as_of else None
     shown: dict[str, Any] = {}
     today = memory.today(visit.customer_id, visit.day)
     if visit.lines:  # a real basket (redemption-only visits ask nothing)
-        reply = yield Call(RECOMMENDATIONS, {"customer_id": visit.customer_id, "store_id": visit.store_id,
-                                             "k": REC_K, "surface": "for_you", **when})
-        rec = _decode(_recommendations, reply, result)
+        call = api.recommendations(visit.customer_id, store_id=visit.store_id, k=REC_K, surface="for_you", as_of=when)
+        rec = _decode(call, (yield call), result)
         _fallback(result, RECOMMENDATIONS, rec)
         if rec is not None:
             shown.update(rec_decision=rec.decision_id, recommended=tuple(i.product_id for i in rec.items))
-        reply = yield Call(NEXT_BEST_ACTION, {"customer_id": visit.customer_id, "store_id": visit.store_id,
-                                              "channel": "in_store", "k": NBA_K, **when})
-        nba = _decode(_actions, reply, result)
+        call = api.next_best_action(visit.customer_id, store_id=visit.store_id, channel="in_store", k=NBA_K,
+                                    as_of=when)
+        nba = _decode(call, (yield call), result)
         _fallback(result, NEXT_BEST_ACTION, nba)
         if nba is not None:
             shown.update(nba_decision=nba.decision_id,
@@ -105,9 +95,8 @@ def visit_script(visit: Visit, memory: OfferMemory, as_of: bool = False) -> Gene
             today.update({a.coupon_upc: nba.decision_id for a in nba.actions if a.coupon_upc is not None})
         if visit.substitution_asks:
             asked = [a.usual_product_id for a in visit.substitution_asks]
-            reply = yield Call(SUBSTITUTIONS, {"customer_id": visit.customer_id, "store_id": visit.store_id,
-                                               "product_ids": asked, "k": SUB_K, **when})
-            sub = _decode(_substitutions, reply, result)
+            call = api.substitutions(visit.customer_id, visit.store_id, asked, k=SUB_K, as_of=when)
+            sub = _decode(call, (yield call), result)
             _fallback(result, SUBSTITUTIONS, sub)
             if sub is not None:
                 shown.update(sub_decision=sub.decision_id,
@@ -116,7 +105,7 @@ def visit_script(visit: Visit, memory: OfferMemory, as_of: bool = False) -> Gene
     events = outcome_events(visit, Shown(**shown, coupons_today=dict(today)))
     for start in range(0, len(events), EVENTS_PER_BATCH):
         batch = events[start:start + EVENTS_PER_BATCH]
-        reply = yield Call(EVENTS, {"events": batch})
+        reply = yield api.send_events(batch)
         if reply.ok:
             for name, n in count_by_type(batch).items():
                 result.outcomes[name] = result.outcomes.get(name, 0) + n

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from load_tests.simulate import rules
 from load_tests.simulate.schedule import Schedule
-from load_tests.simulate.script import Call, OfferMemory, Reply, visit_script
+from load_tests.simulate.script import OfferMemory, Reply, visit_script
 from load_tests.simulate.visits import Line, Redemption, SubstitutionAsk, Visit, substitution_asks
 from pantry import events as ev
+from pantry.client import Call
 
 T = datetime(2017, 11, 3, 17, 5, tzinfo=UTC)
 MILK, BREAD, EGGS, OTHER_MILK, JAM = 101, 202, 303, 104, 505

@@ -9,7 +9,6 @@ import time
 import uuid
 
 import pytest
-from conftest import start_server
 
 from pantry import client as pantry_client
 from pantry.client import NO_RETRY, AsyncPantryClient, PantryClient, PantryError, Retry
@@ -21,6 +20,7 @@ from pantry.schemas import (
     RecommendationResponse,
     SubstitutionResponse,
 )
+from tests.serving.conftest import start_server
 
 CUSTOMER, STORE = 1_364, 367
 
