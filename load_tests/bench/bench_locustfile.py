@@ -6,13 +6,12 @@ per task so the pacing is exact.
 
 from __future__ import annotations
 
-from typing import Any
-
 from locust import constant, task
 
 from load_tests import contract
 from load_tests.locustfile import PantryUser, _add_arguments, _build_id_pool  # noqa: F401  (registers the hooks)
 from load_tests.pacing import paced_or
+from pantry import client as api
 
 FEATURE_SERVICE = "recommendations_v1"
 
@@ -35,8 +34,7 @@ class SubstitutionsProbe(Probe):
         # One item (the common case): the multi-item rule (no asked item substitutes another) is the load
         # scenarios' job (GroceryOrderFlowUser); a violation here would make the latency figures fail instead.
         asked = self.ids.browse(shopper, 1)[:1]
-        self.post("/v1/substitutions",
-                  {"customer_id": shopper.customer_id, "store_id": shopper.store_id, "product_ids": asked, "k": 3},
+        self.post(api.substitutions(shopper.customer_id, shopper.store_id, asked, k=3),
                   lambda s, b: contract.check_substitutions(s, b, k=3, asked=asked))
 
 
@@ -46,10 +44,10 @@ class NextBestActionProbe(Probe):
         self.ask_next_best_action(self.ids.shopper(), "app", k=3, store=True)
 
 
-def _features_body(user: PantryUser) -> dict[str, Any]:
+def _features(user: PantryUser) -> api.Call:
     shopper = user.ids.shopper()  # the service reads customer and store views: both join keys
-    return {"feature_service": FEATURE_SERVICE,
-            "entities": {"customer_id": [shopper.customer_id], "store_id": [shopper.store_id]}}
+    return api.features({"customer_id": [shopper.customer_id], "store_id": [shopper.store_id]},
+                        feature_service=FEATURE_SERVICE)
 
 
 def _ok(status: int, body: bytes) -> None:
@@ -62,7 +60,7 @@ class FeaturesProbe(Probe):
 
     @task
     def go(self) -> None:
-        self.post("/v1/features", _features_body(self), _ok)
+        self.post(_features(self), _ok)
 
 
 class FeastServeProbe(Probe):
@@ -70,7 +68,8 @@ class FeastServeProbe(Probe):
 
     @task
     def go(self) -> None:
-        self.post("/get-online-features", _features_body(self), _ok)
+        call = _features(self)  # the same body, to Feast's route
+        self.post(api.Call("POST", "/get-online-features", call.body, call.decode), _ok)
 
 
 class HelloProbe(Probe):
@@ -78,4 +77,4 @@ class HelloProbe(Probe):
 
     @task
     def go(self) -> None:
-        self.post("/hello", {}, _ok)
+        self.post(api.Call("POST", "/hello", b"{}", bytes), _ok)
