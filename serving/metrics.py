@@ -1,7 +1,12 @@
-"""Prometheus metrics: latency per endpoint, fallbacks by reason, feature age per view, loaded model versions.
+"""Prometheus metrics: latency per endpoint, fallbacks by reason, feature age per view, loaded model versions, and
+the live flow's stream counters.
 
-With several worker processes (`pantry serve`), PROMETHEUS_MULTIPROC_DIR is set before any worker starts, so
-/metrics aggregates every worker's samples (prometheus_client's multiprocess mode).
+Names follow Prometheus' conventions: base units (`_seconds`), `_total` on counters, `_info` for a 1-valued info
+gauge. With several worker processes (`pantry serve`), PROMETHEUS_MULTIPROC_DIR is set before any worker starts, so
+/metrics aggregates every worker's samples (prometheus_client's multiprocess mode); gauges use the `live*` modes,
+so a worker that has stopped (marked dead at shutdown, `mark_dead`) no longer counts. The stream's counters are the
+live flow's, kept in Redis (`pantry:stream:counters`): they are read at each scrape (`stream_families`), not
+counted per worker.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ _LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05,
 _AGE_BUCKETS = (1, 10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400)
 
 REQUEST_LATENCY = Histogram(
-    "pantry_request_seconds", "Handler latency by endpoint and status", ["endpoint", "status"],
+    "pantry_request_duration_seconds", "Handler latency by endpoint and status", ["endpoint", "status"],
     buckets=_LATENCY_BUCKETS,
 )
 FALLBACKS = Counter("pantry_fallbacks_total", "Answers served from a fallback, by endpoint and reason",
@@ -26,26 +31,26 @@ FEATURE_AGE = Histogram("pantry_feature_age_seconds", "Age of the oldest row of 
                         buckets=_AGE_BUCKETS)
 FEATURE_STATUS = Counter("pantry_feature_rows_total", "Online rows read, by view and status", ["view", "status"])
 MODEL_VERSION = Gauge("pantry_model_info", "1 for the model version a worker serves", ["model", "version"],
-                      multiprocess_mode="max")
+                      multiprocess_mode="livemax")
 DECISIONS_DROPPED = Counter("pantry_decisions_dropped_total", "Decision log entries not written", ["reason"])
 EVENTS_ACCEPTED = Counter("pantry_events_accepted_total", "Events written to the stream")
 EVENTS_REJECTED = Counter("pantry_events_rejected_total", "Events rejected by validation")
 LIVE_HEARTBEAT_AGE = Gauge("pantry_live_heartbeat_age_seconds", "Age of the live dataflow's heartbeat (at the last "
-                           "/readyz or /metrics)", multiprocess_mode="mostrecent")
+                           "/readyz or /metrics)", multiprocess_mode="livemostrecent")
 LIVE_LAG = Gauge("pantry_live_lag_seconds", "Age of the oldest event the live dataflow has not processed (0: "
-                 "caught up)", multiprocess_mode="mostrecent")
+                 "caught up)", multiprocess_mode="livemostrecent")
 # online KPIs (serving/kpis.py), totals over days, refreshed by every worker's poller from the same Redis hashes
 KPI = Gauge("pantry_kpi", "Online KPI (count or rate) per model, version, experiment arm and surface",
-            ["model", "version", "experiment", "arm", "surface", "kpi"], multiprocess_mode="mostrecent")
+            ["model", "version", "experiment", "arm", "surface", "kpi"], multiprocess_mode="livemostrecent")
 GUARDRAIL_BREACHES = Counter("pantry_guardrail_breaches_total", "Experiments stopped by a guardrail",
                              ["model", "guardrail"])
 EXPERIMENT_SHARE = Gauge("pantry_experiment_treatment_share", "The treatment share of the model's running experiment "
-                         "(0: none running)", ["model"], multiprocess_mode="mostrecent")
+                         "(0: none running)", ["model"], multiprocess_mode="livemostrecent")
 EXPERIMENT_STAGE = Gauge("pantry_experiment_ramp_stage", "The ramp stage (0-based) of the model's running experiment",
-                         ["model"], multiprocess_mode="mostrecent")
+                         ["model"], multiprocess_mode="livemostrecent")
 DRIFT_PSI = Gauge("pantry_drift_psi", "PSI of a served model's input feature or score, live decisions of the last "
                   "drift_window_days against the version's training reference (serving/drift.py)",
-                  ["model", "version", "feature"], multiprocess_mode="mostrecent")
+                  ["model", "version", "feature"], multiprocess_mode="livemostrecent")
 EVENTS_DUPLICATE_BATCHES = Counter("pantry_events_duplicate_batches_total",
                                    "Event batches posted again and not written twice")
 
@@ -104,15 +109,72 @@ def set_model_versions(versions: dict[str, str | None], previous: dict[str, str 
         MODEL_VERSION.labels(name, version or "none").set(1)
 
 
-def render() -> tuple[bytes, str]:
+def _multiprocess() -> bool:
+    return values.ValueClass is not values.MutexValue  # the multiprocess mode prometheus_client chose at import
+
+
+def render(extra: list | None = None) -> tuple[bytes, str]:
+    """The exposition of every worker's metrics, plus `extra` metric families (read at this scrape)."""
     PENDING.flush()
-    if values.ValueClass is not values.MutexValue:  # the multiprocess mode prometheus_client chose at import
+    if _multiprocess():
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    if extra:
+        scraped = CollectorRegistry()
+        scraped.register(_Families(extra))
+        body += generate_latest(scraped)
+    return body, CONTENT_TYPE_LATEST
+
+
+def mark_dead() -> None:
+    """This worker is stopping: its `live*` gauges stop counting (its counters and histograms still do)."""
+    if _multiprocess():
+        import os
+
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
+
+
+class _Families:
+    def __init__(self, families: list):
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
+# the live flow's counters (streaming/): events taken from the stream, by what became of them
+STREAM_OUTCOMES = ("processed", "duplicate", "late", "invalid", "future", "forgotten")
+
+
+def stream_families(counters: dict, dead_letters: int, stream_length: int, trimmed: float) -> list:
+    """The stream's counters as metric families, from one read of `pantry:stream:counters` (field -> count) and the
+    lengths of the event and dead-letter streams."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    def count(field: str) -> float:
+        raw = counters.get(field.encode(), counters.get(field, 0))
+        return float(raw or 0)
+
+    events = CounterMetricFamily("pantry_stream_events", "Entries the live flow took from the stream, by outcome "
+                                 "(processed; duplicate: an event id seen before; late: behind the newest event by "
+                                 "more than the lateness bound; invalid: out of bounds; future: past the service "
+                                 "clock's skew; forgotten: an erasure marker). late, invalid and future go to the "
+                                 "dead-letter stream", labels=["outcome"])
+    for outcome in STREAM_OUTCOMES:
+        events.add_metric([outcome], count(outcome))
+    seen = sum(count(o) for o in STREAM_OUTCOMES)
+    lag = GaugeMetricFamily("pantry_stream_lag_events", "Events in the stream the live flow has not taken yet",
+                            value=max(0.0, stream_length + trimmed - seen))
+    dead = GaugeMetricFamily("pantry_stream_dead_letters", "Entries in the dead-letter stream (kept for "
+                             "dead_letter_retention_s)", value=float(dead_letters))
+    return [events, lag, dead]
 
 
 def set_experiments(running: dict) -> None:

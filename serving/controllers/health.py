@@ -7,6 +7,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from redis.exceptions import ResponseError
 
 from pantry.health import Durability, LiveFlow, durability_async, live_flow_async
+from pantry.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, STREAM_COUNTERS
 from pantry.schemas import Health, Readiness
 from serving import metrics
 from serving.redis_guard import StoreUnavailable
@@ -27,6 +28,17 @@ async def _live_flow(svc: Services) -> LiveFlow | None:
         metrics.LIVE_HEARTBEAT_AGE.set(flow.heartbeat_age_s)
         metrics.LIVE_LAG.set(flow.lag_s or 0.0)
     return flow
+
+
+async def _stream_families(svc: Services) -> list:
+    """The live flow's stream counters, read at this scrape (none when Redis does not answer)."""
+    try:
+        counters, dead, length = await svc.store.call(lambda: svc.pipeline.run(
+            [(b"HGETALL", STREAM_COUNTERS), (b"XLEN", DEAD_LETTER_STREAM), (b"XLEN", EVENTS_STREAM)]))
+    except StoreUnavailable:
+        return []
+    fields = counters if isinstance(counters, dict) else dict(zip(counters[::2], counters[1::2], strict=True))
+    return metrics.stream_families(fields, int(dead), int(length), float(fields.get(b"trimmed", 0)))
 
 
 async def _durability(svc: Services) -> Durability | None:
@@ -76,5 +88,5 @@ class HealthController(Controller):
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain", include_in_schema=True)
     async def metrics(self, services: Injected) -> Response[bytes]:
         await _live_flow(services)  # the live flow's gauges as of this scrape
-        body, content_type = metrics.render()
+        body, content_type = metrics.render(await _stream_families(services))
         return Response(body, media_type=content_type)

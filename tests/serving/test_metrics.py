@@ -71,8 +71,46 @@ def test_metrics_endpoint_after_requests(http, write_features):
         return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items())
 
     # flushed before /metrics renders: nothing waits for the next second
-    assert total("pantry_request_seconds_count", endpoint="/v1/features", status="200") >= 3
-    assert total("pantry_request_seconds_count", endpoint="/v1/features", status="400") >= 1
+    assert total("pantry_request_duration_seconds_count", endpoint="/v1/features", status="200") >= 3
+    assert total("pantry_request_duration_seconds_count", endpoint="/v1/features", status="400") >= 1
     assert total("pantry_feature_rows_total", view="customer_activity", status="missing") >= 3
     assert total("pantry_feature_rows_total", view="customer_activity") >= 6
     assert total("pantry_feature_age_seconds_count", view="customer_activity") >= 3
+
+
+def test_metrics_carry_the_live_flows_stream_counters(http, redis_client):
+    from pantry.keys import STREAM_COUNTERS
+
+    saved = redis_client.hgetall(STREAM_COUNTERS)  # other tests' flows write this hash: put it back after
+    redis_client.hset(STREAM_COUNTERS, mapping={"processed": 41, "duplicate": 2, "late": 1, "invalid": 3})
+    try:
+        families = {f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)}
+    finally:
+        redis_client.delete(STREAM_COUNTERS)
+        if saved:
+            redis_client.hset(STREAM_COUNTERS, mapping=saved)
+    events = {s.labels["outcome"]: s.value for s in families["pantry_stream_events"].samples
+              if s.name == "pantry_stream_events_total"}
+    assert events["processed"] == 41 and events["duplicate"] == 2 and events["late"] == 1 and events["invalid"] == 3
+    assert families["pantry_stream_events"].type == "counter"
+    assert "pantry_stream_lag_events" in families and "pantry_stream_dead_letters" in families
+
+
+def test_the_grafana_dashboard_queries_only_metrics_pantry_exports():
+    import json
+    import re
+    from pathlib import Path
+
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from serving import metrics
+
+    exported = {m._name for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)}
+    exported |= {f.name for f in metrics.stream_families({}, 0, 0, 0.0)}
+    dashboard = json.loads((Path(__file__).parents[2] / "docs" / "grafana" / "pantry-dashboard.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\bpantry_[a-z0-9_]+", target["expr"])}
+    assert len(queried) >= 10
+    for name in queried:
+        base = re.sub(r"_(bucket|count|sum|total)$", "", name)
+        assert base in exported or name in exported, f"the dashboard queries {name}, which pantry does not export"
