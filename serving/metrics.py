@@ -3,15 +3,18 @@ the live flow's stream counters.
 
 Names follow Prometheus' conventions: base units (`_seconds`), `_total` on counters, `_info` for a 1-valued info
 gauge. With several worker processes (`pantry serve`), PROMETHEUS_MULTIPROC_DIR is set before any worker starts, so
-/metrics aggregates every worker's samples (prometheus_client's multiprocess mode); gauges use the `live*` modes,
-so a worker that has stopped (marked dead at shutdown, `mark_dead`) no longer counts. The stream's counters are the
-live flow's, kept in Redis (`pantry:stream:counters`): they are read at each scrape (`stream_families`), not
-counted per worker.
+/metrics aggregates every worker's samples (prometheus_client's multiprocess mode). Gauges use the `live*` modes, so
+a worker that has stopped or died no longer counts: its gauge files go at the next scrape once its pid is gone
+(`_drop_dead_workers`; not at its own shutdown, which in one process need not be its end: tests start apps in
+turn). The stream's counters are the live flow's, kept in Redis (`pantry:stream:counters`): they are read at each
+scrape (`stream_families`), not counted per worker.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import re
 from bisect import bisect_left
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
@@ -119,6 +122,7 @@ def render(extra: list | None = None) -> tuple[bytes, str]:
     if _multiprocess():
         from prometheus_client import multiprocess
 
+        _drop_dead_workers()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         body = generate_latest(registry)
@@ -131,14 +135,25 @@ def render(extra: list | None = None) -> tuple[bytes, str]:
     return body, CONTENT_TYPE_LATEST
 
 
-def mark_dead() -> None:
-    """This worker is stopping: its `live*` gauges stop counting (its counters and histograms still do)."""
-    if _multiprocess():
-        import os
+_LIVE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
 
-        from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(os.getpid())
+def _drop_dead_workers() -> None:
+    """The `live*` gauge files of workers whose pid is gone (stopped, killed, OOM) are removed, so their last values
+    stop counting; their counters and histograms stay (what they counted did happen)."""
+    from prometheus_client import multiprocess
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    pids = {int(m.group(1)) for name in os.listdir(directory) if (m := _LIVE_FILE.fullmatch(name))}
+    for pid in pids - {os.getpid()}:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 class _Families:

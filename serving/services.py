@@ -136,7 +136,6 @@ class Services:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         metrics.PENDING.flush()
-        metrics.mark_dead()  # this worker's gauges stop counting in /metrics
         await self.redis.aclose()
         await self.events_redis.aclose()
         await self.pipeline.aclose()

@@ -116,6 +116,33 @@ class ServingFigures(msgspec.Struct, kw_only=True):
     experiment_overhead_note: str = ""
 
 
+# ---- deployed.py -----------------------------------------------------------------------------------------------
+
+
+class EventFeed(msgspec.Struct, kw_only=True):
+    """The events posted to /v1/events beside the answers, and the freshness of the probes among them."""
+
+    rate_per_s: float
+    offered_events_per_s: float
+    accepted: int
+    failed_posts: int  # batches not answered 202
+    probes: int  # probe purchases seen in the online store
+    missing_probes: int  # probes never readable (2 s after the last post)
+    freshness_p50_ms: float | None
+    freshness_p99_ms: float | None
+
+
+class DeployedFigures(msgspec.Struct, kw_only=True):
+    """`pantry serve` with its live flow, events at EventFeed.rate_per_s beside; each answer open loop at rate_rps."""
+
+    rate_rps: float
+    step_s: float
+    connections: int
+    answers: dict[str, Load]  # "recommendations", "substitutions, 3 items", ... -> open loop at rate_rps
+    recommendations_saturation: Load
+    events: EventFeed
+
+
 # ---- training.py -----------------------------------------------------------------------------------------------
 
 
@@ -165,6 +192,7 @@ class Report(msgspec.Struct, kw_only=True):
     streaming: StreamingFigures | None = None
     serving: ServingFigures | None = None
     training: TrainingFigures | None = None
+    deployed: DeployedFigures | None = None
     not_run: dict[str, str] = msgspec.field(default_factory=dict)  # part -> why it has no figures
     sweeps: dict[str, list[Point]] = msgspec.field(default_factory=dict)  # Locust: endpoint -> points
     slo_ms: dict[str, float] = msgspec.field(default_factory=dict)  # Locust gate budgets (load_tests/slo.toml)
@@ -173,4 +201,5 @@ class Report(msgspec.Struct, kw_only=True):
     notes: list[str] = msgspec.field(default_factory=list)
 
 
-PART_TYPES: dict[str, type] = {"streaming": StreamingFigures, "serving": ServingFigures, "training": TrainingFigures}
+PART_TYPES: dict[str, type] = {"streaming": StreamingFigures, "serving": ServingFigures, "training": TrainingFigures,
+                               "deployed": DeployedFigures}

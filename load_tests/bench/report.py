@@ -5,6 +5,7 @@ figures as small tables, then the Locust sweep in its own, labelled section.
 from __future__ import annotations
 
 from load_tests.bench.figures import (
+    DeployedFigures,
     ExperimentOverhead,
     Load,
     LocustPeer,
@@ -65,6 +66,9 @@ def render(report: Report) -> str:
                         report.not_run.get("streaming"), streaming_tables)
     out += part_section("Serving, open loop (`load_tests/bench/serving.py`)", report.serving,
                         report.not_run.get("serving"), serving_tables)
+    out += part_section("Serving as deployed: the live flow beside, events at 500/s (`load_tests/bench/deployed.py`)",
+                        report.deployed, report.not_run.get("deployed"),
+                        lambda d: deployed_tables(d, report.serving))
     out += part_section("Training (`load_tests/bench/training.py`)", report.training,
                         report.not_run.get("training"), training_tables)
     out += locust_section(report)
@@ -134,6 +138,38 @@ def serving_tables(s: ServingFigures) -> list[str]:
         "",
         *notes,
         *experiment_overhead_table(s),
+    ]
+
+
+def deployed_tables(d: DeployedFigures, alone: ServingFigures | None) -> list[str]:
+    """Each answer as deployed, beside the same endpoint's open-loop p99 with the service alone (serving.py asks one
+    item per substitution request)."""
+    alone_path = {"recommendations": "/v1/recommendations", "substitutions, 1 item": "/v1/substitutions",
+                  "next-best-action": "/v1/next-best-action"}
+
+    def alone_p99(answer: str) -> str:
+        load = alone.endpoints.get(alone_path.get(answer, "")) if alone else None
+        return fmt(load.at_rate.p99_ms) if load else "-"
+
+    rows = [[*_load_row(name, load), alone_p99(name)] for name, load in d.answers.items()]
+    e = d.events
+    return [
+        "`pantry serve` as `make demo` runs it (the API's workers and the live flow, supervised), events posted to",
+        f"`/v1/events` in batches of 10 at {e.rate_per_s:g} events/s by a process of their own for the whole part.",
+        "",
+        f"### Open loop at {d.rate_rps:g} req/s for {d.step_s:g} s, events beside",
+        "",
+        *table(["answer", "achieved req/s", "p50 ms", "p99 ms", "max ms", "errors", "p99 ms, service alone"], rows),
+        "",
+        f"Recommendations flat out ({d.connections} connections, {d.step_s:g} s): "
+        f"**{fmt(d.recommendations_saturation.achieved_rps)} req/s**, p99 "
+        f"{fmt(d.recommendations_saturation.p99_ms, 'ms')}, {d.recommendations_saturation.errors:,} errors.",
+        "",
+        f"Events: {fmt(e.offered_events_per_s)} offered per second, {e.accepted:,} accepted, {e.failed_posts:,} "
+        f"posts failed; freshness of {e.probes:,} probes (a purchase of a new customer each 100 ms, from its POST "
+        f"until its `customer_activity` row is readable): p50 {fmt(e.freshness_p50_ms, 'ms')}, p99 "
+        f"{fmt(e.freshness_p99_ms, 'ms')}, {e.missing_probes:,} never readable.",
+        "",
     ]
 
 

@@ -50,6 +50,8 @@ class Requests:
         self.stores = events["store_id"].astype(int).unique().tolist()
         self.products = events["product_id"].astype(int).unique().tolist()
         self.pairs = list(zip(events["customer_id"].astype(int), events["store_id"].astype(int), strict=True))
+        # what each household buys: the items an order of theirs may be missing (deployed.py)
+        self.bought = {int(c): sorted(set(map(int, g))) for c, g in events.groupby("customer_id")["product_id"]}
 
     def recommendations(self) -> bytes:
         customer, store = self.rng.choice(self.pairs)

@@ -24,6 +24,10 @@ CLOSED_LOOP_MAX_RATIO = 1.10
 STREAMING = "load_tests/bench/streaming.py"
 SERVING = "load_tests/bench/serving.py"
 TRAINING = "load_tests/bench/training.py"
+DEPLOYED = "load_tests/bench/deployed.py"
+# as deployed (the live flow beside, events at 500/s): answer -> p99 at 300 req/s, ms
+DEPLOYED_P99_MAX_MS = {"recommendations": 10.0, "substitutions, 3 items": 15.0, "substitutions, 10 items": 30.0,
+                       "next-best-action": 15.0}
 EXPERIMENT_OVERHEAD = "load_tests/bench/experiment_overhead.py"
 
 
@@ -198,5 +202,44 @@ def training_targets(report: Report) -> list[Target]:
     return rows
 
 
+def deployed_targets(report: Report) -> list[Target]:
+    why = report.not_run.get("deployed", "not run")
+    d = report.deployed
+    beside = f"events at {d.events.rate_per_s:g}/s beside" if d else "events beside"
+    by = (f"`pantry serve` with its live flow, {beside}; open loop, {d.rate_rps:g} req/s for {d.step_s:g} s "
+          f"({DEPLOYED})" if d else f"`pantry serve` with its live flow ({DEPLOYED})")
+    rows = []
+    for answer, goal_ms in DEPLOYED_P99_MAX_MS.items():
+        name = f"as deployed: {answer} p99 @300 req/s"
+        load = d.answers.get(answer) if d else None
+        if load is None:
+            rows.append(Target(name, f"≤ {goal_ms:g} ms", why if d is None else "not run", None, by))
+        else:
+            rows.append(_latency(name, goal_ms, load, by))
+    sat = d.recommendations_saturation if d else None
+    sat_by = f"closed loop, {d.connections} connections, {beside} ({DEPLOYED})" if d else f"closed loop ({DEPLOYED})"
+    goal = f"≥ {SATURATION_MIN_RPS:,} req/s"
+    if sat is not None and sat.errors:
+        rows.append(Target("as deployed: recommendations saturation", goal,
+                           f"{fmt(sat.achieved_rps, 'req/s')}, {sat.errors:,} errors", False, sat_by))
+    else:
+        rows.append(_compare("as deployed: recommendations saturation", goal, sat_by,
+                             sat.achieved_rps if sat else None, lambda v: v >= SATURATION_MIN_RPS, "req/s", why))
+    e = d.events if d else None
+    name = "as deployed: freshness p99 (event posted -> feature readable)"
+    fresh_goal = f"≤ {FRESHNESS_MAX_P99_MS:g} ms"
+    fresh_by = f"a probe purchase each 100 ms among the events posted to /v1/events ({DEPLOYED})"
+    if e is None:
+        rows.append(Target(name, fresh_goal, why, None, fresh_by))
+    elif e.missing_probes or e.freshness_p99_ms is None or e.failed_posts:
+        rows.append(Target(name, fresh_goal, f"p99 {fmt(e.freshness_p99_ms, 'ms')} of the seen probes; "
+                           f"{e.missing_probes:,} probes never readable, {e.failed_posts:,} posts failed", False,
+                           fresh_by))
+    else:
+        rows.append(_compare(name, fresh_goal, fresh_by, e.freshness_p99_ms, lambda v: v <= FRESHNESS_MAX_P99_MS,
+                             "ms", why))
+    return rows
+
+
 def evaluate(report: Report) -> list[Target]:
-    return streaming_targets(report) + serving_targets(report) + training_targets(report)
+    return streaming_targets(report) + serving_targets(report) + deployed_targets(report) + training_targets(report)

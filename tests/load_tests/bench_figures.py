@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from load_tests.bench.figures import (
     CallTimes,
+    DeployedFigures,
     EndpointLoad,
+    EventFeed,
     ExperimentOverhead,
     FreshnessRun,
     Load,
@@ -98,6 +100,18 @@ def locust_points() -> list[Point]:
             Point(1000.0, 64, 996.0, 8.0, 37.0, 5_988, 0), Point(None, 64, 2_858.0, 18.0, 52.0, 17_219, 0)]
 
 
+def deployed() -> DeployedFigures:
+    return DeployedFigures(
+        rate_rps=300, step_s=8, connections=48,
+        answers={"recommendations": load(300, 2.4, 9.1, 2_400), "substitutions, 1 item": load(300, 3.0, 11.0, 2_400),
+                 "substitutions, 3 items": load(300, 4.1, 14.2, 2_400),
+                 "substitutions, 10 items": load(300, 9.0, 28.0, 2_400),
+                 "next-best-action": load(300, 2.2, 10.5, 2_400)},
+        recommendations_saturation=load(1_620, 25.0, 61.0, 12_960),
+        events=EventFeed(rate_per_s=500, offered_events_per_s=500, accepted=25_000, failed_posts=0, probes=500,
+                         missing_probes=0, freshness_p50_ms=40.0, freshness_p99_ms=310.0))
+
+
 def report() -> Report:
     return Report(
         machine={"date": "2026-11-24 01:41 UTC", "cpu": "AMD EPYC", "cores": "2", "memory": "23.5 GiB",
@@ -109,6 +123,7 @@ def report() -> Report:
         streaming=streaming(),
         serving=serving(),
         training=training(),
+        deployed=deployed(),
         sweeps={"/v1/recommendations": locust_points()},
         slo_ms={"/v1/recommendations": 50.0},
         locust_peers=[

@@ -207,6 +207,11 @@ def test_a_killed_api_worker_is_replaced_while_the_other_answers(served: Served)
     print(f"API worker replaced and ready in {time.monotonic() - killed:.1f} s, {len(failures)} failed /healthz")
     assert not failures, failures
     assert served.child("--api-only").pid == api.pid  # granian respawned it; the supervisor had nothing to do
+    # the killed worker's `live*` gauges stop counting: its gauge files go at the next scrape
+    prom = served.settings.data_dir / "prometheus"
+    assert any(prom.glob(f"gauge_live*_{workers[0].pid}.db")), sorted(p.name for p in prom.iterdir())
+    httpx.get(f"{served.url}/metrics", timeout=5, headers={"X-API-Key": os.environ["PANTRY_CLIENT_KEY"]})
+    assert not any(prom.glob(f"gauge_live*_{workers[0].pid}.db"))
 
 
 def test_sigterm_stops_every_process(served: Served):
