@@ -31,7 +31,6 @@ from pantry.models.substitution_features import (
     ordered_pools,
     own_candidates,
     rows,
-    stacked,
 )
 from pantry.scoring import Features, ModelError, Scored
 
@@ -161,38 +160,46 @@ class Substitutions:
     ) -> list[list[Scored]]:
         """Per product, its k best candidates in stock: every product's rows in one ranker call."""
         out: list[list[Scored]] = [[] for _ in product_ids]
-        blocks: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []  # (slot, usual, ids, probs, idx)
-        for slot, (pid, cands) in enumerate(zip(product_ids, candidates, strict=True)):
-            ids = np.asarray(cands, dtype=np.int64)
-            probs = np.array([_stock_prob(stock.get(int(c))) for c in ids], dtype=np.float64)
-            ids, probs = ids[probs > 0], probs[probs > 0]
-            if len(ids) == 0:
-                continue
-            usual, idx = lookup(self.products, int(pid)), lookup_many(self.products, ids)
-            if usual < 0 or not (idx >= 0).any():
-                # an item the model never saw: keep the caller's order (pool order = popularity), stock-weighted
-                order = np.argsort(-probs, kind="stable")[:k]
-                out[slot] = [Scored(int(ids[j]), float(probs[j]), "popular alternative") for j in order]
-                continue
-            known = idx >= 0
-            blocks.append((slot, usual, ids[known], probs[known], idx[known]))
-        if not blocks:
+        # every item's candidates as one flat array (slot = the item's position): the stock rule, the lookups and
+        # the rows for all of them at once, not item by item
+        sizes = np.fromiter(map(len, candidates), dtype=np.int64, count=len(candidates))
+        flat = np.fromiter((c for cands in candidates for c in cands), dtype=np.int64, count=int(sizes.sum()))
+        slot = np.repeat(np.arange(len(candidates)), sizes)
+        rows_of = [stock.get(c) for c in flat.tolist()]
+        probs_all = np.fromiter(map(_stock_prob, rows_of), dtype=np.float64, count=len(flat))
+        units_all = np.fromiter((float((r or {}).get("units_28d") or 0) for r in rows_of), dtype=np.float32,
+                                count=len(flat))
+        idx_all = lookup_many(self.products, flat)
+        usual_of = lookup_many(self.products, np.asarray(product_ids, dtype=np.int64))
+        in_stock = probs_all > 0
+        known_all = in_stock & (idx_all >= 0) & (usual_of[slot] >= 0)
+        modelled = np.bincount(slot[known_all], minlength=len(candidates)) > 0
+        for s_ in np.flatnonzero(~modelled & (np.bincount(slot[in_stock], minlength=len(candidates)) > 0)).tolist():
+            # an item the model never saw, or none of its candidates: the caller's order (pool order = popularity),
+            # stock-weighted
+            at = np.flatnonzero((slot == s_) & in_stock)
+            order = at[np.argsort(-probs_all[at], kind="stable")[:k]]
+            out[s_] = [Scored(int(flat[j]), float(probs_all[j]), "popular alternative") for j in order]
+        sel = np.flatnonzero(known_all & modelled[slot])
+        if len(sel) == 0:
             return out
         u = self._customer(customer_id)
         share = float(self.private_share[u]) if u >= 0 else 0.2
         uf = self.user_factors[u] if u >= 0 else None
         own = self._own_items(customer_id, features)
-        idx, block, position = stacked([b[4] for b in blocks])
-        ids, probs = np.concatenate([b[2] for b in blocks]), np.concatenate([b[3] for b in blocks])
-        usual = np.array([b[1] for b in blocks], dtype=np.int64)[block]
-        units = np.array([float((stock.get(int(c)) or {}).get("units_28d") or 0) for c in ids], dtype=np.float32)
+        ids, probs, idx, units = flat[sel], probs_all[sel], idx_all[sel], units_all[sel]
+        block = slot[sel]  # the item of each row
+        starts = np.searchsorted(block, block)  # rows are in item order: each item's first row
+        position = np.arange(len(sel)) - starts  # the row's place among its item's modelled candidates
+        usual = usual_of[block]
         x = rows(self.cat, usual, idx, position, share, uf, units, own)[:, : self.n_features]
         logit = self.session.run(["logit"], {"features": x})[0][:, 0].astype(np.float64)
         known = own.holds(idx)
         score = logit + np.log(probs) + self.repertoire_bonus * known
-        for b, (slot, first, *_rest) in enumerate(blocks):
-            at = np.flatnonzero(block == b)
+        for s_ in np.unique(block).tolist():
+            at = np.flatnonzero(block == s_)
             top = at[np.argsort(-score[at], kind="stable")[:k]]
-            out[slot] = [Scored(int(ids[j]), float(score[j]), self._reason(first, int(idx[j]), float(x[j, 0]),
-                                                                             bool(known[j]))) for j in top]
+            first = int(usual_of[s_])
+            out[s_] = [Scored(int(ids[j]), float(score[j]), self._reason(first, int(idx[j]), float(x[j, 0]),
+                                                                         bool(known[j]))) for j in top]
         return out

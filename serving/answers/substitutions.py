@@ -73,8 +73,10 @@ async def substitute(svc: Services, request: SubstitutionRequest) -> Substitutio
     product_ids = list(dict.fromkeys(request.product_ids))  # a repeated product is answered once
     requested = set(product_ids)
     lists = [[] for _ in product_ids]
+    pools: list[list[int]] = [[] for _ in product_ids]
     if model is not None:  # own items from the version's history: known before anything is read
-        lists = _candidates(_pools(model, product_ids), _own(model, product_ids, request.customer_id, {}), requested)
+        pools = _pools(model, product_ids)
+        lists = _candidates(pools, _own(model, product_ids, request.customer_id, {}), requested)
     candidates = list(dict.fromkeys(c for items in lists for c in items))
     stock_reads = [RowRead("store_product", (request.store_id, c), STOCK_FEATURES) for c in candidates]
     decision, stock_rows = await open_decision(svc, ENDPOINT, request, request.customer_id, CUSTOMER_VIEWS,
@@ -85,8 +87,7 @@ async def substitute(svc: Services, request: SubstitutionRequest) -> Substitutio
             "customer_repertoire"):
         # the live repertoire row may add own items bought since the cut: their stock is read in a second round
         # trip, only when there are any the first read did not cover
-        live = _candidates(_pools(model, product_ids), _own(model, product_ids, request.customer_id,
-                                                            decision.features), requested)
+        live = _candidates(pools, _own(model, product_ids, request.customer_id, decision.features), requested)
         read = set(candidates)
         extra = list(dict.fromkeys(c for items in live for c in items if c not in read))
         extra_rows = await _stock_rows(svc, request, extra, request.as_of) if extra else []
