@@ -17,7 +17,6 @@ import json
 import multiprocessing
 import random
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ import msgspec
 
 from load_tests.bench.figures import DeployedFigures, EventFeed, Load
 from load_tests.bench.openloop import Conn, closed_loop, open_loop, percentile
+from load_tests.bench.probe import FreshnessProbe
 from load_tests.bench.serving import Requests
 from load_tests.keys import key_for
 from pantry import client as api
@@ -45,48 +45,12 @@ READY_TIMEOUT_S = 180.0  # the live flow catches up on what the serving part lef
 PROBE_BASE = 70_000_000  # probe customers: ids the data set does not have
 
 
-class _Probe(threading.Thread):
-    """Polls the online hash of each probe customer until its activity row appears; records the delay."""
-
-    def __init__(self, settings: Settings):
-        from pantry.featurestore import repo
-        from pantry.redis_server import sync_client
-
-        super().__init__(daemon=True)
-        self.layout = repo.layout(settings)
-        self.client = sync_client(settings)
-        self.field = self.layout.fields("customer_activity", ["orders_7d"])[-1]  # the _ts field
-        self.pending: dict[bytes, float] = {}
-        self.lock = threading.Lock()
-        self.latencies: list[float] = []
-        self.stop = threading.Event()
-
-    def expect(self, customer_id: int, sent: float) -> None:
-        with self.lock:
-            self.pending[self.layout.key("customer_activity", (customer_id,))] = sent
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            with self.lock:
-                keys = list(self.pending)
-            if keys:
-                pipe = self.client.pipeline(transaction=False)
-                for k in keys:
-                    pipe.hexists(k, self.field)
-                now = time.monotonic()
-                for k, seen in zip(keys, pipe.execute(), strict=True):
-                    if seen:
-                        with self.lock:
-                            self.latencies.append(now - self.pending.pop(k))
-            time.sleep(0.002)
-
-
 def _feed(base_url: str, key: str, rate: float, seconds: float, start_ts: float, customers: list[int],
           products: list[int], stores: list[int], out: str, ready) -> None:
     """The event feeder's process: batches of BATCH events at `rate` events/s for `seconds`, probes in them."""
     from pantry.settings import get_settings
 
-    probe = _Probe(get_settings())
+    probe = FreshnessProbe(get_settings())
     probe.start()
     rng = random.Random(11)
     url = urlparse(base_url)

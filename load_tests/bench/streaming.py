@@ -21,13 +21,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 
 from load_tests.bench.figures import FreshnessRun, PushRun, ReplayRun, StreamingFigures
+from load_tests.bench.probe import FreshnessProbe
 from pantry import events
 from pantry.keys import EVENT_FIELD, EVENTS_STREAM
 from pantry.redis_server import sync_client
@@ -118,39 +118,6 @@ def bench_push(settings: Settings, n: int = PUSH_ROWS) -> PushRun:
     return PushRun(rows=n, rows_per_s=round(n / took), seconds=round(took, 2))
 
 
-class _Probe(threading.Thread):
-    """Polls the online hash of each probe customer until its activity row appears; records the delay."""
-
-    def __init__(self, settings: Settings, layout):
-        super().__init__(daemon=True)
-        self.client = sync_client(settings)
-        self.layout = layout
-        self.pending: dict[bytes, float] = {}
-        self.lock = threading.Lock()
-        self.latencies: list[float] = []
-        self.stop = threading.Event()
-        self.field = layout.fields("customer_activity", ["orders_7d"])[-1]  # the _ts field
-
-    def expect(self, customer_id: int, sent: float) -> None:
-        with self.lock:
-            self.pending[self.layout.key("customer_activity", (customer_id,))] = sent
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            with self.lock:
-                keys = list(self.pending)
-            if keys:
-                pipe = self.client.pipeline(transaction=False)
-                for k in keys:
-                    pipe.hexists(k, self.field)
-                now = time.monotonic()
-                for k, seen in zip(keys, pipe.execute(), strict=True):
-                    if seen:
-                        with self.lock:
-                            self.latencies.append(now - self.pending.pop(k))
-            time.sleep(0.002)
-
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -178,7 +145,7 @@ def bench_freshness(settings: Settings, seconds: float = RATE_SECONDS) -> tuple[
             time.sleep(0.1)
         rng = random.Random(7)
         for rate in RATES:
-            probe = _Probe(settings, layout)
+            probe = FreshnessProbe(settings, layout)
             probe.start()
             tick = 0.01
             per_tick = max(1, int(rate * tick))
