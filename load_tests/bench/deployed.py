@@ -2,7 +2,8 @@
 /v1/events at EVENT_RATE the whole time, and each answer open loop at RATE (latency from the scheduled send time):
 recommendations, next best action, and substitutions for 1, 3 and 10 items of an order (items the shopper buys);
 then recommendations flat out. Each 100 ms a probe purchase of a new customer rides in an event batch: freshness is
-the time from its POST until its `customer_activity` row is readable in Redis.
+the time from its POST until its `customer_activity` row is readable in Redis, reported for the probes sent while
+the answers ran at their rate, and apart for those sent while recommendations ran flat out.
 
 The events come from a process of their own (`EventFeeder`), so that posting them does not slow the answers'
 client; the 2-core machine is shared by all of it, as in a demo.
@@ -113,7 +114,7 @@ def _feed(base_url: str, key: str, rate: float, seconds: float, start_ts: float,
     probe.stop.set()
     probe.join()
     Path(out).write_text(json.dumps({**counts, "missing": len(probe.pending), "seconds": seconds,
-                                     "latencies_ms": [x * 1000 for x in probe.latencies]}))
+                                     "latencies_ms": [x * 1000 for x in probe.latencies], "sent": probe.sent}))
 
 
 class EventFeeder:
@@ -136,14 +137,20 @@ class EventFeeder:
         if self.process.is_alive():
             self.process.kill()
 
-    def result(self) -> EventFeed:
+    def result(self, flat_out_from: float) -> EventFeed:
+        """Freshness of the probes sent while the answers were asked at their rate, and apart, of those sent from
+        `flat_out_from` (time.monotonic) on, while recommendations were asked flat out: a saturated service is a
+        different setting, and its queue is the flow's too."""
         data = json.loads(self.out.read_text())
-        latencies = sorted(data["latencies_ms"])
+        pairs = list(zip(data["sent"], data["latencies_ms"], strict=True))
+        at_rate = sorted(ms for sent, ms in pairs if sent < flat_out_from)
+        flat_out = sorted(ms for sent, ms in pairs if sent >= flat_out_from)
         return EventFeed(rate_per_s=EVENT_RATE, offered_events_per_s=round(data["posted"] / data["seconds"]),
-                         accepted=data["accepted"], failed_posts=data["errors"], probes=len(latencies),
+                         accepted=data["accepted"], failed_posts=data["errors"], probes=len(at_rate),
                          missing_probes=data["missing"],
-                         freshness_p50_ms=_round(percentile(latencies, 0.5)),
-                         freshness_p99_ms=_round(percentile(latencies, 0.99)))
+                         freshness_p50_ms=_round(percentile(at_rate, 0.5)),
+                         freshness_p99_ms=_round(percentile(at_rate, 0.99)),
+                         flat_out_probes=len(flat_out), flat_out_freshness_p99_ms=_round(percentile(flat_out, 0.99)))
 
 
 def _round(v: float | None) -> float | None:
@@ -200,11 +207,12 @@ def run(settings: Settings, base_url: str | None = None, quick: bool = False) ->
             asyncio.run(closed_loop(base_url, path, bodies, 4, 1.0, api_key=key))  # lazy loads, not reported
             measured[name] = asyncio.run(open_loop(base_url, path, bodies, RATE, step_s, api_key=key))
             print(f"deployed bench {name}: {measured[name]}", flush=True)
+        flat_out_from = time.monotonic()
         saturation = asyncio.run(closed_loop(base_url, "/v1/recommendations", reqs.recommendations,
                                              SATURATION_CONNECTIONS, step_s,
                                              api_key=key_for(settings, "/v1/recommendations")))
         print(f"deployed bench recommendations flat out: {saturation}", flush=True)
-    events = feeder.result()
+    events = feeder.result(flat_out_from)
     print(f"deployed bench events: {events}", flush=True)
     return DeployedFigures(rate_rps=RATE, step_s=step_s, connections=SATURATION_CONNECTIONS, answers=measured,
                            recommendations_saturation=saturation, events=events)

@@ -126,10 +126,12 @@ class EventFeed(msgspec.Struct, kw_only=True):
     offered_events_per_s: float
     accepted: int
     failed_posts: int  # batches not answered 202
-    probes: int  # probe purchases seen in the online store
+    probes: int  # probe purchases seen in the online store, sent while the answers ran at their rate
     missing_probes: int  # probes never readable (2 s after the last post)
-    freshness_p50_ms: float | None
+    freshness_p50_ms: float | None  # of `probes`
     freshness_p99_ms: float | None
+    flat_out_probes: int = 0  # probes sent while recommendations ran flat out (the service saturated)
+    flat_out_freshness_p99_ms: float | None = None
 
 
 class DeployedFigures(msgspec.Struct, kw_only=True):

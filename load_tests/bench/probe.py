@@ -23,6 +23,7 @@ class FreshnessProbe(threading.Thread):
         self.pending: dict[bytes, float] = {}
         self.lock = threading.Lock()
         self.latencies: list[float] = []
+        self.sent: list[float] = []  # when each seen probe was sent (time.monotonic: one clock for every process)
         self.stop = threading.Event()
 
     def expect(self, customer_id: int, sent: float) -> None:
@@ -41,5 +42,7 @@ class FreshnessProbe(threading.Thread):
                 for k, seen in zip(keys, pipe.execute(), strict=True):
                     if seen:
                         with self.lock:
-                            self.latencies.append(now - self.pending.pop(k))
+                            sent = self.pending.pop(k)
+                            self.latencies.append(now - sent)
+                            self.sent.append(sent)
             time.sleep(0.002)
