@@ -21,7 +21,7 @@ setup: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) with $(PYTHON_BOOT)"
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
-	@test -x $(UV) || $(VENV)/bin/pip install -q --disable-pip-version-check "uv==$$(grep -E '^uv==' requirements.lock | cut -d= -f3)"
+	@test -x $(UV) || $(VENV)/bin/pip install -q --disable-pip-version-check "uv==$$(sed -nE 's/^uv==([^ ]+).*/\1/p' requirements.lock)"
 	@# bytecode now, once: where PYTHONDONTWRITEBYTECODE is set, every process would compile its imports again
 	$(UV) pip sync -q --require-hashes --compile-bytecode --python $(PY) requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
