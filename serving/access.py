@@ -1,11 +1,12 @@
-"""Who may call what: one app-level guard (`require_key`) and one route -> scope map (`ROUTE_SCOPES`).
+"""Who may call what: one check of every routed request (`authorize`, called by serving/app.py's middleware) and
+one route -> scope map (`ROUTE_SCOPES`).
 
 Every route under /v1/ and /admin/ needs a key with the scope its path maps to (longest prefix wins); a route there
 that maps to no scope stops the app at startup (`check_routes`), so a new endpoint cannot be open by accident.
 /healthz, /readyz and /schema are open; /metrics needs the `metrics` scope unless PANTRY_METRICS_OPEN=1.
 
 A key comes as `X-API-Key: K` or `Authorization: Bearer K`. No key, or a key that is not configured -> 401; a key
-without the scope -> 403; both bodies say what is missing. The guard puts the key's `ApiKey` (id and scopes) in
+without the scope -> 403; both bodies say what is missing. The check puts the key's `ApiKey` (id and scopes) in
 `scope["auth"]`: the rate limiter, the access log and the audit log use its id, never the key.
 """
 
@@ -14,11 +15,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from typing import Final
+from typing import Final, NamedTuple
 
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 
 from pantry import apikeys
@@ -76,58 +77,58 @@ def scope_for(path: str, settings: Settings, handler: BaseRouteHandler | None = 
     return OPEN
 
 
-def presented_key(connection: ASGIConnection) -> str | None:
-    key = connection.headers.get("x-api-key")
-    if key:
-        return key.strip()
-    auth = connection.headers.get("authorization")
+def presented_key(headers) -> str | None:
+    """The key of a request's raw ASGI headers (`[(name, value), ...]`, names lower-case)."""
+    key = auth = None
+    for name, value in headers:
+        if name == b"x-api-key" and key is None:
+            key = value
+        elif name == b"authorization" and auth is None:
+            auth = value
+    if key and key.strip():
+        return key.strip().decode("latin-1")
     if auth:
-        kind, _, token = auth.strip().partition(" ")
-        if kind.lower() == "bearer" and token.strip():
-            return token.strip()
+        kind, _, token = auth.strip().partition(b" ")
+        if kind.lower() == b"bearer" and token.strip():
+            return token.strip().decode("latin-1")
     return None
 
 
-async def require_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """The app-level guard (runs before every handler)."""
-    if connection.scope["method"] == "OPTIONS":  # CORS preflight / Allow: no data, and browsers send no key with it
-        return
-    state = connection.app.state
-    template = connection.scope.get("path_template") or connection.scope["path"]
-    needed = state.route_scopes.get(template, "admin")  # a route not seen at startup: fail closed
+class Refusal(NamedTuple):
+    """Why a request may not reach its route: 401 (no or unknown key) or 403 (a key without the scope)."""
+    status: int
+    detail: str
+    headers: dict[str, str]
+
+
+_CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="pantry"'}
+
+
+def authorize(scope, route_scopes: dict[str, str | None], table: KeyTable) -> Refusal | None:
+    """The key check of every request, once routed (serving/app.py's middleware calls it before the route runs;
+    `scope["path_template"]` is the matched route's). Puts the accepted key's `ApiKey` in `scope["auth"]`.
+    A plain function on the ASGI scope, not a Litestar guard: a guard is called with a copy of its route handler
+    (`copy(handler)` per request), which cost /v1/features ~4% of its throughput (docs/DECISIONS.md)."""
+    if scope["method"] == "OPTIONS":  # CORS preflight / Allow: no data, and browsers send no key with it
+        return None
+    template = scope.get("path_template") or scope["path"]
+    needed = route_scopes.get(template, "admin")  # a route not seen at startup: fail closed
     if needed is None:
-        return
-    key = presented_key(connection)
-    where = f"{connection.scope['method']} {template}"
+        return None
+    key = presented_key(scope["headers"])
+    where = f"{scope['method']} {template}"
     if not key:
-        raise await _refusal(connection, NotAuthorizedException(
-            detail=f"{where} needs an API key ({_describe(needed)}): send `X-API-Key: KEY` or "
-                   "`Authorization: Bearer KEY`",
-            headers={"WWW-Authenticate": 'Bearer realm="pantry"'}))
-    table: KeyTable = state.key_table
+        return Refusal(401, f"{where} needs an API key ({_describe(needed)}): send `X-API-Key: KEY` or "
+                            "`Authorization: Bearer KEY`", _CHALLENGE)
     principal = table.lookup(key)
     if principal is None:
         detail = "no API keys are configured on this server" if not len(table) else "unknown API key"
-        raise await _refusal(connection, NotAuthorizedException(detail=f"{where}: {detail}",
-                                                                headers={"WWW-Authenticate": 'Bearer realm="pantry"'}))
-    connection.scope["auth"] = principal
+        return Refusal(401, f"{where}: {detail}", _CHALLENGE)
+    scope["auth"] = principal
     if needed != ANY_KEY and not principal.has(needed):
-        raise await _refusal(connection, PermissionDeniedException(
-            detail=f"{where} needs a key with the `{needed}` scope; key `{principal.key_id}` has "
-                   f"{', '.join(sorted(principal.scopes))}"))
-
-
-async def _refusal(connection: ASGIConnection, exc: HTTPException) -> HTTPException:
-    """`exc`, once the refused request's body is read (at most max_body_bytes). An HTTP/1.1 answer sent before the body
-    is read makes the server drop the keep-alive connection after it, and a client that has already sent its next
-    request on that connection gets a disconnect instead of an answer (seen in tests: "Server disconnected without
-    sending a response" on the request after a 403 to a POST)."""
-    if isinstance(connection, Request) and connection.scope["method"] not in ("GET", "HEAD"):
-        try:
-            await connection.body()
-        except Exception:  # too large or the client went away: the refusal stands, the connection closes
-            log.debug("refused request's body not read", exc_info=True)
-    return exc
+        return Refusal(403, f"{where} needs a key with the `{needed}` scope; key `{principal.key_id}` has "
+                            f"{', '.join(sorted(principal.scopes))}", {})
+    return None
 
 
 def _describe(needed: str) -> str:

