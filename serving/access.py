@@ -136,9 +136,9 @@ def _describe(needed: str) -> str:
 
 
 def actor(connection: ASGIConnection) -> str:
-    """Who did it, for the audit log: the key id the guard accepted."""
+    """Who did it, for the audit log: the key id the key check accepted."""
     principal: ApiKey | None = connection.scope.get("auth")
-    if principal is None:  # a handler reached without the guard: a wiring bug, refuse rather than log "nobody"
+    if principal is None:  # a handler reached without the key check: a wiring bug, refuse rather than log "nobody"
         raise NotAuthorizedException(detail="no authenticated key for this action")
     return principal.key_id
 
@@ -150,7 +150,7 @@ def key_id(scope) -> str | None:
 
 def check_routes(app: Litestar, settings: Settings) -> dict[str, str | None]:
     """Path template (`template_of`) -> needed scope for every route of the app; LookupError for an unmapped /v1/
-    or /admin/ route. (The OPTIONS handler Litestar adds to every route carries no data and passes the guard.)"""
+    or /admin/ route. (The OPTIONS handler Litestar adds to every route carries no data and passes the key check.)"""
     out: dict[str, str | None] = {}
     for route in app.routes:
         handlers = [h for h in getattr(route, "route_handlers", [])

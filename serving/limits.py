@@ -1,10 +1,10 @@
-"""Per-request limits that run before any handler (after the access guard): JSON content type (415; the console's
-HTML forms post form data) and the rate limit (429).
+"""Per-request limits that run before any handler (after the key check, serving/access.py): JSON content type
+(415; the console's HTML forms post form data) and the rate limit (429).
 
 The rate limit counts per validated key id (serving/access.py put it in `scope["auth"]`), or per client address on
 the open routes other than health, readiness and metrics, per minute in Redis (`INCR` of one key per id and minute),
 so every worker shares one counter; 0 = unlimited. A request with a missing or unknown key never gets here (401 from
-the guard), so random keys create no counter. The Redis key holds the key *id*, never the key. If Redis cannot be
+the key check), so random keys create no counter. The Redis key holds the key *id*, never the key. If Redis cannot be
 reached the limit fails open: availability over strictness. Why not Litestar's RateLimitMiddleware:
 docs/DECISIONS.md ("Rate limits").
 """
