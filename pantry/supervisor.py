@@ -70,11 +70,14 @@ def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None]:
 def lower_priority(nice: int) -> str:
     """Make this process (the live flow) yield the CPU to the API's answers: `nice` added to its niceness and, where
     the kernel groups processes by session for scheduling (sched_autogroup, on by default: the flow runs in a
-    session of its own, where its plain niceness would weigh only against itself), to its session's group. Returns
-    what was set, for the log."""
+    session of its own, where its plain niceness would weigh only against itself), to its session's group, but only
+    when the session is the flow's own (it leads it): a `pantry stream live` typed in a terminal must not renice the
+    terminal's session, and with it whatever else runs there. Returns what was set, for the log."""
     if nice <= 0:
         return "normal priority"
     os.nice(nice)
+    if os.getsid(0) != os.getpid():
+        return f"nice +{nice} (its session is shared: the session's group keeps its priority)"
     try:
         with open("/proc/self/autogroup", "w") as group:  # the whole session: every thread Bytewax starts
             group.write(str(min(nice, 19)))

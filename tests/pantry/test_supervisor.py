@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 
@@ -178,3 +179,16 @@ def test_lower_priority_lowers_the_process_and_its_session_group() -> None:
     assert int(out[1]) >= 7
     if out[2] != "none":
         assert out[0] == "nice +7 (process and its scheduling group)" and out[2] == "7"
+
+
+def test_lower_priority_leaves_a_shared_session_alone() -> None:
+    """A flow started in someone else's session (a terminal, a test runner) lowers only itself: renicing the session's
+    scheduling group would slow everything else started from that terminal."""
+    code = ("import os; from pantry.supervisor import lower_priority; print(lower_priority(7)); print(os.nice(0)); "
+            "import pathlib; p = pathlib.Path('/proc/self/autogroup'); print(p.read_text().split()[-1] if p.exists() "
+            "else 'none')")
+    before = Path("/proc/self/autogroup").read_text().split()[-1] if Path("/proc/self/autogroup").exists() else "none"
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert int(out[1]) >= 7
+    assert out[0] == "nice +7 (its session is shared: the session's group keeps its priority)"
+    assert out[2] == before  # this test's own session group: unchanged
