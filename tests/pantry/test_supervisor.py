@@ -168,13 +168,18 @@ def test_the_embedded_redis_is_taken_over_from_the_daemon_and_restarted_after_si
     assert _gone([second]) == [] and not daemon.running
 
 
+# lower_priority(7), then the niceness and the scheduling group's niceness ("none": the root group, which has no
+# autogroup line, or a kernel without autogroup)
+LOWER_AND_REPORT = (
+    "import os, pathlib; from pantry.supervisor import lower_priority; print(lower_priority(7)); print(os.nice(0)); "
+    "p = pathlib.Path('/proc/self/autogroup'); t = p.read_text().split() if p.exists() else []; "
+    "print(t[-1] if t else 'none')")
+
+
 def test_lower_priority_lowers_the_process_and_its_session_group() -> None:
     """The live flow runs in a session of its own; with sched_autogroup on, only the group's niceness weighs against
     the API's processes, so both are set."""
-    code = ("import os; from pantry.supervisor import lower_priority; print(lower_priority(7)); print(os.nice(0)); "
-            "import pathlib; p = pathlib.Path('/proc/self/autogroup'); t = p.read_text().split() if p.exists() else []; "
-            "print(t[-1] if t else 'none')")
-    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True,
+    out = subprocess.run([PY, "-c", LOWER_AND_REPORT], capture_output=True, text=True, check=True,
                          start_new_session=True).stdout.split("\n")
     assert int(out[1]) >= 7
     if out[2] != "none":
@@ -184,13 +189,10 @@ def test_lower_priority_lowers_the_process_and_its_session_group() -> None:
 def test_lower_priority_leaves_a_shared_session_alone() -> None:
     """A flow started in someone else's session (a terminal, a test runner) lowers only itself: renicing the session's
     scheduling group would slow everything else started from that terminal."""
-    code = ("import os; from pantry.supervisor import lower_priority; print(lower_priority(7)); print(os.nice(0)); "
-            "import pathlib; p = pathlib.Path('/proc/self/autogroup'); t = p.read_text().split() if p.exists() else []; "
-            "print(t[-1] if t else 'none')")
     group = Path("/proc/self/autogroup")
     fields = group.read_text().split() if group.exists() else []  # empty where the kernel runs without autogroup
     before = fields[-1] if fields else "none"
-    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run([PY, "-c", LOWER_AND_REPORT], capture_output=True, text=True, check=True).stdout.split("\n")
     assert int(out[1]) >= 7
     assert out[0] == "nice +7 (its session is shared: the session's group keeps its priority)"
     assert out[2] == before  # this test's own session group: unchanged
