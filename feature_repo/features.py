@@ -9,6 +9,7 @@ from sources import (
     campaign_coupon_source,
     customer_activity_push,
     customer_embedding_source,
+    customer_preferences_push,
     customer_repertoire_push,
     customer_session_push,
     product_source,
@@ -69,6 +70,23 @@ customer_embedding = FeatureView(
         Field(name="model_version", dtype=String),
     ],
     source=customer_embedding_source,
+    online=True,
+)
+
+customer_preferences = FeatureView(
+    name="customer_preferences",
+    entities=[customer],
+    ttl=timedelta(0),  # what the shopper set holds until they change it (or are erased)
+    schema=[
+        Field(name="substitutions", dtype=String),  # "allow" | "none" (no substitutes at all)
+        # never-pairs as two aligned lists (Feast has no list of pairs): never offer never_substitute_ids[i] for
+        # never_original_ids[i]
+        Field(name="never_original_ids", dtype=Array(Int64)),
+        Field(name="never_substitute_ids", dtype=Array(Int64)),
+        Field(name="preferred_brands", dtype=Array(String)),
+        Field(name="dietary", dtype=Array(String)),  # pantry/preferences.py DIETARY_RULES
+    ],
+    source=customer_preferences_push,
     online=True,
 )
 

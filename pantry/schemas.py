@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from pantry.events import ProductId
 from pantry.health import Durability, LiveFlow
+from pantry.preferences import DIETARY_RULES, MAX_BRAND_LENGTH, MAX_BRANDS, MAX_NEVER_PAIRS, Dietary
 from pantry.scoring import Action, Channel, Scored, Surface
 
 Id = Annotated[int, msgspec.Meta(ge=0, le=2**62, description="a Complete Journey id")]
@@ -60,6 +62,9 @@ class SubstitutionResponse(msgspec.Struct):
     model_version: str
     substitutions: list[Substitution]
     fallback: Fallback | None
+    # why items have no candidates although nothing failed, e.g. "the shopper accepts no substitutions"
+    # (their preferences); null otherwise. Added after the first release: older clients ignore it.
+    reason: str | None = None
 
 
 class NextBestActionRequest(_Request):
@@ -75,6 +80,29 @@ class NextBestActionResponse(msgspec.Struct):
     model_version: str
     actions: list[Action]
     fallback: Fallback | None
+
+
+# ---- /v1/customers/{customer_id}/preferences (pantry/preferences.py, serving/preferences.py) -------------------
+
+Brand = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_BRAND_LENGTH, description="a brand, e.g. Private")]
+
+
+class CustomerPreferences(_Request):
+    """What a shopper set; a PUT replaces the whole set. Defaults: substitutions allowed, nothing else."""
+    substitutions: Literal["allow", "none"] = "allow"
+    # [original, substitute]: never offer that substitute for that original
+    never: Annotated[list[tuple[ProductId, ProductId]], msgspec.Meta(max_length=MAX_NEVER_PAIRS)] = msgspec.field(
+        default_factory=list)
+    preferred_brands: Annotated[list[Brand], msgspec.Meta(max_length=MAX_BRANDS)] = msgspec.field(
+        default_factory=list)
+    dietary: Annotated[list[Dietary], msgspec.Meta(max_length=len(DIETARY_RULES))] = msgspec.field(
+        default_factory=list)
+
+
+class StoredPreferences(msgspec.Struct):
+    customer_id: int
+    preferences: CustomerPreferences
+    updated_at: datetime | None  # when they were last set (wall clock); null: never set, the defaults apply
 
 
 # ---- /v1/features: Feast's /get-online-features shape, plus ages ----------------------------------------------

@@ -38,6 +38,7 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/v1/substitutions": "answers",
     "/v1/next-best-action": "answers",
     "/v1/events": "ingest",
+    "/v1/customers": "ingest",  # a shopper's preferences, set by the order flow (serving/controllers/preferences.py)
     "/v1/features": "features",
     # Feast's feature-server routes (serving/controllers/feast.py): one key for a Feast client, which reads and writes
     # (the shared contract, ../shared/ARCHITECTURE.md "Keys and scopes")

@@ -52,6 +52,7 @@ from serving.controllers.features import FeaturesController
 from serving.controllers.health import HealthController
 from serving.controllers.kpis import AdminKpisController
 from serving.controllers.next_best_action import NextBestActionController
+from serving.controllers.preferences import PreferencesController
 from serving.controllers.recommendations import RecommendationsController
 from serving.controllers.substitutions import SubstitutionsController
 from serving.experiments import ExperimentConflict, ExperimentRejected, UnknownExperiment
@@ -278,6 +279,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             FeaturesController,
             FeastServerController,
             EventsController,
+            PreferencesController,
             ClockController,
             AdminCampaignsController,
             AdminModelsController,

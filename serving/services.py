@@ -21,6 +21,7 @@ from pantry.keys import CAMPAIGN_APPROVALS
 from pantry.settings import Settings
 from serving import kpis, metrics
 from serving.campaigns import CampaignBook, load_campaigns
+from serving.catalogue import Catalogue, load_catalogue
 from serving.decisions import DecisionLog
 from serving.drift import DriftSampler
 from serving.models import ModelHolder
@@ -90,6 +91,8 @@ class Services:
     drift: DriftSampler | None = None  # live inputs and scores per model version (serving/drift.py)
     feature_log: Any = None  # the offline log's writer for Feast pushes (serving/feast_server.py), made on first push
     traffic: Any = None  # the console's per-minute request counts (serving/console/traffic.py; set by serving/app.py)
+    # dietary exclusions, brands and coupon products, for honouring preferences and stock (serving/catalogue.py)
+    catalogue: Catalogue = field(default_factory=Catalogue)
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -108,6 +111,7 @@ class Services:
         store = GuardedStore(slack_s=settings.redis_socket_timeout_s / 2, attempt_s=settings.redis_socket_timeout_s,
                              budget_s=settings.redis_request_budget_s or None)
         svc = cls(settings, redis, pipeline, store, models, popularity, decisions, campaigns)
+        svc.catalogue = await asyncio.to_thread(load_catalogue, settings)
         svc.events_redis = serving_client(settings, settings.events_write_timeout_s)
         svc.events_store = GuardedStore(CircuitBreaker(), lag=store.lag, slack_s=settings.events_write_timeout_s / 2,
                                         retry_timeouts=True)  # idempotent (serving/ingest.py)

@@ -1,7 +1,8 @@
 """The decision pipeline the model endpoints share: read -> classify the fallback -> score (guarded) -> record.
 
 Every answer goes through the same steps, so they behave the same where they should:
-- one read of every online row the answer needs (customer views and any others, e.g. stock), in one round trip;
+- one read of every online row the answer needs (customer views, the shopper's preferences and any others, e.g.
+  stock), in one round trip; the preferences (serving/preferences.py) do not count for the fallback;
 - `now` is the read's clock (as_of, else the stream watermark in event mode, else wall time), and the same rule
   without the watermark when Redis cannot be reached;
 - the fallback is the first reason that applies: `store_unavailable` (Redis or the registry is not there),
@@ -21,8 +22,9 @@ from typing import Any, TypeVar
 from pantry.clock import resolve_now
 from pantry.featurestore.reader import ReadResult, Row, RowRead
 from pantry.schemas import Fallback
-from serving import metrics
+from serving import metrics, preferences
 from serving.decisions import new_decision_id
+from serving.preferences import NO_PREFERENCES, Preferences
 from serving.redis_guard import StoreUnavailable
 from serving.services import Services
 
@@ -33,13 +35,14 @@ T = TypeVar("T")
 class Decision:
     """One answer in the making: for whom, what was read, `now`, the fallback so far, and when it started."""
 
-    __slots__ = ("ages", "customer_id", "endpoint", "fallback", "features", "now", "request", "started")
+    __slots__ = ("ages", "customer_id", "endpoint", "fallback", "features", "now", "preferences", "request", "started")
 
     def __init__(self, endpoint: str, request: Any, customer_id: int, now: datetime,
                  features: dict[str, Mapping[str, Any] | None], ages: dict[str, float | None],
-                 fallback: Fallback | None, started: float):
+                 fallback: Fallback | None, started: float, preferences: Preferences = NO_PREFERENCES):
         self.endpoint, self.request, self.customer_id, self.now = endpoint, request, customer_id, now
         self.features, self.ages, self.fallback, self.started = features, ages, fallback, started
+        self.preferences = preferences  # the shopper's (serving/preferences.py); none set: the defaults
 
     def fall_back(self, reason: Fallback) -> None:
         """Record a fallback reason unless an earlier one already applies (the first reason is the cause)."""
@@ -59,12 +62,13 @@ def customer_fallback(rows: Sequence[Row]) -> Fallback | None:
 
 async def open_decision(svc: Services, endpoint: str, request: Any, customer_id: int, customer_views: Sequence[str],
                         as_of: datetime | None, other_reads: Sequence[RowRead] = ()) -> tuple[Decision, list[Row]]:
-    """Read the customer's views and `other_reads` in one round trip. Returns the decision and the rows of
-    `other_reads` (empty when the store is unavailable)."""
+    """Read the customer's views, their preferences and `other_reads` in one round trip. Returns the decision and
+    the rows of `other_reads` (empty when the store is unavailable)."""
     started = time.perf_counter()
     reads = [RowRead(view, (customer_id,)) for view in customer_views]
+    prefs_read = preferences.read_request(customer_id) if preferences.available(svc) else []
     try:
-        result: ReadResult = await svc.read([*reads, *other_reads], as_of)
+        result: ReadResult = await svc.read([*reads, *other_reads, *prefs_read], as_of)
     except StoreUnavailable:
         now = resolve_now(svc.settings.clock, as_of, None)
         return Decision(endpoint, request, customer_id, now, dict.fromkeys(customer_views), {}, "store_unavailable",
@@ -73,9 +77,10 @@ async def open_decision(svc: Services, endpoint: str, request: Any, customer_id:
     customer_rows = result.rows[:n]
     features = {r.view: row.values for r, row in zip(reads, customer_rows, strict=True)}
     ages = {r.view: row.age_s for r, row in zip(reads, customer_rows, strict=True)}
+    prefs = preferences.from_row(result.rows[-1].values) if prefs_read else NO_PREFERENCES
     decision = Decision(endpoint, request, customer_id, result.now, features, ages, customer_fallback(customer_rows),
-                        started)
-    return decision, result.rows[n:]
+                        started, prefs)
+    return decision, result.rows[n:n + len(other_reads)]
 
 
 def guarded(decision: Decision, score: Callable[[], T], degraded: Callable[[], T], what: str) -> T:

@@ -10,7 +10,7 @@ from pantry.featurestore import repo
 from pantry.settings import subprocess_env
 
 VIEWS = {"customer_session", "customer_activity", "customer_repertoire", "customer_embedding", "store_traffic",
-         "store_product", "product", "campaign_coupon"}
+         "store_product", "product", "campaign_coupon", "customer_preferences"}
 SERVICES = {"recommendations_v1", "substitutions_v1", "next_best_action_v1"}
 
 

@@ -1,0 +1,66 @@
+"""Live stock in every answer: the one out-of-stock rule, and the read of a store's stock for an answer's ranked
+items in one round trip.
+
+An item is out of stock at a store when its store_product row says on_hand == 0 (an `inventory` event) or
+in_stock_prob == 0. A stale row still counts for this rule: an old "none left" is no reason to offer the item. An
+item without a row is not known to be out: it stays. Recommendations and next-best-action ask their model for
+OVERFETCH times the items they answer with, drop what the shopper's preferences exclude, read the stock of the rest
+here (one extra round trip) and keep the first k that are not out: a k-item answer still has k items unless more
+than (OVERFETCH - 1) / OVERFETCH of them are gone (docs/DECISIONS.md "Live stock in every answer").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pantry.featurestore.reader import RowRead
+from pantry.scoring import Action
+from serving.redis_guard import StoreUnavailable
+from serving.services import Services
+
+OVERFETCH = 3
+RULE_FEATURES = ("on_hand", "in_stock_prob")  # what the rule reads of a store_product row
+# A coupon is checked against stock only when it covers at most this many products (all of them are read); one that
+# covers more is kept: the data's median coupon covers 12 products, its largest 14,477.
+COUPON_STOCK_READS = 16
+
+
+def out_of_stock(row: Mapping[str, Any] | None) -> bool:
+    """The rule: on_hand == 0 or in_stock_prob == 0 (None: no row, not known to be out)."""
+    return row is not None and (row.get("on_hand") == 0 or row.get("in_stock_prob") == 0)
+
+
+async def out_of_stock_at(svc: Services, store_id: int, products: Iterable[int], as_of: datetime | None) -> set[int]:
+    """The products out of stock at the store now (one round trip); empty when the store cannot be read: an answer
+    is not withheld for want of stock data."""
+    wanted = list(dict.fromkeys(products))
+    if not wanted:
+        return set()
+    try:
+        result = await svc.read([RowRead("store_product", (store_id, p), RULE_FEATURES) for p in wanted], as_of)
+    except StoreUnavailable:
+        return set()
+    return {p for p, row in zip(wanted, result.rows, strict=True) if out_of_stock(row.raw_values)}
+
+
+def action_products(svc: Services, action: Action) -> tuple[int, ...]:
+    """The products whose stock decides whether an action can be offered: a product action's product; a coupon's
+    products when it covers at most COUPON_STOCK_READS of them (else none: it is kept)."""
+    if action.product_id is not None:
+        return (action.product_id,)
+    if action.coupon_upc is not None:
+        products = svc.catalogue.coupon_products.get(action.coupon_upc, ())
+        return products if len(products) <= COUPON_STOCK_READS else ()
+    return ()
+
+
+async def actions_in_stock(svc: Services, store_id: int, actions: list[Action], as_of: datetime | None) -> list[Action]:
+    """The actions that can be used at the store now, in order: a product action whose product is not out of stock,
+    a coupon with at least one of its products not out of stock (every product of it read, one round trip)."""
+    checked = {id(a): action_products(svc, a) for a in actions}
+    gone = await out_of_stock_at(svc, store_id, (p for products in checked.values() for p in products), as_of)
+    if not gone:
+        return actions
+    return [a for a in actions if not checked[id(a)] or not all(p in gone for p in checked[id(a)])]
