@@ -125,6 +125,8 @@ class Comparison(msgspec.Struct, frozen=True):
     add_to_cart_rate: Difference
     fallback_rate: Difference
     revenue_per_1000_decisions: float | None  # a difference of totals: no interval (no per-decision variance kept)
+    substitution_acceptance: Difference  # accepted / (accepted + rejected) substitution feedback
+    coupon_redemption: Difference  # redeemed / offered coupons
 
 
 def _finite(x: float | None) -> float | None:
@@ -149,4 +151,7 @@ def compare(control: Counts, treatment: Counts) -> Comparison:
                       difference(t.converted, t.decisions, c.converted, c.decisions),
                       difference(t.add_to_carts, t.impressions, c.add_to_carts, c.impressions),
                       difference(t.fallbacks, t.decisions, c.fallbacks, c.decisions),
-                      round(rev, 2) if rev is not None else None)
+                      round(rev, 2) if rev is not None else None,
+                      difference(t.subs_accepted, t.subs_accepted + t.subs_rejected, c.subs_accepted,
+                                 c.subs_accepted + c.subs_rejected),
+                      difference(t.coupons_redeemed, t.coupons_offered, c.coupons_redeemed, c.coupons_offered))

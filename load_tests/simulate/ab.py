@@ -2,6 +2,7 @@
 
     python -m load_tests.simulate.ab compare --from 2017-11-01 --to 2017-12-01 [--concurrency 16] [--out ab.json]
     python -m load_tests.simulate.ab drill --variant random --from 2017-12-01 --to 2017-12-08
+    python -m load_tests.simulate.ab versus --model substitutions --treatment VERSION --from 2017-12-01 --to 2018-01-01
 
 `compare`, the trained models against simple baselines:
 For each pair (recommender vs its popularity-only version, next-best-action vs its rule version): the baseline is
@@ -12,6 +13,9 @@ worse baseline would be stopped within minutes and the month would not be measur
 the window, the reports are read once the live flow has counted the outcomes, the experiments are stopped and the
 trained versions are ACTIVE again. Prints each report's arms and differences (treatment - control, 95% interval,
 p-value) and writes them to --out.
+
+`versus`, the ACTIVE version (control) against another version of the same model (treatment) on half the
+customers: e.g. a retrain that learned from the previous window's feedback against the version it would replace.
 
 `drill`, a guardrail drill: the trained recommender stays ACTIVE (the control) and a deliberately broken variant
 (`random` items, or `failing`: raises on every request) is the treatment on half the customers while the simulator
@@ -91,11 +95,13 @@ def show(report: dict[str, Any]) -> None:
         click.echo(f"  {arm:<9} {', '.join(a['versions']) or '-'}: {a['decisions']:,} decisions, "
                    f"{a['impressions']:,} impressions, {a['clicks']:,} clicks, CTR {_rate(a['ctr'])}, "
                    f"conversion {_rate(a['conversion'])}, revenue/1000 decisions {a['revenue_per_1000_decisions']}, "
-                   f"coupon redemption {_rate(a['coupon_redemption'])}")
+                   f"coupon redemption {_rate(a['coupon_redemption'])}, substitution acceptance "
+                   f"{_rate(a['substitution_acceptance'])}")
     d = report["difference"]
     click.echo(f"  treatment - control: CTR {_diff(d.get('ctr'))}; conversion {_diff(d.get('conversion'))}; "
                f"add-to-cart {_diff(d.get('add_to_cart_rate'))}; revenue/1000 decisions "
-               f"{d.get('revenue_per_1000_decisions')}")
+               f"{d.get('revenue_per_1000_decisions')}; substitution acceptance "
+               f"{_diff(d.get('substitution_acceptance'))}; coupon redemption {_diff(d.get('coupon_redemption'))}")
 
 
 def connect() -> tuple[httpx.Client, Path]:
@@ -163,6 +169,42 @@ def compare(start_day: str, end_day: str, concurrency: int, out: Path | None, dr
     if out is not None:
         out.write_bytes(msgspec.json.format(msgspec.json.encode(reports)))
         click.echo(f"\nreports written to {out}")
+
+
+@main.command()
+@window
+@click.option("--model", type=click.Choice(["recommender", "substitutions", "next_best_action"]), required=True)
+@click.option("--treatment", required=True, help="The version given to half the customers (e.g. a retrained one).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the report as JSON here.")
+@click.option("--drain-s", type=float, default=30.0, show_default=True,
+              help="Wait this long after the simulator for the live flow to count the last outcomes.")
+def versus(start_day: str, end_day: str, concurrency: int, model: str, treatment: str, out: Path | None,
+           drain_s: float) -> None:
+    """The ACTIVE version (control) against another version (treatment) on half the customers, over the window:
+    e.g. a retrain that learned from the window before against the version it would replace."""
+    from pantry.models import registry
+
+    admin, models_dir = connect()
+    control = registry.active_version(models_dir, model)
+    r = admin.post("/admin/experiments", json={"model": model, "treatment": treatment, "share": SHARE})
+    if r.status_code != 201:
+        raise click.ClickException(f"POST /admin/experiments: {r.status_code} {r.text[:300]}")
+    eid = r.json()["experiment_id"]
+    click.echo(f"{model}: control {control} (ACTIVE), treatment {treatment} on {SHARE:.0%}: experiment {eid}")
+    time.sleep(SETTLE_S)
+    t0 = time.monotonic()
+    try:
+        code = simulator(start_day, end_day, concurrency).wait()
+        click.echo(f"simulator exited {code} after {time.monotonic() - t0:.0f} s; waiting {drain_s:g} s "
+                   "for the flow to count the last outcomes")
+        time.sleep(drain_s)
+        report = admin.get(f"/admin/experiments/{eid}").json()
+    finally:
+        admin.post(f"/admin/experiments/{eid}/stop", json={"note": "load_tests.simulate.ab versus done"})
+    show(report)
+    if out is not None:
+        out.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+        click.echo(f"\nreport written to {out}")
 
 
 @main.command()

@@ -177,3 +177,13 @@ def test_merge_shards_sums_the_shards_and_keeps_only_the_asked_experiments():
     assert {k: c.decisions for k, c in merge_shards(shards).items()} == {a: 15, b: 3, plain: 7}
     assert {k: c.decisions for k, c in merge_shards(shards, {"e1"}).items()} == {a: 15}
     assert merge_shards(shards, set()) == {}
+
+
+def test_compare_gives_substitution_acceptance_and_coupon_redemption_differences():
+    control = _counts(1000, subs_accepted=300, subs_rejected=700, coupons_offered=2000, coupons_redeemed=20)
+    treatment = _counts(1000, subs_accepted=400, subs_rejected=600, coupons_offered=2000, coupons_redeemed=20)
+    diff = guardrails.compare(control, treatment)
+    assert diff.substitution_acceptance.diff == pytest.approx(0.1)
+    assert diff.substitution_acceptance.low < 0.1 < diff.substitution_acceptance.high
+    assert diff.substitution_acceptance.p_value < 1e-3
+    assert diff.coupon_redemption.diff == pytest.approx(0.0) and diff.coupon_redemption.p_value > 0.5
