@@ -12,7 +12,9 @@ from sources import (
     customer_preferences_push,
     customer_repertoire_push,
     customer_session_push,
+    customer_substitution_feedback_push,
     product_source,
+    product_substitution_feedback_push,
     store_product_push,
     store_traffic_push,
 )
@@ -148,5 +150,36 @@ campaign_coupon = FeatureView(
         Field(name="product_ids", dtype=Array(Int64)),
     ],
     source=campaign_coupon_source,
+    online=True,
+)
+
+# Substitution feedback (pantry/substitution_feedback.py, streaming/features/substitution.py): aligned lists, newest
+# verdict first (Feast has no list of pairs)
+customer_substitution_feedback = FeatureView(
+    name="customer_substitution_feedback",
+    entities=[customer],
+    ttl=timedelta(days=365),
+    schema=[
+        Field(name="original_ids", dtype=Array(Int64)),  # the last 64 (original, substitute) pairs with a verdict
+        Field(name="substitute_ids", dtype=Array(Int64)),
+        Field(name="accepted_counts", dtype=Array(Int64)),
+        Field(name="rejected_counts", dtype=Array(Int64)),
+        Field(name="last_accepted", dtype=Array(Int64)),  # 1: the newest verdict was an acceptance, 0: a rejection
+    ],
+    source=customer_substitution_feedback_push,
+    online=True,
+)
+
+product_substitution_feedback = FeatureView(
+    name="product_substitution_feedback",
+    entities=[product],  # the original product; store-independent
+    ttl=timedelta(days=365),
+    schema=[
+        Field(name="substitute_ids", dtype=Array(Int64)),  # the last 64 substitutes with a verdict, from anyone
+        Field(name="accepted_counts", dtype=Array(Int64)),
+        Field(name="rejected_counts", dtype=Array(Int64)),
+        Field(name="acceptance_rates", dtype=Array(Float32)),  # posterior mean, Beta(1, 1) prior
+    ],
+    source=product_substitution_feedback_push,
     online=True,
 )

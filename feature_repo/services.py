@@ -7,7 +7,9 @@ from features import (
     customer_embedding,
     customer_repertoire,
     customer_session,
+    customer_substitution_feedback,
     product_features,
+    product_substitution_feedback,
     store_product,
     store_traffic,
 )
@@ -19,6 +21,12 @@ recommendations_v1 = FeatureService(
 substitutions_v1 = FeatureService(
     name="substitutions_v1",
     features=[store_product, product_features, customer_repertoire, customer_session],
+)
+# v1 + substitution feedback (what serving/answers/substitutions.py reads)
+substitutions_v2 = FeatureService(
+    name="substitutions_v2",
+    features=[store_product, product_features, customer_repertoire, customer_session, customer_substitution_feedback,
+              product_substitution_feedback],
 )
 next_best_action_v1 = FeatureService(
     name="next_best_action_v1",

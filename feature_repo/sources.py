@@ -26,6 +26,8 @@ customer_activity_push = _push("customer_activity")
 customer_repertoire_push = _push("customer_repertoire")
 store_traffic_push = _push("store_traffic")
 store_product_push = _push("store_product")
+customer_substitution_feedback_push = _push("customer_substitution_feedback")
+product_substitution_feedback_push = _push("product_substitution_feedback")
 # written by the API (PUT /v1/customers/{id}/preferences, serving/preferences.py), online only; Feast's /push may too
 customer_preferences_push = _push("customer_preferences")
 

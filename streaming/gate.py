@@ -13,6 +13,7 @@ from bytewax.operators import StatefulBatchLogic
 from pantry.clock import max_accepted_ts
 from pantry.settings import ClockMode
 from streaming.features.event import FEATURE_KINDS, FORGET, LATENESS_S, NO_TIME, OUTCOME_KINDS, Ev, admit
+from streaming.features.substitution import is_feedback
 from streaming.outcomes import OUTCOME_SHARDS, Dec, OutWork
 from streaming.shards import ALL_SHARDS, NSHARDS, Work
 from streaming.sinks import Control, failure
@@ -205,6 +206,10 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
             by_store: list[list[Ev]] = [[] for _ in range(NSHARDS)]
             for e in accepted:
                 if e.kind not in FEATURE_KINDS and e.kind != FORGET:
+                    if is_feedback(e):  # substitution feedback: its customer's shard, and its original's store shard
+                        if e.customer_id is not None:
+                            by_customer[e.customer_id % NSHARDS].append(e)
+                        by_store[e.original_product_id % NSHARDS].append(e)
                     continue  # for the outcome join only
                 if e.customer_id is not None:
                     by_customer[e.customer_id % NSHARDS].append(e)

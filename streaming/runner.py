@@ -25,7 +25,8 @@ from pantry.supervisor import die_with_parent
 from streaming.retention import recovery_dir
 
 REPLAY_RECORD = "pantry:stream:replay"  # hash: until, events, completed_at, seconds (a completed replay)
-STREAM_VIEWS = ("customer_session", "customer_activity", "customer_repertoire", "store_traffic", "store_product")
+STREAM_VIEWS = ("customer_session", "customer_activity", "customer_repertoire", "store_traffic", "store_product",
+                "customer_substitution_feedback", "product_substitution_feedback")
 
 # Epoch length = how often state is snapshotted (and how much a restart re-processes). A snapshot encodes the
 # state of every shard that saw events in the epoch, a pause of O(state): rare in live mode, where pauses show

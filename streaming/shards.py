@@ -15,6 +15,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from streaming.features import customer as C
 from streaming.features import store as S
+from streaming.features import substitution as F
 from streaming.features.event import FORGET, Ev, cached_next_change
 from streaming.features.store import PAIR_MASK, PAIR_SHIFT, pair_key
 from streaming.sinks import Dead, Flush, Row, failure
@@ -62,6 +63,12 @@ class StoreShard(msgspec.Struct, array_like=True):
     # the pair keys' layout: store << pair_shift | product. A snapshot without the field is from before the
     # 44-bit layout (store << 32): decoded as 32 and re-keyed at once (migrate_pairs)
     pair_shift: int = 32
+    # substitution feedback by original product (product_substitution_feedback, streaming/features/substitution.py):
+    # original -> substitute -> [accepted, rejected, newest verdict time]. Store-independent; it lives in the store
+    # shards (shard = original % NSHARDS, streaming.gate) as the catalogue side of the flow. Appended: older
+    # snapshots decode with none
+    subs: dict[int, dict[int, list]] = msgspec.field(default_factory=dict)
+    dirty_subs: set[int] = msgspec.field(default_factory=set)
 
 
 _customer_decoder = msgspec.msgpack.Decoder(CustomerShard)
@@ -260,7 +267,9 @@ class CustomerShardLogic(_Coalescing):
         logged = self.rows()
         rows: list[Row] = []
         for cid, st in self.shard.states.items():
-            flags = C.ACTIVITY | C.REPERTOIRE | (C.SESSION if st.s_start is not None else 0)
+            # as_of 0: a customer known only by substitution feedback has no shopping rows
+            flags = (C.ACTIVITY | C.REPERTOIRE if st.as_of > 0 else 0) | (C.SESSION if st.s_start is not None else 0) \
+                | (C.FEEDBACK if st.feedback else 0)
             try:
                 self._append_rows(rows, cid, st, flags)
             except Exception as exc:
@@ -293,8 +302,28 @@ class StoreShardLogic(_Coalescing):
 
     def apply(self, events: list[Ev]) -> None:
         sh = self.shard
+        feedback = [e for e in events if e.kind == F.FEEDBACK]
+        if feedback:
+            events = [e for e in events if e.kind != F.FEEDBACK]
+            self.apply_feedback(feedback)
         for e, exc in S.store_events_apply(sh.stores, sh.pairs, sh.dirty_stores, sh.dirty_pairs, events):
             self.dead.append(failure(exc, e, "store"))
+
+    def apply_feedback(self, events: list[Ev]) -> None:
+        subs, dirty = self.shard.subs, self.shard.dirty_subs
+        for e in events:
+            created = False
+            try:
+                held = subs.get(e.original_product_id)
+                if held is None:
+                    held = subs[e.original_product_id] = {}
+                    created = True
+                F.product_feedback_apply(held, e)
+                dirty.add(e.original_product_id)
+            except Exception as exc:  # one event's failure must not stop the others
+                self.dead.append(failure(exc, e, "substitution feedback"))
+                if created:
+                    del subs[e.original_product_id]
 
     def candidates(self) -> array:
         # store ids are negated (-1 - id) so that one array holds both kinds; pair keys are >= 0
@@ -352,14 +381,28 @@ class StoreShardLogic(_Coalescing):
                 append(("store_product", (key >> PAIR_SHIFT, key & PAIR_MASK), values(sp, sp.as_of), sp.as_of))
             except Exception as exc:
                 self.dead.append(failure(exc, None, f"row of store x product {key >> PAIR_SHIFT}, {key & PAIR_MASK}"))
-        sh.dirty_stores, sh.dirty_pairs = set(), set()
+        self._feedback_rows(rows, sh.dirty_subs)
+        sh.dirty_stores, sh.dirty_pairs, sh.dirty_subs = set(), set(), set()
         return rows
+
+    def _feedback_rows(self, rows: list[Row], originals) -> None:
+        subs = self.shard.subs
+        for orig in originals:
+            held = subs.get(orig)
+            if not held:
+                continue
+            try:
+                values, t = F.product_feedback_row(held)
+                rows.append(("product_substitution_feedback", (orig,), values, t))
+            except Exception as exc:
+                self.dead.append(failure(exc, None, f"row of substitutes for {orig}"))
 
     def catch_up(self) -> Flush:
         """The changed stores' and pairs' rows for the log; those and a row of every other store and pair online
         (each a view of its own: a changed entity's row is all of its row)."""
         sh = self.shard
         dirty_stores, dirty_pairs = sh.dirty_stores, sh.dirty_pairs  # rows() replaces them with empty sets
+        dirty_subs = sh.dirty_subs
         logged = self.rows()
         rows = list(logged)
         for sid, st in sh.stores.items():
@@ -376,6 +419,7 @@ class StoreShardLogic(_Coalescing):
                                  sp.as_of))
                 except Exception as exc:
                     self.dead.append(failure(exc, None, f"row of store x product {key}"))
+        self._feedback_rows(rows, [orig for orig in sh.subs if orig not in dirty_subs])
         return Flush(logged, rows)
 
     def snapshot(self) -> bytes:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 import msgspec
 
 from streaming.features.event import DAY, LATENESS_S, MINUTE, Ev, Values, next_change
+from streaming.features.substitution import FEEDBACK as FEEDBACK_KIND
+from streaming.features.substitution import customer_feedback_apply, customer_feedback_row
 
 SESSION_GAP_S = 30 * MINUTE
 SESSION_PRODUCTS = 20
@@ -25,6 +27,7 @@ REPERTOIRE_REF_T = 1483228800.0  # 2017-01-01T00:00Z: decayed counts are kept re
 SESSION_KINDS = frozenset({"purchase", "add_to_cart", "remove_from_cart", "product_view", "click"})
 
 SESSION, ACTIVITY, REPERTOIRE = 1, 2, 4  # dirty flags: which customer views an event changed
+FEEDBACK = 8  # customer_substitution_feedback (streaming/features/substitution.py)
 
 
 class CustomerState(msgspec.Struct, array_like=True):
@@ -41,10 +44,16 @@ class CustomerState(msgspec.Struct, array_like=True):
     rep: dict[int, float] = msgspec.field(default_factory=dict)  # product -> sum 2 ** ((t - REF_T) / half-life)
     nc: float | None = None  # cached next_change of this state (None: recompute; any update clears it)
     recent: dict[int, float] = msgspec.field(default_factory=dict)  # the last REPERTOIRE_RECENT products bought
+    # substitution verdicts by (original, substitute) pair (streaming/features/substitution.py); appended, so older
+    # snapshots decode with none
+    feedback: list[list] = msgspec.field(default_factory=list)
 
 
 def customer_apply(st: CustomerState, e: Ev) -> int:
     """Fold one (non-late, non-duplicate) event into the customer's state; returns the dirty-view flags."""
+    if e.kind == FEEDBACK_KIND:  # its own view only: as_of (activity, repertoire) stays the customer's shopping
+        customer_feedback_apply(st.feedback, e)
+        return FEEDBACK
     t = e.t
     # what can raise comes before any change (validate before mutate; streaming.features.event.admit keeps t in
     # range, so this cannot overflow for an admitted event)
@@ -229,6 +238,9 @@ def customer_rows(st: CustomerState, dirty: int, top: list[tuple[int, float]] | 
         out.append(("customer_activity", activity_row(st, st.as_of), st.as_of))
     if dirty & REPERTOIRE:
         out.append(("customer_repertoire", repertoire_row(st, st.as_of, top), st.as_of))
+    if dirty & FEEDBACK and st.feedback:
+        values, t = customer_feedback_row(st.feedback)
+        out.append(("customer_substitution_feedback", values, t))
     return out
 
 

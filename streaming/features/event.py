@@ -74,8 +74,10 @@ def from_event(event: ev_schema.Event) -> Ev:
             return Ev(event.event_id, kind, t, event.customer_id, event.store_id, decision_id=event.decision_id,
                       campaign_id=event.campaign_id, coupon_upc=event.coupon_upc)
         case ev_schema.SubstitutionFeedback():
-            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, decision_id=event.decision_id,
-                      accepted=event.accepted, original_product_id=event.original_product_id)
+            # product_id: the substitute (the event archive keeps it as substitute_product_id)
+            return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.substitute_product_id,
+                      decision_id=event.decision_id, accepted=event.accepted,
+                      original_product_id=event.original_product_id)
         case _:
             return Ev(event.event_id, kind, t, event.customer_id, event.store_id)
 
@@ -117,9 +119,10 @@ def admit(e: Ev) -> str | None:
 
 
 # events some feature folds (customer.py: the session kinds and purchases; store.py: purchases and inventory). The
-# others (an impression, a coupon redemption, a substitution's feedback) reach the outcome join only: sent to the
-# customer shards, each would move its customer's `as_of` and rewrite two rows for nothing (~3,000/s of impressions
-# at 300 answers/s)
+# others (an impression, a coupon redemption) reach the outcome join only: sent to the customer shards, each would
+# move its customer's `as_of` and rewrite two rows for nothing (~3,000/s of impressions at 300 answers/s). A
+# substitution's feedback is routed by the gate on its own (streaming/features/substitution.py: its customer's shard
+# and its original product's store shard)
 FEATURE_KINDS = frozenset({"purchase", "add_to_cart", "remove_from_cart", "product_view", "click", "inventory"})
 
 # events that report on an answer (streaming/outcomes.py joins them to the decision log)

@@ -10,8 +10,9 @@ from pantry.featurestore import repo
 from pantry.settings import subprocess_env
 
 VIEWS = {"customer_session", "customer_activity", "customer_repertoire", "customer_embedding", "store_traffic",
-         "store_product", "product", "campaign_coupon", "customer_preferences"}
-SERVICES = {"recommendations_v1", "substitutions_v1", "next_best_action_v1"}
+         "store_product", "product", "campaign_coupon", "customer_preferences",
+         "customer_substitution_feedback", "product_substitution_feedback"}
+SERVICES = {"recommendations_v1", "substitutions_v1", "substitutions_v2", "next_best_action_v1"}
 
 
 def test_registry_has_every_view_and_service(feast_applied):

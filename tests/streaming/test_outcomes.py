@@ -160,8 +160,9 @@ def test_a_snapshot_resumed_mid_way_ends_with_the_uninterrupted_totals():
 
 
 def test_the_gate_sends_what_no_feature_folds_to_the_outcome_join_only():
-    """An impression, a redemption or a substitution's feedback goes to its outcome shard, not to the customer's
-    feature shard (it would move the customer's as_of and rewrite two rows); a click (a session kind) goes to both."""
+    """An impression or a redemption goes to its outcome shard, not to the customer's feature shard (it would move
+    the customer's as_of and rewrite two rows); a click (a session kind) goes to both; a substitution's feedback to
+    its outcome shard and to the shards that fold it into the feedback views (its customer's, its original's)."""
     from streaming.features.customer import SESSION_KINDS
     from streaming.features.event import FEATURE_KINDS
     from streaming.gate import GateLogic, Parsed
@@ -173,7 +174,9 @@ def test_the_gate_sends_what_no_feature_folds_to_the_outcome_join_only():
                    accepted=True)]
     [only_outcomes], _ = gate.on_batch([Parsed(outcomes, [], False, None)])
     shard = f"o{CUSTOMER % 16:02d}"
-    assert only_outcomes.routes == {} and len(only_outcomes.outcomes[shard].events) == 3
+    assert len(only_outcomes.outcomes[shard].events) == 3
+    assert {k: [e.kind for e in v] for k, v in only_outcomes.routes.items()} == {
+        f"c{CUSTOMER % 16:02d}": ["substitution_feedback"], f"s{11 % 16:02d}": ["substitution_feedback"]}
     [with_click], _ = gate.on_batch([Parsed([ev("click", 4, decision_id="d1", product_id=11)], [], False, None)])
     assert [e.kind for e in with_click.routes[f"c{CUSTOMER % 16:02d}"]] == ["click"]
     assert [e.kind for e in with_click.outcomes[shard].events] == ["click"]
