@@ -7,8 +7,9 @@ It removes the customer, in this order, from:
 2. the online store: the Feast hash of every customer-keyed view (the views come from the Feast registry's layout);
 3. the decision log, the dead letters and the not-yet-trimmed entries of the event stream (XDEL of every entry
    whose request / payload names the customer);
-4. the offline feature log and the data set's parquet files (every file with a `customer_id` column is rewritten
-   without the customer's rows: a temp file in the same directory, then os.replace);
+4. the offline feature log, the live flow's event archive (pantry/event_archive.py) and the data set's parquet files
+   (every file with a `customer_id` column is rewritten without the customer's rows: a temp file in the same
+   directory, then os.replace);
 5. the model artifacts: the per-customer rows of every version of every model (ALS user factors, purchase
    history, coupon affinities, ...: CUSTOMER_ROWS), rewritten with the manifest's sha256 updated
    (docs/DECISIONS.md "How does an erasure reach the models?");
@@ -312,6 +313,8 @@ def forget(settings: Settings, customer_id: int, actor: str, *, client=None,
         time.sleep(FEATURE_LOG_SETTLE_S)
     counts["online_rows"] = _forget_online(client, layout, customer_id)
     counts["feature_log_rows"] = _forget_parquet(settings.feature_log_dir, customer_id, "part-*.parquet")
+    # the archive's sink writes what it holds when it passes the marker (streaming/event_archive.py)
+    counts["archive_rows"] = _forget_parquet(settings.event_archive_dir, customer_id, "part-*.parquet")
     client.xadd(*audit.xadd_args(audit.entry(actor, "customer.forget", f"customer:{customer_id}", after=counts)))
     log.info("customer %d forgotten by %s: %s", customer_id, actor, counts)
     return counts

@@ -93,6 +93,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dead_letter_maxlen: int = 100_000  # pantry:events:dead: at most this many entries (MAXLEN ~)
     dead_letter_retention_s: float = 7 * 86400.0  # ... and none older than this (MINID)
     dead_letter_payload_bytes: int = 2048  # a rejected payload is kept up to this many bytes (the reason whole)
+    # the live flow's event archive (pantry/event_archive.py, training's live data): day directories more than this
+    # many days of event time older than the newest archived event are deleted (a year of training data, and a month)
+    event_archive_retention_days: int = 400
     # --- end retention and erasure ---
     # ---- Outcomes and KPIs (streaming/outcomes.py, pantry/kpis.py; docs/STREAMING.md "Outcomes and KPIs") ----
     kpi_attribution_window_s: float = 86400.0  # an outcome counts for a decision up to this long (event time) after it
@@ -145,6 +148,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def feature_log_dir(self) -> Path:
         return self.data_dir / "feature_log"
+
+    @property
+    def event_archive_dir(self) -> Path:
+        return self.data_dir / "event_archive"
 
     @property
     def access_log_target(self) -> str:
@@ -268,6 +275,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_DEAD_LETTER_MAXLEN", "dead_letter_maxlen", int)
     num("PANTRY_DEAD_LETTER_RETENTION_S", "dead_letter_retention_s", float)
     num("PANTRY_DEAD_LETTER_PAYLOAD_BYTES", "dead_letter_payload_bytes", int)
+    num("PANTRY_EVENT_ARCHIVE_RETENTION_DAYS", "event_archive_retention_days", int)
     # outcomes and KPIs
     num("PANTRY_KPI_ATTRIBUTION_WINDOW_S", "kpi_attribution_window_s", float)
     num("PANTRY_KPI_DECISIONS_PER_CUSTOMER", "kpi_decisions_per_customer", int)

@@ -19,6 +19,7 @@ from bytewax.dataflow import Dataflow
 from pantry.events import InvalidEvent, decode_msgpack
 from pantry.featurestore.layout import OnlineLayout
 from pantry.settings import Settings
+from streaming.event_archive import ArchiveSink
 from streaming.feature_log import LIVE_LOG_HANDOFF_S, LOG_EVERY_S
 from streaming.features.event import FORGET, NO_TIME, Ev, from_event
 from streaming.gate import Gated, GateLogic, Parsed, Skew, route
@@ -85,6 +86,11 @@ def control_of(item: tuple[str, Gated]) -> Control:
     return item[1].control
 
 
+def archived_of(item: tuple[str, Gated]) -> tuple[str, tuple[float, list[Ev]]] | None:
+    gated = item[1]
+    return ("archive", (gated.accepted_at, gated.archived)) if gated.archived else None
+
+
 # ---- the flow ------------------------------------------------------------------------------------------------
 
 
@@ -107,8 +113,14 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
         else None
     live = config.mode == "live"
     gated = op.stateful_batch("gate", keyed, partial(GateLogic, skew=skew,
-                                                      outcome_tick_s=settings.kpi_flush_s if live else None))
-    # ("gate", Gated(routes {shard: [Ev]}, refresh, as_of, control, outcomes {shard: OutWork}))
+                                                      outcome_tick_s=settings.kpi_flush_s if live else None,
+                                                      archive=live))
+    # ("gate", Gated(routes {shard: [Ev]}, refresh, as_of, control, outcomes {shard: OutWork}, archived [Ev]))
+    if live:  # the event archive (streaming/event_archive.py); a replay's events are the data set already
+        accepted = op.filter_map("archive_events", gated, archived_of)
+        # ("archive", (accepted_at, [Ev])) for each gate batch that accepted something
+        op.output("archive", accepted, ArchiveSink(settings))
+        # -> parquet files by event day under <data_dir>/event_archive/
     work = op.flat_map("route", gated, lambda kv: route(kv[1]))
     # (shard key "c03" | "s11", Work(events, refresh, as_of)); live also ("o07", OutWork(events, decisions, as_of))
     if live:  # the outcome join (streaming/outcomes.py): a replay has no decisions, and keeps its speed

@@ -143,6 +143,9 @@ class Gated(msgspec.Struct, gc=False):
     control: Control
     rolling: bool = False  # a spread refresh is under way: every shard gets (maybe empty) work to roll with
     outcomes: dict[str, OutWork] = msgspec.field(default_factory=dict)  # live: outcome shard -> its work
+    # live: every event accepted (and erasure marker passed), and the wall time then, for the event archive
+    archived: list[Ev] = msgspec.field(default_factory=list)
+    accepted_at: float = 0.0
 
 
 def route(gated: Gated) -> list[tuple[str, Work | OutWork]]:
@@ -187,8 +190,10 @@ def _dead(reason: str, e: Ev) -> tuple[str, bytes]:
 
 
 class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
-    def __init__(self, resume: bytes | None, skew: Skew | None = None, outcome_tick_s: float | None = None):
+    def __init__(self, resume: bytes | None, skew: Skew | None = None, outcome_tick_s: float | None = None,
+                 archive: bool = False):
         self.st: GateState = _gate_decoder.decode(resume) if resume else GateState()
+        self.archive = archive  # live: hand the accepted events on to the event archive (streaming/event_archive.py)
         self.skew = skew  # live: the clock-skew rule; replay (the data set, in event-time order): none
         self.rolling_until = 0.0  # monotonic time until which shards still roll a spread refresh forward
         # live: outcome shards get work (outcomes and decisions), and all of them a tick this often; None: no
@@ -226,6 +231,8 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
             if parsed.refresh and not parsed.final:
                 self.rolling_until = now + ROLLING_S
             gated = Gated(routes, parsed.refresh, as_of, parsed.final, control, now < self.rolling_until)
+            if self.archive and accepted:
+                gated.archived, gated.accepted_at = accepted, time.time()
             if self.outcome_tick_s is not None:
                 tick = now - self.last_outcome_tick >= self.outcome_tick_s
                 if tick:

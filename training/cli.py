@@ -9,11 +9,11 @@ from pantry.settings import get_settings
 
 
 def _until(text: str | None):
-    from training.data import default_until, parse_until
+    from training.data import latest_until, parse_until
 
     settings = get_settings()
     if text is None:
-        return default_until(settings)
+        return latest_until(settings)
     try:
         return parse_until(text)
     except ValueError as exc:
@@ -21,7 +21,9 @@ def _until(text: str | None):
 
 
 @click.command()
-@click.option("--until", "until_text", default=None, help="Train on purchases strictly before this date (YYYY-MM-DD).")
+@click.option("--until", "until_text", default=None,
+              help="Train on purchases (the data set's and the event archive's) strictly before this date "
+                   "(YYYY-MM-DD); default: the day after the last one.")
 @click.option("--activate", is_flag=True, help="Make the new versions ACTIVE (default: only when none is).")
 @click.option("--force", is_flag=True, help="Retrain even if the ACTIVE model already has this cut and data.")
 @click.option("--only", type=click.Choice(MODEL_NAMES), multiple=True, help="Train only these models.")

@@ -1,5 +1,6 @@
-"""Training inputs: purchases strictly before a cut, index maps, the interaction matrix, per-customer histories,
-and point-in-time feature rows from Feast's offline store (`historical_features`).
+"""Training inputs: purchases strictly before a cut (the data set's and the live ones of the event archive), index
+maps, the interaction matrix, per-customer histories, substitution feedback labels, and point-in-time feature rows
+from Feast's offline store (`historical_features`).
 
 Every function here takes the cut and never returns a row at or after it; `tests/training/test_leak.py` checks
 the matrix and histories built from a cut against the raw events, and that a feature-log row at or after the
@@ -14,9 +15,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from pantry import dataset
+from pantry import dataset, event_archive
 from pantry.featurestore import feast_sdk, repo
 from pantry.models._shared import lookup_many
 from pantry.models.recommender_candidates import History
@@ -42,9 +44,28 @@ def parse_until(text: str) -> datetime:
 
 
 def default_until(settings: Settings) -> datetime:
-    """The day after the last event: train on everything."""
+    """The day after the data set's last event: the data set, all of it (the evaluation's reference)."""
     last = datetime.fromisoformat(dataset.manifest(settings).last_event)
     return datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def latest_until(settings: Settings) -> datetime:
+    """The day after the last event of the data set or the event archive: train on everything."""
+    until = default_until(settings)
+    last = event_archive.last_event_ts(settings.event_archive_dir)
+    if last is not None:
+        until = max(until, datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1))
+    return until
+
+
+def data_digest(settings: Settings, until: datetime) -> str:
+    """What a model was trained on: the data set's digest, combined with the event archive's before `until` when
+    it has any (a retrain after live traffic is not "up to date" with one before it)."""
+    import hashlib
+
+    base = dataset.manifest(settings).events_sha256
+    archived = event_archive.digest(settings.event_archive_dir, until)
+    return hashlib.sha256(f"{base}:{archived}".encode()).hexdigest() if archived else base
 
 
 # A feature row written for an event carries that event's time; an entity row at exactly that time would see it
@@ -104,12 +125,19 @@ def to_days(ts: datetime) -> float:
     return ts.timestamp() / DAY_S
 
 
-def load_purchases(settings: Settings, until: datetime) -> pd.DataFrame:
-    """Purchase lines strictly before `until`: customer_id, product_id, store_id, basket_id, quantity, day."""
+def load_purchases(settings: Settings, until: datetime, archive: bool = True) -> pd.DataFrame:
+    """Purchase lines strictly before `until`: customer_id, product_id, store_id, basket_id, quantity, day; the
+    data set's, then (`archive`) the live ones of the event archive (one per event_id, with a customer), the whole
+    in event-time order."""
     cols = ["type", "ts", "customer_id", "product_id", "store_id", "basket_id", "quantity", "sales_value"]
     table = dataset.read_events(settings, until=until, columns=cols)
     df = table.to_pandas()
     df = df[df["type"] == "purchase"].drop(columns="type")
+    if archive:
+        live = event_archive.read(settings.event_archive_dir, until, types=["purchase"], columns=cols[1:])
+        live = live.filter(pc.is_valid(live.column("customer_id"))).to_pandas()  # ids stay int64 (no nulls)
+        if len(live):
+            df = pd.concat([df, live], ignore_index=True).sort_values("ts", kind="stable")
     df = df[df["ts"] < pd.Timestamp(until)]  # belt and braces: the parquet filter already did this
     out = pd.DataFrame(
         {
@@ -123,6 +151,19 @@ def load_purchases(settings: Settings, until: datetime) -> pd.DataFrame:
         }
     )
     return out.reset_index(drop=True)
+
+
+def substitution_feedback(settings: Settings, until: datetime) -> pd.DataFrame:
+    """The substitution ranker's labels from live traffic: every `substitution_feedback` of the event archive before
+    `until` (one per event_id), as customer_id, store_id, original_product_id, substitute_product_id, accepted
+    (the shopper took the substitute: a positive for that candidate of that original, else a negative), decision_id
+    (the /v1/substitutions answer that offered it, when the client said), day (event time in days). The data set
+    has no such events: empty until live traffic brings some."""
+    cols = ["ts", "customer_id", "store_id", "original_product_id", "substitute_product_id", "accepted", "decision_id"]
+    table = event_archive.read(settings.event_archive_dir, until, types=["substitution_feedback"], columns=cols)
+    df = table.to_pandas()
+    df["day"] = df.pop("ts").astype("int64").to_numpy() / 1e6 / DAY_S if len(df) else pd.Series(dtype=np.float64)
+    return df.reset_index(drop=True)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def run_all(settings: Settings, out: Path, only: Sequence[str] = MODEL_NAMES) ->
     timer = Timer()
     report: dict[str, Any] = {"data": dataset.manifest(settings).events_sha256}
     with timer.step("load purchases"):
-        purchases = load_purchases(settings, default_until(settings))
+        purchases = load_purchases(settings, default_until(settings), archive=False)  # the data set's protocol
     with tempfile.TemporaryDirectory(prefix="pantry-eval-") as tmp:
         scratch = Path(tmp)
         if "recommender" in only:

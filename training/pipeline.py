@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pantry import dataset
 from pantry.models import registry
 from pantry.models.onnx import session
 from pantry.models.recommender_candidates import FEATURE_NAMES, LABEL_DAYS, N_NEW
@@ -17,7 +16,7 @@ from pantry.scoring import MODEL_NAMES, ModelError
 from pantry.settings import Settings
 from training import drift_reference, embeddings, nba, recommender, substitutions
 from training.als import AlsParams
-from training.data import load_purchases
+from training.data import data_digest, load_purchases
 from training.onnx_export import PARITY_TOLERANCE, ranker_parity
 from training.timing import Timer
 
@@ -97,7 +96,7 @@ def train(
     timer = Timer(echo=echo)
     say = timer.echo
     result = TrainResult()
-    digest = dataset.manifest(settings).events_sha256
+    digest = data_digest(settings, until)  # the data set's, and the event archive's before `until`
     models_dir = settings.models_dir
     todo = [n for n in only if force or not up_to_date(models_dir, n, until, digest)]
     result.skipped = [n for n in only if n not in todo]

@@ -55,17 +55,20 @@ def micros_of_seconds(seconds: pa.Array) -> pa.Array:
 
 class LogWriter:
     """Writes tables of one writer (a stream worker, a serving process) into the log, a file per view and event
-    day and call. `made_dirs` remembers the day directories made: a replay writes each of them many times."""
+    day and call. `made_dirs` remembers the day directories made: a replay writes each of them many times. The event
+    archive (streaming/event_archive.py) writes its files with it too: its day is that of `ts`, and its view ""."""
 
-    def __init__(self, root: Path, writer: str):
+    def __init__(self, root: Path, writer: str, time_column: str = "event_timestamp"):
         self.root = root
         self.writer = writer
+        self.time_column = time_column
+        self.options = {**_PARQUET_OPTIONS, "write_statistics": [time_column]}
         self.made_dirs: set[Path] = set()
 
     def write(self, view: str, table: pa.Table) -> None:
         if not len(table):
             return
-        micros = table.column("event_timestamp").cast(pa.int64()).to_numpy()
+        micros = table.column(self.time_column).cast(pa.int64()).to_numpy()
         days = np.floor_divide(micros, 86_400_000_000)
         stamp = f"{time.time_ns()}-{self.writer}-{uuid.uuid4().hex[:6]}"
         first, last = int(days.min()), int(days.max())
@@ -86,8 +89,8 @@ class LogWriter:
             self.made_dirs.add(out_dir)
         tmp = out_dir / f".part-{stamp}.parquet.tmp"
         try:
-            pq.write_table(table, tmp, **_PARQUET_OPTIONS)
+            pq.write_table(table, tmp, **self.options)
         except FileNotFoundError:  # the directory went away since (a reset): make it again
             out_dir.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, tmp, **_PARQUET_OPTIONS)
+            pq.write_table(table, tmp, **self.options)
         os.replace(tmp, out_dir / f"part-{stamp}.parquet")  # readers never see half a file

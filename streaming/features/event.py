@@ -46,6 +46,7 @@ class Ev(msgspec.Struct, array_like=True, gc=False, frozen=True, omit_defaults=T
     campaign_id: int | None = None  # coupon_redemption
     coupon_upc: int | None = None  # coupon_redemption
     original_product_id: int | None = None  # substitution_feedback: the product that was substituted
+    discounts: float = 0.0  # purchase: kept for the event archive (streaming/event_archive.py), no feature reads it
 
 
 def from_event(event: ev_schema.Event) -> Ev:
@@ -55,7 +56,8 @@ def from_event(event: ev_schema.Event) -> Ev:
     match event:
         case ev_schema.Purchase():
             return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.product_id,
-                      event.basket_id, event.quantity, event.sales_value, decision_id=event.decision_id)
+                      event.basket_id, event.quantity, event.sales_value, decision_id=event.decision_id,
+                      discounts=event.discounts)
         case ev_schema.AddToCart():
             return Ev(event.event_id, kind, t, event.customer_id, event.store_id, event.product_id,
                       None, event.quantity, decision_id=event.decision_id)
