@@ -85,6 +85,7 @@ class SubstitutionModel(Protocol):
         features: Features,  # customer views (customer_repertoire, customer_session, ...)
         stock: Mapping[int, Mapping[str, Any] | None],  # candidate -> its store_product row at the store
         k: int,
+        feedback: Any = None,  # pantry.models.substitution_feedback.Feedback: what shoppers said of substitutes
     ) -> list[list[Scored]]: ...
 
 

@@ -32,6 +32,7 @@ from pantry.models.substitution_features import (
     own_candidates,
     rows,
 )
+from pantry.models.substitution_feedback import Feedback
 from pantry.scoring import Features, ModelError, Scored
 
 POOL_CACHE_SIZE = 50_000  # versions without SERVED_POOL_ARRAYS: product -> its ordered pool, computed on first ask
@@ -156,9 +157,10 @@ class Substitutions:
 
     def rank(
         self, product_ids: Sequence[int], candidates: Sequence[Sequence[int]], *, customer_id: int,
-        features: Features, stock: Mapping[int, Mapping[str, Any] | None], k: int,
+        features: Features, stock: Mapping[int, Mapping[str, Any] | None], k: int, feedback: Feedback | None = None,
     ) -> list[list[Scored]]:
-        """Per product, its k best candidates in stock: every product's rows in one ranker call."""
+        """Per product, its k best candidates in stock: every product's rows in one ranker call. `feedback`: what
+        shoppers said of substitutes (a score term, pantry/models/substitution_feedback.py)."""
         out: list[list[Scored]] = [[] for _ in product_ids]
         # every item's candidates as one flat array (slot = the item's position): the stock rule, the lookups and
         # the rows for all of them at once, not item by item
@@ -196,6 +198,8 @@ class Substitutions:
         logit = self.session.run(["logit"], {"features": x})[0][:, 0].astype(np.float64)
         known = own.holds(idx)
         score = logit + np.log(probs) + self.repertoire_bonus * known
+        if feedback is not None and not feedback.empty:
+            score += feedback.score_terms(self.cat, product_ids, block, usual, idx, ids)
         for s_ in np.unique(block).tolist():
             at = np.flatnonzero(block == s_)
             top = at[np.argsort(-score[at], kind="stable")[:k]]

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from pantry.featurestore.reader import Row, RowRead
+from pantry.models import substitution_feedback
 from pantry.models.substitution_features import OWN_CANDIDATES
 from pantry.schemas import Substitution, SubstitutionRequest, SubstitutionResponse
 from pantry.scoring import Scored, SubstitutionModel
@@ -79,8 +80,13 @@ async def substitute(svc: Services, request: SubstitutionRequest) -> Substitutio
         lists = _candidates(pools, _own(model, product_ids, request.customer_id, {}), requested)
     candidates = list(dict.fromkeys(c for items in lists for c in items))
     stock_reads = [RowRead("store_product", (request.store_id, c), STOCK_FEATURES) for c in candidates]
-    decision, stock_rows = await open_decision(svc, ENDPOINT, request, request.customer_id, CUSTOMER_VIEWS,
-                                               request.as_of, stock_reads)
+    # substitution feedback (pantry/models/substitution_feedback.py): the customer's row and one per item, in the
+    # same round trip
+    feedback_reads = substitution_feedback.reads(request.customer_id, product_ids)
+    decision, other_rows = await open_decision(svc, ENDPOINT, request, request.customer_id, CUSTOMER_VIEWS,
+                                               request.as_of, [*stock_reads, *feedback_reads])
+    stock_rows = other_rows[:len(stock_reads)]
+    feedback = substitution_feedback.Feedback.from_rows(other_rows[len(stock_reads):])
     if model is None or choice.unavailable:  # no model, or an unloadable treatment (the control answers)
         decision.fall_back("model_unavailable")
     if model is not None and decision.fallback != "store_unavailable" and decision.features.get(
@@ -101,13 +107,16 @@ async def substitute(svc: Services, request: SubstitutionRequest) -> Substitutio
     if stock_ages:
         decision.ages["store_product_max"] = max(stock_ages)
 
+    lists = feedback.without_rejected(product_ids, lists)  # what this customer rejected for the item: never again
+
     lists = [[c for c in items if c not in never] for items in lists]
     ranked: list[list[Scored]] = [[] for _ in product_ids]
     if model is not None and any(lists):
         ranked = guarded(
             decision,
             lambda: model.rank(product_ids, lists, customer_id=request.customer_id, features=decision.features,
-                               stock={c: stock.get(c) for items in lists for c in items}, k=request.k),
+                               stock={c: stock.get(c) for items in lists for c in items}, k=request.k,
+                               feedback=feedback),
             lambda: [[Scored(c, 0.0, "same kind of product") for c in items[: request.k]] for items in lists],
             "substitution ranker")
     out = [Substitution(pid, [s for s in items if s.product_id not in never][: request.k])
