@@ -7,12 +7,13 @@ cover (bought since the version's cut). Never offered: any product the request a
 out of stock for this customer), an item already in the customer's cart, and a candidate whose store_product row
 says on_hand == 0 or in_stock_prob == 0 (the model's ranking applies the same stock rule; it is checked here too so
 the model_error answer obeys it). A stale store_product row still counts for this rule: an old "none left" is no
-reason to offer the item."""
+reason to offer the item (the rule: serving/answers/stock.py). The shopper's preferences apply too
+(serving/answers/shopper.py): "none" answers no candidates with a `reason`, never-pairs and diet leave candidates
+out, preferred brands come first."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from pantry.featurestore.reader import Row, RowRead
 from pantry.models import substitution_feedback
@@ -20,6 +21,14 @@ from pantry.models.substitution_features import OWN_CANDIDATES
 from pantry.schemas import Substitution, SubstitutionRequest, SubstitutionResponse
 from pantry.scoring import Scored, SubstitutionModel
 from serving.answers.pipeline import guarded, open_decision, record
+from serving.answers.shopper import (
+    NO_SUBSTITUTIONS,
+    brands_first,
+    dietary_exclusions,
+    ranking_depth,
+    without_never_pairs,
+)
+from serving.answers.stock import out_of_stock
 from serving.redis_guard import StoreUnavailable
 from serving.services import Services
 
@@ -29,10 +38,6 @@ CUSTOMER_VIEWS = ("customer_repertoire", "customer_session")
 MAX_POOL = 20  # candidates per product read from the store: the pool comes best-first, and each costs a read
 # what the ranking and the stock rule need from store_product (fewer fields: less to fetch and decode)
 STOCK_FEATURES = ("on_hand", "in_stock_prob", "units_28d", "units_7d")
-
-
-def _out_of_stock(row: dict[str, Any] | None) -> bool:
-    return row is not None and (row.get("on_hand") == 0 or row.get("in_stock_prob") == 0)
 
 
 def _pools(model: SubstitutionModel, product_ids: list[int]) -> list[list[int]]:
@@ -100,12 +105,20 @@ async def substitute(svc: Services, request: SubstitutionRequest) -> Substitutio
         if extra_rows:  # unreadable: the first read's candidates alone answer
             candidates, stock_rows, lists = [*candidates, *extra], [*stock_rows, *extra_rows], live
     stock = {c: row.values for c, row in zip(candidates, stock_rows, strict=False)}
-    never = requested | {c for c, row in zip(candidates, stock_rows, strict=False) if _out_of_stock(row.raw_values)}
+    never = requested | {c for c, row in zip(candidates, stock_rows, strict=False) if out_of_stock(row.raw_values)}
     session = decision.features.get("customer_session") or {}
     never.update(session.get("cart_product_ids") or ())
     stock_ages = [row.age_s for row in stock_rows if row.age_s is not None]
     if stock_ages:
         decision.ages["store_product_max"] = max(stock_ages)
+
+    # the shopper's preferences (serving/answers/shopper.py): no substitutions at all, never-pairs, diet
+    prefs = decision.preferences
+    if prefs.substitutions == "none":
+        lists = [[] for _ in product_ids]
+    lists = without_never_pairs(prefs, product_ids, lists)
+    if banned := dietary_exclusions(svc, prefs):
+        lists = [[c for c in items if c not in banned] for items in lists]
 
     lists = feedback.without_rejected(product_ids, lists)  # what this customer rejected for the item: never again
 
@@ -115,13 +128,14 @@ async def substitute(svc: Services, request: SubstitutionRequest) -> Substitutio
         ranked = guarded(
             decision,
             lambda: model.rank(product_ids, lists, customer_id=request.customer_id, features=decision.features,
-                               stock={c: stock.get(c) for items in lists for c in items}, k=request.k,
-                               feedback=feedback),
+                               stock={c: stock.get(c) for items in lists for c in items},
+                               k=ranking_depth(prefs, request.k), feedback=feedback),
             lambda: [[Scored(c, 0.0, "same kind of product") for c in items[: request.k]] for items in lists],
             "substitution ranker")
-    out = [Substitution(pid, [s for s in items if s.product_id not in never][: request.k])
+    out = [Substitution(pid, brands_first(svc, prefs, [s for s in items if s.product_id not in never], request.k))
            for pid, items in zip(product_ids, ranked, strict=True)]
     version = model.version if model is not None else "none"
     decision_id = record(svc, decision, "substitutions", version, out, surface=ENDPOINT,
                          experiment_id=choice.experiment_id, arm=choice.arm)
-    return SubstitutionResponse(decision_id, version, out, decision.fallback)
+    return SubstitutionResponse(decision_id, version, out, decision.fallback,
+                                NO_SUBSTITUTIONS if prefs.substitutions == "none" else None)
