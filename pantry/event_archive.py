@@ -95,7 +95,7 @@ def first_accepted(table: pa.Table) -> pa.Table:
         return table
     table = table.sort_by(ACCEPTED_AT).append_column("_row", pa.array(range(table.num_rows), pa.int64()))
     first = table.group_by("event_id", use_threads=False).aggregate([("_row", "min")]).column("_row_min")
-    return table.take(pc.sort_indices(first)).drop_columns(["_row"])
+    return table.take(pc.take(first, pc.sort_indices(first))).drop_columns(["_row"])
 
 
 def digest(root: Path, until: datetime | None = None) -> str:
