@@ -21,6 +21,7 @@ import pytest
 from pantry import audit, events
 from pantry.erasure import _Matcher
 from pantry.featurestore import repo
+from pantry.featurestore.pipeline import write_rows
 from pantry.keys import (
     DEAD_LETTER_STREAM,
     DECISIONS_STREAM,
@@ -101,8 +102,12 @@ def test_forget_removes_the_customer_from_every_store(world, api_keys):
     client = sync_client(settings)
     layout = repo.layout(settings)
     key = layout.key("customer_activity", (customer,))
+    # the customer's substitution feedback (the live flow writes it from feedback events; the replay had none)
+    write_rows(client, layout, "customer_substitution_feedback", [((customer,), {
+        "original_ids": [product[0]], "substitute_ids": [1], "accepted_counts": [0], "rejected_counts": [1],
+        "last_accepted": [0]}, datetime(2017, 6, 2, tzinfo=UTC))])
     # the stores hold the customer (and the other customer) before
-    assert client.exists(key)
+    assert client.exists(key) and client.exists(layout.key("customer_substitution_feedback", (customer,)))
     assert parquet_rows(settings.feature_log_dir, customer, "part-*.parquet") > 0
     assert parquet_rows(settings.dataset_dir, customer, "*.parquet") > 0
     ts = datetime(2017, 6, 2, tzinfo=UTC)
