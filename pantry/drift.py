@@ -46,7 +46,7 @@ VIEW_FEATURES: dict[str, tuple[tuple[str, str], ...]] = {
 MODEL_VIEWS: dict[str, tuple[str, ...]] = {
     "recommender": ("customer_session", "customer_activity", "customer_repertoire", "customer_embedding"),
     "substitutions": ("customer_repertoire", "customer_session"),
-    "next_best_action": ("customer_activity", "customer_repertoire"),
+    "next_best_action": ("customer_activity", "customer_repertoire", "customer_session"),
 }
 SCORE_FEATURES = ("score.top", "score.mean")
 

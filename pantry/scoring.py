@@ -15,7 +15,8 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 MODEL_NAMES = ("recommender", "substitutions", "next_best_action")
-Surface = Literal["for_you", "buy_again", "discover"]
+# complete_basket: what goes with the cart and the session (customer_session), else for_you
+Surface = Literal["for_you", "buy_again", "discover", "complete_basket"]
 Channel = Literal["app", "web", "email", "in_store"]
 ActionType = Literal["coupon", "buy_again", "cross_sell"]
 

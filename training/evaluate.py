@@ -20,6 +20,7 @@ from pantry import dataset
 from pantry.scoring import MODEL_NAMES
 from pantry.settings import Settings
 from training.data import default_until, load_purchases
+from training.evaluate_basket import evaluate_basket
 from training.evaluate_nba import evaluate_nba
 from training.evaluate_recommender import evaluate_recommender
 from training.evaluate_substitutions import evaluate_substitutions
@@ -37,6 +38,7 @@ def run_all(settings: Settings, out: Path, only: Sequence[str] = MODEL_NAMES) ->
         scratch = Path(tmp)
         if "recommender" in only:
             report["recommender"] = evaluate_recommender(purchases, scratch, timer)
+            report["complete_basket"] = evaluate_basket(purchases, timer)  # the recommender's cart surface
         if "substitutions" in only:
             report["substitutions"] = evaluate_substitutions(settings, purchases, timer)
         if "next_best_action" in only:

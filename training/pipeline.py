@@ -14,7 +14,7 @@ from pantry.models.onnx import session
 from pantry.models.recommender_candidates import FEATURE_NAMES, LABEL_DAYS, N_NEW
 from pantry.scoring import MODEL_NAMES, ModelError
 from pantry.settings import Settings
-from training import drift_reference, embeddings, nba, recommender, substitutions
+from training import basket, drift_reference, embeddings, nba, recommender, substitutions
 from training.als import AlsParams
 from training.data import data_digest, load_purchases
 from training.onnx_export import PARITY_TOLERANCE, ranker_parity
@@ -115,6 +115,9 @@ def train(
 
     if "recommender" in todo or "substitutions" in todo:
         fitted_rec = recommender.fit(purchases, until, params, timer, rerank="recommender" in todo)
+    # the co-purchase table and its ranker: complete_basket (recommender) and cross_sell (next_best_action), fitted
+    # once and written into each version
+    fitted_basket = basket.fit(purchases, until, timer) if {"recommender", "next_best_action"} & set(todo) else None
 
     sample = drift_reference.Sample(
         settings, purchases, until, int(fitted_rec.user_factors.shape[1]) if fitted_rec is not None else 0,
@@ -124,6 +127,7 @@ def train(
         with timer.step("recommender: ONNX export + parity + registry"):
             staging = registry.staging_dir(models_dir, "recommender", version)
             recommender.save(fitted_rec, staging)
+            basket.save(fitted_basket, staging)
             max_diff = recommender.parity(fitted_rec, session((staging / "model.onnx").read_bytes()))
             if max_diff > PARITY_TOLERANCE:
                 raise ModelError(f"ONNX parity failed: max abs diff {max_diff:.2e} > {PARITY_TOLERANCE}")
@@ -160,6 +164,7 @@ def train(
     if "next_best_action" in todo:
         staging = registry.staging_dir(models_dir, "next_best_action", version)
         params_doc, metrics = nba.train_and_save(settings, purchases, until, staging, timer)
+        basket.save(fitted_basket, staging)
         steps = {k: v for k, v in timer.steps.items() if k.startswith("next_best_action") or k in shared_steps}
         _publish(staging, _manifest("next_best_action", version, until, digest, params_doc, metrics, steps), sample,
                  timer)

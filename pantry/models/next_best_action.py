@@ -3,7 +3,8 @@
 The point-in-time tables (`Tables`, CSR arrays per customer and per campaign as of the cut) are built by training
 (training/nba.py) and loaded here; `candidates` and `features` are the functions training builds its redemption
 sets with. The ranker is LightGBM lambdarank in onnxruntime (a conditional logit on a small slice). When no coupon
-fits, the customer's most bought products are offered as buy-again nudges.
+fits, the customer's most bought products are offered as buy-again nudges. With something in the cart, the first
+action is a cross-sell: the best completion of the basket (pantry/models/basket.py) that goes with a cart item.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pantry.models._shared import lookup, times
+from pantry.models.basket import BasketCompleter
 from pantry.models.onnx import session
 from pantry.models.registry import Manifest
 from pantry.scoring import Action, Channel, Features
@@ -175,6 +177,7 @@ class NextBestAction:
         self.version = manifest.version
         self.t = load_tables(directory)
         self.session = session((directory / "model.onnx").read_bytes())
+        self.basket = BasketCompleter.load(directory)  # cross_sell (None: a version trained before it)
 
     def _rationale(self, x: np.ndarray, campaign_idx: int) -> str:
         aff = float(np.expm1(x[0]))
@@ -218,4 +221,22 @@ class NextBestAction:
         if len(out) < k:  # no coupon fits (or too few): nudge toward what they buy anyway
             floor = min((a.score for a in out), default=1.0)
             out.extend(self._nudges(int(customer_id), k - len(out), floor))
+        cross = self._cross_sell(features)
+        if cross is not None:  # the shopper is filling a basket now: what goes with it comes first
+            out = [cross, *(a for a in out if a.product_id != cross.product_id)][:k]
         return out
+
+    def _cross_sell(self, features: Features) -> Action | None:
+        """The best completion of the cart that goes with one of its items (the rationale names it), or None."""
+        session = (features.get("customer_session") if features else None) or {}
+        cart = list(session.get("cart_product_ids") or ())
+        if self.basket is None or not cart:
+            return None
+        repertoire = features.get("customer_repertoire") or {}
+        got = self.basket.complete(cart, list(session.get("session_product_ids") or ()),
+                                   list(repertoire.get("repertoire_product_ids") or ()),
+                                   list(repertoire.get("repertoire_scores") or ()), k=10, exclude=frozenset(cart))
+        best = next((c for c in got if c.anchor_in_cart), None)
+        if best is None:
+            return None
+        return Action(action_type="cross_sell", product_id=best.product_id, score=best.score, rationale=best.reason)

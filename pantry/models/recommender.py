@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pantry.models._shared import lookup, times
+from pantry.models._shared import lookup, lookup_many, times
+from pantry.models.basket import BasketCompleter
 from pantry.models.onnx import session
 from pantry.models.recommender_candidates import (
     ASSORTMENT_ARRAYS,
@@ -73,6 +74,7 @@ class Recommender:
         self.als = session((directory / "model.onnx").read_bytes())
         rr = directory / "reranker.onnx"
         self.reranker = session(rr.read_bytes()) if rr.exists() else None
+        self.basket = BasketCompleter.load(directory)  # complete_basket (None: a version trained before it)
         self.global_popular = np.argsort(-self.popularity, kind="stable")[:1000].astype(np.int64)
         self._zeros = np.zeros((1, self.n_factors), dtype=np.float32)
         self._store_masks: dict[int, np.ndarray] = {}
@@ -207,6 +209,8 @@ class Recommender:
         self, features: Features, *, customer_id: int, k: int, surface: Surface, exclude: frozenset[int],
         store_id: int | None,
     ) -> list[Scored]:
+        if surface == "complete_basket":
+            return self._complete_basket(features, customer_id=customer_id, k=k, exclude=exclude, store_id=store_id)
         # an erased customer (pantry.erasure) is new to every version: its artifact rows are never used
         u = -1 if int(customer_id) in self.hidden else lookup(self.customers, int(customer_id))
         ranked = self._ranked(features, u)
@@ -240,6 +244,31 @@ class Recommender:
                     out.append(s)
                     if len(out) == k:
                         break
+        return out
+
+    def _complete_basket(self, features: Features, *, customer_id: int, k: int, exclude: frozenset[int],
+                         store_id: int | None) -> list[Scored]:
+        """What goes with the cart and the session (pantry/models/basket.py), filled up with for_you; for_you alone
+        when there is neither (or the version has no co-purchase table)."""
+        out: list[Scored] = []
+        session = (features.get("customer_session") if features else None) or {}
+        if self.basket is not None and (session.get("cart_product_ids") or session.get("session_product_ids")):
+            repertoire = features.get("customer_repertoire") or {}
+            mask = self._store_mask(store_id)
+
+            def stocked(pids):  # the store filter of the other surfaces
+                idx = lookup_many(self.products, pids)
+                return (idx >= 0) & mask[np.maximum(idx, 0)]
+
+            got = self.basket.complete(
+                list(session.get("cart_product_ids") or ()), list(session.get("session_product_ids") or ()),
+                list(repertoire.get("repertoire_product_ids") or ()), list(repertoire.get("repertoire_scores") or ()),
+                k=k, exclude=exclude, allowed=None if mask is None else stocked)
+            out = [Scored(c.product_id, c.score, c.reason) for c in got]
+        if len(out) < k:
+            taken = exclude | {s.product_id for s in out}
+            out += self.recommend(features, customer_id=customer_id, k=k - len(out), surface="for_you",
+                                  exclude=frozenset(taken), store_id=store_id)
         return out
 
     @staticmethod

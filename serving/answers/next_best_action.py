@@ -14,7 +14,8 @@ from serving.answers.shopper import action_allowed, dietary_exclusions
 from serving.services import Services
 
 ENDPOINT = "next_best_action"
-CUSTOMER_VIEWS = ("customer_activity", "customer_repertoire")
+# customer_session: the cart, which a cross_sell action completes
+CUSTOMER_VIEWS = ("customer_activity", "customer_repertoire", "customer_session")
 
 
 async def next_best_action(svc: Services, request: NextBestActionRequest) -> NextBestActionResponse:
