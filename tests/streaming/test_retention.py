@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from pantry import dataset, events
+from pantry.featurestore.layout import ts_field
 from pantry.keys import DEAD_LETTER_STREAM, EVENT_FIELD, EVENTS_STREAM
 from pantry.redis_server import sync_client
 from streaming import retention, runner
@@ -46,6 +47,10 @@ def make_events(settings, n: int, first: int) -> list[events.Event]:
         if i % 4 == 3:
             out.append(events.Purchase(event_id=f"ret-{i}", ts=ts, customer_id=cid, store_id=991, basket_id=i // 4,
                                        product_id=9_910_000 + i % 7, quantity=1, sales_value=1.5))
+        elif i % 4 == 1:  # substitution feedback: its state (customer and original product) is recovered too
+            out.append(events.SubstitutionFeedback(event_id=f"ret-{i}", ts=ts, customer_id=cid, store_id=991,
+                                                   original_product_id=9_910_000 + i % 7,
+                                                   substitute_product_id=9_920_000 + i % 5, accepted=i % 3 != 0))
         else:
             out.append(events.ProductView(event_id=f"ret-{i}", ts=ts, customer_id=cid, product_id=9_910_000 + i % 7))
     return out
@@ -132,6 +137,8 @@ def test_live_flow_trims_to_its_snapshot_and_a_killed_flow_still_reaches_the_sam
         time.sleep(1.5)  # the restarted flow's last flush
         got = feature_hashes(settings)
         assert len(got) == len(reference) > 5
+        feedback_ts = {ts_field(v) for v in ("customer_substitution_feedback", "product_substitution_feedback")}
+        assert sum(bool(feedback_ts & set(fields)) for fields in reference.values()) == len(CUSTOMERS) + 7
         differing = [k for k in reference if got.get(k) != reference[k]]
         assert differing == [], f"{len(differing)} of {len(reference)} keys differ after the kill and restart"
         assert wait_for(lambda: client.xlen(EVENTS_STREAM) <= MARGIN_EVENTS + 1, 30), client.xlen(EVENTS_STREAM)
