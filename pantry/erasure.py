@@ -313,8 +313,12 @@ def forget(settings: Settings, customer_id: int, actor: str, *, client=None,
         time.sleep(FEATURE_LOG_SETTLE_S)
     counts["online_rows"] = _forget_online(client, layout, customer_id)
     counts["feature_log_rows"] = _forget_parquet(settings.feature_log_dir, customer_id, "part-*.parquet")
-    # the archive's sink writes what it holds when it passes the marker (streaming/event_archive.py)
-    counts["archive_rows"] = _forget_parquet(settings.event_archive_dir, customer_id, "part-*.parquet")
+    # the archive's sink writes what it holds when it passes the marker (streaming/event_archive.py); its lock keeps
+    # a compaction from writing back rows read before this rewrite
+    from pantry.event_archive import locked
+
+    with locked(settings.event_archive_dir):
+        counts["archive_rows"] = _forget_parquet(settings.event_archive_dir, customer_id, "part-*.parquet")
     client.xadd(*audit.xadd_args(audit.entry(actor, "customer.forget", f"customer:{customer_id}", after=counts)))
     log.info("customer %d forgotten by %s: %s", customer_id, actor, counts)
     return counts

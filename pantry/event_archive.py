@@ -12,11 +12,16 @@ event_id, the first accepted.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
 import shutil
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from time import time_ns
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,6 +51,9 @@ ARCHIVE_SCHEMA = pa.schema([
     pa.field("decision_id", pa.string()),
 ])
 DAY_FORMAT = "%Y-%m-%d"
+COMPACTED = "-c.parquet"  # a compacted file's name ends so
+COMPACT_MAX_ROWS = 1_000_000  # rows per compacted file (~10 MB; a day of more traffic gets more files)
+_PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": ["type"], "write_statistics": [TIME_COLUMN]}
 
 
 def day_dirs(root: Path) -> list[Path]:
@@ -122,6 +130,45 @@ def last_event_ts(root: Path) -> datetime | None:
         if newest is not None:
             return newest
     return None
+
+
+@contextlib.contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """Hold the archive's lock: compaction and an erasure's rewrite never interleave (one could bring back rows the
+    other removed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def compact(root: Path, before_day: str, max_rows: int = COMPACT_MAX_ROWS) -> int:
+    """Merge the files of each day before `before_day` (no event can still arrive for it: lateness is 10 minutes) that
+    has more than one file and any not compacted yet into files of up to `max_rows` rows, one row per event_id
+    (training reads a day in one file instead of one per minute). New files appear first, the old ones go after: a
+    reader in between sees rows twice, which `read` removes. Returns the days compacted."""
+    done = 0
+    for d in day_dirs(root):
+        if d.name >= before_day:
+            break
+        parts = sorted(d.glob("part-*.parquet"))
+        if len(parts) < 2 or all(p.name.endswith(COMPACTED) for p in parts):
+            continue
+        with locked(root):
+            parts = sorted(d.glob("part-*.parquet"))  # as they are now that nobody rewrites them
+            table = first_accepted(pa.concat_tables(pq.read_table(p) for p in parts)).sort_by(TIME_COLUMN)
+            stamp = f"{time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            for i, start in enumerate(range(0, table.num_rows, max_rows)):
+                tmp = d / f".part-{stamp}-{i}.tmp"
+                pq.write_table(table.slice(start, max_rows), tmp, **_PARQUET_OPTIONS)
+                os.replace(tmp, d / f"part-{stamp}-{i}{COMPACTED}")
+            for p in parts:
+                p.unlink()
+        done += 1
+    return done
 
 
 def prune(root: Path, newest_day: str, retention_days: int) -> int:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from pantry.event_archive import ACCEPTED_AT, ARCHIVE_SCHEMA, TIME_COLUMN, prune
+from pantry.event_archive import ACCEPTED_AT, ARCHIVE_SCHEMA, TIME_COLUMN, compact, prune
 from pantry.featurestore.offline_log import LogWriter, micros_of_seconds
 from pantry.settings import Settings
 from streaming.features.event import FORGET, Ev
@@ -75,7 +75,8 @@ def archive_batch(accepted: list[Accepted]) -> pa.RecordBatch:
 class EventArchive:
     """Buffers accepted events and hands them to a writer thread every `handoff_s`; the thread converts them to
     Arrow record batches at once and writes files by event day every `write_every_s`, at `write()` and at `flush()`,
-    which also waits for the files. After each write it deletes the day directories past retention."""
+    which also waits for the files. When the events reach a new day, it deletes the day directories past retention
+    and compacts each earlier day into one file (pantry.event_archive.compact)."""
 
     def __init__(self, settings: Settings, writer: str, handoff_s: float = ARCHIVE_HANDOFF_S,
                  write_every_s: float = ARCHIVE_EVERY_S):
@@ -154,6 +155,7 @@ class EventArchive:
         self.pending.task_done()
 
     def _prune(self, table: pa.Table) -> None:
+        """When a new event day starts: delete the days past retention, compact the days before it."""
         newest = pc.max(table.column(TIME_COLUMN)).as_py().strftime("%Y-%m-%d")
         if newest > self.newest_day:
             self.newest_day = newest
@@ -161,6 +163,7 @@ class EventArchive:
             if removed:
                 log.info("event archive: %d day(s) older than %d days before %s deleted", removed,
                          self.retention_days, newest)
+            compact(self.root, newest)
 
 
 class ArchivePartition(StatefulSinkPartition[Accepted, None]):

@@ -82,6 +82,26 @@ def test_read_keeps_the_first_accepted_row_of_an_event_before_until_and_retentio
     assert [d.name for d in event_archive.day_dirs(root)] == ["2018-01-03", "2018-01-07"]
 
 
+def test_a_day_is_compacted_into_one_file_once_the_events_reach_the_next(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    archive = EventArchive(settings, "test")
+    root = settings.event_archive_dir
+    for i in range(3):  # three writes of the same day, the last one repeating the first (a restart)
+        archive.append(T0.timestamp() + i, [from_event(e) for e in one_of_each(f"w{i % 2}", T0 + timedelta(hours=i))])
+        archive.flush()
+    day = root / "2018-01-02"
+    assert len(list(day.glob("part-*.parquet"))) == 3
+    before = event_archive.read(root)
+    archive.append(T0.timestamp() + 5, [from_event(one_of_each("next", T0 + timedelta(days=1))[0])])
+    archive.flush()
+    (only,) = day.glob("part-*.parquet")
+    assert only.name.endswith(event_archive.COMPACTED) and pq.read_metadata(only).num_rows == 18
+    assert event_archive.read(root).num_rows == before.num_rows + 1
+    assert event_archive.read(root, until=T0 + timedelta(days=1)).equals(before)
+    assert len(list((root / "2018-01-03").glob("part-*.parquet"))) == 1  # the newest day is left as it is
+    archive.close()
+
+
 # ---- on the real parts: the API, the live flow in its own process, the erasure --------------------------------
 
 
