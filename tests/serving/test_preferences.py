@@ -212,3 +212,18 @@ def test_erasure_removes_the_preferences(http, api_keys, feast_applied, layout):
     assert forgot.json()["removed"]["online_rows"] >= 1
     assert not sync_client(feast_applied).exists(key)
     assert http.get(path(customer)).json()["updated_at"] is None
+
+
+def test_the_feast_sdk_reads_what_put_wrote(http, feast_applied):
+    from pantry.featurestore import repo
+
+    customer = 9_500_040
+    put(http, customer, {"substitutions": "none", "never": [[1, 2], [3, 4]], "preferred_brands": ["National"],
+                         "dietary": ["no_tobacco"]})
+    got = repo.store(feast_applied).get_online_features(
+        features=[f"customer_preferences:{f}" for f in ("substitutions", "never_original_ids", "never_substitute_ids",
+                                                        "preferred_brands", "dietary")],
+        entity_rows=[{"customer_id": customer}]).to_dict()
+    assert got["substitutions"] == ["none"]
+    assert (got["never_original_ids"], got["never_substitute_ids"]) == ([[1, 3]], [[2, 4]])
+    assert (got["preferred_brands"], got["dietary"]) == ([["National"]], [["no_tobacco"]])
