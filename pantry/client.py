@@ -2,9 +2,9 @@
 
 Bodies and answers are the msgspec structs the server itself validates and returns (pantry/schemas.py), so a
 client and the server cannot drift apart. Each call has a timeout; a 429 or 503 answer and a connection error are
-retried with exponential backoff (a 429/503's `Retry-After` is honoured), which is safe: answers are reads, and an
-event batch posted twice is written once (serving/ingest.py). Any other non-2xx answer raises `PantryError` with
-the server's RFC 9457 problem detail.
+retried with exponential backoff (a 429/503's `Retry-After` is honoured), which is safe: answers are reads, an
+event batch posted twice is written once (serving/ingest.py), and a preferences PUT replaces the whole set. Any
+other non-2xx answer raises `PantryError` with the server's RFC 9457 problem detail.
 
     from pantry.client import PantryClient
 
@@ -33,6 +33,7 @@ import msgspec
 
 from pantry.events import Event
 from pantry.schemas import (
+    CustomerPreferences,
     EventsAccepted,
     FeaturesRequest,
     FeaturesResponse,
@@ -42,6 +43,7 @@ from pantry.schemas import (
     RecommendationRequest,
     RecommendationResponse,
     ServiceClock,
+    StoredPreferences,
     SubstitutionRequest,
     SubstitutionResponse,
 )
@@ -93,7 +95,7 @@ def _decoder(kind: type[T]) -> Callable[[bytes], T]:
 
 
 _DECODE = {kind: _decoder(kind) for kind in (RecommendationResponse, SubstitutionResponse, NextBestActionResponse,
-                                             FeaturesResponse, EventsAccepted, ServiceClock)}
+                                             FeaturesResponse, EventsAccepted, ServiceClock, StoredPreferences)}
 
 
 # ---- the calls, as data -----------------------------------------------------------------------------------------
@@ -133,6 +135,15 @@ def send_events(events: Sequence[Event]) -> Call[EventsAccepted]:
 
 def clock() -> Call[ServiceClock]:
     return Call("GET", "/v1/clock", None, _DECODE[ServiceClock])
+
+
+def set_preferences(customer_id: int, preferences: CustomerPreferences) -> Call[StoredPreferences]:
+    return Call("PUT", f"/v1/customers/{int(customer_id)}/preferences", _encode(preferences),
+                _DECODE[StoredPreferences])
+
+
+def preferences(customer_id: int) -> Call[StoredPreferences]:
+    return Call("GET", f"/v1/customers/{int(customer_id)}/preferences", None, _DECODE[StoredPreferences])
 
 
 # ---- the clients ------------------------------------------------------------------------------------------------
@@ -211,6 +222,12 @@ class PantryClient:
     def clock(self) -> ServiceClock:
         return self.send(clock())
 
+    def set_preferences(self, customer_id: int, preferences: CustomerPreferences) -> StoredPreferences:
+        return self.send(set_preferences(customer_id, preferences))
+
+    def preferences(self, customer_id: int) -> StoredPreferences:
+        return self.send(preferences(customer_id))
+
     def close(self) -> None:
         self.http.close()
 
@@ -264,6 +281,12 @@ class AsyncPantryClient:
 
     async def clock(self) -> ServiceClock:
         return await self.send(clock())
+
+    async def set_preferences(self, customer_id: int, preferences: CustomerPreferences) -> StoredPreferences:
+        return await self.send(set_preferences(customer_id, preferences))
+
+    async def preferences(self, customer_id: int) -> StoredPreferences:
+        return await self.send(preferences(customer_id))
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -227,3 +227,15 @@ def test_the_feast_sdk_reads_what_put_wrote(http, feast_applied):
     assert got["substitutions"] == ["none"]
     assert (got["never_original_ids"], got["never_substitute_ids"]) == ([[1, 3]], [[2, 4]])
     assert (got["preferred_brands"], got["dietary"]) == ([["National"]], [["no_tobacco"]])
+
+
+def test_the_typed_client_sets_and_reads_preferences(api, api_keys):
+    from pantry.client import PantryClient, PantryError
+    from pantry.schemas import CustomerPreferences
+
+    with PantryClient(api.url, api_key=api_keys.ingest) as pantry:
+        stored = pantry.set_preferences(9_500_050, CustomerPreferences(never=[(1, 2)], dietary=["vegetarian"]))
+        assert pantry.preferences(9_500_050) == stored and stored.preferences.never == [(1, 2)]
+    with PantryClient(api.url, api_key=api_keys.client) as pantry, pytest.raises(PantryError) as refused:
+        pantry.preferences(9_500_050)
+    assert refused.value.status == 403
