@@ -1,0 +1,49 @@
+"""What a shopper's preferences do to an answer's lists (serving/answers/shopper.py) and how a preferences row reads
+(serving/preferences.py), as pure functions on small tables."""
+
+from __future__ import annotations
+
+from pantry.scoring import Action, Scored
+from serving.answers.shopper import action_allowed, brands_first, ranking_depth, without_never_pairs
+from serving.catalogue import Catalogue
+from serving.preferences import NO_PREFERENCES, Preferences, body_of, from_row
+
+
+class _Svc:
+    def __init__(self, catalogue: Catalogue):
+        self.catalogue = catalogue
+
+
+def test_a_row_becomes_preferences_and_back():
+    row = {"substitutions": "none", "never_original_ids": [1, 3], "never_substitute_ids": [2, 4],
+           "preferred_brands": ["Private", "private"], "dietary": ["vegetarian"]}
+    prefs = from_row(row)
+    assert prefs == Preferences("none", frozenset({(1, 2), (3, 4)}), ("private",), ("vegetarian",))
+    assert body_of(row).never == [(1, 2), (3, 4)] and body_of(row).preferred_brands == ["Private", "private"]
+    assert from_row(None) == NO_PREFERENCES and body_of(None).substitutions == "allow"
+
+
+def test_never_pairs_apply_to_their_original_only():
+    prefs = Preferences(never=frozenset({(10, 11)}))
+    assert without_never_pairs(prefs, [10, 20], [[11, 12], [11, 13]]) == [[12], [11, 13]]
+    assert without_never_pairs(NO_PREFERENCES, [10], [[11]]) == [[11]]
+
+
+def test_preferred_brands_come_first_within_the_comparable_window_in_ranker_order():
+    svc = _Svc(Catalogue(brands={"private": frozenset({3, 4, 9})}))
+    ranked = [Scored(p, 1.0 / p, "x") for p in (1, 2, 3, 4, 5, 6, 9)]
+    prefs = Preferences(preferred_brands=("private",))
+    assert ranking_depth(prefs, 3) == 6 and ranking_depth(NO_PREFERENCES, 3) == 3
+    # the window is the best 2 x k = 6: product 9 (7th) does not move up
+    assert [s.product_id for s in brands_first(svc, prefs, ranked, 3)] == [3, 4, 1]
+    assert [s.product_id for s in brands_first(svc, NO_PREFERENCES, ranked, 3)] == [1, 2, 3]
+    assert [s.product_id for s in brands_first(svc, Preferences(preferred_brands=("acme",)), ranked, 3)] == [1, 2, 3]
+
+
+def test_a_coupon_is_left_out_only_when_the_diet_excludes_every_product_it_covers():
+    svc = _Svc(Catalogue(coupon_products={100: (1, 2), 200: (1, 5)}))
+    excluded = frozenset({1, 2})
+    assert not action_allowed(svc, excluded, Action("coupon", 0.9, "r", campaign_id=1, coupon_upc=100))
+    assert action_allowed(svc, excluded, Action("coupon", 0.9, "r", campaign_id=1, coupon_upc=200))
+    assert not action_allowed(svc, excluded, Action("buy_again", 0.5, "r", product_id=2))
+    assert action_allowed(svc, frozenset(), Action("buy_again", 0.5, "r", product_id=2))
