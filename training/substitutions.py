@@ -6,7 +6,9 @@ first purchase in [inner cut, until) of another item of that type, bought before
 `new_only=False`; the report's new-item protocol keeps only never-bought ones). Candidates = what serving ranks: the
 type's pool (top POOL by buyers) plus the customer's own other items of the type (`own_items_at`, the history a
 version keeps of each customer); label = the item chosen. Several such windows are stacked (WINDOWS, each with its
-own ALS fit at its inner cut). The ranker is LightGBM lambdarank over each event's candidates (ONNX via
+own ALS fit at its inner cut); the substitutions shoppers accepted in live traffic within a window (the event
+archive's `substitution_feedback`, `feedback_events`) join its departures as events labelled by the shopper. The
+ranker is LightGBM lambdarank over each event's candidates (ONNX via
 onnxmltools, training/gbm.py); a conditional logit when there are too few events for trees (a small slice).
 
 Besides similarity, popularity, brand/size/price closeness and the customer's own history in the type (bought or
@@ -48,7 +50,7 @@ from pantry.models.substitution_features import (
 from pantry.scoring import ModelError
 from pantry.settings import Settings
 from training import als
-from training.data import HALF_LIFE_DAYS, Index, to_days
+from training.data import HALF_LIFE_DAYS, Index, substitution_feedback, to_days
 from training.gbm import Boosted, GbmParams, fit_lambdarank
 from training.logistic import Logistic, fit_conditional_logit
 from training.onnx_export import PARITY_TOLERANCE, ranker_parity
@@ -175,6 +177,27 @@ class SwitchEvents:
         keep = np.sort(np.random.default_rng(seed).choice(len(self.customers), size=n, replace=False))
         return SwitchEvents(self.customers[keep], self.usual[keep], self.chosen[keep],
                             [self.bought[j] for j in keep], self.store_id[keep], self.day[keep])
+
+    def __add__(self, other: SwitchEvents) -> SwitchEvents:
+        return SwitchEvents(np.concatenate([self.customers, other.customers]),
+                            np.concatenate([self.usual, other.usual]), np.concatenate([self.chosen, other.chosen]),
+                            self.bought + other.bought, np.concatenate([self.store_id, other.store_id]),
+                            np.concatenate([self.day, other.day]))
+
+
+def feedback_events(feedback: pd.DataFrame, index: Index, start: datetime, end: datetime) -> SwitchEvents:
+    """Accepted substitutions of live traffic (training.data.substitution_feedback) in [start, end) as switch events:
+    the shopper was offered `substitute_product_id` for `original_product_id` and took it, a label given by the
+    shopper rather than read off the purchases. A rejection is not one: the ranker learns which candidate of a group
+    was chosen, and a rejected offer names none (serving hears rejections through the substitution feedback views)."""
+    fb = feedback[feedback["accepted"].fillna(False).astype(bool) & feedback["customer_id"].notna()
+                  & (feedback["day"] >= to_days(start)) & (feedback["day"] < to_days(end))]
+    usual = index.item_idx(fb["original_product_id"].to_numpy(np.int64))
+    chosen = index.item_idx(fb["substitute_product_id"].to_numpy(np.int64))
+    known = usual >= 0
+    fb, usual, chosen = fb[known], usual[known], chosen[known]
+    return SwitchEvents(fb["customer_id"].to_numpy(np.int64), usual, chosen, [np.empty(0, np.int64)] * len(fb),
+                        fb["store_id"].fillna(-1).to_numpy(np.int64), fb["day"].to_numpy(np.float64))
 
 
 def switch_events(settings: Settings, before: pd.DataFrame, after: pd.DataFrame, index: Index,
@@ -303,11 +326,14 @@ def prior_ranker() -> Logistic:
 
 
 def window_set(settings: Settings, purchases: pd.DataFrame, start: datetime, end: datetime,
-               params: als.AlsParams) -> tuple[list[np.ndarray], list[int]]:
-    """Switch events in [start, end) with everything as of `start`: (feature blocks, chosen row per block)."""
+               params: als.AlsParams, feedback: pd.DataFrame | None = None) -> tuple[list[np.ndarray], list[int]]:
+    """Switch events in [start, end) with everything as of `start`: (feature blocks, chosen row per block); the
+    accepted substitutions of live traffic in the window (`feedback`) join the sampled departures, all of them."""
     before, index, uf, cat = fit_at(settings, purchases, start, params)
     after = purchases[(purchases["day"] >= to_days(start)) & (purchases["day"] < to_days(end))]
     ev = switch_events(settings, before, after, index, new_only=False).sample(RANKER_EVENTS_PER_WINDOW)
+    if feedback is not None and len(feedback):
+        ev = ev + feedback_events(feedback, index, start, end)
     shares = private_share(before, index, cat)
     owns = own_items_at(before, index, start)
     xs, pos = [], []
@@ -326,9 +352,10 @@ def train_ranker(settings: Settings, purchases: pd.DataFrame, until: datetime, p
                  windows: int = WINDOWS, gbm: GbmParams = RANKER_GBM) -> Logistic | Boosted | None:
     xs: list[np.ndarray] = []
     pos: list[int] = []
+    feedback = substitution_feedback(settings, until)  # live traffic's verdicts (the event archive): labels
     for w in range(1, windows + 1):
         start = until - timedelta(days=w * SWITCH_DAYS)
-        wx, wp = window_set(settings, purchases, start, start + timedelta(days=SWITCH_DAYS), params)
+        wx, wp = window_set(settings, purchases, start, start + timedelta(days=SWITCH_DAYS), params, feedback)
         xs += wx
         pos += wp
     if not xs:

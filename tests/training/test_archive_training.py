@@ -96,3 +96,25 @@ def test_substitution_feedback_labels_come_from_the_archive_before_until(own):
     assert labels[["original_product_id", "substitute_product_id", "accepted", "decision_id"]].values.tolist() == [
         [100, 200, True, "d-0"], [101, 201, False, "d-1"]]
     assert labels["customer_id"].tolist() == [7, 7] and labels["day"].iloc[1] > labels["day"].iloc[0]
+
+
+def test_accepted_substitutions_become_ranker_groups_labelled_with_the_substitute(own):
+    from pantry.models.substitution_features import pool
+    from training.substitutions import SWITCH_DAYS, fit_at, window_set
+
+    purchases = load_purchases(own, SLICE_UNTIL)
+    start = SLICE_UNTIL - timedelta(days=SWITCH_DAYS)
+    _before, index, _uf, cat = fit_at(own, purchases, start, TINY_ALS)
+    original = next(i for i in np.argsort(-cat.buyers) if len(pool(cat, int(i))) >= 3)
+    substitute = int(pool(cat, int(original))[2])  # the pool's third: a label, not what the order says already
+    customer = int(purchases["customer_id"].iloc[0])
+    archive(own, [E.SubstitutionFeedback(event_id=f"sub-{k}", ts=start + timedelta(days=1 + k), customer_id=customer,
+                                         store_id=1, original_product_id=int(index.products[original]),
+                                         substitute_product_id=int(index.products[substitute]), accepted=k < 2)
+                  for k in range(3)])  # two accepted, one rejected
+    feedback = substitution_feedback(own, SLICE_UNTIL)
+    xs, pos = window_set(own, purchases, start, SLICE_UNTIL, TINY_ALS)
+    fx, fpos = window_set(own, purchases, start, SLICE_UNTIL, TINY_ALS, feedback)
+    assert len(fx) == len(xs) + 2 and fpos[:len(pos)] == pos  # the departures as before, then the accepted ones
+    candidates = pool(cat, int(original))
+    assert [int(candidates[p]) for p in fpos[-2:]] == [substitute, substitute]
