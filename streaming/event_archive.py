@@ -147,7 +147,10 @@ class EventArchive:
                     table = pa.Table.from_batches(batches, schema=ARCHIVE_SCHEMA)
                     batches = []
                     self.writer.write("", table)  # "": the day directories are the archive's root's
-                    self._prune(table)
+                    try:
+                        self._prune(table)
+                    except Exception:  # housekeeping must never stop the flow; the next new day tries again
+                        log.exception("event archive: retention or compaction")
             except BaseException as exc:  # reported to the flow at its next hand-off
                 self.error = exc
             finally:
