@@ -35,10 +35,12 @@ async def recommend(svc: Services, request: RecommendationRequest) -> Recommenda
     def popular() -> list[Scored]:
         return popular_model.popular(k=wanted, store_id=request.store_id, exclude=exclude)
 
+    def scored(k: int) -> list[Scored]:
+        return recommender.recommend(decision.features, customer_id=request.customer_id, k=k,
+                                     surface=request.surface, exclude=exclude, store_id=request.store_id)
+
     if decision.fallback is None:
-        items = guarded(decision, lambda: recommender.recommend(
-            decision.features, customer_id=request.customer_id, k=wanted, surface=request.surface,
-            exclude=exclude, store_id=request.store_id), popular, "recommender")
+        items = guarded(decision, lambda: stock.refilled(scored, request.k, wanted), popular, "recommender")
     else:
         items = popular()
     items = [item for item in items if item.product_id not in exclude and item.product_id not in banned]

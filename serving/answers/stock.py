@@ -11,12 +11,12 @@ than (OVERFETCH - 1) / OVERFETCH of them are gone (docs/DECISIONS.md "Live stock
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from pantry.featurestore.reader import RowRead
-from pantry.scoring import Action
+from pantry.scoring import Action, Scored
 from serving.redis_guard import StoreUnavailable
 from serving.services import Services
 
@@ -44,6 +44,18 @@ async def out_of_stock_at(svc: Services, store_id: int, products: Iterable[int],
     except StoreUnavailable:
         return set()
     return {p for p, row in zip(wanted, result.rows, strict=True) if out_of_stock(row.raw_values)}
+
+
+def refilled(ranked: Callable[[int], list[Scored]], k: int, wanted: int) -> list[Scored]:
+    """A model's k best, then the rest of its `wanted` best to refill from. Two calls, not one of `wanted`: the first
+    k of a longer list need not be its k best (buy-again pins what was bought since the cut in a fifth of the slots it
+    is asked for), and an answer with nothing left out must be the model's k best. (The next-best-action model's
+    longer list starts with its k best: one call there.)"""
+    best = ranked(k)
+    if wanted <= k:
+        return best
+    seen = {s.product_id for s in best}
+    return best + [s for s in ranked(wanted) if s.product_id not in seen]
 
 
 def action_products(svc: Services, action: Action) -> tuple[int, ...]:

@@ -47,3 +47,14 @@ def test_a_coupon_is_left_out_only_when_the_diet_excludes_every_product_it_cover
     assert action_allowed(svc, excluded, Action("coupon", 0.9, "r", campaign_id=1, coupon_upc=200))
     assert not action_allowed(svc, excluded, Action("buy_again", 0.5, "r", product_id=2))
     assert action_allowed(svc, frozenset(), Action("buy_again", 0.5, "r", product_id=2))
+
+
+def test_refilled_keeps_the_models_k_best_first_when_its_longer_list_starts_otherwise():
+    from serving.answers.stock import refilled
+
+    def ranked(k: int) -> list[Scored]:  # like buy-again: a longer list pins other items first
+        order = [1, 2, 3, 4, 5, 6] if k <= 2 else [5, 6, 1, 2, 3, 4]
+        return [Scored(p, 1.0, "x") for p in order[:k]]
+
+    assert [s.product_id for s in refilled(ranked, 2, 6)] == [1, 2, 5, 6, 3, 4]
+    assert [s.product_id for s in refilled(ranked, 2, 2)] == [1, 2]
