@@ -36,7 +36,9 @@ from training.timing import Timer
 MIN_TOGETHER = 2  # a pair bought together once is noise (and most of the matrix): not a neighbour
 RANKER_DAYS = 28  # the ranker's baskets: the last 4 weeks before the cut (the table is built before them)
 RANKER_BASKETS = 4000  # baskets sampled from them (fit time grows with it; 4,000 x ~150 candidates)
-RANKER_GBM = GbmParams(objective="binary", n_trees=80, num_leaves=15, learning_rate=0.1)
+# 40 trees: as good as 80 or lambdarank on a validation cut, half the fit and the per-request cost
+# (experiments/basket_ranker.py; docs/DECISIONS.md "Which learner completes a basket?")
+RANKER_GBM = GbmParams(objective="binary", n_trees=40, num_leaves=15, learning_rate=0.1)
 REPERTOIRE_HALF_LIFE_DAYS = 90.0  # the stream's customer_repertoire decay (streaming/features/customer.py)
 
 

@@ -218,9 +218,11 @@ class NextBestAction:
                        campaign_id=int(self.t.campaigns[camp[j]]), coupon_upc=int(self.t.coupons[cpn[j]]))
                 for j in order
             ]
-        if len(out) < k:  # no coupon fits (or too few): nudge toward what they buy anyway
+        cart = set(((features.get("customer_session") if features else None) or {}).get("cart_product_ids") or ())
+        if len(out) < k:  # no coupon fits (or too few): nudge toward what they buy anyway, not yet in the cart
             floor = min((a.score for a in out), default=1.0)
-            out.extend(self._nudges(int(customer_id), k - len(out), floor))
+            nudges = self._nudges(int(customer_id), k - len(out) + len(cart), floor)
+            out.extend([a for a in nudges if a.product_id not in cart][: k - len(out)])
         cross = self._cross_sell(features)
         if cross is not None:  # the shopper is filling a basket now: what goes with it comes first
             out = [cross, *(a for a in out if a.product_id != cross.product_id)][:k]

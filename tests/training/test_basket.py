@@ -105,9 +105,16 @@ def test_next_best_action_cross_sells_from_the_cart(trained):
                          registry.active_version(trained.models_dir, "next_best_action"))
     product = _cart_product(trained)
     now = datetime(2017, 10, 20, tzinfo=UTC)
-    features = {"customer_session": {"cart_product_ids": [product], "session_product_ids": [product]}}
-    actions = model.actions(features, customer_id=1, campaign_ids=frozenset(), k=3, channel="app", now=now)
-    assert actions[0].action_type == "cross_sell" and actions[0].product_id != product
-    assert actions[0].rationale.startswith(f"goes with {product} in your cart")
-    without = model.actions({}, customer_id=1, campaign_ids=frozenset(), k=3, channel="app", now=now)
+    t = model.t
+    u = int(np.flatnonzero(np.diff(t.nudge_indptr) >= 3)[0])  # a customer with buy-again nudges
+    customer, usual = int(t.customers[u]), int(t.nudge_products[t.nudge_indptr[u]])
+    without = model.actions({}, customer_id=customer, campaign_ids=frozenset(), k=3, channel="app", now=now)
+    assert usual in {a.product_id for a in without}
     assert all(a.action_type != "cross_sell" for a in without)
+    cart = [product, usual]
+    features = {"customer_session": {"cart_product_ids": cart, "session_product_ids": cart}}
+    actions = model.actions(features, customer_id=customer, campaign_ids=frozenset(), k=3, channel="app", now=now)
+    assert len(actions) == 3 and actions[0].action_type == "cross_sell"
+    assert actions[0].product_id not in cart and actions[0].rationale.startswith("goes with ")
+    assert int(actions[0].rationale.split()[2]) in cart  # names the cart item it goes with
+    assert not {a.product_id for a in actions} & set(cart)  # no nudge toward what is in the cart
