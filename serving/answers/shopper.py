@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pantry.scoring import Action, Scored
+from serving.catalogue import ProductIds
 from serving.preferences import Preferences
 from serving.services import Services
 
@@ -20,7 +21,7 @@ NO_SUBSTITUTIONS = "the shopper accepts no substitutions (their preferences)"
 BRAND_WINDOW = 2  # how far down an item's ranking a preferred brand's candidate may move up from
 
 
-def dietary_exclusions(svc: Services, prefs: Preferences) -> frozenset[int]:
+def dietary_exclusions(svc: Services, prefs: Preferences) -> ProductIds:
     return svc.catalogue.excluded_by(prefs.dietary)
 
 
@@ -47,7 +48,7 @@ def brands_first(svc: Services, prefs: Preferences, candidates: list[Scored], k:
     return ([s for s in window if s.product_id in preferred] + [s for s in window if s.product_id not in preferred])[:k]
 
 
-def action_allowed(svc: Services, excluded: frozenset[int], action: Action) -> bool:
+def action_allowed(svc: Services, excluded: ProductIds, action: Action) -> bool:
     """False for a product action whose product the diet excludes, and a coupon whose products it all excludes."""
     if not excluded:
         return True

@@ -58,3 +58,15 @@ def test_refilled_keeps_the_models_k_best_first_when_its_longer_list_starts_othe
 
     assert [s.product_id for s in refilled(ranked, 2, 6)] == [1, 2, 5, 6, 3, 4]
     assert [s.product_id for s in refilled(ranked, 2, 2)] == [1, 2]
+
+
+def test_several_dietary_values_or_brands_are_looked_up_in_each_set_not_a_union():
+    catalogue = Catalogue(dietary={"vegetarian": frozenset({1, 2}), "no_alcohol": frozenset({5}),
+                                   "no_tobacco": frozenset()},
+                          brands={"private": frozenset({7}), "national": frozenset({8})})
+    both = catalogue.excluded_by(("vegetarian", "no_alcohol"))
+    assert 1 in both and 5 in both and 3 not in both and both
+    assert not catalogue.excluded_by(()) and not catalogue.excluded_by(("no_tobacco",))
+    assert catalogue.excluded_by(("vegetarian",)) is catalogue.dietary["vegetarian"]  # one value: its own set
+    brands = catalogue.of_brands(("private", "national", "acme"))
+    assert 7 in brands and 8 in brands and 9 not in brands
