@@ -94,8 +94,8 @@ class Feedback:
         return [[c for c in items if c not in no] if (no := self.rejected.get(pid)) else items
                 for pid, items in zip(product_ids, lists, strict=True)]
 
-    def score_terms(self, cat, product_ids: Sequence[int], slots: np.ndarray, usual: np.ndarray, cands: np.ndarray,
-                    cand_ids: np.ndarray) -> np.ndarray:
+    def score_terms(self, cat, slots: np.ndarray, usual: np.ndarray, cands: np.ndarray, cand_ids: np.ndarray
+                    ) -> np.ndarray:
         """The term added to each modelled row's score: row i is candidate cand_ids[i] (catalogue index cands[i])
         for item slots[i] (catalogue index usual[i]). `cat`: the version's Catalogue."""
         term = np.zeros(len(cands), dtype=np.float64)

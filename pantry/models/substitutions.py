@@ -199,7 +199,7 @@ class Substitutions:
         known = own.holds(idx)
         score = logit + np.log(probs) + self.repertoire_bonus * known
         if feedback is not None and not feedback.empty:
-            score += feedback.score_terms(self.cat, product_ids, block, usual, idx, ids)
+            score += feedback.score_terms(self.cat, block, usual, idx, ids)
         for s_ in np.unique(block).tolist():
             at = np.flatnonzero(block == s_)
             top = at[np.argsort(-score[at], kind="stable")[:k]]

@@ -52,7 +52,7 @@ def test_score_terms_add_the_pair_rate_and_the_customers_acceptance_of_the_kind(
     # the customer rejected 12 for 10 twice (another maker, another size, cheaper), accepted 11 once
     fb = Feedback.from_rows([customer([(10, 12, 0, 2, 0), (10, 11, 1, 0, 1)]),
                              row({"substitute_ids": [13], "acceptance_rates": [0.8]})])
-    terms = fb.score_terms(CAT, [10], np.array([0, 0]), np.array([0, 0]), np.array([2, 3]), np.array([12, 13]))
+    terms = fb.score_terms(CAT, np.array([0, 0]), np.array([0, 0]), np.array([2, 3]), np.array([12, 13]))
     other_maker = math.log((0 + 1) / (2 + 2) / 0.5)  # maker: 12 is the only other-maker pair: 0 of 2 accepted
     other_size = math.log((0 + 1) / (2 + 2) / 0.5)
     cheaper = math.log((0 + 1) / (2 + 2) / 0.5)
@@ -66,4 +66,4 @@ def test_no_feedback_changes_nothing():
     assert NO_FEEDBACK.empty and Feedback.from_rows([]).empty
     fb = Feedback.from_rows([row(None), row(None)])
     assert fb.empty and fb.without_rejected([10], [[11]]) == [[11]]
-    assert not fb.score_terms(CAT, [10], np.array([0]), np.array([0]), np.array([1]), np.array([11])).any()
+    assert not fb.score_terms(CAT, np.array([0]), np.array([0]), np.array([1]), np.array([11])).any()
