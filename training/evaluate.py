@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from training.timing import Timer
 
 def run_all(settings: Settings, out: Path, only: Sequence[str] = MODEL_NAMES) -> dict[str, Any]:
     timer = Timer()
-    report: dict[str, Any] = {"data": dataset.manifest(settings).events_sha256}
+    report: dict[str, Any] = {"data": dataset.manifest(settings).events_sha256,
+                              "started_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"}
     with timer.step("load purchases"):
         purchases = load_purchases(settings, default_until(settings), archive=False)  # the data set's protocol
     with tempfile.TemporaryDirectory(prefix="pantry-eval-") as tmp:
