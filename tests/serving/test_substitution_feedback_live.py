@@ -48,6 +48,7 @@ def test_a_rejection_is_never_offered_again_within_a_second_and_lowers_the_pair(
     elapsed = time.monotonic() - sent
     assert gone, f"the rejected substitute is still offered after {elapsed:.2f} s; flow log:\n{loop.flow_log()}"
     assert elapsed < 1.0
+    print(f"rejection posted -> no longer offered: {elapsed * 1000:.0f} ms")  # shown with -s
     after = _candidates(loop, REJECTER, product)
     assert len(after) == 3 and victim not in [c["product_id"] for c in after]
 
