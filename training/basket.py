@@ -18,17 +18,20 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from pantry import dataset
 from pantry.models.basket import (
     ARRAYS,
     FEATURE_NAMES,
     MAX_NEIGHBOURS,
     MIN_BASKETS,
+    NAME_ARRAYS,
     RANKER_FILE,
     REPERTOIRE_TOP,
     CoPurchase,
     candidate_features,
     context_rows,
 )
+from pantry.settings import Settings
 from training.data import to_days
 from training.gbm import Boosted, GbmParams, fit_lambdarank
 from training.timing import Timer
@@ -55,6 +58,24 @@ class Split:
 class FittedBasket:
     table: CoPurchase
     ranker: Boosted | None
+
+
+def product_types(settings: Settings) -> pd.Series:
+    """product_id -> product type (the catalogue's), what a completion's reason calls its cart item."""
+    products = dataset.read_table(settings, "products")[["product_id", "product_type"]].dropna()
+    return products.set_index("product_id")["product_type"]
+
+
+def with_names(table: CoPurchase, types: pd.Series) -> CoPurchase:
+    """The table with each product's type (lower case) as a code into the distinct names."""
+    known = types.reindex(table.products)
+    names, codes = np.unique(known.fillna("").str.lower().to_numpy(dtype=str), return_inverse=True)
+    codes = codes.astype(np.int32)
+    if len(names) and names[0] == "":
+        codes -= 1  # "" sorts first: unknown -> -1
+        names = names[1:]
+    return CoPurchase(table.products, table.freq, table.indptr, table.neighbours, table.count, table.total,
+                      codes, names)
 
 
 def basket_matrix(purchases: pd.DataFrame) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -163,11 +184,14 @@ def train_ranker(purchases: pd.DataFrame, until: datetime, seed: int = 0) -> Boo
     return fit_lambdarank(*built, FEATURE_NAMES, RANKER_GBM)
 
 
-def fit(purchases: pd.DataFrame, until: datetime, timer: Timer) -> FittedBasket:
-    """The table on every basket before `until`, the ranker at the earlier cut."""
+def fit(purchases: pd.DataFrame, until: datetime, timer: Timer, types: pd.Series | None = None) -> FittedBasket:
+    """The table on every basket before `until` (with the products' `types` for the reasons), the ranker at the
+    earlier cut."""
     before = purchases[purchases["day"] < to_days(until)]
     with timer.step("basket: co-purchase table"):
         table = copurchase(before)
+        if types is not None:
+            table = with_names(table, types)
     with timer.step("basket: ranker (table at an earlier cut + LightGBM fit)"):
         ranker = train_ranker(before, until)
     return FittedBasket(table, ranker)
@@ -179,6 +203,8 @@ def save(fitted: FittedBasket, directory: Path) -> None:
     t = fitted.table
     arrays = dict(zip(ARRAYS, (t.products, t.freq, t.indptr, t.neighbours, t.count, np.array([t.total])),
                       strict=True))
+    if t.type_code is not None and t.type_names is not None:
+        arrays.update(zip(NAME_ARRAYS, (t.type_code, t.type_names), strict=True))
     for name, arr in arrays.items():
         np.save(directory / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
     if fitted.ranker is not None:

@@ -117,7 +117,8 @@ def train(
         fitted_rec = recommender.fit(purchases, until, params, timer, rerank="recommender" in todo)
     # the co-purchase table and its ranker: complete_basket (recommender) and cross_sell (next_best_action), fitted
     # once and written into each version
-    fitted_basket = basket.fit(purchases, until, timer) if {"recommender", "next_best_action"} & set(todo) else None
+    fitted_basket = (basket.fit(purchases, until, timer, basket.product_types(settings))
+                     if {"recommender", "next_best_action"} & set(todo) else None)
 
     sample = drift_reference.Sample(
         settings, purchases, until, int(fitted_rec.user_factors.shape[1]) if fitted_rec is not None else 0,

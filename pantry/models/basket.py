@@ -45,6 +45,8 @@ NO_RANK = 64.0  # the repertoire rank of a product outside it
 # The arrays of a version (one .npy each); files absent from versions trained before the surface existed
 ARRAYS = ("basket_products", "basket_freq", "basket_indptr", "basket_neighbours", "basket_count", "basket_total")
 RANKER_FILE = "basket_ranker.onnx"
+# what a reason calls a product: its product type, as codes into a list of names (absent: the id alone)
+NAME_ARRAYS = ("basket_type_code", "basket_type_names")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class CoPurchase:
     neighbours: np.ndarray  # int64 row index of each neighbour
     count: np.ndarray  # float32 baskets with both
     total: float  # baskets counted
+    type_code: np.ndarray | None = None  # int32 per product: index into type_names, -1 unknown
+    type_names: np.ndarray | None = None  # str product types, lower case
     popular: np.ndarray = field(init=False)  # int64 rows of the N_POPULAR most frequent products
 
     def __post_init__(self) -> None:
@@ -145,9 +149,11 @@ def load_copurchase(directory: Path) -> CoPurchase | None:
     """The version's co-purchase table, or None for a version trained before the surface existed."""
     if not all((directory / f"{name}.npy").exists() for name in ARRAYS):
         return None
-    a = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in ARRAYS}
+    names = ARRAYS + (NAME_ARRAYS if all((directory / f"{n}.npy").exists() for n in NAME_ARRAYS) else ())
+    a = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in names}
     return CoPurchase(a["basket_products"], a["basket_freq"], a["basket_indptr"], a["basket_neighbours"],
-                      a["basket_count"], float(a["basket_total"][0]))
+                      a["basket_count"], float(a["basket_total"][0]), a.get("basket_type_code"),
+                      a.get("basket_type_names"))
 
 
 @dataclass(frozen=True)
@@ -157,13 +163,16 @@ class Completion:
     anchor: int  # the context product it goes with best, -1 when it comes from the repertoire or popularity only
     together: int  # baskets with it and the anchor (0 without an anchor)
     anchor_in_cart: bool  # the anchor is in the cart (else it is a product of the session: viewed, bought...)
+    anchor_name: str = ""  # the anchor's product type ("" unknown)
 
     @property
     def reason(self) -> str:
+        """'goes with 1106523 (fluid milk white only) in your cart (bought together in 1147 baskets)'."""
         if self.anchor < 0:
             return "often in your baskets"
+        name = f" ({self.anchor_name})" if self.anchor_name else ""
         where = "in your cart" if self.anchor_in_cart else "you looked at"
-        return f"goes with {self.anchor} {where} (bought together in {self.together} baskets)"
+        return f"goes with {self.anchor}{name} {where} (bought together in {self.together} baskets)"
 
 
 class BasketCompleter:
@@ -213,4 +222,14 @@ class BasketCompleter:
         order = np.argsort(-s, kind="stable")[:k]
         in_cart = set(cart)
         return [Completion(int(pids[j]), float(s[j]), int(anchor[j]), round(float(together[j])),
-                           int(anchor[j]) in in_cart) for j in order]
+                           int(anchor[j]) in in_cart, self.name(int(anchor[j]))) for j in order]
+
+    def name(self, product_id: int) -> str:
+        """The product's type in lower case, "" when unknown."""
+        cp = self.cp
+        if cp.type_code is None or cp.type_names is None or product_id < 0:
+            return ""
+        row = int(np.searchsorted(cp.products, product_id))
+        if row >= len(cp.products) or int(cp.products[row]) != product_id or cp.type_code[row] < 0:
+            return ""
+        return str(cp.type_names[cp.type_code[row]])

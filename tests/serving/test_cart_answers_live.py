@@ -68,7 +68,7 @@ def test_an_item_added_to_the_cart_changes_complete_basket_and_cross_sell_within
     completer = BasketCompleter.load(models / "recommender" / registry.active_version(models, "recommender"))
     product = int(completer.cp.products[np.argmax(np.diff(completer.cp.indptr))])  # the most neighbours
     customer = 6_100_001
-    goes_with = f"goes with {product} in your cart"
+    goes_with = f"goes with {product} ("  # then its product type, "in your cart" and how often they go together
     with httpx.Client(base_url=live, timeout=10, headers=api_keys.headers("data")) as http:
 
         def answers() -> tuple[dict, dict]:
@@ -97,4 +97,5 @@ def test_an_item_added_to_the_cart_changes_complete_basket_and_cross_sell_within
         assert recs["fallback"] is None and product not in {i["product_id"] for i in recs["items"]}
         cross = nba["actions"][0]
         assert cross["product_id"] != product and cross["rationale"].startswith(goes_with)
+        assert ") in your cart (bought together in " in cross["rationale"]
         print(f"complete_basket and cross_sell answer the cart {seen_after * 1000:.0f} ms after the POST")

@@ -93,7 +93,8 @@ def test_complete_basket_ranks_what_goes_with_the_cart(trained):
     got = model.recommend({"customer_session": session}, customer_id=customer, k=10, surface="complete_basket",
                           exclude=frozenset({product}), store_id=None)
     assert len(got) == 10 and product not in {s.product_id for s in got}
-    assert got[0].reason.startswith(f"goes with {product} in your cart (bought together in ")
+    kind = basket.product_types(trained)[product].lower()  # the reason names the cart item by id and type
+    assert got[0].reason.startswith(f"goes with {product} ({kind}) in your cart (bought together in ")
     # no cart and no session: the for_you answer
     for_you = model.recommend({}, customer_id=customer, k=10, surface="for_you", exclude=frozenset(), store_id=None)
     assert model.recommend({}, customer_id=customer, k=10, surface="complete_basket", exclude=frozenset(),
