@@ -95,6 +95,11 @@ def test_complete_basket_ranks_what_goes_with_the_cart(trained):
     assert len(got) == 10 and product not in {s.product_id for s in got}
     kind = basket.product_types(trained)[product].lower()  # the reason names the cart item by id and type
     assert got[0].reason.startswith(f"goes with {product} ({kind}) in your cart (bought together in ")
+    store = int(model.assortment[0][0])  # the store filter of the other surfaces applies
+    mask = model._store_mask(store)
+    at_store = model.recommend({"customer_session": session}, customer_id=customer, k=10, surface="complete_basket",
+                               exclude=frozenset({product}), store_id=store)
+    assert at_store and all(mask[np.searchsorted(model.products, s.product_id)] for s in at_store)
     # no cart and no session: the for_you answer
     for_you = model.recommend({}, customer_id=customer, k=10, surface="for_you", exclude=frozenset(), store_id=None)
     assert model.recommend({}, customer_id=customer, k=10, surface="complete_basket", exclude=frozenset(),
