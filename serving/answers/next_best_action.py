@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pantry.schemas import NextBestActionRequest, NextBestActionResponse
 from pantry.scoring import Action
-from serving.answers import stock
+from serving.answers import channel, stock
 from serving.answers.pipeline import guarded, open_decision, record
 from serving.answers.shopper import action_allowed, dietary_exclusions
 from serving.services import Services
@@ -19,6 +19,7 @@ CUSTOMER_VIEWS = ("customer_activity", "customer_repertoire", "customer_session"
 
 
 async def next_best_action(svc: Services, request: NextBestActionRequest) -> NextBestActionResponse:
+    channel.check(request)  # before any read: what the channel cannot answer is a 400 (serving/answers/channel.py)
     choice = svc.models.choose("next_best_action", request.customer_id)  # the customer's experiment arm, if any
     model = choice.scorer
     decision, _ = await open_decision(svc, ENDPOINT, request, request.customer_id, CUSTOMER_VIEWS, request.as_of)
@@ -28,7 +29,8 @@ async def next_best_action(svc: Services, request: NextBestActionRequest) -> Nex
     actions: list[Action] = []
     version = "none"
     banned = dietary_exclusions(svc, decision.preferences)
-    wanted = request.k * stock.OVERFETCH if banned or request.store_id is not None else request.k
+    restricted = banned or request.store_id is not None or channel.restricts(request.channel)
+    wanted = request.k * stock.OVERFETCH if restricted else request.k
     if model is None:
         decision.fall_back("model_unavailable")
     else:
@@ -40,6 +42,7 @@ async def next_best_action(svc: Services, request: NextBestActionRequest) -> Nex
         # Governance does not depend on the model behaving: an unapproved or inactive campaign is dropped here.
         actions = [a for a in actions if (a.campaign_id is None or a.campaign_id in campaign_ids)
                    and action_allowed(svc, banned, a)]
+        actions = channel.for_channel(request.channel, actions)
         if request.store_id is not None and decision.fallback != "store_unavailable":
             actions = await stock.actions_in_stock(svc, request.store_id, actions, request.as_of)
         actions = actions[: request.k]
