@@ -218,11 +218,16 @@ class NextBestAction:
                        campaign_id=int(self.t.campaigns[camp[j]]), coupon_upc=int(self.t.coupons[cpn[j]]))
                 for j in order
             ]
+        return self._finish(out, features, int(customer_id), k)
+
+    def _finish(self, out: list[Action], features: Features, customer_id: int, k: int) -> list[Action]:
+        """The coupons `out`, then buy-again nudges when fewer than k fit (none toward what is in the cart); with a
+        cart, a cross-sell first."""
         cart = set(((features.get("customer_session") if features else None) or {}).get("cart_product_ids") or ())
         if len(out) < k:  # no coupon fits (or too few): nudge toward what they buy anyway, not yet in the cart
             floor = min((a.score for a in out), default=1.0)
-            nudges = self._nudges(int(customer_id), k - len(out) + len(cart), floor)
-            out.extend([a for a in nudges if a.product_id not in cart][: k - len(out)])
+            nudges = self._nudges(customer_id, k - len(out) + len(cart), floor)
+            out = out + [a for a in nudges if a.product_id not in cart][: k - len(out)]
         cross = self._cross_sell(features)
         if cross is not None:  # the shopper is filling a basket now: what goes with it comes first
             out = [cross, *(a for a in out if a.product_id != cross.product_id)][:k]

@@ -9,7 +9,8 @@ drills (does a bad treatment get stopped?):
   treatment, for the fallback-rate guardrail);
 - next_best_action `rule`: the best simple rule of the offline evaluation (training/evaluate_nba.py, "redeemed-
   before, then affinity": coupons the customer redeemed before first, then by past purchases of the coupon's
-  products, then by how many customers buy them), with the same buy-again nudges when no coupon fits.
+  products, then by how many customers buy them), with the same buy-again nudges when no coupon fits and the
+  same cross-sell from the cart.
 
 `publish_baseline` makes one from the ACTIVE version (hard links, else copies; a new manifest); it is not activated.
 """
@@ -91,10 +92,7 @@ class RuleNextBestAction(NextBestAction):
             out = [Action(action_type="coupon", score=1.0 / (rank + 1), rationale=self._rationale(x[j], int(camp[j])),
                           campaign_id=int(self.t.campaigns[camp[j]]), coupon_upc=int(self.t.coupons[cpn[j]]))
                    for rank, j in enumerate(order.tolist())]
-        if len(out) < k:
-            floor = min((a.score for a in out), default=1.0)
-            out.extend(self._nudges(int(customer_id), k - len(out), floor))
-        return out
+        return self._finish(out, features, int(customer_id), k)  # the model's nudges and cross-sell
 
 
 _CLASSES = {("recommender", "popularity"): PopularityRecommender, ("recommender", "random"): RandomRecommender,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from training_consts import SLICE_UNTIL
 
-from pantry.models import load_version, registry
+from pantry.models import load_version, registry, variants
 from pantry.models.basket import ARRAYS, MAX_NEIGHBOURS, RANKER_FILE, BasketCompleter, candidate_features
 from pantry.settings import Settings
 from training import basket
@@ -73,6 +73,10 @@ def _active_dir(settings: Settings, name: str):
     return settings.models_dir / name / registry.active_version(settings.models_dir, name)
 
 
+def _nba_manifest(settings: Settings) -> registry.Manifest:
+    return registry.read_manifest(_active_dir(settings, "next_best_action"))
+
+
 def _cart_product(settings: Settings) -> int:
     """The product with the most neighbours in the active recommender's table."""
     completer = BasketCompleter.load(_active_dir(settings, "recommender"))
@@ -124,3 +128,6 @@ def test_next_best_action_cross_sells_from_the_cart(trained):
     assert actions[0].product_id not in cart and actions[0].rationale.startswith("goes with ")
     assert int(actions[0].rationale.split()[2]) in cart  # names the cart item it goes with
     assert not {a.product_id for a in actions} & set(cart)  # no nudge toward what is in the cart
+    rule = variants.RuleNextBestAction(_active_dir(trained, "next_best_action"), _nba_manifest(trained))
+    assert rule.actions(features, customer_id=customer, campaign_ids=frozenset(), k=3, channel="app",
+                        now=now)[0] == actions[0]  # the baseline variant cross-sells the same way
