@@ -95,7 +95,7 @@ class NextBestActionModel(Protocol):
 
     def actions(
         self,
-        features: Features,  # customer_activity, customer_repertoire
+        features: Features,  # customer_activity, customer_repertoire, customer_session (the cart: cross_sell)
         *,
         customer_id: int,
         campaign_ids: frozenset[int],  # campaigns active at `now` AND approved by a merchandiser
