@@ -239,3 +239,23 @@ def test_the_typed_client_sets_and_reads_preferences(api, api_keys):
     with PantryClient(api.url, api_key=api_keys.client) as pantry, pytest.raises(PantryError) as refused:
         pantry.preferences(9_500_050)
     assert refused.value.status == 403
+
+
+def test_dietary_preferences_leave_conflicting_actions_out_of_the_next_best_actions(http, models, products,
+                                                                                     feast_applied):
+    excluded = conflicting_products(products)["vegetarian"]
+    nba = models.next_best_action
+    customers = nba.t.customers.tolist()
+    for customer in customers[:300]:  # a known shopper whose buy-again nudges include meat or fish
+        body = {"customer_id": int(customer), "k": 10, "as_of": AS_OF}
+        before = served(http, "/v1/next-best-action", body, nba.version)["actions"]
+        if any(a.get("product_id") in excluded for a in before):
+            break
+    else:
+        pytest.fail("no shopper in the slice is nudged toward meat or fish")
+    put(http, int(customer), {"dietary": ["vegetarian"]})
+    after = http.post("/v1/next-best-action", json=body).json()["actions"]
+    assert after and not [a for a in after if a.get("product_id") in excluded]
+    # the product actions the diet allows stay, in order (coupons are judged by all their products)
+    kept = [a["product_id"] for a in before if a.get("product_id") is not None and a["product_id"] not in excluded]
+    assert [a["product_id"] for a in after if a.get("product_id") is not None][: len(kept)] == kept
