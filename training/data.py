@@ -127,15 +127,19 @@ def to_days(ts: datetime) -> float:
 
 def load_purchases(settings: Settings, until: datetime, archive: bool = True) -> pd.DataFrame:
     """Purchase lines strictly before `until`: customer_id, product_id, store_id, basket_id, quantity, day; the
-    data set's, then (`archive`) the live ones of the event archive (one per event_id, with a customer), the whole
-    in event-time order."""
-    cols = ["type", "ts", "customer_id", "product_id", "store_id", "basket_id", "quantity", "sales_value"]
+    data set's, then (`archive`) the live ones of the event archive (one per event_id, with a customer, and none the
+    data set already holds: the shopper simulator posts the data's own lines with their ids), the whole in event-time
+    order."""
+    cols = ["event_id", "type", "ts", "customer_id", "product_id", "store_id", "basket_id", "quantity", "sales_value"]
     table = dataset.read_events(settings, until=until, columns=cols)
-    df = table.to_pandas()
+    df = table.drop_columns(["event_id"]).to_pandas()
     df = df[df["type"] == "purchase"].drop(columns="type")
     if archive:
-        live = event_archive.read(settings.event_archive_dir, until, types=["purchase"], columns=cols[1:])
-        live = live.filter(pc.is_valid(live.column("customer_id"))).to_pandas()  # ids stay int64 (no nulls)
+        live = event_archive.read(settings.event_archive_dir, until, types=["purchase"],
+                                  columns=[c for c in cols if c != "type"])
+        live = live.filter(pc.and_(pc.is_valid(live.column("customer_id")),  # ids stay int64 (no nulls)
+                                   pc.invert(pc.is_in(live.column("event_id"), table.column("event_id")))))
+        live = live.drop_columns(["event_id"]).to_pandas()
         if len(live):
             df = pd.concat([df, live], ignore_index=True).sort_values("ts", kind="stable")
     df = df[df["ts"] < pd.Timestamp(until)]  # belt and braces: the parquet filter already did this
