@@ -68,6 +68,10 @@ RANKER_GBM = GbmParams(objective="lambdarank", n_trees=100, num_leaves=15, learn
 # cut a quarter of them gave the same hit@3 (0.516 any departure, 0.223 vs 0.225 new item) with a fit of 10.7 s
 # instead of 36.7 s (experiments/substitution_training_budget.py); the retrain has a 120 s budget.
 RANKER_EVENTS_PER_WINDOW = 4_000
+# Accepted substitutions of live traffic per window, a seeded sample: they are labels the shopper gave, so all of a
+# month of the simulated chain's (15,544 in November) are kept, but a larger chain's would grow the fit without bound
+# (the ranker step took 45.4 s with those 15,544 against ~10 s without: docs/DECISIONS.md).
+RANKER_FEEDBACK_PER_WINDOW = 16_000
 
 
 def _codes(values: pd.Series) -> np.ndarray:
@@ -328,12 +332,13 @@ def prior_ranker() -> Logistic:
 def window_set(settings: Settings, purchases: pd.DataFrame, start: datetime, end: datetime,
                params: als.AlsParams, feedback: pd.DataFrame | None = None) -> tuple[list[np.ndarray], list[int]]:
     """Switch events in [start, end) with everything as of `start`: (feature blocks, chosen row per block); the
-    accepted substitutions of live traffic in the window (`feedback`) join the sampled departures, all of them."""
+    accepted substitutions of live traffic in the window (`feedback`, at most RANKER_FEEDBACK_PER_WINDOW) join the
+    sampled departures."""
     before, index, uf, cat = fit_at(settings, purchases, start, params)
     after = purchases[(purchases["day"] >= to_days(start)) & (purchases["day"] < to_days(end))]
     ev = switch_events(settings, before, after, index, new_only=False).sample(RANKER_EVENTS_PER_WINDOW)
     if feedback is not None and len(feedback):
-        ev = ev + feedback_events(feedback, index, start, end)
+        ev = ev + feedback_events(feedback, index, start, end).sample(RANKER_FEEDBACK_PER_WINDOW)
     shares = private_share(before, index, cat)
     owns = own_items_at(before, index, start)
     xs, pos = [], []
