@@ -262,11 +262,12 @@ NBA_GAP = [
     "the live views as of each redemption, replayed as the stream builds them (customer_activity 0.220 / 0.189 / "
     "0.211; with customer_repertoire 0.221 / 0.193 / 0.207), the coupon's repeat-purchase cycle (0.206 / 0.187 / "
     "0.200), rule + ranker blends (the rule's top 20 ordered by the ranker changes 37 of 15,640 scored redemptions; "
-    "rank fusion 0.201 / 0.195 / 0.208 at best), denser snapshots (0.200 / 0.186 / 0.206), product overlap, "
-    "campaign-type history, longer labels (experiments/nba_live_views_and_blends.py, nba_denser_snapshots.py, "
-    "nba_more_columns.py). The data caps a purchase-based ranker: 17-19% of redeemed coupons cover nothing the "
-    "customer ever bought, 72-76% of redemptions are several coupons of one customer on one day, and almost all fall "
-    "in one type-A campaign (633 of 647, 215 of 223), so the cuts hold few distinct decisions to learn from.",
+    "rank fusion 0.201 / 0.195 / 0.208 at best), denser snapshots (0.200 / 0.186 / 0.206), other objectives and "
+    "leaf sizes, product overlap, campaign-type history, longer labels (experiments/nba_live_views_and_blends.py, "
+    "nba_denser_snapshots.py, nba_objectives.py, nba_more_columns.py). The data caps a purchase-based ranker: "
+    "17-19% of redeemed coupons cover nothing the customer ever bought, 72-76% of redemptions are several coupons of "
+    "one customer on one day, and almost all fall in one type-A campaign (633 of 647, 215 of 223), so the cuts hold "
+    "few distinct decisions to learn from.",
 ]
 
 
