@@ -264,7 +264,10 @@ NBA_GAP = [
     "0.200), rule + ranker blends (the rule's top 20 ordered by the ranker changes 37 of 15,640 scored redemptions; "
     "rank fusion 0.201 / 0.195 / 0.208 at best), denser snapshots (0.200 / 0.186 / 0.206), other objectives and "
     "leaf sizes, product overlap, campaign-type history, longer labels (experiments/nba_live_views_and_blends.py, "
-    "nba_denser_snapshots.py, nba_objectives.py, nba_more_columns.py). The data caps a purchase-based ranker: "
+    "nba_denser_snapshots.py, nba_objectives.py, nba_more_columns.py). The one lead, not yet served: the customer's "
+    "own redemptions counted up to the request's day, ahead on two cuts and level on one (0.223 / 0.194 / 0.213 vs "
+    "0.209 / 0.194 / 0.210 over 10 seeds, experiments/nba_live_coupon_redemptions.py); serving has no live view of "
+    "a shopper's redemptions to read. The data caps a purchase-based ranker: "
     "17-19% of redeemed coupons cover nothing the customer ever bought, 72-76% of redemptions are several coupons of "
     "one customer on one day, and almost all fall in one type-A campaign (633 of 647, 215 of 223), so the cuts hold "
     "few distinct decisions to learn from.",
