@@ -141,8 +141,11 @@ def _method() -> list[str]:
         f"for the products with {served_subs.SERVED_POOL_MIN_BUYERS}+ buyers); serving reads the "
         f"stock of the first {SERVED_READS} and of the customer's own other items of the type (up to "
         f"{served_subs.OWN_CANDIDATES}), and scores them by the ranker's logit + log(in-stock probability) "
-        "(on_hand 0 or in-stock probability 0: never offered). Acceptances of offered "
-        "substitutes are not in the data, so the score has no acceptance term.",
+        "(on_hand 0 or in-stock probability 0: never offered). Live traffic adds what the data set lacks, "
+        "acceptances: accepted substitutions in the event archive join the windows as labelled departures, and "
+        "serving adds the pair's and the customer's acceptance terms from the feedback views and never offers a "
+        "substitute the customer rejected for that item (docs/DECISIONS.md); this evaluation, on the data set "
+        "alone, has none.",
         "",
         f"**Next best action.** The ranker (LightGBM {ng.objective}, {ng.n_trees} trees x {ng.num_leaves} leaves, "
         f"learning rate {ng.learning_rate}) is trained on monthly snapshots over the {nba.TRAIN_DAYS} days before "
