@@ -60,6 +60,42 @@ class StreamingFigures(msgspec.Struct, kw_only=True):
         return self.replay_full.events_per_s / self.push.rows_per_s
 
 
+# ---- sustained.py ----------------------------------------------------------------------------------------------
+
+
+class SustainedMinute(msgspec.Struct, kw_only=True):
+    """One minute (by probe send time) of a sustained run: freshness of the probes sent in it, the flow's cost."""
+
+    minute: int  # 0-based
+    offered_events_per_s: float  # events XADDed in this minute / its seconds
+    probes: int  # probes sent in this minute and seen in the online store
+    missing_probes: int  # sent in this minute, never readable by the end of the run
+    p50_ms: float | None  # over the seen probes; a missing probe counts as infinitely late in p99
+    p99_ms: float | None  # None: no probe seen, or the missing ones reach the p99
+    cpu_percent: float | None  # the flow's processes, CPU time in this minute / its wall time (200 = two cores)
+    rss_mb: float | None  # the flow's processes' RSS at the end of the minute
+    lag_s: float | None = None  # /readyz's lag at the end of the minute: age of the oldest unprocessed event
+
+
+class SustainedRun(msgspec.Struct, kw_only=True):
+    """`pantry stream live --processes N` fed by XADD at `rate_per_s` (open loop) for `seconds`."""
+
+    rate_per_s: int
+    processes: int
+    seconds: float
+    minutes: list[SustainedMinute]
+    held: bool  # every minute p99 <= the limit, no probe missing, RSS flat, the rate offered (sustained.judge)
+    verdict: str  # why held or not, in one line
+
+
+class SustainedFigures(msgspec.Struct, kw_only=True):
+    runs: list[SustainedRun]
+    highest_held_per_s: dict[str, int | None] = msgspec.field(default_factory=dict)  # processes -> rate (search)
+    not_available: dict[str, str] = msgspec.field(default_factory=dict)  # processes -> why not measured
+    p99_limit_ms: float = 500.0
+    notes: list[str] = msgspec.field(default_factory=list)
+
+
 # ---- serving.py ------------------------------------------------------------------------------------------------
 
 
@@ -195,6 +231,7 @@ class Report(msgspec.Struct, kw_only=True):
     serving: ServingFigures | None = None
     training: TrainingFigures | None = None
     deployed: DeployedFigures | None = None
+    sustained: SustainedFigures | None = None
     not_run: dict[str, str] = msgspec.field(default_factory=dict)  # part -> why it has no figures
     sweeps: dict[str, list[Point]] = msgspec.field(default_factory=dict)  # Locust: endpoint -> points
     slo_ms: dict[str, float] = msgspec.field(default_factory=dict)  # Locust gate budgets (load_tests/slo.toml)
@@ -204,4 +241,5 @@ class Report(msgspec.Struct, kw_only=True):
 
 
 PART_TYPES: dict[str, type] = {"streaming": StreamingFigures, "serving": ServingFigures, "training": TrainingFigures,
-                               "deployed": DeployedFigures}
+                               "deployed": DeployedFigures,
+                               "sustained": SustainedFigures}

@@ -41,14 +41,15 @@ QUICK_RATE_SECONDS = 4.0
 BENCH_DB = 7
 
 
-def _isolated(settings: Settings) -> Settings:
-    root = settings.data_dir / "bench-stream"
+def _isolated(settings: Settings, name: str = "bench-stream", db: int = BENCH_DB) -> Settings:
+    """A fresh copy under `name` in the data dir (the dataset linked, the registry copied) on Redis db `db`."""
+    root = settings.data_dir / name
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     (root / "data").symlink_to(settings.dataset_dir)
     shutil.copy(settings.registry_path, root / "registry.db")
     base = settings.redis_url or settings.effective_redis_url()
-    url = base.rsplit("/", 1)[0] + f"/{BENCH_DB}"
+    url = base.rsplit("/", 1)[0] + f"/{db}"
     bench = from_env({**os.environ, "PANTRY_DATA_DIR": str(root), "REDIS_URL": url})
     sync_client(bench).flushdb()
     return bench

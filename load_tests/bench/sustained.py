@@ -1,0 +1,360 @@
+"""Sustained part of `make bench`: the live flow fed at a fixed rate for minutes, judged minute by minute.
+
+Each run starts `pantry stream live [--processes N]` on a fresh isolated copy (its own data dir and Redis db, as
+streaming.py does: the harness's and the demo's state are never touched) and XADDs events open loop at `rate`
+(each 10 ms tick sends its share whatever the flow does) for `seconds`, with the bench's mix:
+  - purchases of 5,000 ordinary customers at random stores and products (streaming.py's mix);
+  - 10% of the events from 10 heavy customers, views and purchases alternating over 500 products, each purchase a
+    new basket: sessions with 100+ products and 28-day windows with 100+ baskets within a minute;
+  - 5% of the purchases, and every probe, on one hot store x product pair (store 1, product 1);
+  - a freshness probe every 100 ms (10 a second): a purchase of a new customer, timed from its XADD until its
+    `customer_activity` row is readable (load_tests/bench/probe.py).
+Event time advances with wall time (a chain's pace). Every second the flow's processes' CPU time and RSS (psutil)
+and /readyz's lag (pantry.health) are sampled. Per minute (by probe send time): offered rate, p50/p99, CPU, RSS, lag.
+
+A rate is **held** when every minute has p99 <= 500 ms with no probe missing, the generator offered >= 95% of the
+rate, and RSS is flat: the last minute's RSS within 10% of the second minute's (the first minute holds start-up
+growth; with fewer than 3 minutes, of the first). After the fixed rates a short search bisects between the highest
+rate held and the lowest missed (`next_rate`).
+
+    python -m load_tests.bench.sustained [RATE ...]      # prints the figures as JSON
+
+Settings (environment), defaults for `make bench` (adds ~4-5 min with one process count available):
+    PANTRY_BENCH_SUSTAINED_S          seconds per run (60; --quick 30); the target is 600
+    PANTRY_BENCH_SUSTAINED_RATES      fixed rates, comma-separated (10000)
+    PANTRY_BENCH_SUSTAINED_PROCESSES  process counts (1,2); a count the CLI refuses is reported "not available"
+    PANTRY_BENCH_SUSTAINED_SEARCH     search runs per process count after the fixed rates (2; --quick 0)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from load_tests.bench.figures import SustainedFigures, SustainedMinute, SustainedRun
+
+MINUTE_S = 60.0
+P99_LIMIT_MS = 500.0
+RSS_FLAT = 0.10  # the last minute's RSS may exceed the reference minute's by this share
+OFFERED_MIN = 0.95  # below this share of the rate the generator, not the flow, failed: not a valid "held"
+SEARCH_STEP = 250  # events/s: the search stops when the gap is this small
+TICK_S = 0.01
+PROBE_EVERY_S = 0.1
+HEAVY_SHARE = 0.10
+HOT_SHARE = 0.05
+HEAVY_CUSTOMERS = 10
+BENCH_DB = 8  # streaming.py uses 7
+BASE_TS = datetime(2017, 4, 1, 1, tzinfo=UTC)
+
+
+# ---- the pure parts: per-minute figures, the held rule, the search -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The flow's processes at `t` seconds into the run: cumulative CPU seconds, RSS, /readyz's lag."""
+
+    t: float
+    cpu_s: float | None
+    rss_mb: float | None
+    lag_s: float | None = None
+
+
+def _p(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _at(samples: Sequence[Sample], t: float) -> Sample | None:
+    """The last sample taken at or before `t` (the first one when none was yet: the run's start; None: none)."""
+    best = samples[0] if samples else None
+    for s in samples:
+        if s.t <= t + 1e-9:
+            best = s
+    return best
+
+
+def per_minute(probes: Sequence[tuple[float, float | None]], sent: Sequence[tuple[float, int]],
+               samples: Sequence[Sample], seconds: float, minute_s: float = MINUTE_S) -> list[SustainedMinute]:
+    """Minute figures of a run of `seconds`: `probes` = (send time, latency s or None if never seen), `sent` =
+    (send time, events) per tick, `samples` in time order; all times in seconds from the run's start. A last partial
+    minute counts over its own length."""
+    count = max(1, math.ceil(seconds / minute_s - 1e-9))
+    out = []
+    for m in range(count):
+        start, end = m * minute_s, min(seconds, (m + 1) * minute_s)
+        span = max(end - start, 1e-9)
+        last = m == count - 1
+        inside = [lat for t, lat in probes if start <= t < end or (last and t == end)]
+        seen = [lat for lat in inside if lat is not None]
+        missing = len(inside) - len(seen)
+        ordered = [lat * 1000 for lat in seen] + [math.inf] * missing  # a missing probe is infinitely late
+        p99 = _p(ordered, 0.99) if ordered else None
+        events = sum(n for t, n in sent if start <= t < end or (last and t == end))
+        a, b = _at(samples, start), _at(samples, end)
+        cpu = None
+        if a is not None and b is not None and a.cpu_s is not None and b.cpu_s is not None and b.t > a.t:
+            cpu = round((b.cpu_s - a.cpu_s) / (b.t - a.t) * 100, 1)
+        out.append(SustainedMinute(
+            minute=m, offered_events_per_s=round(events / span), probes=len(seen), missing_probes=missing,
+            p50_ms=round(_p(seen, 0.5) * 1000, 1) if seen else None,
+            p99_ms=round(p99, 1) if p99 is not None and math.isfinite(p99) else None,
+            cpu_percent=cpu, rss_mb=round(b.rss_mb, 1) if b is not None and b.rss_mb is not None else None,
+            lag_s=b.lag_s if b is not None else None))
+    return out
+
+
+def judge(minutes: Sequence[SustainedMinute], rate: float, p99_limit_ms: float = P99_LIMIT_MS,
+          rss_flat: float = RSS_FLAT, offered_min: float = OFFERED_MIN) -> tuple[bool, str]:
+    """Held or not, and why in one line (the first minute that fails, else the figures that held)."""
+    if not minutes:
+        return False, "no minute measured"
+    for m in minutes:
+        if m.offered_events_per_s < offered_min * rate:
+            return False, (f"minute {m.minute}: only {m.offered_events_per_s:,.0f} events/s offered of {rate:,.0f} "
+                           f"(the generator fell short: not a valid run)")
+        if m.missing_probes:
+            return False, (f"minute {m.minute}: {m.missing_probes} of {m.probes + m.missing_probes} probes never "
+                           f"readable")
+        if m.p99_ms is None:
+            return False, f"minute {m.minute}: no probe seen"
+        if m.p99_ms > p99_limit_ms:
+            return False, f"minute {m.minute}: p99 {m.p99_ms:,.0f} ms > {p99_limit_ms:g} ms"
+    ref = minutes[1] if len(minutes) >= 3 else minutes[0]
+    last = minutes[-1]
+    if ref.rss_mb is None or last.rss_mb is None:
+        return False, "RSS not measured"
+    if last.rss_mb > ref.rss_mb * (1 + rss_flat):
+        return False, (f"RSS grew: {last.rss_mb:,.0f} MB in minute {last.minute} against {ref.rss_mb:,.0f} MB in "
+                       f"minute {ref.minute} (> {rss_flat:.0%})")
+    worst = max(m.p99_ms or 0.0 for m in minutes)
+    return True, (f"held: worst minute p99 {worst:,.0f} ms <= {p99_limit_ms:g} ms, RSS {ref.rss_mb:,.0f} -> "
+                  f"{last.rss_mb:,.0f} MB")
+
+
+def next_rate(held: Sequence[int], missed: Sequence[int], step: int = SEARCH_STEP) -> int | None:
+    """The next rate to try: midway between the highest held rate and the lowest missed one above it (rounded to
+    `step`); double the highest when nothing was missed; None when the gap is within `step` or nothing was held
+    nor missed."""
+    top = max(held, default=0)
+    above = [r for r in missed if r > top]
+    if not above:
+        return top * 2 if top else None
+    low = min(above)
+    if low - top <= step:
+        return None
+    mid = round((top + low) / 2 / step) * step
+    return mid if top < mid < low else None
+
+
+# ---- the run ---------------------------------------------------------------------------------------------------
+
+
+def _isolated(settings):
+    from load_tests.bench import streaming
+
+    return streaming._isolated(settings, name="bench-sustained", db=BENCH_DB)
+
+
+def processes_available(processes: int) -> str | None:
+    """None when `pantry stream live` takes `--processes N` (or N is 1), else why not."""
+    if processes == 1:
+        return None
+    from load_tests.bench.streaming import _pantry
+
+    done = subprocess.run(_pantry("stream", "live", "--help"), capture_output=True, text=True)
+    if "--processes" not in done.stdout:
+        return "not available: `pantry stream live` has no --processes option in this checkout"
+    return None
+
+
+class _Flow:
+    """The live flow's processes (the CLI's and its children): CPU seconds and RSS."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.root = psutil.Process(pid)
+
+    def sample(self) -> tuple[float | None, float | None]:
+        import psutil
+
+        cpu, rss = 0.0, 0.0
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return None, None
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                cpu += t.user + t.system + t.children_user + t.children_system
+                rss += p.memory_info().rss
+            except psutil.Error:
+                continue
+        return cpu, rss / 2**20
+
+
+def _event(rng: random.Random, seq: int, ts: datetime, heavy_views: list[int]):
+    from pantry import events
+
+    roll = rng.random()
+    if roll < HEAVY_SHARE:  # a heavy customer: a view or a purchase over a small catalogue, each purchase a basket
+        customer = 1 + seq % HEAVY_CUSTOMERS
+        product = 1 + rng.randrange(500)
+        heavy_views[0] += 1
+        if heavy_views[0] % 2:
+            return events.ProductView(event_id=f"s-{seq}", ts=ts, customer_id=customer, product_id=product)
+        return events.Purchase(event_id=f"s-{seq}", ts=ts, customer_id=customer, store_id=1 + rng.randrange(20),
+                               basket_id=seq, product_id=product, sales_value=1.0)
+    hot = roll < HEAVY_SHARE + HOT_SHARE
+    return events.Purchase(event_id=f"s-{seq}", ts=ts, customer_id=100 + rng.randrange(5000),
+                           store_id=1 if hot else rng.randrange(1, 400), basket_id=seq,
+                           product_id=1 if hot else rng.randrange(1, 90_000), sales_value=1.0)
+
+
+def _wait_started(client, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    from pantry import events
+    from pantry.keys import EVENT_FIELD, EVENTS_STREAM
+
+    client.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(events.ProductView(
+        event_id="sustained-warm", ts=BASE_TS, customer_id=99, product_id=2))})
+    deadline = time.monotonic() + timeout_s
+    while float(client.hget("pantry:stream:counters", "processed") or 0) < 1:
+        if proc.poll() is not None:
+            raise RuntimeError(f"pantry stream live exited: {proc.stderr.read().decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("pantry stream live processed nothing within 120 s")
+        time.sleep(0.1)
+
+
+def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> SustainedRun:
+    """One run on a fresh isolated copy; the flow is SIGTERMed at the end."""
+    from load_tests.bench.probe import FreshnessProbe
+    from load_tests.bench.streaming import _env, _pantry
+    from pantry import events
+    from pantry.featurestore import repo
+    from pantry.health import live_flow
+    from pantry.keys import EVENT_FIELD, EVENTS_STREAM
+    from pantry.redis_server import sync_client
+
+    bench = _isolated(settings)
+    client = sync_client(bench)
+    args = ["stream", "live", "--no-progress", *(["--processes", str(processes)] if processes > 1 else [])]
+    proc = subprocess.Popen(_pantry(*args), env=_env(bench), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_started(client, proc)
+        flow = _Flow(proc.pid)
+        probe = FreshnessProbe(bench, repo.layout(bench))
+        probe.start()
+        rng = random.Random(rate)
+        heavy = [0]
+        sent: list[tuple[float, int]] = []
+        samples: list[Sample] = []
+        per_tick = rate * TICK_S
+        owed = 0.0
+        seq, probe_customer = 0, 60_000_000
+        started = time.monotonic()
+        next_at, next_probe, next_sample = started, started, started
+        while (now := time.monotonic()) - started < seconds:
+            if now >= next_sample:
+                cpu, rss = flow.sample()
+                samples.append(Sample(now - started, cpu, rss, live_flow(client, 0).lag_s))
+                next_sample += 1.0
+            ts = BASE_TS + timedelta(seconds=now - started)
+            owed += per_tick
+            n = int(owed)
+            owed -= n
+            pipe = client.pipeline(transaction=False)
+            for _ in range(n):
+                seq += 1
+                pipe.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(_event(rng, seq, ts, heavy))})
+            is_probe = now >= next_probe
+            if is_probe:
+                probe_customer += 1
+                pipe.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(events.Purchase(
+                    event_id=f"probe-{probe_customer}", ts=ts, customer_id=probe_customer, store_id=1,
+                    basket_id=10**12 + probe_customer, product_id=1, sales_value=1.0))})
+                next_probe += PROBE_EVERY_S
+            pipe.execute()
+            if is_probe:
+                probe.expect(probe_customer, time.monotonic())
+            sent.append((now - started, n + is_probe))
+            next_at += TICK_S
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        elapsed = time.monotonic() - started
+        cpu, rss = flow.sample()
+        samples.append(Sample(elapsed, cpu, rss, live_flow(client, 0).lag_s))
+        drain_until = time.monotonic() + 5.0  # the last probes: 5 s, ten times the limit
+        while probe.pending and time.monotonic() < drain_until:
+            time.sleep(0.05)
+        probe.stop.set()
+        probe.join()
+        seen = [(s - started, lat) for s, lat in zip(probe.sent, probe.latencies, strict=True)]
+        with probe.lock:
+            missing: list[tuple[float, float | None]] = [(t - started, None) for t in probe.pending.values()]
+        minutes = per_minute(seen + missing, sent, samples, elapsed)
+        held, verdict = judge(minutes, rate)
+        return SustainedRun(rate_per_s=rate, processes=processes, seconds=round(elapsed, 1), minutes=minutes,
+                            held=held, verdict=verdict)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        client.flushdb()
+        shutil.rmtree(bench.data_dir, ignore_errors=True)
+
+
+def search(run: Callable[[int], SustainedRun], runs: list[SustainedRun], steps: int) -> int | None:
+    """Up to `steps` more runs bisecting between the highest held and lowest missed rate; the highest held."""
+    for _ in range(steps):
+        rate = next_rate([r.rate_per_s for r in runs if r.held], [r.rate_per_s for r in runs if not r.held])
+        if rate is None:
+            break
+        runs.append(run(rate))
+    return max((r.rate_per_s for r in runs if r.held), default=None)
+
+
+def _ints(name: str, default: str) -> list[int]:
+    return [int(x) for x in os.environ.get(name, default).split(",") if x.strip()]
+
+
+def run(settings, quick: bool = False, rates: Sequence[int] | None = None) -> SustainedFigures:
+    seconds = float(os.environ.get("PANTRY_BENCH_SUSTAINED_S", "30" if quick else "60"))
+    rates = list(rates or _ints("PANTRY_BENCH_SUSTAINED_RATES", "10000"))
+    steps = int(os.environ.get("PANTRY_BENCH_SUSTAINED_SEARCH", "0" if quick else "2"))
+    figures = SustainedFigures(runs=[], p99_limit_ms=P99_LIMIT_MS, notes=[
+        f"{seconds:g} s per run; the mix and rules in load_tests/bench/sustained.py; shared 2-core machine"])
+    for processes in _ints("PANTRY_BENCH_SUSTAINED_PROCESSES", "1,2"):
+        why = processes_available(processes)
+        if why:
+            figures.not_available[str(processes)] = why
+            continue
+        runs = [run_rate(settings, rate, seconds, processes) for rate in rates]
+
+        def again(rate: int, processes: int = processes) -> SustainedRun:
+            return run_rate(settings, rate, seconds, processes)
+
+        figures.highest_held_per_s[str(processes)] = search(again, runs, steps)
+        figures.runs += runs
+    return figures
+
+
+if __name__ == "__main__":
+    from pantry.settings import get_settings
+
+    chosen = [int(a) for a in sys.argv[1:]] or None
+    print(msgspec.json.format(msgspec.json.encode(run(get_settings(), rates=chosen))).decode())

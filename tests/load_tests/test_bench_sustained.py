@@ -1,0 +1,74 @@
+"""The sustained bench's pure parts: minute figures, the held rule, the rate search."""
+
+from __future__ import annotations
+
+from load_tests.bench.figures import SustainedMinute, SustainedRun
+from load_tests.bench.sustained import Sample, judge, next_rate, per_minute, search
+
+
+def minute(m: int, p99: float | None = 100.0, rss: float | None = 500.0, offered: float = 10_000,
+           missing: int = 0) -> SustainedMinute:
+    return SustainedMinute(minute=m, offered_events_per_s=offered, probes=600, missing_probes=missing, p50_ms=20.0,
+                           p99_ms=p99, cpu_percent=90.0, rss_mb=rss)
+
+
+def test_per_minute_splits_probes_events_and_samples_by_send_time():
+    # 150 s: two whole minutes and a last half minute; probes at 1 s apart with latency = minute index * 0.1 s
+    probes = [(float(t), 0.01 + (t // 60) * 0.1) for t in range(150)]
+    probes[130] = (130.0, None)  # a probe of minute 2 never seen
+    sent = [(float(t), 100) for t in range(150)]
+    samples = [Sample(float(t), cpu_s=t * 0.5, rss_mb=400 + t, lag_s=0.1) for t in range(0, 151, 10)]
+    out = per_minute(probes, sent, samples, 150.0)
+    assert [m.minute for m in out] == [0, 1, 2]
+    assert [m.offered_events_per_s for m in out] == [100, 100, 100]  # the half minute over its own 30 s
+    assert [m.probes for m in out] == [60, 60, 29] and [m.missing_probes for m in out] == [0, 0, 1]
+    assert out[0].p99_ms == 10.0 and out[1].p99_ms == 110.0
+    assert out[2].p99_ms is None  # 1 missing of 30 reaches the p99: infinitely late
+    assert out[2].p50_ms == 210.0
+    assert [m.cpu_percent for m in out] == [50.0, 50.0, 50.0]
+    assert [m.rss_mb for m in out] == [460.0, 520.0, 550.0]
+
+
+def test_per_minute_takes_the_first_sample_as_the_start_when_none_is_at_zero():
+    out = per_minute([(1.0, 0.02)], [(0.0, 10)], [Sample(0.2, 1.0, 100.0), Sample(20.0, 11.0, 120.0)], 20.0)
+    assert out[0].cpu_percent == round(10 / 19.8 * 100, 1) and out[0].rss_mb == 120.0
+
+
+def test_held_needs_every_minute_under_the_limit_no_missing_probe_the_rate_offered_and_flat_rss():
+    ok = [minute(0, rss=300), minute(1, rss=500), minute(2, rss=540)]
+    held, why = judge(ok, 10_000)
+    assert held and why.startswith("held")
+    assert not judge([*ok[:2], minute(2, p99=501.0)], 10_000)[0]
+    assert "p99 501 ms" in judge([*ok[:2], minute(2, p99=501.0)], 10_000)[1]
+    assert not judge([*ok[:2], minute(2, missing=1)], 10_000)[0]
+    assert not judge([minute(0, p99=None), *ok[1:]], 10_000)[0]
+    # RSS: the last minute against the second (start-up growth in the first is allowed)
+    assert not judge([*ok[:2], minute(2, rss=551)], 10_000)[0]
+    assert judge([*ok[:2], minute(2, rss=550)], 10_000)[0]
+    # the generator falling short is not a run that held
+    short = judge([minute(0, offered=9_000), *ok[1:]], 10_000)
+    assert not short[0] and "generator" in short[1]
+    assert not judge([], 10_000)[0]
+    # a single minute compares with itself
+    assert judge([minute(0)], 10_000)[0]
+
+
+def test_next_rate_bisects_between_held_and_missed():
+    assert next_rate([2_500], [5_000]) == 3_750
+    assert next_rate([2_500, 3_750], [5_000]) == 4_500  # (3,750 + 5,000) / 2 = 4,375 -> 4,500 (250s)
+    assert next_rate([], [5_000]) == 2_500
+    assert next_rate([5_000], []) == 10_000
+    assert next_rate([4_750], [5_000]) is None  # within a step
+    assert next_rate([], []) is None
+    assert next_rate([6_000], [5_000]) == 12_000  # a missed rate below the held one does not bound it
+
+
+def test_search_runs_until_the_gap_closes_and_returns_the_highest_held():
+    def fake(rate: int) -> SustainedRun:  # a flow that holds up to 4,000/s
+        return SustainedRun(rate_per_s=rate, processes=1, seconds=60, minutes=[], held=rate <= 4_000, verdict="")
+
+    runs = [fake(2_500), fake(5_000)]
+    assert search(fake, runs, steps=10) == 4_000
+    assert [r.rate_per_s for r in runs] == [2_500, 5_000, 3_750, 4_500, 4_000, 4_250]
+    runs = [fake(2_500), fake(5_000)]
+    assert search(fake, runs, steps=1) == 3_750 and len(runs) == 3
