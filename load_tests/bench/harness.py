@@ -4,7 +4,8 @@ Setup (each via the `pantry` CLI, timed): its own data dir (.pantry/bench), arti
 dataset; `pantry data load`, `pantry feast apply`, `pantry stream replay`, `pantry train`. Then the parts that
 measure the targets, each in its own process: streaming.py and training.py (on their own scratch state), then
 `pantry serve` and serving.py against it, then the Locust sweep (informational) with what is left of the time
-budget but DEPLOYED_S, then `pantry serve` with its live flow and deployed.py against it. A part that cannot run
+budget but DEPLOYED_S and SUSTAINED_S, then `pantry serve` with its live flow and deployed.py against it, then
+sustained.py (the live flow at a fixed rate for minutes, on its own scratch state). A part that cannot run
 (the budget spent, a crash) leaves its rows "not run (reason)".
 """
 
@@ -32,7 +33,8 @@ from pantry import apikeys
 from pantry.redis_server import EmbeddedRedis, free_port
 from pantry.settings import ROOT, Settings, from_env, get_settings, subprocess_env
 
-BUDGET_S = 18 * 60
+SUSTAINED_S = 5 * 60  # sustained.py, last: by default 10,000/s + 2 search runs of 60 s each, flow start-ups
+BUDGET_S = 18 * 60 + SUSTAINED_S
 DOCS = ROOT / "docs"
 SAVED = ROOT / ".pantry" / "bench" / "run" / "report.json"  # the last run's figures, for --render-only
 # What each target part needs after it, on a quiet 2-core machine, with margin: serving (serve start, ~2 min of
@@ -182,8 +184,8 @@ class Run:
                 self.part("serving", min(self.clock.left() - 10, 300), base_url)
                 # the plots go beside the report (docs/img/ for docs/BENCHMARKS.md), linked relative to it
                 locust_sweep.run(self.settings, base_url, self.report, self.work, 3 if self.quick else 6,
-                                 self.output.parent, lambda: self.clock.left() - DEPLOYED_S, SWEEP_ENDPOINT_S,
-                                 self.clock.say)
+                                 self.output.parent, lambda: self.clock.left() - DEPLOYED_S - SUSTAINED_S,
+                                 SWEEP_ENDPOINT_S, self.clock.say)
         except server.ServerError as exc:
             self.report.steps.append(Step("pantry serve", time.monotonic() - started,
                                           f"failed: {str(exc).splitlines()[0]}"))
@@ -210,6 +212,7 @@ def run_all(quick: bool = False, output: Path | None = None) -> int:
         run.part("training", min(clock.left() - SERVING_S, 240))
         run.serve_and_measure()
         run.deployed()
+        run.part("sustained", min(clock.left() - 10, SUSTAINED_S + 60))
     finally:
         redis.stop()
     run.report.total_s = clock.elapsed

@@ -20,7 +20,8 @@ import msgspec
 from load_tests.bench.figures import PART_TYPES
 
 PARTS = {"streaming": "load_tests.bench.streaming", "serving": "load_tests.bench.serving",
-         "training": "load_tests.bench.training", "deployed": "load_tests.bench.deployed"}
+         "training": "load_tests.bench.training", "deployed": "load_tests.bench.deployed",
+         "sustained": "load_tests.bench.sustained"}
 
 
 def run_part(name: str, out_dir: Path, timeout_s: float, env: dict[str, str], quick: bool = False,

@@ -41,8 +41,8 @@ def test_header_says_generated_date_and_machine_and_no_commit():
 def test_targets_table_has_one_row_per_target_with_goal_measured_verdict():
     md = render(bench_figures.report())
     rows = table_rows(section(md, "## Targets"))
-    assert len(rows) == 20
-    assert len({r[0] for r in rows}) == 20  # no target twice
+    assert len(rows) == 21
+    assert len({r[0] for r in rows}) == 21  # no target twice
     by_name = {r[0]: r for r in rows}
     assert by_name["/v1/recommendations p99 @300 req/s"][1:4] == ["≤ 10 ms", "2.69 ms", "met"]
     # Locust's closed-loop 13 ms for the same endpoint and rate appears in the Locust section only
@@ -77,6 +77,14 @@ def test_part_figures_are_tables_with_units_not_dotted_dumps():
     assert "70 of 2,181" in serving  # feast serve's errors
     training = section(md, "## Training (`load_tests/bench/training.py`)")
     assert "39.7 s" in training and "| for_you | 0.77 | 1.15 | 0.02 | 0.06 | 300 |" in training
+
+
+def test_the_sustained_section_has_a_row_per_minute_and_says_what_was_not_available():
+    md = render(bench_figures.report())
+    part = section(md, "## Sustained live load (`load_tests/bench/sustained.py`)")
+    assert "| 10,000 | 1 | 9 | 10,000 | 600 | 0 | 60 | 310 | 95 | 509 | 0.4 |" in part
+    assert len([r for r in table_rows(part) if r[0] == "10,000"]) == 10
+    assert "2 processes: not available" in part and "held: worst minute p99 310 ms" in part
 
 
 def test_a_part_that_did_not_run_says_why_in_its_section():

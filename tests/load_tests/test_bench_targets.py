@@ -14,6 +14,7 @@ TARGET_NAMES = [
     "replay vs Feast `FeatureStore.push`",
     "freshness p99 at 1,000 events/s (event posted -> feature readable)",
     "freshness p99 at 5,000 events/s (event posted -> feature readable)",
+    "live flow: 10,000 events/s for 10 minutes, p99 ≤ 500 ms every minute",
     "/v1/recommendations p99 @300 req/s",
     "/v1/substitutions p99 @300 req/s",
     "/v1/next-best-action p99 @300 req/s",
@@ -182,3 +183,25 @@ def test_deployed_rows_hold_the_answers_to_their_own_targets_and_say_missed():
     report.deployed = None
     report.not_run["deployed"] = "not run (`pantry serve` did not start)"
     assert by_name(report)["as deployed: recommendations p99 @300 req/s"].measured.startswith("not run")
+
+
+SUSTAINED = "live flow: 10,000 events/s for 10 minutes, p99 ≤ 500 ms every minute"
+
+
+def test_the_sustained_row_needs_ten_minutes_held_and_misses_on_any_minute_over():
+    report = bench_figures.report()
+    row = by_name(report)[SUSTAINED]
+    assert row.met is True and row.measured.startswith("10.0 min at 10,000/s: held")
+    assert "sustained.py" in row.measured_by
+    report.sustained = bench_figures.sustained(minutes=1)  # held, but for one minute: not the target
+    row = by_name(report)[SUSTAINED]
+    assert row.met is None and "not measured for 10 minutes" in row.measured
+    report.sustained = bench_figures.sustained(minutes=1, p99=501.0)  # missed even a shorter run: missed
+    row = by_name(report)[SUSTAINED]
+    assert row.met is False and "p99 501 ms" in row.measured
+    report.sustained = bench_figures.sustained(rate=5_000)  # no run at 10,000/s
+    row = by_name(report)[SUSTAINED]
+    assert row.met is None and "not run at 10,000/s" in row.measured and "5,000 events/s" in row.measured
+    report.sustained = None
+    report.not_run["sustained"] = "not run (stopped after 300 s)"
+    assert by_name(report)[SUSTAINED].measured == "not run (stopped after 300 s)"
