@@ -1,7 +1,8 @@
 """Recommendations: the customer views in one read, the recommender, popularity whenever anything is missing.
 
-The shopper's dietary preferences leave products out, and with a `store_id` so does stock: the model is asked for
-OVERFETCH x k items, and the stock of those left is read in one more round trip (serving/answers/stock.py)."""
+The shopper's dietary preferences leave products out, and with a `store_id` so does stock: the stock of the model's
+k best is read in one more round trip, and only when some are left out does its longer list refill the answer
+(serving/answers/stock.py `first_in_stock`)."""
 
 from __future__ import annotations
 
@@ -29,25 +30,18 @@ async def recommend(svc: Services, request: RecommendationRequest) -> Recommenda
         decision.fall_back("model_unavailable")
     popular_model = recommender or svc.popularity  # the recommender's own popularity, else the dataset snapshot
     banned = dietary_exclusions(svc, decision.preferences)
-    # more than k when some may be left out (diet, stock), so that k still come back where possible
-    wanted = request.k * stock.OVERFETCH if banned or request.store_id is not None else request.k
 
-    def popular() -> list[Scored]:
-        return popular_model.popular(k=wanted, store_id=request.store_id, exclude=exclude)
+    def popular(k: int) -> list[Scored]:
+        return popular_model.popular(k=k, store_id=request.store_id, exclude=exclude)
 
-    def scored(k: int) -> list[Scored]:
-        return recommender.recommend(decision.features, customer_id=request.customer_id, k=k,
-                                     surface=request.surface, exclude=exclude, store_id=request.store_id)
+    def scored(k: int) -> list[Scored]:  # the recommender's k best; popularity's when it raises (model_error)
+        return guarded(decision, lambda: recommender.recommend(
+            decision.features, customer_id=request.customer_id, k=k, surface=request.surface, exclude=exclude,
+            store_id=request.store_id), lambda: popular(k), "recommender")
 
-    if decision.fallback is None:
-        items = guarded(decision, lambda: stock.refilled(scored, request.k, wanted), popular, "recommender")
-    else:
-        items = popular()
-    items = [item for item in items if item.product_id not in exclude and item.product_id not in banned]
-    if request.store_id is not None and decision.fallback != "store_unavailable":
-        gone = await stock.out_of_stock_at(svc, request.store_id, (i.product_id for i in items), request.as_of)
-        items = [item for item in items if item.product_id not in gone]
-    items = items[: request.k]
+    stock_at = request.store_id if decision.fallback != "store_unavailable" else None
+    items = await stock.first_in_stock(svc, stock_at, scored if decision.fallback is None else popular, request.k,
+                                       lambda p: p not in exclude and p not in banned, request.as_of)
     decision_id = record(svc, decision, "recommender", popular_model.version, items, surface=request.surface,
                          experiment_id=choice.experiment_id, arm=choice.arm)
     return RecommendationResponse(decision_id, popular_model.version, items, decision.fallback)

@@ -49,15 +49,25 @@ def test_a_coupon_is_left_out_only_when_the_diet_excludes_every_product_it_cover
     assert action_allowed(svc, frozenset(), Action("buy_again", 0.5, "r", product_id=2))
 
 
-def test_refilled_keeps_the_models_k_best_first_when_its_longer_list_starts_otherwise():
-    from serving.answers.stock import refilled
+def test_first_in_stock_keeps_the_models_k_best_and_refills_only_when_some_are_left_out():
+    import asyncio
+
+    from serving.answers.stock import first_in_stock
+
+    asked: list[int] = []
 
     def ranked(k: int) -> list[Scored]:  # like buy-again: a longer list pins other items first
+        asked.append(k)
         order = [1, 2, 3, 4, 5, 6] if k <= 2 else [5, 6, 1, 2, 3, 4]
         return [Scored(p, 1.0, "x") for p in order[:k]]
 
-    assert [s.product_id for s in refilled(ranked, 2, 6)] == [1, 2, 5, 6, 3, 4]
-    assert [s.product_id for s in refilled(ranked, 2, 2)] == [1, 2]
+    def first(keep) -> list[int]:  # no store: the keep rule alone (stock reads are tested over HTTP)
+        return [s.product_id for s in asyncio.run(first_in_stock(None, None, ranked, 2, keep, None))]
+
+    assert first(lambda p: True) == [1, 2] and asked == [2]  # nothing left out: one call, the model's k best
+    asked.clear()
+    assert first(lambda p: p != 2) == [1, 5] and asked == [2, 6]  # one left out: refilled from the longer list
+    assert first(lambda p: p in (4,)) == [4]  # fewer than k allowed at all: what there is
 
 
 def test_several_dietary_values_or_brands_are_looked_up_in_each_set_not_a_union():
