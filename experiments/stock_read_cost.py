@@ -1,6 +1,7 @@
 """What the live-stock read costs an answer (serving/answers/stock.py): recommendations and next-best-action with a
-`store_id` read the store_product rows of their OVERFETCH x k candidates in one more round trip after the decision's
-read. In process, through the serving code itself (Services.read: the guarded store, OnlineReader, the hiredis
+`store_id` read the store_product rows of their candidates (recommendations: the k best, next-best-action: OVERFETCH
+x k actions' products) in one more round trip after the decision's read.
+In process, through the serving code itself (Services.read: the guarded store, OnlineReader, the hiredis
 round trip) on an own embedded Redis holding a customer's four views and half the candidates' stock rows: the
 decision read alone, then followed by the stock read of n rows (9, 30, 60: k = 3, 10, 20; 150: a next-best-action
 answer whose 9 coupons cover ~16 products each).
