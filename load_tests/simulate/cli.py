@@ -79,5 +79,5 @@ def simulate(start: str, end: str, host: str | None, concurrency: int, window_s:
     stats = asyncio.run(run(window.visits, base_url, client_key, ingest_key, concurrency=concurrency,
                             window_s=window_s, as_of=as_of, total=len(window.visits), progress=not no_progress))
     click.echo(stats.summary())
-    if stats.non_2xx:
+    if stats.non_2xx or stats.stopped:
         sys.exit(1)

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 import msgspec
@@ -44,6 +44,7 @@ class Stats:
     undecodable: int = 0
     clock_wait_s: float = 0.0
     elapsed_s: float = 0.0
+    stopped: str = ""  # why the run ended before its last visit (empty: it did not)
     errors: list[str] = field(default_factory=list)  # the first few error messages, for the summary
 
     def add(self, result: VisitResult) -> None:
@@ -80,7 +81,14 @@ class Stats:
         if self.clock_wait_s:
             lines.append(f"  waited {self.clock_wait_s:.1f} s for the service clock (the live flow catching up)")
         lines += [f"  e.g. {e}" for e in self.errors]
+        if self.stopped:
+            lines.append(f"  STOPPED: {self.stopped}")
         return "\n".join(lines)
+
+
+class ClockGap(Exception):
+    """The next visit is past what the service accepts, and waiting did not move its clock there: the data has no
+    visit for longer than the service's event skew, so no event can move the clock across the gap."""
 
 
 class Driver:
@@ -132,6 +140,12 @@ class Driver:
                 break
             await asyncio.sleep(0.2)
         self.stats.clock_wait_s += time.monotonic() - start
+        if self.accepted_until is not None and visit.t > self.accepted_until:
+            accepted = datetime.fromtimestamp(self.accepted_until, UTC).isoformat(timespec="seconds")
+            raise ClockGap(f"the visit at {datetime.fromtimestamp(visit.t, UTC).isoformat(timespec='seconds')} is past "
+                           f"what the service accepts ({accepted}) after {max_wait_s:g} s of waiting: the data has no "
+                           "visit for longer than the service's event skew (PANTRY_EVENT_SKEW_EVENT_S, a day), so its "
+                           "clock cannot cross the gap; end the window before it, or serve with a larger skew")
 
     async def visit(self, visit: Visit, memory: OfferMemory, as_of: bool) -> None:
         script = visit_script(visit, memory, as_of)
@@ -171,7 +185,11 @@ async def simulate(visits: Iterable[Visit], base_url: str, client_key: str, inge
 
         tasks: set[asyncio.Task] = set()
         for visit in visits:
-            await driver.wait_for_clock(visit, clock_wait_s)
+            try:
+                await driver.wait_for_clock(visit, clock_wait_s)
+            except ClockGap as gap:  # every later visit would be refused: the visits in flight finish, then stop
+                stats.stopped = str(gap)
+                break
             async with changed:
                 await changed.wait_for(lambda v=visit: schedule.can_start(v))
                 schedule.start(visit)

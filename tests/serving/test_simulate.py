@@ -124,3 +124,21 @@ def test_the_command_continues_from_the_service_clock_and_reports(sim_service):
     assert "/v1/recommendations" in result.output
     time.sleep(1.0)
     assert float(client.hget(STREAM_COUNTERS, "late") or 0) == late_before
+
+
+def test_a_visit_past_a_gap_the_clock_cannot_cross_stops_the_run_with_why(sim_service):
+    """A visit more than the event skew (a day) past the service clock, with nothing in flight to move it: its events
+    would be refused, and so would every later visit's, so the run stops and says why instead of crawling."""
+    import dataclasses
+
+    url, settings, client = sim_service
+    now = parse_day(httpx.get(f"{url}/v1/clock", headers={"X-API-Key": settings.client_key}).json()["now"][:10])
+    window = load_window(settings, START, END, max_visits=1)
+    past_gap = dataclasses.replace(window.visits[0], ts=now + timedelta(days=3))
+    requests_before = client.xlen(EVENTS_STREAM)
+
+    stats = asyncio.run(simulate([past_gap], url, settings.client_key, settings.ingest_key, concurrency=1,
+                                 clock_wait_s=1.0, progress=False))
+
+    assert stats.visits == 0 and not stats.requests and client.xlen(EVENTS_STREAM) == requests_before
+    assert "past what the service accepts" in stats.stopped and "STOPPED" in stats.summary()
