@@ -7,15 +7,15 @@ update functions change it in place (for speed).
 from __future__ import annotations
 
 import heapq
-import math
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Iterable
 
 import msgspec
 
-from streaming.features.event import DAY, LATENESS_S, MINUTE, Ev, Values, next_change
+from streaming.features.event import DAY, LATENESS_S, MINUTE, Ev, Values
 from streaming.features.substitution import FEEDBACK as FEEDBACK_KIND
 from streaming.features.substitution import customer_feedback_apply, customer_feedback_row
+from streaming.features.windows import Window, after, sorted_next_change, window_add, window_slide
 
 SESSION_GAP_S = 30 * MINUTE
 SESSION_PRODUCTS = 20
@@ -47,6 +47,30 @@ class CustomerState(msgspec.Struct, array_like=True):
     # substitution verdicts by (original, substitute) pair (streaming/features/substitution.py); appended, so older
     # snapshots decode with none
     feedback: list[list] = msgspec.field(default_factory=list)
+    # Indexes, so an event and a row cost O(log n) in the session's products and the window's baskets instead of
+    # a sort or a scan of them (a heavy shopper's session holds 100+ products, its 28 days 100+ baskets).
+    # Appended: an older snapshot decodes with ix False and is indexed at its first use (_index).
+    ix: bool = False
+    s_order: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (s_products time, product) sorted
+    s_pos: set[int] = msgspec.field(default_factory=set)  # products with s_cart > 0
+    b_order: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (basket time, basket) sorted
+    b_micros: dict[int, int] = msgspec.field(default_factory=dict)  # basket -> spend in micro-units (exact sums)
+    w7: Window = msgspec.field(default_factory=Window)  # baskets and spend with time > w7.cut (windows.py)
+    w28: Window = msgspec.field(default_factory=Window)
+    preferred: int | None = None  # the store of most baskets (tie: smaller id); counts only grow, so O(1)
+
+
+def _index(st: CustomerState) -> None:
+    """Build the indexes from the state (a new state, or one from an older snapshot)."""
+    st.s_order = sorted((t, p) for p, t in st.s_products.items())
+    st.s_pos = {p for p, n in st.s_cart.items() if n > 0}
+    st.b_order = sorted((b[0], bid) for bid, b in st.baskets.items())
+    st.b_micros = {bid: round(b[1] * 1e6) for bid, b in st.baskets.items()}
+    spend = sum(st.b_micros.values())
+    st.w7, st.w28 = Window(n=len(st.baskets), total=spend), Window(n=len(st.baskets), total=spend)
+    sb = st.store_baskets
+    st.preferred = max(sb.items(), key=lambda kv: (kv[1], -kv[0]))[0] if sb else None
+    st.ix = True
 
 
 def customer_apply(st: CustomerState, e: Ev) -> int:
@@ -58,6 +82,9 @@ def customer_apply(st: CustomerState, e: Ev) -> int:
     # what can raise comes before any change (validate before mutate; streaming.features.event.admit keeps t in
     # range, so this cannot overflow for an admitted event)
     weight = 2.0 ** ((t - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S) if e.kind == "purchase" else 0.0
+    micros = round(e.sales_value * 1e6) if e.kind == "purchase" else 0
+    if not st.ix:
+        _index(st)
     dirty = 0
     st.nc = None
     if t > st.as_of:
@@ -68,20 +95,50 @@ def customer_apply(st: CustomerState, e: Ev) -> int:
     if e.kind == "purchase":
         dirty |= ACTIVITY | REPERTOIRE
         if e.basket_id is not None:
-            b = st.baskets.get(e.basket_id)
-            if b is None:
-                st.baskets[e.basket_id] = [t, e.sales_value]
-                if e.store_id is not None:
-                    st.store_baskets[e.store_id] = st.store_baskets.get(e.store_id, 0) + 1
-            else:
-                b[0] = min(b[0], t)
-                b[1] += e.sales_value
+            _basket_line(st, e.basket_id, t, e.sales_value, micros, e.store_id)
         if st.last_order_at is None or t > st.last_order_at:
             st.last_order_at = t
         if e.product_id is not None:
             st.rep[e.product_id] = st.rep.get(e.product_id, 0.0) + weight
             _remember_recent(st.recent, e.product_id, t)
     return dirty
+
+
+def _basket_line(st: CustomerState, bid: int, t: float, value: float, micros: int, store_id: int | None) -> None:
+    """A purchase line of basket `bid`: a new basket, more spend, or (an earlier line) an earlier basket time."""
+    b = st.baskets.get(bid)
+    w7, w28 = st.w7, st.w28
+    if b is None:
+        st.baskets[bid] = [t, value]
+        st.b_micros[bid] = micros
+        order = st.b_order
+        if not order or t >= order[-1][0]:
+            order.append((t, bid))
+        else:
+            insort(order, (t, bid))
+        window_add(w7, t, micros)
+        window_add(w28, t, micros)
+        if store_id is not None:
+            sb = st.store_baskets
+            n = sb[store_id] = sb.get(store_id, 0) + 1
+            best = st.preferred
+            if best is None or n > sb[best] or (n == sb[best] and store_id < best):
+                st.preferred = store_id
+        return
+    old_t, old_micros = b[0], st.b_micros[bid]
+    b[1] += value
+    st.b_micros[bid] = old_micros + micros
+    if t < old_t:  # the basket moves back: out of the windows at its old time, in at its new one
+        b[0] = t
+        order = st.b_order
+        del order[bisect_left(order, (old_t, bid))]
+        insort(order, (t, bid))
+        for w in (w7, w28):
+            window_add(w, old_t, -old_micros, -1)
+            window_add(w, t, old_micros + micros)
+    else:
+        window_add(w7, old_t, micros, 0)
+        window_add(w28, old_t, micros, 0)
 
 
 def _remember_recent(recent: dict[int, float], product_id: int, t: float) -> None:
@@ -105,7 +162,7 @@ def _session_apply(st: CustomerState, e: Ev) -> int:
     if st.s_start is None or t > st.s_last + SESSION_GAP_S:
         # A gap of more than 30 minutes after the newest event: a new session.
         st.s_start, st.s_last, st.s_events, st.s_spend = t, t, 0, 0.0
-        st.s_products, st.s_cart = {}, {}
+        st.s_products, st.s_cart, st.s_order, st.s_pos = {}, {}, [], set()
     elif t < st.s_start - SESSION_GAP_S:
         # Out of order and older than the current session by more than a gap: its session is closed.
         return 0
@@ -117,24 +174,45 @@ def _session_apply(st: CustomerState, e: Ev) -> int:
     st.s_events += 1
     pid = e.product_id
     if pid is not None:
-        if t >= st.s_products.get(pid, -math.inf):
+        held = st.s_products.get(pid)
+        if held is None or t >= held:
             st.s_products[pid] = t
+            order = st.s_order
+            if held is not None and held != t:
+                del order[bisect_left(order, (held, pid))]
+            if held != t:
+                if not order or (t, pid) > order[-1]:
+                    order.append((t, pid))
+                else:
+                    insort(order, (t, pid))
+        cart = st.s_cart
         if e.kind == "add_to_cart":
-            st.s_cart[pid] = st.s_cart.get(pid, 0) + e.quantity
+            n = cart[pid] = cart.get(pid, 0) + e.quantity
         elif e.kind in ("remove_from_cart", "purchase"):
-            st.s_cart[pid] = st.s_cart.get(pid, 0) - max(e.quantity, 1)
+            n = cart[pid] = cart.get(pid, 0) - max(e.quantity, 1)
+        else:
+            n = None
+        if n is not None:
+            if n > 0:
+                st.s_pos.add(pid)
+            else:
+                st.s_pos.discard(pid)
     if e.kind == "purchase":
         st.s_spend += e.sales_value
     return SESSION
 
 
 def session_row(st: CustomerState) -> Values:
-    newest_first = sorted(st.s_products.items(), key=lambda kv: (-kv[1], -kv[0]))
+    """Newest first (ties: the larger product id): the last SESSION_PRODUCTS of the sorted index, and the cart's
+    products sorted alone: O(20 + cart) whatever the session holds."""
+    if not st.ix:
+        _index(st)
+    order, products = st.s_order, st.s_products
     return {
         "session_events": st.s_events,
-        "session_distinct_products": len(st.s_products),
-        "session_product_ids": [p for p, _ in newest_first[:SESSION_PRODUCTS]],
-        "cart_product_ids": [p for p, _ in newest_first if st.s_cart.get(p, 0) > 0],
+        "session_distinct_products": len(products),
+        "session_product_ids": [p for _, p in order[:-SESSION_PRODUCTS - 1:-1]],
+        "cart_product_ids": sorted(st.s_pos, key=lambda p: (-products[p], -p)),
         "session_spend": st.s_spend,
         "session_started_at": st.s_start,
     }
@@ -142,33 +220,34 @@ def session_row(st: CustomerState) -> Values:
 
 def activity_row(st: CustomerState, as_of: float) -> Values:
     """Orders (distinct baskets) and spend in (as_of - 7d, as_of] and (as_of - 28d, as_of]."""
+    if not st.ix:
+        _index(st)
     lo7, lo28 = as_of - 7 * DAY, as_of - 28 * DAY
     horizon = lo28 - LATENESS_S
-    o7 = o28 = 0
-    s7 = s28 = 0.0
-    stale = []
-    for bid, (t, spend) in st.baskets.items():
-        if t <= horizon:
-            stale.append(bid)
-            continue
-        if lo28 < t <= as_of:
-            o28 += 1
-            s28 += spend
+    order, micros, w7, w28 = st.b_order, st.b_micros, st.w7, st.w28
+    spend = lambda entry: micros[entry[1]]  # noqa: E731
+    window_slide(w7, order, lo7, spend)  # first: the baskets forgotten below have left both windows
+    window_slide(w28, order, lo28, spend)
+    if order and order[0][0] <= horizon:  # forget what no window can hold again
+        cut = after(order, horizon)
+        for _, bid in order[:cut]:
+            del st.baskets[bid], micros[bid]
+        del order[:cut]
+    o7, s7, o28, s28 = w7.n, w7.total, w28.n, w28.total
+    hi = after(order, as_of)
+    if hi < len(order):  # a row asked for a time before some baskets (not the flow's rows: as_of is the newest)
+        for t, bid in order[hi:]:
+            o28 -= 1
+            s28 -= micros[bid]
             if t > lo7:
-                o7 += 1
-                s7 += spend
-    for bid in stale:
-        del st.baskets[bid]
-    store_baskets = st.store_baskets
-    if len(store_baskets) == 1:
-        preferred: int | None = next(iter(store_baskets))
-    else:
-        preferred = max(store_baskets.items(), key=lambda kv: (kv[1], -kv[0]))[0] if store_baskets else None
+                o7 -= 1
+                s7 -= micros[bid]
+    preferred = st.preferred
     return {
         "orders_7d": o7,
         "orders_28d": o28,
-        "spend_7d": round(s7, 6),
-        "spend_28d": round(s28, 6),
+        "spend_7d": round(s7 / 1e6, 6),
+        "spend_28d": round(s28 / 1e6, 6),
         "last_order_at": st.last_order_at,
         "preferred_store_id": preferred,
     }
@@ -245,6 +324,9 @@ def customer_rows(st: CustomerState, dirty: int, top: list[tuple[int, float]] | 
 
 
 def customer_next_change(st: CustomerState) -> float:
-    return next_change((b[0] for b in st.baskets.values()), st.as_of, (7 * DAY, 28 * DAY))
+    """next_change of the baskets' times (7 d, 28 d), by bisection of the sorted index."""
+    if not st.ix:
+        _index(st)
+    return sorted_next_change(st.b_order, st.as_of, (7 * DAY, 28 * DAY))
 
 

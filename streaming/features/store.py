@@ -10,7 +10,8 @@ from collections.abc import Iterable
 import msgspec
 
 from pantry.events import PRODUCT_ID_BITS
-from streaming.features.event import DAY, HOUR, LATENESS_S, NO_TIME, Ev, Values, next_change
+from streaming.features.event import DAY, HOUR, LATENESS_S, NO_TIME, Ev, Values
+from streaming.features.windows import Window, after, sorted_next_change, window_add, window_slide
 
 IN_STOCK_PRIOR = 0.9  # P(in stock) before looking at sales; see in_stock_probability
 # The store x product pair key: store << PAIR_SHIFT | product, one int64 (store < 2^19, product < 2^44: the bounds
@@ -158,8 +159,12 @@ def _micros_sum(sales: list[tuple[float, float]]) -> int:
 
 
 def store_next_change(st: StoreState) -> float:
-    return min(next_change((b[0] for b in st.baskets.values()), st.as_of, (HOUR, DAY)),
-               next_change((t for t, _ in st.sales), st.as_of, (DAY,)))
+    """next_change of the baskets' first times (1 h, 24 h) and the sales' times (24 h), by bisection of the
+    sorted indexes instead of a scan of a day of baskets and lines at every refresh check of a changed store."""
+    if len(st.by_time) != len(st.baskets):
+        _reindex(st)
+    return min(sorted_next_change(st.by_time, st.as_of, (HOUR, DAY)),
+               sorted_next_change(st.sales, st.as_of, (DAY,)))
 
 
 
@@ -168,24 +173,72 @@ def store_next_change(st: StoreState) -> float:
 
 class StoreProductState(msgspec.Struct, array_like=True):
     as_of: float = 0.0
-    sales: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (time, units)
+    sales: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (time, units), sorted once `ix`
     last_sold_at: float | None = None
     inv_on_hand: int | None = None  # the latest inventory count
     inv_t: float = NO_TIME  # its event time (none yet: before anything)
     nc: float | None = None
+    # Running sums over `sales` (streaming/features/windows.py), so a row and the next-change check cost O(log n)
+    # and not a scan of 28 days of sales (a hot pair sells at every probe of the bench). Appended: an older
+    # snapshot decodes with ix False and is indexed (sorted, summed) at its first use.
+    ix: bool = False
+    w7: Window = msgspec.field(default_factory=Window)  # units and sales with t > w7.cut (the 7-day window's start)
+    w28: Window = msgspec.field(default_factory=Window)
+    # units of the sales after inv_t (on_hand = inv_on_hand - since): exact while a count is known (the sales
+    # forgotten are all at or before it); without one it is not read, and every count sums it again
+    since: int = 0
+
+
+def _units(sale: tuple[float, int]) -> int:
+    return sale[1]
+
+
+def _pair_index(sp: StoreProductState) -> None:
+    """Sort the sales and sum them from scratch (a new state, or one from an older snapshot)."""
+    sales = sp.sales
+    sales.sort()
+    units = sum(q for _, q in sales)
+    sp.w7, sp.w28 = Window(n=len(sales), total=units), Window(n=len(sales), total=units)
+    sp.since = sum(q for t, q in sales if t > sp.inv_t)
+    sp.ix = True
+
+
+def _pair_sale(sp: StoreProductState, t: float, q: int) -> None:
+    """A sale joins the sorted list and every running sum that holds its time."""
+    if not sp.ix:
+        _pair_index(sp)
+    sales = sp.sales
+    if not sales or t >= sales[-1][0]:
+        sales.append((t, q))
+    else:  # out of order (within the lateness bound)
+        insort(sales, (t, q))
+    window_add(sp.w7, t, q)
+    window_add(sp.w28, t, q)
+    if t > sp.inv_t:
+        sp.since += q
+
+
+def _pair_count(sp: StoreProductState, t: float, on_hand: int | None) -> None:
+    """A newer inventory count: the units sold since are those after it (the count is within the lateness bound
+    of the newest event, so this sums at most the sales of the last 10 minutes)."""
+    if not sp.ix:
+        _pair_index(sp)
+    sp.inv_t, sp.inv_on_hand = t, on_hand
+    sales = sp.sales
+    sp.since = sum(q for _, q in sales[after(sales, t):])
 
 
 def store_product_apply(st: StoreProductState, e: Ev) -> bool:
     t = e.t
     st.nc = None
     if e.kind == "purchase":
-        st.sales.append((t, e.quantity))
+        _pair_sale(st, t, e.quantity)
         if st.last_sold_at is None or t > st.last_sold_at:
             st.last_sold_at = t
     elif e.kind == "inventory":
         if t < st.inv_t:
             return False  # an older count than the one we hold
-        st.inv_t, st.inv_on_hand = t, e.on_hand
+        _pair_count(st, t, e.on_hand)
     else:
         return False
     if t > st.as_of:
@@ -226,7 +279,7 @@ def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProd
                         sp = pairs[key] = new_pair()
                         made_pair = key
                     sp.nc = None
-                    sp.sales.append((t, e.quantity))
+                    _pair_sale(sp, t, e.quantity)
                     last = sp.last_sold_at
                     if last is None or t > last:
                         sp.last_sold_at = t
@@ -283,18 +336,22 @@ def store_product_values(st: StoreProductState, as_of: float) -> tuple:
     inv_t, inv_on_hand = st.inv_t, st.inv_on_hand
     if inv_on_hand is not None and inv_t < horizon:
         horizon = inv_t  # sales since the last count still matter for on_hand
-    sales = st.sales
-    if sales and sales[0][0] <= horizon:
-        sales = st.sales = [s for s in sales if s[0] > horizon]
-    u7 = u28 = n28 = sold_since_count = 0
-    for t, q in sales:
-        if t > inv_t:
-            sold_since_count += q
-        if lo28 < t <= as_of:
-            u28 += q
-            n28 += 1
+    if not st.ix:
+        _pair_index(st)
+    sales, w7, w28 = st.sales, st.w7, st.w28
+    window_slide(w7, sales, lo7, _units)  # first: the sales forgotten below have left both windows
+    window_slide(w28, sales, lo28, _units)
+    if sales and sales[0][0] <= horizon:  # forget what no window (nor on_hand) can need again
+        del sales[:after(sales, horizon)]
+    u7, u28, n28 = w7.total, w28.total, w28.n
+    hi = after(sales, as_of)
+    if hi < len(sales):  # a row asked for a time before some sales (not the flow's rows: as_of is the newest)
+        for t, q in sales[hi:]:
+            u28 -= q
+            n28 -= 1
             if t > lo7:
-                u7 += q
+                u7 -= q
+    sold_since_count = st.since
     last_sold_at = st.last_sold_at
     if inv_on_hand is not None:
         on_hand: int | None = inv_on_hand - sold_since_count
@@ -318,19 +375,8 @@ _WEEK, _FOUR_WEEKS = 7 * DAY, 28 * DAY
 
 
 def store_product_next_change(st: StoreProductState) -> float:
-    """next_change(sale times, as_of, (7 d, 28 d)) unrolled: a final refresh asks it of every store x product pair."""
-    as_of = st.as_of
-    best = math.inf
-    for t, _ in st.sales:
-        if t > as_of:
-            continue
-        end = t + _WEEK
-        if end <= as_of:
-            end = t + _FOUR_WEEKS
-            if end <= as_of:
-                continue
-        if end < best:
-            best = end
-    return best
-
-
+    """next_change(sale times, as_of, (7 d, 28 d)) by bisection of the sorted sales: a final refresh asks it of
+    every store x product pair, and live refreshes of every pair whose row changed."""
+    if not st.ix:
+        _pair_index(st)
+    return sorted_next_change(st.sales, st.as_of, (_WEEK, _FOUR_WEEKS))

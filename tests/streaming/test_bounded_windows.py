@@ -1,0 +1,269 @@
+"""The indexed window structures (streaming/features/windows.py and the indexes of the customer and store x product
+states) against a full scan of everything the entity saw: random events, out of order within the lateness bound,
+rows after each event and after quiet gaps (windows rolling and emptying, old entries forgotten)."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streaming.features import customer as C
+from streaming.features import store as S
+from streaming.features.event import DAY, LATENESS_S, MINUTE, Ev, next_change
+from streaming.features.windows import Window, sorted_next_change, window_add, window_slide
+
+T0 = 1_500_000_000.0
+# steps of the newest event time: window lengths among them, so entries land exactly on a window's edge
+STEPS = [0.0, 1.0, 60.0, 10 * MINUTE, 29 * MINUTE, 30 * MINUTE, 31 * MINUTE, DAY, 7 * DAY, 21 * DAY, 28 * DAY]
+
+
+def _times(draw, n: int) -> list[float]:
+    """Event times: a newest time that moves forward by the STEPS, and events up to the lateness bound behind it
+    (the gate drops later ones); exact window edges included."""
+    newest, out = T0, []
+    for _ in range(n):
+        newest += draw(st.sampled_from(STEPS))
+        late = draw(st.sampled_from([0.0, 0.0, 0.0, 1.0, LATENESS_S / 2, LATENESS_S]))
+        out.append(newest - late)
+    return out
+
+
+@st.composite
+def sorted_entries(draw):
+    base = draw(st.lists(st.sampled_from([-40, -28, -27.5, -7, -6, -1, 0, 1]), max_size=12))
+    jitter = draw(st.lists(st.sampled_from([0.0, -1.0, 1.0, 0.5]), min_size=len(base), max_size=len(base)))
+    return sorted((T0 + d * DAY + j, i) for i, (d, j) in enumerate(zip(base, jitter, strict=True)))
+
+
+@given(sorted_entries(), st.sampled_from([T0, T0 - 3 * DAY, T0 + 0.5]))
+@settings(max_examples=400, deadline=None)
+def test_sorted_next_change_is_next_change(order, as_of):
+    for windows in ((7 * DAY, 28 * DAY), (3600.0, DAY), (DAY,)):
+        assert sorted_next_change(order, as_of, windows) == next_change((t for t, _ in order), as_of, windows)
+
+
+@given(sorted_entries(), st.lists(st.floats(T0 - 50 * DAY, T0 + 2 * DAY), min_size=1, max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_window_slide_in_any_direction_equals_a_scan(order, cuts):
+    w = Window()
+    for t, i in order:
+        window_add(w, t, i + 1)
+    for lo in cuts:
+        window_slide(w, order, lo, lambda e: e[1] + 1)
+        inside = [i + 1 for t, i in order if t > lo]
+        assert (w.n, w.total) == (len(inside), sum(inside))
+
+
+# ---- store x product ----------------------------------------------------------------------------------------------
+
+
+def _pair_by_scan(sales: list[tuple[float, int]], count: tuple[float, int | None] | None, as_of: float) -> tuple:
+    """store_product_values by its definition from every sale and the latest count (time, on_hand)."""
+    lo7, lo28 = as_of - 7 * DAY, as_of - 28 * DAY
+    u7 = sum(q for t, q in sales if lo7 < t <= as_of)
+    u28 = sum(q for t, q in sales if lo28 < t <= as_of)
+    n28 = sum(1 for t, _ in sales if lo28 < t <= as_of)
+    last = max((t for t, _ in sales), default=None)
+    on_hand = None
+    if count is not None and count[1] is not None:
+        on_hand = count[1] - sum(q for t, q in sales if t > count[0])
+    if on_hand is not None:
+        on_hand, prob = (on_hand, 1.0) if on_hand > 0 else (0, 0.0)
+    elif last is None:
+        prob = S.IN_STOCK_PRIOR
+    else:
+        prob = S.in_stock_probability(n28 / 28.0, (as_of - last) / DAY)
+    return (u7, u28, last, on_hand, prob, None, None)
+
+
+@st.composite
+def pair_events(draw):
+    n = draw(st.integers(1, 60))
+    times = _times(draw, n)
+    out = []
+    for i, t in enumerate(times):
+        if draw(st.integers(0, 5)) == 0:
+            out.append(Ev(f"i{i}", "inventory", t, None, 1, 7, None, 1, 0.0,
+                          draw(st.sampled_from([None, 0, 3, 50]))))
+        else:
+            out.append(Ev(f"p{i}", "purchase", t, 1, 1, 7, i, draw(st.integers(1, 4)), 1.0))
+    return out
+
+
+def _same_values(got: tuple, want: tuple) -> bool:
+    return got[:4] == want[:4] and math.isclose(got[4], want[4], rel_tol=1e-12) and got[5:] == want[5:]
+
+
+@given(pair_events(), st.sampled_from([0.0, 1.0, 7 * DAY, 20 * DAY, 28 * DAY + LATENESS_S, 60 * DAY]))
+@settings(max_examples=300, deadline=None)
+def test_store_product_rows_equal_a_scan_of_every_sale(events, gap):
+    sp = S.StoreProductState()
+    sales: list[tuple[float, int]] = []
+    count: tuple[float, int | None] | None = None
+    for e in events:
+        S.store_product_apply(sp, e)
+        if e.kind == "purchase":
+            sales.append((e.t, e.quantity))
+        elif count is None or e.t >= count[0]:
+            count = (e.t, e.on_hand)
+        got = S.store_product_values(sp, sp.as_of)
+        want = _pair_by_scan(sales, count, sp.as_of)
+        assert _same_values(got, want), (e, got, want)
+        assert S.store_product_next_change(sp) == next_change((t for t, _ in sales), sp.as_of, (7 * DAY, 28 * DAY))
+    # a refresh later (the windows roll, old sales are forgotten), and the state through a snapshot
+    sp.as_of += gap
+    assert _same_values(S.store_product_values(sp, sp.as_of), _pair_by_scan(sales, count, sp.as_of))
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(sp), type=S.StoreProductState)
+    assert back == sp
+    assert len(sp.sales) <= len(sales)
+
+
+# ---- customer -----------------------------------------------------------------------------------------------------
+
+
+@st.composite
+def customer_events(draw):
+    n = draw(st.integers(1, 80))
+    times = _times(draw, n)
+    out = []
+    for i, t in enumerate(times):
+        kind = draw(st.sampled_from(["purchase"] * 4 + ["add_to_cart", "remove_from_cart", "product_view"]))
+        pid = draw(st.sampled_from([None, 1, 2, 3, 4, 5, 2**40]))
+        if kind == "purchase":
+            out.append(Ev(f"e{i}", kind, t, 1, draw(st.sampled_from([None, 3, 4, 9])), pid,
+                          draw(st.sampled_from([None, i, i, max(0, i - 1), max(0, i - 2)])), draw(st.integers(0, 3)),
+                          draw(st.sampled_from([0.0, 1.25, 2.5, 19.99]))))
+        else:
+            out.append(Ev(f"e{i}", kind, t, 1, None, pid, None, draw(st.integers(0, 3))))
+    return out
+
+
+class _ActivityByScan:
+    """Orders and spend by definition: a basket's time is its earliest line, its spend every line; the preferred
+    store has the most baskets (tie: the smaller id), a basket counted at its first line's store. A basket is
+    forgotten at a row once it is past every window and the lateness bound (what the flow keeps); a line of it
+    after that opens it again."""
+
+    def __init__(self) -> None:
+        self.first: dict[int, float] = {}
+        self.spend: dict[int, float] = {}
+        self.stores: dict[int, int] = {}
+
+    def add(self, e: Ev) -> None:
+        if e.kind != "purchase" or e.basket_id is None:
+            return
+        bid = e.basket_id
+        if bid not in self.first:
+            self.first[bid], self.spend[bid] = e.t, 0.0
+            if e.store_id is not None:
+                self.stores[e.store_id] = self.stores.get(e.store_id, 0) + 1
+        self.first[bid] = min(self.first[bid], e.t)
+        self.spend[bid] += e.sales_value
+
+    def row(self, as_of: float) -> dict:
+        horizon = as_of - 28 * DAY - LATENESS_S
+        for bid in [b for b, t in self.first.items() if t <= horizon]:
+            del self.first[bid], self.spend[bid]
+        out = {}
+        for name, lo in (("7d", as_of - 7 * DAY), ("28d", as_of - 28 * DAY)):
+            inside = [b for b, t in self.first.items() if lo < t <= as_of]
+            out[f"orders_{name}"] = len(inside)
+            out[f"spend_{name}"] = round(sum(self.spend[b] for b in inside), 6)
+        stores = self.stores
+        out["preferred_store_id"] = max(stores.items(), key=lambda kv: (kv[1], -kv[0]))[0] if stores else None
+        return out
+
+
+def _session_by_scan(events: list[Ev]) -> dict | None:
+    """The session of the newest event, by definition: events within 30 minutes of each other (out-of-order events
+    more than a gap before the session are left out, as the flow does)."""
+    start = last = None
+    products: dict[int, float] = {}
+    cart: dict[int, int] = {}
+    for e in events:
+        if e.kind not in C.SESSION_KINDS:
+            continue
+        t = e.t
+        if start is None or t > last + C.SESSION_GAP_S:
+            start = last = t
+            products, cart = {}, {}
+        elif t < start - C.SESSION_GAP_S:
+            continue
+        else:
+            start, last = min(start, t), max(last, t)
+        if e.product_id is not None:
+            products[e.product_id] = max(t, products.get(e.product_id, t))
+            if e.kind == "add_to_cart":
+                cart[e.product_id] = cart.get(e.product_id, 0) + e.quantity
+            elif e.kind in ("remove_from_cart", "purchase"):
+                cart[e.product_id] = cart.get(e.product_id, 0) - max(e.quantity, 1)
+    if start is None:
+        return None
+    newest = sorted(products, key=lambda p: (-products[p], -p))
+    return {"session_distinct_products": len(products), "session_product_ids": newest[:C.SESSION_PRODUCTS],
+            "cart_product_ids": [p for p in newest if cart.get(p, 0) > 0], "session_started_at": start}
+
+
+@given(customer_events(), st.sampled_from([1.0, 7 * DAY, 28 * DAY, 28 * DAY + LATENESS_S + 1, 90 * DAY]))
+@settings(max_examples=300, deadline=None)
+def test_customer_rows_equal_a_scan_of_every_event(events, gap):
+    state = C.CustomerState()
+    seen: list[Ev] = []
+    scan = _ActivityByScan()
+    for e in events:
+        C.customer_apply(state, e)
+        seen.append(e)
+        scan.add(e)
+        row = C.activity_row(state, state.as_of)
+        want = scan.row(state.as_of)
+        assert {k: row[k] for k in want} == want, (e, row, want)
+        session = _session_by_scan(seen)
+        if session is not None:
+            got = C.session_row(state)
+            assert {k: got[k] for k in session} == session
+        baskets = [b[0] for b in state.baskets.values()]
+        assert C.customer_next_change(state) == next_change(baskets, state.as_of, (7 * DAY, 28 * DAY))
+    later = state.as_of + gap
+    row = C.activity_row(state, later)
+    want = scan.row(later)
+    assert {k: row[k] for k in want} == want
+    # what the state holds is bounded by the windows: nothing at or before the horizon is kept
+    assert all(t > later - 28 * DAY - LATENESS_S for t, _ in state.b_order)
+    assert len(state.b_order) == len(state.baskets) == len(state.b_micros)
+
+
+@given(customer_events())
+@settings(max_examples=100, deadline=None)
+def test_a_customer_state_without_indexes_gives_the_same_rows(events):
+    """A state from a snapshot taken before the indexes (ix False, none of the appended fields) is indexed at its
+    first use and gives the rows of a state indexed all along."""
+
+    class OldState(msgspec.Struct, array_like=True):  # CustomerState's fields before the indexes
+        as_of: float = 0.0
+        s_start: float | None = None
+        s_last: float = 0.0
+        s_events: int = 0
+        s_products: dict[int, float] = {}
+        s_cart: dict[int, int] = {}
+        s_spend: float = 0.0
+        baskets: dict[int, list] = {}
+        store_baskets: dict[int, int] = {}
+        last_order_at: float | None = None
+        rep: dict[int, float] = {}
+        nc: float | None = None
+        recent: dict[int, float] = {}
+        feedback: list[list] = []
+
+    state = C.CustomerState()
+    for e in events:
+        C.customer_apply(state, e)
+    fields = {f: getattr(state, f) for f in OldState.__struct_fields__}
+    old = msgspec.msgpack.decode(msgspec.msgpack.encode(OldState(**fields)), type=C.CustomerState)
+    assert not old.ix
+    assert C.customer_next_change(old) == C.customer_next_change(state)
+    for as_of in (state.as_of, state.as_of + 10 * DAY):
+        assert C.activity_row(old, as_of) == C.activity_row(state, as_of)
+    assert C.session_row(old) == C.session_row(state)
