@@ -34,6 +34,8 @@ class LiveFlow(msgspec.Struct):
     pid: int | None = None
     host: str | None = None
     max_age_s: float = 0.0
+    behind: bool = False  # lag_s over max_lag_s (judged only when max_lag_s > 0)
+    max_lag_s: float = 0.0
 
 
 def _ms_of(entry_id: bytes | str) -> int:
@@ -49,8 +51,11 @@ def redis_time_s(reply) -> float:
     return int(reply[0]) + int(reply[1]) / 1e6
 
 
-def assess(now_s: float, beat: dict, oldest_pending_id: bytes | str | None, max_age_s: float) -> LiveFlow:
-    """The live flow's state from its heartbeat hash (decoded or raw HGETALL) and the first entry after its last_id."""
+def assess(now_s: float, beat: dict, oldest_pending_id: bytes | str | None, max_age_s: float,
+           max_lag_s: float = 0.0) -> LiveFlow:
+    """The live flow's state from its heartbeat hash (decoded or raw HGETALL) and the first entry after its last_id.
+    The lag is measured to the heartbeat's last_id, written about once a second: a flow that keeps up shows up to
+    ~1 s while events arrive (an upper bound, never an understatement), 0 when idle."""
     fields = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
               for k, v in beat.items()}
     judged = max_age_s > 0
@@ -61,22 +66,26 @@ def assess(now_s: float, beat: dict, oldest_pending_id: bytes | str | None, max_
     lag = max(0.0, now_s - _ms_of(oldest_pending_id) / 1000) if oldest_pending_id is not None else 0.0
     where = f"pid {fields.get('pid')} on {fields.get('host')}"
     stale = judged and age > max_age_s
+    behind = max_lag_s > 0 and lag > max_lag_s
     if stale:
         detail = f"the live flow's last heartbeat is {age:.1f} s old (limit {max_age_s:g} s; {where}): it is " \
                  f"not processing events"
+    elif behind:
+        detail = f"the live flow has fallen behind: its oldest unprocessed event is {lag:.1f} s old (limit " \
+                 f"{max_lag_s:g} s; {where}): features miss the events since"
     else:
         detail = f"the live flow is processing ({where}), {lag:.1f} s behind"
     pid = fields.get("pid")
-    return LiveFlow(not stale, detail, round(age, 3), round(lag, 3), fields.get("last_id"),
-                    int(pid) if pid and pid.isdigit() else None, fields.get("host"), max_age_s)
+    return LiveFlow(not stale and not behind, detail, round(age, 3), round(lag, 3), fields.get("last_id"),
+                    int(pid) if pid and pid.isdigit() else None, fields.get("host"), max_age_s, behind, max_lag_s)
 
 
-def live_flow(client, max_age_s: float) -> LiveFlow:
+def live_flow(client, max_age_s: float, max_lag_s: float = 0.0) -> LiveFlow:
     """Read and assess the heartbeat with a sync redis client (three commands)."""
     now = redis_time_s(client.time())
     beat = client.hgetall(LIVE_HEARTBEAT)
     return assess(now, beat, _oldest_pending(client.xrange(EVENTS_STREAM, *pending_range(beat), count=1)),
-                  max_age_s)
+                  max_age_s, max_lag_s)
 
 
 def pending_range(beat: dict) -> tuple[str, str]:
@@ -89,12 +98,12 @@ def _oldest_pending(reply) -> bytes | None:
     return reply[0][0] if reply else None
 
 
-async def live_flow_async(client, max_age_s: float) -> LiveFlow:
+async def live_flow_async(client, max_age_s: float, max_lag_s: float = 0.0) -> LiveFlow:
     """The same with an asyncio redis client."""
     now = redis_time_s(await client.time())
     beat = await client.hgetall(LIVE_HEARTBEAT)
     reply = await client.xrange(EVENTS_STREAM, *pending_range(beat), count=1)
-    return assess(now, beat, _oldest_pending(reply), max_age_s)
+    return assess(now, beat, _oldest_pending(reply), max_age_s, max_lag_s)
 
 
 # ---- what 202 guarantees ---------------------------------------------------------------------------------------

@@ -71,6 +71,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # target and catches up after a burst (pantry.supervisor.lower_priority; docs/DECISIONS.md "Answers first")
     live_flow_nice: int = 10
     live_max_age_s: float = 10.0  # /readyz is 503 when the live flow's heartbeat is older; 0 = reported, not judged
+    # /readyz is 503 when the oldest event the live flow has not processed is older (the flow has fallen behind:
+    # answers use features missing those events); 0 = reported, not judged
+    live_max_lag_s: float = 30.0
     require_aof: bool = False  # `pantry serve` refuses to start unless the events' Redis has AOF on (verified)
     restart_backoff_max_s: float = 30.0  # the supervisor's longest wait before restarting a child that keeps dying
     # ---- Answers under a sick Redis (serving/redis_guard.py): every guarded Redis call of one request together ----
@@ -258,6 +261,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_EVENT_SKEW_EVENT_S", "event_skew_event_s", float)
     # ---- Supervision and readiness ----
     num("PANTRY_LIVE_MAX_AGE_S", "live_max_age_s", float)
+    num("PANTRY_LIVE_MAX_LAG_S", "live_max_lag_s", float)
     num("PANTRY_LIVE_FLOW_NICE", "live_flow_nice", int)
     num("PANTRY_RESTART_BACKOFF_MAX_S", "restart_backoff_max_s", float)
     for name, field in (("PANTRY_SERVE_LIVE", "serve_live"), ("PANTRY_REQUIRE_AOF", "require_aof")):

@@ -68,6 +68,7 @@ class DecisionLog:
         fallback: str | None,
         items: Any,
         now: Any,
+        stream_lag_s: float | None = None,
     ) -> None:
         cap = self.max_field_bytes
         entry = (
@@ -87,6 +88,8 @@ class DecisionLog:
             b"feature_ages", capped(_encoder.encode(feature_ages), cap),
             b"fallback", (fallback or "").encode(),
             b"items", capped(_encoder.encode(items), cap),
+            # the live flow's lag when the features were read: rows may miss events this much older (empty: unknown)
+            b"stream_lag_s", b"" if stream_lag_s is None else b"%.3f" % stream_lag_s,
         )
         index = decisions_of(customer_id).encode()
         commands = (entry, (b"LPUSH", index, decision_id.encode()), (b"LTRIM", index, *self._keep),
@@ -151,6 +154,7 @@ class DecisionRow(msgspec.Struct):
     feature_ages: str
     fallback: str | None
     items: str
+    stream_lag_s: float | None = None  # the live flow's lag at the read (serving/stream_lag.py); None: unknown
 
 
 def decode_entry(stream_id: bytes, fields: Mapping[bytes, bytes]) -> DecisionRow:
@@ -175,6 +179,7 @@ def decode_entry(stream_id: bytes, fields: Mapping[bytes, bytes]) -> DecisionRow
         feature_ages=f.get("feature_ages", ""),
         fallback=f.get("fallback") or None,
         items=f.get("items", ""),
+        stream_lag_s=float(f["stream_lag_s"]) if f.get("stream_lag_s") else None,
     )
 
 
@@ -197,7 +202,7 @@ def export(client, out_path, batch: int = 5000, progress: bool = True) -> int:
             rows.extend(msgspec.structs.asdict(decode_entry(stream_id, fields)) for stream_id, fields in chunk)
             bar.update(len(chunk))
             start = chunk[-1][0]
-    kinds = {"ts": pa.float64(), "elapsed_ms": pa.float64(), "customer_id": pa.int64()}
+    kinds = {"ts": pa.float64(), "elapsed_ms": pa.float64(), "customer_id": pa.int64(), "stream_lag_s": pa.float64()}
     schema = pa.schema([(f, kinds.get(f, pa.string())) for f in DecisionRow.__struct_fields__])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), out_path)
     return len(rows)

@@ -19,7 +19,7 @@ from pantry.featurestore.repo import FeatureServices
 from pantry.featurestore.roundtrip import ClusterRawPipeline, RawPipeline, RoundTrip
 from pantry.keys import CAMPAIGN_APPROVALS
 from pantry.settings import Settings
-from serving import kpis, metrics
+from serving import kpis, metrics, stream_lag
 from serving.campaigns import CampaignBook, load_campaigns
 from serving.catalogue import Catalogue, load_catalogue
 from serving.decisions import DecisionLog
@@ -85,6 +85,7 @@ class Services:
     events_store: GuardedStore | None = None
     events_script: Any = None  # registered by serving/ingest.py on first use
     last_watermark: datetime | None = None  # the newest event clock read (serving/service_clock.py)
+    stream_lag_s: float | None = None  # the live flow's lag, read once a second (serving/stream_lag.py)
     reader: OnlineReader | None = None
     feature_services: FeatureServices = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -129,6 +130,7 @@ class Services:
             asyncio.create_task(svc.drift.run(lambda: models.current.versions()), name="drift"),
             asyncio.create_task(store.watch(lambda: pipeline.run([(b"PING",)])), name="read-probe"),
             asyncio.create_task(svc.events_store.watch(svc.events_redis.ping), name="events-probe"),
+            asyncio.create_task(stream_lag.watch(svc), name="stream-lag"),
         ]
         return svc
 

@@ -35,7 +35,8 @@ T = TypeVar("T")
 class Decision:
     """One answer in the making: for whom, what was read, `now`, the fallback so far, and when it started."""
 
-    __slots__ = ("ages", "customer_id", "endpoint", "fallback", "features", "now", "preferences", "request", "started")
+    __slots__ = ("ages", "customer_id", "endpoint", "fallback", "features", "now", "preferences", "request", "started",
+                 "stream_lag_s")
 
     def __init__(self, endpoint: str, request: Any, customer_id: int, now: datetime,
                  features: dict[str, Mapping[str, Any] | None], ages: dict[str, float | None],
@@ -43,6 +44,7 @@ class Decision:
         self.endpoint, self.request, self.customer_id, self.now = endpoint, request, customer_id, now
         self.features, self.ages, self.fallback, self.started = features, ages, fallback, started
         self.preferences = preferences  # the shopper's (serving/preferences.py); none set: the defaults
+        self.stream_lag_s: float | None = None  # the live flow's lag when the rows were read (serving/stream_lag.py)
 
     def fall_back(self, reason: Fallback) -> None:
         """Record a fallback reason unless an earlier one already applies (the first reason is the cause)."""
@@ -80,6 +82,7 @@ async def open_decision(svc: Services, endpoint: str, request: Any, customer_id:
     prefs = preferences.from_row(result.rows[-1].values) if prefs_read else NO_PREFERENCES
     decision = Decision(endpoint, request, customer_id, result.now, features, ages, customer_fallback(customer_rows),
                         started, prefs)
+    decision.stream_lag_s = svc.stream_lag_s  # rows may miss the events of the flow's last lag_s seconds
     return decision, result.rows[n:n + len(other_reads)]
 
 
@@ -105,7 +108,8 @@ def record(svc: Services, decision: Decision, model: str, model_version: str, it
     svc.decisions.record(decision_id=decision_id, endpoint=decision.endpoint, request=decision.request,
                          model=model, model_version=model_version, customer_id=decision.customer_id,
                          surface=surface, experiment_id=experiment_id, arm=arm, elapsed_ms=elapsed_ms,
-                         feature_ages=decision.ages, fallback=decision.fallback, items=items, now=decision.now)
+                         feature_ages=decision.ages, fallback=decision.fallback, items=items, now=decision.now,
+                         stream_lag_s=decision.stream_lag_s)
     if svc.drift is not None:  # the inputs and scores of this decision, for drift (serving/drift.py)
         svc.drift.record(model, model_version, decision.features, decision.now, items)
     if decision.fallback is not None:

@@ -19,7 +19,7 @@ async def _live_flow(svc: Services) -> LiveFlow | None:
     """The live dataflow's heartbeat and lag (None: Redis did not answer); updates the two gauges."""
     max_age_s = svc.settings.live_max_age_s
     try:
-        flow = await svc.store.call(lambda: live_flow_async(svc.redis, max_age_s))
+        flow = await svc.store.call(lambda: live_flow_async(svc.redis, max_age_s, svc.settings.live_max_lag_s))
     except StoreUnavailable:
         return None
     except ResponseError as exc:  # e.g. a Redis older than 6.2 (no exclusive XRANGE bound): say so, never a 500
@@ -27,6 +27,7 @@ async def _live_flow(svc: Services) -> LiveFlow | None:
     if flow.heartbeat_age_s is not None:
         metrics.LIVE_HEARTBEAT_AGE.set(flow.heartbeat_age_s)
         metrics.LIVE_LAG.set(flow.lag_s or 0.0)
+        svc.stream_lag_s = flow.lag_s
     return flow
 
 

@@ -52,7 +52,7 @@ def start_server(settings: Settings, log_dir, workers: int = 1, extra_env: dict[
     env = subprocess_env(settings)
     # PANTRY_CONSOLE_SAMPLE_MAX_AGE_S=0: the features page walks the keyspace again at every view (tests write rows)
     env.update({"PANTRY_PORT": str(port), "PANTRY_CLOCK": settings.clock, "PANTRY_LIVE_MAX_AGE_S": "0",
-                "PANTRY_CONSOLE_SAMPLE_MAX_AGE_S": "0",
+                "PANTRY_LIVE_MAX_LAG_S": "0", "PANTRY_CONSOLE_SAMPLE_MAX_AGE_S": "0",
                 **(extra_env or {})})
     log_path = os.path.join(log_dir, f"server-{port}.log")
     with open(log_path, "w") as log:

@@ -27,6 +27,7 @@ def test_health_ready_and_schema(http):
     assert ready.status_code == (200 if all(body["models"].values()) else 503)
     # no live flow runs beside this server: reported, not judged (PANTRY_LIVE_MAX_AGE_S=0 in conftest)
     assert body["live_flow"]["max_age_s"] == 0 and body["live_flow"]["ok"] is True
+    assert body["live_flow"]["max_lag_s"] == 0 and body["live_flow"]["behind"] is False  # PANTRY_LIVE_MAX_LAG_S=0
     assert body["durability"]["appendonly"] == "yes"  # the session's embedded Redis
     schema = http.get("/schema/openapi.json").json()
     for path in ("/v1/recommendations", "/v1/substitutions", "/v1/next-best-action", "/v1/features", "/v1/events"):
@@ -114,6 +115,50 @@ def test_every_answer_is_logged(http, feast_applied):
             return
         time.sleep(0.05)
     pytest.fail("decision not in pantry:decisions")
+
+
+def test_every_answer_records_the_live_flows_lag_beside_its_feature_ages(http, feast_applied, tmp_path):
+    """The decision log's `stream_lag_s`: the age of the oldest event the live flow has not processed when the rows
+    were read (serving/stream_lag.py, refreshed each second). A flow whose heartbeat says it processed nothing of
+    the stream, with an event waiting ~1.5 s, gives answers a lag of at least 1.5 s."""
+    from pantry import events
+    from pantry.keys import EVENT_FIELD, EVENTS_STREAM, LIVE_HEARTBEAT
+
+    client = sync_client(feast_applied)
+    saved = client.hgetall(LIVE_HEARTBEAT)
+    try:
+        client.delete(LIVE_HEARTBEAT)
+        client.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(events.ProductView(
+            event_id=f"lag-{time.time_ns()}", ts=datetime(2017, 6, 1, tzinfo=UTC), customer_id=1, product_id=1))})
+        seconds, micros = client.time()
+        first = client.xrange(EVENTS_STREAM, count=1)[0][0]  # the oldest entry: waited at least since the XADD
+        client.hset(LIVE_HEARTBEAT, mapping={"ts": f"{seconds}.{micros:06d}", "last_id": "0-0", "pid": "1",
+                                             "host": "test", "processed": "0"})
+        waited = int(seconds) + micros / 1e6 - int(first.split(b"-")[0]) / 1000
+        time.sleep(2.6)  # the entry ages past 1.5 s, and the workers' once-a-second read sees it
+        decision_id = http.post(URL, json={"customer_id": UNKNOWN_CUSTOMER, "k": 2}).json()["decision_id"]
+        deadline = time.monotonic() + 3
+        found = []
+        while time.monotonic() < deadline and not found:
+            found = [f for _, f in client.xrevrange(DECISIONS_STREAM, count=50)
+                     if f[b"decision_id"] == decision_id.encode()]
+            time.sleep(0.05)
+        assert found, "decision not in pantry:decisions"
+        lag = float(found[0][b"stream_lag_s"])
+        assert lag >= 1.5 + waited, (lag, waited)
+        assert b"feature_ages" in found[0]
+        # `pantry decisions export` carries it as a number
+        import pyarrow.parquet as pq
+
+        from serving.decisions import export
+
+        export(client, tmp_path / "decisions.parquet", progress=False)
+        table = pq.read_table(tmp_path / "decisions.parquet").to_pydict()
+        assert table["stream_lag_s"][table["decision_id"].index(decision_id)] == lag
+    finally:
+        client.delete(LIVE_HEARTBEAT)
+        if saved:
+            client.hset(LIVE_HEARTBEAT, mapping=saved)
 
 
 def test_access_log_is_structured_and_carries_no_payload(http, feast_applied, api_keys):
