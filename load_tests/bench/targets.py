@@ -115,7 +115,7 @@ def sustained_target(report: Report) -> Target:
         return Target(name, goal, report.not_run.get("sustained", "not run"), None, f"open loop ({SUSTAINED})")
     runs = [r for r in f.runs if r.rate_per_s >= SUSTAINED_RATE]
     best = max(f.highest_held_per_s.values(), default=None, key=lambda v: v or 0)
-    highest = f"; highest rate held: {fmt(best, 'events/s')}" if f.highest_held_per_s else ""
+    highest = f"; highest rate held: {fmt(best, 'events/s') if best else 'none'}" if f.highest_held_per_s else ""
     if not runs:
         return Target(name, goal, f"not run at {SUSTAINED_RATE:,}/s{highest}", None, f"open loop ({SUSTAINED})")
     run = max(runs, key=lambda r: (r.held, r.seconds))

@@ -202,6 +202,9 @@ def test_the_sustained_row_needs_ten_minutes_held_and_misses_on_any_minute_over(
     report.sustained = bench_figures.sustained(rate=5_000)  # no run at 10,000/s
     row = by_name(report)[SUSTAINED]
     assert row.met is None and "not run at 10,000/s" in row.measured and "5,000 events/s" in row.measured
+    report.sustained = bench_figures.sustained(rate=5_000, minutes=3, p99=738.0)  # nothing held, 10,000 not run
+    row = by_name(report)[SUSTAINED]
+    assert row.met is None and row.measured == "not run at 10,000/s; highest rate held: none"
     report.sustained = None
     report.not_run["sustained"] = "not run (stopped after 300 s)"
     assert by_name(report)[SUSTAINED].measured == "not run (stopped after 300 s)"
