@@ -8,11 +8,13 @@ copy (its own data dir and Redis db, empty state) for all rates in turn; per rat
 (XADD to the activity row readable), probes never seen, and the flow's CPU seconds per wall second.
 
     python -m experiments.live_bounded_work [SECONDS_PER_RATE] [RATE ...] [--pyspy OUT.speedscope]
+    python -m experiments.live_bounded_work rows   # CPU per event + row of one heavy key, by the size it holds
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -123,7 +125,8 @@ def main(seconds: float, rates: list[int], pyspy: str | None) -> list[dict]:
             lat = [x for x in probe.latencies]
             row = {"rate": rate, "seconds": round(wall, 1), "offered_per_s": round(sent / wall),
                    "probes": len(lat), "missing_after_2s": missing, "p50_ms": _pct(lat, 0.5),
-                   "p99_ms": _pct(lat, 0.99), "flow_cpu_per_s": round(cpu / wall, 2)}
+                   "p99_ms": _pct(lat, 0.99), "flow_cpu_per_s": round(cpu / wall, 2),
+                   "load_1m": round(os.getloadavg()[0], 2)}
             print(json.dumps(row), flush=True)
             out.append(row)
             if probe.pending:  # still behind after 30 s: the next rate would start with this one's backlog
@@ -143,8 +146,54 @@ def main(seconds: float, rates: list[int], pyspy: str | None) -> list[dict]:
     return out
 
 
+def rows(sizes: tuple[int, ...] = (100, 1_000, 10_000), n: int = 500) -> list[dict]:
+    """us per (event + its rows + next change) of a customer whose session and 28 days hold `size` products and
+    baskets, and of a store x product pair that holds `size` sales in 28 days: the work of one event of a heavy key,
+    in process (no flow), the best of 3 runs."""
+    from streaming.features import customer as C
+    from streaming.features import store as S
+    from streaming.features.event import Ev
+
+    t0 = 1_491_004_800.0  # 2017-04-01
+    out = []
+    for size in sizes:
+        step = 60.0 * 29 / size  # all within one session (30-min gap) and well within 28 days
+        best_c = best_p = math.inf
+        for _ in range(3):
+            st = C.CustomerState()
+            sp = S.StoreProductState()
+            for i in range(size):
+                e = Ev(f"w{i}", "purchase", t0 + i * step, 1, 1, i, i, 1, 1.5)
+                C.customer_apply(st, e)
+                S.store_product_apply(sp, e)
+            C.customer_rows(st, C.SESSION | C.ACTIVITY)
+            S.store_product_values(sp, sp.as_of)
+            events = [Ev(f"x{i}", "purchase", t0 + size * step + i * 0.001, 1, 1, size + i, size + i, 1, 1.5)
+                      for i in range(n)]
+            started = time.perf_counter()
+            for e in events:
+                C.customer_apply(st, e)
+                C.customer_rows(st, C.SESSION | C.ACTIVITY)
+                st.nc = None
+                C.customer_next_change(st)
+            best_c = min(best_c, (time.perf_counter() - started) / n)
+            started = time.perf_counter()
+            for e in events:
+                S.store_product_apply(sp, e)
+                S.store_product_values(sp, sp.as_of)
+                S.store_product_next_change(sp)
+            best_p = min(best_p, (time.perf_counter() - started) / n)
+        row = {"size": size, "customer_us": round(best_c * 1e6, 1), "pair_us": round(best_p * 1e6, 1)}
+        print(json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
 if __name__ == "__main__":
     argv = sys.argv[1:]
+    if argv[:1] == ["rows"]:
+        rows()
+        sys.exit(0)
     spy_out = None
     if "--pyspy" in argv:
         i = argv.index("--pyspy")

@@ -116,8 +116,12 @@ def _basket_line(st: CustomerState, bid: int, t: float, value: float, micros: in
             order.append((t, bid))
         else:
             insort(order, (t, bid))
-        window_add(w7, t, micros)
-        window_add(w28, t, micros)
+        if t > w28.cut:  # window_add of both windows, inlined: once per basket
+            w28.n += 1
+            w28.total += micros
+            if t > w7.cut:  # w7's start is after w28's: both slide to the same as_of
+                w7.n += 1
+                w7.total += micros
         if store_id is not None:
             sb = st.store_baskets
             n = sb[store_id] = sb.get(store_id, 0) + 1
@@ -234,9 +238,8 @@ def activity_row(st: CustomerState, as_of: float) -> Values:
             del st.baskets[bid], micros[bid]
         del order[:cut]
     o7, s7, o28, s28 = w7.n, w7.total, w28.n, w28.total
-    hi = after(order, as_of)
-    if hi < len(order):  # a row asked for a time before some baskets (not the flow's rows: as_of is the newest)
-        for t, bid in order[hi:]:
+    if order and order[-1][0] > as_of:  # a row asked for a time before some baskets (not the flow's: as_of is newest)
+        for t, bid in order[after(order, as_of):]:
             o28 -= 1
             s28 -= micros[bid]
             if t > lo7:

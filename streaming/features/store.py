@@ -11,7 +11,7 @@ import msgspec
 
 from pantry.events import PRODUCT_ID_BITS
 from streaming.features.event import DAY, HOUR, LATENESS_S, NO_TIME, Ev, Values
-from streaming.features.windows import Window, after, sorted_next_change, window_add, window_slide
+from streaming.features.windows import Window, after, sorted_next_change, window_slide
 
 IN_STOCK_PRIOR = 0.9  # P(in stock) before looking at sales; see in_stock_probability
 # The store x product pair key: store << PAIR_SHIFT | product, one int64 (store < 2^19, product < 2^44: the bounds
@@ -189,6 +189,10 @@ class StoreProductState(msgspec.Struct, array_like=True):
     since: int = 0
 
 
+def _new_pair() -> StoreProductState:
+    return StoreProductState(ix=True)  # empty: indexed already (ix False is for states from older snapshots)
+
+
 def _units(sale: tuple[float, int]) -> int:
     return sale[1]
 
@@ -212,8 +216,14 @@ def _pair_sale(sp: StoreProductState, t: float, q: int) -> None:
         sales.append((t, q))
     else:  # out of order (within the lateness bound)
         insort(sales, (t, q))
-    window_add(sp.w7, t, q)
-    window_add(sp.w28, t, q)
+    w = sp.w28  # window_add of both windows, inlined: this runs once per purchase line
+    if t > w.cut:
+        w.n += 1
+        w.total += q
+    w = sp.w7
+    if t > w.cut:
+        w.n += 1
+        w.total += q
     if t > sp.inv_t:
         sp.since += q
 
@@ -253,7 +263,7 @@ def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProd
     checks), with a purchase's two updates inlined (one per purchase event; no calls, no repeated kind checks).
     Returns the events whose update raised, with the exception: the others are applied (a store or pair created
     for a failed event is removed again)."""
-    new_store, new_pair = StoreState, StoreProductState
+    new_store, new_pair = StoreState, _new_pair
     failed: list[tuple[Ev, Exception]] = []
     for e in events:
         made_store = made_pair = None  # created for this event: removed again if it fails
@@ -344,9 +354,8 @@ def store_product_values(st: StoreProductState, as_of: float) -> tuple:
     if sales and sales[0][0] <= horizon:  # forget what no window (nor on_hand) can need again
         del sales[:after(sales, horizon)]
     u7, u28, n28 = w7.total, w28.total, w28.n
-    hi = after(sales, as_of)
-    if hi < len(sales):  # a row asked for a time before some sales (not the flow's rows: as_of is the newest)
-        for t, q in sales[hi:]:
+    if sales and sales[-1][0] > as_of:  # a row asked for a time before some sales (not the flow's: as_of is newest)
+        for t, q in sales[after(sales, as_of):]:
             u28 -= q
             n28 -= 1
             if t > lo7:

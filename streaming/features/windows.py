@@ -40,6 +40,9 @@ def window_slide(w: Window, order: Sequence[tuple], lo: float, amount: Callable[
     if lo == cut:
         return
     a, b = (cut, lo) if lo > cut else (lo, cut)
+    if not order or order[0][0] > b or order[-1][0] <= a:  # nothing in (a, b]: no bisection (most small keys)
+        w.cut = lo
+        return
     i, j = bisect_right(order, (a, INF)), bisect_right(order, (b, INF))
     if i < j:
         moved = order[i:j]
@@ -65,8 +68,18 @@ def sorted_next_change(order: Sequence[tuple], as_of: float, windows: tuple[floa
     An entry contributes t + w for the shortest window w with t + w > as_of; t + w is non-decreasing along the
     list, so within each window's run of entries the first is the smallest. The same float sums as next_change,
     so the same answer to the bit."""
-    hi = after(order, as_of)  # entries later than as_of hold no window yet (next_change skips them)
     best = INF
+    if len(order) <= 4:  # a scan is cheaper than bisections for a few entries (most store x product pairs)
+        for t, *_ in order:
+            if t <= as_of:
+                for w in windows:
+                    end = t + w
+                    if end > as_of:
+                        if end < best:
+                            best = end
+                        break
+        return best
+    hi = after(order, as_of)  # entries later than as_of hold no window yet (next_change skips them)
     for w in windows:
         i = bisect_right(order, as_of, 0, hi, key=lambda e, w=w: e[0] + w)
         if i < hi:
