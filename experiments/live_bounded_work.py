@@ -78,8 +78,8 @@ def main(seconds: float, rates: list[int], pyspy: str | None) -> list[dict]:
                 raise RuntimeError(f"pantry stream live: {proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.1)
         if pyspy:
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-s", "-r", "50", "-f",
-                                    "speedscope", "-o", pyspy, "-p", str(proc.pid)],
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-s", "--nonblocking",
+                                    "-r", "50", "-f", "speedscope", "-o", pyspy, "-p", str(proc.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rng = random.Random(7)
         seq = 0
