@@ -142,6 +142,17 @@ def age_rows(ages: Any, ttls: Mapping[str, float]) -> tuple[list[AgeRow], str]:
     return rows, ""
 
 
+def lag_note(stream_lag_s: float | None) -> str:
+    """What the live flow's lag at the read (the log's `stream_lag_s`) means for these ages: a row's age is its
+    entity's last change and cannot show events still waiting in the stream."""
+    if stream_lag_s is None:
+        return ""
+    if stream_lag_s < 1.0:  # within the heartbeat's own second: caught up
+        return "The live flow was caught up when these rows were read."
+    return (f"The live flow was {_duration(stream_lag_s)} behind when these rows were read: they may miss the events "
+            f"of that last {_duration(stream_lag_s)}, whatever their ages say.")
+
+
 class _Candidate(msgspec.Struct):
     product_id: int | None = None
     score: float | None = None
@@ -308,6 +319,7 @@ class DecisionView(msgspec.Struct):
 def decision_view(row: DecisionRow, ttls: Mapping[str, float]) -> DecisionView:
     request, request_note = request_rows(_json(row.request))
     ages, ages_note = age_rows(_json(row.feature_ages), ttls)
+    ages_note = " ".join(n for n in (ages_note, lag_note(row.stream_lag_s)) if n)
     items, kind, items_note = item_rows(row.items)
     now = _json(row.now)
     return DecisionView(row.decision_id, row.customer_id, utc(lookup.id_time_ms(row.decision_id)),

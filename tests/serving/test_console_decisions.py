@@ -198,3 +198,19 @@ def test_customer_notes_say_what_the_index_holds():
     assert "No decision of this customer is logged" in none and "newest 20 decision ids" in none
     trimmed = page.customer_note(lookup.CustomerDecisions([], ["1a23a514f15-7ba1ddec3c67dfcd"]), Settings())
     assert "1 older ones are no longer in the log" in trimmed
+
+
+def test_the_feature_ages_say_when_the_live_flow_was_behind_at_the_read():
+    from serving.console.decisions import decision_view, lag_note
+    from serving.decisions import decode_entry
+
+    fields = {b"decision_id": b"d-lag", b"feature_ages": b'{"customer_session": 30.0}', b"customer_id": b"7",
+              b"now": b'"2017-06-01T00:00:00+00:00"', b"items": b"[]", b"request": b"{}"}
+    behind = decision_view(decode_entry(b"1-0", {**fields, b"stream_lag_s": b"42.500"}), {"customer_session": 3600})
+    assert behind.row.stream_lag_s == 42.5
+    assert "42 s behind" in behind.ages_note and "may miss the events" in behind.ages_note
+    assert [a.state for a in behind.ages] == ["fresh"]  # the age alone still reads fresh
+    assert "caught up" in decision_view(decode_entry(b"1-0", {**fields, b"stream_lag_s": b"0.300"}), {}).ages_note
+    unknown = decision_view(decode_entry(b"1-0", {**fields, b"stream_lag_s": b""}), {})  # and entries from before
+    assert unknown.row.stream_lag_s is None and unknown.ages_note == ""
+    assert decode_entry(b"1-0", fields).stream_lag_s is None and lag_note(None) == ""
