@@ -72,3 +72,19 @@ def test_search_runs_until_the_gap_closes_and_returns_the_highest_held():
     assert [r.rate_per_s for r in runs] == [2_500, 5_000, 3_750, 4_500, 4_000, 4_250]
     runs = [fake(2_500), fake(5_000)]
     assert search(fake, runs, steps=1) == 3_750 and len(runs) == 3
+
+
+def test_a_process_count_the_cli_refuses_is_reported_not_available():
+    import subprocess
+    import sys
+
+    from load_tests.bench.sustained import processes_available
+
+    assert processes_available(1) is None
+    help_text = subprocess.run([sys.executable, "-m", "pantry.cli", "stream", "live", "--help"], capture_output=True,
+                               text=True).stdout
+    why = processes_available(2)
+    if "--processes" in help_text:
+        assert why is None
+    else:
+        assert why is not None and why.startswith("not available") and "--processes" in why
