@@ -173,24 +173,24 @@ def store_next_change(st: StoreState) -> float:
 
 class StoreProductState(msgspec.Struct, array_like=True):
     as_of: float = 0.0
-    sales: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (time, units), sorted once `ix`
+    sales: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (time, units), sorted if `ix`
     last_sold_at: float | None = None
     inv_on_hand: int | None = None  # the latest inventory count
     inv_t: float = NO_TIME  # its event time (none yet: before anything)
     nc: float | None = None
     # Running sums over `sales` (streaming/features/windows.py), so a row and the next-change check cost O(log n)
-    # and not a scan of 28 days of sales (a hot pair sells at every probe of the bench). Appended: an older
-    # snapshot decodes with ix False and is indexed (sorted, summed) at its first use.
+    # and not a scan of 28 days of sales (a hot pair sells at every probe of the bench). Only past PAIR_INDEX_FROM
+    # sales: most pairs hold a few, which a scan serves faster than the sums cost to keep (and without two
+    # Windows each). Appended: an older snapshot decodes with ix False, as a small pair.
     ix: bool = False
-    w7: Window = msgspec.field(default_factory=Window)  # units and sales with t > w7.cut (the 7-day window's start)
-    w28: Window = msgspec.field(default_factory=Window)
+    w7: Window | None = None  # units and sales with t > w7.cut (the 7-day window's start), if ix
+    w28: Window | None = None
     # units of the sales after inv_t (on_hand = inv_on_hand - since): exact while a count is known (the sales
     # forgotten are all at or before it); without one it is not read, and every count sums it again
     since: int = 0
 
 
-def _new_pair() -> StoreProductState:
-    return StoreProductState(ix=True)  # empty: indexed already (ix False is for states from older snapshots)
+PAIR_INDEX_FROM = 8  # sales held before a pair keeps running sums (below: rows scan, as cheap as the sums)
 
 
 def _units(sale: tuple[float, int]) -> int:
@@ -198,7 +198,7 @@ def _units(sale: tuple[float, int]) -> int:
 
 
 def _pair_index(sp: StoreProductState) -> None:
-    """Sort the sales and sum them from scratch (a new state, or one from an older snapshot)."""
+    """Sort the sales and sum them from scratch: the pair holds more than PAIR_INDEX_FROM sales."""
     sales = sp.sales
     sales.sort()
     units = sum(q for _, q in sales)
@@ -208,10 +208,13 @@ def _pair_index(sp: StoreProductState) -> None:
 
 
 def _pair_sale(sp: StoreProductState, t: float, q: int) -> None:
-    """A sale joins the sorted list and every running sum that holds its time."""
-    if not sp.ix:
-        _pair_index(sp)
+    """A sale joins the list (and, indexed, its place in time order and every running sum that holds it)."""
     sales = sp.sales
+    if not sp.ix:
+        sales.append((t, q))
+        if len(sales) > PAIR_INDEX_FROM:
+            _pair_index(sp)
+        return
     if not sales or t >= sales[-1][0]:
         sales.append((t, q))
     else:  # out of order (within the lateness bound)
@@ -231,11 +234,10 @@ def _pair_sale(sp: StoreProductState, t: float, q: int) -> None:
 def _pair_count(sp: StoreProductState, t: float, on_hand: int | None) -> None:
     """A newer inventory count: the units sold since are those after it (the count is within the lateness bound
     of the newest event, so this sums at most the sales of the last 10 minutes)."""
-    if not sp.ix:
-        _pair_index(sp)
     sp.inv_t, sp.inv_on_hand = t, on_hand
-    sales = sp.sales
-    sp.since = sum(q for _, q in sales[after(sales, t):])
+    if sp.ix:
+        sales = sp.sales
+        sp.since = sum(q for _, q in sales[after(sales, t):])
 
 
 def store_product_apply(st: StoreProductState, e: Ev) -> bool:
@@ -263,7 +265,7 @@ def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProd
     checks), with a purchase's two updates inlined (one per purchase event; no calls, no repeated kind checks).
     Returns the events whose update raised, with the exception: the others are applied (a store or pair created
     for a failed event is removed again)."""
-    new_store, new_pair = StoreState, _new_pair
+    new_store, new_pair = StoreState, StoreProductState
     failed: list[tuple[Ev, Exception]] = []
     for e in events:
         made_store = made_pair = None  # created for this event: removed again if it fails
@@ -347,7 +349,7 @@ def store_product_values(st: StoreProductState, as_of: float) -> tuple:
     if inv_on_hand is not None and inv_t < horizon:
         horizon = inv_t  # sales since the last count still matter for on_hand
     if not st.ix:
-        _pair_index(st)
+        return _small_pair_values(st, as_of, lo7, lo28, horizon)
     sales, w7, w28 = st.sales, st.w7, st.w28
     window_slide(w7, sales, lo7, _units)  # first: the sales forgotten below have left both windows
     window_slide(w28, sales, lo28, _units)
@@ -360,8 +362,29 @@ def store_product_values(st: StoreProductState, as_of: float) -> tuple:
             n28 -= 1
             if t > lo7:
                 u7 -= q
-    sold_since_count = st.since
-    last_sold_at = st.last_sold_at
+    return _pair_values(st, as_of, u7, u28, n28, st.since)
+
+
+def _small_pair_values(st: StoreProductState, as_of: float, lo7: float, lo28: float, horizon: float) -> tuple:
+    """store_product_values of a pair without running sums: a scan of its few sales (in any order)."""
+    sales = st.sales
+    if sales and sales[0][0] <= horizon:  # as before the indexes: the list is in arrival order
+        sales = st.sales = [x for x in sales if x[0] > horizon]
+    inv_t = st.inv_t
+    u7 = u28 = n28 = sold_since_count = 0
+    for t, q in sales:
+        if t > inv_t:
+            sold_since_count += q
+        if lo28 < t <= as_of:
+            u28 += q
+            n28 += 1
+            if t > lo7:
+                u7 += q
+    return _pair_values(st, as_of, u7, u28, n28, sold_since_count)
+
+
+def _pair_values(st: StoreProductState, as_of: float, u7: int, u28: int, n28: int, sold_since_count: int) -> tuple:
+    inv_on_hand, last_sold_at = st.inv_on_hand, st.last_sold_at
     if inv_on_hand is not None:
         on_hand: int | None = inv_on_hand - sold_since_count
         if on_hand > 0:
@@ -384,8 +407,20 @@ _WEEK, _FOUR_WEEKS = 7 * DAY, 28 * DAY
 
 
 def store_product_next_change(st: StoreProductState) -> float:
-    """next_change(sale times, as_of, (7 d, 28 d)) by bisection of the sorted sales: a final refresh asks it of
-    every store x product pair, and live refreshes of every pair whose row changed."""
-    if not st.ix:
-        _pair_index(st)
-    return sorted_next_change(st.sales, st.as_of, (_WEEK, _FOUR_WEEKS))
+    """next_change(sale times, as_of, (7 d, 28 d)): by bisection of the sorted sales if indexed, else a scan of the
+    few (a final refresh asks it of every store x product pair, live refreshes of every pair whose row changed)."""
+    if st.ix:
+        return sorted_next_change(st.sales, st.as_of, (_WEEK, _FOUR_WEEKS))
+    as_of = st.as_of
+    best = math.inf
+    for t, _ in st.sales:
+        if t > as_of:
+            continue
+        end = t + _WEEK
+        if end <= as_of:
+            end = t + _FOUR_WEEKS
+            if end <= as_of:
+                continue
+        if end < best:
+            best = end
+    return best
