@@ -29,6 +29,7 @@ from serving.popularity import PopularitySnapshot
 from serving.redis_guard import CircuitBreaker, GuardedStore, StoreUnavailable
 
 log = logging.getLogger("pantry.serving")
+STOP_WAIT_S = 2.0  # how long a worker's shutdown waits for its background tasks, and for each Redis client to close
 
 
 def serving_client(settings: Settings, socket_timeout_s: float | None = None):
@@ -140,11 +141,19 @@ class Services:
             await self.drift.flush()  # this worker's last counts
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        # bounded: a worker's shutdown must end even if a task or a client hangs on a connection (a CI run once hung
+        # 300 s in a test app's shutdown, not reproduced since)
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=STOP_WAIT_S)
+            if pending:
+                log.warning("shutdown: tasks still running after %.0f s: %s", STOP_WAIT_S,
+                            sorted(t.get_name() for t in pending))
         metrics.PENDING.flush()
-        await self.redis.aclose()
-        await self.events_redis.aclose()
-        await self.pipeline.aclose()
+        for name, client in (("redis", self.redis), ("events_redis", self.events_redis), ("pipeline", self.pipeline)):
+            try:
+                await asyncio.wait_for(client.aclose(), STOP_WAIT_S)
+            except Exception as exc:  # TimeoutError or a broken connection: the process is ending anyway
+                log.warning("shutdown: closing %s: %s: %s", name, type(exc).__name__, exc)
 
     async def _load_registry(self) -> None:
         loaded = await asyncio.to_thread(load_registry, self.settings)
