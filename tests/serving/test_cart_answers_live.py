@@ -4,10 +4,6 @@ within a second (the flow writes customer_session; both answers read it in their
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,51 +11,20 @@ from datetime import UTC, datetime
 import httpx
 import numpy as np
 import pytest
+from live_service import serve_live
 
 from pantry.models import registry
 from pantry.models.basket import BasketCompleter
-from pantry.redis_server import free_port, sync_client
-from pantry.settings import Settings, from_env
+from pantry.settings import Settings
 
 
 @pytest.fixture(scope="module")
 def live(feast_applied: Settings, trained_models, tmp_path_factory) -> Iterator[str]:
     """The service and its live flow on database 11 of the session's Redis (empty: the first event starts the
     event clock), once the flow's heartbeat is there (with PANTRY_LIVE_MAX_AGE_S=0 /readyz does not wait for it)."""
-    root = tmp_path_factory.mktemp("cart-live")
-    data = root / "data"
-    data.mkdir()
-    (data / "data").symlink_to(feast_applied.dataset_dir)
-    shutil.copy(feast_applied.registry_path, data / "registry.db")
-    port = free_port()
-    env = {**os.environ, "PANTRY_DATA_DIR": str(data), "PANTRY_PORT": str(port), "PANTRY_WORKERS": "1",
-           "REDIS_URL": f"redis://127.0.0.1:{feast_applied.embedded_redis_port}/11", "PANTRY_LIVE_MAX_AGE_S": "0",
-           "PANTRY_ACCESS_LOG": "off"}
-    sync_client(from_env(env)).flushdb()
-    log = root / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pantry.cli", "serve"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                ready = httpx.get(f"{url}/readyz", timeout=2)
-                if ready.status_code == 200 and ready.json()["live_flow"]["heartbeat_age_s"] is not None:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
-            time.sleep(0.2)
+    with serve_live(feast_applied, tmp_path_factory.mktemp("cart-live"), db=11,
+                    ready=lambda readyz: readyz["live_flow"]["heartbeat_age_s"] is not None) as (url, _env):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_an_item_added_to_the_cart_changes_complete_basket_and_cross_sell_within_a_second(live, api_keys,

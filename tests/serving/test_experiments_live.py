@@ -7,60 +7,26 @@ decisions -> decision log -> the flow's join -> KPI hashes -> the guardrail loop
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+from live_service import serve_live
 
 from pantry import experiments
 from pantry.keys import EXPERIMENTS
 from pantry.models.variants import ensure_baseline
-from pantry.redis_server import free_port, sync_client
+from pantry.redis_server import sync_client
 from pantry.settings import Settings, from_env
 
 
 @pytest.fixture(scope="module")
 def live(feast_applied: Settings, trained_models, api_keys, tmp_path_factory) -> Iterator[tuple[str, Settings]]:
-    root = tmp_path_factory.mktemp("experiments-live")
-    data = root / "data"
-    data.mkdir()
-    (data / "data").symlink_to(feast_applied.dataset_dir)
-    shutil.copy(feast_applied.registry_path, data / "registry.db")
-    port = free_port()
-    env = {**os.environ, "PANTRY_DATA_DIR": str(data), "PANTRY_PORT": str(port), "PANTRY_WORKERS": "1",
-           "REDIS_URL": f"redis://127.0.0.1:{feast_applied.embedded_redis_port}/10", "PANTRY_LIVE_MAX_AGE_S": "0",
-           "PANTRY_STREAM_SNAPSHOT_S": "1", "PANTRY_ACCESS_LOG": "off", "PANTRY_KPI_FLUSH_S": "0.25"}
-    settings = from_env(env)
-    sync_client(settings).flushdb()
-    log = root / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pantry.cli", "serve"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
-            time.sleep(0.2)
-        yield url, settings
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    extra = {"PANTRY_STREAM_SNAPSHOT_S": "1", "PANTRY_KPI_FLUSH_S": "0.25"}
+    with serve_live(feast_applied, tmp_path_factory.mktemp("experiments-live"), db=10, extra_env=extra) as (url, env):
+        yield url, from_env(env)
 
 
 def test_a_random_treatment_is_stopped_by_the_ctr_guardrail(live, api_keys, feast_applied):

@@ -4,10 +4,6 @@ all out of stock out of the next best actions at that store, within a second (se
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,10 +13,10 @@ import httpx
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from live_service import serve_live
 
 from pantry import dataset
-from pantry.redis_server import free_port, sync_client
-from pantry.settings import Settings, from_env
+from pantry.settings import Settings
 from serving.answers.stock import COUPON_STOCK_READS
 
 LIVE_DEADLINE_S = 1.0
@@ -28,40 +24,9 @@ LIVE_DEADLINE_S = 1.0
 
 @pytest.fixture(scope="module")
 def live(feast_applied: Settings, trained_models, tmp_path_factory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("live-stock")
-    data = root / "data"
-    data.mkdir()
-    (data / "data").symlink_to(feast_applied.dataset_dir)
-    shutil.copy(feast_applied.registry_path, data / "registry.db")
-    port = free_port()
-    env = {**os.environ, "PANTRY_DATA_DIR": str(data), "PANTRY_PORT": str(port), "PANTRY_WORKERS": "1",
-           "REDIS_URL": f"redis://127.0.0.1:{feast_applied.embedded_redis_port}/12", "PANTRY_LIVE_MAX_AGE_S": "0",
-           "PANTRY_ACCESS_LOG": "off"}
-    sync_client(from_env(env)).flushdb()
-    log = root / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pantry.cli", "serve"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
-            time.sleep(0.2)
+    with serve_live(feast_applied, tmp_path_factory.mktemp("live-stock"), db=12) as (url, env):
         warm_up(url, env)
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def warm_up(url: str, env: dict[str, str]) -> None:
