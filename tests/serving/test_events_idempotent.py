@@ -16,7 +16,7 @@ from pantry.events import decode_msgpack
 from pantry.keys import EVENT_FIELD, EVENTS_STREAM
 from pantry.redis_server import sync_client
 from serving.app import create_app
-from serving.ingest import batch_key
+from serving.ingest import batch_key, pack_events
 
 UNKNOWN = 9_100_000_002
 
@@ -50,8 +50,8 @@ async def test_an_integer_past_64_bits_is_a_400_naming_the_event(own_settings, a
 
 
 def test_the_batch_marker_is_in_the_slot_of_the_stream():
-    assert key_slot(batch_key([b"x"]).encode()) == key_slot(EVENTS_STREAM.encode())
-    assert batch_key([b"ab", b"c"]) != batch_key([b"a", b"bc"])
+    assert key_slot(batch_key(pack_events([b"x"])).encode()) == key_slot(EVENTS_STREAM.encode())
+    assert batch_key(pack_events([b"ab", b"c"])) != batch_key(pack_events([b"a", b"bc"]))
 
 
 async def test_a_batch_posted_twice_is_written_once(own_settings, api_keys):
