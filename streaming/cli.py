@@ -57,8 +57,11 @@ def replay(until: str | None, speed: float | None, workers: int, processes: int,
 
 @stream.command()
 @click.option("--workers", type=click.IntRange(1, 64), default=1, help="Bytewax workers (threads).")
+@click.option("--processes", type=click.IntRange(1, 16), default=1,
+              help="Processes, each with --workers threads: the keyed feature state is spread over them (the event "
+                   "stream is read and gated in one of them).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def live(workers: int, no_progress: bool) -> None:
+def live(workers: int, processes: int, no_progress: bool) -> None:
     """Follow the Redis Stream pantry:events until SIGINT/SIGTERM; resumes after the last processed entry."""
     from streaming import runner
 
@@ -66,4 +69,4 @@ def live(workers: int, no_progress: bool) -> None:
     if not settings.registry_path.exists():
         raise click.ClickException(f"no Feast registry at {settings.registry_path}: run `pantry feast apply` first")
     click.echo(f"live flow priority: {lower_priority(settings.live_flow_nice)}")
-    runner.live(settings, workers, progress=not no_progress, echo=click.echo)
+    runner.live(settings, workers, progress=not no_progress, echo=click.echo, processes=processes)

@@ -144,13 +144,18 @@ class Progress(threading.Thread):
 def run_flow(settings: Settings, config, workers: int, stop_flag: Callable[[], bool] | None = None,
              layout=None, processes: int = 1, on_start: Callable[[], None] | None = None) -> None:
     """Run the flow to its end: `workers` threads in this process, times `processes` (the others are children
-    that run the same flow; they die with this process). `on_start` is called once every process is ready."""
+    that run the same flow; they die with this process). `on_start` is called once every process is ready.
+    `stop_flag` true ends the flow: the children get a SIGTERM then, which sets theirs (streaming.worker), as the
+    live source may be in any of them."""
     if processes <= 1:
         run_process(settings, config, workers, stop_flag=stop_flag, layout=layout, on_start=on_start)
         return
     ensure_recovery(settings)  # before any process opens it
     addresses = free_addresses(processes)
     children = [spawn_process(settings, config, workers, i, addresses) for i in range(1, processes)]
+    done = threading.Event()
+    if stop_flag is not None:
+        threading.Thread(target=_forward_stop, args=(stop_flag, done, children), name="flow-stop", daemon=True).start()
     try:
         for i, child in enumerate(children, 1):  # each says "ready" once imported and built, before it joins
             if child.stdout.readline().strip() != b"ready":
@@ -159,6 +164,7 @@ def run_flow(settings: Settings, config, workers: int, stop_flag: Callable[[], b
         run_process(settings, config, workers, stop_flag=stop_flag, layout=layout, process_id=0, addresses=addresses,
                     on_start=on_start)
     finally:
+        done.set()
         failed = []
         for i, child in enumerate(children, 1):
             try:
@@ -171,6 +177,15 @@ def run_flow(settings: Settings, config, workers: int, stop_flag: Callable[[], b
                               f"{child.stderr.read().decode(errors='replace')[-2000:]}")
     if failed:
         raise RuntimeError("; ".join(failed))
+
+
+def _forward_stop(stop_flag: Callable[[], bool], done: threading.Event, children: list[subprocess.Popen]) -> None:
+    while not done.wait(0.1):
+        if stop_flag():
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            return
 
 
 def run_process(settings: Settings, config, workers: int, stop_flag: Callable[[], bool] | None = None,
@@ -284,7 +299,8 @@ def replay(settings: Settings, until: datetime | None, speed: float | None, work
     return record
 
 
-def live(settings: Settings, workers: int, progress: bool = True, echo: Callable[[str], None] = print) -> None:
+def live(settings: Settings, workers: int, progress: bool = True, echo: Callable[[str], None] = print,
+         processes: int = 1) -> None:
     from streaming.dataflow import StreamConfig
 
     stop = threading.Event()
@@ -297,7 +313,7 @@ def live(settings: Settings, workers: int, progress: bool = True, echo: Callable
     bar = Progress(settings, None, "live", live=True, enabled=progress)
     bar.start()
     try:
-        run_flow(settings, StreamConfig(mode="live", flush_s=0.0), workers, stop_flag=stop.is_set)
+        run_flow(settings, StreamConfig(mode="live", flush_s=0.0), workers, stop_flag=stop.is_set, processes=processes)
     finally:
         bar.finish()
         for s, handler in previous.items():

@@ -20,14 +20,16 @@ CUSTOMER, STORE, PRODUCT, OTHER = 990_001, 990, 9_900_001, 9_900_002
 
 
 class LiveFlow:
-    def __init__(self, settings):
+    def __init__(self, settings, processes: int = 1):
+        self.processes = processes
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(settings,), daemon=True)
 
     def _run(self, settings) -> None:
         try:
-            runner.run_flow(settings, StreamConfig(mode="live", flush_s=0.0), 1, stop_flag=self.stop.is_set)
+            runner.run_flow(settings, StreamConfig(mode="live", flush_s=0.0), 1, stop_flag=self.stop.is_set,
+                            processes=self.processes)
         except BaseException as exc:  # surfaced by the test
             self.error = exc
 
@@ -149,6 +151,44 @@ def test_live_events_reach_feast_within_a_second_and_resume(live_env):
         time.sleep(0.3)
         assert counters(client)["processed"] == processed + 1
     assert latency < 1.0
+
+
+def test_two_live_processes_serve_every_shard_stop_cleanly_and_resume_as_one(live_env):
+    """`pantry stream live --processes 2`: the shards are spread over both processes (customers and store x product
+    pairs whose shards land in each), every event's rows reach Feast, a stop ends both processes, and one process
+    resumes after the last entry they processed."""
+    settings, client = live_env
+    fs = repo.store(settings)
+    base = (datetime.fromisoformat(dataset.manifest(settings).last_event) + timedelta(hours=2)).astimezone(UTC)
+    run_id = str(time.time_ns())
+    customers = [CUSTOMER + 10 + i for i in range(16)]  # 16 consecutive ids: every customer shard (id % 16)
+    stores = [STORE + i for i in range(16)]
+
+    def purchases(minute: int):
+        return [events.Purchase(event_id=f"two-{run_id}-{minute}-{i}", ts=base + timedelta(minutes=minute),
+                                customer_id=c, store_id=s, basket_id=minute * 100 + i, product_id=PRODUCT,
+                                sales_value=1.0) for i, (c, s) in enumerate(zip(customers, stores, strict=True))]
+
+    def units():
+        rows = fs.get_online_features(features=["store_product:units_7d"],
+                                      entity_rows=[{"store_id": s, "product_id": PRODUCT} for s in stores]).to_dict()
+        return rows["units_7d"]
+
+    def baskets():
+        return fs.get_online_features(features=["customer_activity:orders_7d"],
+                                      entity_rows=[{"customer_id": c} for c in customers]).to_dict()["orders_7d"]
+
+    with LiveFlow(settings, processes=2) as flow:
+        before = counters(client).get("processed", 0)
+        xadd(client, *purchases(0))
+        assert wait_for(lambda: counters(client).get("processed", 0) >= before + 16, 90), \
+            f"two-process live flow never processed the events: {counters(client)}, {flow.error}"
+        assert wait_for(lambda: units() == [1] * 16 and baskets() == [1] * 16, 5.0), (units(), baskets())
+    processed = counters(client)["processed"]
+    with LiveFlow(settings):
+        xadd(client, *purchases(1))
+        assert wait_for(lambda: units() == [2] * 16 and baskets() == [2] * 16, 60), (units(), baskets())
+        assert wait_for(lambda: counters(client)["processed"] == processed + 16, 5.0), counters(client)
 
 
 def test_the_live_flow_rides_out_a_hung_then_a_restarted_redis(live_env, redis_server):
