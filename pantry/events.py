@@ -84,6 +84,8 @@ class SubstitutionFeedback(BaseEvent, tag="substitution_feedback"):
 # Outcomes of an answer: which decision, which of its items, and for whom (the flow joins outcomes to decisions per
 # customer, so an impression or a click without its customer could not be attributed).
 class Impression(BaseEvent, tag="impression"):
+    """An answer's item shown; without product_id, the whole answer shown (the outcome join counts each item)."""
+
     customer_id: Id
     decision_id: DecisionId
     product_id: ProductId | None = None

@@ -235,6 +235,9 @@ class OutcomeJoin:
         kind = ev.kind
         what = ev.campaign_id if kind == "coupon_redemption" else \
             ev.original_product_id if kind == "substitution_feedback" else ev.product_id
+        if kind == "impression" and what is None and d.products:
+            self._whole_answer_shown(r)
+            return
         mark = f"{_MARK[kind]}{'' if what is None else what}"
         if mark in r.done:
             st.counters["duplicate"] += 1
@@ -260,6 +263,18 @@ class OutcomeJoin:
             c.subs_accepted += 1
         else:
             c.subs_rejected += 1
+
+    def _whole_answer_shown(self, r: Recent) -> None:
+        """An impression without a product: every product the decision showed was seen (one event per answer, as an
+        analytics SDK reports a list view, instead of one per item), each counted once with per-item impressions."""
+        st = self.st
+        marks = [m for m in (f"i{p}" for p in r.dec.products) if m not in r.done]
+        if not marks:
+            st.counters["duplicate"] += 1
+            return
+        r.done.update(marks)
+        st.counters["joined"] += 1
+        self._counts(r.dec.key).impressions += len(marks)
 
     def _counts(self, key: str) -> Counts:
         st = self.st

@@ -2,10 +2,11 @@
 experiment running and outcomes streaming in, against the same load without them, in the same run.
 
 A with-round: an experiment (the ACTIVE recommender against its popularity baseline, share 0.5, created and stopped
-through /admin/experiments) and, for every answer, an impression per shown item and a click on the first item of
-one answer in CLICK_EVERY, POSTed to /v1/events every OUTCOME_FLUSH_S by a process of their own, as a storefront's
-outcome reports are a client apart from its shoppers' requests (about 3,000 events/s at 300 answers/s; the live flow
-joins them to the decision log); it starts once every worker has loaded and warmed the treatment (the
+through /admin/experiments) and, for every answer, an impression of the answer (counted by the join for each shown
+item; PER_ITEM_IMPRESSIONS posts one per item) and a click on the first item of one answer in CLICK_EVERY, POSTed to
+/v1/events every OUTCOME_FLUSH_S by a process of their own, as a storefront's outcome reports are a client apart
+from its shoppers' requests (about 330 events/s at 300 answers/s, 3,000 per item; the live flow joins them to the
+decision log); it starts once every worker has loaded and warmed the treatment (the
 experiment's start-up, not its running cost). A without-round: the same open loop, no experiment, no outcomes. The
 bench's `pantry serve` runs without its live flow (the serving figures are the API alone), so this part starts
 `pantry stream live` itself for all its rounds: idle in a without-round, joining outcomes in a with-round. Rounds
@@ -42,6 +43,9 @@ from pantry.settings import Settings, subprocess_env
 ROUNDS = int(os.environ.get("PANTRY_BENCH_OVERHEAD_ROUNDS", "3"))
 OUTCOME_FLUSH_S = 0.1
 CLICK_EVERY = 10
+# One impression per answer shown (no product_id: the join counts each of its items), as a storefront reports a list
+# view; PANTRY_BENCH_OVERHEAD_IMPRESSIONS=item posts one per shown item instead (ten times the events)
+PER_ITEM_IMPRESSIONS = os.environ.get("PANTRY_BENCH_OVERHEAD_IMPRESSIONS", "answer") == "item"
 SETTLE_S = 3.0  # after creating or stopping an experiment: every worker re-reads experiments each second
 LOADED_READS = 12  # consecutive reports saying the treatment is loaded (the API spreads them over the workers)
 ML_KEY_ENV = "PANTRY_BENCH_ML_ENGINEER_KEY"  # the harness makes this key for the run (ml_engineer scope)
@@ -81,9 +85,12 @@ class OutcomePoster:
             self.answers += 1
             self.treatment_answers += answer.model_version == self.treatment
             common = {"ts": self.ts, "customer_id": customer, "decision_id": answer.decision_id}
-            for i, item in enumerate(answer.items):
-                out.append({"type": "impression", "event_id": f"bench-{self.tag}-{answer.decision_id}-{i}",
-                            "product_id": item.product_id, **common})
+            if PER_ITEM_IMPRESSIONS:
+                for i, item in enumerate(answer.items):
+                    out.append({"type": "impression", "event_id": f"bench-{self.tag}-{answer.decision_id}-{i}",
+                                "product_id": item.product_id, **common})
+            elif answer.items:  # the answer shown: one impression, which the join counts for each of its items
+                out.append({"type": "impression", "event_id": f"bench-{self.tag}-{answer.decision_id}-i", **common})
             if answer.items and self.answers % CLICK_EVERY == 0:
                 out.append({"type": "click", "event_id": f"bench-{self.tag}-{answer.decision_id}-c",
                             "product_id": answer.items[0].product_id, **common})
@@ -240,4 +247,5 @@ def _rounds(admin: httpx.Client, base_url: str, bodies: Callable[[], bytes], rat
     return ExperimentOverhead(rounds_without=without, rounds_with=with_, rounds_experiment_only=experiment_only,
                               treatment=treatment,
                               treatment_answers=treatment_answers, outcomes_posted=posted, outcome_errors=errors,
-                              impressions_counted=counted)
+                              impressions_counted=counted,
+                              impression_per="item" if PER_ITEM_IMPRESSIONS else "answer")

@@ -128,6 +128,7 @@ class ExperimentOverhead(msgspec.Struct, kw_only=True):
     outcomes_posted: int  # impression and click events accepted (202) during the with-rounds
     outcome_errors: int  # events refused or POSTs failed
     impressions_counted: int  # impressions /admin/kpis counted for the experiments a few seconds after the last round
+    impression_per: str = "item"  # "answer": one impression event per answer shown (the join counts its items)
 
     @staticmethod
     def p99(rounds: list[Load]) -> float | None:

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from load_tests.bench.experiment_overhead import CLICK_EVERY
 from load_tests.bench.figures import ExperimentOverhead, Load, Report
 
 REPLAY_MIN_EVENTS_PER_S = 50_000
@@ -169,8 +170,9 @@ def experiment_overhead(report: Report, why: str) -> Target:
     c = s.experiment_overhead if s else None
     by = (f"open loop, {len(c.rounds_with)} + {len(c.rounds_without)} alternating rounds of {s.step_s:g} s, median "
           f"p99, live flow running, "
-          f"~{round(c.outcomes_posted / max(1, len(c.rounds_with)) / s.step_s, -2):,.0f} outcome events/s "
-          f"({EXPERIMENT_OVERHEAD})" if c else f"open loop ({EXPERIMENT_OVERHEAD})")
+          f"~{round(c.outcomes_posted / max(1, len(c.rounds_with)) / s.step_s, -1):,.0f} outcome events/s "
+          f"(an impression per {c.impression_per} shown, a click per {CLICK_EVERY} answers; {EXPERIMENT_OVERHEAD})"
+          if c else f"open loop ({EXPERIMENT_OVERHEAD})")
     if c is None:
         return Target(name, goal, (s.experiment_overhead_note or "not run") if s else why, None, by)
     with_p99, without_p99 = ExperimentOverhead.p99(c.rounds_with), ExperimentOverhead.p99(c.rounds_without)

@@ -3,7 +3,8 @@
 For a visit (load_tests/simulate/visits.py) whose recommendations (for_you, k 10), next best actions and
 substitutions were answered:
   - impression: one per shown item: every recommended product, every action (its product_id; a coupon action
-    without a product gets an impression with none), every offered substitute; with the answer's decision_id.
+    without a product gets an impression with none, which the join reads as "the whole answer shown": it adds no
+    impression once the actions' products have theirs), every offered substitute; with the answer's decision_id.
   - click: a recommended product that is in the real basket; an action whose product is in the basket, or whose
     coupon the shopper redeemed in this visit. Before the purchase it led to.
   - purchase: every real line of the basket, with the decision_id of the recommendation that showed the product,

@@ -68,6 +68,18 @@ def test_join_by_decision_id_counts_each_decision_product_kind_once():
     assert rates(c)["ctr"] == 0.5
 
 
+def test_an_impression_without_a_product_shows_every_item_of_the_answer_once():
+    join = OutcomeJoin()
+    join.add_decision(parse_decision(entry("d1", recs(11, 12, 13))), 0.0)
+    join.add_outcome(ev("impression", 1, decision_id="d1", product_id=12), 0.0)  # one item seen first
+    join.add_outcome(ev("impression", 2, decision_id="d1"), 0.0)  # then the whole answer: 11 and 13 more
+    join.add_outcome(ev("impression", 3, decision_id="d1"), 0.0)  # again (a new event id): nothing new
+    join.add_outcome(ev("click", 4, decision_id="d1", product_id=13), 0.0)
+    c = join.st.totals[key()]
+    assert (c.impressions, c.clicks) == (3, 1)
+    assert join.st.counters["duplicate"] == 1 and join.st.counters["joined"] == 3
+
+
 def test_an_outcome_before_its_decision_waits_and_joins_or_ends_unattributed():
     join = OutcomeJoin(pending_s=30.0)
     join.add_outcome(ev("impression", 1, decision_id="late", product_id=11), 100.0)
