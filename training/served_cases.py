@@ -187,3 +187,27 @@ def hits(lists: list[list[int]], truth: np.ndarray | list[int], k: int) -> np.nd
 def precisions(lists: list[list[int]], truth: list[frozenset[int]], k: int = REC_K) -> np.ndarray:
     """Per case: the share of the first k that the customer bought (a short list still divides by k)."""
     return np.array([precision_recall_ndcg(ranked, set(t), k)[0] for ranked, t in zip(lists, truth, strict=True)])
+
+
+def truth_group_lists(deep: list[list[int]], bought: list[frozenset[int]], chosen: np.ndarray | list[int],
+                      k: int = SUB_K) -> list[list[int]]:
+    """Per case, the first k of a deep served list taken from the chosen item's group only: the items the customer
+    bought before when the chosen item is one of them, the never-bought ones otherwise. A ceiling, not a method (it
+    reads the truth): what a perfect call of "back to their own items or on to a new one" reaches with the served
+    order."""
+    return [[p for p in ranked if (p in b) == (int(c) in b)][:k]
+            for ranked, b, c in zip(deep, bought, chosen, strict=True)]
+
+
+def by_truth_group(lists: dict[str, list[list[int]]], bought: list[frozenset[int]], chosen: np.ndarray | list[int],
+                   k: int = SUB_K) -> dict[str, float]:
+    """The share of cases whose chosen item was bought before, and each list's hit@k on those and on the others
+    (only the groups that have cases)."""
+    old = np.array([int(c) in b for c, b in zip(chosen, bought, strict=True)], dtype=bool)
+    out = {"chosen item bought before (share of cases)": float(old.mean()) if len(old) else 0.0}
+    for name, ranked in lists.items():
+        h = hits(ranked, chosen, k)
+        for part, where in (("bought before", old), ("never bought", ~old)):
+            if where.any():
+                out[f"{name}: hit@{k} where the chosen item was {part}"] = float(h[where].mean())
+    return out

@@ -22,6 +22,7 @@ SERVED = "served (HTTP)"
 SERVED_NO_STORE = "served (HTTP), no store_id"
 SERVED_STORE = "served (HTTP), store_id = the customer's most used store"
 SERVED_NOT_BOUGHT = "served list without the items bought before (diagnostic)"
+SERVED_TRUTH_GROUP = "served list, the chosen item's group only (ceiling: reads the truth)"
 IN_PROCESS = "in-process, same version (no online rows, no stock, no store filter)"
 IN_PROCESS_PROTOCOL = "in-process, bought items excluded (the report's protocol)"
 NBA_SAME_WINDOWED = "served == in-process given serving's campaign window (start <= as_of <= end)"
@@ -47,7 +48,8 @@ def substitutions(served, model, cases: sc.SubCases) -> dict[str, Any]:
     deep = [a.items for a in answers]  # every candidate left after the stock rule, best first (<= MAX_POOL)
     pool = inprocess.substitution_lists(model, cases, k=client.SUB_ASK_K)  # the same candidates before it
     not_bought = [[p for p in d if p not in b] for d, b in zip(deep, cases.bought, strict=True)]
-    lists = {SERVED: [d[: sc.SUB_K] for d in deep], SERVED_NOT_BOUGHT: not_bought, IN_PROCESS: pool,
+    lists = {SERVED: [d[: sc.SUB_K] for d in deep], SERVED_NOT_BOUGHT: not_bought,
+             SERVED_TRUTH_GROUP: sc.truth_group_lists(deep, cases.bought, cases.chosen), IN_PROCESS: pool,
              IN_PROCESS_PROTOCOL: inprocess.substitution_lists(model, cases, exclude_bought=True), **cases.rules}
     values = {name: sc.hits(v, cases.chosen, sc.SUB_K) for name, v in lists.items()}
     chosen = cases.chosen.tolist()
@@ -62,6 +64,10 @@ def substitutions(served, model, cases: sc.SubCases) -> dict[str, Any]:
                                                                      zip(deep, cases.bought, strict=True)])),
             "candidates left after the stock rule (mean)": float(np.mean([len(d) for d in deep])),
             "candidates in the served pool's first 20 (mean)": float(np.mean([len(p) for p in pool])),
+            # where the served list wins or loses against the own-items rule: the cases that went back to an item
+            # bought before, and the others
+            **sc.by_truth_group({"served": lists[SERVED], "own-items rule": lists[sc.OWN_THEN_POPULAR]},
+                                cases.bought, cases.chosen),
         },
         "answers": _answers_info(answers),
     }

@@ -124,3 +124,29 @@ def test_the_served_section_is_replaced_in_place_and_kept_by_a_report_rewrite() 
     again = with_served_section(text, second)
     assert served_section(again) == second and again.count(SERVED_START) == 1 and "figures" in again
     assert served_section(report) == ""
+
+
+def test_truth_group_lists_take_the_served_order_within_the_chosen_items_group() -> None:
+    deep = [[1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [9]]
+    bought = [frozenset({1, 3}), frozenset({1, 3}), frozenset()]
+    chosen = np.array([3, 5, 9])
+    lists = sc.truth_group_lists(deep, bought, chosen, k=2)
+    # a case that went back to an item bought before: the bought ones only; a new item: the never-bought ones only
+    assert lists == [[1, 3], [2, 4], [9]]
+    assert sc.hits(lists, chosen, 2).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_by_truth_group_splits_each_lists_hits_by_whether_the_chosen_item_was_bought_before() -> None:
+    bought = [frozenset({1}), frozenset({1}), frozenset({1}), frozenset()]
+    chosen = np.array([1, 1, 7, 8])
+    lists = {"served": [[1], [2], [7], [5]], "rule": [[1], [1], [1], [1]]}
+    split = sc.by_truth_group(lists, bought, chosen, k=1)
+    assert split["chosen item bought before (share of cases)"] == 0.5
+    assert split["served: hit@1 where the chosen item was bought before"] == 0.5
+    assert split["served: hit@1 where the chosen item was never bought"] == 0.5
+    assert split["rule: hit@1 where the chosen item was bought before"] == 1.0
+    assert split["rule: hit@1 where the chosen item was never bought"] == 0.0
+    # a protocol whose chosen items are all new: no "bought before" rows
+    new_only = sc.by_truth_group({"served": [[7]]}, [frozenset({1})], np.array([7]), k=1)
+    assert set(new_only) == {"chosen item bought before (share of cases)",
+                             "served: hit@1 where the chosen item was never bought"}
