@@ -60,8 +60,13 @@ def replay(until: str | None, speed: float | None, workers: int, processes: int,
 @click.option("--processes", type=click.IntRange(1, 16), default=1,
               help="Processes, each with --workers threads: the keyed feature state is spread over them (the event "
                    "stream is read and gated in one of them).")
+@click.option("--addresses", default=None,
+              help="host:port of every process of a flow across machines, comma-separated, the same list on each "
+                   "(with --process-id; instead of --processes).")
+@click.option("--process-id", type=click.IntRange(0, 63), default=None,
+              help="This process's index in --addresses (0: the one whose recovery directory holds the state).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def live(workers: int, processes: int, no_progress: bool) -> None:
+def live(workers: int, processes: int, addresses: str | None, process_id: int | None, no_progress: bool) -> None:
     """Follow the Redis Stream pantry:events until SIGINT/SIGTERM; resumes after the last processed entry."""
     from streaming import runner
 
@@ -69,4 +74,11 @@ def live(workers: int, processes: int, no_progress: bool) -> None:
     if not settings.registry_path.exists():
         raise click.ClickException(f"no Feast registry at {settings.registry_path}: run `pantry feast apply` first")
     click.echo(f"live flow priority: {lower_priority(settings.live_flow_nice)}")
-    runner.live(settings, workers, progress=not no_progress, echo=click.echo, processes=processes)
+    cluster = [a.strip() for a in addresses.split(",") if a.strip()] if addresses else None
+    if (cluster is None) != (process_id is None):
+        raise click.UsageError("--addresses and --process-id go together")
+    if cluster is not None and (processes > 1 or process_id >= len(cluster)):
+        raise click.UsageError(f"--process-id {process_id} needs an address in --addresses ({len(cluster)} given) "
+                               "and no --processes")
+    runner.live(settings, workers, progress=not no_progress, echo=click.echo, processes=processes,
+                process_id=process_id, addresses=cluster)

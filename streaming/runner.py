@@ -50,13 +50,17 @@ class ReplayRecord(msgspec.Struct):
     seconds: float
 
 
-def ensure_recovery(settings: Settings) -> Path:
+def ensure_recovery(settings: Settings, partitions: int = 1) -> Path:
+    """The recovery directory, made with `partitions` Bytewax recovery partitions if it is new. A flow's cluster holds
+    one partition: on other machines (`--process-id` > 0) the directory starts empty, and Bytewax sends their
+    snapshots to the process whose directory holds it."""
     from bytewax.recovery import init_db_dir
 
     path = recovery_dir(settings)
     if not path.exists():
         path.mkdir(parents=True)
-        init_db_dir(path, 1)
+        if partitions:
+            init_db_dir(path, partitions)
     return path
 
 
@@ -198,7 +202,7 @@ def run_process(settings: Settings, config, workers: int, stop_flag: Callable[[]
 
     flow = build_flow(settings, config, stop_flag, layout)
     backup = timedelta(seconds=settings.stream_backup_interval_s) if settings.stream_backup_interval_s else None
-    recovery = RecoveryConfig(ensure_recovery(settings), backup_interval=backup)
+    recovery = RecoveryConfig(ensure_recovery(settings, partitions=0 if process_id else 1), backup_interval=backup)
     # The state is millions of small acyclic objects: the default GC thresholds rescan them over and over.
     thresholds = gc.get_threshold()
     gc.set_threshold(200_000, 50, 1000)
@@ -300,7 +304,9 @@ def replay(settings: Settings, until: datetime | None, speed: float | None, work
 
 
 def live(settings: Settings, workers: int, progress: bool = True, echo: Callable[[str], None] = print,
-         processes: int = 1) -> None:
+         processes: int = 1, process_id: int | None = None, addresses: list[str] | None = None) -> None:
+    """Follow the event stream until SIGINT/SIGTERM: `processes` on this machine (the others are children), or, with
+    `addresses`, process `process_id` of a cluster whose other processes the operator starts on other machines."""
     from streaming.dataflow import StreamConfig
 
     stop = threading.Event()
@@ -313,7 +319,11 @@ def live(settings: Settings, workers: int, progress: bool = True, echo: Callable
     bar = Progress(settings, None, "live", live=True, enabled=progress)
     bar.start()
     try:
-        run_flow(settings, StreamConfig(mode="live", flush_s=0.0), workers, stop_flag=stop.is_set, processes=processes)
+        config = StreamConfig(mode="live", flush_s=0.0)
+        if addresses:
+            run_process(settings, config, workers, stop_flag=stop.is_set, process_id=process_id, addresses=addresses)
+        else:
+            run_flow(settings, config, workers, stop_flag=stop.is_set, processes=processes)
     finally:
         bar.finish()
         for s, handler in previous.items():

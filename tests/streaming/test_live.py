@@ -191,6 +191,67 @@ def test_two_live_processes_serve_every_shard_stop_cleanly_and_resume_as_one(liv
         assert wait_for(lambda: counters(client)["processed"] == processed + 16, 5.0), counters(client)
 
 
+def test_a_flow_across_machines_keeps_its_state_where_process_0_is(live_env, tmp_path):
+    """`pantry stream live --addresses A,B --process-id I` on two "machines" (two data directories, one Redis): the
+    shards spread over both, the recovery partition stays with process 0 (the other's directory has none: Bytewax
+    sends its snapshots there), and one process resumes from it after both stop."""
+    import shutil
+    import signal
+    import subprocess
+
+    from load_tests.server import pantry_command
+    from pantry.settings import subprocess_env
+    from streaming.retention import recovery_dir
+    from streaming.runner import free_addresses
+
+    settings, client = live_env
+    other = tmp_path / "machine-b"
+    other.mkdir()
+    (other / "data").symlink_to(settings.dataset_dir)
+    shutil.copy(settings.registry_path, other / "registry.db")
+    addresses = ",".join(free_addresses(2))
+    envs = [subprocess_env(settings), {**subprocess_env(settings), "PANTRY_DATA_DIR": str(other)}]
+    base = (datetime.fromisoformat(dataset.manifest(settings).last_event) + timedelta(hours=3)).astimezone(UTC)
+    run_id = str(time.time_ns())
+    customers = [CUSTOMER + 40 + i for i in range(16)]
+
+    def purchases(minute: int):
+        return [events.Purchase(event_id=f"machines-{run_id}-{minute}-{i}", ts=base + timedelta(minutes=minute),
+                                customer_id=c, store_id=STORE + 40 + i, basket_id=minute * 100 + i,
+                                product_id=PRODUCT, sales_value=1.0) for i, c in enumerate(customers)]
+
+    def orders():
+        return repo.store(settings).get_online_features(
+            features=["customer_activity:orders_7d"],
+            entity_rows=[{"customer_id": c} for c in customers]).to_dict()["orders_7d"]
+
+    before = counters(client).get("processed", 0)
+    procs = [subprocess.Popen(pantry_command("stream", "live", "--no-progress", "--addresses", addresses,
+                                             "--process-id", str(i)), env={**env, "PANTRY_LIVE_FLOW_NICE": "0"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+             for i, env in enumerate(envs)]
+    try:
+        xadd(client, *purchases(0))
+        assert wait_for(lambda: counters(client).get("processed", 0) >= before + 16, 90), counters(client)
+        assert wait_for(lambda: orders() == [1] * 16, 5.0), orders()
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert [p.returncode for p in procs] == [0, 0], [p.stderr.read().decode()[-2000:] for p in procs]
+    assert list(recovery_dir(settings).glob("*.sqlite3")) and not list((other / "stream" / "recovery").iterdir())
+    processed = counters(client)["processed"]
+    with LiveFlow(settings):
+        xadd(client, *purchases(1))
+        assert wait_for(lambda: orders() == [2] * 16, 60), orders()
+        assert wait_for(lambda: counters(client)["processed"] == processed + 16, 5.0), counters(client)
+
+
 def test_the_live_flow_rides_out_a_hung_then_a_restarted_redis(live_env, redis_server):
     """SIGSTOP longer than the source's 5 s socket timeout, then SIGKILL and a restart on its AOF (every connection
     of the flow stale): the flow does not end, and processes the events posted after each."""
