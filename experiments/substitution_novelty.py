@@ -118,7 +118,8 @@ def fit(train, cols):
     sizes = np.array([len(x) for x in xs])
     labels = np.zeros(int(sizes.sum()), dtype=np.float32)
     labels[np.concatenate([[0], np.cumsum(sizes)[:-1]]) + np.array(pos)] = 1.0
-    names = tuple((*FEATURE_NAMES, *EXTRA_NAMES)[c] for c in cols)
+    every = (*FEATURE_NAMES, *EXTRA_NAMES)
+    names = tuple(every[c] if c < len(every) else f"column_{c}" for c in cols)
     return fit_lambdarank(np.concatenate(xs), labels, sizes, names, sub.RANKER_GBM, eval_at=3)
 
 
