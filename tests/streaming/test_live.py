@@ -159,10 +159,11 @@ def test_two_live_processes_serve_every_shard_stop_cleanly_and_resume_as_one(liv
     resumes after the last entry they processed."""
     settings, client = live_env
     fs = repo.store(settings)
-    base = (datetime.fromisoformat(dataset.manifest(settings).last_event) + timedelta(hours=2)).astimezone(UTC)
+    # event times before the later tests' (+2 h): the flow's clock must not move them past the lateness bound
+    base = (datetime.fromisoformat(dataset.manifest(settings).last_event) + timedelta(minutes=80)).astimezone(UTC)
     run_id = str(time.time_ns())
     customers = [CUSTOMER + 10 + i for i in range(16)]  # 16 consecutive ids: every customer shard (id % 16)
-    stores = [STORE + i for i in range(16)]
+    stores = [STORE + 100 + i for i in range(16)]  # pairs no other test sells
 
     def purchases(minute: int):
         return [events.Purchase(event_id=f"two-{run_id}-{minute}-{i}", ts=base + timedelta(minutes=minute),
@@ -211,13 +212,13 @@ def test_a_flow_across_machines_keeps_its_state_where_process_0_is(live_env, tmp
     shutil.copy(settings.registry_path, other / "registry.db")
     addresses = ",".join(free_addresses(2))
     envs = [subprocess_env(settings), {**subprocess_env(settings), "PANTRY_DATA_DIR": str(other)}]
-    base = (datetime.fromisoformat(dataset.manifest(settings).last_event) + timedelta(hours=3)).astimezone(UTC)
+    base = (datetime.fromisoformat(dataset.manifest(settings).last_event) + timedelta(minutes=90)).astimezone(UTC)
     run_id = str(time.time_ns())
     customers = [CUSTOMER + 40 + i for i in range(16)]
 
     def purchases(minute: int):
         return [events.Purchase(event_id=f"machines-{run_id}-{minute}-{i}", ts=base + timedelta(minutes=minute),
-                                customer_id=c, store_id=STORE + 40 + i, basket_id=minute * 100 + i,
+                                customer_id=c, store_id=STORE + 200 + i, basket_id=minute * 100 + i,
                                 product_id=PRODUCT, sales_value=1.0) for i, c in enumerate(customers)]
 
     def orders():
