@@ -75,6 +75,8 @@ class SustainedMinute(msgspec.Struct, kw_only=True):
     cpu_percent: float | None  # the flow's processes, CPU time in this minute / its wall time (200 = two cores)
     rss_mb: float | None  # the flow's processes' RSS at the end of the minute
     lag_s: float | None = None  # /readyz's lag at the end of the minute: age of the oldest unprocessed event
+    redis_cpu_percent: float | None = None  # the Redis server's CPU in this minute (the same machine's)
+    generator_cpu_percent: float | None = None  # the bench's own process (XADDs and probes)
 
 
 class SustainedRun(msgspec.Struct, kw_only=True):

@@ -70,6 +70,8 @@ class Sample:
     cpu_s: float | None
     rss_mb: float | None
     lag_s: float | None = None
+    others_cpu_s: dict[str, float] | None = None  # cumulative CPU seconds of the machine's other parts: Redis, the
+    # generator (this process: XADDs and probes)
 
 
 def _p(values: Sequence[float], q: float) -> float:
@@ -105,14 +107,20 @@ def per_minute(probes: Sequence[tuple[float, float | None]], sent: Sequence[tupl
         events = sum(n for t, n in sent if start <= t < end or (last and t == end))
         a, b = _at(samples, start), _at(samples, end)
         cpu = None
-        if a is not None and b is not None and a.cpu_s is not None and b.cpu_s is not None and b.t > a.t:
-            cpu = round((b.cpu_s - a.cpu_s) / (b.t - a.t) * 100, 1)
+        others: dict[str, float] = {}
+        if a is not None and b is not None and b.t > a.t:
+            if a.cpu_s is not None and b.cpu_s is not None:
+                cpu = round((b.cpu_s - a.cpu_s) / (b.t - a.t) * 100, 1)
+            for name, used in (b.others_cpu_s or {}).items():
+                if name in (a.others_cpu_s or {}):
+                    others[name] = round((used - a.others_cpu_s[name]) / (b.t - a.t) * 100, 1)
         out.append(SustainedMinute(
             minute=m, offered_events_per_s=round(events / span), probes=len(seen), missing_probes=missing,
             p50_ms=round(_p(seen, 0.5) * 1000, 1) if seen else None,
             p99_ms=round(p99, 1) if p99 is not None and math.isfinite(p99) else None,
             cpu_percent=cpu, rss_mb=round(b.rss_mb, 1) if b is not None and b.rss_mb is not None else None,
-            lag_s=b.lag_s if b is not None else None))
+            lag_s=b.lag_s if b is not None else None, redis_cpu_percent=others.get("redis"),
+            generator_cpu_percent=others.get("generator")))
     return out
 
 
@@ -206,6 +214,30 @@ class _Flow:
         return cpu, rss / 2**20
 
 
+class _Others:
+    """CPU seconds of what shares the machine with the flow: Redis (its server process) and this generator."""
+
+    def __init__(self, redis_pid: int):
+        import psutil
+
+        try:
+            self.redis: psutil.Process | None = psutil.Process(redis_pid)
+        except psutil.Error:  # a Redis elsewhere: not this machine's
+            self.redis = None
+
+    def sample(self) -> dict[str, float]:
+        import psutil
+
+        out = {"generator": time.process_time()}
+        if self.redis is not None:
+            try:
+                t = self.redis.cpu_times()
+                out["redis"] = t.user + t.system
+            except psutil.Error:
+                pass
+        return out
+
+
 def _event(rng: random.Random, seq: int, ts: datetime, heavy_views: list[int]):
     from pantry import events
 
@@ -259,6 +291,7 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
     try:
         _wait_started(client, proc)
         flow = _Flow(proc.pid)
+        others = _Others(int(client.info("server")["process_id"]))
         probe = FreshnessProbe(bench, repo.layout(bench))
         probe.start()
         rng = random.Random(rate)
@@ -273,7 +306,7 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
         while (now := time.monotonic()) - started < seconds:
             if now >= next_sample:
                 cpu, rss = flow.sample()
-                samples.append(Sample(now - started, cpu, rss, live_flow(client, 0).lag_s))
+                samples.append(Sample(now - started, cpu, rss, live_flow(client, 0).lag_s, others.sample()))
                 next_sample += 1.0
             ts = BASE_TS + timedelta(seconds=now - started)
             owed += per_tick
@@ -298,7 +331,7 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
             time.sleep(max(0.0, next_at - time.monotonic()))
         elapsed = time.monotonic() - started
         cpu, rss = flow.sample()
-        samples.append(Sample(min(elapsed, seconds), cpu, rss, live_flow(client, 0).lag_s))
+        samples.append(Sample(min(elapsed, seconds), cpu, rss, live_flow(client, 0).lag_s, others.sample()))
         drain_until = time.monotonic() + 5.0  # the last probes: 5 s, ten times the limit
         while probe.pending and time.monotonic() < drain_until:
             time.sleep(0.05)

@@ -17,7 +17,9 @@ def test_per_minute_splits_probes_events_and_samples_by_send_time():
     probes = [(float(t), 0.01 + (t // 60) * 0.1) for t in range(150)]
     probes[130] = (130.0, None)  # a probe of minute 2 never seen
     sent = [(float(t), 100) for t in range(150)]
-    samples = [Sample(float(t), cpu_s=t * 0.5, rss_mb=400 + t, lag_s=0.1) for t in range(0, 151, 10)]
+    samples = [Sample(float(t), cpu_s=t * 0.5, rss_mb=400 + t, lag_s=0.1,
+                      others_cpu_s={"redis": t * 0.25, **({"generator": t * 0.1} if t <= 120 else {})})
+               for t in range(0, 151, 10)]
     out = per_minute(probes, sent, samples, 150.0)
     assert [m.minute for m in out] == [0, 1, 2]
     assert [m.offered_events_per_s for m in out] == [100, 100, 100]  # the half minute over its own 30 s
@@ -26,6 +28,8 @@ def test_per_minute_splits_probes_events_and_samples_by_send_time():
     assert out[2].p99_ms is None  # 1 missing of 30 reaches the p99: infinitely late
     assert out[2].p50_ms == 210.0
     assert [m.cpu_percent for m in out] == [50.0, 50.0, 50.0]
+    assert [m.redis_cpu_percent for m in out] == [25.0, 25.0, 25.0]
+    assert [m.generator_cpu_percent for m in out] == [10.0, 10.0, None]  # not sampled at the minute's end: unknown
     assert [m.rss_mb for m in out] == [460.0, 520.0, 550.0]
 
 
