@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from load_tests.served_eval import tried
 from load_tests.served_eval.evaluate import IN_PROCESS
 from load_tests.served_eval.explain import RULES_OF, explanation, headline
 from training import served_cases as sc
@@ -88,6 +89,7 @@ def section(run: dict[str, Any], report_text: str = "") -> str:
         *headline(run),
         "",
         *explanation(run, report_text),
+        *tried.section(),
         "The tables per task follow: every method on the same cases, then the paired differences.",
         "",
     ]
