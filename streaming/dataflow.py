@@ -144,7 +144,7 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
     rows = op.map("rows", op.merge("merge", customer_rows, store_rows), lambda kv: kv[1])
     # Flush; a Row is (view, join values, features, event time)
     log_handoff_s = LIVE_LOG_HANDOFF_S if config.mode == "live" else LOG_EVERY_S
-    op.output("online", rows, OnlineSink(settings, config.write_log, layout, log_handoff_s))
+    op.output("online", rows, OnlineSink(settings, config.write_log, layout, log_handoff_s, freeze_gc=live))
     # -> HSET in Feast's layout + parquet feature log
     controls = op.map("control", gated, control_of)
     # Control(counters, max event time, dead letters)

@@ -221,6 +221,8 @@ def run_process(settings: Settings, config, workers: int, stop_flag: Callable[[]
     finally:
         if replay_without_gc:
             gc.enable()
+        if config.mode == "live":  # the live sink froze the heap at each batch (streaming.sinks.OnlinePartition)
+            gc.unfreeze()
         gc.set_threshold(*thresholds)
 
 

@@ -9,6 +9,7 @@ or hang by retrying their writes (streaming.redis_retry) instead of ending the f
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -66,8 +67,14 @@ class Flush(NamedTuple):
 
 
 class OnlinePartition(StatelessSinkPartition[Flush]):
+    """Writes each batch's rows. Live (`freeze_gc`), it first freezes the garbage collector's generations
+    (`gc.freeze()`, O(1)): the state is millions of long-lived acyclic objects, and the young-generation collections
+    that traversed what a batch left behind, then the older ones that traversed the state, paused the flow (~100 ms
+    at 5,000 events/s, seconds as the heap grows: docs/DECISIONS.md "The live flow's garbage collector"). Every
+    process has one, so each freezes its own heap at each batch."""
+
     def __init__(self, settings: Settings, worker: int, write_log: bool, layout: OnlineLayout | None = None,
-                 log_handoff_s: float = LOG_EVERY_S):
+                 log_handoff_s: float = LOG_EVERY_S, freeze_gc: bool = False):
         layout = layout or repo.layout(settings)
         self.encoder = RowEncoder(layout, TUPLE_VIEWS)
         self.settings = settings
@@ -76,8 +83,11 @@ class OnlinePartition(StatelessSinkPartition[Flush]):
         self.log = FeatureLog(settings.feature_log_dir, layout.views, worker, log_handoff_s,
                               TUPLE_VIEWS) if write_log else None
         self.rows_written = 0
+        self.freeze_gc = freeze_gc
 
     def write_batch(self, items: list[Flush]) -> None:
+        if self.freeze_gc:
+            gc.freeze()
         # Rows are written in order: if one entity comes twice (two flushes of a shard in one batch), the newer
         # HSET lands last and wins, and the log keeps both (each was true as of its time).
         rows = [row for flush in items for row in flush.online]
@@ -108,12 +118,13 @@ class OnlinePartition(StatelessSinkPartition[Flush]):
 
 class OnlineSink(DynamicSink[Flush]):
     def __init__(self, settings: Settings, write_log: bool = True, layout: OnlineLayout | None = None,
-                 log_handoff_s: float = LOG_EVERY_S):
+                 log_handoff_s: float = LOG_EVERY_S, freeze_gc: bool = False):
         self.settings, self.write_log, self.layout = settings, write_log, layout  # layout: None = from the registry
-        self.log_handoff_s = log_handoff_s
+        self.log_handoff_s, self.freeze_gc = log_handoff_s, freeze_gc
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> OnlinePartition:
-        return OnlinePartition(self.settings, worker_index, self.write_log, self.layout, self.log_handoff_s)
+        return OnlinePartition(self.settings, worker_index, self.write_log, self.layout, self.log_handoff_s,
+                               self.freeze_gc)
 
 
 def dead_letter_fields(reason: str, payload: bytes, max_payload: int) -> dict[bytes, bytes]:
