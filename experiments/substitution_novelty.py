@@ -105,7 +105,7 @@ def blocks(settings, purchases, start, end, params, new_only: bool, sample: int 
     return out, n_events, cat
 
 
-def fit(train, cols):
+def fit(train, cols, gbm=None):
     xs, pos = [], []
     for b in train:
         if b is None:
@@ -120,7 +120,7 @@ def fit(train, cols):
     labels[np.concatenate([[0], np.cumsum(sizes)[:-1]]) + np.array(pos)] = 1.0
     every = (*FEATURE_NAMES, *EXTRA_NAMES)
     names = tuple(every[c] if c < len(every) else f"column_{c}" for c in cols)
-    return fit_lambdarank(np.concatenate(xs), labels, sizes, names, sub.RANKER_GBM, eval_at=3)
+    return fit_lambdarank(np.concatenate(xs), labels, sizes, names, gbm or sub.RANKER_GBM, eval_at=3)
 
 
 def served_rows(b, n_pool: int) -> np.ndarray:

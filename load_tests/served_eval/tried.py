@@ -12,6 +12,7 @@ from __future__ import annotations
 CUTS = ("2017-07-25", "2017-06-20")
 NOVELTY = "experiments/substitution_novelty.py"
 PROPENSITY = "experiments/substitution_propensity.py"
+CAPACITY = "experiments/substitution_capacity.py"
 # (what, experiment, {cut: (new item hit@3, any departure hit@3)})
 ROWS: tuple[tuple[str, str, dict[str, tuple[str, str]]], ...] = (
     ("the served ranker (24 columns, trained on departures)", NOVELTY,
@@ -28,6 +29,12 @@ ROWS: tuple[tuple[str, str, dict[str, tuple[str, str]]], ...] = (
      {"2017-07-25": ("0.221", "0.526"), "2017-06-20": ("0.220", "0.523")}),
     ("+ novelty, the pool's first 40", NOVELTY, {"2017-07-25": ("0.219", "0.528"), "2017-06-20": ("0.222", "0.528")}),
     ("+ all three, the pool's first 40", NOVELTY, {"2017-07-25": ("0.217", "0.527"), "2017-06-20": ("0.224", "0.526")}),
+    ("the served ranker, 300 trees x 31 leaves, lr 0.05", CAPACITY,
+     {"2017-07-25": ("0.216", "0.520"), "2017-06-20": ("0.217", "0.520")}),
+    ("the served ranker on 4 windows instead of 2", CAPACITY,
+     {"2017-07-25": ("0.216", "0.525"), "2017-06-20": ("0.215", "0.521")}),
+    ("the served ranker on every departure of its 2 windows (not 4,000 each)", CAPACITY,
+     {"2017-07-25": ("0.217", "0.526"), "2017-06-20": ("0.216", "0.525")}),
     ("trained on departures + the new-item protocol's events of the same windows", NOVELTY,
      {"2017-07-25": ("0.258", "0.500"), "2017-06-20": ("0.251", "0.505")}),
     ("+ all three, trained on departures + new-item events", NOVELTY,
