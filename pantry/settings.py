@@ -70,6 +70,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The live flow's niceness: on shared cores the answers' p99 wins over the flow's freshness, which has a 500 ms
     # target and catches up after a burst (pantry.supervisor.lower_priority; docs/DECISIONS.md "Answers first")
     live_flow_nice: int = 10
+    live_processes: int = 1  # `pantry stream live --processes` as `pantry serve` runs it (docs/STREAMING.md)
     live_max_age_s: float = 10.0  # /readyz is 503 when the live flow's heartbeat is older; 0 = reported, not judged
     # /readyz is 503 when the oldest event the live flow has not processed is older (the flow has fallen behind:
     # answers use features missing those events); 0 = reported, not judged
@@ -263,6 +264,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_LIVE_MAX_AGE_S", "live_max_age_s", float)
     num("PANTRY_LIVE_MAX_LAG_S", "live_max_lag_s", float)
     num("PANTRY_LIVE_FLOW_NICE", "live_flow_nice", int)
+    num("PANTRY_LIVE_PROCESSES", "live_processes", int)
     num("PANTRY_RESTART_BACKOFF_MAX_S", "restart_backoff_max_s", float)
     for name, field in (("PANTRY_SERVE_LIVE", "serve_live"), ("PANTRY_REQUIRE_AOF", "require_aof")):
         if env.get(name, "").strip():
@@ -328,6 +330,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     _api_keys(env, kw)
     if env.get("PANTRY_CORS_ORIGINS"):
         kw["cors_origins"] = tuple(o.strip() for o in env["PANTRY_CORS_ORIGINS"].split(",") if o.strip())
+    if not 1 <= kw.get("live_processes", 1) <= 16:  # type: ignore[operator]
+        raise SettingsError(f"PANTRY_LIVE_PROCESSES={kw['live_processes']} must be between 1 and 16")
     for name in ("event_skew_wall_s", "event_skew_event_s"):
         value = kw.get(name)
         if value is not None and not 0.0 <= value <= 10 * 365 * 86_400.0:  # type: ignore[operator]

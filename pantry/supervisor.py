@@ -275,14 +275,16 @@ def _kill_group(pgid: int) -> None:
 
 
 def service_children(workers: int, host: str, port: int, live: bool,
-                     env: dict[str, str] | None = None, extra: Sequence[str] = ()) -> list[Child]:
+                     env: dict[str, str] | None = None, extra: Sequence[str] = (), live_processes: int = 1
+                     ) -> list[Child]:
     """What `pantry serve` runs: the API (granian, `workers` processes) and, unless the flow runs elsewhere, the
     live dataflow."""
     api = Child("api", pantry_argv("serve", "--api-only", "--workers", str(workers), "--host", host,
                                    "--port", str(port), *extra), env)
     children = [api]
     if live:
-        live_argv = [sys.executable, "-m", "pantry.cli", "stream", "live", "--no-progress"]
+        live_argv = [sys.executable, "-m", "pantry.cli", "stream", "live", "--no-progress",
+                     *(["--processes", str(live_processes)] if live_processes > 1 else [])]
         children.insert(0, Child("live flow", live_argv, env))
     return children
 
@@ -378,7 +380,8 @@ def serve(settings, workers: int, host: str, port: int, live: bool,
     if not live:
         sup.log("the live dataflow is not run here (--no-live / PANTRY_SERVE_LIVE=0): /readyz judges it by its "
                 "heartbeat in Redis")
-    for child in service_children(workers, host, port, live, env=subprocess_env(settings)):
+    for child in service_children(workers, host, port, live, env=subprocess_env(settings),
+                                  live_processes=settings.live_processes):
         sup.add(child)
     try:
         if on_started is not None:

@@ -31,6 +31,8 @@ def test_defaults_use_the_embedded_redis():
         ({"PANTRY_API_KEYS": "k:janitor"}, "ID:SCOPE"),
         ({"PANTRY_REDIS_CLUSTER": "1"}, "needs REDIS_URL"),
         ({"REDIS_URL": "redis://10.0.0.1:7000/0", "PANTRY_REDIS_CLUSTER": "maybe"}, "PANTRY_REDIS_CLUSTER"),
+        ({"PANTRY_LIVE_PROCESSES": "0"}, "PANTRY_LIVE_PROCESSES=0 must be between 1 and 16"),
+        ({"PANTRY_LIVE_PROCESSES": "two"}, "PANTRY_LIVE_PROCESSES"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(env, fragment):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from pantry.supervisor import Child, Supervisor
+from pantry.supervisor import Child, Supervisor, service_children
 
 PY = sys.executable
 SLEEPER = [PY, "-c", "import time; time.sleep(60)"]
@@ -76,7 +76,7 @@ def test_a_child_dying_in_a_loop_backs_off_and_is_reported():
 
 SUPERVISED = textwrap.dedent("""
     import sys
-    from pantry.supervisor import Child, Supervisor
+    from pantry.supervisor import Child, Supervisor, service_children
     PY = sys.executable
     sys.exit(Supervisor([
         # leaves a grandchild behind when it dies
@@ -115,7 +115,7 @@ def test_sigterm_stops_every_child_and_what_they_started():
 
 
 def test_children_do_not_outlive_a_killed_supervisor():
-    script = "import sys; from pantry.supervisor import Child, Supervisor; " \
+    script = "import sys; from pantry.supervisor import Child, Supervisor, service_children; " \
              f"Supervisor([Child('a', {SLEEPER!r}), Child('b', {SLEEPER!r})]).run()"
     proc = subprocess.Popen([PY, "-c", script], stderr=subprocess.DEVNULL)
     try:
@@ -196,3 +196,10 @@ def test_lower_priority_leaves_a_shared_session_alone() -> None:
     assert int(out[1]) >= 7
     assert out[0] == "nice +7 (its session is shared: the session's group keeps its priority)"
     assert out[2] == before  # this test's own session group: unchanged
+
+
+def test_serve_runs_the_live_flow_with_its_processes_setting() -> None:
+    one, two = (next(c for c in service_children(2, "127.0.0.1", 8000, True, live_processes=n) if c.name == "live flow")
+                for n in (1, 2))
+    assert "--processes" not in one.argv and two.argv[-2:] == ["--processes", "2"]
+    assert all(c.name != "live flow" for c in service_children(2, "127.0.0.1", 8000, False, live_processes=2))
