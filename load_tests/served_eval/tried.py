@@ -13,6 +13,7 @@ CUTS = ("2017-07-25", "2017-06-20")
 NOVELTY = "experiments/substitution_novelty.py"
 PROPENSITY = "experiments/substitution_propensity.py"
 CAPACITY = "experiments/substitution_capacity.py"
+STORE = "experiments/substitution_store_assortment.py"
 # (what, experiment, {cut: (new item hit@3, any departure hit@3)})
 ROWS: tuple[tuple[str, str, dict[str, tuple[str, str]]], ...] = (
     ("the served ranker (24 columns, trained on departures)", NOVELTY,
@@ -35,6 +36,10 @@ ROWS: tuple[tuple[str, str, dict[str, tuple[str, str]]], ...] = (
      {"2017-07-25": ("0.216", "0.525"), "2017-06-20": ("0.215", "0.521")}),
     ("the served ranker on every departure of its 2 windows (not 4,000 each)", CAPACITY,
      {"2017-07-25": ("0.217", "0.526"), "2017-06-20": ("0.216", "0.525")}),
+    ("the served ranker, candidates limited to what the event's store sold in the 365 days before the cut", STORE,
+     {"2017-07-25": ("0.185", "0.478"), "2017-06-20": ("0.181", "0.478")}),
+    ("... the others kept with -1 on the logit", STORE,
+     {"2017-07-25": ("0.213", "0.519"), "2017-06-20": ("0.211", "0.516")}),
     ("trained on departures + the new-item protocol's events of the same windows", NOVELTY,
      {"2017-07-25": ("0.258", "0.500"), "2017-06-20": ("0.251", "0.505")}),
     ("+ all three, trained on departures + new-item events", NOVELTY,
