@@ -19,7 +19,7 @@ rate held and the lowest missed (`next_rate`).
 
     python -m load_tests.bench.sustained [RATE ...]      # prints the figures as JSON
 
-Settings (environment), defaults for `make bench` (adds ~4-5 min with one process count available):
+Settings (environment), defaults for `make bench` (adds ~8 min: three runs for each of 1 and 2 processes):
     PANTRY_BENCH_SUSTAINED_S          seconds per run (60; --quick 30); the target is 600
     PANTRY_BENCH_SUSTAINED_RATES      fixed rates, comma-separated (10000)
     PANTRY_BENCH_SUSTAINED_PROCESSES  process counts (1,2); a count the CLI refuses is reported "not available"
