@@ -6,12 +6,17 @@ silently lowering the rate (no coordinated omission). Closed loop: N connections
 the last one is answered: the throughput the service sustains, with the latency that costs.
 The client is a minimal asyncio HTTP/1.1 keep-alive client: httpx or Locust would saturate a core before a 2-core
 server does.
+Both run with the client's garbage collector held off (`collector_held`): a full collection of the bench process's
+heap (its request pools, the earlier parts' results) took 30-60 ms and showed up as a server stall in whichever
+round it fell (docs/DECISIONS.md "The load generator's garbage collector").
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 from load_tests.bench.figures import Load
@@ -88,6 +93,22 @@ def summarize(latencies_s: list[float], errors: int, duration_s: float, sent: in
                 max_ms=ms(max(latencies_s, default=None)), error_statuses=error_statuses or {})
 
 
+@contextmanager
+def collector_held() -> Iterator[None]:
+    """No collection in the client while it times requests: what exists now is collected once and frozen out of
+    later collections, the collector is off for the timed window (seconds: what it allocates meanwhile is
+    bounded by the requests it sends) and collects again afterwards."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 async def open_loop(base_url: str, path: str, bodies: Callable[[], bytes], rate: float, duration_s: float,
                     max_conns: int = 64, api_key: str | None = None,
                     on_answer: Callable[[bytes, bytes], None] | None = None) -> Load:
@@ -101,7 +122,6 @@ async def open_loop(base_url: str, path: str, bodies: Callable[[], bytes], rate:
     statuses: dict[int, int] = {}
     n = int(rate * duration_s)
     loop = asyncio.get_running_loop()
-    t0 = loop.time() + 0.05
 
     async def one(scheduled: float, body: bytes) -> None:
         nonlocal errors
@@ -122,13 +142,15 @@ async def open_loop(base_url: str, path: str, bodies: Callable[[], bytes], rate:
             idle.put_nowait(conn)
 
     tasks = []
-    for i in range(n):
-        scheduled = t0 + i / rate
-        delay = scheduled - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(scheduled, bodies())))
-    await asyncio.gather(*tasks)
+    with collector_held():
+        t0 = loop.time() + 0.05
+        for i in range(n):
+            scheduled = t0 + i / rate
+            delay = scheduled - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(scheduled, bodies())))
+        await asyncio.gather(*tasks)
     while not idle.empty():
         idle.get_nowait().close()
     return summarize(latencies, errors, duration_s, n, statuses)
@@ -142,7 +164,6 @@ async def closed_loop(base_url: str, path: str, bodies: Callable[[], bytes], con
     statuses: dict[int, int] = {}
     sent = 0
     loop = asyncio.get_running_loop()
-    end = loop.time() + duration_s
 
     async def worker() -> None:
         nonlocal errors, sent
@@ -162,6 +183,8 @@ async def closed_loop(base_url: str, path: str, bodies: Callable[[], bytes], con
                 conn.close()
         conn.close()
 
-    started = loop.time()
-    await asyncio.gather(*(worker() for _ in range(connections)))
+    with collector_held():
+        started = loop.time()
+        end = started + duration_s
+        await asyncio.gather(*(worker() for _ in range(connections)))
     return summarize(latencies, errors, loop.time() - started, sent, statuses)
