@@ -220,7 +220,7 @@ class CustomerShardLogic(_Coalescing):
             try:
                 st = states.get(e.customer_id)
                 if st is None:
-                    st = states[e.customer_id] = C.CustomerState(ix=True)  # empty: indexed already
+                    st = states[e.customer_id] = C.CustomerState(ix=True, recent_sorted=True)  # empty: indexed already
                     created = True
                 flags = C.customer_apply(st, e)
             except Exception as exc:  # one event's failure must not stop the others

@@ -58,6 +58,7 @@ class CustomerState(msgspec.Struct, array_like=True):
     w7: Window = msgspec.field(default_factory=Window)  # baskets and spend with time > w7.cut (windows.py)
     w28: Window = msgspec.field(default_factory=Window)
     preferred: int | None = None  # the store of most baskets (tie: smaller id); counts only grow, so O(1)
+    recent_sorted: bool = False  # `recent` iterates in (time, product) order (_remember_recent); appended
 
 
 def _index(st: CustomerState) -> None:
@@ -100,6 +101,9 @@ def customer_apply(st: CustomerState, e: Ev) -> int:
             st.last_order_at = t
         if e.product_id is not None:
             st.rep[e.product_id] = st.rep.get(e.product_id, 0.0) + weight
+            if not st.recent_sorted:  # a new state, or one from a snapshot of before the order was kept
+                _sort_recent(st.recent)
+                st.recent_sorted = True
             _remember_recent(st.recent, e.product_id, t)
     return dirty
 
@@ -147,18 +151,38 @@ def _basket_line(st: CustomerState, bid: int, t: float, value: float, micros: in
 
 def _remember_recent(recent: dict[int, float], product_id: int, t: float) -> None:
     """Keep the REPERTOIRE_RECENT products with the newest purchase times (order-independent: the smallest
-    (time, product) goes; a newcomer that would be the smallest is not taken in)."""
+    (time, product) goes; a newcomer that would be the smallest is not taken in).
+
+    `recent` iterates in ascending (time, product) order (`_sort_recent` makes it so once per state), so the
+    smallest is its first key: O(1), where a min over the ten cost 4% of a replay's CPU. A purchase newer than every
+    held one (nearly all of them: events arrive in time order) is appended; any other re-sorts the ten."""
     held = recent.get(product_id)
     if held is not None:
-        if t > held:
+        if t <= held:
+            return
+        del recent[product_id]
+    elif len(recent) >= REPERTOIRE_RECENT:
+        oldest = next(iter(recent))
+        oldest_t = recent[oldest]
+        if t < oldest_t or (t == oldest_t and product_id < oldest):
+            return
+        del recent[oldest]
+    if recent:
+        last = next(reversed(recent))
+        last_t = recent[last]
+        if t < last_t or (t == last_t and product_id < last):  # out of order: re-sort
             recent[product_id] = t
-    elif len(recent) < REPERTOIRE_RECENT:
-        recent[product_id] = t
-    else:
-        oldest_t, oldest = min(zip(recent.values(), recent, strict=True))  # the smallest (time, product): one C pass
-        if t > oldest_t or (t == oldest_t and product_id > oldest):
-            del recent[oldest]
-            recent[product_id] = t
+            _sort_recent(recent)
+            return
+    recent[product_id] = t
+
+
+def _sort_recent(recent: dict[int, float]) -> None:
+    """Re-insert in ascending (time, product) order."""
+    ordered = sorted((t, p) for p, t in recent.items())
+    recent.clear()
+    for t, p in ordered:
+        recent[p] = t
 
 
 def _session_apply(st: CustomerState, e: Ev) -> int:

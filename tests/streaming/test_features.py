@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import pytest
 
 from streaming import gate as G
@@ -257,8 +258,22 @@ def test_recent_purchases_keep_the_newest_by_time_then_product():
         # what is held is never older than what was left out, in (time, product) order
         assert len(recent) == min(len(bought), C.REPERTOIRE_RECENT)
         held = sorted(((t, p) for p, t in recent.items()))
+        assert [(t, p) for p, t in recent.items()] == held  # kept in order: the oldest is the first key
         left_out = [(bought[p], p) for p in bought if p not in recent]
         assert not left_out or max(left_out) < held[0]
+
+
+def test_a_snapshot_with_recent_purchases_in_any_order_is_sorted_at_its_next_purchase():
+    st = C.CustomerState()
+    for i in range(C.REPERTOIRE_RECENT):
+        C.customer_apply(st, buy(f"e{i}", T0 + i, pid=100 + i, bid=i))
+    assert st.recent_sorted
+    shuffled = dict(reversed(list(st.recent.items())))  # an older snapshot: any order, no flag
+    old = msgspec.structs.replace(st, recent=shuffled, recent_sorted=False)
+    C.customer_apply(old, buy("new", T0 + 100, pid=999, bid=99))
+    C.customer_apply(st, buy("new", T0 + 100, pid=999, bid=99))
+    assert list(old.recent.items()) == list(st.recent.items())
+    assert 100 not in old.recent and 999 in old.recent  # the oldest went, whatever order it was held in
 
 
 def test_in_stock_shortcuts_equal_the_formula():
