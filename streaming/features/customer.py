@@ -19,6 +19,10 @@ from streaming.features.windows import Window, after, sorted_next_change, window
 
 SESSION_GAP_S = 30 * MINUTE
 SESSION_PRODUCTS = 20
+# A session holds its newest SESSION_MAX_PRODUCTS products (by latest touch, then id); older ones are forgotten, with
+# their cart counts. The Complete Journey's longest session has 161 distinct products, so this bounds a bot's or a
+# scanner's session without changing a shopper's.
+SESSION_MAX_PRODUCTS = 256
 REPERTOIRE_TOP = 50
 REPERTOIRE_RECENT = 10
 REPERTOIRE_HALF_LIFE_S = 90 * DAY
@@ -213,6 +217,14 @@ def _session_apply(st: CustomerState, e: Ev) -> int:
                     order.append((t, pid))
                 else:
                     insort(order, (t, pid))
+            if held is None and len(order) > SESSION_MAX_PRODUCTS:
+                _, oldest = order.pop(0)
+                del st.s_products[oldest]
+                st.s_cart.pop(oldest, None)
+                st.s_pos.discard(oldest)
+                if oldest == pid:  # a late touch older than the newest SESSION_MAX_PRODUCTS: not held
+                    pid = None
+    if pid is not None:
         cart = st.s_cart
         if e.kind == "add_to_cart":
             n = cart[pid] = cart.get(pid, 0) + e.quantity

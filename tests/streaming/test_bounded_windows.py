@@ -235,6 +235,34 @@ def test_customer_rows_equal_a_scan_of_every_event(events, gap):
     assert len(state.b_order) == len(state.baskets) == len(state.b_micros)
 
 
+@given(customer_events(), st.sampled_from([1, 2, 3, 5]))
+@settings(max_examples=300, deadline=None)
+def test_a_session_holds_its_newest_products_up_to_the_bound(events, bound):
+    """With SESSION_MAX_PRODUCTS = `bound` (6 products in the events): the session holds the `bound` newest products
+    by latest touch (then id) of a scan of every event, never more; a session that never went past the bound is
+    exactly the scan's, cart included."""
+    kept, C.SESSION_MAX_PRODUCTS = C.SESSION_MAX_PRODUCTS, bound
+    try:
+        state = C.CustomerState()
+        seen: list[Ev] = []
+        for e in events:
+            C.customer_apply(state, e)
+            seen.append(e)
+            assert len(state.s_products) == len(state.s_order) <= bound
+            session = _session_by_scan(seen)
+            if session is None:
+                continue
+            got = C.session_row(state)
+            distinct = session["session_distinct_products"]
+            assert got["session_distinct_products"] == min(distinct, bound)
+            assert got["session_product_ids"] == session["session_product_ids"][:bound]
+            assert got["session_started_at"] == session["session_started_at"]
+            if distinct <= bound:
+                assert got["cart_product_ids"] == session["cart_product_ids"]
+    finally:
+        C.SESSION_MAX_PRODUCTS = kept
+
+
 @given(customer_events())
 @settings(max_examples=100, deadline=None)
 def test_a_customer_state_without_indexes_gives_the_same_rows(events):
