@@ -1,0 +1,52 @@
+"""Question: does the live flow's CPU per event grow as its state grows, and on which side (gate, customers, stores)?
+
+Command: `.venv/bin/python -m experiments.state_growth [EVENTS] [RATE]` (defaults 1,500,000 events at 10,000/s:
+two and a half minutes of the sustained bench's 10,000/s; ~3 min, no Redis, no Feast). The sustained bench's mix
+(load_tests/bench/sustained.py) goes through the gate and one customer and one store shard logic in process, in
+batches of 500 with rows built after every batch (`flush_s` 0, as live) and the collector frozen before each batch
+(as the live online sink does). Printed per 100,000 events: CPU microseconds per event of each step and the
+process's peak RSS.
+Result: docs/STREAMING.md "Limits" (Sustained load).
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import resource
+import sys
+import time
+from datetime import timedelta
+
+from load_tests.bench.sustained import BASE_TS, _event
+from streaming.features.event import from_event
+from streaming.gate import GateState, gate_apply
+from streaming.shards import CustomerShardLogic, StoreShardLogic, Work
+
+CHUNK = 100_000
+BATCH = 500
+
+
+def main(n: int, rate: float) -> None:
+    rng, heavy_views = random.Random(1), [0]
+    customers, stores, gate = CustomerShardLogic(None, 0.0), StoreShardLogic(None, 0.0), GateState()
+    for lo in range(0, n, CHUNK):
+        chunk = [from_event(_event(rng, i, BASE_TS + timedelta(seconds=i / rate), heavy_views))
+                 for i in range(lo, lo + CHUNK)]
+        batches = [chunk[i:i + BATCH] for i in range(0, CHUNK, BATCH)]
+        cpu = []
+        for step in (lambda b: gate_apply(gate, b),
+                     lambda b: customers.on_batch([Work(b, False, None, False)]),
+                     lambda b: stores.on_batch([Work(b, False, None, False)])):
+            started = time.process_time()
+            for batch in batches:
+                gc.freeze()
+                step(batch)
+            cpu.append(1e6 * (time.process_time() - started) / CHUNK)
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{lo + CHUNK:>9,} events  gate {cpu[0]:5.1f}  customers {cpu[1]:5.1f}  stores {cpu[2]:5.1f} us/event"
+              f"  peak RSS {rss_mb:,.0f} MB", flush=True)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_500_000, float(sys.argv[2]) if len(sys.argv) > 2 else 10_000)
