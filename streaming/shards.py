@@ -16,6 +16,7 @@ from bytewax.operators import StatefulBatchLogic
 from streaming.features import customer as C
 from streaming.features import store as S
 from streaming.features import substitution as F
+from streaming.features import top as T
 from streaming.features.event import FORGET, Ev, cached_next_change
 from streaming.features.store import PAIR_MASK, PAIR_SHIFT, pair_key
 from streaming.sinks import Dead, Flush, Row, failure
@@ -204,8 +205,8 @@ class CustomerShardLogic(_Coalescing):
         super().__init__(flush_s, refresh_slice, defer_online)
         self.shard = _customer_decoder.decode(resume) if resume else CustomerShard()
         # customer -> top_scores of its repertoire as of its last row, and the products bought since: the next
-        # row merges them (C.top_merge) instead of ranking every product again; not in the snapshot (rebuilt)
-        self.tops: dict[int, list[tuple[int, float]]] = {}
+        # row merges them (top_merge) instead of ranking every product again; not in the snapshot (rebuilt)
+        self.tops: dict[int, T.Top] = {}
         self.bought: dict[int, set[int]] = {}
 
     def apply(self, events: list[Ev]) -> None:
@@ -283,9 +284,9 @@ class CustomerShardLogic(_Coalescing):
             top = tops.get(cid)
             since = self.bought.pop(cid, None)
             if top is None:
-                top = tops[cid] = C.top_scores(st.rep, C.REPERTOIRE_TOP)
+                top = tops[cid] = T.top_scores(st.rep, C.REPERTOIRE_TOP)
             elif since:
-                top = tops[cid] = C.top_merge(top, since, st.rep, C.REPERTOIRE_TOP)
+                T.top_merge(top, since, st.rep, C.REPERTOIRE_TOP)
         for view, vals, t in C.customer_rows(st, flags, top):
             rows.append((view, (cid,), vals, t))
 

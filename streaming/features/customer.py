@@ -6,15 +6,14 @@ update functions change it in place (for speed).
 
 from __future__ import annotations
 
-import heapq
 from bisect import bisect_left, insort
-from collections.abc import Iterable
 
 import msgspec
 
 from streaming.features.event import DAY, LATENESS_S, MINUTE, Ev, Values
 from streaming.features.substitution import FEEDBACK as FEEDBACK_KIND
 from streaming.features.substitution import customer_feedback_apply, customer_feedback_row
+from streaming.features.top import Top, top_scores
 from streaming.features.windows import Window, after, sorted_next_change, window_add, window_slide
 
 SESSION_GAP_S = 30 * MINUTE
@@ -292,60 +291,26 @@ def activity_row(st: CustomerState, as_of: float) -> Values:
     }
 
 
-def repertoire_row(st: CustomerState, as_of: float, top: list[tuple[int, float]] | None = None) -> Values:
-    """`top`: top_scores(st.rep, REPERTOIRE_TOP) if the caller keeps it up to date (see top_update)."""
+def repertoire_row(st: CustomerState, as_of: float, top: Top | None = None) -> Values:
+    """`top`: top_scores(st.rep, REPERTOIRE_TOP) if the caller keeps it up to date (streaming.features.top)."""
     decay = 2.0 ** (-(as_of - REPERTOIRE_REF_T) / REPERTOIRE_HALF_LIFE_S)
     if top is None:
         top = top_scores(st.rep, REPERTOIRE_TOP)
-    chosen = {p for p, _ in top}
-    missing = [p for p in st.recent if p not in chosen]
-    if missing:
-        top = sorted([*top, *((p, st.rep[p]) for p in missing)], key=lambda kv: (-kv[1], kv[0]))
+    negs, products = top.negs, top.products
+    missing = [p for p in st.recent if p not in products]
+    if missing:  # recent purchases outside the top: ranked in among it
+        ranked = sorted([*zip(negs, products, strict=True), *((-st.rep[p], p) for p in missing)])
+        return {
+            "repertoire_product_ids": [p for _, p in ranked],
+            "repertoire_scores": [-neg * decay for neg, _ in ranked],
+        }
     return {
-        "repertoire_product_ids": [p for p, _ in top],
-        "repertoire_scores": [s * decay for _, s in top],
+        "repertoire_product_ids": products.tolist(),
+        "repertoire_scores": [-neg * decay for neg in negs],
     }
 
 
-def top_scores(scores: dict[int, float], n: int) -> list[tuple[int, float]]:
-    """The n (product, score) with the highest scores, ties to the smaller product id, highest first.
-
-    The n-th highest score is found over bare floats (C comparisons); only the few entries at or above it are
-    then sorted with the tie-break, instead of comparing (score, -product) keys across the whole dict."""
-    if len(scores) > n:
-        threshold = heapq.nlargest(n, scores.values())[-1]
-        items = [(p, s) for p, s in scores.items() if s >= threshold]
-    else:
-        items = list(scores.items())
-    items.sort(key=lambda kv: (-kv[1], kv[0]))
-    return items[:n]
-
-
-def top_merge(top: list[tuple[int, float]], changed: Iterable[int], scores: dict[int, float], n: int
-              ) -> list[tuple[int, float]]:
-    """top_scores(scores, n), given `top` == top_scores before the scores of `changed` rose (scores only ever
-    rise: they are kept relative to a fixed instant). Every other product ranked below all of `top` and still
-    does, so the new top n is among `top` and `changed`. `top` is already in rank order: the unchanged entries
-    stay in it and each changed product is inserted by bisection (C comparisons of (-score, product) tuples),
-    instead of sorting all of them again with a Python key function."""
-    changed = changed if isinstance(changed, set | frozenset) else set(changed)
-    ranked = [(-s, p) for p, s in top if p not in changed]
-    if len(top) >= n:
-        # every entry of `top` is still there with the same or a higher score, so nothing ranked below the old
-        # n-th can make the new top n: most products of a big repertoire are skipped with one comparison
-        last_p, last_s = top[-1]
-        for p in changed:
-            s = scores[p]
-            if s > last_s or (s == last_s and p <= last_p):
-                insort(ranked, (-s, p))
-    else:
-        for p in changed:
-            insort(ranked, (-scores[p], p))
-    del ranked[n:]
-    return [(p, -neg) for neg, p in ranked]
-
-
-def customer_rows(st: CustomerState, dirty: int, top: list[tuple[int, float]] | None = None
+def customer_rows(st: CustomerState, dirty: int, top: Top | None = None
                   ) -> list[tuple[str, Values, float]]:
     """(view, values, row time): a session row is as of its newest event, the others as of the state's as_of.
     `top`: the customer's top_scores, if the caller keeps them (repertoire_row)."""

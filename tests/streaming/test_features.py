@@ -11,6 +11,7 @@ from streaming import gate as G
 from streaming.features import customer as C
 from streaming.features import store as S
 from streaming.features.event import DAY, HOUR, LATENESS_S, MINUTE, Ev, next_change
+from streaming.features.top import top_merge, top_scores
 
 T0 = 1_500_000_000.0  # 2017-07-14T02:40Z
 
@@ -233,15 +234,16 @@ def test_top_merge_gives_the_same_top_as_ranking_again():
     rng = random.Random(5)
     for n in (1, 3, 50):
         scores: dict[int, float] = {}
-        top = C.top_scores(scores, n)
+        top = top_scores(scores, n)
         for _ in range(300):
             changed = set()
             for _ in range(rng.choice([1, 1, 2, 5, 40])):  # one purchase (live) or many per flush (replay)
                 product = rng.randrange(120)
                 scores[product] = scores.get(product, 0.0) + rng.choice([1.0, 0.5, 2.0, rng.random()])  # ties too
                 changed.add(product)
-            top = C.top_merge(top, changed, scores, n)
-            assert top == C.top_scores(scores, n)
+            top_merge(top, changed, scores, n)
+            assert top == top_scores(scores, n)
+            assert top.items() == sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]  # the rule itself
 
 
 def test_recent_purchases_keep_the_newest_by_time_then_product():
