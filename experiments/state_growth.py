@@ -6,7 +6,12 @@ two and a half minutes of the sustained bench's 10,000/s; ~3 min, no Redis, no F
 batches of 500 with rows built after every batch (`flush_s` 0, as live) and the collector frozen before each batch
 (as the live online sink does). Printed per 100,000 events: CPU microseconds per event of each step and the
 process's peak RSS.
-Result: docs/STREAMING.md "Limits" (Sustained load).
+
+`PANTRY_DATA_DIR=.pantry .venv/bin/python -m experiments.state_growth pipeline [EVENTS]` (default 600,000: one
+minute at 10,000/s; needs the Feast registry of `make demo`, no Redis) runs the whole of the live flow's Python
+instead, as experiments.live_gc_freeze does (parse, gate, all 32 shards, the rows' RESP encoding and their
+feature-log conversion, 200 events a batch, frozen), and prints its CPU per event per 100,000 events.
+Result: docs/STREAMING.md "Limits" (Sustained load), docs/DECISIONS.md "Compact tops".
 """
 
 from __future__ import annotations
@@ -48,5 +53,28 @@ def main(n: int, rate: float) -> None:
               f"  peak RSS {rss_mb:,.0f} MB", flush=True)
 
 
+def pipeline(n: int, rate: int = 10_000, batch: int = 200) -> None:
+    from experiments.live_gc_freeze import Pipeline
+    from pantry import events
+    from pantry.featurestore import repo
+    from pantry.settings import get_settings
+
+    rng, heavy_views = random.Random(1), [0]
+    raws = [(f"{i}-0".encode(), events.encode_msgpack(_event(rng, i, BASE_TS + timedelta(seconds=i / rate),
+                                                              heavy_views))) for i in range(n)]
+    flow = Pipeline(repo.layout(get_settings()), rate)
+    gc.set_threshold(200_000, 50, 1000)  # `pantry stream live`'s
+    cpu = []
+    for lo in range(0, n, CHUNK):
+        started = time.process_time()
+        flow.run(raws[lo:lo + CHUNK], batch, freeze=True)
+        cpu.append(1e6 * (time.process_time() - started) / len(raws[lo:lo + CHUNK]))
+        print(f"{lo + CHUNK:>9,} events  whole flow {cpu[-1]:5.1f} us/event", flush=True)
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_500_000, float(sys.argv[2]) if len(sys.argv) > 2 else 10_000)
+    if sys.argv[1:2] == ["pipeline"]:
+        pipeline(int(sys.argv[2]) if len(sys.argv) > 2 else 600_000)
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_500_000,
+             float(sys.argv[2]) if len(sys.argv) > 2 else 10_000)
