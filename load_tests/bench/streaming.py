@@ -25,6 +25,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+import redis
 
 from load_tests.bench.figures import FreshnessRun, PushRun, ReplayRun, StreamingFigures
 from load_tests.bench.probe import FreshnessProbe
@@ -51,8 +52,22 @@ def _isolated(settings: Settings, name: str = "bench-stream", db: int = BENCH_DB
     base = settings.redis_url or settings.effective_redis_url()
     url = base.rsplit("/", 1)[0] + f"/{db}"
     bench = from_env({**os.environ, "PANTRY_DATA_DIR": str(root), "REDIS_URL": url})
-    sync_client(bench).flushdb()
+    flush_when_loaded(sync_client(bench))
     return bench
+
+
+def flush_when_loaded(client, timeout_s: float = 300.0) -> None:
+    """FLUSHDB once Redis has read its data back: the bench's Redis, restarted between two parts, answers LOADING
+    for as long as its AOF takes (10.8 s before the sustained part of one `make bench`, which then failed)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.flushdb()
+            return
+        except redis.BusyLoadingError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _env(settings: Settings) -> dict[str, str]:

@@ -50,15 +50,6 @@ def _sorted_remove(items: list, item) -> None:
     del items[bisect_left(items, item)]
 
 
-def _sorted_add(items: list, item) -> None:
-    """Insert in order; an item after the last (events in time order: nearly all) is appended without a bisection,
-    whose probes into a long list of tuples spread over the heap miss the CPU's caches."""
-    if not items or item >= items[-1]:
-        items.append(item)
-    else:
-        insort(items, item)
-
-
 def _count_after(order: list[tuple], lo: float) -> int:
     """How many entries are later than lo: all of them when the first is (a window longer than what is held), with
     no bisection."""
@@ -68,7 +59,9 @@ def _count_after(order: list[tuple], lo: float) -> int:
 
 
 def _set_latest(st: StoreState, cid: int, t: float | None) -> None:
-    """Customer `cid`'s latest basket time is now `t` (None: it has no basket left)."""
+    """Customer `cid`'s latest basket time is now `t` (None: it has no basket left). An entry after the last
+    (events in time order: nearly all) is appended without a bisection, whose probes into a long list of tuples
+    spread over the heap miss the CPU's caches; so are the baskets' (store_line)."""
     old = st.latest.get(cid)
     if old == t:
         return
@@ -78,7 +71,11 @@ def _set_latest(st: StoreState, cid: int, t: float | None) -> None:
         del st.latest[cid]
     else:
         st.latest[cid] = t
-        _sorted_add(st.customers_by_time, (t, cid))
+        order, entry = st.customers_by_time, (t, cid)
+        if not order or entry >= order[-1]:  # in time order: no bisection
+            order.append(entry)
+        else:
+            insort(order, entry)
 
 
 def store_line(st: StoreState, t: float, basket_id: int | None, customer_id: int | None, sales_value: float) -> None:
@@ -99,7 +96,11 @@ def store_line(st: StoreState, t: float, basket_id: int | None, customer_id: int
     b = st.baskets.get(basket_id)
     if b is None:
         st.baskets[basket_id] = [t, customer_id]
-        _sorted_add(st.by_time, (t, basket_id))
+        by_time, entry = st.by_time, (t, basket_id)
+        if not by_time or entry >= by_time[-1]:  # in time order: no bisection (_set_latest)
+            by_time.append(entry)
+        else:
+            insort(by_time, entry)
         if customer_id is not None:
             latest = st.latest.get(customer_id)
             if latest is None or t > latest:

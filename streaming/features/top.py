@@ -60,23 +60,30 @@ def top_merge(top: Top, changed: Iterable[int], scores: dict[int, float], n: int
     its old rank (a C scan of the products) and is inserted at its new one by bisection. A changed product that
     now ranks below the old n-th cannot enter, and is skipped with one comparison."""
     negs, products = top.negs, top.products
-    full = len(products) >= n
+    # the products as a list once, to look each changed one up in: an array's own index() makes an int object of
+    # every entry it passes, a list's compares the ints it holds
+    held = products.tolist()
+    full = len(held) >= n
     if full:
-        last_neg, last_p = negs[-1], products[-1]
+        last_neg, last_p = negs[-1], held[-1]
     for p in changed:
-        neg = -scores[p]
+        score = scores.get(p)
+        if score is None:  # forgotten by a bounded repertoire since (customer.REPERTOIRE_MAX): it ranked below the top
+            continue
+        neg = -score
         try:
-            i = products.index(p)
+            i = held.index(p)
         except ValueError:
             if full and (neg > last_neg or (neg == last_neg and p > last_p)):
                 continue
         else:
-            del negs[i], products[i]
+            del negs[i], products[i], held[i]
         j = bisect_left(negs, neg)
         end = len(negs)
         while j < end and negs[j] == neg and products[j] < p:
             j += 1
         negs.insert(j, neg)
         products.insert(j, p)
+        held.insert(j, p)
     del negs[n:], products[n:]
     return top

@@ -295,3 +295,59 @@ def test_a_customer_state_without_indexes_gives_the_same_rows(events):
     for as_of in (state.as_of, state.as_of + 10 * DAY):
         assert C.activity_row(old, as_of) == C.activity_row(state, as_of)
     assert C.session_row(old) == C.session_row(state)
+
+
+@st.composite
+def purchases(draw):
+    """Purchases of products 1..12 (some over and over), out of order within the lateness bound."""
+    n = draw(st.integers(1, 120))
+    return [Ev(f"p{i}", "purchase", t, 1, 3, draw(st.integers(1, 12)), i, 1, 1.0)
+            for i, t in enumerate(_times(draw, n))]
+
+
+def _repertoire_by_rule(events: list[Ev], bound: int, slack: int) -> dict[int, float]:
+    """The documented rule, by brute force: scores summed purchase by purchase; once more than bound + slack
+    products are held, only the `bound` highest-scored (ties: the smaller id) and the recent ones stay."""
+    scores: dict[int, float] = {}
+    times: dict[int, float] = {}
+    for e in events:
+        scores[e.product_id] = scores.get(e.product_id, 0.0) + 2.0 ** ((e.t - C.REPERTOIRE_REF_T) /
+                                                                      C.REPERTOIRE_HALF_LIFE_S)
+        times[e.product_id] = max(times.get(e.product_id, -math.inf), e.t)
+        if len(scores) > bound + slack:
+            ranked = sorted(scores, key=lambda p: (-scores[p], p))
+            recent = sorted(times, key=lambda p: (times[p], p))[-C.REPERTOIRE_RECENT:]
+            scores = {p: scores[p] for p in {*ranked[:bound], *recent}}
+    return scores
+
+
+@given(purchases(), st.sampled_from([(1, 0), (2, 1), (3, 2), (5, 3), (50, 10)]))
+@settings(max_examples=300, deadline=None)
+def test_a_repertoire_holds_its_highest_scored_products_up_to_the_bound(events, bounds):
+    """With REPERTOIRE_MAX, REPERTOIRE_SLACK = `bounds`: the repertoire is the rule's (a brute-force scan), never
+    holds more than the bound, its slack and the recent products, and one that never passed the bound is exactly
+    the unbounded scores; the customer shard's kept tops give the rows of a fresh ranking, products forgotten
+    included."""
+    from streaming.shards import CustomerShardLogic, Work
+
+    kept = C.REPERTOIRE_MAX, C.REPERTOIRE_SLACK, C.REPERTOIRE_TOP
+    # a row's top n within what is held, as with the real bounds (50 of 8,192)
+    C.REPERTOIRE_MAX, C.REPERTOIRE_SLACK = bounds
+    C.REPERTOIRE_TOP = bounds[0]
+    try:
+        bound, slack = bounds
+        state = C.CustomerState()
+        for e in events:
+            C.customer_apply(state, e)
+            assert len(state.rep) <= bound + max(slack, C.REPERTOIRE_RECENT)
+        assert state.rep == _repertoire_by_rule(events, bound, slack)
+        shard = CustomerShardLogic(None, 0.0)
+        for lo in range(0, len(events), 3):  # a row after every 3 events: several products bought between rows
+            shard.on_batch([Work(events[lo:lo + 3], False, None, False)])
+        if len({e.product_id for e in events}) <= bound + slack:
+            assert state.rep == _repertoire_by_rule(events, 10**9, 0)
+        held = shard.shard.states[1]
+        top = shard.tops.get(1)
+        assert C.repertoire_row(held, held.as_of, top) == C.repertoire_row(held, held.as_of)
+    finally:
+        C.REPERTOIRE_MAX, C.REPERTOIRE_SLACK, C.REPERTOIRE_TOP = kept
