@@ -6,7 +6,9 @@ entities that changed, at most every `flush_s`. NSHARDS never changes: it names 
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import time
 from array import array
 
@@ -26,6 +28,10 @@ ALL_SHARDS = tuple(f"{kind}{i:02d}" for kind in "cs" for i in range(NSHARDS))  #
 ROLL_EVERY_S = 0.1  # spread refresh: 32 shards x refresh_slice entities this often (~5k rows/s at most)
 CHECKS_PER_ROLL = 1000  # candidates looked at per shard per ROLL_EVERY_S (~0.3 ms; 50k per shard per refresh)
 ROLL_MAX_EVENTS = 64  # a shard with more new events than this in one batch is behind: fresh events first, no roll
+TIMER_BUCKET_S = 60.0  # event-time width of a bucket of the next-change timers (_Coalescing.timers)
+# an entity changed at every refresh is filed again each time: past this many entries per entity the timers keep
+# only each entity's earliest (a pass over them, amortised O(1) a filing)
+TIMERS_PER_ENTITY = 4
 _encode = msgspec.msgpack.Encoder().encode
 log = logging.getLogger("pantry.streaming")
 _events_decoder = msgspec.msgpack.Decoder(list[Ev])
@@ -106,13 +112,19 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
     online again (the end of the replay, or the first flush of a later run after an interrupted replay: the
     flag is in the snapshot) sends a row of every entity of the shard to the online store.
 
-    A live refresh is spread: it lists every entity as a candidate, and every ROLL_EVERY_S a batch checks at most
-    CHECKS_PER_ROLL candidates (O(1) each from the cached next-change time) and rolls at most `refresh_slice` due
-    ones forward, so rolling windows never stall fresh events (after a long gap, e.g. live after a replay, the
-    backlog drains over several refreshes); a shard that got more than ROLL_MAX_EVENTS events in a batch is
-    behind the stream and skips rolling until it has caught up. The candidate list is not snapshotted:
-    rolled-forward entities are in the state, the rest stay due and the next refresh after a restart lists them
-    again. A final refresh (end of a replay) rolls everything at once."""
+    A live refresh is spread: every ROLL_EVERY_S a batch checks at most CHECKS_PER_ROLL of its candidates (O(1)
+    each from the cached next-change time) and rolls at most `refresh_slice` due ones forward, so rolling windows
+    never stall fresh events (after a long gap, e.g. live after a replay, the backlog drains over several
+    refreshes); a shard that got more than ROLL_MAX_EVENTS events in a batch is behind the stream and skips
+    rolling until it has caught up. The first refresh of a process lists every entity as a candidate. Each
+    entity checked and not due is then filed under its next-change time (`timers`, buckets of TIMER_BUCKET_S of
+    event time), so a later refresh lists only the entities whose time has come, those changed since the last
+    refresh and the last refresh's unchecked rest: its work grows with what is due, not with the ~630k store x
+    product pairs a year leaves (listing and checking all of them every 5 s was a fifth of a core).
+    Neither the candidates nor the timers are snapshotted: rolled-forward entities are in the state, and the
+    first refresh after a restart lists every entity again. A final refresh (end of a replay) rolls everything
+    at once.
+    """
 
     shard: CustomerShard | StoreShard
 
@@ -125,6 +137,13 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
         # so the young-generation GC does not visit every entity id in it (~20k per store shard)
         self.due = array("q")
         self.due_as_of = 0.0
+        # live refreshes after the first list the due timers and the changed entities only (the class doc)
+        self.timed = refresh_slice > 0
+        self.listed_all = False
+        self.timers: dict[int, array] = {}  # bucket (next change // TIMER_BUCKET_S) -> entity keys
+        self.timer_buckets: list[int] = []  # heap of the buckets in `timers`
+        self.timer_entries = 0
+        self.touched: set[int] = set()  # entities changed since the last refresh (their next change moved)
         self.dead: list[Dead] = []  # events whose update raised (and rows that could not be built), not yet emitted
         self.forgot = False  # an erased customer's state was dropped since the last flush
 
@@ -143,7 +162,7 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
                     self.roll_all(work.as_of)
                     force = True
                 else:
-                    self.due, self.due_as_of = self.candidates(), work.as_of
+                    self.due, self.due_as_of = self.refresh_candidates(work.as_of), work.as_of
             final = final or work.final
         force = force or final or self.forgot
         now = time.monotonic()
@@ -185,11 +204,62 @@ class _Coalescing(StatefulBatchLogic[Work, Flush, bytes]):
         self.roll(len(self.due), len(self.due))
         self.due = array("q")
 
+    def refresh_candidates(self, as_of: float) -> array:
+        """The entities a live refresh to as_of looks at: every one the first time; later the ones whose timers
+        have come, those changed since the last refresh, and what the last refresh did not get to."""
+        if not self.listed_all:
+            self.listed_all = True
+            self.touched = set()
+            return self.candidates()
+        keys = self.touched
+        self.touched = set()
+        keys.update(self.changed())
+        keys.update(self.due)
+        buckets, timers = self.timer_buckets, self.timers
+        while buckets and buckets[0] * TIMER_BUCKET_S <= as_of:
+            popped = timers.pop(heapq.heappop(buckets))
+            self.timer_entries -= len(popped)
+            keys.update(popped)
+        return array("q", keys)
+
+    def file_timer(self, key: int, next_change: float) -> None:
+        """Look at entity `key` again at the first refresh at or after next_change (never: no timer)."""
+        if not self.timed or next_change == math.inf:
+            return
+        bucket = int(next_change // TIMER_BUCKET_S)
+        keys = self.timers.get(bucket)
+        if keys is None:
+            keys = self.timers[bucket] = array("q")
+            heapq.heappush(self.timer_buckets, bucket)
+        keys.append(key)
+        self.timer_entries += 1
+        if self.timer_entries > TIMERS_PER_ENTITY * max(self.entities(), 256):
+            self.compact_timers()
+
+    def compact_timers(self) -> None:
+        """Keep each entity's earliest timer only: it is looked at then, and filed again at its next change."""
+        seen: set[int] = set()
+        timers: dict[int, array] = {}
+        for bucket in sorted(self.timers):
+            kept = array("q", [k for k in dict.fromkeys(self.timers[bucket]) if k not in seen])
+            if kept:
+                seen.update(kept)
+                timers[bucket] = kept
+        self.timers, self.timer_buckets = timers, sorted(timers)  # a sorted list is a heap
+        self.timer_entries = len(seen)
+
+    def entities(self) -> int:
+        raise NotImplementedError
+
+    def changed(self) -> list[int]:
+        """The keys of the entities changed and not yet emitted (the subclass's dirty sets)."""
+        raise NotImplementedError
+
     def roll(self, n: int, max_checks: int) -> None:
-        """Roll up to n due entities forward to due_as_of, looking at no more than max_checks candidates: the
-        refresh lists every entity (C speed) and the check whether one is due (O(1) from the cached next-change
-        time) is spread over the batches too; a scan of all entities at once stalled the live flow for 100+ ms
-        every refresh, which was the p99 of freshness at 1,000 events/s."""
+        """Roll up to n due entities forward to due_as_of, looking at no more than max_checks candidates: checking
+        whether one is due is O(1) from the cached next-change time, and spreading the checks over the batches
+        keeps a refresh that lists many (the first of a process) from stalling the live flow: a scan of all
+        entities at once stalled it for 100+ ms, which was the p99 of freshness at 1,000 events/s."""
         due, as_of, roll_one = self.due, self.due_as_of, self.roll_one
         rolled = checked = 0
         while due and rolled < n and checked < max_checks:
@@ -240,15 +310,23 @@ class CustomerShardLogic(_Coalescing):
     def candidates(self) -> array:
         return array("q", self.shard.states)
 
+    def entities(self) -> int:
+        return len(self.shard.states)
+
+    def changed(self) -> list[int]:
+        return list(self.shard.dirty)
+
     def roll_one(self, cid: int, as_of: float) -> bool:
         st = self.shard.states.get(cid)
         if st is None:  # forgotten since the refresh listed it
             return False
-        if as_of > st.as_of and cached_next_change(st, C.customer_next_change) <= as_of:
+        nc = cached_next_change(st, C.customer_next_change)
+        if as_of > st.as_of and nc <= as_of:
             st.as_of, st.nc = as_of, None
             dirty = self.shard.dirty
             dirty[cid] = dirty.get(cid, 0) | C.ACTIVITY | C.REPERTOIRE  # both are evaluated at as_of
             return True
+        self.file_timer(cid, nc)
         return False
 
     def rows(self) -> list[Row]:
@@ -259,6 +337,8 @@ class CustomerShardLogic(_Coalescing):
                 self._append_rows(rows, cid, states[cid], flags)
             except Exception as exc:  # one entity's row must not stop the others
                 self.dead.append(failure(exc, None, f"row of customer {cid}"))
+        if self.timed:
+            self.touched.update(self.shard.dirty)
         self.shard.dirty = {}
         return rows
 
@@ -332,21 +412,35 @@ class StoreShardLogic(_Coalescing):
         due.extend(-1 - sid for sid in self.shard.stores)
         return due
 
+    def entities(self) -> int:
+        return len(self.shard.pairs) + len(self.shard.stores)
+
+    def changed(self) -> list[int]:
+        sh = self.shard
+        return [*sh.dirty_pairs, *(-1 - sid for sid in sh.dirty_stores)]
+
     def roll_one(self, key: int, as_of: float) -> bool:
         sh = self.shard
         if key < 0:
             sid = -1 - key
-            st = sh.stores[sid]
-            if as_of > st.as_of and cached_next_change(st, S.store_next_change) <= as_of:
+            st = sh.stores.get(sid)
+            if st is None:
+                return False
+            nc = cached_next_change(st, S.store_next_change)
+            if as_of > st.as_of and nc <= as_of:
                 st.as_of, st.nc = as_of, None
                 sh.dirty_stores.add(sid)
                 return True
         else:
-            sp = sh.pairs[key]
-            if as_of > sp.as_of and cached_next_change(sp, S.store_product_next_change) <= as_of:
+            sp = sh.pairs.get(key)
+            if sp is None:
+                return False
+            nc = cached_next_change(sp, S.store_product_next_change)
+            if as_of > sp.as_of and nc <= as_of:
                 sp.as_of, sp.nc = as_of, None
                 sh.dirty_pairs.add(key)
                 return True
+        self.file_timer(key, nc)
         return False
 
     def roll_all(self, as_of: float) -> None:
@@ -383,6 +477,9 @@ class StoreShardLogic(_Coalescing):
             except Exception as exc:
                 self.dead.append(failure(exc, None, f"row of store x product {key >> PAIR_SHIFT}, {key & PAIR_MASK}"))
         self._feedback_rows(rows, sh.dirty_subs)
+        if self.timed:
+            self.touched.update(sh.dirty_pairs)
+            self.touched.update([-1 - sid for sid in sh.dirty_stores])
         sh.dirty_stores, sh.dirty_pairs, sh.dirty_subs = set(), set(), set()
         return rows
 
