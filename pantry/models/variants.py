@@ -43,15 +43,7 @@ class PopularityRecommender(Recommender):
 
     def recommend(self, features: Features, *, customer_id: int, k: int, surface, exclude: frozenset[int],
                   store_id: int | None) -> list[Scored]:
-        mask = self._store_mask(store_id)
-        out = []
-        for s in self.popular(k=k + 50, store_id=store_id, exclude=exclude):
-            i = int(np.searchsorted(self.products, s.product_id))
-            if mask is None or (i < len(mask) and mask[i]):
-                out.append(s)
-                if len(out) == k:
-                    break
-        return out
+        return self.popular(k=k, store_id=store_id, exclude=exclude, mask=self._store_mask(store_id))
 
 
 class RandomRecommender(Recommender):
