@@ -141,6 +141,18 @@ def test_unknown_customer_and_popular_fallback(tiny_model) -> None:
     assert _ids(tiny_model.popular(k=3, store_id=None, exclude=frozenset()))[:1] in ([10], [20], [30])
 
 
+def test_popular_with_a_mask_skips_what_the_store_does_not_hold(tiny_model) -> None:
+    """popular() reads a store's list a slice at a time: with a mask it goes on past the masked products, and with
+    none left at the store it answers from the global list, masked too."""
+    full = _ids(tiny_model.popular(k=3, store_id=STORE_A, exclude=frozenset()))
+    mask = np.ones(len(tiny_model.products), dtype=bool)
+    mask[np.searchsorted(tiny_model.products, full[0])] = False
+    masked = _ids(tiny_model.popular(k=2, store_id=STORE_A, exclude=frozenset(), mask=mask))
+    assert masked == full[1:3]
+    none = np.zeros(len(tiny_model.products), dtype=bool)
+    assert tiny_model.popular(k=2, store_id=STORE_A, exclude=frozenset(), mask=none) == []
+
+
 def test_stream_repertoire_joins_buy_again(tiny_model) -> None:
     """An item bought after the cut (only in the live repertoire view) becomes a buy-again candidate."""
     feats = {"customer_repertoire": {"repertoire_product_ids": [30, 10], "repertoire_scores": [3.0, 1.0]}}
