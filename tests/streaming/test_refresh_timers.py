@@ -1,5 +1,5 @@
 """A live refresh after the first lists only the entities whose next-change timers have come and those changed since
-(streaming.shards._Coalescing): the rows it emits are those of a refresh that checks every entity every time, and
+(streaming.refresh): the rows it emits are those of a refresh that checks every entity every time, and
 it checks far fewer. Random purchases (customers and store x product pairs) over weeks of event time, out of order
 within the lateness bound, refreshes at random gaps; both logics get the same batches."""
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streaming import shards
+from streaming import refresh, shards
 from streaming.features.event import DAY, LATENESS_S, MINUTE, Ev
 from streaming.shards import CustomerShardLogic, StoreShardLogic, Work
 
@@ -97,4 +97,4 @@ def test_a_refresh_checks_what_is_due_not_every_entity():
         assert rows_of(timed.on_batch([work])[0]) == rows_of(full.on_batch([work])[0])
     assert full.checks == 12 * timed.entities()  # 100,001 pairs (the one sold is new) and 3 stores
     assert timed.checks <= 12 * 5  # the pair and the store sold, and the stores whose 1-hour windows moved
-    assert timed.timer_entries <= shards.TIMERS_PER_ENTITY * timed.entities()
+    assert timed.timer_entries <= refresh.TIMERS_PER_ENTITY * timed.entities()
