@@ -71,6 +71,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # target and catches up after a burst (pantry.supervisor.lower_priority; docs/DECISIONS.md "Answers first")
     live_flow_nice: int = 10
     live_processes: int = 1  # `pantry stream live --processes` as `pantry serve` runs it (docs/STREAMING.md)
+    # After a read that did not fill a batch, the live source waits this long before the next one, so events and
+    # decisions trickling in make a few batches a second instead of one per read: each batch costs the whole flow's
+    # per-batch work (docs/DECISIONS.md "Live batches linger"); 0 = read again at once
+    live_linger_ms: int = 50
     live_max_age_s: float = 10.0  # /readyz is 503 when the live flow's heartbeat is older; 0 = reported, not judged
     # /readyz is 503 when the oldest event the live flow has not processed is older (the flow has fallen behind:
     # answers use features missing those events); 0 = reported, not judged
@@ -265,6 +269,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_LIVE_MAX_LAG_S", "live_max_lag_s", float)
     num("PANTRY_LIVE_FLOW_NICE", "live_flow_nice", int)
     num("PANTRY_LIVE_PROCESSES", "live_processes", int)
+    num("PANTRY_LIVE_LINGER_MS", "live_linger_ms", int)
     num("PANTRY_RESTART_BACKOFF_MAX_S", "restart_backoff_max_s", float)
     for name, field in (("PANTRY_SERVE_LIVE", "serve_live"), ("PANTRY_REQUIRE_AOF", "require_aof")):
         if env.get(name, "").strip():
