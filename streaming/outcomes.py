@@ -148,8 +148,16 @@ class OutcomeJoin:
             st.counters["decision_expired"] += 1
             return
         recent = st.recent.setdefault(dec.customer_id, [])
-        if any(r.dec.decision_id == dec.decision_id for r in recent):
-            return  # the same entry again (cannot happen with the source's position; cheap to rule out)
+        # in `now` order (the log is in serving's wall order; workers' clocks agree to ms): latest last, so the
+        # place is found from the end, in a step or two
+        i = len(recent)
+        while i and recent[i - 1].dec.t > dec.t:
+            i -= 1
+        j = i
+        while j and recent[j - 1].dec.t == dec.t:  # the same entry again has the same `now`: only those can be it
+            j -= 1
+            if recent[j].dec.decision_id == dec.decision_id:
+                return  # (cannot happen with the source's position; ruled out without a scan of the customer's)
         c = self._counts(dec.key)
         c.decisions += 1
         st.counters["decisions"] += 1
@@ -160,10 +168,6 @@ class OutcomeJoin:
         c.latency[latency_bucket(dec.elapsed_ms)] += 1
         c.coupons_offered += dec.coupons
         r = Recent(dec)
-        # in `now` order (the log is in serving's wall order; workers' clocks agree to ms): latest last
-        i = len(recent)
-        while i and recent[i - 1].dec.t > dec.t:
-            i -= 1
         recent.insert(i, r)
         if len(recent) > self.per_customer:
             del recent[0]
@@ -189,7 +193,7 @@ class OutcomeJoin:
         cid = ev.customer_id
         recent = st.recent.get(cid, ()) if cid is not None else ()
         if ev.decision_id is not None:
-            for r in recent:
+            for r in reversed(recent):  # ids are unique in the list; an outcome is most often of a recent answer
                 if r.dec.decision_id == ev.decision_id:
                     self._count(r, ev)
                     return

@@ -55,6 +55,21 @@ def test_decisions_count_with_fallbacks_latency_and_coupons():
     assert rates(c)["fallback_rate"] == 0.5 and rates(c)["ctr"] is None  # nothing shown yet: unknown, not 0
 
 
+def test_a_decision_read_again_counts_once_wherever_it_sits_among_the_customers():
+    join = OutcomeJoin()
+    entries = [entry(f"d{i}", recs(i), now=T0 + timedelta(seconds=i // 2)) for i in range(10)]  # pairs share `now`
+    entries.insert(3, entry("late", recs(99), now=T0))  # logged after later ones, with an older `now`
+    for e in entries:
+        join.add_decision(parse_decision(e), 0.0)
+    for e in (entries[0], entries[3], entries[4], entries[-1]):  # again: first, the late one, a pair's second, last
+        join.add_decision(parse_decision(e), 0.0)
+    assert join.st.totals[key()].decisions == 11
+    ids = [r.dec.decision_id for r in join.st.recent[CUSTOMER]]
+    assert sorted(ids) == sorted(f"d{i}" for i in range(10)) + ["late"] and len(ids) == 11
+    times = [r.dec.t for r in join.st.recent[CUSTOMER]]
+    assert times == sorted(times)
+
+
 def test_join_by_decision_id_counts_each_decision_product_kind_once():
     join = OutcomeJoin()
     join.add_decision(parse_decision(entry("d1", recs(11, 12), arm="treatment", experiment="x1")), 0.0)
