@@ -39,6 +39,7 @@ from pantry.health import live_flow
 from pantry.keys import LIVE_HEARTBEAT
 from pantry.redis_server import sync_client
 from pantry.settings import Settings, subprocess_env
+from streaming.sources import REFRESH_EVERY_S
 
 # rounds of each kind: one round's p99 (1,800 requests) moves by +-10% from round to round, as much as the effect
 # measured, so the median needs more than three (docs/DECISIONS.md "The load generator's garbage collector")
@@ -48,6 +49,7 @@ CLICK_EVERY = 10
 # One impression per answer shown (no product_id: the join counts each of its items), as a storefront reports a list
 # view; PANTRY_BENCH_OVERHEAD_IMPRESSIONS=item posts one per shown item instead (ten times the events)
 PER_ITEM_IMPRESSIONS = os.environ.get("PANTRY_BENCH_OVERHEAD_IMPRESSIONS", "answer") == "item"
+FLOW_SETTLED_S, FLOW_SETTLED_CPU = 3, 0.25  # the started flow is settled after 3 s in a row under 25% of a core
 SETTLE_S = 3.0  # after creating or stopping an experiment: every worker re-reads experiments each second
 LOADED_READS = 12  # consecutive reports saying the treatment is loaded (the API spreads them over the workers)
 ML_KEY_ENV = "PANTRY_BENCH_ML_ENGINEER_KEY"  # the harness makes this key for the run (ml_engineer scope)
@@ -183,9 +185,27 @@ def live_flow_running(settings: Settings, log: str) -> Iterator[None]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"`pantry stream live` did not start (exit {proc.poll()}; log {log})")
             time.sleep(0.2)
+        settled(proc.pid)
         yield
     finally:
         stop_group(proc, timeout_s=60)
+
+
+def settled(pid: int, timeout_s: float = 90.0) -> None:
+    """Until the flow's start-up work is over: its first refresh lists every entity of the state (seconds of CPU
+    after a full-year replay), which would fall in the first without-round as a stall the steady flow does not
+    cause. Done = FLOW_SETTLED_S seconds in a row under FLOW_SETTLED_CPU of a core."""
+    import psutil
+
+    flow, deadline, quiet = psutil.Process(pid), time.monotonic() + timeout_s, 0
+    refreshed = time.monotonic() + REFRESH_EVERY_S  # the first refresh comes REFRESH_EVERY_S after the start
+    cpu = flow.cpu_times()
+    while quiet < FLOW_SETTLED_S and time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = flow.cpu_times()
+        busy = (now.user + now.system) - (cpu.user + cpu.system) >= FLOW_SETTLED_CPU
+        quiet = 0 if busy or time.monotonic() < refreshed else quiet + 1
+        cpu = now
 
 
 def treatment_loaded(admin: httpx.Client, experiment_id: str, timeout_s: float = 180.0) -> None:

@@ -65,7 +65,7 @@ def test_a_decision_read_again_counts_once_wherever_it_sits_among_the_customers(
         join.add_decision(parse_decision(e), 0.0)
     assert join.st.totals[key()].decisions == 11
     ids = [r.dec.decision_id for r in join.st.recent[CUSTOMER]]
-    assert sorted(ids) == sorted(f"d{i}" for i in range(10)) + ["late"] and len(ids) == 11
+    assert sorted(ids) == [*sorted(f"d{i}" for i in range(10)), "late"] and len(ids) == 11
     times = [r.dec.t for r in join.st.recent[CUSTOMER]]
     assert times == sorted(times)
 
