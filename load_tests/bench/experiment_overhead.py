@@ -9,7 +9,8 @@ from its shoppers' requests (about 330 events/s at 300 answers/s, 3,000 per item
 decision log); it starts once every worker has loaded and warmed the treatment (the
 experiment's start-up, not its running cost). A without-round: the same open loop, no experiment, no outcomes. The
 bench's `pantry serve` runs without its live flow (the serving figures are the API alone), so this part starts
-`pantry stream live` itself for all its rounds: idle in a without-round, joining outcomes in a with-round. Rounds
+`pantry stream live` itself for all its rounds (after its start-up work has settled: `settled`): idle in a
+without-round, joining outcomes in a with-round. Rounds
 alternate (without, with, ...) so a drift of the machine over the run hits both sides; the target compares the
 median of each side's p99s.
 
