@@ -8,8 +8,12 @@ state, re-logs that state's latest decision-log entries at RATE a second for 25 
 CPU time and context switches (/proc) over the last 10 s. It changes the state it runs on (the flow consumes the
 stream and the log grows): use the bench's.
 
+With OUTCOMES=1, each re-logged decision gets a fresh decision_id and, as the experiment-overhead part of
+`make bench` posts them, an impression of the whole answer and, for one decision in ten, a click on its first item
+(~1.1 outcome events per decision, XADDed to pantry:events): the flow's cost of the outcome join.
+
     make bench   # once: builds .pantry/bench (its decision log has the serving part's answers)
-    PANTRY_DATA_DIR=.pantry/bench python -m experiments.live_linger [RATE] [LINGER_MS ...]
+    PANTRY_DATA_DIR=.pantry/bench [OUTCOMES=1] python -m experiments.live_linger [RATE] [LINGER_MS ...]
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import os
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
+import msgspec
 import psutil
 
 from load_tests.bench.experiment_overhead import live_flow_running
-from pantry.keys import DECISIONS_STREAM
+from pantry.events import Click, Impression, encode_msgpack
+from pantry.keys import DECISIONS_STREAM, EVENT_FIELD, EVENTS_STREAM
 from pantry.redis_server import EmbeddedRedis, free_port, sync_client
 from pantry.settings import from_env
 
@@ -45,6 +52,20 @@ def threads(pid: int) -> dict[str, tuple[int, float]]:
     return out
 
 
+def outcomes(fields: dict[bytes, bytes], i: int) -> list:
+    """An impression of the answer, and a click on its first item for one decision in ten (after the decision:
+    the join also takes an outcome that comes first)."""
+    decision_id = fields[b"decision_id"].decode()
+    customer = int(fields[b"customer_id"])
+    ts = datetime.fromisoformat(msgspec.json.decode(fields[b"now"]))
+    out = [Impression(event_id=f"{decision_id}-i", ts=ts, customer_id=customer, decision_id=decision_id)]
+    items = msgspec.json.decode(fields.get(b"items") or b"[]")
+    if i % 10 == 0 and isinstance(items, list) and items and items[0].get("product_id") is not None:
+        out.append(Click(event_id=f"{decision_id}-c", ts=ts, customer_id=customer, decision_id=decision_id,
+                         product_id=items[0]["product_id"]))
+    return out
+
+
 def measure(settings, rate: float, linger_ms: int, log: str) -> tuple[float, float]:
     os.environ["PANTRY_LIVE_LINGER_MS"] = str(linger_ms)
     client = sync_client(settings)
@@ -52,6 +73,7 @@ def measure(settings, rate: float, linger_ms: int, log: str) -> tuple[float, flo
     if not sample:
         sys.exit("the state has no decision-log entries: run `make bench` (or serve some answers) first")
     stop = threading.Event()
+    with_outcomes = os.environ.get("OUTCOMES") == "1"
 
     def feed() -> None:
         sent, t0 = 0, time.monotonic()
@@ -59,7 +81,12 @@ def measure(settings, rate: float, linger_ms: int, log: str) -> tuple[float, flo
             due = int((time.monotonic() - t0) * rate)
             pipe = client.pipeline(transaction=False)
             for i in range(sent, due):
-                pipe.xadd(DECISIONS_STREAM, sample[i % len(sample)])
+                fields = sample[i % len(sample)]
+                if with_outcomes:
+                    fields = {**fields, b"decision_id": f"linger-{linger_ms}-{i}".encode()}
+                    for event in outcomes(fields, i):
+                        pipe.xadd(EVENTS_STREAM, {EVENT_FIELD: encode_msgpack(event)})
+                pipe.xadd(DECISIONS_STREAM, fields)
             pipe.execute()
             sent = due
             time.sleep(0.01)
@@ -92,7 +119,7 @@ def main() -> None:
         for linger in lingers:
             cpu, switches = measure(settings, rate, linger, str(settings.data_dir / "live-linger.log"))
             print(f"linger {linger:4d} ms: flow CPU {cpu:5.1f}% of a core, {switches:6.1f} context switches/s "
-                  f"({rate:g} decisions/s)", flush=True)
+                  f"({rate:g} decisions/s{' with outcomes' if os.environ.get('OUTCOMES') == '1' else ''})", flush=True)
     finally:
         redis.stop()
 

@@ -70,6 +70,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The live flow's niceness: on shared cores the answers' p99 wins over the flow's freshness, which has a 500 ms
     # target and catches up after a burst (pantry.supervisor.lower_priority; docs/DECISIONS.md "Answers first")
     live_flow_nice: int = 10
+    # ... and its scheduler time slice in microseconds (0: the kernel's): a running flow thread yields to a waking
+    # answer after this long (pantry.supervisor.shorter_slice; docs/DECISIONS.md "Answers first")
+    live_flow_slice_us: int = 100
     live_processes: int = 1  # `pantry stream live --processes` as `pantry serve` runs it (docs/STREAMING.md)
     # After a read that did not fill a batch, the live source waits this long before the next one, so events and
     # decisions trickling in make a few batches a second instead of one per read: each batch costs the whole flow's
@@ -268,6 +271,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_LIVE_MAX_AGE_S", "live_max_age_s", float)
     num("PANTRY_LIVE_MAX_LAG_S", "live_max_lag_s", float)
     num("PANTRY_LIVE_FLOW_NICE", "live_flow_nice", int)
+    num("PANTRY_LIVE_FLOW_SLICE_US", "live_flow_slice_us", int)
     num("PANTRY_LIVE_PROCESSES", "live_processes", int)
     num("PANTRY_LIVE_LINGER_MS", "live_linger_ms", int)
     num("PANTRY_RESTART_BACKOFF_MAX_S", "restart_backoff_max_s", float)

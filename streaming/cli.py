@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import click
 
 from pantry.settings import get_settings
-from pantry.supervisor import lower_priority
+from pantry.supervisor import lower_priority, shorter_slice
 
 
 def _parse_until(value: str | None) -> datetime | None:
@@ -73,7 +73,8 @@ def live(workers: int, processes: int, addresses: str | None, process_id: int | 
     settings = get_settings()
     if not settings.registry_path.exists():
         raise click.ClickException(f"no Feast registry at {settings.registry_path}: run `pantry feast apply` first")
-    click.echo(f"live flow priority: {lower_priority(settings.live_flow_nice)}")
+    click.echo(f"live flow priority: {lower_priority(settings.live_flow_nice)}, "
+               f"{shorter_slice(settings.live_flow_slice_us)}")
     cluster = [a.strip() for a in addresses.split(",") if a.strip()] if addresses else None
     if (cluster is None) != (process_id is None):
         raise click.UsageError("--addresses and --process-id go together")

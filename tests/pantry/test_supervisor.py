@@ -186,6 +186,29 @@ def test_lower_priority_lowers_the_process_and_its_session_group() -> None:
         assert out[0] == "nice +7 (process and its scheduling group)" and out[2] == "7"
 
 
+# lower_priority(7), shorter_slice(200), then the niceness and the slice of a thread started afterwards (as Bytewax
+# starts its workers after the CLI set both)
+SLICE_AND_REPORT = (
+    "import os, threading; from pantry.supervisor import lower_priority, shorter_slice; lower_priority(7); "
+    "print(shorter_slice(200)); print(os.nice(0)); out = []; "
+    "t = threading.Thread(target=lambda: out.append(open(f'/proc/self/task/{threading.get_native_id()}/sched')"
+    ".read())); t.start(); t.join(); "
+    "print(next((line.split(':')[1].strip() for line in out[0].splitlines() if line.startswith('se.slice')), 'none'))")
+
+
+def test_shorter_slice_reaches_later_threads_and_keeps_the_niceness() -> None:
+    """The flow's threads get the short slice (inherited from the thread that asked), and sched_setattr, which also
+    sets the niceness, leaves lower_priority's in place. A kernel without custom slices (before 6.12) keeps its
+    default and says so."""
+    out = subprocess.run([PY, "-c", SLICE_AND_REPORT], capture_output=True, text=True, check=True,
+                         start_new_session=True).stdout.split("\n")
+    assert int(out[1]) >= 7
+    if out[0] == "slice 200 us":
+        assert out[2] == "200000"  # nanoseconds
+    else:
+        assert out[0].startswith("default slice (")
+
+
 def test_lower_priority_leaves_a_shared_session_alone() -> None:
     """A flow started in someone else's session (a terminal, a test runner) lowers only itself: renicing the session's
     scheduling group would slow everything else started from that terminal."""
