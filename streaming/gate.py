@@ -19,7 +19,12 @@ from streaming.shards import ALL_SHARDS, NSHARDS, Work
 from streaming.sinks import Control, failure
 
 SEEN_PRUNE_MIN = 50_000  # GateState.prune_at
-ROLLING_S = 5.0  # after a live refresh, every batch reaches every shard this long (spread refresh; == live period)
+ROLLING_S = 5.0  # after a live refresh, every shard gets work this long (spread refresh; == live period) ...
+# ... at most this often: each shard rolls at most every ROLL_EVERY_S (0.1 s), and a batch sent to all 32 shards
+# costs 32 activations whether or not they roll; a trickle of outcomes and decisions makes a batch each linger
+# (20 a second), which sent to every shard doubled the idle flow's per-batch work. A little over ROLL_EVERY_S, so
+# a shard whose previous work came a little late still rolls at each.
+FANOUT_EVERY_S = 0.12
 _encode = msgspec.msgpack.Encoder().encode
 _events_decoder = msgspec.msgpack.Decoder(list[Ev])
 
@@ -141,7 +146,7 @@ class Gated(msgspec.Struct, gc=False):
     as_of: float | None
     final: bool
     control: Control
-    rolling: bool = False  # a spread refresh is under way: every shard gets (maybe empty) work to roll with
+    rolling: bool = False  # a spread refresh is under way: every shard gets (maybe empty) work to roll with (and flush)
     outcomes: dict[str, OutWork] = msgspec.field(default_factory=dict)  # live: outcome shard -> its work
     # live: every event accepted (and erasure marker passed), and the wall time then, for the event archive
     archived: list[Ev] = msgspec.field(default_factory=list)
@@ -196,6 +201,7 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
         self.archive = archive  # live: hand the accepted events on to the event archive (streaming/event_archive.py)
         self.skew = skew  # live: the clock-skew rule; replay (the data set, in event-time order): none
         self.rolling_until = 0.0  # monotonic time until which shards still roll a spread refresh forward
+        self.last_fanout = 0.0  # monotonic time of the last batch routed to every shard
         # live: outcome shards get work (outcomes and decisions), and all of them a tick this often; None: no
         # outcome shards (a replay has no decisions)
         self.outcome_tick_s = outcome_tick_s
@@ -230,7 +236,10 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
             now = time.monotonic()
             if parsed.refresh and not parsed.final:
                 self.rolling_until = now + ROLLING_S
-            gated = Gated(routes, parsed.refresh, as_of, parsed.final, control, now < self.rolling_until)
+            rolling = now < self.rolling_until and now - self.last_fanout >= FANOUT_EVERY_S
+            if rolling or parsed.refresh or parsed.final:
+                self.last_fanout = now
+            gated = Gated(routes, parsed.refresh, as_of, parsed.final, control, rolling)
             if self.archive and accepted:
                 gated.archived, gated.accepted_at = accepted, time.time()
             if self.outcome_tick_s is not None:

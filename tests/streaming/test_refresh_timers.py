@@ -98,3 +98,30 @@ def test_a_refresh_checks_what_is_due_not_every_entity():
     assert full.checks == 12 * timed.entities()  # 100,001 pairs (the one sold is new) and 3 stores
     assert timed.checks <= 12 * 5  # the pair and the store sold, and the stores whose 1-hour windows moved
     assert timed.timer_entries <= refresh.TIMERS_PER_ENTITY * timed.entities()
+
+
+def test_a_spread_refresh_reaches_every_shard_at_most_every_fanout_period(monkeypatch):
+    """After a live refresh the gate sends (maybe empty) work to every shard so each rolls its due entities forward,
+    but at most every FANOUT_EVERY_S: a trickle of batches (one per linger) no longer wakes all 32 shards each time.
+    A batch in between goes to the shards that have events only."""
+    from streaming import gate as G
+    from streaming.gate import GateLogic, Parsed, route
+    from streaming.shards import ALL_SHARDS
+
+    clock = [100.0]
+    monkeypatch.setattr(G.time, "monotonic", lambda: clock[0])
+    logic = GateLogic(None)
+
+    def shards_of(refresh: bool, seconds_later: float) -> set[str]:
+        clock[0] += seconds_later
+        event = Ev(f"e{clock[0]}", "purchase", T0 + clock[0], 7, 3, 11, 1, 1, 1.0)
+        gated, _ = logic.on_batch([Parsed([event], [], refresh, None)])
+        return {key for key, _work in route(gated[0])}
+
+    everyone = set(ALL_SHARDS)
+    assert shards_of(refresh=True, seconds_later=0.0) == everyone
+    assert shards_of(refresh=False, seconds_later=0.05) == {"c07", "s03"}  # within the period: the event's shards
+    assert shards_of(refresh=False, seconds_later=0.05) == {"c07", "s03"}
+    assert shards_of(refresh=False, seconds_later=0.05) == everyone  # 0.15 s after the last fan-out
+    assert shards_of(refresh=False, seconds_later=G.FANOUT_EVERY_S) == everyone
+    assert shards_of(refresh=False, seconds_later=G.ROLLING_S) == {"c07", "s03"}  # the spread refresh is over
