@@ -68,6 +68,10 @@ class GateState(msgspec.Struct, array_like=True):
     # more ids than that were within lateness (600 s of event time: 3M ids at 5,000 events/s), 36 % of the live
     # process at a sustained 2,500 events/s.
     prune_at: int = SEEN_PRUNE_MIN
+    # live: outcome events (and erasure markers) and decisions held for the outcome shards until the next outcome
+    # tick (GateLogic.outcome_tick_s), in arrival order; in the snapshot, as the source's position is past them
+    held_events: list[Ev] = msgspec.field(default_factory=list)
+    held_decisions: list[Dec] = msgspec.field(default_factory=list)
 
     @property
     def watermark(self) -> float:
@@ -243,11 +247,16 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
             if self.archive and accepted:
                 gated.archived, gated.accepted_at = accepted, time.time()
             if self.outcome_tick_s is not None:
-                tick = now - self.last_outcome_tick >= self.outcome_tick_s
-                if tick:
+                # The outcome shards get their work at each tick only: the totals go out at most every
+                # kpi_flush_s anyway, and a trickle of outcomes spread over 16 shards otherwise woke most of them
+                # at every batch (docs/DECISIONS.md "Live batches linger")
+                st.held_events.extend(e for e in accepted if e.kind in OUTCOME_KINDS or e.kind == FORGET)
+                st.held_decisions.extend(parsed.decisions)
+                if now - self.last_outcome_tick >= self.outcome_tick_s:
                     self.last_outcome_tick = now
-                gated.outcomes = outcome_routes(accepted, parsed.decisions, st.max_t if st.max_t > NO_TIME else None,
-                                                tick)
+                    gated.outcomes = outcome_routes(st.held_events, st.held_decisions,
+                                                    st.max_t if st.max_t > NO_TIME else None, True)
+                    st.held_events, st.held_decisions = [], []
             out.append(gated)
         return out, StatefulBatchLogic.RETAIN
 

@@ -10,7 +10,7 @@ from pantry.kpis import KpiKey, decode_counts, encode_counts, latency_bucket, ra
 from pantry.scoring import Action, Scored
 from serving.decisions import DecisionLog
 from streaming.features.event import Ev
-from streaming.outcomes import OutcomeJoin, OutcomeShardLogic, OutWork, parse_decision
+from streaming.outcomes import Dec, OutcomeJoin, OutcomeShardLogic, OutWork, parse_decision
 
 T0 = datetime(2017, 10, 31, 12, 0, tzinfo=UTC)
 CUSTOMER = 4242
@@ -206,4 +206,25 @@ def test_the_gate_sends_what_no_feature_folds_to_the_outcome_join_only():
         f"c{CUSTOMER % 16:02d}": ["substitution_feedback"], f"s{11 % 16:02d}": ["substitution_feedback"]}
     [with_click], _ = gate.on_batch([Parsed([ev("click", 4, decision_id="d1", product_id=11)], [], False, None)])
     assert [e.kind for e in with_click.routes[f"c{CUSTOMER % 16:02d}"]] == ["click"]
-    assert [e.kind for e in with_click.outcomes[shard].events] == ["click"]
+    assert with_click.outcomes == {}  # held for the next outcome tick
+    gate.last_outcome_tick -= 1.0  # a tick later
+    [ticked], _ = gate.on_batch([Parsed([], [], False, None)])
+    assert [e.kind for e in ticked.outcomes[shard].events] == ["click"]
+    assert len(ticked.outcomes) == 16 and gate.st.held_events == []
+
+
+def test_outcomes_held_for_the_tick_survive_a_restart_from_the_gate_snapshot():
+    """Outcomes and decisions wait in the gate until the next outcome tick; the source's position is already past
+    them, so they are in the gate's snapshot: a gate resumed from it sends them at its first tick."""
+    from streaming.gate import GateLogic, Parsed
+
+    gate = GateLogic(None, outcome_tick_s=1.0)
+    gate.on_batch([Parsed([], [], False, None)])  # the first batch ticks
+    decision = Dec("d9", T0.timestamp(), CUSTOMER, key())
+    [held], _ = gate.on_batch([Parsed([ev("impression", 5, decision_id="d9", product_id=11)], [], False, None,
+                                      decisions=[decision])])
+    assert held.outcomes == {}
+    resumed = GateLogic(gate.snapshot(), outcome_tick_s=1.0)
+    [ticked], _ = resumed.on_batch([Parsed([], [], False, None)])
+    work = ticked.outcomes[f"o{CUSTOMER % 16:02d}"]
+    assert [e.event_id for e in work.events] == ["e5"] and work.decisions == [decision]
