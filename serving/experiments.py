@@ -132,15 +132,44 @@ async def listing(svc: Services) -> list[dict[str, Any]]:
 
 
 async def kpi_totals(svc: Services, experiment_ids: Collection[str] | None = None):
-    """Every KPI key's totals (or only those of `experiment_ids`), summed over the outcome shards (pantry/kpis.py)."""
+    """Every KPI key's totals (or only those of `experiment_ids`), summed over the outcome shards (pantry/kpis.py).
 
-    async def read():
-        pipe = svc.redis.pipeline(transaction=False)
-        for name in KPI_HASHES:
-            pipe.hgetall(name)
-        return await pipe.execute()
+    For given experiments, Redis picks their fields (HSCAN MATCH on the experiment part of the field): the guardrail
+    loop reads them every second on a worker that is answering too, and the whole hashes (every key of every day kept)
+    were ~210 KB to parse on the bench's state, ~2-3 ms of the worker's event loop each time (docs/DECISIONS.md
+    "Live batches linger")."""
+    if experiment_ids is None:
+        async def read_all():
+            pipe = svc.redis.pipeline(transaction=False)
+            for name in KPI_HASHES:
+                pipe.hgetall(name)
+            return await pipe.execute()
 
-    return merge_shards(await svc.store.call(read), experiment_ids)
+        return merge_shards(await svc.store.call(read_all), None)
+    scans = [(name, f"*|{_glob_escape(experiment_id)}|*") for name in KPI_HASHES for experiment_id in experiment_ids]
+
+    async def read_matching():
+        found: list[dict] = []
+        pending = [(name, pattern, 0) for name, pattern in scans]
+        while pending:  # one round trip per pass; a hash small enough to be one listpack answers in the first
+            pipe = svc.redis.pipeline(transaction=False)
+            for name, pattern, cursor in pending:
+                pipe.hscan(name, cursor, match=pattern, count=KPI_SCAN_COUNT)
+            replies = await pipe.execute()
+            found.extend(fields for _cursor, fields in replies)
+            pending = [(name, pattern, cursor) for (name, pattern, _), (cursor, _fields) in zip(pending, replies,
+                                                                                            strict=True) if cursor]
+        return found
+
+    return merge_shards(await svc.store.call(read_matching), experiment_ids)
+
+
+KPI_SCAN_COUNT = 1000  # fields an HSCAN step looks at (a hash's fields: every KPI key of every day kept)
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally in a Redis glob pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 async def report(svc: Services, experiment_id: str) -> ExperimentReport:

@@ -279,3 +279,20 @@ def test_a_killed_flow_resumes_to_the_same_totals_and_the_gauges_and_export_agre
     table = pq.read_table(os.path.join(out, f"{now.date().isoformat()}.parquet")).to_pylist()
     exported = [r for r in table if r["version"] == version and r["surface"] == "for_you"]
     assert exported and exported[0]["impressions"] == row["impressions"] and exported[0]["ctr"] == row["ctr"]
+
+
+def test_an_experiments_kpi_fields_are_matched_literally_by_redis(redis_client):
+    """The guardrail loop asks Redis for one experiment's fields (HSCAN MATCH on the experiment part of the field);
+    glob characters in an id are matched as themselves, and another experiment's fields are not returned."""
+    from serving.experiments import _glob_escape
+
+    name = "pantry:test:kpi-match"
+    odd = "exp-1-a*[b]?\\c"
+    fields = {f"2017-10-31|recommender|v1|{exp}|control|for_you": b"x" for exp in (odd, "exp-1-aX[b]?\\c", "exp-2")}
+    redis_client.delete(name)
+    redis_client.hset(name, mapping=fields)
+    try:
+        cursor, found = redis_client.hscan(name, 0, match=f"*|{_glob_escape(odd)}|*", count=1000)
+        assert cursor == 0 and [f.decode() for f in found] == [f"2017-10-31|recommender|v1|{odd}|control|for_you"]
+    finally:
+        redis_client.delete(name)
