@@ -114,7 +114,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kpi_pending_s: float = 30.0  # wall seconds an outcome waits for its decision to arrive, then `unattributed`
     kpi_flush_s: float = 0.25  # each outcome shard writes its changed totals at most this often
     kpi_retention_days: int = 90  # KPI days older than this (event time) are dropped from the state and Redis
-    kpi_poll_s: float = 5.0  # serving refreshes the pantry_kpi Prometheus gauges this often
     # ---- end of Outcomes and KPIs ----
     # ---- Experiments and guardrails (pantry/experiments.py, pantry/guardrails.py, serving/experiments.py;
     # docs/OPERATIONS.md "Experiments and guardrails"). The guardrail defaults apply to an experiment created without
@@ -297,7 +296,6 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_KPI_PENDING_S", "kpi_pending_s", float)
     num("PANTRY_KPI_FLUSH_S", "kpi_flush_s", float)
     num("PANTRY_KPI_RETENTION_DAYS", "kpi_retention_days", int)
-    num("PANTRY_KPI_POLL_S", "kpi_poll_s", float)
     # experiments and guardrails
     for field, kind in (("experiments_poll_s", float), ("experiments_retention_days", float),
                         ("guardrail_interval_s", float), ("guardrail_min_decisions", int),

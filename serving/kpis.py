@@ -13,7 +13,6 @@ import msgspec
 
 from pantry import kpis
 from pantry.kpis import KPI_COUNTERS, KPI_HASHES, LATENCY_BOUNDS_MS, Counts, KpiKey
-from serving import metrics
 from serving.redis_guard import StoreUnavailable
 
 log = logging.getLogger("pantry.serving.kpis")
@@ -89,20 +88,27 @@ async def report(services, *, model: str | None = None, version: str | None = No
     return KpiReport(rows, list(LATENCY_BOUNDS_MS), counters)
 
 
-def set_gauges(totals: dict[KpiKey, Counts]) -> None:
+def gauge_family(totals: dict[KpiKey, Counts]):
     """pantry_kpi{model,version,experiment,arm,surface,kpi}: every count and known rate, totals over days."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    family = GaugeMetricFamily("pantry_kpi", "Online KPI (count or rate) per model, version, experiment arm and "
+                               "surface", labels=["model", "version", "experiment", "arm", "surface", "kpi"])
     for key, counts in kpis.rollup(totals).items():
-        labels = (key.model, key.version, key.experiment, key.arm, key.surface)
+        labels = [key.model, key.version, key.experiment, key.arm, key.surface]
         for name in kpis.COUNT_NAMES:
-            metrics.KPI.labels(*labels, name).set(getattr(counts, name))
+            family.add_metric([*labels, name], float(getattr(counts, name)))
         for name, value in kpis.rates(counts).items():
             if value is not None:
-                metrics.KPI.labels(*labels, name).set(value)
+                family.add_metric([*labels, name], value)
+    return family
 
 
-async def refresh_gauges(services) -> None:
+async def scrape_families(services) -> list:
+    """The KPI gauges as of this scrape: read when /metrics is asked for, in the worker that answers it, rather than
+    polled by every worker (a merge of every field costs a few ms of an answering worker's event loop)."""
     try:
         totals, _ = await read_totals(services)
     except StoreUnavailable:
-        return  # the gauges keep their last values
-    set_gauges(totals)
+        return []
+    return [gauge_family(totals)]

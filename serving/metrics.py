@@ -6,8 +6,8 @@ gauge. With several worker processes (`pantry serve`), PROMETHEUS_MULTIPROC_DIR 
 /metrics aggregates every worker's samples (prometheus_client's multiprocess mode). Gauges use the `live*` modes, so
 a worker that has stopped or died no longer counts: its gauge files go at the next scrape once its pid is gone
 (`_drop_dead_workers`; not at its own shutdown, which in one process need not be its end: tests start apps in
-turn). The stream's counters are the live flow's, kept in Redis (`pantry:stream:counters`): they are read at each
-scrape (`stream_families`), not counted per worker.
+turn). The stream's counters and the online KPIs (`pantry_kpi`) are the live flow's, kept in Redis: they are read
+at each scrape (`stream_families`, serving.kpis.scrape_families), not counted or polled per worker.
 """
 
 from __future__ import annotations
@@ -42,9 +42,6 @@ LIVE_HEARTBEAT_AGE = Gauge("pantry_live_heartbeat_age_seconds", "Age of the live
                            "/readyz or /metrics)", multiprocess_mode="livemostrecent")
 LIVE_LAG = Gauge("pantry_live_lag_seconds", "Age of the oldest event the live dataflow has not processed (0: "
                  "caught up)", multiprocess_mode="livemostrecent")
-# online KPIs (serving/kpis.py), totals over days, refreshed by every worker's poller from the same Redis hashes
-KPI = Gauge("pantry_kpi", "Online KPI (count or rate) per model, version, experiment arm and surface",
-            ["model", "version", "experiment", "arm", "surface", "kpi"], multiprocess_mode="livemostrecent")
 GUARDRAIL_BREACHES = Counter("pantry_guardrail_breaches_total", "Experiments stopped by a guardrail",
                              ["model", "guardrail"])
 EXPERIMENT_SHARE = Gauge("pantry_experiment_treatment_share", "The treatment share of the model's running experiment "

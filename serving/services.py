@@ -19,7 +19,7 @@ from pantry.featurestore.repo import FeatureServices
 from pantry.featurestore.roundtrip import ClusterRawPipeline, RawPipeline, RoundTrip
 from pantry.keys import CAMPAIGN_APPROVALS
 from pantry.settings import Settings
-from serving import kpis, metrics, stream_lag
+from serving import metrics, stream_lag
 from serving.campaigns import CampaignBook, load_campaigns
 from serving.catalogue import Catalogue, load_catalogue
 from serving.decisions import DecisionLog
@@ -180,8 +180,6 @@ class Services:
                 await self.refresh_approvals()
                 if self.reader is None and tick % 5 == 0:
                     await self._load_registry()
-                if tick % max(1, round(self.settings.kpi_poll_s / interval_s)) == 0:
-                    await kpis.refresh_gauges(self)  # pantry_kpi gauges (the live flow's outcome totals)
                 current = self.models.current.versions()
                 if current != versions:
                     metrics.set_model_versions(current, versions)

@@ -9,7 +9,7 @@ from redis.exceptions import ResponseError
 from pantry.health import Durability, LiveFlow, durability_async, live_flow_async
 from pantry.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, STREAM_COUNTERS
 from pantry.schemas import Health, Readiness
-from serving import metrics
+from serving import kpis, metrics
 from serving.redis_guard import StoreUnavailable
 from serving.service_clock import read_clock
 from serving.services import Injected, Services
@@ -89,5 +89,6 @@ class HealthController(Controller):
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain", include_in_schema=True)
     async def metrics(self, services: Injected) -> Response[bytes]:
         await _live_flow(services)  # the live flow's gauges as of this scrape
-        body, content_type = metrics.render(await _stream_families(services))
+        families = [*await _stream_families(services), *await kpis.scrape_families(services)]
+        body, content_type = metrics.render(families)
         return Response(body, media_type=content_type)
