@@ -136,7 +136,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     drift_sample_rate: float = 1.0  # serving: share of decisions counted (0 = drift off)
     drift_flush_s: float = 5.0  # serving: each worker adds its counts to Redis this often (HINCRBY)
     drift_window_days: int = 7  # counts are kept per UTC day; /admin/drift and the gauge sum the last this many days
-    drift_refresh_s: float = 30.0  # each worker recomputes the pantry_drift_psi gauge this often
     drift_moderate: float = 0.1  # PSI at or above: moderate drift
     drift_significant: float = 0.25  # PSI above: significant drift
     drift_min_count: int = 100  # fewer live decisions than this: status "insufficient" (a PSI of a few is noise)
@@ -309,7 +308,6 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_DRIFT_SAMPLE_RATE", "drift_sample_rate", float)
     num("PANTRY_DRIFT_FLUSH_S", "drift_flush_s", float)
     num("PANTRY_DRIFT_WINDOW_DAYS", "drift_window_days", int)
-    num("PANTRY_DRIFT_REFRESH_S", "drift_refresh_s", float)
     num("PANTRY_DRIFT_MODERATE", "drift_moderate", float)
     num("PANTRY_DRIFT_SIGNIFICANT", "drift_significant", float)
     num("PANTRY_DRIFT_MIN_COUNT", "drift_min_count", int)

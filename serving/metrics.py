@@ -48,9 +48,6 @@ EXPERIMENT_SHARE = Gauge("pantry_experiment_treatment_share", "The treatment sha
                          "(0: none running)", ["model"], multiprocess_mode="livemostrecent")
 EXPERIMENT_STAGE = Gauge("pantry_experiment_ramp_stage", "The ramp stage (0-based) of the model's running experiment",
                          ["model"], multiprocess_mode="livemostrecent")
-DRIFT_PSI = Gauge("pantry_drift_psi", "PSI of a served model's input feature or score, live decisions of the last "
-                  "drift_window_days against the version's training reference (serving/drift.py)",
-                  ["model", "version", "feature"], multiprocess_mode="livemostrecent")
 EVENTS_DUPLICATE_BATCHES = Counter("pantry_events_duplicate_batches_total",
                                    "Event batches posted again and not written twice")
 

@@ -77,6 +77,7 @@ class SustainedMinute(msgspec.Struct, kw_only=True):
     lag_s: float | None = None  # /readyz's lag at the end of the minute: age of the oldest unprocessed event
     redis_cpu_percent: float | None = None  # the Redis server's CPU in this minute (the same machine's)
     generator_cpu_percent: float | None = None  # the bench's own process (XADDs and probes)
+    process_cpu_percent: list[float] | None = None  # each of the flow's processes, process 0 (source, gate) first
 
 
 class SustainedRun(msgspec.Struct, kw_only=True):

@@ -72,6 +72,8 @@ class Sample:
     lag_s: float | None = None
     others_cpu_s: dict[str, float] | None = None  # cumulative CPU seconds of the machine's other parts: Redis, the
     # generator (this process: XADDs and probes)
+    process_cpu_s: dict[str, float] | None = None  # cumulative CPU seconds of each of the flow's processes, process 0
+    # (the CLI's: the source and the gate) first
 
 
 def _p(values: Sequence[float], q: float) -> float:
@@ -108,19 +110,23 @@ def per_minute(probes: Sequence[tuple[float, float | None]], sent: Sequence[tupl
         a, b = _at(samples, start), _at(samples, end)
         cpu = None
         others: dict[str, float] = {}
+        by_process: list[float] = []
         if a is not None and b is not None and b.t > a.t:
             if a.cpu_s is not None and b.cpu_s is not None:
                 cpu = round((b.cpu_s - a.cpu_s) / (b.t - a.t) * 100, 1)
             for name, used in (b.others_cpu_s or {}).items():
                 if name in (a.others_cpu_s or {}):
                     others[name] = round((used - a.others_cpu_s[name]) / (b.t - a.t) * 100, 1)
+            before = a.process_cpu_s or {}
+            by_process = [round((used - before[name]) / (b.t - a.t) * 100, 1)
+                          for name, used in (b.process_cpu_s or {}).items() if name in before]
         out.append(SustainedMinute(
             minute=m, offered_events_per_s=round(events / span), probes=len(seen), missing_probes=missing,
             p50_ms=round(_p(seen, 0.5) * 1000, 1) if seen else None,
             p99_ms=round(p99, 1) if p99 is not None and math.isfinite(p99) else None,
             cpu_percent=cpu, rss_mb=round(b.rss_mb, 1) if b is not None and b.rss_mb is not None else None,
             lag_s=b.lag_s if b is not None else None, redis_cpu_percent=others.get("redis"),
-            generator_cpu_percent=others.get("generator")))
+            generator_cpu_percent=others.get("generator"), process_cpu_percent=by_process or None))
     return out
 
 
@@ -196,22 +202,26 @@ class _Flow:
 
         self.root = psutil.Process(pid)
 
-    def sample(self) -> tuple[float | None, float | None]:
+    def sample(self) -> tuple[float | None, float | None, dict[str, float]]:
+        """Total CPU seconds, total RSS MB, and each process's CPU seconds by its pid (the CLI's process is the
+        flow's process 0: the source and the gate run there)."""
         import psutil
 
-        cpu, rss = 0.0, 0.0
+        cpu, rss, each = 0.0, 0.0, {}
         try:
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
-            return None, None
+            return None, None, {}
         for p in procs:
             try:
                 t = p.cpu_times()
-                cpu += t.user + t.system + t.children_user + t.children_system
+                used = t.user + t.system + t.children_user + t.children_system
+                cpu += used
+                each[f"pid{p.pid}"] = used
                 rss += p.memory_info().rss
             except psutil.Error:
                 continue
-        return cpu, rss / 2**20
+        return cpu, rss / 2**20, each
 
 
 class _Others:
@@ -305,8 +315,8 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
         next_at, next_probe, next_sample = started, started, started
         while (now := time.monotonic()) - started < seconds:
             if now >= next_sample:
-                cpu, rss = flow.sample()
-                samples.append(Sample(now - started, cpu, rss, live_flow(client, 0).lag_s, others.sample()))
+                cpu, rss, each = flow.sample()
+                samples.append(Sample(now - started, cpu, rss, live_flow(client, 0).lag_s, others.sample(), each))
                 next_sample += 1.0
             ts = BASE_TS + timedelta(seconds=now - started)
             owed += per_tick
@@ -330,8 +340,8 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
             next_at += TICK_S
             time.sleep(max(0.0, next_at - time.monotonic()))
         elapsed = time.monotonic() - started
-        cpu, rss = flow.sample()
-        samples.append(Sample(min(elapsed, seconds), cpu, rss, live_flow(client, 0).lag_s, others.sample()))
+        cpu, rss, each = flow.sample()
+        samples.append(Sample(min(elapsed, seconds), cpu, rss, live_flow(client, 0).lag_s, others.sample(), each))
         drain_until = time.monotonic() + 5.0  # the last probes: 5 s, ten times the limit
         while probe.pending and time.monotonic() < drain_until:
             time.sleep(0.05)

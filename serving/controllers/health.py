@@ -89,6 +89,9 @@ class HealthController(Controller):
     @get("/metrics", summary="Prometheus metrics", media_type="text/plain", include_in_schema=True)
     async def metrics(self, services: Injected) -> Response[bytes]:
         await _live_flow(services)  # the live flow's gauges as of this scrape
+        # gauges derived from Redis are computed here, for the scrape, not on a timer in every answering worker
         families = [*await _stream_families(services), *await kpis.scrape_families(services)]
+        if services.drift is not None:
+            families += await services.drift.scrape_families(services.models.current.versions())
         body, content_type = metrics.render(families)
         return Response(body, media_type=content_type)

@@ -18,7 +18,8 @@ def test_per_minute_splits_probes_events_and_samples_by_send_time():
     probes[130] = (130.0, None)  # a probe of minute 2 never seen
     sent = [(float(t), 100) for t in range(150)]
     samples = [Sample(float(t), cpu_s=t * 0.5, rss_mb=400 + t, lag_s=0.1,
-                      others_cpu_s={"redis": t * 0.25, **({"generator": t * 0.1} if t <= 120 else {})})
+                      others_cpu_s={"redis": t * 0.25, **({"generator": t * 0.1} if t <= 120 else {})},
+                      process_cpu_s={"pid7": t * 0.4, **({"pid9": t * 0.1} if t >= 60 else {})})
                for t in range(0, 151, 10)]
     out = per_minute(probes, sent, samples, 150.0)
     assert [m.minute for m in out] == [0, 1, 2]
@@ -31,6 +32,8 @@ def test_per_minute_splits_probes_events_and_samples_by_send_time():
     assert [m.redis_cpu_percent for m in out] == [25.0, 25.0, 25.0]
     assert [m.generator_cpu_percent for m in out] == [10.0, 10.0, None]  # not sampled at the minute's end: unknown
     assert [m.rss_mb for m in out] == [460.0, 520.0, 550.0]
+    # process 0 first; a process not there at the minute's start is left out of that minute
+    assert [m.process_cpu_percent for m in out] == [[40.0], [40.0, 10.0], [40.0, 10.0]]
 
 
 def test_per_minute_takes_the_first_sample_as_the_start_when_none_is_at_zero():
