@@ -7,7 +7,8 @@ now computed when /metrics is scraped. On a built state this times each computat
 this process (parse, merge, compare) and wall time (adds Redis).
 
     make bench   # once: builds .pantry/bench
-    PANTRY_DATA_DIR=.pantry/bench PANTRY_ARTIFACTS_DIR=.pantry/bench/artifacts python -m experiments.gauge_cost [REPEATS]
+    PANTRY_DATA_DIR=.pantry/bench PANTRY_ARTIFACTS_DIR=.pantry/bench/artifacts \
+        python -m experiments.gauge_cost [REPEATS]
 """
 
 from __future__ import annotations
