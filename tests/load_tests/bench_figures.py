@@ -120,7 +120,8 @@ def sustained(rate: int = 10_000, minutes: int = 10, p99: float = 310.0) -> Sust
     from load_tests.bench.sustained import judge
 
     ms = [SustainedMinute(minute=m, offered_events_per_s=rate, probes=600, missing_probes=0, p50_ms=60.0,
-                          p99_ms=p99 if m == minutes - 1 else 200.0, cpu_percent=95.0, rss_mb=500.0 + m, lag_s=0.4)
+                          p99_ms=p99 if m == minutes - 1 else 200.0, cpu_percent=95.0, rss_mb=500.0 + m, lag_s=0.4,
+                          process_cpu_percent=[60.0, 35.0])
           for m in range(minutes)]
     held, why = judge(ms, rate)
     return SustainedFigures(runs=[SustainedRun(rate_per_s=rate, processes=1, seconds=minutes * 60.0, minutes=ms,
