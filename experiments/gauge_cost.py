@@ -14,18 +14,17 @@ this process (parse, merge, compare) and wall time (adds Redis).
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from types import SimpleNamespace
 
 import redis.asyncio as aioredis
 
+from experiments.built_state import own_redis
 from pantry.kpis import KPI_HASHES
 from pantry.models import registry
-from pantry.redis_server import EmbeddedRedis, free_port, sync_client
+from pantry.redis_server import sync_client
 from pantry.scoring import MODEL_NAMES
-from pantry.settings import from_env
 from serving import kpis
 from serving.drift import DriftSampler
 
@@ -56,16 +55,10 @@ async def measure(settings, repeats: int) -> None:
 
 
 def main(repeats: int) -> None:
-    os.environ.pop("REDIS_URL", None)
-    os.environ["PANTRY_REDIS_PORT"] = str(free_port())
-    settings = from_env()
-    redis = EmbeddedRedis(port=settings.embedded_redis_port, directory=settings.redis_dir).start(daemonize=False)
-    try:
+    with own_redis() as settings:
         fields = sum(sync_client(settings, timeout_s=120.0).hlen(name) for name in KPI_HASHES)  # waits for the load
         print(f"{fields:,} KPI fields")
         asyncio.run(measure(settings, repeats))
-    finally:
-        redis.stop()
 
 
 if __name__ == "__main__":

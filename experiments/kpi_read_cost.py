@@ -11,21 +11,16 @@ adds Redis's work) for the last experiment found in the KPIs, and checks that th
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
+from experiments.built_state import own_redis
 from pantry.kpis import KPI_HASHES, KpiKey, merge_shards
-from pantry.redis_server import EmbeddedRedis, free_port, sync_client
-from pantry.settings import from_env
+from pantry.redis_server import sync_client
 
 
 def main(repeats: int) -> None:
-    os.environ.pop("REDIS_URL", None)
-    os.environ["PANTRY_REDIS_PORT"] = str(free_port())
-    settings = from_env()
-    redis = EmbeddedRedis(port=settings.embedded_redis_port, directory=settings.redis_dir).start(daemonize=False)
-    try:
+    with own_redis() as settings:
         client = sync_client(settings, timeout_s=120.0)  # a big state's AOF takes a while to load
         fields = sum(client.hlen(name) for name in KPI_HASHES)
         found = sorted({KpiKey.parse(f).experiment for name in KPI_HASHES for f in client.hkeys(name)} - {""})
@@ -50,8 +45,6 @@ def main(repeats: int) -> None:
             assert matched == whole and all(cursor == 0 for cursor, _ in replies)
             print(f"CPU {cpu_whole * 1000:.2f} ms whole vs {cpu_match * 1000:.2f} ms matched; wall "
                   f"{wall_whole * 1000:.2f} vs {wall_match * 1000:.2f} ms; {len(whole)} keys, the same totals")
-    finally:
-        redis.stop()
 
 
 if __name__ == "__main__":

@@ -28,11 +28,11 @@ from pathlib import Path
 import msgspec
 import psutil
 
+from experiments.built_state import own_redis
 from load_tests.bench.experiment_overhead import live_flow_running
 from pantry.events import Click, Impression, encode_msgpack
 from pantry.keys import DECISIONS_STREAM, EVENT_FIELD, EVENTS_STREAM
-from pantry.redis_server import EmbeddedRedis, free_port, sync_client
-from pantry.settings import from_env
+from pantry.redis_server import sync_client
 
 WARM_S, MEASURE_S = 15.0, 10.0
 
@@ -110,18 +110,11 @@ def measure(settings, rate: float, linger_ms: int, log: str) -> tuple[float, flo
 def main() -> None:
     rate = float(sys.argv[1]) if len(sys.argv) > 1 else 300.0
     lingers = [int(a) for a in sys.argv[2:]] or [0, 50, 200]
-    os.environ.pop("REDIS_URL", None)
-    os.environ.setdefault("PANTRY_REDIS_PORT", str(free_port()))
-    os.environ.setdefault("PANTRY_CLOCK", "event")  # as the bench runs it
-    settings = from_env()
-    redis = EmbeddedRedis(port=settings.embedded_redis_port, directory=settings.redis_dir).start(daemonize=False)
-    try:
+    with own_redis(PANTRY_CLOCK="event") as settings:  # the event clock, as the bench runs it
         for linger in lingers:
             cpu, switches = measure(settings, rate, linger, str(settings.data_dir / "live-linger.log"))
             print(f"linger {linger:4d} ms: flow CPU {cpu:5.1f}% of a core, {switches:6.1f} context switches/s "
                   f"({rate:g} decisions/s{' with outcomes' if os.environ.get('OUTCOMES') == '1' else ''})", flush=True)
-    finally:
-        redis.stop()
 
 
 if __name__ == "__main__":
