@@ -226,3 +226,25 @@ def test_a_row_of_an_unexpected_shape_is_not_counted_and_does_not_raise() -> Non
     assert sum(sampler.pending[("next_best_action", "v")]) == len(names)
     sampler.record("next_best_action", "v-unknown", {}, now, [])  # not loaded yet: asked for, not counted
     assert ("next_best_action", "v-unknown") in sampler.wanted
+
+
+def test_the_drift_gauge_is_left_out_of_a_scrape_when_redis_does_not_answer(drift_settings, tmp_path):
+    """Computed at the scrape: a Redis that is gone gives a scrape without the drift family, never a failed one."""
+    import redis.asyncio as aioredis
+
+    from pantry.redis_server import EmbeddedRedis, free_port
+    from serving.drift import DriftSampler
+
+    server = EmbeddedRedis(free_port(), tmp_path / "redis").start(daemonize=False)
+    port = server.port
+    server.stop()  # nothing listens on the port now
+    version = registry.active_version(drift_settings.models_dir, "recommender")
+
+    async def main():
+        client = aioredis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return await DriftSampler(drift_settings, client).scrape_families({"recommender": version})
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == []
