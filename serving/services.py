@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,21 @@ from serving.redis_guard import CircuitBreaker, GuardedStore, StoreUnavailable
 
 log = logging.getLogger("pantry.serving")
 STOP_WAIT_S = 2.0  # how long a worker's shutdown waits for its background tasks, and for each Redis client to close
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task], wait_s: float, every_s: float = 0.05) -> set[asyncio.Task]:
+    """Cancel `tasks` and wait up to `wait_s` for them to end, cancelling again every `every_s`; the tasks still
+    running then. Once is not enough on Python 3.11: asyncio.wait_for, which redis-py puts around each socket write,
+    returns the write's result and drops a cancellation that lands as the write completes (CPython gh-86296, fixed
+    by 3.12's wait_for). The task then goes on to its next sleep as if never cancelled, and the event loop's own
+    shutdown, which cancels once and waits without limit, hung for 300 s in CI."""
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.monotonic() + wait_s
+    while pending and (left := deadline - time.monotonic()) > 0:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(every_s, left))
+    return pending
 
 
 def serving_client(settings: Settings, socket_timeout_s: float | None = None):
@@ -139,15 +155,10 @@ class Services:
         await self.decisions.drain(timeout_s=1.0)
         if self.drift is not None:
             await self.drift.flush()  # this worker's last counts
-        for task in self.tasks:
-            task.cancel()
-        # bounded: a worker's shutdown must end even if a task or a client hangs on a connection (a CI run once hung
-        # 300 s in a test app's shutdown, not reproduced since)
-        if self.tasks:
-            _, pending = await asyncio.wait(self.tasks, timeout=STOP_WAIT_S)
-            if pending:
-                log.warning("shutdown: tasks still running after %.0f s: %s", STOP_WAIT_S,
-                            sorted(t.get_name() for t in pending))
+        pending = await cancel_and_wait(self.tasks, STOP_WAIT_S)
+        if pending:
+            log.warning("shutdown: tasks still running after %.0f s: %s", STOP_WAIT_S,
+                        sorted(t.get_name() for t in pending))
         metrics.PENDING.flush()
         for name, client in (("redis", self.redis), ("events_redis", self.events_redis), ("pipeline", self.pipeline)):
             try:
