@@ -11,7 +11,8 @@ bench` runs first, in one of these arms:
   each, the flow at its nice 10 within it;
 - `same-session-idle`: the same, the flow's threads under SCHED_IDLE (`chrt -i`).
 
-Prints each kind of round's p99s, their medians and the ratio the target judges.
+Prints each kind of round's p99s, their medians, the ratio the target judges, and each part's CPU (the serving
+workers, the live flow, Redis, this load generator, the outcome poster) per kind of round.
 
     make bench   # once: builds .pantry/bench
     python -m experiments.overhead_arms ARM [ROUNDS] [WARMUP_S]
@@ -24,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import msgspec
 import psutil
@@ -56,6 +58,35 @@ def one_session() -> None:
     subprocess.Popen = SameSession
 
 
+KINDS = ("experiment + outcomes", "without", "experiment only")  # by round number % 3
+
+
+def label(proc: psutil.Process, me: int) -> str:
+    """Which part of the run a process is (its CPU is reported per part and kind of round)."""
+    cmd = " ".join(proc.info["cmdline"] or [])
+    if proc.info["pid"] == me:
+        return "load generator"
+    if "redis-server" in cmd:
+        return "redis"
+    if "stream live" in cmd:
+        return "live flow"
+    if "multiprocessing" in cmd:
+        return "outcome poster"
+    if "granian" in cmd or " serve" in cmd or "serving." in cmd:
+        return "serving"
+    return "other"
+
+
+def cpu_by_part() -> dict[str, float]:
+    me, out = os.getpid(), {}
+    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if times is not None:
+            part = label(proc, me)
+            out[part] = out.get(part, 0.0) + times.user + times.system
+    return out
+
+
 def main() -> None:
     arm = sys.argv[1] if len(sys.argv) > 1 else "as-is"
     if arm not in ARMS:
@@ -71,6 +102,7 @@ def main() -> None:
     os.environ[experiment_overhead.ML_KEY_ENV] = ml_key
 
     calls = 0
+    cpu: dict[str, dict[str, list[float]]] = {}  # kind of round -> part -> % of a core in each round
     timed_open_loop = experiment_overhead.open_loop
 
     async def open_loop(*args, **kwargs):  # rounds come as without, experiment only, with outcomes
@@ -81,11 +113,16 @@ def main() -> None:
         paused = arm == "flow-paused" and calls % 3 == 0
         if paused:
             os.kill(flow_pid(), signal.SIGSTOP)
+        before, started = cpu_by_part(), time.monotonic()
         try:
             return await timed_open_loop(*args, **kwargs)
         finally:
             if paused:
                 os.kill(flow_pid(), signal.SIGCONT)
+            after, elapsed = cpu_by_part(), time.monotonic() - started
+            kind = cpu.setdefault(KINDS[calls % 3], {})
+            for part, total in after.items():
+                kind.setdefault(part, []).append((total - before.get(part, 0.0)) / elapsed * 100)
 
     experiment_overhead.open_loop = open_loop
     redis = EmbeddedRedis(port=settings.embedded_redis_port, directory=settings.redis_dir).start(daemonize=False)
@@ -106,6 +143,9 @@ def main() -> None:
         medians.append(sorted(p99s)[len(p99s) // 2])
         print(f"{arm}: {name}: p99 {p99s} ms, median {medians[-1]} ms")
     print(f"{arm}: experiment + outcomes / without = {medians[2] / medians[0]:.2f}x")
+    for kind in KINDS[1:] + KINDS[:1]:
+        parts = ", ".join(f"{part} {sorted(v)[len(v) // 2]:.1f}" for part, v in sorted(cpu.get(kind, {}).items()))
+        print(f"{arm}: {kind}: CPU % of a core, median of the rounds: {parts}")
 
 
 if __name__ == "__main__":

@@ -42,9 +42,12 @@ from pantry.redis_server import sync_client
 from pantry.settings import Settings, subprocess_env
 from streaming.sources import REFRESH_EVERY_S
 
-# rounds of each kind: one round's p99 (1,800 requests) moves by +-10% from round to round, as much as the effect
-# measured, so the median needs more than three (docs/DECISIONS.md "The load generator's garbage collector")
-ROUNDS = int(os.environ.get("PANTRY_BENCH_OVERHEAD_ROUNDS", "5"))
+# rounds of each kind, and their length: a 6-s round's p99 (1,800 requests, the 18th slowest) moves by +-10% from
+# round to round, as much as the 10% the target allows: the median of 5 such rounds gave 0.99x and 1.10x in two
+# `make bench` runs of the same code; 7 rounds of 10 s (3,000 requests each) narrow that spread in both directions
+# (docs/DECISIONS.md "The load generator's garbage collector")
+ROUNDS = int(os.environ.get("PANTRY_BENCH_OVERHEAD_ROUNDS", "7"))
+ROUND_S = float(os.environ.get("PANTRY_BENCH_OVERHEAD_ROUND_S", "10"))
 OUTCOME_FLUSH_S = 0.1
 CLICK_EVERY = 10
 # One impression per answer shown (no product_id: the join counts each of its items), as a storefront reports a list
@@ -224,6 +227,7 @@ def treatment_loaded(admin: httpx.Client, experiment_id: str, timeout_s: float =
 
 def run(settings: Settings, base_url: str, bodies: Callable[[], bytes], rate: float, step_s: float,
         treatment: str) -> ExperimentOverhead:
+    """`step_s`: each round's length (ROUND_S in `make bench`, shorter with --quick)."""
     ml_key = os.environ.get(ML_KEY_ENV)
     if not ml_key:
         raise RuntimeError(f"set {ML_KEY_ENV} to a key with the ml_engineer scope")
@@ -267,7 +271,8 @@ def _rounds(admin: httpx.Client, base_url: str, bodies: Callable[[], bytes], rat
     for eid in experiments:
         rows = admin.get("/admin/kpis", params={"experiment": eid, "by_day": "false"}).json()["rows"]
         counted += sum(r["impressions"] for r in rows)
-    return ExperimentOverhead(rounds_without=without, rounds_with=with_, rounds_experiment_only=experiment_only,
+    return ExperimentOverhead(round_s=step_s, rounds_without=without, rounds_with=with_,
+                              rounds_experiment_only=experiment_only,
                               treatment=treatment,
                               treatment_answers=treatment_answers, outcomes_posted=posted, outcome_errors=errors,
                               impressions_counted=counted,

@@ -132,6 +132,7 @@ class ExperimentOverhead(msgspec.Struct, kw_only=True):
     outcome_errors: int  # events refused or POSTs failed
     impressions_counted: int  # impressions /admin/kpis counted for the experiments a few seconds after the last round
     impression_per: str = "item"  # "answer": one impression event per answer shown (the join counts its items)
+    round_s: float | None = None  # each round's length (None: a run saved before it had its own, ServingFigures.step_s)
 
     @staticmethod
     def p99(rounds: list[Load]) -> float | None:

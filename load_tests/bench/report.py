@@ -217,7 +217,8 @@ def experiment_overhead_table(s: ServingFigures) -> list[str]:
                  *([_load_row(f"{n}: experiment only", only)] if only else []),
                  _load_row(f"{n}: experiment + outcomes", with_)]
     return [
-        f"### Experiment overhead: open loop at {s.rate_rps:g} req/s, without vs with an experiment and outcomes",
+        f"### Experiment overhead: open loop at {s.rate_rps:g} req/s, without vs with an experiment and outcomes "
+        f"({len(e.rounds_with)} rounds of {e.round_s or s.step_s:g} s each)",
         "",
         f"With: treatment `{e.treatment}` on half the customers ({e.treatment_answers:,} of its answers), "
         f"{e.outcomes_posted:,} impression and click events posted while answering ({e.outcome_errors:,} refused), "

@@ -112,7 +112,8 @@ def run(settings: Settings, base_url: str | None = None, quick: bool = False) ->
     closed, closed_note = None, ""
     try:
         treatment = ensure_baseline(settings.models_dir, "recommender", "popularity")
-        closed = experiment_overhead.run(settings, base_url, reqs.recommendations, RATE, step_s, treatment)
+        closed = experiment_overhead.run(settings, base_url, reqs.recommendations, RATE,
+                                         step_s if quick else experiment_overhead.ROUND_S, treatment)
         print(f"serving bench closed loop: {closed}", flush=True)
     except (RuntimeError, ModelError, httpx.HTTPError, KeyError) as exc:
         closed_note = f"not run ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"

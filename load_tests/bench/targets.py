@@ -168,9 +168,10 @@ def experiment_overhead(report: Report, why: str) -> Target:
     goal = f"≤ {CLOSED_LOOP_MAX_RATIO:g}x"
     s = report.serving
     c = s.experiment_overhead if s else None
-    by = (f"open loop, {len(c.rounds_with)} + {len(c.rounds_without)} alternating rounds of {s.step_s:g} s, median "
+    round_s = (c.round_s or s.step_s) if c else 0.0
+    by = (f"open loop, {len(c.rounds_with)} + {len(c.rounds_without)} alternating rounds of {round_s:g} s, median "
           f"p99, live flow running, "
-          f"~{round(c.outcomes_posted / max(1, len(c.rounds_with)) / s.step_s, -1):,.0f} outcome events/s "
+          f"~{round(c.outcomes_posted / max(1, len(c.rounds_with)) / round_s, -1):,.0f} outcome events/s "
           f"(an impression per {c.impression_per} shown, a click per {CLICK_EVERY} answers; {EXPERIMENT_OVERHEAD})"
           if c else f"open loop ({EXPERIMENT_OVERHEAD})")
     if c is None:
