@@ -84,7 +84,9 @@ class EmbeddedRedis:
             # full-year replay triggered several, each a fork writing the whole dataset on the cores the flow uses
             # (Redis CPU per replay 10.6-15.5 s -> 5.5-5.8 s, docs/STREAMING.md). The file may grow to ~2x the data.
             "auto-aof-rewrite-min-size 1gb",
-            "save 300 100",
+            # no RDB snapshots: the AOF is the durability, and each snapshot forks the server, which stalls every
+            # client while the page tables are copied: 534 ms on the bench's full-year state (docs/DECISIONS.md)
+            'save ""',
             f"pidfile {self.pidfile}",
             "protected-mode yes",
             "maxclients 10000",
