@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
+import redis
 from tqdm import tqdm
 
 from pantry.clock import from_epoch
@@ -318,6 +319,10 @@ def live(settings: Settings, workers: int, progress: bool = True, echo: Callable
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
+    try:  # the counters are the state's, kept across runs: the summary reports this run's share
+        before = read_counters(sync_client(settings))
+    except (redis.RedisError, OSError):  # Redis not up yet: the flow waits for it; the summary is then cumulative
+        before = None
     bar = Progress(settings, None, "live", live=True, enabled=progress)
     bar.start()
     try:
@@ -330,13 +335,18 @@ def live(settings: Settings, workers: int, progress: bool = True, echo: Callable
         bar.finish()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    echo(summary(read_counters(sync_client(settings)), time.monotonic() - started, "live"))
+    echo(summary(read_counters(sync_client(settings)), time.monotonic() - started, "live", before))
 
 
-def summary(counters: dict[str, float], seconds: float, what: str) -> str:
-    n = int(counters.get("processed", 0))
+def summary(counters: dict[str, float], seconds: float, what: str, before: dict[str, float] | None = None) -> str:
+    """This run's counts (`counters` minus `before`, the counters when it started: they are the state's, and a live
+    flow resumes on a state that has counted before) and its rate."""
+    def this_run(name: str) -> int:
+        return int(counters.get(name, 0) - (before or {}).get(name, 0))
+
+    n = this_run("processed")
     wm = counters.get("max_event_ts")
     watermark = from_epoch(wm).isoformat() if wm is not None else "none"
     return (f"{what}: {n:,} events processed in {seconds:.1f}s ({n / max(seconds, 1e-9):,.0f}/s overall), "
-            f"{int(counters.get('duplicate', 0))} duplicate, {int(counters.get('late', 0))} late, "
-            f"{int(counters.get('invalid', 0))} invalid; watermark {watermark}")
+            f"{this_run('duplicate')} duplicate, {this_run('late')} late, {this_run('invalid')} invalid; "
+            f"watermark {watermark}")

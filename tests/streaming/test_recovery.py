@@ -156,3 +156,11 @@ def test_online_writes_deferred_to_the_end_equal_writing_every_flush(feast_appli
     assert len(got) == len(expected)
     assert differing == [], f"{len(differing)} of {len(expected)} keys differ: " + describe(
         settings, expected, got, differing)
+
+
+def test_the_live_summary_counts_this_run_not_the_states_whole_history():
+    before = {"processed": 1_494_427.0, "duplicate": 2.0, "late": 0.0, "invalid": 1.0}
+    after = {"processed": 1_526_177.0, "duplicate": 5.0, "late": 0.0, "invalid": 1.0, "max_event_ts": 1_514_779_343.0}
+    line = runner.summary(after, 79.3, "live", before)
+    assert line.startswith("live: 31,750 events processed in 79.3s (400/s overall), 3 duplicate, 0 late, 0 invalid")
+    assert runner.summary(after, 79.3, "live").startswith("live: 1,526,177 events processed")  # nothing subtracted
