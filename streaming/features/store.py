@@ -11,7 +11,14 @@ import msgspec
 
 from pantry.events import PRODUCT_ID_BITS
 from streaming.features.event import DAY, HOUR, LATENESS_S, NO_TIME, Ev, Values
-from streaming.features.windows import Window, after, sorted_next_change, window_slide
+from streaming.features.windows import (
+    GRAIN_S,
+    Window,
+    after,
+    fold_before,
+    sorted_next_change,
+    window_slide,
+)
 
 IN_STOCK_PRIOR = 0.9  # P(in stock) before looking at sales; see in_stock_probability
 # The store x product pair key: store << PAIR_SHIFT | product, one int64 (store < 2^19, product < 2^44: the bounds
@@ -42,8 +49,12 @@ class StoreState(msgspec.Struct, array_like=True):
     customers_by_time: list[tuple[float, int]] = msgspec.field(default_factory=list)
     # The sum of `sales` in integer micro-units (exact in any order of additions and removals), so sales_24h costs
     # the few lines between the lateness horizon and the window's start, not every line of the day (tens of
-    # thousands at a busy store). None: not known (an older snapshot), summed again.
+    # thousands at a busy store). None: not known (an older snapshot), summed again. It covers `sales_folded` too.
     sales_micros: int | None = None
+    # The sales older than the lateness bound, one entry per minute (minute start, micro-units), sorted: sales_24h
+    # counts time to the minute (streaming/features/windows.py), so a store holds its last ~10 minutes of sales lines
+    # and at most 1,450 minutes before, however busy. Appended: an older snapshot decodes with none.
+    sales_folded: list[tuple[float, int]] = msgspec.field(default_factory=list)
 
 
 def _sorted_remove(items: list, item) -> None:
@@ -83,7 +94,7 @@ def store_line(st: StoreState, t: float, basket_id: int | None, customer_id: int
     sales = st.sales
     micros = round(sales_value * 1e6)  # before any change: a value that cannot be rounded changes nothing
     if st.sales_micros is None:
-        st.sales_micros = _micros_sum(sales)
+        st.sales_micros = _micros_sum(sales) + _folded_sum(st.sales_folded)
     if not sales or t >= sales[-1][0]:
         sales.append((t, sales_value))
     else:  # out of order (within the lateness bound)
@@ -154,25 +165,59 @@ def traffic_row(st: StoreState, as_of: float) -> Values:
         for _, cid in customers[:cut]:
             del st.latest[cid]
         del customers[:cut]
-    sales = st.sales
+    sales, folded = st.sales, st.sales_folded
     total = st.sales_micros
     if total is None:
-        total = _micros_sum(sales)
+        total = _micros_sum(sales) + _folded_sum(folded)
+    before = fold_before(as_of)
+    if sales and sales[0][0] < before:
+        _sales_fold(st, before)
     if sales and sales[0][0] <= horizon:
         cut = bisect_right(sales, (horizon, math.inf))
         total -= _micros_sum(sales[:cut])
         del sales[:cut]
+    if folded and folded[0][0] <= horizon:
+        cut = bisect_right(folded, (horizon, math.inf))
+        total -= _folded_sum(folded[:cut])
+        del folded[:cut]
     st.sales_micros = total
-    in24 = len(sales) - _count_after(sales, lo24)  # lines before the 24 h window: only those within lateness
+    # what is held but before the 24 h window: lines within lateness of its start, and their minutes
+    out = _micros_sum(sales[:len(sales) - _count_after(sales, lo24)])
+    if folded:
+        out += _folded_sum(folded[:len(folded) - _count_after(folded, lo24)])
     return {"baskets_1h": _count_after(by_time, lo1),
             "customers_1h": _count_after(customers, lo1),
             "baskets_24h": _count_after(by_time, lo24),
             "customers_24h": _count_after(customers, lo24),
-            "sales_24h": round((total - _micros_sum(sales[:in24])) / 1e6, 6)}
+            "sales_24h": round((total - out) / 1e6, 6)}
 
 
 def _micros_sum(sales: list[tuple[float, float]]) -> int:
     return sum(round(v * 1e6) for _, v in sales)
+
+
+def _folded_sum(folded: list[tuple[float, int]]) -> int:
+    return sum(micros for _, micros in folded)
+
+
+def _sales_fold(st: StoreState, before: float) -> None:
+    """Fold the sales lines earlier than `before` (windows.fold_before) into per-minute entries (the total is
+    unchanged: the same micro-units, per minute)."""
+    sales, folded = st.sales, st.sales_folded
+    cut = bisect_left(sales, (before,))
+    for t, v in sales[:cut]:
+        m, micros = t // GRAIN_S * GRAIN_S, round(v * 1e6)
+        if folded and folded[-1][0] == m:
+            folded[-1] = (m, folded[-1][1] + micros)
+        elif not folded or m > folded[-1][0]:
+            folded.append((m, micros))
+        else:  # not in time order (a state from before this fold was kept): merge at its place
+            i = bisect_left(folded, (m,))
+            if i < len(folded) and folded[i][0] == m:
+                folded[i] = (m, folded[i][1] + micros)
+            else:
+                folded.insert(i, (m, micros))
+    del sales[:cut]
 
 
 def store_next_change(st: StoreState) -> float:
@@ -180,12 +225,24 @@ def store_next_change(st: StoreState) -> float:
     sorted indexes instead of a scan of a day of baskets and lines at every refresh check of a changed store."""
     if len(st.by_time) != len(st.baskets):
         _reindex(st)
-    return min(sorted_next_change(st.by_time, st.as_of, (HOUR, DAY)),
-               sorted_next_change(st.sales, st.as_of, (DAY,)))
+    nc = min(sorted_next_change(st.by_time, st.as_of, (HOUR, DAY)),
+             sorted_next_change(st.sales, st.as_of, (DAY,), grain=True))
+    if st.sales_folded:
+        nc = min(nc, sorted_next_change(st.sales_folded, st.as_of, (DAY,)))
+    return nc
 
 
 
 # ---- store x product ------------------------------------------------------------------------------------------
+
+
+class PairMinutes(msgspec.Struct, array_like=True):
+    """A pair's folded sales (streaming/features/windows.py: the windows count time to the minute): (minute start,
+    units, sales) sorted, and their running sums, which slide to the same cuts as the exact sales' at every row."""
+
+    entries: list[tuple[float, int, int]] = msgspec.field(default_factory=list)
+    w7: Window = msgspec.field(default_factory=Window)
+    w28: Window = msgspec.field(default_factory=Window)
 
 
 class StoreProductState(msgspec.Struct, array_like=True):
@@ -205,6 +262,11 @@ class StoreProductState(msgspec.Struct, array_like=True):
     # units of the sales after inv_t (on_hand = inv_on_hand - since): exact while a count is known (the sales
     # forgotten are all at or before it); without one it is not read, and every count sums it again
     since: int = 0
+    # An indexed pair's sales older than the lateness bound, per minute (None until its first are): so a pair holds
+    # its last ~10 minutes of sales and at most one entry per minute of the 28 days before, however fast it sells.
+    # One optional field, not three: most pairs never fold, and each field costs every pair. Appended: an older
+    # snapshot decodes with none, and folds at its next row.
+    minutes: PairMinutes | None = None
 
 
 PAIR_INDEX_FROM = 8  # sales held before a pair keeps running sums (below: rows scan, as cheap as the sums)
@@ -212,6 +274,43 @@ PAIR_INDEX_FROM = 8  # sales held before a pair keeps running sums (below: rows 
 
 def _units(sale: tuple[float, int]) -> int:
     return sale[1]
+
+
+def _sales(minute: tuple[float, int, int]) -> int:
+    return minute[2]
+
+
+def _pair_fold(sp: StoreProductState, before: float) -> None:
+    """Fold the exact sales earlier than `before` (windows.fold_before) into per-minute entries, moving their units
+    between the running sums (a sale's minute may have left a window its exact time was still in)."""
+    sales, minutes = sp.sales, sp.minutes
+    cut = bisect_left(sales, (before,))
+    if minutes is None:  # the folded sums start where the exact ones are: both slide to the same cut at every row
+        minutes = sp.minutes = PairMinutes(w7=Window(cut=sp.w7.cut), w28=Window(cut=sp.w28.cut))
+    folded = minutes.entries
+    pairs = ((sp.w7, minutes.w7), (sp.w28, minutes.w28))
+    for t, q in sales[:cut]:
+        m = t // GRAIN_S * GRAIN_S
+        for w, fw in pairs:
+            if t > w.cut:
+                w.n -= 1
+                w.total -= q
+            if m > fw.cut:
+                fw.n += 1
+                fw.total += q
+        if folded and folded[-1][0] == m:
+            _, units, n = folded[-1]
+            folded[-1] = (m, units + q, n + 1)
+        elif not folded or m > folded[-1][0]:
+            folded.append((m, q, 1))
+        else:  # not in time order (a state from before this fold was kept): merge at its place
+            i = bisect_left(folded, (m,))
+            if i < len(folded) and folded[i][0] == m:
+                _, units, n = folded[i]
+                folded[i] = (m, units + q, n + 1)
+            else:
+                folded.insert(i, (m, q, 1))
+    del sales[:cut]
 
 
 def _pair_index(sp: StoreProductState) -> None:
@@ -368,11 +467,22 @@ def store_product_values(st: StoreProductState, as_of: float) -> tuple:
     if not st.ix:
         return _small_pair_values(st, as_of, lo7, lo28, horizon)
     sales, w7, w28 = st.sales, st.w7, st.w28
+    before = fold_before(as_of)
+    if sales and sales[0][0] < before:
+        _pair_fold(st, before)
     window_slide(w7, sales, lo7, _units)  # first: the sales forgotten below have left both windows
     window_slide(w28, sales, lo28, _units)
     if sales and sales[0][0] <= horizon:  # forget what no window (nor on_hand) can need again
         del sales[:after(sales, horizon)]
     u7, u28, n28 = w7.total, w28.total, w28.n
+    minutes = st.minutes
+    if minutes is not None:
+        folded, fw7, fw28 = minutes.entries, minutes.w7, minutes.w28
+        window_slide(fw7, folded, lo7, _units, _sales)
+        window_slide(fw28, folded, lo28, _units, _sales)
+        if folded and folded[0][0] <= horizon:
+            del folded[:after(folded, horizon)]
+        u7, u28, n28 = u7 + fw7.total, u28 + fw28.total, n28 + fw28.n
     if sales and sales[-1][0] > as_of:  # a row asked for a time before some sales (not the flow's: as_of is newest)
         for t, q in sales[after(sales, as_of):]:
             u28 -= q
@@ -388,14 +498,17 @@ def _small_pair_values(st: StoreProductState, as_of: float, lo7: float, lo28: fl
     if sales and sales[0][0] <= horizon:  # as before the indexes: the list is in arrival order
         sales = st.sales = [x for x in sales if x[0] > horizon]
     inv_t = st.inv_t
+    # the windows count time to the minute (windows.py): a sale is in the window starting at lo while the start of
+    # its minute is after lo, that is from the first whole minute after lo on
+    from7, from28 = (lo7 // GRAIN_S + 1) * GRAIN_S, (lo28 // GRAIN_S + 1) * GRAIN_S
     u7 = u28 = n28 = sold_since_count = 0
     for t, q in sales:
         if t > inv_t:
             sold_since_count += q
-        if lo28 < t <= as_of:
+        if from28 <= t <= as_of:
             u28 += q
             n28 += 1
-            if t > lo7:
+            if t >= from7:
                 u7 += q
     return _pair_values(st, as_of, u7, u28, n28, sold_since_count)
 
@@ -424,18 +537,23 @@ _WEEK, _FOUR_WEEKS = 7 * DAY, 28 * DAY
 
 
 def store_product_next_change(st: StoreProductState) -> float:
-    """next_change(sale times, as_of, (7 d, 28 d)): by bisection of the sorted sales if indexed, else a scan of the
-    few (a final refresh asks it of every store x product pair, live refreshes of every pair whose row changed)."""
+    """next_change(the sales' minute starts, as_of, (7 d, 28 d)): by bisection of the sorted sales (and folded
+    minutes) if indexed, else a scan of the few (a final refresh asks it of every store x product pair, live
+    refreshes of every pair whose row changed)."""
     if st.ix:
-        return sorted_next_change(st.sales, st.as_of, (_WEEK, _FOUR_WEEKS))
+        nc = sorted_next_change(st.sales, st.as_of, (_WEEK, _FOUR_WEEKS), grain=True)
+        if st.minutes is not None and st.minutes.entries:
+            nc = min(nc, sorted_next_change(st.minutes.entries, st.as_of, (_WEEK, _FOUR_WEEKS)))
+        return nc
     as_of = st.as_of
     best = math.inf
     for t, _ in st.sales:
         if t > as_of:
             continue
-        end = t + _WEEK
+        start = t // GRAIN_S * GRAIN_S
+        end = start + _WEEK
         if end <= as_of:
-            end = t + _FOUR_WEEKS
+            end = start + _FOUR_WEEKS
             if end <= as_of:
                 continue
         if end < best:

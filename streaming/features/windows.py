@@ -5,6 +5,13 @@ the count and integer total of the entries with t > `cut`. A row slides each cut
 (as_of - length): only the entries between the old and the new cut are visited, and as_of only moves forward, so
 each entry is visited once per window over its life (amortised O(1) per event), whatever the window holds. Totals
 are integers (units, or money in micro-units) so that adding and removing in any order stays exact.
+
+Windows of sums (a store x product pair's units, a store's sales) count time to the minute (GRAIN_S): an entry
+leaves a window of length W once the start of its minute is W old. That lets an entity keep what is older than the
+lateness bound as one entry per minute (`fold_before`): late events can no longer land there, so nothing but the
+windows reads those entries. The newest entries (the last LATENESS_S, where late events and inventory counts still
+land) stay exact; a window's trailing edge is always older than that (W > LATENESS_S + 2 minutes), so for them the
+minute rule and the exact time agree.
 """
 
 from __future__ import annotations
@@ -15,7 +22,22 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
+from streaming.features.event import LATENESS_S
+
 INF = math.inf
+GRAIN_S = 60.0  # the folded windows' time grain
+
+
+def grain_start(t: float) -> float:
+    """The start of t's minute (exact in floats: an integer number of seconds)."""
+    return t // GRAIN_S * GRAIN_S
+
+
+def fold_before(as_of: float) -> float:
+    """Entries earlier than this are folded into minutes at a row as of `as_of`: their minute ended at or before
+    as_of - LATENESS_S, so no accepted event can land in it any more (the gate drops events older than the newest
+    minus the lateness bound, and the newest is at least as_of)."""
+    return grain_start(as_of - LATENESS_S)
 
 
 class Window(msgspec.Struct, array_like=True):
@@ -33,9 +55,11 @@ def window_add(w: Window, t: float, amount: int, n: int = 1) -> None:
         w.total += amount
 
 
-def window_slide(w: Window, order: Sequence[tuple], lo: float, amount: Callable[[tuple], int]) -> None:
+def window_slide(w: Window, order: Sequence[tuple], lo: float, amount: Callable[[tuple], int],
+                 count: Callable[[tuple], int] | None = None) -> None:
     """Move the cut to `lo`: the entries in (cut, lo] leave the window, or those in (lo, cut] enter it if lo is
-    before the cut (a row asked for an earlier time)."""
+    before the cut (a row asked for an earlier time). `count`: how many entries one stands for (a folded minute's
+    sales; default one)."""
     cut = w.cut
     if lo == cut:
         return
@@ -47,11 +71,12 @@ def window_slide(w: Window, order: Sequence[tuple], lo: float, amount: Callable[
     if i < j:
         moved = order[i:j]
         total = sum(map(amount, moved))
+        n = j - i if count is None else sum(map(count, moved))
         if lo > cut:
-            w.n -= j - i
+            w.n -= n
             w.total -= total
         else:
-            w.n += j - i
+            w.n += n
             w.total += total
     w.cut = lo
 
@@ -61,9 +86,11 @@ def after(order: Sequence[tuple], as_of: float) -> int:
     return bisect_right(order, (as_of, INF))
 
 
-def sorted_next_change(order: Sequence[tuple], as_of: float, windows: tuple[float, ...]) -> float:
+def sorted_next_change(order: Sequence[tuple], as_of: float, windows: tuple[float, ...], grain: bool = False
+                       ) -> float:
     """streaming.features.event.next_change of the entries' times, in O(len(windows) * log n) on a time-sorted
     list: the first instant after as_of at which an entry leaves a window (lengths ascending) that holds it.
+    `grain`: windows that count time to the minute (an entry at t leaves at grain_start(t) + w).
 
     An entry contributes t + w for the shortest window w with t + w > as_of; t + w is non-decreasing along the
     list, so within each window's run of entries the first is the smallest. The same float sums as next_change,
@@ -72,8 +99,9 @@ def sorted_next_change(order: Sequence[tuple], as_of: float, windows: tuple[floa
     if len(order) <= 4:  # a scan is cheaper than bisections for a few entries (most store x product pairs)
         for t, *_ in order:
             if t <= as_of:
+                start = t // GRAIN_S * GRAIN_S if grain else t
                 for w in windows:
-                    end = t + w
+                    end = start + w
                     if end > as_of:
                         if end < best:
                             best = end
@@ -81,9 +109,12 @@ def sorted_next_change(order: Sequence[tuple], as_of: float, windows: tuple[floa
         return best
     hi = after(order, as_of)  # entries later than as_of hold no window yet (next_change skips them)
     for w in windows:
-        i = bisect_right(order, as_of, 0, hi, key=lambda e, w=w: e[0] + w)
+        if grain:
+            i = bisect_right(order, as_of, 0, hi, key=lambda e, w=w: e[0] // GRAIN_S * GRAIN_S + w)
+        else:
+            i = bisect_right(order, as_of, 0, hi, key=lambda e, w=w: e[0] + w)
         if i < hi:
-            end = order[i][0] + w
+            end = (grain_start(order[i][0]) if grain else order[i][0]) + w
             if end < best:
                 best = end
         hi = i  # entries from here on already left their change at this (shorter) window

@@ -1,6 +1,7 @@
 """The indexed window structures (streaming/features/windows.py and the indexes of the customer and store x product
 states) against a full scan of everything the entity saw: random events, out of order within the lateness bound,
-rows after each event and after quiet gaps (windows rolling and emptying, old entries forgotten)."""
+rows after each event and after quiet gaps (windows rolling and emptying, old entries forgotten, entries older than
+the lateness bound folded into minutes)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from hypothesis import strategies as st
 from streaming.features import customer as C
 from streaming.features import store as S
 from streaming.features.event import DAY, LATENESS_S, MINUTE, Ev, next_change
-from streaming.features.windows import Window, sorted_next_change, window_add, window_slide
+from streaming.features.windows import (
+    GRAIN_S,
+    Window,
+    fold_before,
+    grain_start,
+    sorted_next_change,
+    window_add,
+    window_slide,
+)
 
 T0 = 1_500_000_000.0
 # steps of the newest event time: window lengths among them, so entries land exactly on a window's edge
@@ -61,11 +70,12 @@ def test_window_slide_in_any_direction_equals_a_scan(order, cuts):
 
 
 def _pair_by_scan(sales: list[tuple[float, int]], count: tuple[float, int | None] | None, as_of: float) -> tuple:
-    """store_product_values by its definition from every sale and the latest count (time, on_hand)."""
+    """store_product_values by its definition from every sale and the latest count (time, on_hand): a sale is in a
+    window while the start of its minute is."""
     lo7, lo28 = as_of - 7 * DAY, as_of - 28 * DAY
-    u7 = sum(q for t, q in sales if lo7 < t <= as_of)
-    u28 = sum(q for t, q in sales if lo28 < t <= as_of)
-    n28 = sum(1 for t, _ in sales if lo28 < t <= as_of)
+    u7 = sum(q for t, q in sales if lo7 < grain_start(t) and t <= as_of)
+    u28 = sum(q for t, q in sales if lo28 < grain_start(t) and t <= as_of)
+    n28 = sum(1 for t, _ in sales if lo28 < grain_start(t) and t <= as_of)
     last = max((t for t, _ in sales), default=None)
     on_hand = None
     if count is not None and count[1] is not None:
@@ -112,13 +122,42 @@ def test_store_product_rows_equal_a_scan_of_every_sale(events, gap):
         got = S.store_product_values(sp, sp.as_of)
         want = _pair_by_scan(sales, count, sp.as_of)
         assert _same_values(got, want), (e, got, want)
-        assert S.store_product_next_change(sp) == next_change((t for t, _ in sales), sp.as_of, (7 * DAY, 28 * DAY))
+        assert S.store_product_next_change(sp) == next_change((grain_start(t) for t, _ in sales), sp.as_of,
+                                                              (7 * DAY, 28 * DAY))
+        _assert_pair_bounded(sp)
     # a refresh later (the windows roll, old sales are forgotten), and the state through a snapshot
     sp.as_of += gap
     assert _same_values(S.store_product_values(sp, sp.as_of), _pair_by_scan(sales, count, sp.as_of))
+    _assert_pair_bounded(sp)
     back = msgspec.msgpack.decode(msgspec.msgpack.encode(sp), type=S.StoreProductState)
     assert back == sp
     assert len(sp.sales) <= len(sales)
+
+
+def _assert_pair_bounded(sp: S.StoreProductState) -> None:
+    """After a row: exact sales only from the lateness bound on, one folded entry per minute, nothing past 28 days
+    and the lateness bound (or the last count)."""
+    if sp.ix:
+        assert all(t >= fold_before(sp.as_of) for t, _ in sp.sales)
+    minutes = [m for m, _, _ in (sp.minutes.entries if sp.minutes else [])]
+    assert minutes == sorted(set(minutes)) and all(m % GRAIN_S == 0 for m in minutes)
+    assert all(m > min(sp.as_of - 28 * DAY - LATENESS_S, sp.inv_t) for m in minutes)
+
+
+def test_a_pair_selling_every_second_holds_its_last_minutes_exactly_and_one_entry_per_minute_before():
+    """The hot pair: a sale a second for 3 hours, rows as the flow makes them (one a second): it holds the sales
+    of the last lateness bound (and the minute it falls in) and one entry per minute before, and its rows equal the
+    scan's."""
+    sp, sales = S.StoreProductState(), []
+    for i in range(3 * 3600):
+        e = Ev(f"p{i}", "purchase", T0 + i, 1, 1, 7, i, 1, 1.0)
+        S.store_product_apply(sp, e)
+        sales.append((e.t, 1))
+        got = S.store_product_values(sp, sp.as_of)
+    assert _same_values(got, _pair_by_scan(sales, None, sp.as_of))
+    assert len(sp.sales) <= LATENESS_S + GRAIN_S
+    assert len(sp.minutes.entries) == (3 * 3600 - len(sp.sales)) // GRAIN_S
+    assert sum(q for _, q, _ in sp.minutes.entries) + len(sp.sales) == 3 * 3600
 
 
 # ---- customer -----------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from streaming.features import customer as C
 from streaming.features import store as S
 from streaming.features.event import DAY, HOUR, LATENESS_S, MINUTE, Ev, next_change
 from streaming.features.top import top_merge, top_scores
+from streaming.features.windows import GRAIN_S, fold_before, grain_start
 
 T0 = 1_500_000_000.0  # 2017-07-14T02:40Z
 
@@ -285,7 +286,7 @@ def test_in_stock_shortcuts_equal_the_formula():
     assert S.store_product_row(sp, T0)["in_stock_prob"] == S.in_stock_probability(0.0, 40.0)
 
 
-def test_store_product_next_change_is_next_change_of_its_sales():
+def test_store_product_next_change_is_next_change_of_its_sales_minutes():
     import random
 
     rng = random.Random(2)
@@ -293,7 +294,7 @@ def test_store_product_next_change_is_next_change_of_its_sales():
         sp = S.StoreProductState(as_of=T0)
         sp.sales = [(T0 + rng.choice([-40, -28, -27.5, -7, -6, 0, 1]) * DAY + rng.choice([0.0, -1.0, 1.0]), 1)
                     for _ in range(rng.randrange(0, 6))]
-        want = next_change((t for t, _ in sp.sales), sp.as_of, (7 * DAY, 28 * DAY))
+        want = next_change((grain_start(t) for t, _ in sp.sales if t <= sp.as_of), sp.as_of, (7 * DAY, 28 * DAY))
         assert S.store_product_next_change(sp) == want
 
 
@@ -343,7 +344,8 @@ def _traffic_by_scan(lines: list[tuple[float, int | None, int | None, float]], a
         inside = [(t, cid) for t, cid in first.values() if lo < t <= as_of]
         out[f"baskets_{name}"] = len(inside)
         out[f"customers_{name}"] = len({cid for _, cid in inside if cid is not None})
-    out["sales_24h"] = round(sum(v for t, _, _, v in lines if as_of - DAY < t <= as_of), 6)
+    # sales count time to the minute (streaming/features/windows.py)
+    out["sales_24h"] = round(sum(v for t, _, _, v in lines if as_of - DAY < grain_start(t) and t <= as_of), 6)
     return out
 
 
@@ -369,7 +371,11 @@ def test_store_traffic_indexes_equal_a_scan_of_every_line(seed):
         got = S.traffic_row(st, st.as_of)
         want = _traffic_by_scan(lines, st.as_of)
         assert got == pytest.approx(want), (i, got, want)
-        assert st.sales_micros == sum(round(v * 1e6) for _, v in st.sales)  # the running total stays exact
+        # the running total stays exact; lines older than the lateness bound are held per minute
+        assert st.sales_micros == sum(round(v * 1e6) for _, v in st.sales) + sum(m for _, m in st.sales_folded)
+        assert all(t >= fold_before(st.as_of) for t, _ in st.sales)
+        minutes = [m for m, _ in st.sales_folded]
+        assert minutes == sorted(set(minutes)) and all(m > st.as_of - DAY - LATENESS_S - GRAIN_S for m in minutes)
     # a refresh long after: every window empties and the state forgets the old baskets
     assert S.traffic_row(st, st.as_of + 2 * DAY) == {"baskets_1h": 0, "customers_1h": 0, "baskets_24h": 0,
                                                      "customers_24h": 0, "sales_24h": 0}
