@@ -22,7 +22,7 @@ from datetime import timedelta
 
 from load_tests.bench.sustained import BASE_TS, _event
 from streaming.features.event import from_event
-from streaming.features.store import pair_key
+from streaming.features.store_product import pair_key
 from streaming.gate import GateState, gate_apply
 from streaming.shards import StoreShardLogic, Work
 

@@ -151,7 +151,7 @@ def rows(sizes: tuple[int, ...] = (100, 1_000, 10_000), n: int = 500) -> list[di
     baskets, and of a store x product pair that holds `size` sales in 28 days: the work of one event of a heavy key,
     in process (no flow), the best of 3 runs."""
     from streaming.features import customer as C
-    from streaming.features import store as S
+    from streaming.features import store_product as SP
     from streaming.features.event import Ev
 
     t0 = 1_491_004_800.0  # 2017-04-01
@@ -161,13 +161,13 @@ def rows(sizes: tuple[int, ...] = (100, 1_000, 10_000), n: int = 500) -> list[di
         best_c = best_p = math.inf
         for _ in range(3):
             st = C.CustomerState()
-            sp = S.StoreProductState()
+            sp = SP.StoreProductState()
             for i in range(size):
                 e = Ev(f"w{i}", "purchase", t0 + i * step, 1, 1, i, i, 1, 1.5)
                 C.customer_apply(st, e)
-                S.store_product_apply(sp, e)
+                SP.store_product_apply(sp, e)
             C.customer_rows(st, C.SESSION | C.ACTIVITY)
-            S.store_product_values(sp, sp.as_of)
+            SP.store_product_values(sp, sp.as_of)
             events = [Ev(f"x{i}", "purchase", t0 + size * step + i * 0.001, 1, 1, size + i, size + i, 1, 1.5)
                       for i in range(n)]
             started = time.perf_counter()
@@ -179,9 +179,9 @@ def rows(sizes: tuple[int, ...] = (100, 1_000, 10_000), n: int = 500) -> list[di
             best_c = min(best_c, (time.perf_counter() - started) / n)
             started = time.perf_counter()
             for e in events:
-                S.store_product_apply(sp, e)
-                S.store_product_values(sp, sp.as_of)
-                S.store_product_next_change(sp)
+                SP.store_product_apply(sp, e)
+                SP.store_product_values(sp, sp.as_of)
+                SP.store_product_next_change(sp)
             best_p = min(best_p, (time.perf_counter() - started) / n)
         row = {"size": size, "customer_us": round(best_c * 1e6, 1), "pair_us": round(best_p * 1e6, 1)}
         print(json.dumps(row), flush=True)

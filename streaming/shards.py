@@ -15,10 +15,11 @@ from bytewax.operators import StatefulBatchLogic
 
 from streaming.features import customer as C
 from streaming.features import store as S
+from streaming.features import store_product as SP
 from streaming.features import substitution as F
 from streaming.features import top as T
 from streaming.features.event import FORGET, Ev, cached_next_change
-from streaming.features.store import PAIR_MASK, PAIR_SHIFT, pair_key
+from streaming.features.store_product import PAIR_MASK, PAIR_SHIFT, pair_key
 from streaming.refresh import Refresh
 from streaming.sinks import Dead, Flush, Row, failure
 
@@ -58,7 +59,7 @@ class CustomerShard(msgspec.Struct, array_like=True):
 
 class StoreShard(msgspec.Struct, array_like=True):
     stores: dict[int, S.StoreState] = msgspec.field(default_factory=dict)
-    pairs: dict[int, S.StoreProductState] = msgspec.field(default_factory=dict)  # key: pair_key(store, product)
+    pairs: dict[int, SP.StoreProductState] = msgspec.field(default_factory=dict)  # key: pair_key(store, product)
     dirty_stores: set[int] = msgspec.field(default_factory=set)
     dirty_pairs: set[int] = msgspec.field(default_factory=set)
     online_behind: bool = False  # rows were logged but kept from the online store (defer_online)
@@ -85,7 +86,7 @@ def migrate_pairs(shard: StoreShard) -> StoreShard:
     old, mask = shard.pair_shift, (1 << shard.pair_shift) - 1
     if old != 32:
         raise ValueError(f"store shard snapshot with pair keys of an unknown layout (shift {old})")
-    pairs: dict[int, S.StoreProductState] = {}
+    pairs: dict[int, SP.StoreProductState] = {}
     dropped = 0
     for key, sp in shard.pairs.items():
         sid, pid = key >> old, key & mask
@@ -339,7 +340,7 @@ class StoreShardLogic(_Coalescing):
             sp = sh.pairs.get(key)
             if sp is None:
                 return False
-            nc = cached_next_change(sp, S.store_product_next_change)
+            nc = cached_next_change(sp, SP.store_product_next_change)
             if as_of > sp.as_of and nc <= as_of:
                 sp.as_of, sp.nc = as_of, None
                 sh.dirty_pairs.add(key)
@@ -353,7 +354,7 @@ class StoreShardLogic(_Coalescing):
         sh = self.shard
         for sid in list(sh.stores):
             self.roll_one(-1 - sid, as_of)
-        dirty_pairs, next_change = sh.dirty_pairs, S.store_product_next_change
+        dirty_pairs, next_change = sh.dirty_pairs, SP.store_product_next_change
         for key, sp in sh.pairs.items():
             if as_of > sp.as_of:
                 nc = sp.nc
@@ -372,7 +373,7 @@ class StoreShardLogic(_Coalescing):
                 rows.append(("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of))
             except Exception as exc:  # one entity's row must not stop the others
                 self.dead.append(failure(exc, None, f"row of store {sid}"))
-        pairs, values = sh.pairs, S.store_product_values
+        pairs, values = sh.pairs, SP.store_product_values
         append = rows.append
         for key in sh.dirty_pairs:  # the most frequent row: values as a tuple (sinks.TUPLE_VIEWS)
             sp = pairs[key]
@@ -413,7 +414,7 @@ class StoreShardLogic(_Coalescing):
                     rows.append(("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of))
                 except Exception as exc:  # one entity's row must not stop the others
                     self.dead.append(failure(exc, None, f"row of store {sid}"))
-        values = S.store_product_values
+        values = SP.store_product_values
         for key, sp in sh.pairs.items():
             if key not in dirty_pairs:
                 try:

@@ -30,7 +30,7 @@ from pantry.redis_server import sync_client
 from pantry.settings import Settings
 from streaming.feature_log import LOG_EVERY_S, FeatureLog
 from streaming.features.event import NO_TIME
-from streaming.features.store import STORE_PRODUCT_FEATURES
+from streaming.features.store_product import STORE_PRODUCT_FEATURES
 from streaming.redis_retry import REDIS_DOWN, retried
 
 # Views whose rows the feature functions emit as tuples in this order (the most frequent rows: no dict is built);

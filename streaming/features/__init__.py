@@ -8,8 +8,9 @@ Views (names and types are the contract in feature_repo/features.py):
   customer_activity    baskets and spend over (as_of - 7d, as_of] and (as_of - 28d, as_of], last order, preferred store
   customer_repertoire  top 50 products by purchase count decayed with a 90-day half-life, plus the last 10
                        distinct products bought (so a purchase shows up in buy-again at once, even for big baskets)
-  store_traffic        baskets and customers over 1 h / 24 h, sales over 24 h
-  store_product        units over 7 d / 28 d, last sale, on_hand from inventory, in-stock probability
+  store_traffic        baskets and customers over 1 h / 24 h, sales over 24 h (to the minute)
+  store_product        units over 7 d / 28 d (to the minute), last sale, on_hand from inventory, in-stock probability
 
-Modules: `event` (the flow's compact event, time constants, when a window changes next), `customer`, `store`.
+Modules: `event` (the flow's compact event, time constants, when a window changes next), `customer`, `store`
+(store_traffic), `store_product`, `windows` (running sums, the minute grain), `top`, `substitution`.
 """

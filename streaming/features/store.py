@@ -1,4 +1,5 @@
-"""Store views: store_traffic (per store) and store_product (per store x product; see streaming/features/__init__.py).
+"""The store_traffic view (per store; see streaming/features/__init__.py): baskets and customers over 1 h / 24 h,
+sales over 24 h counted to the minute; and the shard's update of both store views at once (store_events_apply).
 """
 
 from __future__ import annotations
@@ -9,31 +10,9 @@ from collections.abc import Iterable
 
 import msgspec
 
-from pantry.events import PRODUCT_ID_BITS
-from streaming.features.event import DAY, HOUR, LATENESS_S, NO_TIME, Ev, Values
-from streaming.features.windows import (
-    GRAIN_S,
-    Window,
-    after,
-    fold_before,
-    sorted_next_change,
-    window_slide,
-)
-
-IN_STOCK_PRIOR = 0.9  # P(in stock) before looking at sales; see in_stock_probability
-# The store x product pair key: store << PAIR_SHIFT | product, one int64 (store < 2^19, product < 2^44: the bounds
-# of pantry.events), so distinct pairs never collide and the key fits array("q") and msgpack's int64.
-PAIR_SHIFT = PRODUCT_ID_BITS
-PAIR_MASK = (1 << PAIR_SHIFT) - 1
-
-
-def pair_key(store_id: int, product_id: int) -> int:
-    return (store_id << PAIR_SHIFT) | product_id
-
-
-def pair_ids(key: int) -> tuple[int, int]:
-    """(store_id, product_id) of a pair key."""
-    return key >> PAIR_SHIFT, key & PAIR_MASK
+from streaming.features.event import DAY, HOUR, LATENESS_S, Ev, Values
+from streaming.features.store_product import PAIR_SHIFT, StoreProductState, pair_sale, store_product_apply
+from streaming.features.windows import GRAIN_S, fold_before, sorted_next_change
 
 
 class StoreState(msgspec.Struct, array_like=True):
@@ -232,148 +211,6 @@ def store_next_change(st: StoreState) -> float:
     return nc
 
 
-
-# ---- store x product ------------------------------------------------------------------------------------------
-
-
-class PairMinutes(msgspec.Struct, array_like=True):
-    """A pair's folded sales (streaming/features/windows.py: the windows count time to the minute): (minute start,
-    units, sales) sorted, and their running sums, which slide to the same cuts as the exact sales' at every row."""
-
-    entries: list[tuple[float, int, int]] = msgspec.field(default_factory=list)
-    w7: Window = msgspec.field(default_factory=Window)
-    w28: Window = msgspec.field(default_factory=Window)
-
-
-class StoreProductState(msgspec.Struct, array_like=True):
-    as_of: float = 0.0
-    sales: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (time, units), sorted if `ix`
-    last_sold_at: float | None = None
-    inv_on_hand: int | None = None  # the latest inventory count
-    inv_t: float = NO_TIME  # its event time (none yet: before anything)
-    nc: float | None = None
-    # Running sums over `sales` (streaming/features/windows.py), so a row and the next-change check cost O(log n)
-    # and not a scan of 28 days of sales (a hot pair sells at every probe of the bench). Only past PAIR_INDEX_FROM
-    # sales: most pairs hold a few, which a scan serves faster than the sums cost to keep (and without two
-    # Windows each). Appended: an older snapshot decodes with ix False, as a small pair.
-    ix: bool = False
-    w7: Window | None = None  # units and sales with t > w7.cut (the 7-day window's start), if ix
-    w28: Window | None = None
-    # units of the sales after inv_t (on_hand = inv_on_hand - since): exact while a count is known (the sales
-    # forgotten are all at or before it); without one it is not read, and every count sums it again
-    since: int = 0
-    # An indexed pair's sales older than the lateness bound, per minute (None until its first are): so a pair holds
-    # its last ~10 minutes of sales and at most one entry per minute of the 28 days before, however fast it sells.
-    # One optional field, not three: most pairs never fold, and each field costs every pair. Appended: an older
-    # snapshot decodes with none, and folds at its next row.
-    minutes: PairMinutes | None = None
-
-
-PAIR_INDEX_FROM = 8  # sales held before a pair keeps running sums (below: rows scan, as cheap as the sums)
-
-
-def _units(sale: tuple[float, int]) -> int:
-    return sale[1]
-
-
-def _sales(minute: tuple[float, int, int]) -> int:
-    return minute[2]
-
-
-def _pair_fold(sp: StoreProductState, before: float) -> None:
-    """Fold the exact sales earlier than `before` (windows.fold_before) into per-minute entries, moving their units
-    between the running sums (a sale's minute may have left a window its exact time was still in)."""
-    sales, minutes = sp.sales, sp.minutes
-    cut = bisect_left(sales, (before,))
-    if minutes is None:  # the folded sums start where the exact ones are: both slide to the same cut at every row
-        minutes = sp.minutes = PairMinutes(w7=Window(cut=sp.w7.cut), w28=Window(cut=sp.w28.cut))
-    folded = minutes.entries
-    pairs = ((sp.w7, minutes.w7), (sp.w28, minutes.w28))
-    for t, q in sales[:cut]:
-        m = t // GRAIN_S * GRAIN_S
-        for w, fw in pairs:
-            if t > w.cut:
-                w.n -= 1
-                w.total -= q
-            if m > fw.cut:
-                fw.n += 1
-                fw.total += q
-        if folded and folded[-1][0] == m:
-            _, units, n = folded[-1]
-            folded[-1] = (m, units + q, n + 1)
-        elif not folded or m > folded[-1][0]:
-            folded.append((m, q, 1))
-        else:  # not in time order (a state from before this fold was kept): merge at its place
-            i = bisect_left(folded, (m,))
-            if i < len(folded) and folded[i][0] == m:
-                _, units, n = folded[i]
-                folded[i] = (m, units + q, n + 1)
-            else:
-                folded.insert(i, (m, q, 1))
-    del sales[:cut]
-
-
-def _pair_index(sp: StoreProductState) -> None:
-    """Sort the sales and sum them from scratch: the pair holds more than PAIR_INDEX_FROM sales."""
-    sales = sp.sales
-    sales.sort()
-    units = sum(q for _, q in sales)
-    sp.w7, sp.w28 = Window(n=len(sales), total=units), Window(n=len(sales), total=units)
-    sp.since = sum(q for t, q in sales if t > sp.inv_t)
-    sp.ix = True
-
-
-def _pair_sale(sp: StoreProductState, t: float, q: int) -> None:
-    """A sale joins the list (and, indexed, its place in time order and every running sum that holds it)."""
-    sales = sp.sales
-    if not sp.ix:
-        sales.append((t, q))
-        if len(sales) > PAIR_INDEX_FROM:
-            _pair_index(sp)
-        return
-    if not sales or t >= sales[-1][0]:
-        sales.append((t, q))
-    else:  # out of order (within the lateness bound)
-        insort(sales, (t, q))
-    w = sp.w28  # window_add of both windows, inlined: this runs once per purchase line
-    if t > w.cut:
-        w.n += 1
-        w.total += q
-    w = sp.w7
-    if t > w.cut:
-        w.n += 1
-        w.total += q
-    if t > sp.inv_t:
-        sp.since += q
-
-
-def _pair_count(sp: StoreProductState, t: float, on_hand: int | None) -> None:
-    """A newer inventory count: the units sold since are those after it (the count is within the lateness bound
-    of the newest event, so this sums at most the sales of the last 10 minutes)."""
-    sp.inv_t, sp.inv_on_hand = t, on_hand
-    if sp.ix:
-        sales = sp.sales
-        sp.since = sum(q for _, q in sales[after(sales, t):])
-
-
-def store_product_apply(st: StoreProductState, e: Ev) -> bool:
-    t = e.t
-    st.nc = None
-    if e.kind == "purchase":
-        _pair_sale(st, t, e.quantity)
-        if st.last_sold_at is None or t > st.last_sold_at:
-            st.last_sold_at = t
-    elif e.kind == "inventory":
-        if t < st.inv_t:
-            return False  # an older count than the one we hold
-        _pair_count(st, t, e.on_hand)
-    else:
-        return False
-    if t > st.as_of:
-        st.as_of = t
-    return True
-
-
 def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProductState], dirty_stores: set[int],
                        dirty_pairs: set[int], events: Iterable[Ev]) -> list[tuple[Ev, Exception]]:
     """store_apply and store_product_apply of a store shard's events (pair key: pair_key(store_id, product_id)), the
@@ -407,7 +244,7 @@ def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProd
                         sp = pairs[key] = new_pair()
                         made_pair = key
                     sp.nc = None
-                    _pair_sale(sp, t, e.quantity)
+                    pair_sale(sp, t, e.quantity)
                     last = sp.last_sold_at
                     if last is None or t > last:
                         sp.last_sold_at = t
@@ -431,131 +268,3 @@ def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProd
                 del pairs[made_pair]
                 dirty_pairs.discard(made_pair)
     return failed
-
-
-def in_stock_probability(sales_per_day: float, days_since_sale: float | None) -> float:
-    """P(in stock | no sale for `days_since_sale`), sales as a Poisson process while in stock.
-
-    Out of stock, nothing sells; in stock, no sale over g days has probability exp(-rate * g). Bayes with a prior
-    of IN_STOCK_PRIOR: a fast seller that stopped selling is probably out; a slow seller's silence says little.
-    """
-    if days_since_sale is None:
-        return IN_STOCK_PRIOR
-    quiet = math.exp(-sales_per_day * max(days_since_sale, 0.0))
-    return IN_STOCK_PRIOR * quiet / (IN_STOCK_PRIOR * quiet + (1.0 - IN_STOCK_PRIOR))
-
-
-_IN_STOCK_NO_RECENT_SALES = in_stock_probability(0.0, 1.0)
-
-# What store_product_values returns, in its order (the sink checks the names against the registry's view).
-STORE_PRODUCT_FEATURES = ("units_7d", "units_28d", "last_sold_at", "on_hand", "in_stock_prob", "on_display",
-                          "in_mailer")
-
-
-def store_product_row(st: StoreProductState, as_of: float) -> Values:
-    return dict(zip(STORE_PRODUCT_FEATURES, store_product_values(st, as_of), strict=True))
-
-
-def store_product_values(st: StoreProductState, as_of: float) -> tuple:
-    """store_product_row as a tuple in STORE_PRODUCT_FEATURES order: this is the row most replays write (one per
-    store x product pair touched per flush, and every pair at the end), so no dict is built for it."""
-    lo7, lo28 = as_of - 7 * DAY, as_of - 28 * DAY
-    horizon = lo28 - LATENESS_S
-    inv_t, inv_on_hand = st.inv_t, st.inv_on_hand
-    if inv_on_hand is not None and inv_t < horizon:
-        horizon = inv_t  # sales since the last count still matter for on_hand
-    if not st.ix:
-        return _small_pair_values(st, as_of, lo7, lo28, horizon)
-    sales, w7, w28 = st.sales, st.w7, st.w28
-    before = fold_before(as_of)
-    if sales and sales[0][0] < before:
-        _pair_fold(st, before)
-    window_slide(w7, sales, lo7, _units)  # first: the sales forgotten below have left both windows
-    window_slide(w28, sales, lo28, _units)
-    if sales and sales[0][0] <= horizon:  # forget what no window (nor on_hand) can need again
-        del sales[:after(sales, horizon)]
-    u7, u28, n28 = w7.total, w28.total, w28.n
-    minutes = st.minutes
-    if minutes is not None:
-        folded, fw7, fw28 = minutes.entries, minutes.w7, minutes.w28
-        window_slide(fw7, folded, lo7, _units, _sales)
-        window_slide(fw28, folded, lo28, _units, _sales)
-        if folded and folded[0][0] <= horizon:
-            del folded[:after(folded, horizon)]
-        u7, u28, n28 = u7 + fw7.total, u28 + fw28.total, n28 + fw28.n
-    if sales and sales[-1][0] > as_of:  # a row asked for a time before some sales (not the flow's: as_of is newest)
-        for t, q in sales[after(sales, as_of):]:
-            u28 -= q
-            n28 -= 1
-            if t > lo7:
-                u7 -= q
-    return _pair_values(st, as_of, u7, u28, n28, st.since)
-
-
-def _small_pair_values(st: StoreProductState, as_of: float, lo7: float, lo28: float, horizon: float) -> tuple:
-    """store_product_values of a pair without running sums: a scan of its few sales (in any order)."""
-    sales = st.sales
-    if sales and sales[0][0] <= horizon:  # as before the indexes: the list is in arrival order
-        sales = st.sales = [x for x in sales if x[0] > horizon]
-    inv_t = st.inv_t
-    # the windows count time to the minute (windows.py): a sale is in the window starting at lo while the start of
-    # its minute is after lo, that is from the first whole minute after lo on
-    from7, from28 = (lo7 // GRAIN_S + 1) * GRAIN_S, (lo28 // GRAIN_S + 1) * GRAIN_S
-    u7 = u28 = n28 = sold_since_count = 0
-    for t, q in sales:
-        if t > inv_t:
-            sold_since_count += q
-        if from28 <= t <= as_of:
-            u28 += q
-            n28 += 1
-            if t >= from7:
-                u7 += q
-    return _pair_values(st, as_of, u7, u28, n28, sold_since_count)
-
-
-def _pair_values(st: StoreProductState, as_of: float, u7: int, u28: int, n28: int, sold_since_count: int) -> tuple:
-    inv_on_hand, last_sold_at = st.inv_on_hand, st.last_sold_at
-    if inv_on_hand is not None:
-        on_hand: int | None = inv_on_hand - sold_since_count
-        if on_hand > 0:
-            prob = 1.0
-        else:
-            on_hand, prob = 0, 0.0
-    else:
-        on_hand = None
-        if last_sold_at is None:
-            prob = IN_STOCK_PRIOR
-        elif n28 == 0:
-            prob = _IN_STOCK_NO_RECENT_SALES  # exp(-0 * g) == 1: the same for every g
-        else:
-            prob = in_stock_probability(n28 / 28.0, (as_of - last_sold_at) / DAY)
-    # on_display / in_mailer: promotions are batch data, not known to the stream
-    return (u7, u28, last_sold_at, on_hand, prob, None, None)
-
-
-_WEEK, _FOUR_WEEKS = 7 * DAY, 28 * DAY
-
-
-def store_product_next_change(st: StoreProductState) -> float:
-    """next_change(the sales' minute starts, as_of, (7 d, 28 d)): by bisection of the sorted sales (and folded
-    minutes) if indexed, else a scan of the few (a final refresh asks it of every store x product pair, live
-    refreshes of every pair whose row changed)."""
-    if st.ix:
-        nc = sorted_next_change(st.sales, st.as_of, (_WEEK, _FOUR_WEEKS), grain=True)
-        if st.minutes is not None and st.minutes.entries:
-            nc = min(nc, sorted_next_change(st.minutes.entries, st.as_of, (_WEEK, _FOUR_WEEKS)))
-        return nc
-    as_of = st.as_of
-    best = math.inf
-    for t, _ in st.sales:
-        if t > as_of:
-            continue
-        start = t // GRAIN_S * GRAIN_S
-        end = start + _WEEK
-        if end <= as_of:
-            end = start + _FOUR_WEEKS
-            if end <= as_of:
-                continue
-        if end < best:
-            best = end
-    return best

@@ -130,7 +130,7 @@ def test_bounds_hold_the_real_data_and_the_edges():
 
 
 def test_the_pair_key_holds_every_pair_without_collision():
-    from streaming.features.store import pair_ids, pair_key
+    from streaming.features.store_product import pair_ids, pair_key
 
     top = pair_key(events.MAX_STORE_ID, events.MAX_PRODUCT_ID)
     assert top < 2**63  # int64: array("q"), msgpack, Feast's key

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streaming.features import customer as C
-from streaming.features import store as S
+from streaming.features import store_product as SP
 from streaming.features.event import DAY, LATENESS_S, MINUTE, Ev, next_change
 from streaming.features.windows import (
     GRAIN_S,
@@ -83,9 +83,9 @@ def _pair_by_scan(sales: list[tuple[float, int]], count: tuple[float, int | None
     if on_hand is not None:
         on_hand, prob = (on_hand, 1.0) if on_hand > 0 else (0, 0.0)
     elif last is None:
-        prob = S.IN_STOCK_PRIOR
+        prob = SP.IN_STOCK_PRIOR
     else:
-        prob = S.in_stock_probability(n28 / 28.0, (as_of - last) / DAY)
+        prob = SP.in_stock_probability(n28 / 28.0, (as_of - last) / DAY)
     return (u7, u28, last, on_hand, prob, None, None)
 
 
@@ -110,31 +110,31 @@ def _same_values(got: tuple, want: tuple) -> bool:
 @given(pair_events(), st.sampled_from([0.0, 1.0, 7 * DAY, 20 * DAY, 28 * DAY + LATENESS_S, 60 * DAY]))
 @settings(max_examples=300, deadline=None)
 def test_store_product_rows_equal_a_scan_of_every_sale(events, gap):
-    sp = S.StoreProductState()
+    sp = SP.StoreProductState()
     sales: list[tuple[float, int]] = []
     count: tuple[float, int | None] | None = None
     for e in events:
-        S.store_product_apply(sp, e)
+        SP.store_product_apply(sp, e)
         if e.kind == "purchase":
             sales.append((e.t, e.quantity))
         elif count is None or e.t >= count[0]:
             count = (e.t, e.on_hand)
-        got = S.store_product_values(sp, sp.as_of)
+        got = SP.store_product_values(sp, sp.as_of)
         want = _pair_by_scan(sales, count, sp.as_of)
         assert _same_values(got, want), (e, got, want)
-        assert S.store_product_next_change(sp) == next_change((grain_start(t) for t, _ in sales), sp.as_of,
+        assert SP.store_product_next_change(sp) == next_change((grain_start(t) for t, _ in sales), sp.as_of,
                                                               (7 * DAY, 28 * DAY))
         _assert_pair_bounded(sp)
     # a refresh later (the windows roll, old sales are forgotten), and the state through a snapshot
     sp.as_of += gap
-    assert _same_values(S.store_product_values(sp, sp.as_of), _pair_by_scan(sales, count, sp.as_of))
+    assert _same_values(SP.store_product_values(sp, sp.as_of), _pair_by_scan(sales, count, sp.as_of))
     _assert_pair_bounded(sp)
-    back = msgspec.msgpack.decode(msgspec.msgpack.encode(sp), type=S.StoreProductState)
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(sp), type=SP.StoreProductState)
     assert back == sp
     assert len(sp.sales) <= len(sales)
 
 
-def _assert_pair_bounded(sp: S.StoreProductState) -> None:
+def _assert_pair_bounded(sp: SP.StoreProductState) -> None:
     """After a row: exact sales only from the lateness bound on, one folded entry per minute, nothing past 28 days
     and the lateness bound (or the last count)."""
     if sp.ix:
@@ -148,12 +148,12 @@ def test_a_pair_selling_every_second_holds_its_last_minutes_exactly_and_one_entr
     """The hot pair: a sale a second for 3 hours, rows as the flow makes them (one a second): it holds the sales
     of the last lateness bound (and the minute it falls in) and one entry per minute before, and its rows equal the
     scan's."""
-    sp, sales = S.StoreProductState(), []
+    sp, sales = SP.StoreProductState(), []
     for i in range(3 * 3600):
         e = Ev(f"p{i}", "purchase", T0 + i, 1, 1, 7, i, 1, 1.0)
-        S.store_product_apply(sp, e)
+        SP.store_product_apply(sp, e)
         sales.append((e.t, 1))
-        got = S.store_product_values(sp, sp.as_of)
+        got = SP.store_product_values(sp, sp.as_of)
     assert _same_values(got, _pair_by_scan(sales, None, sp.as_of))
     assert len(sp.sales) <= LATENESS_S + GRAIN_S
     assert len(sp.minutes.entries) == (3 * 3600 - len(sp.sales)) // GRAIN_S

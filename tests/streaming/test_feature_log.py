@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pantry.featurestore.layout import FeatureSchema, ViewSchema
 from pantry.featurestore.offline_log import arrow_schema
 from streaming.feature_log import FeatureLog, _columns
-from streaming.features.store import STORE_PRODUCT_FEATURES
+from streaming.features.store_product import STORE_PRODUCT_FEATURES
 
 STORE_PRODUCT = ViewSchema("store_product", ("store_id", "product_id"), 0.0, (
     FeatureSchema("units_7d", "INT64"), FeatureSchema("units_28d", "INT64"),

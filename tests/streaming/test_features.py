@@ -10,6 +10,7 @@ import pytest
 from streaming import gate as G
 from streaming.features import customer as C
 from streaming.features import store as S
+from streaming.features import store_product as SP
 from streaming.features.event import DAY, HOUR, LATENESS_S, MINUTE, Ev, next_change
 from streaming.features.top import top_merge, top_scores
 from streaming.features.windows import GRAIN_S, fold_before, grain_start
@@ -164,30 +165,30 @@ def test_store_traffic_1h_and_24h():
 
 
 def test_store_product_units_on_hand_and_in_stock():
-    sp = S.StoreProductState()
+    sp = SP.StoreProductState()
     for e in (buy("a", T0 - 28 * DAY, q=5), buy("b", T0 - 10 * DAY, q=2), buy("c", T0 - DAY, q=3)):
-        S.store_product_apply(sp, e)
-    row = S.store_product_row(sp, T0)
+        SP.store_product_apply(sp, e)
+    row = SP.store_product_row(sp, T0)
     assert (row["units_7d"], row["units_28d"], row["last_sold_at"], row["on_hand"]) == (3, 5, T0 - DAY, None)
     # 2 sale events in 28 days, last one a day ago: P(in stock) from the Poisson/Bayes rule
     quiet = math.exp(-(2 / 28) * 1.0)
     assert row["in_stock_prob"] == pytest.approx(0.9 * quiet / (0.9 * quiet + 0.1))
-    S.store_product_apply(sp, Ev("i1", "inventory", T0 - HOUR, None, 10, 100, on_hand=4))
-    S.store_product_apply(sp, buy("d", T0, q=1))  # sold after the count: 4 - 1
-    row = S.store_product_row(sp, T0)
+    SP.store_product_apply(sp, Ev("i1", "inventory", T0 - HOUR, None, 10, 100, on_hand=4))
+    SP.store_product_apply(sp, buy("d", T0, q=1))  # sold after the count: 4 - 1
+    row = SP.store_product_row(sp, T0)
     assert (row["on_hand"], row["in_stock_prob"]) == (3, 1.0)
-    S.store_product_apply(sp, Ev("i0", "inventory", T0 - 2 * HOUR, None, 10, 100, on_hand=0))  # older count
-    assert S.store_product_row(sp, T0)["on_hand"] == 3
-    S.store_product_apply(sp, Ev("i2", "inventory", T0 + 1, None, 10, 100, on_hand=0))
-    row = S.store_product_row(sp, T0 + 1)
+    SP.store_product_apply(sp, Ev("i0", "inventory", T0 - 2 * HOUR, None, 10, 100, on_hand=0))  # older count
+    assert SP.store_product_row(sp, T0)["on_hand"] == 3
+    SP.store_product_apply(sp, Ev("i2", "inventory", T0 + 1, None, 10, 100, on_hand=0))
+    row = SP.store_product_row(sp, T0 + 1)
     assert (row["on_hand"], row["in_stock_prob"]) == (0, 0.0)
 
 
 def test_in_stock_probability_falls_for_a_fast_seller_gone_quiet():
-    assert S.in_stock_probability(10.0, 0.01) > 0.85
-    assert S.in_stock_probability(10.0, 2.0) < 0.01
-    assert S.in_stock_probability(0.05, 2.0) > 0.85  # a slow seller's silence says little
-    assert S.in_stock_probability(1.0, None) == S.IN_STOCK_PRIOR
+    assert SP.in_stock_probability(10.0, 0.01) > 0.85
+    assert SP.in_stock_probability(10.0, 2.0) < 0.01
+    assert SP.in_stock_probability(0.05, 2.0) > 0.85  # a slow seller's silence says little
+    assert SP.in_stock_probability(1.0, None) == SP.IN_STOCK_PRIOR
 
 
 # ---- the gate ----------------------------------------------------------------------------------------------------
@@ -280,10 +281,10 @@ def test_a_snapshot_with_recent_purchases_in_any_order_is_sorted_at_its_next_pur
 
 
 def test_in_stock_shortcuts_equal_the_formula():
-    sp = S.StoreProductState()
-    assert S.store_product_row(sp, T0)["in_stock_prob"] == S.in_stock_probability(0.0, None)
-    S.store_product_apply(sp, buy("a", T0 - 40 * DAY, q=1))
-    assert S.store_product_row(sp, T0)["in_stock_prob"] == S.in_stock_probability(0.0, 40.0)
+    sp = SP.StoreProductState()
+    assert SP.store_product_row(sp, T0)["in_stock_prob"] == SP.in_stock_probability(0.0, None)
+    SP.store_product_apply(sp, buy("a", T0 - 40 * DAY, q=1))
+    assert SP.store_product_row(sp, T0)["in_stock_prob"] == SP.in_stock_probability(0.0, 40.0)
 
 
 def test_store_product_next_change_is_next_change_of_its_sales_minutes():
@@ -291,11 +292,11 @@ def test_store_product_next_change_is_next_change_of_its_sales_minutes():
 
     rng = random.Random(2)
     for _ in range(500):
-        sp = S.StoreProductState(as_of=T0)
+        sp = SP.StoreProductState(as_of=T0)
         sp.sales = [(T0 + rng.choice([-40, -28, -27.5, -7, -6, 0, 1]) * DAY + rng.choice([0.0, -1.0, 1.0]), 1)
                     for _ in range(rng.randrange(0, 6))]
         want = next_change((grain_start(t) for t, _ in sp.sales if t <= sp.as_of), sp.as_of, (7 * DAY, 28 * DAY))
-        assert S.store_product_next_change(sp) == want
+        assert SP.store_product_next_change(sp) == want
 
 
 def test_store_events_apply_equals_the_per_event_functions():
@@ -323,8 +324,8 @@ def test_store_events_apply_equals_the_per_event_functions():
         elif e.kind != "inventory":
             continue
         if e.product_id is not None:
-            key = S.pair_key(e.store_id, e.product_id)
-            if S.store_product_apply(want_pairs.setdefault(key, S.StoreProductState()), e):
+            key = SP.pair_key(e.store_id, e.product_id)
+            if SP.store_product_apply(want_pairs.setdefault(key, SP.StoreProductState()), e):
                 want_dirty_pairs.add(key)
     encode = msgspec.msgpack.encode
     assert encode(stores) == encode(want_stores) and encode(pairs) == encode(want_pairs)

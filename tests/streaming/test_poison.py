@@ -16,7 +16,7 @@ import pytest
 from pantry import events
 from streaming import gate as G
 from streaming.features.event import DAY, HOUR, NO_TIME, Ev, admit
-from streaming.features.store import pair_key
+from streaming.features.store_product import pair_key
 from streaming.shards import CustomerShardLogic, StoreShard, StoreShardLogic, Work
 
 T0 = 1_500_000_000.0  # 2017-07-14T02:40Z
@@ -140,7 +140,7 @@ def test_store_shard_isolates_a_failing_event():
 
 
 def test_old_pair_keys_are_migrated_on_restore():
-    from streaming.features.store import StoreProductState
+    from streaming.features.store_product import StoreProductState
 
     old_key = (3 << 32) | 99
     shard = StoreShard(pairs={old_key: StoreProductState(as_of=T0), (2**31 << 32) | 1: StoreProductState()},
