@@ -12,6 +12,7 @@ import msgspec
 from pantry.apikeys import KeyFormatError, parse_entry
 
 ROOT = Path(__file__).resolve().parent.parent
+MAX_STREAM_PARTITIONS = 64  # Settings.stream_partitions
 
 ClockMode = Literal["event", "wall"]
 
@@ -74,6 +75,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # answer after this long (pantry.supervisor.shorter_slice; docs/DECISIONS.md "Answers first")
     live_flow_slice_us: int = 100
     live_processes: int = 1  # `pantry stream live --processes` as `pantry serve` runs it (docs/STREAMING.md)
+    # pantry:events is this many streams (pantry/partitions.py): the API writes each event to its customer's (or, for an
+    # event without one, its store's) partition, and the live flow reads each partition in its own source partition
+    # with its own gate. The API and the flow must agree: change it only with the streams drained (docs/STREAMING.md)
+    stream_partitions: int = 1
     # After a read that did not fill a batch, the live source waits this long before the next one, so events and
     # decisions trickling in make a few batches a second instead of one per read: each batch costs the whole flow's
     # per-batch work (docs/DECISIONS.md "Live batches linger"); 0 = read again at once
@@ -271,6 +276,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_LIVE_FLOW_NICE", "live_flow_nice", int)
     num("PANTRY_LIVE_FLOW_SLICE_US", "live_flow_slice_us", int)
     num("PANTRY_LIVE_PROCESSES", "live_processes", int)
+    num("PANTRY_STREAM_PARTITIONS", "stream_partitions", int)
     num("PANTRY_LIVE_LINGER_MS", "live_linger_ms", int)
     num("PANTRY_RESTART_BACKOFF_MAX_S", "restart_backoff_max_s", float)
     for name, field in (("PANTRY_SERVE_LIVE", "serve_live"), ("PANTRY_REQUIRE_AOF", "require_aof")):
@@ -337,6 +343,9 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         kw["cors_origins"] = tuple(o.strip() for o in env["PANTRY_CORS_ORIGINS"].split(",") if o.strip())
     if not 1 <= kw.get("live_processes", 1) <= 16:  # type: ignore[operator]
         raise SettingsError(f"PANTRY_LIVE_PROCESSES={kw['live_processes']} must be between 1 and 16")
+    if not 1 <= kw.get("stream_partitions", 1) <= MAX_STREAM_PARTITIONS:  # type: ignore[operator]
+        raise SettingsError(f"PANTRY_STREAM_PARTITIONS={kw['stream_partitions']} must be between 1 and "
+                            f"{MAX_STREAM_PARTITIONS}")
     for name in ("event_skew_wall_s", "event_skew_event_s"):
         value = kw.get(name)
         if value is not None and not 0.0 <= value <= 10 * 365 * 86_400.0:  # type: ignore[operator]
@@ -363,6 +372,7 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
     else:
         env["PANTRY_REDIS_PORT"] = str(settings.embedded_redis_port)
     env["PANTRY_REDIS_CLUSTER"] = "1" if settings.redis_cluster else "0"
+    env["PANTRY_STREAM_PARTITIONS"] = str(settings.stream_partitions)  # the API and the flow must agree
     env["PANTRY_API_KEYS"] = ",".join(settings.api_keys)
     if settings.api_keys_file:
         env["PANTRY_API_KEYS_FILE"] = str(settings.api_keys_file)

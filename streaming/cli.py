@@ -58,8 +58,8 @@ def replay(until: str | None, speed: float | None, workers: int, processes: int,
 @stream.command()
 @click.option("--workers", type=click.IntRange(1, 64), default=1, help="Bytewax workers (threads).")
 @click.option("--processes", type=click.IntRange(1, 16), default=1,
-              help="Processes, each with --workers threads: the keyed feature state is spread over them (the event "
-                   "stream is read and gated in one of them).")
+              help="Processes, each with --workers threads: the keyed feature state is spread over them, and so are "
+                   "the stream's partitions (PANTRY_STREAM_PARTITIONS), each read and gated by one worker.")
 @click.option("--addresses", default=None,
               help="host:port of every process of a flow across machines, comma-separated, the same list on each "
                    "(with --process-id; instead of --processes).")
@@ -67,7 +67,8 @@ def replay(until: str | None, speed: float | None, workers: int, processes: int,
               help="This process's index in --addresses (0: the one whose recovery directory holds the state).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def live(workers: int, processes: int, addresses: str | None, process_id: int | None, no_progress: bool) -> None:
-    """Follow the Redis Stream pantry:events until SIGINT/SIGTERM; resumes after the last processed entry."""
+    """Follow the event stream's partitions (pantry:events, pantry:events:1, ...) until SIGINT/SIGTERM; resumes after
+    the last processed entry of each."""
     from streaming import runner
 
     settings = get_settings()

@@ -2,9 +2,11 @@
 
 Items are batches (a few thousand events), not single events: the engine's per-item cost then vanishes and the
 per-event work is plain Python in streaming.features. State is sharded by entity id (streaming.shards), so `-w N`
-spreads the shards over workers; the gate is one key, so event order (and with it every result) is the same for
-any worker count. Step ids never change (they name recovery state). Run it with `pantry stream replay|live`
-(streaming.runner: recovery store, GC settings, several processes).
+spreads the shards over workers; a gate is one key per stream partition (one for a replay), so a partition's event
+order is the same for any worker count, and the features are functions of the events, not of their interleaving
+across partitions (tests/streaming: live over partitions equals the replay). Step ids never change (they name
+recovery state). Run it with `pantry stream replay|live` (streaming.runner: recovery store, GC settings, several
+processes).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from bytewax.dataflow import Dataflow
 
 from pantry.events import InvalidEvent, decode_msgpack
 from pantry.featurestore.layout import OnlineLayout
+from pantry.partitions import gate_key
 from pantry.settings import Settings
 from streaming.event_archive import ArchiveSink
 from streaming.feature_log import LIVE_LOG_HANDOFF_S, LOG_EVERY_S
@@ -63,7 +66,7 @@ def parse_batch(batch: Batch) -> Parsed:
     decisions, dead_decisions = parse_decisions(batch.decisions) if batch.decisions else ([], [])
     if not batch.raws:
         return Parsed(batch.events, [], batch.refresh, batch.as_of, batch.final, batch.position, decisions,
-                      dead_decisions)
+                      dead_decisions, batch.partition)
     events = list(batch.events)
     dead: list[tuple[str, bytes]] = []
     for _entry_id, payload in batch.raws:
@@ -79,7 +82,8 @@ def parse_batch(batch: Batch) -> Parsed:
             dead.append((f"invalid: {exc}"[:REASON_MAX], payload))
         except Exception as exc:  # whatever else one entry raises, the others go on
             dead.append((failure(exc, None, "parse")[0], payload))
-    return Parsed(events, dead, batch.refresh, batch.as_of, batch.final, batch.position, decisions, dead_decisions)
+    return Parsed(events, dead, batch.refresh, batch.as_of, batch.final, batch.position, decisions, dead_decisions,
+                  batch.partition)
 
 
 def control_of(item: tuple[str, Gated]) -> Control:
@@ -105,8 +109,8 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
     # Batch(events | raw stream entries, refresh?)
     parsed = op.map("parse", batches, parse_batch)
     # Parsed(events: [Ev], dead: [(reason, payload)], refresh, as_of)
-    keyed = op.key_on("gate_key", parsed, lambda _: "gate")
-    # ("gate", Parsed)
+    keyed = op.key_on("gate_key", parsed, lambda p: gate_key(p.partition))
+    # ("gate" | "gate-1" ..., Parsed): one gate per stream partition (a replay: "gate")
     # live: events too far ahead of the service clock are rejected (pantry.clock.max_accepted_ts); a replay's data
     # set is in event-time order with gaps of any length, and bounded by the schema
     skew = Skew(settings.clock, settings.event_skew_wall_s, settings.event_skew_event_s) if config.mode == "live" \
@@ -115,7 +119,7 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
     gated = op.stateful_batch("gate", keyed, partial(GateLogic, skew=skew,
                                                       outcome_tick_s=settings.kpi_flush_s if live else None,
                                                       archive=live))
-    # ("gate", Gated(routes {shard: [Ev]}, refresh, as_of, control, outcomes {shard: OutWork}, archived [Ev]))
+    # (gate key, Gated(routes {shard: [Ev]}, refresh, as_of, control, outcomes {shard: OutWork}, archived [Ev]))
     if live:  # the event archive (streaming/event_archive.py); a replay's events are the data set already
         accepted = op.filter_map("archive_events", gated, archived_of)
         # ("archive", (accepted_at, [Ev])) for each gate batch that accepted something

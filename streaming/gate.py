@@ -1,6 +1,7 @@
-"""The gate: the one step that sees every event in order. It rejects events out of bounds or too far ahead of the
-service clock (live), drops duplicates, rejects late events, counts, and routes each accepted event to its
-customer shard and its store shard (streaming.shards)."""
+"""The gate: the one step that sees every event of its stream partition in order (one gate per partition, keyed
+pantry.partitions.gate_key). It rejects events out of bounds or too far ahead of the service clock (live), drops
+duplicates, rejects late events, counts, and routes each accepted event to its customer shard and its store shard
+(streaming.shards). A gate's lateness bound is against the newest event time of its own partition."""
 
 from __future__ import annotations
 
@@ -32,25 +33,28 @@ _events_decoder = msgspec.msgpack.Decoder(list[Ev])
 class Parsed:
     """A decoded batch on its way to the gate (pickled as msgpack when the gate is in another process, like Work)."""
 
-    __slots__ = ("as_of", "dead", "dead_decisions", "decisions", "events", "final", "position", "refresh")
+    __slots__ = ("as_of", "dead", "dead_decisions", "decisions", "events", "final", "partition", "position",
+                 "refresh")
 
     def __init__(self, events: list[Ev], dead: list[tuple[str, bytes]], refresh: bool, as_of: float | None,
                  final: bool = False, position: str | None = None, decisions: list[Dec] | None = None,
-                 dead_decisions: list[tuple[str, bytes]] | None = None):
+                 dead_decisions: list[tuple[str, bytes]] | None = None, partition: int = 0):
         self.events, self.dead, self.refresh, self.as_of, self.final = events, dead, refresh, as_of, final
         self.position = position  # live: the last stream entry id in or before this batch
         self.decisions = decisions or []  # live: decision-log entries for the outcome join
         self.dead_decisions = dead_decisions or []  # decision-log entries that could not be read
+        self.partition = partition  # the stream partition (pantry/partitions.py): which gate takes the batch
 
     def __reduce__(self):
         return _parsed_from_msgpack, (_encode(self.events), self.dead, self.refresh, self.as_of, self.final,
-                                      self.position, _encode(self.decisions), self.dead_decisions)
+                                      self.position, _encode(self.decisions), self.dead_decisions, self.partition)
 
 
 def _parsed_from_msgpack(events: bytes, dead: list, refresh: bool, as_of: float | None, final: bool,
-                         position: str | None = None, decisions: bytes = b"\x90", dead_decisions=None) -> Parsed:
+                         position: str | None = None, decisions: bytes = b"\x90", dead_decisions=None,
+                         partition: int = 0) -> Parsed:
     return Parsed(_events_decoder.decode(events), dead, refresh, as_of, final, position,
-                  _decisions_decoder.decode(decisions), dead_decisions)
+                  _decisions_decoder.decode(decisions), dead_decisions, partition)
 
 
 _decisions_decoder = msgspec.msgpack.Decoder(list[Dec])
@@ -236,7 +240,7 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
                 st.counters["decision_invalid"] = st.counters.get("decision_invalid", 0) + len(parsed.dead_decisions)
                 dead += parsed.dead_decisions
             as_of = parsed.as_of if parsed.as_of is not None else st.max_t
-            control = Control(dict(st.counters), st.max_t, dead, parsed.position)
+            control = Control(dict(st.counters), st.max_t, dead, parsed.position, parsed.partition)
             now = time.monotonic()
             if parsed.refresh and not parsed.final:
                 self.rolling_until = now + ROLLING_S

@@ -7,7 +7,8 @@ store), so the OLDEST `events` source snapshot still in any recovery partition i
 flow could resume from: with any number of workers, processes and recovery partitions, and with backups. The
 stream is trimmed (exact XTRIM MINID) below that id minus the margins of the settings: `stream_retention_margin_s`
 of time and `stream_retention_margin_events` entries, whichever keeps more. No snapshot of the live source yet
-(a fresh store, or only a replay's state: stream id 0-0) trims nothing.
+(a fresh store, or only a replay's state: stream id 0-0) trims nothing. Each partition of the stream
+(pantry/partitions.py) is trimmed by its own source partition's snapshots, by the flow process that reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pantry.keys import EVENTS_STREAM, STREAM_COUNTERS
+from pantry.partitions import counters_key, events_stream, source_partition
 from pantry.settings import Settings
 
 log = logging.getLogger("pantry.streaming.retention")
@@ -76,22 +77,23 @@ def snapshot_stream_ids(recovery_dir: Path, partition: str = "events") -> list[s
     return json.loads(out.stdout)
 
 
-def resume_floor(recovery_dir: Path) -> str | None:
-    """The oldest stream id the flow could resume after (None: no snapshot, nothing may be trimmed)."""
-    ids = snapshot_stream_ids(recovery_dir)
+def resume_floor(recovery_dir: Path, partition: int = 0) -> str | None:
+    """The oldest id of the partition's stream the flow could resume after (None: no snapshot, nothing may be
+    trimmed)."""
+    ids = snapshot_stream_ids(recovery_dir, source_partition(partition))
     if not ids:
         return None
     oldest = min(ids, key=_key)
     return None if _key(oldest) == (0, 0) else oldest
 
 
-def trim_point(client, floor: str, margin_s: float, margin_events: int) -> str:
+def trim_point(client, floor: str, margin_s: float, margin_events: int, stream: str = events_stream(0)) -> str:
     """The MINID: `floor` moved back by the time margin and by the entry margin, whichever is further back."""
     ms, seq = _key(floor)
     margin_ms = int(margin_s * 1000)
     point = (ms, seq) if margin_ms <= 0 else (max(0, ms - margin_ms), 0)
     if margin_events > 0:
-        before = client.xrevrange(EVENTS_STREAM, max=floor, min="-", count=margin_events + 1)
+        before = client.xrevrange(stream, max=floor, min="-", count=margin_events + 1)
         if before:
             last = before[-1][0]
             last = last.decode() if isinstance(last, bytes) else last
@@ -100,16 +102,19 @@ def trim_point(client, floor: str, margin_s: float, margin_events: int) -> str:
     return f"{point[0]}-{point[1]}"
 
 
-def trim_events(client, settings: Settings, recovery_dir: Path) -> int:
-    """Trim pantry:events to what the committed snapshots still need plus the margins; returns entries removed."""
-    floor = resume_floor(recovery_dir)
+def trim_events(client, settings: Settings, recovery_dir: Path, partition: int = 0) -> int:
+    """Trim the partition's stream to what the committed snapshots still need plus the margins; returns entries
+    removed."""
+    floor = resume_floor(recovery_dir, partition)
     if floor is None:
         return 0
-    minid = trim_point(client, floor, settings.stream_retention_margin_s, settings.stream_retention_margin_events)
+    stream = events_stream(partition)
+    minid = trim_point(client, floor, settings.stream_retention_margin_s, settings.stream_retention_margin_events,
+                       stream)
     if _key(minid) == (0, 0):
         return 0
-    removed = int(client.xtrim(EVENTS_STREAM, minid=minid, approximate=False))
+    removed = int(client.xtrim(stream, minid=minid, approximate=False))
     if removed:  # counted, so that XLEN + trimmed - seen stays the flow's lag (streaming.runner.Progress)
-        client.hincrby(STREAM_COUNTERS, "trimmed", removed)
-        log.info("pantry:events: %d entries before %s trimmed (resume floor %s)", removed, minid, floor)
+        client.hincrby(counters_key(partition), "trimmed", removed)
+        log.info("%s: %d entries before %s trimmed (resume floor %s)", stream, removed, minid, floor)
     return removed

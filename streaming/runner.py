@@ -19,9 +19,10 @@ import redis
 from tqdm import tqdm
 
 from pantry.clock import from_epoch
-from pantry.keys import EVENTS_STREAM, STREAM_COUNTERS, WATERMARK
+from pantry.keys import WATERMARK
+from pantry.partitions import counters_key, events_streams, merge_counters
 from pantry.redis_server import sync_client
-from pantry.settings import Settings, to_json
+from pantry.settings import MAX_STREAM_PARTITIONS, Settings, to_json
 from pantry.supervisor import die_with_parent
 from streaming.retention import recovery_dir
 
@@ -74,7 +75,9 @@ def reset(settings: Settings) -> None:
     for view in STREAM_VIEWS:
         shutil.rmtree(settings.feature_log_dir / view, ignore_errors=True)
     client = sync_client(settings)
-    client.delete(STREAM_COUNTERS, WATERMARK, REPLAY_RECORD, KPI_COUNTERS)
+    client.delete(WATERMARK, REPLAY_RECORD, KPI_COUNTERS)
+    for p in range(MAX_STREAM_PARTITIONS):  # every partition a flow may have had; one by one (Redis Cluster slots)
+        client.delete(counters_key(p))
     for key in KPI_HASHES:  # one by one: on a Redis Cluster they are in different slots
         client.delete(key)
 
@@ -91,9 +94,14 @@ def write_record(settings: Settings, record: ReplayRecord) -> None:
     sync_client(settings).hset(REPLAY_RECORD, mapping=msgspec.structs.asdict(record))
 
 
-def read_counters(client) -> dict[str, float]:
-    raw = client.hgetall(STREAM_COUNTERS)
-    return {k.decode(): float(v) for k, v in raw.items()}
+def read_counters(client, partitions: int = 1) -> dict[str, float]:
+    """The gates' counters over the stream's partitions (pantry.partitions.merge_counters)."""
+    if partitions == 1:
+        return merge_counters([client.hgetall(counters_key(0))])
+    pipe = client.pipeline(transaction=False)
+    for p in range(partitions):
+        pipe.hgetall(counters_key(p))
+    return merge_counters(pipe.execute())
 
 
 def _seen(counters: dict[str, float]) -> int:
@@ -107,8 +115,9 @@ class Progress(threading.Thread):
         super().__init__(daemon=True)
         self.client = sync_client(settings)
         self.live = live
+        self.partitions = settings.stream_partitions if live else 1
         self.stop_event = threading.Event()
-        self.base = _seen(read_counters(self.client))
+        self.base = _seen(read_counters(self.client, self.partitions))
         self.bar = tqdm(total=total, desc=desc, unit="ev", disable=not enabled, dynamic_ncols=True)
 
     def run(self) -> None:
@@ -121,7 +130,7 @@ class Progress(threading.Thread):
                 pass
 
     def update(self) -> None:
-        counters = read_counters(self.client)
+        counters = read_counters(self.client, self.partitions)
         done = _seen(counters) - self.base
         self.bar.update(max(0, done - self.bar.n))
         postfix = {}
@@ -129,7 +138,8 @@ class Progress(threading.Thread):
             postfix["watermark"] = from_epoch(counters["max_event_ts"]).strftime("%Y-%m-%d %H:%M")
         if self.live:
             # trimmed entries were all seen (streaming.retention): XLEN + trimmed is every entry ever added
-            postfix["lag"] = max(0, self.client.xlen(EVENTS_STREAM) + int(counters.get("trimmed", 0)) - _seen(counters))
+            added = sum(self.client.xlen(stream) for stream in events_streams(self.partitions))
+            postfix["lag"] = max(0, added + int(counters.get("trimmed", 0)) - _seen(counters))
         elif self.bar.total:
             postfix["lag"] = self.bar.total - done
         self.bar.set_postfix(postfix, refresh=False)
@@ -320,7 +330,7 @@ def live(settings: Settings, workers: int, progress: bool = True, echo: Callable
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
     try:  # the counters are the state's, kept across runs: the summary reports this run's share
-        before = read_counters(sync_client(settings))
+        before = read_counters(sync_client(settings), settings.stream_partitions)
     except (redis.RedisError, OSError):  # Redis not up yet: the flow waits for it; the summary is then cumulative
         before = None
     bar = Progress(settings, None, "live", live=True, enabled=progress)
@@ -335,7 +345,8 @@ def live(settings: Settings, workers: int, progress: bool = True, echo: Callable
         bar.finish()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    echo(summary(read_counters(sync_client(settings)), time.monotonic() - started, "live", before))
+    echo(summary(read_counters(sync_client(settings), settings.stream_partitions), time.monotonic() - started, "live",
+                 before))
 
 
 def summary(counters: dict[str, float], seconds: float, what: str, before: dict[str, float] | None = None) -> str:

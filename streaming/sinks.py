@@ -24,8 +24,9 @@ from pantry.featurestore.layout import OnlineLayout
 from pantry.featurestore.pipeline import chunked, pipeline_writer
 from pantry.featurestore.resp import Row, RowEncoder
 from pantry.health import HEARTBEAT_EVERY_S, HEARTBEAT_SCRIPT
-from pantry.keys import DEAD_LETTER_STREAM, KPI_COUNTERS, KPI_PREFIX, LIVE_HEARTBEAT, STREAM_COUNTERS
+from pantry.keys import DEAD_LETTER_STREAM, KPI_COUNTERS, KPI_PREFIX
 from pantry.kpis import encode_counters, encode_counts
+from pantry.partitions import counters_key, heartbeat_key
 from pantry.redis_server import sync_client
 from pantry.settings import Settings
 from streaming.feature_log import LOG_EVERY_S, FeatureLog
@@ -162,23 +163,26 @@ class Control(msgspec.Struct, gc=False):
     max_t: float
     dead: list[tuple[str, bytes]]  # (reason, event as msgpack or the raw payload)
     position: str | None = None  # live: the last stream entry id processed with this batch
+    partition: int = 0  # the stream partition whose gate reports (pantry/partitions.py)
 
 
 class ControlPartition(StatelessSinkPartition[Control]):
     """Counters, watermark, heartbeat and dead letters; the dead letters bounded by count (MAXLEN ~ at each XADD) and
-    by age (MINID ~ every stream_trim_every_s), each payload cut to dead_letter_payload_bytes."""
+    by age (MINID ~ every stream_trim_every_s), each payload cut to dead_letter_payload_bytes. Counters and heartbeat
+    per stream partition (pantry.partitions.counters_key / heartbeat_key); the watermark only moves forward, so the
+    gates of all partitions publish to the one key."""
 
     def __init__(self, settings: Settings, heartbeat: bool = False):
         self.settings = settings
         self.last_trim = time.monotonic()
         self.client = sync_client(settings, timeout_s=30.0)
         self.last_max_t = NO_TIME
-        self.last_counters: dict[str, int] | None = None
+        self.last_counters: dict[int, dict[str, int]] = {}  # by partition
         # live: the heartbeat (pantry.health) rides on this sink's pipeline at most once a second; the idle live
         # source sends a batch every 0.1 s, so a live flow that runs writes it every second
         self.heartbeat = heartbeat
-        self.next_beat = 0.0
-        self.position = "0-0"
+        self.next_beat: dict[int, float] = {}
+        self.position: dict[int, str] = {}
         self.whoami = (str(os.getpid()), socket.gethostname())
 
     def write_batch(self, items: list[Control]) -> None:
@@ -187,35 +191,42 @@ class ControlPartition(StatelessSinkPartition[Control]):
             self.last_trim = time.monotonic()
             retried("dead letter trim",
                     lambda: trim_by_age(self.client, DEAD_LETTER_STREAM, settings.dead_letter_retention_s))
-        last = items[-1]
-        changed = last.counters != self.last_counters
-        if self.heartbeat and last.position is not None:
-            self.position = last.position
+        last_of: dict[int, Control] = {}
+        for item in items:
+            last_of[item.partition] = item
+        changed = [c for p, c in last_of.items() if c.counters != self.last_counters.get(p)]
         now = time.monotonic()
-        beat = self.heartbeat and now >= self.next_beat
+        beats: list[int] = []
+        if self.heartbeat:
+            for p, c in last_of.items():
+                if c.position is not None:
+                    self.position[p] = c.position
+                if now >= self.next_beat.get(p, 0.0):
+                    beats.append(p)
 
         def send() -> None:  # built again at each attempt: a failed execute() empties the pipeline
             pipe = self.client.pipeline(transaction=False)
             for item in items:
                 add_dead(pipe, item.dead, settings)
-            if changed:
-                mapping: dict[str, float] = dict(last.counters)
-                if last.max_t > NO_TIME:
-                    mapping["max_event_ts"] = last.max_t
-                pipe.hset(STREAM_COUNTERS, mapping=mapping)
-            if beat:
-                pipe.eval(HEARTBEAT_SCRIPT, 1, LIVE_HEARTBEAT, self.position, *self.whoami,
-                          last.counters.get("processed", 0))
+            for c in changed:
+                mapping: dict[str, float] = dict(c.counters)
+                if c.max_t > NO_TIME:
+                    mapping["max_event_ts"] = c.max_t
+                pipe.hset(counters_key(c.partition), mapping=mapping)
+            for p in beats:
+                pipe.eval(HEARTBEAT_SCRIPT, 1, heartbeat_key(p), self.position.get(p, "0-0"), *self.whoami,
+                          last_of[p].counters.get("processed", 0))
             pipe.execute()
 
         retried("control sink", send)
-        if changed:
-            self.last_counters = dict(last.counters)
-        if beat:
-            self.next_beat = now + HEARTBEAT_EVERY_S
-        if last.max_t > self.last_max_t:
-            retried("watermark", lambda: publish_watermark(self.client, from_epoch(last.max_t)))
-            self.last_max_t = last.max_t
+        for c in changed:
+            self.last_counters[c.partition] = dict(c.counters)
+        for p in beats:
+            self.next_beat[p] = now + HEARTBEAT_EVERY_S
+        max_t = max(c.max_t for c in last_of.values())
+        if max_t > self.last_max_t:
+            retried("watermark", lambda: publish_watermark(self.client, from_epoch(max_t)))
+            self.last_max_t = max_t
 
     def close(self) -> None:
         self.client.close()

@@ -1,7 +1,9 @@
 """Where events come from: the dataset replay (parquet, event-time order) and the live Redis Stream.
 
-Both are one Bytewax source partition named `events` with the same resume state, so a live run resumes from
-the state a replay left behind (same recovery store): the replay's offset, then the stream's last entry id.
+The replay is one Bytewax source partition named `events`; the live source has one per partition of the stream
+(pantry/partitions.py: `events`, `events-1`, ...), each reading its own stream from its own resume state. They share
+the resume state's type, so a live run resumes from the state a replay left behind (same recovery store): partition
+0 from the replay's offset, then from its stream's last entry id.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from pantry.erasure import FORGET_FIELD
-from pantry.keys import DECISIONS_STREAM, EVENT_FIELD, EVENTS_STREAM
+from pantry.keys import DECISIONS_STREAM, EVENT_FIELD
+from pantry.partitions import SOURCE_PARTITION, events_stream, partition_of_source, source_partition
 from pantry.settings import Settings
 from streaming.features.event import Ev
 from streaming.redis_retry import REDIS_DOWN, Backoff
@@ -24,7 +27,6 @@ log = logging.getLogger("pantry.streaming.sources")
 
 FORGET_PREFIX = b"\x00forget:"  # + customer id: an erasure marker (pantry.erasure), never a msgpack event
 
-PARTITION = "events"
 REPLAY_BATCH = 4096
 LIVE_BATCH = 2000
 LIVE_BLOCK_MS = 20
@@ -45,6 +47,7 @@ class Batch(msgspec.Struct, gc=False):
     final: bool = False  # the last batch of a replay
     position: str | None = None  # live: the last stream entry id handed to the flow (with this batch)
     decisions: list[dict[bytes, bytes]] = msgspec.field(default_factory=list)  # live: decision-log entries' fields
+    partition: int = 0  # live: the stream partition the entries come from (pantry/partitions.py)
 
 
 class SourceState(msgspec.Struct):
@@ -127,16 +130,17 @@ class ReplaySource(FixedPartitionedSource[Batch, SourceState]):
         self.settings, self.until, self.speed = settings, until, speed
 
     def list_parts(self) -> list[str]:
-        return [PARTITION]
+        return [SOURCE_PARTITION]
 
     def build_part(self, step_id: str, for_part: str, resume_state: SourceState | None) -> ReplayPartition:
         return ReplayPartition(self.settings, self.until, self.speed, resume_state or SourceState())
 
 
 class LivePartition(StatefulSourcePartition[Batch, SourceState]):
-    """XREAD from `pantry:events` after the last entry handed on; resumes there after a restart."""
+    """XREAD from the partition's stream after the last entry handed on; resumes there after a restart. Partition 0
+    also reads the decision log (one reader: the outcome shards are keyed by customer, not by partition)."""
 
-    def __init__(self, settings: Settings, state: SourceState, stop_flag):
+    def __init__(self, settings: Settings, state: SourceState, stop_flag, partition: int = 0):
         from pantry.redis_server import sync_client
         from streaming.retention import recovery_dir
 
@@ -151,6 +155,9 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         self.trimmer: threading.Thread | None = None
         self.linger_s = max(0, settings.live_linger_ms) / 1000
         self.read_after = 0.0  # monotonic time before which the next read waits (the linger)
+        self.partition = partition
+        self.stream = events_stream(partition)
+        self.reads_decisions = partition == 0
 
     def next_batch(self) -> list[Batch]:
         if self.stop_flag is not None and self.stop_flag():
@@ -159,12 +166,13 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         if wait > 0:
             time.sleep(wait)
         try:
-            reply = self.client.xread({EVENTS_STREAM: self.state.stream_id}, count=LIVE_BATCH, block=LIVE_BLOCK_MS)
+            reply = self.client.xread({self.stream: self.state.stream_id}, count=LIVE_BATCH, block=LIVE_BLOCK_MS)
             # then the decision log, without waiting (its own XREAD: on a Redis Cluster the two streams are in
             # different slots). After the events: every decision logged before one of these events was written is
             # in this batch or an earlier one, and the outcome shards take a batch's decisions first, so an outcome
             # finds a decision that was logged before it (one logged later waits for it: streaming/outcomes.py)
-            decided = self.client.xread({DECISIONS_STREAM: self.state.decisions_id}, count=LIVE_BATCH)
+            decided = self.client.xread({DECISIONS_STREAM: self.state.decisions_id}, count=LIVE_BATCH) \
+                if self.reads_decisions else None
         except REDIS_DOWN as exc:  # killed, restarting or hung: no batch meanwhile, the position is kept
             time.sleep(self.backoff.failed("live source", exc))
             self.client.connection_pool.disconnect()
@@ -187,7 +195,8 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
             if decisions or refresh or now - self.last_tick >= TICK_EVERY_S:
                 self.last_tick = now
                 self.linger(now, 0 < len(decisions) < LIVE_BATCH)
-                return [Batch(refresh=refresh, position=self.state.stream_id, decisions=decisions)]
+                return [Batch(refresh=refresh, position=self.state.stream_id, decisions=decisions,
+                              partition=self.partition)]
             return []
         entries = reply[0][1]
         self.linger(now, len(entries) < LIVE_BATCH and len(decisions) < LIVE_BATCH)
@@ -195,10 +204,11 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
                  else FORGET_PREFIX + fields[FORGET_FIELD]) for entry_id, fields in entries]
         self.state = msgspec.structs.replace(self.state, stream_id=entries[-1][0].decode())
         self.last_tick = now
-        return [Batch(raws=raws, refresh=refresh, position=self.state.stream_id, decisions=decisions)]
+        return [Batch(raws=raws, refresh=refresh, position=self.state.stream_id, decisions=decisions,
+                      partition=self.partition)]
 
     def trim(self) -> None:
-        """Bound pantry:events to what the committed recovery snapshots still need (streaming.retention), in a
+        """Bound the partition's stream to what the committed recovery snapshots still need (streaming.retention), in a
         thread: reading the recovery store takes a child process, which the flow does not wait for."""
         if self.trimmer is not None and self.trimmer.is_alive():
             return
@@ -209,9 +219,9 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         from streaming.retention import trim_events
 
         try:
-            trim_events(self.client, self.settings, self.recovery_dir)
+            trim_events(self.client, self.settings, self.recovery_dir, self.partition)
         except Exception:  # retention must never stop the flow; the next period tries again
-            log.exception("trimming pantry:events")
+            log.exception("trimming %s", self.stream)
 
     def linger(self, now: float, partial: bool) -> None:
         """After a batch that did not fill, the next read waits until `live_linger_ms` after this one: what trickles
@@ -239,7 +249,8 @@ class LiveSource(FixedPartitionedSource[Batch, SourceState]):
         self.stop_flag = stop_flag  # a callable; True ends the flow cleanly (SIGINT/SIGTERM)
 
     def list_parts(self) -> list[str]:
-        return [PARTITION]
+        return [source_partition(p) for p in range(self.settings.stream_partitions)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: SourceState | None) -> LivePartition:
-        return LivePartition(self.settings, resume_state or SourceState(), self.stop_flag)
+        return LivePartition(self.settings, resume_state or SourceState(), self.stop_flag,
+                             partition_of_source(for_part))

@@ -1,6 +1,7 @@
-"""The live flow over two processes gives the rows one process gives, also when one of its processes is SIGKILLed
-mid-stream and the flow resumes from its recovery store (issue: sustained live throughput, "SIGKILL + resume of
-one live process with zero differing keys")."""
+"""The live flow over two processes, reading one stream or two stream partitions, gives the rows one process gives
+from one stream, also when one of its processes is SIGKILLed mid-stream and the flow resumes from its recovery store
+(issue: sustained live throughput, "SIGKILL + resume of one live process with zero differing keys", "the existing
+equality tests, now over partitions")."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import psutil
+import pytest
 
 from load_tests.bench.sustained import _event
 from load_tests.server import pantry_command
 from pantry import events
-from pantry.keys import EVENT_FIELD, EVENTS_STREAM
+from pantry.keys import EVENT_FIELD
+from pantry.partitions import counters_key, events_stream, partition_of
 from pantry.redis_server import sync_client
 from streaming import runner
 from tests.streaming.test_live import LiveFlow, wait_for
@@ -25,23 +29,40 @@ N = 20_000
 BASE = datetime(2017, 6, 1, 12, tzinfo=UTC)
 
 
-def _events() -> list[bytes]:
+def _events() -> list[tuple[int | None, int | None, bytes]]:
     """The sustained bench's mix (ordinary customers at random stores and products, heavy customers, a hot pair),
-    1,000 events a second of event time."""
+    1,000 events a second of event time: (customer, store, encoded event)."""
     rng, heavy = random.Random(7), [0]
-    return [events.encode_msgpack(_event(rng, i, BASE + timedelta(milliseconds=i), heavy)) for i in range(N)]
+    out = []
+    for i in range(N):
+        e = _event(rng, i, BASE + timedelta(milliseconds=i), heavy)
+        out.append((e.customer_id, getattr(e, "store_id", None), events.encode_msgpack(e)))
+    return out
 
 
-def _xadd(client, payloads: list[bytes]) -> None:
+def _xadd(client, payloads: list[tuple[int | None, int | None, bytes]], partitions: int = 1) -> None:
+    """Each event to its partition's stream, as the API writes it (pantry.partitions.partition_of)."""
     for lo in range(0, len(payloads), 1000):
         pipe = client.pipeline(transaction=False)
-        for payload in payloads[lo:lo + 1000]:
-            pipe.xadd(EVENTS_STREAM, {EVENT_FIELD: payload})
+        for customer, store, payload in payloads[lo:lo + 1000]:
+            pipe.xadd(events_stream(partition_of(customer, store, partitions)), {EVENT_FIELD: payload})
         pipe.execute()
 
 
-def _processed(client) -> float:
-    return runner.read_counters(client).get("processed", 0)
+def _processed(client, partitions: int = 1) -> float:
+    return runner.read_counters(client, partitions).get("processed", 0)
+
+
+@pytest.fixture(scope="module")
+def one_process_rows(feast_applied, tmp_path_factory):
+    """The rows of one live process reading one stream: what every other layout must give."""
+    payloads = _events()
+    one = isolated(feast_applied, tmp_path_factory.mktemp("one"), 4)
+    client_one = sync_client(one)
+    _xadd(client_one, payloads)
+    with LiveFlow(one):
+        assert wait_for(lambda: _processed(client_one) >= N, 120, 0.2), runner.read_counters(client_one)
+    return payloads, feature_hashes(one)
 
 
 def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -53,40 +74,40 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         proc.wait()
 
 
-def test_two_live_processes_killed_and_resumed_give_the_rows_of_one(feast_applied, tmp_path):
-    payloads = _events()
-    one = isolated(feast_applied, tmp_path / "one", 4)
-    client_one = sync_client(one)
-    _xadd(client_one, payloads)
-    with LiveFlow(one):
-        assert wait_for(lambda: _processed(client_one) >= N, 120, 0.2), runner.read_counters(client_one)
-    expected = feature_hashes(one)
-
-    two = isolated(feast_applied, tmp_path / "two", 5)
+@pytest.mark.parametrize("partitions", [1, 2])
+def test_two_live_processes_killed_and_resumed_give_the_rows_of_one(one_process_rows, feast_applied, tmp_path,
+                                                                    partitions):
+    payloads, expected = one_process_rows
+    two = msgspec.structs.replace(isolated(feast_applied, tmp_path / "two", 5), stream_partitions=partitions)
     client = sync_client(two)
-    env = {**env_of(two), "PANTRY_LIVE_FLOW_NICE": "0"}  # snapshots every 0.5 s (env_of)
+    env = {**env_of(two), "PANTRY_LIVE_FLOW_NICE": "0",  # snapshots every 0.5 s (env_of)
+           "PANTRY_STREAM_PARTITIONS": str(partitions)}
     flow = subprocess.Popen(pantry_command("stream", "live", "--no-progress", "--processes", "2"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        _xadd(client, payloads[:N // 2])
-        assert wait_for(lambda: _processed(client) >= N // 4, 90, 0.05), runner.read_counters(client)
+        _xadd(client, payloads[:N // 2], partitions)
+        assert wait_for(lambda: _processed(client, partitions) >= N // 4, 90, 0.05), \
+            runner.read_counters(client, partitions)
         time.sleep(1.0)  # a snapshot or two in between
         child = psutil.Process(flow.pid).children(recursive=True)
         assert child, "no second process"
         child[0].kill()  # SIGKILL of process 1: the Bytewax cluster cannot go on
-        _xadd(client, payloads[N // 2:])  # accepted meanwhile (the API would have answered 202)
+        _xadd(client, payloads[N // 2:], partitions)  # accepted meanwhile (the API would have answered 202)
         flow.wait(timeout=60)
         assert flow.returncode != 0
     finally:
         if flow.poll() is None:
             _stop(flow, signal.SIGKILL)
-    killed_at = _processed(client)
+    killed_at = _processed(client, partitions)
     assert killed_at < N, "the flow had processed every event before the kill: nothing was resumed"
     with LiveFlow(two, processes=2):
-        assert wait_for(lambda: _processed(client) >= N, 120, 0.2), runner.read_counters(client)
+        assert wait_for(lambda: _processed(client, partitions) >= N, 120, 0.2), runner.read_counters(client, partitions)
         time.sleep(0.5)
-    counters = runner.read_counters(client)
+    counters = runner.read_counters(client, partitions)
     assert counters["processed"] == N and counters.get("duplicate", 0) == 0, counters
+    if partitions > 1:  # every partition's gate took its share
+        shares = [float(client.hget(counters_key(p), "processed") or 0) for p in range(partitions)]
+        assert all(share > N / (2 * partitions) for share in shares), shares
     got = feature_hashes(two)
     differing = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
     assert not differing, f"{len(differing)} keys differ: {describe(two, expected, got, differing)}"

@@ -1,4 +1,4 @@
-"""The property a partitioned live source (issue 21) rests on, checked on today's gate and shards: events split into
+"""The property the partitioned live source (pantry/partitions.py) rests on, on the gate and shards: events split into
 stream partitions by customer (a customer-less event by store), each partition with its own gate state, reach the
 shards interleaved in any order, and every row of every view at the end equals the rows of one gate reading the
 events in event-time order. Customer shards see each customer's events in order (one partition holds them all);
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from pantry.partitions import partition_of
 from pantry.settings import Settings
 from streaming.features.event import FEATURE_KINDS, Ev
 from streaming.gate import GateState, gate_apply
@@ -15,12 +16,6 @@ from streaming.shards import NSHARDS, CustomerShardLogic, StoreShardLogic, Work
 from streaming.sources import ReplayPartition, SourceState
 
 BATCH = 500
-
-
-def partition_of(e: Ev, n: int) -> int:
-    """The partition of an event: its customer's (so a re-posted event meets the gate that saw it), else its
-    store's."""
-    return (e.customer_id if e.customer_id is not None else e.store_id or 0) % n
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +76,7 @@ def test_partitioned_gates_give_the_rows_of_one_gate_whatever_the_interleaving(e
     reposted = events[100:150]  # a client retrying: the same events again, later in the stream
     stream = events[:2000] + reposted + events[2000:]
     one, one_counters = run([stream], 0)
-    parts = [[e for e in stream if partition_of(e, 2) == p] for p in range(2)]
+    parts = [[e for e in stream if partition_of(e.customer_id, e.store_id, 2) == p] for p in range(2)]
     assert all(parts)
     two, two_counters = run(parts, ahead)
     assert len(one) > 1000
