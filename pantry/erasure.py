@@ -5,8 +5,8 @@ It removes the customer, in this order, from:
 1. serving's view of the models: the id joins pantry.keys.ERASED_CUSTOMERS first, so every serving worker stops
    using the customer's model rows within its next poll (~0.5 s), before anything else is touched;
 2. the online store: the Feast hash of every customer-keyed view (the views come from the Feast registry's layout);
-3. the decision log, the dead letters and the not-yet-trimmed entries of the event stream (XDEL of every entry
-   whose request / payload names the customer);
+3. the decision log, the dead letters and the not-yet-trimmed entries of the event stream, every partition of it
+   (XDEL of every entry whose request / payload names the customer);
 4. the offline feature log, the live flow's event archive (pantry/event_archive.py) and the data set's parquet files
    (every file with a `customer_id` column is rewritten without the customer's rows: a temp file in the same
    directory, then os.replace);
@@ -40,18 +40,18 @@ from pantry.keys import (
     DECISIONS_STREAM,
     ERASED_CUSTOMERS,
     EVENT_FIELD,
-    EVENTS_STREAM,
-    STREAM_COUNTERS,
     decisions_of,
 )
+from pantry.partitions import counters_key, events_stream, events_streams, merge_counters, partition_of
 from pantry.settings import Settings
 
 log = logging.getLogger("pantry.erasure")
 
 CUSTOMER_KEY = "customer_id"
 SCAN_BATCH = 10_000
-# A `pantry:events` entry {FORGET_FIELD: b"<customer id>"} tells the live flow to drop the customer's state at that
-# point of the stream: events before it were the erased relationship, events after it start a new one.
+# An entry {FORGET_FIELD: b"<customer id>"} in the customer's partition of the event stream (pantry/partitions.py,
+# where all their events are) tells the live flow to drop the customer's state at that point of the stream: events
+# before it were the erased relationship, events after it start a new one.
 FORGET_FIELD = b"forget"
 FLOW_ACK_WAIT_S = 10.0  # how long the erasure waits for the live flow to pass its marker (no flow: it goes on)
 FEATURE_LOG_SETTLE_S = 6.0  # rows the flow buffered before the marker reach the feature log within 5 s
@@ -258,9 +258,12 @@ def _forget_models(models_dir: Path, customer_id: int) -> int:
                for model in CUSTOMER_ROWS for v in versions(models_dir, model))
 
 
-def _counter(client, name: str) -> float:
-    value = client.hget(STREAM_COUNTERS, name)
-    return float(value) if value is not None else 0.0
+def _counter(client, name: str, partitions: int) -> float:
+    """A counter of the live flow summed over the partitions' gates (one round trip per node)."""
+    pipe = client.pipeline(transaction=False)
+    for p in range(partitions):
+        pipe.hgetall(counters_key(p))
+    return merge_counters(pipe.execute()).get(name, 0.0)
 
 
 def _wait(predicate, timeout_s: float, every_s: float = 0.05) -> bool:
@@ -292,9 +295,12 @@ def forget(settings: Settings, customer_id: int, actor: str, *, client=None,
     match = _Matcher(customer_id)
     counts: dict[str, Any] = {}
     client.sadd(ERASED_CUSTOMERS, customer_id)  # serving stops using the model rows first
-    acked = _counter(client, "forgotten")
-    counts["events"] = _xdel_matching(client, EVENTS_STREAM, (EVENT_FIELD,), match)
-    client.xadd(EVENTS_STREAM, {FORGET_FIELD: str(customer_id).encode()})  # the live flow drops its state
+    n = settings.stream_partitions
+    acked = _counter(client, "forgotten", n)
+    # every partition: after a change of the partition count, the customer's older entries are in another one
+    counts["events"] = sum(_xdel_matching(client, stream, (EVENT_FIELD,), match) for stream in events_streams(n))
+    marker = events_stream(partition_of(customer_id, None, n))  # behind the customer's events, in their partition
+    client.xadd(marker, {FORGET_FIELD: str(customer_id).encode()})  # the live flow drops its state
     counts["decisions"] = _xdel_matching(client, DECISIONS_STREAM, (b"request",), match)
     client.delete(decisions_of(customer_id))  # the console's index of its decision ids
     counts["dead_letters"] = _xdel_matching(client, DEAD_LETTER_STREAM, (b"e",), match)
@@ -306,9 +312,9 @@ def forget(settings: Settings, customer_id: int, actor: str, *, client=None,
     # log: once the flow has passed the marker (and its feature log has written what it held), delete them.
     # No live flow beating (none runs, or it is down): nothing to wait for; a flow started later reads the marker
     # in stream order and drops what its snapshot held of the customer.
-    flow = live_flow(client, max_age_s=max(settings.live_max_age_s, FLOW_ACK_WAIT_S))
+    flow = live_flow(client, max_age_s=max(settings.live_max_age_s, FLOW_ACK_WAIT_S), partitions=n)
     beating = flow.heartbeat_age_s is not None and flow.ok
-    counts["flow_state"] = int(beating and _wait(lambda: _counter(client, "forgotten") > acked, FLOW_ACK_WAIT_S))
+    counts["flow_state"] = int(beating and _wait(lambda: _counter(client, "forgotten", n) > acked, FLOW_ACK_WAIT_S))
     if counts["flow_state"]:
         time.sleep(FEATURE_LOG_SETTLE_S)
     counts["online_rows"] = _forget_online(client, layout, customer_id)

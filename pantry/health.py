@@ -1,16 +1,20 @@
 """What readiness reports about the parts outside the serving process: the live dataflow's heartbeat and lag, and
 what the Redis that events are written to promises about an acknowledged event (its AOF settings).
 
-The live flow writes the hash `pantry:stream:live` about once a second (streaming/sinks.py: ControlPartition):
-`ts` (Redis server time, so hosts' clocks never matter), `last_id` (the last `pantry:events` entry it has processed),
-`pid`, `host`, `processed`. Readers judge it against Redis's TIME too.
+The live flow writes a heartbeat hash per partition of the event stream (pantry/partitions.py: heartbeat_key(p),
+`pantry:stream:live` for partition 0) about once a second (streaming/sinks.py: ControlPartition): `ts` (Redis server
+time, so hosts' clocks never matter), `last_id` (the last entry of that partition's stream it has processed), `pid`,
+`host`, `processed`. Readers judge each partition against Redis's TIME too, and report the worst: the flow is as late
+as its latest partition.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
-from pantry.keys import EVENTS_STREAM, LIVE_HEARTBEAT
+from pantry.partitions import events_stream, heartbeat_key
 
 HEARTBEAT_EVERY_S = 1.0
 
@@ -24,12 +28,12 @@ return 1
 
 
 class LiveFlow(msgspec.Struct):
-    """The live dataflow as /readyz sees it."""
+    """The live dataflow as /readyz sees it (with several partitions: the worst of them, see assess_partitions)."""
 
     ok: bool  # a heartbeat younger than max_age_s (always true when max_age_s is 0: not judged)
     detail: str  # one line: what is wrong, or that it is fine
     heartbeat_age_s: float | None = None  # None: no heartbeat ever written
-    lag_s: float | None = None  # age of the oldest entry of pantry:events not yet processed; 0 = caught up
+    lag_s: float | None = None  # age of the oldest entry of the event stream not yet processed; 0 = caught up
     last_id: str | None = None
     pid: int | None = None
     host: str | None = None
@@ -52,19 +56,24 @@ def redis_time_s(reply) -> float:
 
 
 def assess(now_s: float, beat: dict, oldest_pending_id: bytes | str | None, max_age_s: float,
-           max_lag_s: float = 0.0) -> LiveFlow:
-    """The live flow's state from its heartbeat hash (decoded or raw HGETALL) and the first entry after its last_id.
-    The lag is measured to the heartbeat's last_id, written about once a second: a flow that keeps up shows up to
-    ~1 s while events arrive (an upper bound, never an understatement), 0 when idle."""
+           max_lag_s: float = 0.0, partition: int = 0, partitions: int = 1) -> LiveFlow:
+    """The live flow's state in one partition from its heartbeat hash (decoded or raw HGETALL) and the first entry
+    after its last_id. The lag is measured to the heartbeat's last_id, written about once a second: a flow that keeps
+    up shows up to ~1 s while events arrive (an upper bound, never an understatement), 0 when idle. The detail line
+    names the partition when there are several."""
     fields = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
               for k, v in beat.items()}
     judged = max_age_s > 0
+    several = partitions > 1
     if "ts" not in fields:
-        return LiveFlow(not judged, "no heartbeat: the live flow (`pantry stream live`) has never run on this Redis",
+        what = f"no heartbeat of partition {partition} of {partitions}" if several else "no heartbeat"
+        return LiveFlow(not judged, f"{what}: the live flow (`pantry stream live`) has never run on this Redis",
                         max_age_s=max_age_s)
     age = max(0.0, now_s - float(fields["ts"]))
     lag = max(0.0, now_s - _ms_of(oldest_pending_id) / 1000) if oldest_pending_id is not None else 0.0
     where = f"pid {fields.get('pid')} on {fields.get('host')}"
+    if several:
+        where = f"partition {partition} of {partitions}, {where}"
     stale = judged and age > max_age_s
     behind = max_lag_s > 0 and lag > max_lag_s
     if stale:
@@ -80,12 +89,48 @@ def assess(now_s: float, beat: dict, oldest_pending_id: bytes | str | None, max_
                     int(pid) if pid and pid.isdigit() else None, fields.get("host"), max_age_s, behind, max_lag_s)
 
 
-def live_flow(client, max_age_s: float, max_lag_s: float = 0.0) -> LiveFlow:
-    """Read and assess the heartbeat with a sync redis client (three commands)."""
-    now = redis_time_s(client.time())
-    beat = client.hgetall(LIVE_HEARTBEAT)
-    return assess(now, beat, _oldest_pending(client.xrange(EVENTS_STREAM, *pending_range(beat), count=1)),
-                  max_age_s, max_lag_s)
+def _stale(flow: LiveFlow) -> bool:
+    return flow.max_age_s > 0 and (flow.heartbeat_age_s or 0.0) > flow.max_age_s
+
+
+def _badness(flow: LiveFlow) -> tuple[bool, bool, bool, float]:
+    """Which partition the report is about: one that never beat, else the stalest heartbeat when one is stale, else
+    the furthest behind."""
+    stale = _stale(flow)
+    return (flow.heartbeat_age_s is None, stale, flow.behind,
+            (flow.heartbeat_age_s if stale else flow.lag_s) or 0.0)
+
+
+def assess_each(now_s: float, beats: Sequence[dict], oldest_pending_ids: Sequence[bytes | str | None],
+                max_age_s: float, max_lag_s: float = 0.0) -> list[LiveFlow]:
+    """Every partition's state (beats[p], oldest_pending_ids[p]: partition p's, as `assess` takes them)."""
+    n = len(beats)
+    return [assess(now_s, beat, first, max_age_s, max_lag_s, p, n)
+            for p, (beat, first) in enumerate(zip(beats, oldest_pending_ids, strict=True))]
+
+
+def worst(flows: Sequence[LiveFlow]) -> LiveFlow:
+    """The flow as its partitions make it: the worst partition's report (its detail, pid, host and last_id) with the
+    oldest heartbeat age and the largest lag of all; ok only if every partition is. One partition: its own."""
+    n = len(flows)
+    p = max(range(n), key=lambda i: _badness(flows[i]))
+    report = flows[p]
+    if n == 1:
+        return report
+    ok, behind = all(f.ok for f in flows), any(f.behind for f in flows)
+    if report.heartbeat_age_s is None:  # a partition never beat: its age and lag are unknown, so the flow's are
+        return msgspec.structs.replace(report, ok=ok, behind=behind)
+    lag = max(f.lag_s or 0.0 for f in flows)
+    detail = report.detail if not ok else f"the live flow is processing its {n} partitions, at most {lag:.1f} s " \
+                                          f"behind (partition {p}: pid {report.pid} on {report.host})"
+    return msgspec.structs.replace(report, ok=ok, behind=behind, detail=detail,
+                                   heartbeat_age_s=max(f.heartbeat_age_s or 0.0 for f in flows), lag_s=lag)
+
+
+def assess_partitions(now_s: float, beats: Sequence[dict], oldest_pending_ids: Sequence[bytes | str | None],
+                      max_age_s: float, max_lag_s: float = 0.0) -> LiveFlow:
+    """The live flow over its partitions (`assess_each`, then `worst`). One partition: exactly `assess`."""
+    return worst(assess_each(now_s, beats, oldest_pending_ids, max_age_s, max_lag_s))
 
 
 def pending_range(beat: dict) -> tuple[str, str]:
@@ -98,12 +143,34 @@ def _oldest_pending(reply) -> bytes | None:
     return reply[0][0] if reply else None
 
 
-async def live_flow_async(client, max_age_s: float, max_lag_s: float = 0.0) -> LiveFlow:
+def live_flow(client, max_age_s: float, max_lag_s: float = 0.0, partitions: int = 1) -> LiveFlow:
+    """Read and assess the heartbeats of the stream's `partitions` (Settings.stream_partitions) with a sync redis
+    client: TIME, then every heartbeat, then the first pending entry of every partition (pipelined: three round
+    trips whatever the number of partitions)."""
+    now = redis_time_s(client.time())
+    pipe = client.pipeline(transaction=False)
+    for p in range(partitions):
+        pipe.hgetall(heartbeat_key(p))
+    beats = pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    for p, beat in enumerate(beats):
+        pipe.xrange(events_stream(p), *pending_range(beat), count=1)
+    oldest = [_oldest_pending(reply) for reply in pipe.execute()]
+    return assess_partitions(now, beats, oldest, max_age_s, max_lag_s)
+
+
+async def live_flow_async(client, max_age_s: float, max_lag_s: float = 0.0, partitions: int = 1) -> LiveFlow:
     """The same with an asyncio redis client."""
     now = redis_time_s(await client.time())
-    beat = await client.hgetall(LIVE_HEARTBEAT)
-    reply = await client.xrange(EVENTS_STREAM, *pending_range(beat), count=1)
-    return assess(now, beat, _oldest_pending(reply), max_age_s, max_lag_s)
+    pipe = client.pipeline(transaction=False)
+    for p in range(partitions):
+        pipe.hgetall(heartbeat_key(p))
+    beats = await pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    for p, beat in enumerate(beats):
+        pipe.xrange(events_stream(p), *pending_range(beat), count=1)
+    oldest = [_oldest_pending(reply) for reply in await pipe.execute()]
+    return assess_partitions(now, beats, oldest, max_age_s, max_lag_s)
 
 
 # ---- what 202 guarantees ---------------------------------------------------------------------------------------

@@ -1,11 +1,15 @@
 """Event ingestion: validate a batch, then write it to the event stream exactly once (all or nothing).
 
-The write is one Lua call (atomic on the server): if the batch's marker key exists (the sha256 of its encoded
-events, expiring after `events_dedup_window_s`) nothing is written and the call says "replay"; else every event is
-XADDed and the marker is set. A batch posted again (a client retrying after a lost 202, or our own retry after a
-timeout whose write did commit) never makes a second set of stream entries. The marker lives in the slot of
-`pantry:events` (hash tag), so this works on a Redis Cluster. The marker holds the nonce of the request that
-wrote the batch: our own retry of a committed write is not reported as a duplicate, another request's is.
+Each event goes to its partition's stream (pantry/partitions.py: its customer's, else its store's; one stream,
+`pantry:events`, when Settings.stream_partitions is 1), in the batch's order. The write is one Lua call per partition
+the batch touches (atomic on the server), the calls sent concurrently: if the partition's marker key exists (the
+sha256 of the WHOLE batch's encoded events, expiring after `events_dedup_window_s`) nothing is written there and the
+call says "replay"; else the partition's events are XADDed and its marker is set. A batch posted again (a client
+retrying after a lost 202, or our own retry after a timeout whose write did commit) never makes a second set of
+stream entries: each partition's marker says it holds its share already, and a retry after a partial failure writes
+only the partitions that were not written. Each marker lives in the slot of its partition's stream (hash tag), so
+this works on a Redis Cluster. A marker holds the nonce of the request that wrote it: our own retry of a committed
+write is not reported as a duplicate; the batch is a duplicate when another request wrote every partition's share.
 
 Writes go through their own client (timeout sized for a ~1 MiB batch) and their own GuardedStore: a failing write
 path never opens the breaker of feature reads, and reads failing never refuse a write Redis would take.
@@ -13,13 +17,15 @@ path never opens the breaker of feature reads, and reads failing never refuse a 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pantry.events import Event, InvalidEvent, batch_from_builtins, encode_msgpack, from_builtins
-from pantry.keys import EVENT_BATCH_PREFIX, EVENT_FIELD, EVENTS_STREAM
+from pantry.keys import EVENT_FIELD
+from pantry.partitions import batch_marker_prefix, events_stream, partition_of
 from pantry.schemas import EventError
 from serving import metrics
 from serving.redis_guard import StoreUnavailable
@@ -60,10 +66,33 @@ def pack_events(encoded: Sequence[bytes]) -> bytes:
     return b"".join([len(payload).to_bytes(4, "big") + payload for payload in encoded])
 
 
-def batch_key(packed: bytes) -> str:
-    """The marker key of a batch: sha256 of its packed events (each length-prefixed, so no two batches collide by
-    concatenation)."""
-    return EVENT_BATCH_PREFIX + hashlib.sha256(packed).hexdigest()
+def batch_key(packed: bytes, partition: int = 0) -> str:
+    """The marker key of a batch in a partition: sha256 of the whole batch's packed events (each length-prefixed, so
+    no two batches collide by concatenation), the same digest in every partition."""
+    return batch_marker_prefix(partition) + hashlib.sha256(packed).hexdigest()
+
+
+class PartitionWrite(NamedTuple):
+    """One Lua call of a batch: the batch's share of one partition."""
+
+    marker: str
+    stream: str
+    packed: bytes  # the share's events, as pack_events makes them
+    events: int
+
+
+def partition_writes(typed: Sequence[Event], encoded: Sequence[bytes], packed: bytes,
+                     partitions: int) -> list[PartitionWrite]:
+    """The batch's calls, one per partition it touches, each share in the batch's order. `packed` is the whole
+    batch (pack_events(encoded)): its digest names every share's marker, and a batch in one partition is sent as
+    it is (packing again costs CPU on the event loop)."""
+    shares: dict[int, list[bytes]] = {}
+    for event, payload in zip(typed, encoded, strict=True):
+        shares.setdefault(partition_of(event.customer_id, event.store_id, partitions), []).append(payload)
+    digest = hashlib.sha256(packed).hexdigest()
+    return [PartitionWrite(batch_marker_prefix(p) + digest, events_stream(p),
+                           packed if len(shares) == 1 else pack_events(share), len(share))
+            for p, share in sorted(shares.items())]
 
 
 def write_script(client: Any):
@@ -97,9 +126,9 @@ async def event_errors(svc: Services, events: Sequence[Any]) -> list[EventError]
     return errors
 
 
-async def _encoded(svc: Services, events: Sequence[Any]) -> list[bytes] | None:
-    """The batch encoded if every event is fine (the usual case: one conversion for the whole batch, a third of the
-    CPU of going event by event), else None."""
+async def _encoded(svc: Services, events: Sequence[Any]) -> tuple[list[Event], list[bytes]] | None:
+    """The batch typed and encoded if every event is fine (the usual case: one conversion for the whole batch, a
+    third of the CPU of going event by event), else None."""
     try:
         typed = batch_from_builtins(events)
     except InvalidEvent:
@@ -109,7 +138,7 @@ async def _encoded(svc: Services, events: Sequence[Any]) -> list[bytes] | None:
     if max(event.ts for event in typed) > clock.max_accepted_ts:
         return None
     try:
-        return list(map(encode_msgpack, typed))
+        return typed, list(map(encode_msgpack, typed))
     except OverflowError:
         return None
 
@@ -125,27 +154,32 @@ async def ingest(svc: Services, events: Sequence[Any]) -> tuple[int, bool]:
         raise StoreUnavailable("circuit open")
     if not events:
         return 0, False
-    encoded = await _encoded(svc, events)
-    if encoded is None:
+    checked = await _encoded(svc, events)
+    if checked is None:
         errors = await event_errors(svc, events)
         metrics.EVENTS_REJECTED.inc(len(errors))
         raise BatchRejected(len(events), errors)
+    typed, encoded = checked
     nonce = os.urandom(8).hex().encode()
     window = str(max(1, svc.settings.events_dedup_window_s))
 
     if svc.events_script is None:
         svc.events_script = write_script(svc.events_redis)
 
-    packed = pack_events(encoded)
-    keys = [batch_key(packed), EVENTS_STREAM]
+    writes = partition_writes(typed, encoded, pack_events(encoded), svc.settings.stream_partitions)
 
     async def write() -> list[Any]:
-        return await svc.events_script(keys=keys, args=[window, nonce, EVENT_FIELD, packed], client=svc.events_redis)
+        # concurrently: the request waits one round trip, whatever the number of partitions (a failed call fails
+        # the whole write, and the guarded retry sends every call again: the markers make that safe)
+        return await asyncio.gather(*(
+            svc.events_script(keys=[w.marker, w.stream], args=[window, nonce, EVENT_FIELD, w.packed],
+                              client=svc.events_redis) for w in writes))
 
-    replayed, writer = await svc.events_store.call(write)
-    duplicate = bool(replayed) and writer != nonce
+    replies = await svc.events_store.call(write)
+    by_other = [bool(replayed) and writer != nonce for replayed, writer in replies]
+    duplicate = all(by_other)
     if duplicate:
         metrics.EVENTS_DUPLICATE_BATCHES.inc()
-    else:
-        metrics.EVENTS_ACCEPTED.inc(len(encoded))
+    else:  # what this request wrote (a share another request wrote before was not)
+        metrics.EVENTS_ACCEPTED.inc(sum(w.events for w, other in zip(writes, by_other, strict=True) if not other))
     return len(encoded), duplicate

@@ -163,8 +163,8 @@ STREAM_OUTCOMES = ("processed", "duplicate", "late", "invalid", "future", "forgo
 
 
 def stream_families(counters: dict, dead_letters: int, stream_length: int, trimmed: float) -> list:
-    """The stream's counters as metric families, from one read of `pantry:stream:counters` (field -> count) and the
-    lengths of the event and dead-letter streams."""
+    """The stream's counters as metric families, from one read of the partitions' counters (field -> count, merged:
+    pantry.partitions.merge_counters), the event streams' summed length and the dead-letter stream's."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     def count(field: str) -> float:

@@ -21,7 +21,7 @@ EVERY_S = 1.0
 async def read_once(svc) -> float | None:
     """The lag now (three Redis commands), or None when it cannot be known."""
     try:
-        flow = await svc.store.call(lambda: live_flow_async(svc.redis, 0.0))
+        flow = await svc.store.call(lambda: live_flow_async(svc.redis, 0.0, partitions=svc.settings.stream_partitions))
     except StoreUnavailable:
         return None
     return flow.lag_s if flow.heartbeat_age_s is not None else None

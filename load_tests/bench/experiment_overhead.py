@@ -185,7 +185,7 @@ def live_flow_running(settings: Settings, log: str) -> Iterator[None]:
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not live_flow(client, 5.0).ok:
+        while not live_flow(client, 5.0, partitions=settings.stream_partitions).ok:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"`pantry stream live` did not start (exit {proc.poll()}; log {log})")
             time.sleep(0.2)

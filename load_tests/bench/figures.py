@@ -85,6 +85,7 @@ class SustainedRun(msgspec.Struct, kw_only=True):
 
     rate_per_s: int
     processes: int
+    partitions: int = 1  # stream partitions (PANTRY_STREAM_PARTITIONS), one gate each
     seconds: float
     minutes: list[SustainedMinute]
     held: bool  # every minute p99 <= the limit, no probe missing, RSS flat, the rate offered (sustained.judge)

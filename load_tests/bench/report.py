@@ -115,13 +115,15 @@ def streaming_tables(s: StreamingFigures) -> list[str]:
 
 
 def sustained_tables(f: SustainedFigures) -> list[str]:
-    rows = [[fmt(r.rate_per_s), str(r.processes), str(m.minute), fmt(m.offered_events_per_s), fmt(m.probes),
+    rows = [[fmt(r.rate_per_s), f"{r.processes} / {r.partitions}", str(m.minute), fmt(m.offered_events_per_s),
+             fmt(m.probes),
              fmt(m.missing_probes), fmt(m.p50_ms), fmt(m.p99_ms), fmt(m.cpu_percent),
              " / ".join(fmt(c) for c in m.process_cpu_percent or []) or "-", fmt(m.redis_cpu_percent),
              fmt(m.generator_cpu_percent),
              fmt(m.rss_mb), fmt(m.lag_s)]
             for r in f.runs for m in r.minutes]
-    held = [f"- {fmt(r.rate_per_s)} events/s, {r.processes} process(es), {r.seconds:g} s: {r.verdict}" for r in f.runs]
+    held = [f"- {fmt(r.rate_per_s)} events/s, {r.processes} process(es), {r.partitions} stream partition(s), "
+            f"{r.seconds:g} s: {r.verdict}" for r in f.runs]
     highest = [f"- highest rate held with {p} process(es): {fmt(v, 'events/s') if v else 'none'}"
                for p, v in f.highest_held_per_s.items()]
     unavailable = [f"- {p} processes: {why}" for p, why in f.not_available.items()]
@@ -130,11 +132,12 @@ def sustained_tables(f: SustainedFigures) -> list[str]:
         "(ordinary purchases, 10% from 10 heavy customers, 5% and every probe on one hot store x product pair); a",
         f"probe each 100 ms. Held: every minute p99 ≤ {f.p99_limit_ms:g} ms with no probe missing, ≥ 95% of the rate",
         "offered, the last minute's RSS within 10% of the second's. CPU % is the flow's processes (200 = 2 cores),",
-        "per process its share of each, process 0 (the source and the gate) first; Redis % its server's and",
+        "per process its share of each, process 0 first; the stream in as many partitions as processes (one source",
+        "partition and gate each, Bytewax places them); Redis % its server's and",
         "generator % the bench's own process, on the same cores; lag is /readyz's at the minute's end.",
         "",
-        *table(["rate/s", "processes", "minute", "offered/s", "probes", "missing", "p50 ms", "p99 ms", "CPU %",
-                "CPU % per process", "Redis %", "generator %", "RSS MB", "lag s"], rows),
+        *table(["rate/s", "processes / partitions", "minute", "offered/s", "probes", "missing", "p50 ms", "p99 ms",
+                "CPU %", "CPU % per process", "Redis %", "generator %", "RSS MB", "lag s"], rows),
         "",
         *held, *highest, *unavailable, *(f"- {n}" for n in f.notes),
         "",

@@ -1,7 +1,9 @@
 """Sustained part of `make bench`: the live flow fed at a fixed rate for minutes, judged minute by minute.
 
 Each run starts `pantry stream live [--processes N]` on a fresh isolated copy (its own data dir and Redis db, as
-streaming.py does: the harness's and the demo's state are never touched) and XADDs events open loop at `rate`
+streaming.py does: the harness's and the demo's state are never touched), with the stream in as many partitions as
+processes (PANTRY_STREAM_PARTITIONS; PANTRY_BENCH_SUSTAINED_PARTITIONS=1 for one stream whatever the processes), and
+XADDs events, each to its partition (pantry.partitions.partition_of, as the API writes them), open loop at `rate`
 (each 10 ms tick sends its share whatever the flow does) for `seconds`, with the bench's mix:
   - purchases of 5,000 ordinary customers at random stores and products (streaming.py's mix);
   - 10% of the events from 10 heavy customers, views and purchases alternating over 500 products, each purchase a
@@ -25,6 +27,7 @@ Settings (environment), defaults for `make bench` (adds ~10 min: four runs for e
     PANTRY_BENCH_SUSTAINED_PROCESSES  process counts (1,2); a count the CLI refuses is reported "not available"
     PANTRY_BENCH_SUSTAINED_SEARCH     search runs per process count after the fixed rates (3; --quick 0)
     PANTRY_BENCH_SUSTAINED_NICE       the flow's PANTRY_LIVE_FLOW_NICE (0: its capacity; the service's default is 10)
+    PANTRY_BENCH_SUSTAINED_PARTITIONS stream partitions per run (default: as many as processes)
 """
 
 from __future__ import annotations
@@ -266,14 +269,16 @@ def _event(rng: random.Random, seq: int, ts: datetime, heavy_views: list[int]):
                            product_id=1 if hot else rng.randrange(1, 90_000), sales_value=1.0)
 
 
-def _wait_started(client, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+def _wait_started(client, proc: subprocess.Popen, partitions: int, timeout_s: float = 120) -> None:
     from pantry import events
-    from pantry.keys import EVENT_FIELD, EVENTS_STREAM
+    from pantry.keys import EVENT_FIELD
+    from pantry.partitions import counters_key, events_stream, partition_of
 
-    client.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(events.ProductView(
+    partition = partition_of(99, None, partitions)
+    client.xadd(events_stream(partition), {EVENT_FIELD: events.encode_msgpack(events.ProductView(
         event_id="sustained-warm", ts=BASE_TS, customer_id=99, product_id=2))})
     deadline = time.monotonic() + timeout_s
-    while float(client.hget("pantry:stream:counters", "processed") or 0) < 1:
+    while float(client.hget(counters_key(partition), "processed") or 0) < 1:
         if proc.poll() is not None:
             raise RuntimeError(f"pantry stream live exited: {proc.stderr.read().decode()[-2000:]}")
         if time.monotonic() > deadline:
@@ -288,18 +293,22 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
     from pantry import events
     from pantry.featurestore import repo
     from pantry.health import live_flow
-    from pantry.keys import EVENT_FIELD, EVENTS_STREAM
+    from pantry.keys import EVENT_FIELD
+    from pantry.partitions import events_stream, partition_of
     from pantry.redis_server import sync_client
 
     bench = _isolated(settings)
     client = sync_client(bench)
+    partitions = int(os.environ.get("PANTRY_BENCH_SUSTAINED_PARTITIONS", processes))
+    streams = [events_stream(p) for p in range(partitions)]
     args = ["stream", "live", "--no-progress", *(["--processes", str(processes)] if processes > 1 else [])]
     # the flow's capacity, not its politeness: `pantry stream live` renices itself (PANTRY_LIVE_FLOW_NICE, 10: answers
     # first), which on a shared machine measures the neighbours; the bench runs it at normal priority unless told
-    env = {**_env(bench), "PANTRY_LIVE_FLOW_NICE": os.environ.get("PANTRY_BENCH_SUSTAINED_NICE", "0")}
+    env = {**_env(bench), "PANTRY_LIVE_FLOW_NICE": os.environ.get("PANTRY_BENCH_SUSTAINED_NICE", "0"),
+           "PANTRY_STREAM_PARTITIONS": str(partitions)}
     proc = subprocess.Popen(_pantry(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_started(client, proc)
+        _wait_started(client, proc, partitions)
         flow = _Flow(proc.pid)
         others = _Others(int(client.info("server")["process_id"]))
         probe = FreshnessProbe(bench, repo.layout(bench))
@@ -316,7 +325,8 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
         while (now := time.monotonic()) - started < seconds:
             if now >= next_sample:
                 cpu, rss, each = flow.sample()
-                samples.append(Sample(now - started, cpu, rss, live_flow(client, 0).lag_s, others.sample(), each))
+                lag = live_flow(client, 0, partitions=partitions).lag_s
+                samples.append(Sample(now - started, cpu, rss, lag, others.sample(), each))
                 next_sample += 1.0
             ts = BASE_TS + timedelta(seconds=now - started)
             owed += per_tick
@@ -325,13 +335,17 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
             pipe = client.pipeline(transaction=False)
             for _ in range(n):
                 seq += 1
-                pipe.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(_event(rng, seq, ts, heavy))})
+                e = _event(rng, seq, ts, heavy)
+                pipe.xadd(streams[partition_of(e.customer_id, None, partitions)],
+                          {EVENT_FIELD: events.encode_msgpack(e)})
             is_probe = now >= next_probe
             if is_probe:
                 probe_customer += 1
-                pipe.xadd(EVENTS_STREAM, {EVENT_FIELD: events.encode_msgpack(events.Purchase(
+                probe_event = events.Purchase(
                     event_id=f"probe-{probe_customer}", ts=ts, customer_id=probe_customer, store_id=1,
-                    basket_id=10**12 + probe_customer, product_id=1, sales_value=1.0))})
+                    basket_id=10**12 + probe_customer, product_id=1, sales_value=1.0)
+                pipe.xadd(streams[partition_of(probe_customer, None, partitions)],
+                          {EVENT_FIELD: events.encode_msgpack(probe_event)})
                 next_probe += PROBE_EVERY_S
             pipe.execute()
             if is_probe:
@@ -341,7 +355,8 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
             time.sleep(max(0.0, next_at - time.monotonic()))
         elapsed = time.monotonic() - started
         cpu, rss, each = flow.sample()
-        samples.append(Sample(min(elapsed, seconds), cpu, rss, live_flow(client, 0).lag_s, others.sample(), each))
+        lag = live_flow(client, 0, partitions=partitions).lag_s
+        samples.append(Sample(min(elapsed, seconds), cpu, rss, lag, others.sample(), each))
         drain_until = time.monotonic() + 5.0  # the last probes: 5 s, ten times the limit
         while probe.pending and time.monotonic() < drain_until:
             time.sleep(0.05)
@@ -352,8 +367,8 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
             missing: list[tuple[float, float | None]] = [(t - started, None) for t in probe.pending.values()]
         minutes = per_minute(seen + missing, sent, samples, seconds)  # the planned length: every send is before it
         held, verdict = judge(minutes, rate)
-        return SustainedRun(rate_per_s=rate, processes=processes, seconds=seconds, minutes=minutes,
-                            held=held, verdict=verdict)
+        return SustainedRun(rate_per_s=rate, processes=processes, partitions=partitions, seconds=seconds,
+                            minutes=minutes, held=held, verdict=verdict)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

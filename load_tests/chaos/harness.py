@@ -57,8 +57,8 @@ def run_all(output: Path | None = None) -> int:
             say(started, f"   {msgspec.json.encode(figure).decode()}")
         time.sleep(SETTLE_S)
         client = sync_client(settings)
-        start_id = lost.last_id(client)
-        seen_at_start = lost.flow_seen(client)
+        start_id = lost.last_id(client, settings.stream_partitions)
+        seen_at_start = lost.flow_seen(client, settings.stream_partitions)
         watermark = float(client.get(WATERMARK) or time.time())
         traffic = Traffic(stack.base_url, reqs, watermark, headers_for(settings, "/v1/recommendations"),
                           headers_for(settings, "/v1/events"))

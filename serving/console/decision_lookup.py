@@ -9,8 +9,9 @@ Redis streams have no secondary index, so every lookup here is a bounded range r
   ~12 us per entry (~1.1 KB each): the newest 50,000 of 500,000 took ~1.1 s, and within the request's Redis budget
   a scan reached only the newest 1,000-2,250, which held none of most customers' decisions;
 - outcomes: the live flow keeps only KPI totals (streaming/outcomes.py), no per-decision record, so the outcome
-  events are read from pantry:events (time-based ids) from the decision's time on, a bounded count, keeping those
-  that carry this decision id.
+  events are read from the event stream (time-based ids) from the decision's time on, a bounded count, keeping those
+  that carry this decision id. Only the stream of the decision's customer's partition is read (pantry/partitions.py:
+  a customer's events are all there); a decision without a known customer has its partitions read in turn.
 
 Reads go through the worker's raw pipeline (hiredis-parsed replies, no per-field dict) under `svc.store.call`; a
 read Redis does not answer ends the scan ("store"), and the page says so.
@@ -27,7 +28,8 @@ from typing import Final, Literal
 import msgspec
 
 from pantry.events import Event, InvalidEvent, decode_msgpack
-from pantry.keys import DECISIONS_STREAM, EVENT_FIELD, EVENTS_STREAM, decisions_of
+from pantry.keys import DECISIONS_STREAM, EVENT_FIELD, decisions_of
+from pantry.partitions import events_stream, events_streams, partition_of
 from serving.decisions import DecisionRow, decode_entry
 from serving.redis_guard import StoreUnavailable
 from serving.services import Services
@@ -218,24 +220,38 @@ class Reported(msgspec.Struct, frozen=True):
     event: Event
 
 
-async def outcomes_of(svc: Services, decision_id: str, from_ms: int, deadline: float) -> tuple[list[Reported], Scan]:
-    """The events of pantry:events carrying `decision_id` among the first OUTCOME_SCAN_MAX from `from_ms` (less
-    OUTCOME_SLACK_MS) on, each event id once (a client's retry is the same event), oldest first."""
+def outcome_streams(partitions: int, customer_id: int | None) -> list[str]:
+    """The streams a decision's outcome events are in: its customer's partition's (-1, decode_entry's "no customer
+    field", or None: every partition's)."""
+    if customer_id is None or customer_id < 0:
+        return events_streams(partitions)
+    return [events_stream(partition_of(customer_id, None, partitions))]
+
+
+async def outcomes_of(svc: Services, decision_id: str, from_ms: int, deadline: float,
+                      customer_id: int | None = None) -> tuple[list[Reported], Scan]:
+    """The events carrying `decision_id` among the first OUTCOME_SCAN_MAX from `from_ms` (less OUTCOME_SLACK_MS) on
+    in the stream of the decision's customer (`outcome_streams`), each event id once (a client's retry is the same
+    event), oldest first."""
     needle = decision_id.encode()
     found: list[Reported] = []
     seen: set[str] = set()
-    scan = Scan()
-    async for rows in _chunks(svc, EVENTS_STREAM, b"%d" % max(from_ms - OUTCOME_SLACK_MS, 0), b"+", reverse=False,
-                              max_entries=OUTCOME_SCAN_MAX, chunk=EVENT_CHUNK, deadline=deadline, scan=scan):
-        for entry_id, flat in rows:
-            payload = _field(flat, EVENT_FIELD, 0)
-            if payload is None or needle not in payload:  # a bytes search before decoding: most events are others'
-                continue
-            try:
-                event = decode_msgpack(payload)
-            except InvalidEvent:
-                continue
-            if getattr(event, "decision_id", None) == decision_id and event.event_id not in seen:
-                seen.add(event.event_id)
-                found.append(Reported(stream_ms(entry_id), event))
+    scan = Scan()  # one for every stream read: the count bound and the time limit are the lookup's
+    for stream in outcome_streams(svc.settings.stream_partitions, customer_id):
+        async for rows in _chunks(svc, stream, b"%d" % max(from_ms - OUTCOME_SLACK_MS, 0), b"+", reverse=False,
+                                  max_entries=OUTCOME_SCAN_MAX, chunk=EVENT_CHUNK, deadline=deadline, scan=scan):
+            for entry_id, flat in rows:
+                payload = _field(flat, EVENT_FIELD, 0)
+                if payload is None or needle not in payload:  # a bytes search before decoding: most are others'
+                    continue
+                try:
+                    event = decode_msgpack(payload)
+                except InvalidEvent:
+                    continue
+                if getattr(event, "decision_id", None) == decision_id and event.event_id not in seen:
+                    seen.add(event.event_id)
+                    found.append(Reported(stream_ms(entry_id), event))
+        if scan.stopped != "end":  # a bound or Redis stopped this stream's read: the next would not be read either
+            break
+    found.sort(key=lambda reported: reported.received_ms)  # several streams: oldest first across them
     return found, scan

@@ -337,7 +337,8 @@ async def by_decision(svc: Services, decision_id: str) -> dict[str, Any]:
             return {"unavailable": UNAVAILABLE}
         return {"not_found": decision_scan_text(scan, svc.settings)}
     view = decision_view(row, svc.reader.ttl if svc.reader is not None else {})
-    reported, events = await lookup.outcomes_of(svc, decision_id, lookup.id_time_ms(decision_id), deadline)
+    reported, events = await lookup.outcomes_of(svc, decision_id, lookup.id_time_ms(decision_id), deadline,
+                                                customer_id=row.customer_id)
     shown = {p for item in view.items for p in (item.product_id, item.for_product) if p is not None}
     return {"decision": view, "outcomes": outcome_rows(reported, shown),
             "outcomes_note": outcome_scan_text(events, svc.settings.kpi_attribution_window_s)}

@@ -223,7 +223,8 @@ async def _or_none(make: Callable[[], Awaitable[T]]) -> T | None:
 async def _live_flow(svc: Services) -> LiveFlow | None:
     max_age_s = svc.settings.live_max_age_s
     try:
-        return await svc.store.call(lambda: live_flow_async(svc.redis, max_age_s))
+        return await svc.store.call(lambda: live_flow_async(svc.redis, max_age_s,
+                                                          partitions=svc.settings.stream_partitions))
     except StoreUnavailable:
         return None
     except ResponseError as exc:  # e.g. a Redis older than 6.2 (as /readyz: say so, never a 500)

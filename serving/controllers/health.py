@@ -7,7 +7,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from redis.exceptions import ResponseError
 
 from pantry.health import Durability, LiveFlow, durability_async, live_flow_async
-from pantry.keys import DEAD_LETTER_STREAM, EVENTS_STREAM, STREAM_COUNTERS
+from pantry.keys import DEAD_LETTER_STREAM
+from pantry.partitions import counters_key, events_stream, merge_counters
 from pantry.schemas import Health, Readiness
 from serving import kpis, metrics
 from serving.redis_guard import StoreUnavailable
@@ -16,10 +17,13 @@ from serving.services import Injected, Services
 
 
 async def _live_flow(svc: Services) -> LiveFlow | None:
-    """The live dataflow's heartbeat and lag (None: Redis did not answer); updates the two gauges."""
-    max_age_s = svc.settings.live_max_age_s
+    """The live dataflow's heartbeat and lag, its worst partition's (None: Redis did not answer); updates the two
+    gauges."""
+    settings = svc.settings
+    max_age_s = settings.live_max_age_s
     try:
-        flow = await svc.store.call(lambda: live_flow_async(svc.redis, max_age_s, svc.settings.live_max_lag_s))
+        flow = await svc.store.call(lambda: live_flow_async(svc.redis, max_age_s, settings.live_max_lag_s,
+                                                            settings.stream_partitions))
     except StoreUnavailable:
         return None
     except ResponseError as exc:  # e.g. a Redis older than 6.2 (no exclusive XRANGE bound): say so, never a 500
@@ -31,15 +35,24 @@ async def _live_flow(svc: Services) -> LiveFlow | None:
     return flow
 
 
+def _as_dict(reply) -> dict:
+    """An HGETALL reply of the raw pipeline (a dict, or RESP2's flat [field, value, ...])."""
+    return reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
+
+
 async def _stream_families(svc: Services) -> list:
-    """The live flow's stream counters, read at this scrape (none when Redis does not answer)."""
+    """The live flow's stream counters, read at this scrape in one round trip (none when Redis does not answer):
+    every partition's counters and stream length, summed."""
+    n = svc.settings.stream_partitions
+    commands = [*((b"HGETALL", counters_key(p)) for p in range(n)), (b"XLEN", DEAD_LETTER_STREAM),
+                *((b"XLEN", events_stream(p)) for p in range(n))]
     try:
-        counters, dead, length = await svc.store.call(lambda: svc.pipeline.run(
-            [(b"HGETALL", STREAM_COUNTERS), (b"XLEN", DEAD_LETTER_STREAM), (b"XLEN", EVENTS_STREAM)]))
+        replies = await svc.store.call(lambda: svc.pipeline.run(commands))
     except StoreUnavailable:
         return []
-    fields = counters if isinstance(counters, dict) else dict(zip(counters[::2], counters[1::2], strict=True))
-    return metrics.stream_families(fields, int(dead), int(length), float(fields.get(b"trimmed", 0)))
+    counters = merge_counters(_as_dict(reply) for reply in replies[:n])
+    dead, length = int(replies[n]), sum(int(reply) for reply in replies[n + 1:])
+    return metrics.stream_families(counters, dead, length, counters.get("trimmed", 0.0))
 
 
 async def _durability(svc: Services) -> Durability | None:

@@ -7,12 +7,13 @@ from load_tests.chaos import faults, lost
 from load_tests.chaos.traffic import Answer, Batch, Traffic
 from pantry.events import encode_msgpack, from_builtins
 from pantry.keys import EVENT_FIELD, EVENTS_STREAM, STREAM_COUNTERS
+from pantry.partitions import counters_key, events_stream
 
 
-def _xadd(client, event_id: str) -> None:
+def _xadd(client, event_id: str, stream: str = EVENTS_STREAM) -> None:
     event = from_builtins({"type": "product_view", "event_id": event_id, "ts": "2017-06-01T10:00:00Z",
                            "customer_id": 1, "product_id": 2})
-    client.xadd(EVENTS_STREAM, {EVENT_FIELD: encode_msgpack(event)})
+    client.xadd(stream, {EVENT_FIELD: encode_msgpack(event)})
 
 
 def test_lost_and_twice_written_events_are_found(redis_client):
@@ -39,6 +40,28 @@ def test_entries_the_flow_did_not_count_are_unprocessed(redis_client):
     redis_client.hincrby(STREAM_COUNTERS, "late", 2)
     assert lost.check_flow(redis_client, start, seen, timeout_s=0.5).unprocessed == 0
     redis_client.delete(STREAM_COUNTERS)
+
+
+def test_the_checks_cover_every_partition(redis_client):
+    """Two partitions: the position names each one's last id; the streams and the counters of both are read."""
+    second, saved = events_stream(1), redis_client.hgetall(STREAM_COUNTERS)
+    redis_client.delete(second, counters_key(1), STREAM_COUNTERS)
+    try:
+        _xadd(redis_client, "chaos-p-old", second)  # before the start: not counted
+        start, seen = lost.last_id(redis_client, 2), lost.flow_seen(redis_client, 2)
+        assert len(start.split(",")) == 2 and lost.last_id(redis_client) == start.split(",")[0]
+        for i, stream in enumerate((EVENTS_STREAM, second, second)):
+            _xadd(redis_client, f"chaos-p-{i}", stream)
+        check = lost.check_stream(redis_client, start, "chaos-p-", ["chaos-p-0", "chaos-p-1", "chaos-p-2"])
+        assert (check.acked, check.missing, check.written_twice) == (3, 0, 0)
+        redis_client.hset(STREAM_COUNTERS, "processed", 1)
+        redis_client.hset(counters_key(1), mapping={"processed": 1, "duplicate": 1})
+        flow = lost.check_flow(redis_client, start, seen, timeout_s=0.5)
+        assert (flow.stream_added, flow.flow_seen_added, flow.unprocessed) == (3, 3, 0)
+    finally:
+        redis_client.delete(second, counters_key(1), STREAM_COUNTERS)
+        if saved:
+            redis_client.hset(STREAM_COUNTERS, mapping=saved)
 
 
 def test_recovery_needs_clean_answers_and_acknowledged_batches():
