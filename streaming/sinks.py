@@ -214,8 +214,9 @@ class ControlPartition(StatelessSinkPartition[Control]):
                     mapping["max_event_ts"] = c.max_t
                 pipe.hset(counters_key(c.partition), mapping=mapping)
             for p in beats:
-                pipe.eval(HEARTBEAT_SCRIPT, 1, heartbeat_key(p), self.position.get(p, "0-0"), *self.whoami,
-                          last_of[p].counters.get("processed", 0))
+                # as a raw command: redis-py's cluster pipeline has no eval(), and routes EVAL by its key
+                pipe.execute_command("EVAL", HEARTBEAT_SCRIPT, 1, heartbeat_key(p), self.position.get(p, "0-0"),
+                                     *self.whoami, last_of[p].counters.get("processed", 0))
             pipe.execute()
 
         retried("control sink", send)

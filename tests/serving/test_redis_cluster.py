@@ -19,7 +19,8 @@ import redis
 from pantry.featurestore import repo
 from pantry.featurestore.batch_views import write_batch_views
 from pantry.featurestore.roundtrip import ClusterRawPipeline
-from pantry.keys import DECISIONS_STREAM, EVENTS_STREAM
+from pantry.keys import DECISIONS_STREAM
+from pantry.partitions import events_streams, partition_of
 from pantry.redis_server import EmbeddedCluster, sync_client
 from pantry.settings import Settings, from_env
 from tests.serving.conftest import Server, keyed_client, start_server
@@ -40,7 +41,8 @@ def on_cluster(cluster: EmbeddedCluster, feast_applied: Settings, trained_models
     os.symlink(feast_applied.dataset_dir, data_dir / "data")
     settings = from_env({"PANTRY_DATA_DIR": str(data_dir), "PANTRY_ARTIFACTS_DIR": str(feast_applied.artifacts_dir),
                          "REDIS_URL": cluster.url, "PANTRY_REDIS_CLUSTER": "1", "PANTRY_CLOCK": "wall",
-                         "PANTRY_API_KEYS": ",".join(feast_applied.api_keys)})
+                         "PANTRY_API_KEYS": ",".join(feast_applied.api_keys),
+                         "PANTRY_STREAM_PARTITIONS": "3"})  # the event write over slots of several nodes
     repo.apply(settings)
     write_batch_views(settings, progress=False)
     return settings
@@ -79,7 +81,8 @@ def test_feast_writes_and_pantry_reads_the_same_rows_on_every_node(on_cluster: S
 
     client = sync_client(on_cluster)
     decisions_before = client.xlen(DECISIONS_STREAM)
-    events_before = client.xlen(EVENTS_STREAM)
+    streams = events_streams(3)
+    events_before = [client.xlen(stream) for stream in streams]
     with keyed_client(cluster_api.url, api_keys) as http:
         ready = http.get("/readyz")
         assert ready.status_code == 200, ready.text
@@ -94,13 +97,15 @@ def test_feast_writes_and_pantry_reads_the_same_rows_on_every_node(on_cluster: S
         assert rec.status_code == 200, rec.text
         assert rec.json()["fallback"] is None and len(rec.json()["items"]) == 5
 
-        event = {"type": "add_to_cart", "event_id": "cluster-1", "ts": now.isoformat(), "customer_id": customers[0],
-                 "store_id": 1, "product_id": 1000}
-        posted = http.post("/v1/events", json={"events": [event]})
+        batch = [{"type": "add_to_cart", "event_id": f"cluster-{i}", "ts": now.isoformat(), "customer_id": c,
+                  "store_id": 1, "product_id": 1000} for i, c in enumerate(customers[:12])]
+        posted = http.post("/v1/events", json={"events": batch})
         assert posted.status_code == 202, posted.text
-        again = http.post("/v1/events", json={"events": [event]})  # the batch marker is in the stream's slot
+        again = http.post("/v1/events", json={"events": batch})  # each partition's marker is in its stream's slot
         assert again.status_code == 202 and again.json()["duplicate"] is True, again.text
-    assert client.xlen(EVENTS_STREAM) == events_before + 1
+    written = [client.xlen(stream) - before for stream, before in zip(streams, events_before, strict=True)]
+    assert written == [sum(1 for c in customers[:12] if partition_of(c, None, 3) == p) for p in range(3)]
+    assert len({client.get_node_from_key(stream).port for stream in streams}) >= 2  # a batch over several nodes
     deadline = time.monotonic() + 3
     while client.xlen(DECISIONS_STREAM) == decisions_before and time.monotonic() < deadline:
         time.sleep(0.05)  # the decision log is written by a background flusher
