@@ -77,6 +77,31 @@ def snapshot_stream_ids(recovery_dir: Path, partition: str = "events") -> list[s
     return json.loads(out.stdout)
 
 
+_READ_PARTITIONS = r"""
+import glob, json, sqlite3, sys
+
+names = set()
+for db in sorted(glob.glob(sys.argv[1] + "/part-*.sqlite3")):
+    conn = sqlite3.connect(db, timeout=5.0)
+    try:
+        conn.execute("PRAGMA query_only = 1")
+        names.update(key for step_id, key in conn.execute("SELECT DISTINCT step_id, state_key FROM snaps")
+                     if step_id.endswith(sys.argv[2]))
+    finally:
+        conn.close()
+print(json.dumps(sorted(names)))
+"""
+
+
+def recovered_source_partitions(recovery_dir: Path) -> list[str]:
+    """The names of the source partitions that have state in the recovery store (a child process, as above)."""
+    if not Path(recovery_dir).is_dir():
+        return []
+    args = [sys.executable, "-I", "-c", _READ_PARTITIONS, str(recovery_dir), SOURCE_STEP_SUFFIX]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(out.stdout)
+
+
 def resume_floor(recovery_dir: Path, partition: int = 0) -> str | None:
     """The oldest id of the partition's stream the flow could resume after (None: no snapshot, nothing may be
     trimmed)."""

@@ -243,13 +243,41 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         self.client.close()
 
 
+def live_partitions(settings: Settings) -> int:
+    """How many stream partitions the live flow reads: `stream_partitions`, or more when a higher partition still
+    has a stream in Redis or a state in the recovery store (the count was lowered: Bytewax refuses to start with a
+    recovered source partition it is not given, and what is left in the stream is read to its end, not lost)."""
+    from pantry.partitions import events_stream, partition_of_source
+    from pantry.redis_server import sync_client
+    from pantry.settings import MAX_STREAM_PARTITIONS
+    from streaming.retention import recovered_source_partitions, recovery_dir
+
+    n = settings.stream_partitions
+    recovered = [partition_of_source(name) for name in recovered_source_partitions(recovery_dir(settings))]
+    n = max([n, *(p + 1 for p in recovered)])
+    try:
+        client = sync_client(settings, timeout_s=5.0, retries=0)
+        pipe = client.pipeline(transaction=False)
+        higher = range(n, MAX_STREAM_PARTITIONS)
+        for p in higher:
+            pipe.exists(events_stream(p))
+        n = max([n, *(p + 1 for p, found in zip(higher, pipe.execute(), strict=True) if found)])
+        client.close()
+    except REDIS_DOWN as exc:  # Redis not up yet: the configured and recovered partitions (the source waits for it)
+        log.warning("live source: could not look for streams of higher partitions (%s)", exc)
+    if n > settings.stream_partitions:
+        log.warning("live source: reading %d stream partitions, PANTRY_STREAM_PARTITIONS is %d (a higher partition "
+                    "has a stream or a recovered state)", n, settings.stream_partitions)
+    return n
+
+
 class LiveSource(FixedPartitionedSource[Batch, SourceState]):
     def __init__(self, settings: Settings, stop_flag=None):
         self.settings = settings
         self.stop_flag = stop_flag  # a callable; True ends the flow cleanly (SIGINT/SIGTERM)
 
     def list_parts(self) -> list[str]:
-        return [source_partition(p) for p in range(self.settings.stream_partitions)]
+        return [source_partition(p) for p in range(live_partitions(self.settings))]
 
     def build_part(self, step_id: str, for_part: str, resume_state: SourceState | None) -> LivePartition:
         return LivePartition(self.settings, resume_state or SourceState(), self.stop_flag,

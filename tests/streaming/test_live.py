@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from pantry import dataset, events
@@ -193,19 +194,22 @@ def test_two_live_processes_serve_every_shard_stop_cleanly_and_resume_as_one(liv
 
 
 def test_a_flow_across_machines_keeps_its_state_where_process_0_is(live_env, tmp_path):
-    """`pantry stream live --addresses A,B --process-id I` on two "machines" (two data directories, one Redis): the
-    shards spread over both, the recovery partition stays with process 0 (the other's directory has none: Bytewax
-    sends its snapshots there), and one process resumes from it after both stop."""
+    """`pantry stream live --addresses A,B --process-id I` on two "machines" (two data directories, one Redis), the
+    stream in two partitions: the partitions and the shards spread over both, the recovery partition stays with
+    process 0 (the other's directory has none: Bytewax sends its snapshots there), and one process resumes from it
+    after both stop."""
     import shutil
     import signal
     import subprocess
 
     from load_tests.server import pantry_command
+    from pantry.partitions import counters_key, events_stream, partition_of
     from pantry.settings import subprocess_env
     from streaming.retention import recovery_dir
     from streaming.runner import free_addresses
 
     settings, client = live_env
+    settings = msgspec.structs.replace(settings, stream_partitions=2)
     other = tmp_path / "machine-b"
     other.mkdir()
     (other / "data").symlink_to(settings.dataset_dir)
@@ -226,6 +230,13 @@ def test_a_flow_across_machines_keeps_its_state_where_process_0_is(live_env, tmp
             features=["customer_activity:orders_7d"],
             entity_rows=[{"customer_id": c} for c in customers]).to_dict()["orders_7d"]
 
+    def xadd(client, *evs) -> None:  # each to its customer's partition, as the API writes it
+        for e in evs:
+            client.xadd(events_stream(partition_of(e.customer_id, None, 2)), {EVENT_FIELD: events.encode_msgpack(e)})
+
+    def counters(client) -> dict[str, float]:
+        return runner.read_counters(client, 2)
+
     before = counters(client).get("processed", 0)
     procs = [subprocess.Popen(pantry_command("stream", "live", "--no-progress", "--addresses", addresses,
                                              "--process-id", str(i)), env={**env, "PANTRY_LIVE_FLOW_NICE": "0"},
@@ -235,6 +246,8 @@ def test_a_flow_across_machines_keeps_its_state_where_process_0_is(live_env, tmp
         xadd(client, *purchases(0))
         assert wait_for(lambda: counters(client).get("processed", 0) >= before + 16, 90), counters(client)
         assert wait_for(lambda: orders() == [1] * 16, 5.0), orders()
+        # both partitions were read and gated
+        assert float(client.hget(counters_key(1), "processed") or 0) >= sum(c % 2 for c in customers) > 0
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

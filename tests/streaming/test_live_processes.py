@@ -112,3 +112,28 @@ def test_two_live_processes_killed_and_resumed_give_the_rows_of_one(one_process_
     differing = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
     assert not differing, f"{len(differing)} keys differ: {describe(two, expected, got, differing)}"
     assert len(expected) > 5_000
+
+
+def test_a_lowered_partition_count_reads_what_the_higher_partitions_hold(feast_applied, tmp_path):
+    """PANTRY_STREAM_PARTITIONS lowered from 3 to 1: the flow still reads partition 2's stream to its end (nothing
+    left unread), and with that stream gone it still starts on a recovery store that holds partition 2's state
+    (Bytewax refuses a recovered source partition it is not given)."""
+    from streaming.sources import live_partitions
+
+    settings = isolated(feast_applied, tmp_path, 6)
+    client = sync_client(settings)
+    rng, heavy = random.Random(3), [0]
+    evs = [e for e in (_event(rng, i, BASE + timedelta(seconds=i), heavy) for i in range(400))
+           if partition_of(e.customer_id, None, 3) == 2][:50]
+    for e in evs:
+        client.xadd(events_stream(2), {EVENT_FIELD: events.encode_msgpack(e)})
+    assert live_partitions(settings) == 3
+    with LiveFlow(settings):
+        assert wait_for(lambda: _processed(client, 3) >= len(evs), 90, 0.1), runner.read_counters(client, 3)
+    assert float(client.hget(counters_key(2), "processed") or 0) == len(evs)
+    client.delete(events_stream(2))
+    assert live_partitions(settings) == 3  # its state is in the recovery store
+    with LiveFlow(settings):
+        e = _event(rng, 10_000, BASE + timedelta(seconds=500), heavy)
+        client.xadd(events_stream(0), {EVENT_FIELD: events.encode_msgpack(e)})
+        assert wait_for(lambda: _processed(client, 3) >= len(evs) + 1, 60, 0.1), runner.read_counters(client, 3)
