@@ -226,3 +226,25 @@ async def test_a_decisions_outcomes_are_read_from_its_customers_partition(partit
         await pipeline.aclose()
     assert [r.event.event_id for r in mine] == ["click-home"] and scan.entries == 1 and scan.stopped == "end"
     assert sorted(r.event.event_id for r in unknown) == ["click-elsewhere", "click-home"] and every.entries == 2
+
+
+async def test_the_console_page_shows_each_partition(partitioned, api_keys):
+    """The operator console's features page lists the partitions, one with a stale heartbeat flagged."""
+    from litestar.testing import AsyncTestClient
+
+    from serving.app import create_app
+    from tests.serving.test_console_features import _text, csrf_of
+
+    client = sync_client(partitioned)
+    _lagging(client)
+    _beat(client, 1, client.xrevrange(events_stream(1), count=1)[0][0].decode(), age_s=60)
+    async with AsyncTestClient(app=create_app(partitioned), timeout=10) as http:
+        token = csrf_of((await http.get("/console/login")).text)
+        answer = await http.post("/console/login", data={"api_key": api_keys.ml_engineer, "csrf_token": token},
+                                 follow_redirects=False)
+        assert answer.status_code == 303, answer.text
+        answer = await http.get("/console/features")
+    assert answer.status_code == 200, answer.text[:500]
+    assert 'id="partition-1" class="attention"' in answer.text and 'id="partition-0">' in answer.text
+    text = _text(answer.text)
+    assert "Stream partitions" in text and "pid 102" in text and "and its other 2 partitions" in text, text[:3000]
