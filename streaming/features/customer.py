@@ -135,7 +135,7 @@ def _basket_line(st: CustomerState, bid: int, t: float, value: float, micros: in
         st.baskets[bid] = [t, value]
         st.b_micros[bid] = micros
         order = st.b_order
-        if not order or t >= order[-1][0]:
+        if not order or (t, bid) >= order[-1]:  # the whole entry: a later line finds it by bisection
             order.append((t, bid))
         else:
             insort(order, (t, bid))

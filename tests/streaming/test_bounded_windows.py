@@ -246,6 +246,18 @@ def _session_by_scan(events: list[Ev]) -> dict | None:
             "cart_product_ids": [p for p in newest if cart.get(p, 0) > 0], "session_started_at": start}
 
 
+def test_an_earlier_line_of_a_basket_tied_in_time_with_a_lower_id_moves_it_back():
+    """Baskets 30 then 29 at the same second, then an earlier line of 30: its entry is found and moved (the time
+    order once appended 29 after 30 by time alone, and the bisection for 30 then fell off the end: IndexError, found
+    by the property test below)."""
+    state = C.CustomerState()
+    t = 1_500_000_000.0
+    for i, (bid, when) in enumerate(((30, t), (29, t), (30, t - 1))):
+        C.customer_apply(state, Ev(f"e{i}", "purchase", when, 1, None, None, bid, 0, 1.0))
+    assert state.b_order == [(t - 1, 30), (t, 29)] and state.baskets[30] == [t - 1, 2.0]
+    assert C.activity_row(state, state.as_of)["orders_7d"] == 2
+
+
 @given(customer_events(), st.sampled_from([1.0, 7 * DAY, 28 * DAY, 28 * DAY + LATENESS_S + 1, 90 * DAY]))
 @settings(max_examples=300, deadline=None)
 def test_customer_rows_equal_a_scan_of_every_event(events, gap):
