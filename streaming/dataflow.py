@@ -99,10 +99,11 @@ def archived_of(item: tuple[str, Gated]) -> tuple[str, tuple[float, list[Ev]]] |
 
 
 def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
-               layout: OnlineLayout | None = None) -> Dataflow:
+               layout: OnlineLayout | None = None, workers: int = 1) -> Dataflow:
+    """`workers`: in the whole flow (threads x processes)."""
     flow = Dataflow("pantry_stream")
     if config.mode == "live":
-        source = LiveSource(settings, stop_flag)
+        source = LiveSource(settings, stop_flag, workers)
     else:
         source = ReplaySource(settings, config.until, config.speed)
     batches = op.input("events", flow, source)

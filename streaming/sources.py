@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -140,7 +140,8 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
     """XREAD from the partition's stream after the last entry handed on; resumes there after a restart. Partition 0
     also reads the decision log (one reader: the outcome shards are keyed by customer, not by partition)."""
 
-    def __init__(self, settings: Settings, state: SourceState, stop_flag, partition: int = 0):
+    def __init__(self, settings: Settings, state: SourceState, stop_flag, partition: int = 0,
+                 shared_worker: bool = False):
         from pantry.redis_server import sync_client
         from streaming.retention import recovery_dir
 
@@ -158,15 +159,21 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         self.partition = partition
         self.stream = events_stream(partition)
         self.reads_decisions = partition == 0
+        # With other workers, this one's waits must not stop it: they route work to its shards meanwhile. So it
+        # waits in the engine (next_awake) and reads without blocking (see `linger`).
+        self.shared_worker = shared_worker
 
     def next_batch(self) -> list[Batch]:
         if self.stop_flag is not None and self.stop_flag():
             raise StopIteration
         wait = self.read_after - time.monotonic()
         if wait > 0:
+            if self.shared_worker:  # woken early (next_awake is a hint): not yet
+                return []
             time.sleep(wait)
         try:
-            reply = self.client.xread({self.stream: self.state.stream_id}, count=LIVE_BATCH, block=LIVE_BLOCK_MS)
+            reply = self.client.xread({self.stream: self.state.stream_id}, count=LIVE_BATCH,
+                                      block=None if self.shared_worker else LIVE_BLOCK_MS)
             # then the decision log, without waiting (its own XREAD: on a Redis Cluster the two streams are in
             # different slots). After the events: every decision logged before one of these events was written is
             # in this batch or an earlier one, and the outcome shards take a batch's decisions first, so an outcome
@@ -197,6 +204,8 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
                 self.linger(now, 0 < len(decisions) < LIVE_BATCH)
                 return [Batch(refresh=refresh, position=self.state.stream_id, decisions=decisions,
                               partition=self.partition)]
+            if self.shared_worker:  # nothing in the stream: look again after XREAD's block time, from the engine
+                self.read_after = now + LIVE_BLOCK_MS / 1000
             return []
         entries = reply[0][1]
         self.linger(now, len(entries) < LIVE_BATCH and len(decisions) < LIVE_BATCH)
@@ -228,11 +237,17 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         in meanwhile makes one batch, not one per read, and each batch costs the whole flow's per-batch work. A full
         batch reads again at once (a backlog drains at full speed); a read that found nothing blocks in XREAD, so the
         first event after a quiet spell is not delayed. The wait is a sleep in this call, like XREAD's block: a
-        Bytewax `next_awake` instead parks the worker in 1-ms steps (~700 wake-ups a second, measured)."""
+        Bytewax `next_awake` instead parks the worker in 1-ms steps (~700 wake-ups a second, measured). Not in a
+        flow of several workers: there the sleep left waiting the work the others routed to this one, so the wait
+        is a `next_awake`, and an empty stream is looked at again every LIVE_BLOCK_MS the same way
+        (docs/DECISIONS.md "Live batches linger")."""
         self.read_after = now + self.linger_s if partial else 0.0
 
     def next_awake(self):
-        return None
+        if not self.shared_worker:
+            return None
+        wait = self.read_after - time.monotonic()
+        return datetime.now(UTC) + timedelta(seconds=wait) if wait > 0 else None
 
     def snapshot(self) -> SourceState:
         return self.state
@@ -272,13 +287,14 @@ def live_partitions(settings: Settings) -> int:
 
 
 class LiveSource(FixedPartitionedSource[Batch, SourceState]):
-    def __init__(self, settings: Settings, stop_flag=None):
+    def __init__(self, settings: Settings, stop_flag=None, workers: int = 1):
         self.settings = settings
         self.stop_flag = stop_flag  # a callable; True ends the flow cleanly (SIGINT/SIGTERM)
+        self.workers = workers  # in the whole flow (every process): above 1, a partition waits in the engine
 
     def list_parts(self) -> list[str]:
         return [source_partition(p) for p in range(live_partitions(self.settings))]
 
     def build_part(self, step_id: str, for_part: str, resume_state: SourceState | None) -> LivePartition:
         return LivePartition(self.settings, resume_state or SourceState(), self.stop_flag,
-                             partition_of_source(for_part))
+                             partition_of_source(for_part), shared_worker=self.workers > 1)

@@ -63,3 +63,33 @@ def test_a_full_batch_reads_again_at_once(live_settings: Settings) -> None:
         assert n == 10 and took < LINGER_MS / 1000 / 2
     finally:
         part.close()
+
+
+def test_a_shared_worker_lingers_in_the_engine_not_in_the_read(live_settings: Settings) -> None:
+    """In a flow of several workers the linger and the wait for an empty stream are next_awake times: a read never
+    sleeps (the worker goes on with what other workers route to it), and one called early finds nothing."""
+    from datetime import UTC, datetime
+
+    client = sync_client(live_settings)
+    part = LivePartition(live_settings, SourceState(), stop_flag=None, shared_worker=True)
+    try:
+        assert part.next_awake() is None
+        took, n = _timed_read(part)  # an empty stream: no 20-ms block in XREAD
+        assert n == 0 and took < 0.015
+        awake = part.next_awake()
+        assert awake is not None and awake > datetime.now(UTC)  # looked at again after the block time
+        time.sleep(0.03)
+        client.xadd(EVENTS_STREAM, {EVENT_FIELD: b"a"})
+        took, n = _timed_read(part)
+        assert n == 1
+        client.xadd(EVENTS_STREAM, {EVENT_FIELD: b"b"})
+        awake = part.next_awake()  # a partial batch: the linger, as a time to wake at
+        assert awake is not None
+        assert 0.9 * LINGER_MS / 1000 <= (awake - datetime.now(UTC)).total_seconds() <= LINGER_MS / 1000
+        took, n = _timed_read(part)  # called early: nothing, at once
+        assert n == 0 and took < LINGER_MS / 1000 / 4
+        time.sleep(max(0.0, (awake - datetime.now(UTC)).total_seconds()))
+        took, n = _timed_read(part)
+        assert n == 1 and took < LINGER_MS / 1000 / 4
+    finally:
+        part.close()
