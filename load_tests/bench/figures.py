@@ -90,6 +90,9 @@ class SustainedRun(msgspec.Struct, kw_only=True):
     minutes: list[SustainedMinute]
     held: bool  # every minute p99 <= the limit, no probe missing, RSS flat, the rate offered (sustained.judge)
     verdict: str  # why held or not, in one line
+    # the slowest probe sent in each second of the run, ms (None: one of them was never readable): what the minute's
+    # p99 hides, a steady climb or a stall at a period (the report's plot)
+    worst_ms_by_second: list[float | None] = msgspec.field(default_factory=list)
 
 
 class SustainedFigures(msgspec.Struct, kw_only=True):
@@ -98,6 +101,7 @@ class SustainedFigures(msgspec.Struct, kw_only=True):
     not_available: dict[str, str] = msgspec.field(default_factory=dict)  # processes -> why not measured
     p99_limit_ms: float = 500.0
     notes: list[str] = msgspec.field(default_factory=list)
+    plot: str | None = None  # the runs' worst_ms_by_second, relative to the report (sustained.plot_freshness)
 
 
 # ---- serving.py ------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 import msgspec
 
 from load_tests import server
-from load_tests.bench import experiment_overhead, locust_sweep, machine
+from load_tests.bench import experiment_overhead, locust_sweep, machine, sustained_plot
 from load_tests.bench.figures import Report, Step
 from load_tests.bench.parts import run_part
 from load_tests.bench.report import render
@@ -215,6 +215,8 @@ def run_all(quick: bool = False, output: Path | None = None) -> int:
         run.serve_and_measure()
         run.deployed()
         run.part("sustained", min(clock.left() - 10, SUSTAINED_S + 60))
+        if run.report.sustained is not None:  # the plot goes beside the report, as the sweep's
+            sustained_plot.plot_freshness(run.report.sustained, output.parent)
     finally:
         redis.stop()
     run.report.total_s = clock.elapsed

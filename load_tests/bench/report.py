@@ -141,6 +141,7 @@ def sustained_tables(f: SustainedFigures) -> list[str]:
         "",
         *held, *highest, *unavailable, *(f"- {n}" for n in f.notes),
         "",
+        *([f"![The slowest probe of each second of each run]({f.plot})", ""] if f.plot else []),
     ]
 
 

@@ -47,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from load_tests.bench.figures import SustainedFigures, SustainedMinute, SustainedRun
+from load_tests.bench.sustained_plot import worst_by_second
 
 MINUTE_S = 60.0
 P99_LIMIT_MS = 500.0
@@ -368,7 +369,8 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
         minutes = per_minute(seen + missing, sent, samples, seconds)  # the planned length: every send is before it
         held, verdict = judge(minutes, rate)
         return SustainedRun(rate_per_s=rate, processes=processes, partitions=partitions, seconds=seconds,
-                            minutes=minutes, held=held, verdict=verdict)
+                            minutes=minutes, held=held, verdict=verdict,
+                            worst_ms_by_second=worst_by_second(seen + missing, seconds))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

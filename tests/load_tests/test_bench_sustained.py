@@ -95,3 +95,27 @@ def test_a_process_count_the_cli_refuses_is_reported_not_available():
         assert why is None
     else:
         assert why is not None and why.startswith("not available") and "--processes" in why
+
+
+def test_worst_by_second_is_the_slowest_probe_of_each_second_and_none_for_a_missing_one():
+    from load_tests.bench.sustained_plot import worst_by_second
+
+    probes = [(0.05, 0.1), (0.55, 0.3), (1.2, 0.05), (2.9, None), (2.1, 0.2), (4.0, 0.4)]
+    assert worst_by_second(probes, 5.0) == [300.0, 50.0, None, None, 400.0]  # second 3 had none: as the last
+
+
+def test_the_freshness_plot_is_drawn_beside_the_report_and_linked_from_its_section(tmp_path):
+    import bench_figures
+    from PIL import Image
+
+    from load_tests.bench.report import render
+    from load_tests.bench.sustained_plot import plot_freshness
+
+    report = bench_figures.report()
+    report.sustained.runs[0].worst_ms_by_second = [100.0 + i for i in range(600)]
+    plot_freshness(report.sustained, tmp_path)
+    assert report.sustained.plot == "img/bench_sustained_freshness.png"
+    with Image.open(tmp_path / report.sustained.plot) as image:
+        assert image.size == (792, 440)
+        assert len(set(image.convert("RGB").getdata())) > 10  # drawn, not blank
+    assert "![The slowest probe of each second of each run](img/bench_sustained_freshness.png)" in render(report)

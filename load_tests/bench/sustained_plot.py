@@ -1,0 +1,61 @@
+"""The sustained runs second by second (load_tests/bench/sustained.py): each run's slowest probe per second, and
+their plot beside the report (docs/img/bench_sustained_freshness.png)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from load_tests.bench.figures import SustainedFigures
+
+
+def worst_by_second(probes: Sequence[tuple[float, float | None]], seconds: float) -> list[float | None]:
+    """The slowest probe sent in each whole second of the run, ms; None for a second with a probe never seen
+    (a second without a probe repeats the last value, 0 at the start)."""
+    worst: list[float | None] = [0.0] * max(1, math.ceil(seconds - 1e-9))
+    have = [False] * len(worst)
+    for t, lat in probes:
+        i = min(int(t), len(worst) - 1)
+        if lat is None or worst[i] is None:
+            worst[i] = None
+        else:
+            worst[i] = max(worst[i], round(lat * 1000, 1))
+        have[i] = True
+    for i in range(1, len(worst)):
+        if not have[i]:
+            worst[i] = worst[i - 1]
+    return worst
+
+
+def plot_freshness(figures: SustainedFigures, report_dir: Path) -> None:
+    """docs/img/bench_sustained_freshness.png: each run's slowest probe per second, the limit, a missing probe at
+    the top; sets figures.plot (relative to the report)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in figures.runs if r.worst_ms_by_second]
+    if not runs:
+        return
+    top = 5 * figures.p99_limit_ms
+    fig, ax = plt.subplots(figsize=(7.2, 4.0), dpi=110)
+    for r in runs:
+        ys = [top if v is None else min(v, top) for v in r.worst_ms_by_second]
+        ax.plot(range(len(ys)), ys, linewidth=1,
+                label=f"{r.rate_per_s:,}/s, {r.processes} proc. ({'held' if r.held else 'missed'})")
+    ax.axhline(figures.p99_limit_ms, color="red", linestyle="--", linewidth=1,
+               label=f"p99 limit {figures.p99_limit_ms:g} ms")
+    ax.set_ylim(0, top * 1.02)
+    ax.set_xlabel("seconds into the run")
+    ax.set_ylabel(f"slowest probe of the second (ms, capped at {top:g})")
+    ax.set_title("Sustained load: freshness second by second")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = report_dir / "img" / "bench_sustained_freshness.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    figures.plot = str(path.relative_to(report_dir))
