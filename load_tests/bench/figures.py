@@ -93,6 +93,9 @@ class SustainedRun(msgspec.Struct, kw_only=True):
     # the slowest probe sent in each second of the run, ms (None: one of them was never readable): what the minute's
     # p99 hides, a steady climb or a stall at a period (the report's plot)
     worst_ms_by_second: list[float | None] = msgspec.field(default_factory=list)
+    # the seconds of the run in which the run's Redis was rewriting its AOF (a child process writing the whole
+    # dataset, on the same cores: the plot marks them)
+    redis_rewrite_s: list[int] = msgspec.field(default_factory=list)
 
 
 class SustainedFigures(msgspec.Struct, kw_only=True):

@@ -15,6 +15,7 @@ from load_tests.bench.figures import (
     SustainedFigures,
     TrainingFigures,
 )
+from load_tests.bench.sustained_plot import spans
 from load_tests.bench.sweep import Point
 from load_tests.bench.targets import evaluate, fmt, verdict
 
@@ -123,7 +124,9 @@ def sustained_tables(f: SustainedFigures) -> list[str]:
              fmt(m.rss_mb), fmt(m.lag_s)]
             for r in f.runs for m in r.minutes]
     held = [f"- {fmt(r.rate_per_s)} events/s, {r.processes} process(es), {r.partitions} stream partition(s), "
-            f"{r.seconds:g} s: {r.verdict}" for r in f.runs]
+            f"{r.seconds:g} s: {r.verdict}"
+            + (f"; Redis rewrote its AOF in seconds {spans(r.redis_rewrite_s)}" if r.redis_rewrite_s else "")
+            for r in f.runs]
     highest = [f"- highest rate held with {p} process(es): {fmt(v, 'events/s') if v else 'none'}"
                for p, v in f.highest_held_per_s.items()]
     unavailable = [f"- {p} processes: {why}" for p, why in f.not_available.items()]

@@ -42,14 +42,16 @@ QUICK_RATE_SECONDS = 4.0
 BENCH_DB = 7
 
 
-def _isolated(settings: Settings, name: str = "bench-stream", db: int = BENCH_DB) -> Settings:
-    """A fresh copy under `name` in the data dir (the dataset linked, the registry copied) on Redis db `db`."""
+def _isolated(settings: Settings, name: str = "bench-stream", db: int = BENCH_DB,
+              redis_url: str | None = None) -> Settings:
+    """A fresh copy under `name` in the data dir (the dataset linked, the registry copied) on Redis db `db` (of
+    the settings' Redis, or of `redis_url`'s server)."""
     root = settings.data_dir / name
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     (root / "data").symlink_to(settings.dataset_dir)
     shutil.copy(settings.registry_path, root / "registry.db")
-    base = settings.redis_url or settings.effective_redis_url()
+    base = redis_url or settings.redis_url or settings.effective_redis_url()
     url = base.rsplit("/", 1)[0] + f"/{db}"
     bench = from_env({**os.environ, "PANTRY_DATA_DIR": str(root), "REDIS_URL": url})
     flush_when_loaded(sync_client(bench))

@@ -1,8 +1,9 @@
 """Sustained part of `make bench`: the live flow fed at a fixed rate for minutes, judged minute by minute.
 
-Each run starts `pantry stream live [--processes N]` on a fresh isolated copy (its own data dir and Redis db, as
-streaming.py does: the harness's and the demo's state are never touched), with the stream in as many partitions as
-processes (PANTRY_STREAM_PARTITIONS; PANTRY_BENCH_SUSTAINED_PARTITIONS=1 for one stream whatever the processes), and
+Each run starts `pantry stream live [--processes N]` on a fresh isolated copy (its own data dir, as streaming.py
+does, and a Redis server of its own: the harness's and the demo's state are never touched), with the stream in as
+many partitions as processes (PANTRY_STREAM_PARTITIONS; PANTRY_BENCH_SUSTAINED_PARTITIONS=1 for one stream whatever
+the processes), and
 XADDs events, each to its partition (pantry.partitions.partition_of, as the API writes them), open loop at `rate`
 (each 10 ms tick sends its share whatever the flow does) for `seconds`, with the bench's mix:
   - purchases of 5,000 ordinary customers at random stores and products (streaming.py's mix);
@@ -78,6 +79,7 @@ class Sample:
     # generator (this process: XADDs and probes)
     process_cpu_s: dict[str, float] | None = None  # cumulative CPU seconds of each of the flow's processes, process 0
     # (the CLI's: the source and the gate) first
+    rewriting: bool = False  # Redis was rewriting its AOF
 
 
 def _p(values: Sequence[float], q: float) -> float:
@@ -180,10 +182,27 @@ def next_rate(held: Sequence[int], missed: Sequence[int], step: int = SEARCH_STE
 # ---- the run ---------------------------------------------------------------------------------------------------
 
 
-def _isolated(settings):
+def _own_redis(settings):
+    """A fresh embedded Redis for one run: the harness's holds the whole bench's data (~1 GB of AOF), whose
+    rewrites (a child process writing all of it, 4-6 s of a core each, ~every 90 s under this load) landed in
+    runs at times set by what ran before (docs/DECISIONS.md "The sustained bench's own Redis"). The run's own
+    data still grows its AOF, and its rewrites are recorded (Sample.rewriting)."""
+    from pantry.redis_server import EmbeddedRedis, free_port
+
+    directory = settings.data_dir / "bench-sustained-redis"
+    shutil.rmtree(directory, ignore_errors=True)
+    return EmbeddedRedis(port=free_port(), directory=directory).start(daemonize=False)
+
+
+def _isolated(settings, redis_url: str):
     from load_tests.bench import streaming
 
-    return streaming._isolated(settings, name="bench-sustained", db=BENCH_DB)
+    return streaming._isolated(settings, name="bench-sustained", db=BENCH_DB, redis_url=redis_url)
+
+
+def _rewriting(client) -> bool:
+    """Is Redis rewriting its AOF (a child process writing the whole dataset, on the same cores)?"""
+    return bool(client.info("persistence").get("aof_rewrite_in_progress"))
 
 
 def processes_available(processes: int) -> str | None:
@@ -229,7 +248,8 @@ class _Flow:
 
 
 class _Others:
-    """CPU seconds of what shares the machine with the flow: Redis (its server process) and this generator."""
+    """CPU seconds of what shares the machine with the flow: Redis (its server process, and its AOF rewrites' child
+    processes once ended) and this generator."""
 
     def __init__(self, redis_pid: int):
         import psutil
@@ -246,7 +266,7 @@ class _Others:
         if self.redis is not None:
             try:
                 t = self.redis.cpu_times()
-                out["redis"] = t.user + t.system
+                out["redis"] = t.user + t.system + t.children_user + t.children_system
             except psutil.Error:
                 pass
         return out
@@ -288,7 +308,16 @@ def _wait_started(client, proc: subprocess.Popen, partitions: int, timeout_s: fl
 
 
 def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> SustainedRun:
-    """One run on a fresh isolated copy; the flow is SIGTERMed at the end."""
+    """One run on a fresh isolated copy with a Redis of its own; the flow is SIGTERMed at the end."""
+    server = _own_redis(settings)
+    try:
+        return _run_rate(settings, server, rate, seconds, processes)
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> SustainedRun:
     from load_tests.bench.probe import FreshnessProbe
     from load_tests.bench.streaming import _env, _pantry
     from pantry import events
@@ -298,7 +327,7 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
     from pantry.partitions import events_stream, partition_of
     from pantry.redis_server import sync_client
 
-    bench = _isolated(settings)
+    bench = _isolated(settings, server.url)
     client = sync_client(bench)
     partitions = int(os.environ.get("PANTRY_BENCH_SUSTAINED_PARTITIONS", processes))
     streams = [events_stream(p) for p in range(partitions)]
@@ -327,7 +356,7 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
             if now >= next_sample:
                 cpu, rss, each = flow.sample()
                 lag = live_flow(client, 0, partitions=partitions).lag_s
-                samples.append(Sample(now - started, cpu, rss, lag, others.sample(), each))
+                samples.append(Sample(now - started, cpu, rss, lag, others.sample(), each, _rewriting(client)))
                 next_sample += 1.0
             ts = BASE_TS + timedelta(seconds=now - started)
             owed += per_tick
@@ -357,7 +386,7 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
         elapsed = time.monotonic() - started
         cpu, rss, each = flow.sample()
         lag = live_flow(client, 0, partitions=partitions).lag_s
-        samples.append(Sample(min(elapsed, seconds), cpu, rss, lag, others.sample(), each))
+        samples.append(Sample(min(elapsed, seconds), cpu, rss, lag, others.sample(), each, _rewriting(client)))
         drain_until = time.monotonic() + 5.0  # the last probes: 5 s, ten times the limit
         while probe.pending and time.monotonic() < drain_until:
             time.sleep(0.05)
@@ -370,7 +399,8 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
         held, verdict = judge(minutes, rate)
         return SustainedRun(rate_per_s=rate, processes=processes, partitions=partitions, seconds=seconds,
                             minutes=minutes, held=held, verdict=verdict,
-                            worst_ms_by_second=worst_by_second(seen + missing, seconds))
+                            worst_ms_by_second=worst_by_second(seen + missing, seconds),
+                            redis_rewrite_s=sorted({int(s.t) for s in samples if s.rewriting}))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -378,10 +408,7 @@ def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> Sustain
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        # in the background on the server: after 10 minutes at 10,000/s the db holds ~6M stream entries, whose
-        # synchronous FLUSHDB outlasted the client's timeout, and the exception then replaced the run's figures
-        client.flushdb(asynchronous=True)
-        shutil.rmtree(bench.data_dir, ignore_errors=True)
+        shutil.rmtree(bench.data_dir, ignore_errors=True)  # the run's Redis goes with it (run_rate)
 
 
 def search(run: Callable[[int], SustainedRun], runs: list[SustainedRun], steps: int) -> int | None:

@@ -10,6 +10,21 @@ from pathlib import Path
 from load_tests.bench.figures import SustainedFigures
 
 
+def spans(seconds: Sequence[int]) -> str:
+    """Whole seconds as ranges: [3, 4, 5, 9] -> "3-5, 9"."""
+    out: list[str] = []
+    ordered = sorted(set(seconds))
+    start = prev = None
+    for s in [*ordered, None]:
+        if s is not None and prev is not None and s == prev + 1:
+            prev = s
+            continue
+        if start is not None:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        start = prev = s
+    return ", ".join(out)
+
+
 def worst_by_second(probes: Sequence[tuple[float, float | None]], seconds: float) -> list[float | None]:
     """The slowest probe sent in each whole second of the run, ms; None for a second with a probe never seen
     (a second without a probe repeats the last value, 0 at the start)."""
@@ -30,7 +45,7 @@ def worst_by_second(probes: Sequence[tuple[float, float | None]], seconds: float
 
 def plot_freshness(figures: SustainedFigures, report_dir: Path) -> None:
     """docs/img/bench_sustained_freshness.png: each run's slowest probe per second, the limit, a missing probe at
-    the top; sets figures.plot (relative to the report)."""
+    the top, an x where the run's Redis was rewriting its AOF; sets figures.plot (relative to the report)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,10 +56,16 @@ def plot_freshness(figures: SustainedFigures, report_dir: Path) -> None:
         return
     top = 5 * figures.p99_limit_ms
     fig, ax = plt.subplots(figsize=(7.2, 4.0), dpi=110)
+    marked = False
     for r in runs:
         ys = [top if v is None else min(v, top) for v in r.worst_ms_by_second]
-        ax.plot(range(len(ys)), ys, linewidth=1,
-                label=f"{r.rate_per_s:,}/s, {r.processes} proc. ({'held' if r.held else 'missed'})")
+        (line,) = ax.plot(range(len(ys)), ys, linewidth=1,
+                          label=f"{r.rate_per_s:,}/s, {r.processes} proc. ({'held' if r.held else 'missed'})")
+        rewriting = [s for s in r.redis_rewrite_s if s < len(ys)]
+        if rewriting:  # the seconds the run's Redis spent rewriting its AOF: a core taken from the flow
+            ax.plot(rewriting, [ys[s] for s in rewriting], "x", color=line.get_color(), markersize=5,
+                    label=None if marked else "x: Redis rewriting its AOF")
+            marked = True
     ax.axhline(figures.p99_limit_ms, color="red", linestyle="--", linewidth=1,
                label=f"p99 limit {figures.p99_limit_ms:g} ms")
     ax.set_ylim(0, top * 1.02)

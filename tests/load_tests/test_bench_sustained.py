@@ -119,3 +119,53 @@ def test_the_freshness_plot_is_drawn_beside_the_report_and_linked_from_its_secti
         assert image.size == (792, 440)
         assert len(set(image.convert("RGB").getdata())) > 10  # drawn, not blank
     assert "![The slowest probe of each second of each run](img/bench_sustained_freshness.png)" in render(report)
+
+
+def test_spans_writes_whole_seconds_as_ranges():
+    from load_tests.bench.sustained_plot import spans
+
+    assert spans([9, 3, 4, 5, 5, 11, 12]) == "3-5, 9, 11-12"
+    assert spans([]) == ""
+
+
+def test_each_run_has_a_redis_of_its_own_and_its_aof_rewrites_are_seen(tmp_path):
+    """A real server in the run's data dir: a fresh one (nothing of an earlier run's AOF), and a rewrite in progress
+    is what _rewriting reports (the rewrite is held in progress with rdb-key-save-delay, as Redis's own tests do)."""
+    import time
+    from types import SimpleNamespace
+
+    import redis
+
+    from load_tests.bench.sustained import _own_redis, _rewriting
+
+    settings = SimpleNamespace(data_dir=tmp_path)
+    (tmp_path / "bench-sustained-redis").mkdir()
+    (tmp_path / "bench-sustained-redis" / "appendonly.aof").write_bytes(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+    server = _own_redis(settings)
+    try:
+        client = redis.Redis.from_url(server.url, socket_timeout=5)
+        assert client.dbsize() == 0  # the earlier AOF was not loaded
+        assert not _rewriting(client)
+        client.mset({f"k{i}": i for i in range(200)})
+        client.config_set("rdb-key-save-delay", 10_000)  # microseconds per key: the rewrite takes ~2 s
+        client.bgrewriteaof()
+        deadline = time.monotonic() + 5
+        while not _rewriting(client):
+            assert time.monotonic() < deadline, "the rewrite never showed"
+    finally:
+        server.stop()
+
+
+def test_the_report_and_plot_show_when_the_runs_redis_rewrote_its_aof(tmp_path):
+    import bench_figures
+
+    from load_tests.bench.report import render
+    from load_tests.bench.sustained_plot import plot_freshness
+
+    report = bench_figures.report()
+    run = report.sustained.runs[0]
+    run.worst_ms_by_second = [100.0] * 60
+    run.redis_rewrite_s = [12, 13, 14, 40]
+    plot_freshness(report.sustained, tmp_path)
+    assert (tmp_path / "img" / "bench_sustained_freshness.png").stat().st_size > 0
+    assert "Redis rewrote its AOF in seconds 12-14, 40" in render(report)
