@@ -22,11 +22,11 @@ rate held and the lowest missed (`next_rate`).
 
     python -m load_tests.bench.sustained [RATE ...]      # prints the figures as JSON
 
-Settings (environment), defaults for `make bench` (adds ~10 min: four runs for each of 1 and 2 processes):
+Settings (environment), defaults for `make bench` (adds ~12 min: five runs for each of 1 and 2 processes):
     PANTRY_BENCH_SUSTAINED_S          seconds per run (60; --quick 30); the target is 600
     PANTRY_BENCH_SUSTAINED_RATES      fixed rates, comma-separated (10000)
     PANTRY_BENCH_SUSTAINED_PROCESSES  process counts (1,2); a count the CLI refuses is reported "not available"
-    PANTRY_BENCH_SUSTAINED_SEARCH     search runs per process count after the fixed rates (3; --quick 0)
+    PANTRY_BENCH_SUSTAINED_SEARCH     search runs per process count after the fixed rates (4; --quick 0)
     PANTRY_BENCH_SUSTAINED_NICE       the flow's PANTRY_LIVE_FLOW_NICE (0: its capacity; the service's default is 10)
     PANTRY_BENCH_SUSTAINED_PARTITIONS stream partitions per run (default: as many as processes)
 """
@@ -428,7 +428,7 @@ def _ints(name: str, default: str) -> list[int]:
 def run(settings, quick: bool = False, rates: Sequence[int] | None = None) -> SustainedFigures:
     seconds = float(os.environ.get("PANTRY_BENCH_SUSTAINED_S", "30" if quick else "60"))
     rates = list(rates or _ints("PANTRY_BENCH_SUSTAINED_RATES", "10000"))
-    steps = int(os.environ.get("PANTRY_BENCH_SUSTAINED_SEARCH", "0" if quick else "3"))
+    steps = int(os.environ.get("PANTRY_BENCH_SUSTAINED_SEARCH", "0" if quick else "4"))
     figures = SustainedFigures(runs=[], p99_limit_ms=P99_LIMIT_MS, notes=[
         f"{seconds:g} s per run; the mix and rules in load_tests/bench/sustained.py; shared 2-core machine"])
     for processes in _ints("PANTRY_BENCH_SUSTAINED_PROCESSES", "1,2"):
