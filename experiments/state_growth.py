@@ -11,7 +11,10 @@ process's peak RSS.
 minute at 10,000/s; needs the Feast registry of `make demo`, no Redis) runs the whole of the live flow's Python
 instead, as experiments.live_gc_freeze does (parse, gate, all 32 shards, the rows' RESP encoding and their
 feature-log conversion, 200 events a batch, frozen), and prints its CPU per event per 100,000 events.
-Result: docs/STREAMING.md "Limits" (Sustained load), docs/DECISIONS.md "Compact tops".
+
+`.venv/bin/python -m experiments.state_growth snapshot [EVENTS]` (default 1,500,000) feeds the mix to one customer and
+one store shard logic and prints what encoding their states for a recovery snapshot costs (size, CPU).
+Result: docs/STREAMING.md "Limits" (Sustained load, Ten minutes), docs/DECISIONS.md "Compact tops".
 """
 
 from __future__ import annotations
@@ -72,9 +75,29 @@ def pipeline(n: int, rate: int = 10_000, batch: int = 200) -> None:
         print(f"{lo + CHUNK:>9,} events  whole flow {cpu[-1]:5.1f} us/event", flush=True)
 
 
+def snapshot(n: int, rate: float = 10_000) -> None:
+    """What a recovery snapshot of that state costs: every shard's state is encoded at each one (the shards see
+    events in every epoch), here one customer and one store shard logic holding all of it."""
+    rng, heavy_views = random.Random(1), [0]
+    customers, stores = CustomerShardLogic(None, 0.0), StoreShardLogic(None, 0.0)
+    for lo in range(0, n, CHUNK):
+        chunk = [from_event(_event(rng, i, BASE_TS + timedelta(seconds=i / rate), heavy_views))
+                 for i in range(lo, lo + CHUNK)]
+        for i in range(0, CHUNK, BATCH):
+            gc.freeze()
+            customers.on_batch([Work(chunk[i:i + BATCH], False, None, False)])
+            stores.on_batch([Work(chunk[i:i + BATCH], False, None, False)])
+    for name, logic in (("customers", customers), ("stores", stores)):
+        started = time.process_time()
+        size = len(logic.snapshot())
+        print(f"{n:,} events: {name} snapshot {size / 2**20:,.0f} MB in {time.process_time() - started:.2f} s CPU")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["pipeline"]:
         pipeline(int(sys.argv[2]) if len(sys.argv) > 2 else 600_000)
+    elif sys.argv[1:2] == ["snapshot"]:
+        snapshot(int(sys.argv[2]) if len(sys.argv) > 2 else 1_500_000)
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_500_000,
              float(sys.argv[2]) if len(sys.argv) > 2 else 10_000)

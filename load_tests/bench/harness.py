@@ -237,9 +237,13 @@ def write(report: Report, output: Path | None) -> None:
 
 
 def render_last(output: Path | None = None, saved: Path = SAVED) -> int:
-    """Re-render the report from the last run's figures (targets and verdicts are derived again)."""
+    """Re-render the report from the last run's figures (targets and verdicts are derived again, and the sustained
+    runs' plot drawn again)."""
     if not saved.exists():
         print(f"no saved run at {saved}: run `make bench` first", file=sys.stderr)
         return 1
-    write(msgspec.json.decode(saved.read_bytes(), type=Report), output)
+    report = msgspec.json.decode(saved.read_bytes(), type=Report)
+    if report.sustained is not None:
+        sustained_plot.plot_freshness(report.sustained, (output or DOCS / "BENCHMARKS.md").parent)
+    write(report, output)
     return 0

@@ -43,8 +43,8 @@ def worst_by_second(probes: Sequence[tuple[float, float | None]], seconds: float
     return worst
 
 
-def plot_freshness(figures: SustainedFigures, report_dir: Path) -> None:
-    """docs/img/bench_sustained_freshness.png: each run's slowest probe per second, the limit, a missing probe at
+def plot_freshness(figures: SustainedFigures, report_dir: Path, name: str = "bench_sustained_freshness.png") -> None:
+    """docs/img/<name>: each run's slowest probe per second, the limit, a missing probe at
     the top, an x where the run's Redis was rewriting its AOF; sets figures.plot (relative to the report)."""
     import matplotlib
 
@@ -55,7 +55,7 @@ def plot_freshness(figures: SustainedFigures, report_dir: Path) -> None:
     if not runs:
         return
     top = 5 * figures.p99_limit_ms
-    fig, ax = plt.subplots(figsize=(7.2, 4.0), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.2, 5.0), dpi=110)
     marked = False
     for r in runs:
         ys = [top if v is None else min(v, top) for v in r.worst_ms_by_second]
@@ -73,9 +73,10 @@ def plot_freshness(figures: SustainedFigures, report_dir: Path) -> None:
     ax.set_ylabel(f"slowest probe of the second (ms, capped at {top:g})")
     ax.set_title("Sustained load: freshness second by second")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    # below the axes: inside, ten runs' entries covered the curves they name
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     fig.tight_layout()
-    path = report_dir / "img" / "bench_sustained_freshness.png"
+    path = report_dir / "img" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

@@ -116,7 +116,7 @@ def test_the_freshness_plot_is_drawn_beside_the_report_and_linked_from_its_secti
     plot_freshness(report.sustained, tmp_path)
     assert report.sustained.plot == "img/bench_sustained_freshness.png"
     with Image.open(tmp_path / report.sustained.plot) as image:
-        assert image.size == (792, 440)
+        assert image.size == (792, 550)
         assert len(set(image.convert("RGB").getdata())) > 10  # drawn, not blank
     assert "![The slowest probe of each second of each run](img/bench_sustained_freshness.png)" in render(report)
 
