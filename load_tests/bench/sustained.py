@@ -184,7 +184,7 @@ def next_rate(held: Sequence[int], missed: Sequence[int], step: int = SEARCH_STE
 
 def _own_redis(settings):
     """A fresh embedded Redis for one run: the harness's holds the whole bench's data (~1 GB of AOF), whose
-    rewrites (a child process writing all of it, 4-6 s of a core each, ~every 90 s under this load) landed in
+    rewrites (a child process writing all of it, 4-7 s of a core each, ~every 90 s under this load) landed in
     runs at times set by what ran before (docs/DECISIONS.md "The sustained bench's own Redis"). The run's own
     data still grows its AOF, and its rewrites are recorded (Sample.rewriting)."""
     from pantry.redis_server import EmbeddedRedis, free_port
