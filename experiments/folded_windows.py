@@ -24,7 +24,8 @@ from load_tests.bench.sustained import BASE_TS, _event
 from streaming.features.event import from_event
 from streaming.features.store_product import pair_key
 from streaming.gate import GateState, gate_apply
-from streaming.shards import StoreShardLogic, Work
+from streaming.shards import Work
+from streaming.store_shard import StoreShardLogic
 
 BATCH = 500
 

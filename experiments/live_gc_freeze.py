@@ -30,12 +30,14 @@ from pantry.featurestore import repo
 from pantry.featurestore.offline_log import arrow_schema
 from pantry.featurestore.resp import RowEncoder
 from pantry.settings import get_settings
+from streaming.customer_shard import CustomerShardLogic
 from streaming.dataflow import parse_batch
 from streaming.feature_log import _columns
 from streaming.gate import GateLogic, route
-from streaming.shards import CustomerShardLogic, StoreShardLogic, is_customer_shard
+from streaming.shards import is_customer_shard
 from streaming.sinks import TUPLE_VIEWS
 from streaming.sources import Batch
+from streaming.store_shard import StoreShardLogic
 
 
 class Pipeline:

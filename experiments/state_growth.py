@@ -15,6 +15,8 @@ feature-log conversion, 200 events a batch, frozen), and prints its CPU per even
 `.venv/bin/python -m experiments.state_growth snapshot [EVENTS]` (default 1,500,000) feeds the mix to one customer and
 one store shard logic and prints what encoding their states for a recovery snapshot costs (size, CPU), and the share
 of it that is indexes the states rebuild from the rest.
+`.venv/bin/python -m experiments.state_growth memory STEP [EVENTS]` (STEP gate, customers or stores; default
+1,000,000 events) feeds the mix to that one step alone and prints the memory its state holds per event (tracemalloc).
 Result: docs/STREAMING.md "Limits" (Sustained load, Ten minutes), docs/DECISIONS.md "Compact tops".
 """
 
@@ -30,9 +32,11 @@ from datetime import timedelta
 import msgspec
 
 from load_tests.bench.sustained import BASE_TS, _event
+from streaming.customer_shard import CustomerShardLogic
 from streaming.features.event import from_event
 from streaming.gate import GateState, gate_apply
-from streaming.shards import CustomerShardLogic, StoreShardLogic, Work
+from streaming.shards import Work
+from streaming.store_shard import StoreShardLogic
 
 CHUNK = 100_000
 BATCH = 500
@@ -105,8 +109,35 @@ def snapshot(n: int, rate: float = 10_000) -> None:
               f"{100 * rebuildable / size:.0f} % of it indexes rebuildable from the rest ({', '.join(fields)})")
 
 
+def memory(step: str, n: int, rate: float = 10_000) -> None:
+    """The memory one step's state holds per event (every event accepted and kept: within the lateness bound and
+    the windows): Python's and numpy's live allocations (tracemalloc), after each 100,000 with the events freed."""
+    import tracemalloc
+
+    rng, heavy_views = random.Random(1), [0]
+    gate, customers, stores = GateState(), CustomerShardLogic(None, 0.0), StoreShardLogic(None, 0.0)
+    apply = {"gate": lambda b: gate_apply(gate, b),
+             "customers": lambda b: customers.on_batch([Work(b, False, None, False)]),
+             "stores": lambda b: stores.on_batch([Work(b, False, None, False)])}[step]
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for lo in range(0, n, CHUNK):
+        chunk = [from_event(_event(rng, i, BASE_TS + timedelta(seconds=i / rate), heavy_views))
+                 for i in range(lo, lo + CHUNK)]
+        for i in range(0, CHUNK, BATCH):
+            gc.freeze()
+            apply(chunk[i:i + BATCH])
+        del chunk
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - base
+        print(f"{lo + CHUNK:>9,} events  {step}: {held / 2**20:,.0f} MB held, {held / (lo + CHUNK):,.0f} bytes/event",
+              flush=True)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["pipeline"]:
+    if sys.argv[1:2] == ["memory"]:
+        memory(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1_000_000)
+    elif sys.argv[1:2] == ["pipeline"]:
         pipeline(int(sys.argv[2]) if len(sys.argv) > 2 else 600_000)
     elif sys.argv[1:2] == ["snapshot"]:
         snapshot(int(sys.argv[2]) if len(sys.argv) > 2 else 1_500_000)

@@ -22,14 +22,16 @@ from pantry.events import InvalidEvent, decode_msgpack
 from pantry.featurestore.layout import OnlineLayout
 from pantry.partitions import gate_key
 from pantry.settings import Settings
+from streaming.customer_shard import CustomerShardLogic
 from streaming.event_archive import ArchiveSink
 from streaming.feature_log import LIVE_LOG_HANDOFF_S, LOG_EVERY_S
 from streaming.features.event import FORGET, NO_TIME, Ev, from_event
 from streaming.gate import Gated, GateLogic, Parsed, Skew, route
 from streaming.outcomes import Dec, OutcomeShardLogic, parse_decision
-from streaming.shards import CustomerShardLogic, StoreShardLogic, is_customer_shard
+from streaming.shards import is_customer_shard
 from streaming.sinks import REASON_MAX, Control, ControlSink, KpiSink, OnlineSink, failure
 from streaming.sources import FORGET_PREFIX, Batch, LiveSource, ReplaySource
+from streaming.store_shard import StoreShardLogic
 
 
 class StreamConfig(msgspec.Struct, frozen=True):

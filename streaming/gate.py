@@ -5,6 +5,7 @@ duplicates, rejects late events, counts, and routes each accepted event to its c
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 
@@ -16,10 +17,10 @@ from pantry.settings import ClockMode
 from streaming.features.event import FEATURE_KINDS, FORGET, LATENESS_S, NO_TIME, OUTCOME_KINDS, Ev, admit
 from streaming.features.substitution import is_feedback
 from streaming.outcomes import OUTCOME_SHARDS, Dec, OutWork
+from streaming.seen_ids import SeenIds
 from streaming.shards import ALL_SHARDS, NSHARDS, Work
 from streaming.sinks import Control, failure
 
-SEEN_PRUNE_MIN = 50_000  # GateState.prune_at
 ROLLING_S = 5.0  # after a live refresh, every shard gets work this long (spread refresh; == live period) ...
 # ... at most this often: each shard rolls at most every ROLL_EVERY_S (0.1 s), and a batch sent to all 32 shards
 # costs 32 activations whether or not they roll; a trickle of outcomes and decisions makes a batch each linger
@@ -60,22 +61,42 @@ def _parsed_from_msgpack(events: bytes, dead: list, refresh: bool, as_of: float 
 _decisions_decoder = msgspec.msgpack.Decoder(list[Dec])
 
 
-class GateState(msgspec.Struct, array_like=True):
-    """The gate's recovery state (msgpack, array-like: fields are only ever appended, so older snapshots decode)."""
+class GateState(msgspec.Struct, array_like=True, dict=True):
+    """The gate's recovery state (msgpack, array-like: fields are only ever appended, so older snapshots decode).
+    The ids accepted within lateness are `ids` (streaming/seen_ids.py), written to `seen_key`/`seen_minutes` by
+    `for_snapshot`."""
 
     max_t: float = NO_TIME  # the greatest event time seen (none yet: before anything)
-    seen: dict[str, float] = msgspec.field(default_factory=dict)  # event_id -> time, not yet past lateness
+    seen: dict[str, float] = msgspec.field(default_factory=dict)  # an older snapshot's ids (-> `ids` at its load)
     counters: dict[str, int] = msgspec.field(
         default_factory=lambda: {"processed": 0, "duplicate": 0, "late": 0, "invalid": 0})
-    # Drop the ids past lateness from `seen` once it holds this many; then at twice what is left (at least
-    # SEEN_PRUNE_MIN): one O(n) pass per doubling. A fixed bound rescanned the whole dict at every batch once
-    # more ids than that were within lateness (600 s of event time: 3M ids at 5,000 events/s), 36 % of the live
-    # process at a sustained 2,500 events/s.
-    prune_at: int = SEEN_PRUNE_MIN
+    prune_at: int = 0  # an older snapshot's; unused
     # live: outcome events (and erasure markers) and decisions held for the outcome shards until the next outcome
     # tick (GateLogic.outcome_tick_s), in arrival order; in the snapshot, as the source's position is past them
     held_events: list[Ev] = msgspec.field(default_factory=list)
     held_decisions: list[Dec] = msgspec.field(default_factory=list)
+    seen_key: bytes = b""  # SeenIds.key
+    seen_minutes: list[tuple[float, bytes]] = msgspec.field(default_factory=list)  # SeenIds.minutes()
+
+    @property
+    def ids(self) -> SeenIds:
+        ids = self.__dict__.get("_ids")
+        if ids is None:
+            ids = self._ids = SeenIds(self.seen_key or None, self.seen_minutes)
+            hashes = ids.hashes(list(self.seen))  # an older snapshot's
+            ids.pending.update(hashes)
+            ids.settle(-math.inf, zip(hashes, self.seen.values(), strict=True))
+            self.seen, self.seen_minutes = {}, []
+        return ids
+
+    def encode(self) -> bytes:
+        """The snapshot: with the ids as `seen_key` and `seen_minutes` for its length only (they are `ids`)."""
+        ids = self.ids
+        self.seen_key, self.seen_minutes = ids.key, ids.minutes()
+        try:
+            return _encode(self)
+        finally:
+            self.seen_minutes = []
 
     @property
     def watermark(self) -> float:
@@ -100,11 +121,16 @@ def gate_apply(st: GateState, events: Iterable[Ev], skew: Skew | None = None, wa
     clock `wall`) is rejected (`future`) and never moves max_t. Any exception on one event rejects that event."""
     accepted: list[Ev] = []
     late: list[tuple[str, Ev]] = []
-    seen = st.seen
+    ids = st.ids
+    pending = ids.pending
+    batch = events if isinstance(events, list) else list(events)
+    hashes = ids.hashes(_event_ids(batch))
+    sealed = ids.sealed_hits(hashes)
+    added: list[tuple[int, float]] = []
     counters = st.counters
     limit = skew.limit(st.max_t, time.time() if wall is None else wall) if skew is not None else None
     forgotten = 0
-    for e in events:
+    for i, e in enumerate(batch):
         try:
             if e.kind == FORGET:  # an erasure marker (not an event): in stream order, for the customer's shard only
                 forgotten += 1
@@ -115,7 +141,8 @@ def gate_apply(st: GateState, events: Iterable[Ev], skew: Skew | None = None, wa
                 counters["invalid"] += 1
                 late.append((f"invalid: {why}", e))
                 continue
-            if e.event_id in seen:
+            h = hashes[i]
+            if sealed[i] or h in pending:
                 counters["duplicate"] += 1
                 continue
             if e.t < st.max_t - LATENESS_S:
@@ -133,7 +160,8 @@ def gate_apply(st: GateState, events: Iterable[Ev], skew: Skew | None = None, wa
                 st.max_t = e.t
                 if skew is not None:
                     limit = skew.limit(st.max_t, time.time() if wall is None else wall)
-            seen[e.event_id] = e.t
+            pending.add(h)
+            added.append((h, e.t))
             accepted.append(e)
         except Exception as exc:  # one event's failure must not stop the others
             counters["invalid"] += 1
@@ -141,11 +169,15 @@ def gate_apply(st: GateState, events: Iterable[Ev], skew: Skew | None = None, wa
     counters["processed"] += len(accepted) - forgotten
     if forgotten:
         counters["forgotten"] = counters.get("forgotten", 0) + forgotten
-    if len(seen) > st.prune_at:
-        bound = st.max_t - LATENESS_S
-        st.seen = {k: t for k, t in seen.items() if t >= bound}
-        st.prune_at = max(SEEN_PRUNE_MIN, 2 * len(st.seen))
+    ids.settle(st.max_t - LATENESS_S, added)
     return accepted, late
+
+
+def _event_ids(batch: list[Ev]) -> list[str]:
+    try:
+        return [e.event_id for e in batch]
+    except AttributeError:  # not an event (a bug upstream): it alone fails, in gate_apply's loop
+        return [getattr(e, "event_id", "") for e in batch]
 
 
 class Gated(msgspec.Struct, gc=False):
@@ -265,4 +297,4 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return _encode(self.st)
+        return self.st.encode()

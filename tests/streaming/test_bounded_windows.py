@@ -379,7 +379,8 @@ def test_a_repertoire_holds_its_highest_scored_products_up_to_the_bound(events, 
     holds more than the bound, its slack and the recent products, and one that never passed the bound is exactly
     the unbounded scores; the customer shard's kept tops give the rows of a fresh ranking, products forgotten
     included."""
-    from streaming.shards import CustomerShardLogic, Work
+    from streaming.customer_shard import CustomerShardLogic
+    from streaming.shards import Work
 
     kept = C.REPERTOIRE_MAX, C.REPERTOIRE_SLACK, C.REPERTOIRE_TOP
     # a row's top n within what is held, as with the real bounds (50 of 8,192)

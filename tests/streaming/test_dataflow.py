@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from streaming.customer_shard import CustomerShardLogic
 from streaming.features.event import DAY, Ev
-from streaming.shards import CustomerShardLogic, StoreShardLogic, Work, pair_key
+from streaming.features.store_product import pair_key
+from streaming.shards import Work
+from streaming.store_shard import StoreShardLogic
 
 T0 = 1_500_000_000.0
 
@@ -40,7 +43,7 @@ def test_deferred_store_flushes_log_only_and_the_end_writes_every_entity_online(
     units_7d, units_28d, last_sold_at = online[("store_product", (16, 100))][:3]
     assert (units_7d, units_28d, last_sold_at) == (0, 0, T0 + 2)  # both sales left the windows 40 days later
     assert all(t == end for _, _, _, t in last.online)  # every pair and the store were due: rolled to the end
-    assert logic.shard.pairs[pair_key(16, 100)].as_of == end
+    assert logic.shard.pair(pair_key(16, 100)).as_of == end
     assert logic.shard.online_behind is False
 
 

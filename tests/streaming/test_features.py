@@ -208,28 +208,6 @@ def test_gate_counts_duplicates_and_rejects_late_events_but_keeps_out_of_order_o
     assert st.watermark == T0 + 10 * MINUTE
 
 
-def test_gate_prunes_seen_ids_once_per_doubling_and_keeps_those_within_lateness(monkeypatch):
-    """More ids within lateness than the prune bound: the gate scans them once per doubling, not at every batch
-    (which made the live flow fall behind at a sustained 2,500 events/s); ids past lateness go at the next prune."""
-    monkeypatch.setattr(G, "SEEN_PRUNE_MIN", 100)
-    st = G.GateState(prune_at=100)
-    prunes = 0
-    for i in range(0, 1000, 10):  # 1,000 events 0.1 s apart, in batches of 10: all within lateness
-        before = st.prune_at
-        G.gate_apply(st, [buy(f"e{j}", T0 + j / 10) for j in range(i, i + 10)])
-        prunes += st.prune_at != before
-    assert len(st.seen) == 1000 and prunes <= 4  # 100 -> 220 -> 440 -> 880 -> 1,760 (a fixed bound: 90 scans)
-    G.gate_apply(st, [buy("e0", T0)])
-    assert st.counters["duplicate"] == 1  # still remembered
-    # much later: the next prune drops every id past lateness, and an old id sent again is late, not a duplicate
-    later = T0 + 100 + LATENESS_S + 1
-    for i in range(0, 2000, 10):
-        G.gate_apply(st, [buy(f"n{j}", later + j / 10) for j in range(i, i + 10)])
-    assert not any(k.startswith("e") for k in st.seen)
-    _, late = G.gate_apply(st, [buy("e5", T0 + 0.5)])
-    assert len(late) == 1 and st.counters["duplicate"] == 1
-
-
 def test_top_merge_gives_the_same_top_as_ranking_again():
     import random
 
@@ -309,12 +287,12 @@ def test_store_events_apply_equals_the_per_event_functions():
     for i in range(3000):
         t = T0 + rng.uniform(-3 * DAY, 3 * DAY)
         kind = rng.choice(["purchase"] * 6 + ["inventory", "product_view", "add_to_cart"])
-        sid, pid = rng.choice([1, 2, 17]), rng.choice([None, 5, 6, 7, 2**31 + 3])
+        sid, pid = rng.choice([1, 2, 17]), rng.choice([None, 5, 6, 7, 2**31 + 3, 1000 + i])  # 1000 + i: sells once
         events.append(Ev(f"e{i}", kind, t, rng.choice([None, 1, 2]), sid, pid, rng.choice([None, 1, 2, 3]),
                          rng.randrange(1, 4), rng.random(), rng.choice([None, 0, 5]) if kind == "inventory" else None))
-    stores, pairs, dirty_stores, dirty_pairs = {}, {}, set(), set()
+    stores, pairs, singles, dirty_stores, dirty_pairs = {}, {}, {}, set(), set()
     for i in range(0, len(events), 700):  # in batches, as a shard gets them
-        assert S.store_events_apply(stores, pairs, dirty_stores, dirty_pairs, events[i:i + 700]) == []
+        assert S.store_events_apply(stores, pairs, singles, dirty_stores, dirty_pairs, events[i:i + 700]) == []
     want_stores, want_pairs, want_dirty_stores, want_dirty_pairs = {}, {}, set(), set()
     for e in events:
         if e.kind == "purchase":
@@ -328,9 +306,30 @@ def test_store_events_apply_equals_the_per_event_functions():
             if SP.store_product_apply(want_pairs.setdefault(key, SP.StoreProductState()), e):
                 want_dirty_pairs.add(key)
     encode = msgspec.msgpack.encode
-    assert encode(stores) == encode(want_stores) and encode(pairs) == encode(want_pairs)
+    assert encode(stores) == encode(want_stores)
+    assert singles and not singles.keys() & pairs.keys()  # the pairs that sold once, held apart
+    assert {**pairs, **{k: SP.single_state(s) for k, s in singles.items()}} == want_pairs
     assert (dirty_stores, dirty_pairs) == (want_dirty_stores, want_dirty_pairs)
     assert len(pairs) > 10 and any(sp.inv_on_hand is not None for sp in pairs.values())
+
+
+def test_a_pair_that_sold_once_gives_the_rows_and_next_change_of_its_state():
+    """SP.Single against the StoreProductState it stands for: every row time from its sale to past 28 days (window
+    edges to the minute and the second), and after rolls."""
+    import random
+
+    rng = random.Random(7)
+    edges = [0.0, 1.0, 59.0, 60.0, 61.0, 7 * DAY - 60, 7 * DAY, 7 * DAY + 60, 28 * DAY - 60, 28 * DAY,
+             28 * DAY + 60, 28 * DAY + LATENESS_S + 120, 40 * DAY]
+    for _ in range(2000):
+        t = T0 + rng.choice([0.0, 30.0, 59.999, rng.uniform(0, 3600)])
+        q = rng.randrange(1, 5)
+        for as_of in [t + d + rng.choice([0.0, 0.5, -0.5]) for d in edges]:
+            as_of = max(as_of, t)
+            single = (t, q, as_of)
+            state = SP.single_state(single)
+            assert SP.single_values(single, as_of) == SP.store_product_values(state, as_of), (t, q, as_of)
+            assert SP.single_next_change(single) == SP.store_product_next_change(SP.single_state(single))
 
 
 def _traffic_by_scan(lines: list[tuple[float, int | None, int | None, float]], as_of: float) -> dict:

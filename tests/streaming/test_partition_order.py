@@ -10,10 +10,12 @@ import pytest
 
 from pantry.partitions import partition_of
 from pantry.settings import Settings
+from streaming.customer_shard import CustomerShardLogic
 from streaming.features.event import FEATURE_KINDS, Ev
 from streaming.gate import GateState, gate_apply
-from streaming.shards import NSHARDS, CustomerShardLogic, StoreShardLogic, Work
+from streaming.shards import NSHARDS, Work
 from streaming.sources import ReplayPartition, SourceState
+from streaming.store_shard import StoreShardLogic
 
 BATCH = 500
 
@@ -73,8 +75,8 @@ def run(partitions: list[list[Ev]], ahead: int) -> tuple[dict, dict[str, int]]:
 
 @pytest.mark.parametrize("ahead", [0, 7, 40])
 def test_partitioned_gates_give_the_rows_of_one_gate_whatever_the_interleaving(events: list[Ev], ahead: int):
-    reposted = events[100:150]  # a client retrying: the same events again, later in the stream
-    stream = events[:2000] + reposted + events[2000:]
+    reposted = events[100:150]  # a client retrying: each of these events again, right after it (within lateness)
+    stream = events[:100] + [e for pair in zip(reposted, reposted, strict=True) for e in pair] + events[150:]
     one, one_counters = run([stream], 0)
     parts = [[e for e in stream if partition_of(e.customer_id, e.store_id, 2) == p] for p in range(2)]
     assert all(parts)

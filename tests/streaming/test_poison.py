@@ -15,9 +15,11 @@ import pytest
 
 from pantry import events
 from streaming import gate as G
+from streaming.customer_shard import CustomerShardLogic
 from streaming.features.event import DAY, HOUR, NO_TIME, Ev, admit
 from streaming.features.store_product import pair_key
-from streaming.shards import CustomerShardLogic, StoreShard, StoreShardLogic, Work
+from streaming.shards import Work
+from streaming.store_shard import StoreShard, StoreShardLogic
 
 T0 = 1_500_000_000.0  # 2017-07-14T02:40Z
 WALL = 1_800_000_000.0  # a wall clock well after the data

@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streaming import refresh, shards
+from streaming.customer_shard import CustomerShardLogic
 from streaming.features.event import DAY, LATENESS_S, MINUTE, Ev
-from streaming.shards import CustomerShardLogic, StoreShardLogic, Work
+from streaming.shards import Work
+from streaming.store_shard import StoreShardLogic
 
 T0 = 1_500_000_000.0
 GAPS = [1.0, 5.0, 10 * MINUTE, 40 * MINUTE, 6 * 3600.0, DAY, 3 * DAY, 7 * DAY, 10 * DAY]

@@ -13,10 +13,12 @@ from hypothesis import strategies as hs
 
 from pantry.substitution_feedback import CUSTOMER_PAIRS, SUBSTITUTES_PER_PRODUCT, acceptance_rate
 from streaming import gate as G
+from streaming.customer_shard import CustomerShard, CustomerShardLogic
 from streaming.features import customer as C
 from streaming.features import substitution as F
 from streaming.features.event import LATENESS_S, Ev
-from streaming.shards import CustomerShard, CustomerShardLogic, StoreShardLogic, Work
+from streaming.shards import Work
+from streaming.store_shard import StoreShardLogic
 
 T0 = 1_500_000_000.0
 CUSTOMER, STORE = 7, 3
