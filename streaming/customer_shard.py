@@ -31,6 +31,8 @@ class CustomerShardLogic(Coalescing):
     def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0, defer_online: bool = False):
         super().__init__(flush_s, refresh_slice, defer_online)
         self.shard = _customer_decoder.decode(resume) if resume else CustomerShard()
+        for st in self.shard.states.values():  # a snapshot from before baskets were held as their times
+            C.migrate_baskets(st)
         # customer -> top_scores of its repertoire as of its last row, and the products bought since: the next
         # row merges them (top_merge) instead of ranking every product again; not in the snapshot (rebuilt)
         self.tops: dict[int, T.Top] = {}

@@ -48,7 +48,9 @@ class CustomerState(msgspec.Struct, array_like=True):
     s_products: dict[int, float] = msgspec.field(default_factory=dict)  # product -> latest time in this session
     s_cart: dict[int, int] = msgspec.field(default_factory=dict)  # added - removed - purchased (may go < 0)
     s_spend: float = 0.0
-    baskets: dict[int, list] = msgspec.field(default_factory=dict)  # basket -> [time, spend] still in a window
+    # basket -> its time (its first line's), while in a window; its spend is b_micros'. [time, spend] in a snapshot
+    # from before: migrate_baskets
+    baskets: dict[int, float | list] = msgspec.field(default_factory=dict)
     store_baskets: dict[int, int] = msgspec.field(default_factory=dict)  # store -> baskets ever
     last_order_at: float | None = None
     rep: dict[int, float] = msgspec.field(default_factory=dict)  # product -> sum 2 ** ((t - REF_T) / half-life)
@@ -71,12 +73,22 @@ class CustomerState(msgspec.Struct, array_like=True):
     recent_sorted: bool = False  # `recent` iterates in (time, product) order (_remember_recent); appended
 
 
+def migrate_baskets(st: CustomerState) -> None:
+    """A state from a snapshot that held each basket as [time, spend]: its baskets as times (the spend is in
+    b_micros already if the state was indexed; else from the float spend, as the indexes were first built)."""
+    if not st.baskets or not isinstance(next(iter(st.baskets.values())), list):
+        return
+    if not st.ix:
+        st.b_micros = {bid: round(b[1] * 1e6) for bid, b in st.baskets.items()}
+    st.baskets = {bid: b[0] for bid, b in st.baskets.items()}
+
+
 def _index(st: CustomerState) -> None:
-    """Build the indexes from the state (a new state, or one from an older snapshot)."""
+    """Build the indexes from the state (a state from a snapshot from before them)."""
+    migrate_baskets(st)
     st.s_order = sorted((t, p) for p, t in st.s_products.items())
     st.s_pos = {p for p, n in st.s_cart.items() if n > 0}
-    st.b_order = sorted((b[0], bid) for bid, b in st.baskets.items())
-    st.b_micros = {bid: round(b[1] * 1e6) for bid, b in st.baskets.items()}
+    st.b_order = sorted((t, bid) for bid, t in st.baskets.items())
     spend = sum(st.b_micros.values())
     st.w7, st.w28 = Window(n=len(st.baskets), total=spend), Window(n=len(st.baskets), total=spend)
     sb = st.store_baskets
@@ -106,7 +118,7 @@ def customer_apply(st: CustomerState, e: Ev) -> int:
     if e.kind == "purchase":
         dirty |= ACTIVITY | REPERTOIRE
         if e.basket_id is not None:
-            _basket_line(st, e.basket_id, t, e.sales_value, micros, e.store_id)
+            _basket_line(st, e.basket_id, t, micros, e.store_id)
         if st.last_order_at is None or t > st.last_order_at:
             st.last_order_at = t
         if e.product_id is not None:
@@ -127,12 +139,12 @@ def _forget_lowest(st: CustomerState) -> None:
     st.rep = {p: rep[p] for p in (*kept, *(p for p in st.recent if p not in kept))}
 
 
-def _basket_line(st: CustomerState, bid: int, t: float, value: float, micros: int, store_id: int | None) -> None:
+def _basket_line(st: CustomerState, bid: int, t: float, micros: int, store_id: int | None) -> None:
     """A purchase line of basket `bid`: a new basket, more spend, or (an earlier line) an earlier basket time."""
-    b = st.baskets.get(bid)
+    old_t = st.baskets.get(bid)
     w7, w28 = st.w7, st.w28
-    if b is None:
-        st.baskets[bid] = [t, value]
+    if old_t is None:
+        st.baskets[bid] = t
         st.b_micros[bid] = micros
         order = st.b_order
         if not order or (t, bid) >= order[-1]:  # the whole entry: a later line finds it by bisection
@@ -152,11 +164,10 @@ def _basket_line(st: CustomerState, bid: int, t: float, value: float, micros: in
             if best is None or n > sb[best] or (n == sb[best] and store_id < best):
                 st.preferred = store_id
         return
-    old_t, old_micros = b[0], st.b_micros[bid]
-    b[1] += value
+    old_micros = st.b_micros[bid]
     st.b_micros[bid] = old_micros + micros
     if t < old_t:  # the basket moves back: out of the windows at its old time, in at its new one
-        b[0] = t
+        st.baskets[bid] = t
         order = st.b_order
         del order[bisect_left(order, (old_t, bid))]
         insort(order, (t, bid))
