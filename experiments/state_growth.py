@@ -13,8 +13,8 @@ instead, as experiments.live_gc_freeze does (parse, gate, all 32 shards, the row
 feature-log conversion, 200 events a batch, frozen), and prints its CPU per event per 100,000 events.
 
 `.venv/bin/python -m experiments.state_growth snapshot [EVENTS]` (default 1,500,000) feeds the mix to one customer and
-one store shard logic and prints what encoding their states for a recovery snapshot costs (size, CPU), and the share
-of it that is indexes the states rebuild from the rest.
+one store shard logic and prints what encoding their states for a recovery snapshot costs (size, CPU; the indexes a
+state rebuilds at resume are left out of it).
 `.venv/bin/python -m experiments.state_growth memory STEP [EVENTS]` (STEP gate, customers or stores; default
 1,000,000 events) feeds the mix to that one step alone and prints the memory its state holds per event (tracemalloc).
 Result: docs/STREAMING.md "Limits" (Sustained load, Ten minutes), docs/DECISIONS.md "Compact tops".
@@ -28,8 +28,6 @@ import resource
 import sys
 import time
 from datetime import timedelta
-
-import msgspec
 
 from load_tests.bench.sustained import BASE_TS, _event
 from streaming.customer_shard import CustomerShardLogic
@@ -94,19 +92,11 @@ def snapshot(n: int, rate: float = 10_000) -> None:
             gc.freeze()
             customers.on_batch([Work(chunk[i:i + BATCH], False, None, False)])
             stores.on_batch([Work(chunk[i:i + BATCH], False, None, False)])
-    encode = msgspec.msgpack.Encoder().encode
-    # the fields a state rebuilds from the others when absent (customer._index, store._reindex): what a snapshot
-    # without them would save
-    indexes = {"customers": (customers.shard.states, ("s_order", "s_pos", "b_order", "b_micros")),
-               "stores": (stores.shard.stores, ("by_time", "latest", "customers_by_time"))}
     for name, logic in (("customers", customers), ("stores", stores)):
         started = time.process_time()
         size = len(logic.snapshot())
         cpu_s = time.process_time() - started
-        states, fields = indexes[name]
-        rebuildable = sum(len(encode(getattr(st, f))) for st in states.values() for f in fields)
-        print(f"{n:,} events: {name} snapshot {size / 2**20:,.0f} MB in {cpu_s:.2f} s CPU, "
-              f"{100 * rebuildable / size:.0f} % of it indexes rebuildable from the rest ({', '.join(fields)})")
+        print(f"{n:,} events: {name} snapshot {size / 2**20:,.0f} MB in {cpu_s:.2f} s CPU")
 
 
 def memory(step: str, n: int, rate: float = 10_000) -> None:

@@ -7,6 +7,8 @@ update functions change it in place (for speed).
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import msgspec
 
@@ -81,6 +83,21 @@ def migrate_baskets(st: CustomerState) -> None:
     if not st.ix:
         st.b_micros = {bid: round(b[1] * 1e6) for bid, b in st.baskets.items()}
     st.baskets = {bid: b[0] for bid, b in st.baskets.items()}
+
+
+@contextmanager
+def indexes_left_out(states: Iterable[CustomerState]) -> Iterator[None]:
+    """While a snapshot is encoded: the indexes that _index rebuilds from the rest of a state (s_order, s_pos,
+    b_order; the windows' sums and the preferred store are small) are left out of it, and the state is rebuilt at
+    its first use after a resume (as one from before the indexes)."""
+    held = [(st, st.s_order, st.s_pos, st.b_order) for st in states if st.ix]
+    for st, *_ in held:
+        st.s_order, st.s_pos, st.b_order, st.ix = [], set(), [], False
+    try:
+        yield
+    finally:
+        for st, s_order, s_pos, b_order in held:
+            st.s_order, st.s_pos, st.b_order, st.ix = s_order, s_pos, b_order, True
 
 
 def _index(st: CustomerState) -> None:

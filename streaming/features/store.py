@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import msgspec
 
@@ -109,6 +110,20 @@ def store_line(st: StoreState, t: float, basket_id: int | None, customer_id: int
         cid = b[1]
         if cid is not None and st.latest.get(cid) == old:
             _set_latest(st, cid, max(bt for bt, bc in st.baskets.values() if bc == cid))
+
+
+@contextmanager
+def indexes_left_out(states: Iterable[StoreState]) -> Iterator[None]:
+    """While a snapshot is encoded: the indexes of `baskets` are left out of it (by_time, latest,
+    customers_by_time), and rebuilt by _reindex at the state's first use after a resume."""
+    held = [(st, st.by_time, st.latest, st.customers_by_time) for st in states if st.baskets]
+    for st, *_ in held:
+        st.by_time, st.latest, st.customers_by_time = [], {}, []
+    try:
+        yield
+    finally:
+        for st, by_time, latest, customers_by_time in held:
+            st.by_time, st.latest, st.customers_by_time = by_time, latest, customers_by_time
 
 
 def _reindex(st: StoreState) -> None:
