@@ -299,8 +299,9 @@ def store_product_next_change(st: StoreProductState) -> float:
 # A pair that has sold once and has no inventory count is held as a Single, (sale time, units, as_of), in its store
 # shard's `singles` rather than as a StoreProductState: ~120 bytes with its key and slot instead of ~300 (the struct,
 # its list of sales and the sale's tuple; `python -m experiments.state_growth memory stores`). Most pairs of a chain's
-# day sell once (in the sustained bench's mix, 92.9 % of the pairs of ten minutes at 10,000 events/s). At its next sale or count it becomes the
-# StoreProductState it stands for (single_state); until then its rows and next change are that state's.
+# day sell once (in the sustained bench's mix, 92.9 % of the pairs of ten minutes at 10,000 events/s). At its next
+# sale or count it becomes the StoreProductState it stands for (single_state); until then its rows and next change are
+# that state's.
 Single = tuple[float, int, float]
 
 
