@@ -26,7 +26,9 @@ from streaming.features.windows import GRAIN_S, fold_before, sorted_next_change
 class StoreState(msgspec.Struct, array_like=True):
     as_of: float = 0.0
     baskets: dict[int, list] = msgspec.field(default_factory=dict)  # basket -> [first time, customer]
-    sales: list[tuple[float, float]] = msgspec.field(default_factory=list)  # (time, sales_value), sorted
+    # (time, sales_value) lines, sorted: only in a snapshot from before lines joined their minute at once (below);
+    # folded at the state's next row
+    sales: list[tuple[float, float]] = msgspec.field(default_factory=list)
     nc: float | None = None
     # Indexes of `baskets`, so a traffic row costs O(log n) instead of a scan of the 24 h window (live recomputes
     # a store's row at every flush that touched it): (first time, basket) sorted, each customer's latest basket
@@ -38,9 +40,10 @@ class StoreState(msgspec.Struct, array_like=True):
     # the few lines between the lateness horizon and the window's start, not every line of the day (tens of
     # thousands at a busy store). None: not known (an older snapshot), summed again. It covers `sales_folded` too.
     sales_micros: int | None = None
-    # The sales older than the lateness bound, one entry per minute (minute start, micro-units), sorted: sales_24h
-    # counts time to the minute (streaming/features/windows.py), so a store holds its last ~10 minutes of sales lines
-    # and at most 1,450 minutes before, however busy. Appended: an older snapshot decodes with none.
+    # The sales per minute (minute start, micro-units), sorted: sales_24h counts time to the minute
+    # (streaming/features/windows.py), so a line joins its minute at once (a late one merges at its place) and a
+    # store holds at most the 1,440 minutes of a day and the lateness bound's, however busy. Appended: an older
+    # snapshot decodes with none.
     sales_folded: list[tuple[float, int]] = msgspec.field(default_factory=list)
 
 
@@ -82,10 +85,7 @@ def store_line(st: StoreState, t: float, basket_id: int | None, customer_id: int
     micros = round(sales_value * 1e6)  # before any change: a value that cannot be rounded changes nothing
     if st.sales_micros is None:
         st.sales_micros = _micros_sum(sales) + _folded_sum(st.sales_folded)
-    if not sales or t >= sales[-1][0]:
-        sales.append((t, sales_value))
-    else:  # out of order (within the lateness bound)
-        insort(sales, (t, sales_value))
+    _add_to_minute(st.sales_folded, t // GRAIN_S * GRAIN_S, micros)  # sales_24h counts minutes: no line is kept
     st.sales_micros += micros
     if basket_id is None:
         return
@@ -207,18 +207,21 @@ def _sales_fold(st: StoreState, before: float) -> None:
     sales, folded = st.sales, st.sales_folded
     cut = bisect_left(sales, (before,))
     for t, v in sales[:cut]:
-        m, micros = t // GRAIN_S * GRAIN_S, round(v * 1e6)
-        if folded and folded[-1][0] == m:
-            folded[-1] = (m, folded[-1][1] + micros)
-        elif not folded or m > folded[-1][0]:
-            folded.append((m, micros))
-        else:  # not in time order (a state from before this fold was kept): merge at its place
-            i = bisect_left(folded, (m,))
-            if i < len(folded) and folded[i][0] == m:
-                folded[i] = (m, folded[i][1] + micros)
-            else:
-                folded.insert(i, (m, micros))
+        _add_to_minute(folded, t // GRAIN_S * GRAIN_S, round(v * 1e6))
     del sales[:cut]
+
+
+def _add_to_minute(folded: list[tuple[float, int]], m: float, micros: int) -> None:
+    if folded and folded[-1][0] == m:
+        folded[-1] = (m, folded[-1][1] + micros)
+    elif not folded or m > folded[-1][0]:
+        folded.append((m, micros))
+    else:  # out of order (within the lateness bound): merged at its place
+        i = bisect_left(folded, (m,))
+        if i < len(folded) and folded[i][0] == m:
+            folded[i] = (m, folded[i][1] + micros)
+        else:
+            folded.insert(i, (m, micros))
 
 
 def store_next_change(st: StoreState) -> float:

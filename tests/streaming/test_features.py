@@ -387,6 +387,8 @@ def test_store_traffic_of_a_state_without_indexes_rebuilds_them():
     st = S.StoreState()
     for e in (buy("a", T0 - 2 * HOUR, cid=1, bid=2, sales=1.0), buy("b", T0, cid=3, bid=5, sales=4.0)):
         S.store_apply(st, e)
-    old = S.StoreState(as_of=st.as_of, baskets={k: list(v) for k, v in st.baskets.items()}, sales=list(st.sales))
+    # an older snapshot: baskets only, and the sales as lines (now each joins its minute at once)
+    old = S.StoreState(as_of=st.as_of, baskets={k: list(v) for k, v in st.baskets.items()},
+                       sales=[(T0 - 2 * HOUR, 1.0), (T0, 4.0)])
     assert S.traffic_row(old, T0) == S.traffic_row(st, T0)
     assert old.by_time == st.by_time and old.latest == st.latest
