@@ -25,7 +25,8 @@ from streaming.features.windows import GRAIN_S, fold_before, sorted_next_change
 
 class StoreState(msgspec.Struct, array_like=True):
     as_of: float = 0.0
-    baskets: dict[int, list] = msgspec.field(default_factory=dict)  # basket -> [first time, customer]
+    # basket -> (first time, customer); a tuple, 16 B less than a list (an older snapshot's lists decode as tuples)
+    baskets: dict[int, tuple[float, int | None]] = msgspec.field(default_factory=dict)
     # (time, sales_value) lines, sorted: only in a snapshot from before lines joined their minute at once (below);
     # folded at the state's next row
     sales: list[tuple[float, float]] = msgspec.field(default_factory=list)
@@ -93,7 +94,7 @@ def store_line(st: StoreState, t: float, basket_id: int | None, customer_id: int
         _reindex(st)
     b = st.baskets.get(basket_id)
     if b is None:
-        st.baskets[basket_id] = [t, customer_id]
+        st.baskets[basket_id] = (t, customer_id)
         by_time, entry = st.by_time, (t, basket_id)
         if not by_time or entry >= by_time[-1]:  # in time order: no bisection (_set_latest)
             by_time.append(entry)
@@ -104,7 +105,8 @@ def store_line(st: StoreState, t: float, basket_id: int | None, customer_id: int
             if latest is None or t > latest:
                 _set_latest(st, customer_id, t)
     elif t < b[0]:  # an earlier line of a basket seen before: its first time moves back
-        old, b[0] = b[0], t
+        old = b[0]
+        st.baskets[basket_id] = (t, b[1])
         _sorted_remove(st.by_time, (old, basket_id))
         insort(st.by_time, (t, basket_id))
         cid = b[1]
