@@ -20,7 +20,8 @@ import time
 import tracemalloc
 from datetime import timedelta
 
-from load_tests.bench.sustained import BASE_TS, _event
+from load_tests.bench.sustained import BASE_TS
+from load_tests.bench.sustained_mix import uniform_event as _event
 from streaming.features.event import from_event
 from streaming.features.store_product import pair_key
 from streaming.gate import GateState, gate_apply

@@ -24,7 +24,8 @@ from datetime import timedelta
 
 import pyarrow as pa
 
-from load_tests.bench.sustained import BASE_TS, _event
+from load_tests.bench.sustained import BASE_TS
+from load_tests.bench.sustained_mix import uniform_event as _event
 from pantry import events
 from pantry.featurestore import repo
 from pantry.featurestore.offline_log import arrow_schema

@@ -17,19 +17,21 @@ one store shard logic and prints what encoding their states for a recovery snaps
 state rebuilds at resume are left out of it).
 `.venv/bin/python -m experiments.state_growth memory STEP [EVENTS]` (STEP gate, customers or stores; default
 1,000,000 events) feeds the mix to that one step alone and prints the memory its state holds per event (tracemalloc).
+Every mode sends the sustained bench's default mix (PANTRY_BENCH_SUSTAINED_MIX=chain: needs `pantry data load`;
+`uniform` for the stress variant; load_tests/bench/sustained_mix.py).
 Result: docs/STREAMING.md "Limits" (Sustained load, Ten minutes), docs/DECISIONS.md "Compact tops".
 """
 
 from __future__ import annotations
 
 import gc
-import random
 import resource
 import sys
 import time
 from datetime import timedelta
 
-from load_tests.bench.sustained import BASE_TS, _event
+from load_tests.bench.sustained import BASE_TS, mix_name
+from load_tests.bench.sustained_mix import mix
 from streaming.customer_shard import CustomerShardLogic
 from streaming.features.event import from_event
 from streaming.gate import GateState, gate_apply
@@ -40,11 +42,18 @@ CHUNK = 100_000
 BATCH = 500
 
 
+def _mix():
+    """The sustained bench's mix (PANTRY_BENCH_SUSTAINED_MIX: chain, the default, needs `pantry data load`)."""
+    from pantry.settings import get_settings
+
+    return mix(get_settings(), mix_name(), seed=1)
+
+
 def main(n: int, rate: float) -> None:
-    rng, heavy_views = random.Random(1), [0]
+    event = _mix()
     customers, stores, gate = CustomerShardLogic(None, 0.0), StoreShardLogic(None, 0.0), GateState()
     for lo in range(0, n, CHUNK):
-        chunk = [from_event(_event(rng, i, BASE_TS + timedelta(seconds=i / rate), heavy_views))
+        chunk = [from_event(event(i, BASE_TS + timedelta(seconds=i / rate)))
                  for i in range(lo, lo + CHUNK)]
         batches = [chunk[i:i + BATCH] for i in range(0, CHUNK, BATCH)]
         cpu = []
@@ -67,9 +76,9 @@ def pipeline(n: int, rate: int = 10_000, batch: int = 200) -> None:
     from pantry.featurestore import repo
     from pantry.settings import get_settings
 
-    rng, heavy_views = random.Random(1), [0]
-    raws = [(f"{i}-0".encode(), events.encode_msgpack(_event(rng, i, BASE_TS + timedelta(seconds=i / rate),
-                                                              heavy_views))) for i in range(n)]
+    event = _mix()
+    raws = [(f"{i}-0".encode(), events.encode_msgpack(event(i, BASE_TS + timedelta(seconds=i / rate))))
+            for i in range(n)]
     flow = Pipeline(repo.layout(get_settings()), rate)
     gc.set_threshold(200_000, 50, 1000)  # `pantry stream live`'s
     cpu = []
@@ -83,10 +92,10 @@ def pipeline(n: int, rate: int = 10_000, batch: int = 200) -> None:
 def snapshot(n: int, rate: float = 10_000) -> None:
     """What a recovery snapshot of that state costs: every shard's state is encoded at each one (the shards see
     events in every epoch), here one customer and one store shard logic holding all of it."""
-    rng, heavy_views = random.Random(1), [0]
+    event = _mix()
     customers, stores = CustomerShardLogic(None, 0.0), StoreShardLogic(None, 0.0)
     for lo in range(0, n, CHUNK):
-        chunk = [from_event(_event(rng, i, BASE_TS + timedelta(seconds=i / rate), heavy_views))
+        chunk = [from_event(event(i, BASE_TS + timedelta(seconds=i / rate)))
                  for i in range(lo, lo + CHUNK)]
         for i in range(0, CHUNK, BATCH):
             gc.freeze()
@@ -104,7 +113,7 @@ def memory(step: str, n: int, rate: float = 10_000) -> None:
     the windows): Python's and numpy's live allocations (tracemalloc), after each 100,000 with the events freed."""
     import tracemalloc
 
-    rng, heavy_views = random.Random(1), [0]
+    event = _mix()
     gate, customers, stores = GateState(), CustomerShardLogic(None, 0.0), StoreShardLogic(None, 0.0)
     apply = {"gate": lambda b: gate_apply(gate, b),
              "customers": lambda b: customers.on_batch([Work(b, False, None, False)]),
@@ -112,7 +121,7 @@ def memory(step: str, n: int, rate: float = 10_000) -> None:
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     for lo in range(0, n, CHUNK):
-        chunk = [from_event(_event(rng, i, BASE_TS + timedelta(seconds=i / rate), heavy_views))
+        chunk = [from_event(event(i, BASE_TS + timedelta(seconds=i / rate)))
                  for i in range(lo, lo + CHUNK)]
         for i in range(0, CHUNK, BATCH):
             gc.freeze()

@@ -6,7 +6,9 @@ many partitions as processes (PANTRY_STREAM_PARTITIONS; PANTRY_BENCH_SUSTAINED_P
 the processes), and
 XADDs events, each to its partition (pantry.partitions.partition_of, as the API writes them), open loop at `rate`
 (each 10 ms tick sends its share whatever the flow does) for `seconds`, with the bench's mix:
-  - purchases of 5,000 ordinary customers at random stores and products (streaming.py's mix);
+  - 85% ordinary purchases: by default the Complete Journey's purchase lines in their order (`chain`: a chain's
+    checkouts, baskets of ~9.4 lines, skewed products and stores), or uniformly random customers x stores x
+    products with a basket per line (`uniform`, the stress variant); load_tests/bench/sustained_mix.py;
   - 10% of the events from 10 heavy customers, views and purchases alternating over 500 products, each purchase a
     new basket: sessions with 100+ products and 28-day windows with 100+ baskets within a minute;
   - 5% of the purchases, and every probe, on one hot store x product pair (store 1, product 1);
@@ -29,13 +31,13 @@ Settings (environment), defaults for `make bench` (adds ~12 min: five runs for e
     PANTRY_BENCH_SUSTAINED_SEARCH     search runs per process count after the fixed rates (4; --quick 0)
     PANTRY_BENCH_SUSTAINED_NICE       the flow's PANTRY_LIVE_FLOW_NICE (0: its capacity; the service's default is 10)
     PANTRY_BENCH_SUSTAINED_PARTITIONS stream partitions per run (default: as many as processes)
+    PANTRY_BENCH_SUSTAINED_MIX        chain (default) or uniform (sustained_mix.py)
 """
 
 from __future__ import annotations
 
 import math
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -48,6 +50,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from load_tests.bench.figures import SustainedFigures, SustainedMinute, SustainedRun
+from load_tests.bench.sustained_mix import mix
 from load_tests.bench.sustained_plot import worst_by_second
 
 MINUTE_S = 60.0
@@ -57,9 +60,6 @@ OFFERED_MIN = 0.95  # below this share of the rate the generator, not the flow, 
 SEARCH_STEP = 250  # events/s: the search stops when the gap is this small
 TICK_S = 0.01
 PROBE_EVERY_S = 0.1
-HEAVY_SHARE = 0.10
-HOT_SHARE = 0.05
-HEAVY_CUSTOMERS = 10
 BENCH_DB = 8  # streaming.py uses 7
 BASE_TS = datetime(2017, 4, 1, 1, tzinfo=UTC)
 
@@ -272,24 +272,6 @@ class _Others:
         return out
 
 
-def _event(rng: random.Random, seq: int, ts: datetime, heavy_views: list[int]):
-    from pantry import events
-
-    roll = rng.random()
-    if roll < HEAVY_SHARE:  # a heavy customer: a view or a purchase over a small catalogue, each purchase a basket
-        customer = 1 + seq % HEAVY_CUSTOMERS
-        product = 1 + rng.randrange(500)
-        heavy_views[0] += 1
-        if heavy_views[0] % 2:
-            return events.ProductView(event_id=f"s-{seq}", ts=ts, customer_id=customer, product_id=product)
-        return events.Purchase(event_id=f"s-{seq}", ts=ts, customer_id=customer, store_id=1 + rng.randrange(20),
-                               basket_id=seq, product_id=product, sales_value=1.0)
-    hot = roll < HEAVY_SHARE + HOT_SHARE
-    return events.Purchase(event_id=f"s-{seq}", ts=ts, customer_id=100 + rng.randrange(5000),
-                           store_id=1 if hot else rng.randrange(1, 400), basket_id=seq,
-                           product_id=1 if hot else rng.randrange(1, 90_000), sales_value=1.0)
-
-
 def _wait_started(client, proc: subprocess.Popen, partitions: int, timeout_s: float = 120) -> None:
     from pantry import events
     from pantry.keys import EVENT_FIELD
@@ -327,6 +309,7 @@ def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> Su
     from pantry.partitions import events_stream, partition_of
     from pantry.redis_server import sync_client
 
+    next_event = mix(settings, mix_name(), seed=rate)  # before the flow starts: the chain mix reads the data set
     bench = _isolated(settings, server.url)
     client = sync_client(bench)
     partitions = int(os.environ.get("PANTRY_BENCH_SUSTAINED_PARTITIONS", processes))
@@ -343,8 +326,6 @@ def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> Su
         others = _Others(int(client.info("server")["process_id"]))
         probe = FreshnessProbe(bench, repo.layout(bench))
         probe.start()
-        rng = random.Random(rate)
-        heavy = [0]
         sent: list[tuple[float, int]] = []
         samples: list[Sample] = []
         per_tick = rate * TICK_S
@@ -365,7 +346,7 @@ def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> Su
             pipe = client.pipeline(transaction=False)
             for _ in range(n):
                 seq += 1
-                e = _event(rng, seq, ts, heavy)
+                e = next_event(seq, ts)
                 pipe.xadd(streams[partition_of(e.customer_id, None, partitions)],
                           {EVENT_FIELD: events.encode_msgpack(e)})
             is_probe = now >= next_probe
@@ -421,6 +402,10 @@ def search(run: Callable[[int], SustainedRun], runs: list[SustainedRun], steps: 
     return max((r.rate_per_s for r in runs if r.held), default=None)
 
 
+def mix_name() -> str:
+    return os.environ.get("PANTRY_BENCH_SUSTAINED_MIX", "chain")
+
+
 def _ints(name: str, default: str) -> list[int]:
     return [int(x) for x in os.environ.get(name, default).split(",") if x.strip()]
 
@@ -430,7 +415,8 @@ def run(settings, quick: bool = False, rates: Sequence[int] | None = None) -> Su
     rates = list(rates or _ints("PANTRY_BENCH_SUSTAINED_RATES", "10000"))
     steps = int(os.environ.get("PANTRY_BENCH_SUSTAINED_SEARCH", "0" if quick else "4"))
     figures = SustainedFigures(runs=[], p99_limit_ms=P99_LIMIT_MS, notes=[
-        f"{seconds:g} s per run; the mix and rules in load_tests/bench/sustained.py; shared 2-core machine"])
+        f"{seconds:g} s per run; the {mix_name()} mix (load_tests/bench/sustained_mix.py), the rules in "
+        "load_tests/bench/sustained.py; shared 2-core machine"])
     for processes in _ints("PANTRY_BENCH_SUSTAINED_PROCESSES", "1,2"):
         why = processes_available(processes)
         if why:

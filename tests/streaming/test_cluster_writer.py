@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from load_tests.bench.sustained import _event
+from load_tests.bench.sustained_mix import uniform_event as _event
 from pantry import events
 from pantry.featurestore import repo
 from pantry.featurestore.pipeline import command_key

@@ -15,7 +15,7 @@ import msgspec
 import psutil
 import pytest
 
-from load_tests.bench.sustained import _event
+from load_tests.bench.sustained_mix import uniform_event as _event
 from load_tests.server import pantry_command
 from pantry import events
 from pantry.keys import EVENT_FIELD
