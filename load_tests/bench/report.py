@@ -132,7 +132,8 @@ def sustained_tables(f: SustainedFigures) -> list[str]:
     unavailable = [f"- {p} processes: {why}" for p, why in f.not_available.items()]
     return [
         "`pantry stream live` on a fresh isolated copy, fed by XADD open loop at each rate with the bench's mix",
-        "(ordinary purchases, 10% from 10 heavy customers, 5% and every probe on one hot store x product pair); a",
+        "(85% ordinary purchases: the mix named in the notes below, load_tests/bench/sustained_mix.py; 10% from 10",
+        "heavy customers; 5% and every probe on one hot store x product pair); a",
         f"probe each 100 ms. Held: every minute p99 ≤ {f.p99_limit_ms:g} ms with no probe missing, ≥ 95% of the rate",
         "offered, the last minute's RSS within 10% of the second's. CPU % is the flow's processes (200 = 2 cores),",
         "per process its share of each, process 0 first; the stream in as many partitions as processes (one source",
