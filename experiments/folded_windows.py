@@ -55,8 +55,8 @@ def main(rate: float, minutes: int) -> None:
             held = sum(len(s.sales) + len(getattr(s, "sales_folded", ())) for s in shard.stores.values())
             traced = tracemalloc.get_traced_memory()[0] / 2**20
             pair_minutes = getattr(sp, "minutes", None)  # None: not folded yet, or the commit before the folding
-            print(f"{i / rate / 60:5.0f} min of event time: hot pair {len(sp.sales):,} sales + "
-                  f"{len(pair_minutes.entries) if pair_minutes else 0:,} minutes; store 1 {len(store.sales):,} lines + "
+            print(f"{i / rate / 60:5.0f} min of event time: hot pair {len(sp.ts):,} sales + "
+                  f"{len(pair_minutes.ms) if pair_minutes else 0:,} minutes; store 1 {len(store.sales):,} lines + "
                   f"{len(getattr(store, 'sales_folded', ())):,} minutes; all stores' sales entries {held:,}; "
                   f"traced {traced:,.0f} MB; store shard {cpu / per_report * 1e6:.1f} us/event", flush=True)
             cpu = 0.0

@@ -13,13 +13,15 @@ instead, as experiments.live_gc_freeze does (parse, gate, all 32 shards, the row
 feature-log conversion, 200 events a batch, frozen), and prints its CPU per event per 100,000 events.
 
 `.venv/bin/python -m experiments.state_growth snapshot [EVENTS]` (default 1,500,000) feeds the mix to one customer and
-one store shard logic and prints what encoding their states for a recovery snapshot costs (size, CPU; the indexes a
-state rebuilds at resume are left out of it).
+one store shard logic and prints what encoding their states for a recovery snapshot costs (size, CPU of three calls;
+the indexes a state rebuilds at resume are left out of it), decoding it at a resume, each logic's CPU per event, and
+the process's peak RSS.
 `.venv/bin/python -m experiments.state_growth memory STEP [EVENTS]` (STEP gate, customers or stores; default
 1,000,000 events) feeds the mix to that one step alone and prints the memory its state holds per event (tracemalloc).
 Every mode sends the sustained bench's default mix (PANTRY_BENCH_SUSTAINED_MIX=chain: needs `pantry data load`;
 `uniform` for the stress variant; load_tests/bench/sustained_mix.py).
-Result: docs/STREAMING.md "Limits" (Sustained load, Ten minutes), docs/DECISIONS.md "Compact tops".
+Result: docs/STREAMING.md "Limits" (Sustained load, Ten minutes), docs/DECISIONS.md "Compact tops", "Small pairs in
+columns".
 """
 
 from __future__ import annotations
@@ -91,21 +93,33 @@ def pipeline(n: int, rate: int = 10_000, batch: int = 200) -> None:
 
 def snapshot(n: int, rate: float = 10_000) -> None:
     """What a recovery snapshot of that state costs: every shard's state is encoded at each one (the shards see
-    events in every epoch), here one customer and one store shard logic holding all of it."""
+    events in every epoch), here one customer and one store shard logic holding all of it; and decoding it at a
+    resume. Also each logic's CPU per event while fed, and the process's peak RSS."""
     event = _mix()
-    customers, stores = CustomerShardLogic(None, 0.0), StoreShardLogic(None, 0.0)
+    logics = {"customers": CustomerShardLogic(None, 0.0), "stores": StoreShardLogic(None, 0.0)}
+    fed = dict.fromkeys(logics, 0.0)
     for lo in range(0, n, CHUNK):
         chunk = [from_event(event(i, BASE_TS + timedelta(seconds=i / rate)))
                  for i in range(lo, lo + CHUNK)]
         for i in range(0, CHUNK, BATCH):
             gc.freeze()
-            customers.on_batch([Work(chunk[i:i + BATCH], False, None, False)])
-            stores.on_batch([Work(chunk[i:i + BATCH], False, None, False)])
-    for name, logic in (("customers", customers), ("stores", stores)):
+            for name, logic in logics.items():
+                started = time.process_time()
+                logic.on_batch([Work(chunk[i:i + BATCH], False, None, False)])
+                fed[name] += time.process_time() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{n:,} events: peak RSS {peak:,.0f} MB")
+    for name, logic in logics.items():
+        times = []
+        for _ in range(3):  # the first call also faults in its output buffer, as a live snapshot does
+            started = time.process_time()
+            raw = logic.snapshot()
+            times.append(time.process_time() - started)
         started = time.process_time()
-        size = len(logic.snapshot())
-        cpu_s = time.process_time() - started
-        print(f"{n:,} events: {name} snapshot {size / 2**20:,.0f} MB in {cpu_s:.2f} s CPU")
+        type(logic)(raw, 0.0)
+        decode_s = time.process_time() - started
+        print(f"  {name}: {fed[name] / n * 1e6:.2f} us CPU per event; snapshot {len(raw) / 2**20:,.1f} MB in "
+              f"{', '.join(f'{t:.2f}' for t in times)} s CPU; decoded at resume in {decode_s:.2f} s")
 
 
 def memory(step: str, n: int, rate: float = 10_000) -> None:

@@ -13,11 +13,12 @@ from streaming.features import store as S
 from streaming.features import store_product as SP
 from streaming.features import substitution as F
 from streaming.features.event import Ev, cached_next_change
+from streaming.features.small_pairs import SmallPairs, decode_hook, encode_hook
 from streaming.features.store_product import PAIR_MASK, PAIR_SHIFT, pair_key
 from streaming.shards import Coalescing
 from streaming.sinks import Flush, Row, failure
 
-_encode = msgspec.msgpack.Encoder().encode
+_encode = msgspec.msgpack.Encoder(enc_hook=encode_hook).encode
 
 log = logging.getLogger("pantry.streaming")
 
@@ -37,24 +38,32 @@ class StoreShard(msgspec.Struct, array_like=True):
     # snapshots decode with none
     subs: dict[int, dict[int, list]] = msgspec.field(default_factory=dict)
     dirty_subs: set[int] = msgspec.field(default_factory=set)
-    # the pairs that sold once, with no inventory count, as SP.Single (store_product.py): a pair is in `pairs` or
-    # here, not both. Appended: older snapshots decode with none (their pairs are all in `pairs`)
+    # pairs that sold once, as (time, units, as_of), in a snapshot from before `small` (moved there at resume)
     singles: dict[int, tuple[float, int, float]] = msgspec.field(default_factory=dict)
+    # the small pairs (streaming/features/small_pairs.py): a pair is in `pairs` or here, not both. Appended: older
+    # snapshots decode with none
+    small: SmallPairs = msgspec.field(default_factory=SmallPairs)
 
     def pair(self, key: int) -> SP.StoreProductState | None:
-        """The pair's state, whichever way it is held (a Single as the state it stands for)."""
+        """The pair's state, whichever way it is held (a small pair as the state it stands for)."""
         sp = self.pairs.get(key)
-        if sp is None and key in self.singles:
-            return SP.single_state(self.singles[key])
+        if sp is None and key in self.small:
+            return self.small.state(key)
         return sp
 
 
-_store_decoder = msgspec.msgpack.Decoder(StoreShard)
+_store_decoder = msgspec.msgpack.Decoder(StoreShard, dec_hook=decode_hook)
 
 
 def migrate_pairs(shard: StoreShard) -> StoreShard:
-    """Re-key a snapshot's store x product pairs to the current layout (PAIR_SHIFT). A pair that the current
-    bounds cannot hold (a store id >= 2^19 that the old layout let in) is dropped, and logged."""
+    """A snapshot's store x product pairs in the current layout: their sales in columns (SP.migrate_pair), the
+    pairs that sold once into the small pairs, and the keys re-keyed to PAIR_SHIFT. A pair that the current bounds
+    cannot hold (a store id >= 2^19 that the old layout let in) is dropped, and logged."""
+    for sp in shard.pairs.values():
+        SP.migrate_pair(sp)
+    for key, (t, q, as_of) in shard.singles.items():
+        shard.small.put(key, SP.StoreProductState(as_of=as_of, last_sold_at=t, ts=SP.Times((t,)), qs=SP.Counts((q,))))
+    shard.singles = {}
     if shard.pair_shift == PAIR_SHIFT:
         return shard
     old, mask = shard.pair_shift, (1 << shard.pair_shift) - 1
@@ -88,7 +97,7 @@ class StoreShardLogic(Coalescing):
         if feedback:
             events = [e for e in events if e.kind != F.FEEDBACK]
             self.apply_feedback(feedback)
-        for e, exc in S.store_events_apply(sh.stores, sh.pairs, sh.singles, sh.dirty_stores, sh.dirty_pairs, events):
+        for e, exc in S.store_events_apply(sh.stores, sh.pairs, sh.small, sh.dirty_stores, sh.dirty_pairs, events):
             self.dead.append(failure(exc, e, "store"))
 
     def apply_feedback(self, events: list[Ev]) -> None:
@@ -110,12 +119,12 @@ class StoreShardLogic(Coalescing):
     def candidates(self) -> array:
         # store ids are negated (-1 - id) so that one array holds both kinds; pair keys are >= 0
         due = array("q", self.shard.pairs)
-        due.extend(self.shard.singles)
+        due.extend(self.shard.small)
         due.extend(-1 - sid for sid in self.shard.stores)
         return due
 
     def entities(self) -> int:
-        return len(self.shard.pairs) + len(self.shard.singles) + len(self.shard.stores)
+        return len(self.shard.pairs) + len(self.shard.small) + len(self.shard.stores)
 
     def changed(self) -> list[int]:
         sh = self.shard
@@ -140,12 +149,12 @@ class StoreShardLogic(Coalescing):
                 sh.dirty_pairs.add(key)
                 return True
         else:
-            single = sh.singles.get(key)
-            if single is None:
+            small = sh.small
+            if key not in small:
                 return False
-            nc = SP.single_next_change(single)
-            if as_of > single[2] and nc <= as_of:
-                sh.singles[key] = (single[0], single[1], as_of)
+            nc = small.next_change(key)
+            if as_of > small.as_of_of(key) and nc <= as_of:
+                small.roll(key, as_of)
                 sh.dirty_pairs.add(key)
                 return True
         self.file_timer(key, nc)
@@ -166,10 +175,10 @@ class StoreShardLogic(Coalescing):
                 if nc <= as_of:
                     sp.as_of, sp.nc = as_of, None
                     dirty_pairs.add(key)
-        singles, single_next_change = sh.singles, SP.single_next_change
-        for key, single in singles.items():  # (replacing a value while iterating is allowed: the size is kept)
-            if as_of > single[2] and single_next_change(single) <= as_of:
-                singles[key] = (single[0], single[1], as_of)
+        small = sh.small
+        for key in small:
+            if as_of > small.as_of_of(key) and small.next_change(key) <= as_of:
+                small.roll(key, as_of)
                 dirty_pairs.add(key)
 
     def rows(self) -> list[Row]:
@@ -181,7 +190,7 @@ class StoreShardLogic(Coalescing):
                 rows.append(("store_traffic", (sid,), S.traffic_row(st, st.as_of), st.as_of))
             except Exception as exc:  # one entity's row must not stop the others
                 self.dead.append(failure(exc, None, f"row of store {sid}"))
-        pairs, singles, values, single_values = sh.pairs, sh.singles, SP.store_product_values, SP.single_values
+        pairs, small, values = sh.pairs, sh.small, SP.store_product_values
         append = rows.append
         for key in sh.dirty_pairs:  # the most frequent row: values as a tuple (sinks.TUPLE_VIEWS)
             try:
@@ -189,9 +198,8 @@ class StoreShardLogic(Coalescing):
                 if sp is not None:
                     append(("store_product", (key >> PAIR_SHIFT, key & PAIR_MASK), values(sp, sp.as_of), sp.as_of))
                 else:
-                    single = singles[key]
-                    append(("store_product", (key >> PAIR_SHIFT, key & PAIR_MASK), single_values(single, single[2]),
-                            single[2]))
+                    row_values, as_of = small.row(key)
+                    append(("store_product", (key >> PAIR_SHIFT, key & PAIR_MASK), row_values, as_of))
             except Exception as exc:
                 self.dead.append(failure(exc, None, f"row of store x product {key >> PAIR_SHIFT}, {key & PAIR_MASK}"))
         self._feedback_rows(rows, sh.dirty_subs)
@@ -235,10 +243,11 @@ class StoreShardLogic(Coalescing):
                                  sp.as_of))
                 except Exception as exc:
                     self.dead.append(failure(exc, None, f"row of store x product {key}"))
-        for key, single in sh.singles.items():
+        small = sh.small
+        for key in small:
             if key not in dirty_pairs:
-                rows.append(("store_product", (key >> PAIR_SHIFT, key & PAIR_MASK), SP.single_values(single, single[2]),
-                             single[2]))
+                row_values, as_of = small.row(key)
+                rows.append(("store_product", (key >> PAIR_SHIFT, key & PAIR_MASK), row_values, as_of))
         self._feedback_rows(rows, [orig for orig in sh.subs if orig not in dirty_subs])
         return Flush(logged, rows)
 

@@ -12,5 +12,6 @@ Views (names and types are the contract in feature_repo/features.py):
   store_product        units over 7 d / 28 d (to the minute), last sale, on_hand from inventory, in-stock probability
 
 Modules: `event` (the flow's compact event, time constants, when a window changes next), `customer`, `store`
-(store_traffic), `store_product`, `windows` (running sums, the minute grain), `top`, `substitution`.
+(store_traffic), `store_product`, `small_pairs` (most pairs, in columns), `windows` (running sums, the minute grain),
+`top`, `substitution`.
 """

@@ -12,14 +12,8 @@ from contextlib import contextmanager
 import msgspec
 
 from streaming.features.event import DAY, HOUR, LATENESS_S, Ev, Values
-from streaming.features.store_product import (
-    PAIR_SHIFT,
-    Single,
-    StoreProductState,
-    pair_sale,
-    single_state,
-    store_product_apply,
-)
+from streaming.features.small_pairs import SmallPairs
+from streaming.features.store_product import PAIR_SHIFT, StoreProductState, pair_sale, store_product_apply
 from streaming.features.windows import GRAIN_S, fold_before, sorted_next_change
 
 
@@ -238,20 +232,20 @@ def store_next_change(st: StoreState) -> float:
     return nc
 
 
-def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProductState], singles: dict[int, Single],
+def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProductState], small: SmallPairs,
                        dirty_stores: set[int], dirty_pairs: set[int], events: Iterable[Ev]
                        ) -> list[tuple[Ev, Exception]]:
     """store_apply and store_product_apply of a store shard's events (pair key: pair_key(store_id, product_id)), the
     changed stores and pairs added to the dirty sets: the same state as the two functions event by event (a test
     checks), with a purchase's two updates inlined (one per purchase event; no calls, no repeated kind checks).
-    A pair's first sale makes it a Single in `singles` (store_product.py), which becomes a state in `pairs` at its
-    next event. Returns the events whose update raised, with the exception: the others are applied
-    (a store or pair created for a failed event is removed again, a Single it promoted restored)."""
+    A pair starts in `small` (streaming/features/small_pairs.py) and becomes a state in `pairs` at a sale it has no
+    room for or at an inventory count. Returns the events whose update raised, with the exception: the others are
+    applied (a store or pair created for a failed event is removed again, a small pair it promoted put back)."""
     new_store, new_pair = StoreState, StoreProductState
     failed: list[tuple[Ev, Exception]] = []
     for e in events:
         made_store = made_pair = None  # created for this event: removed again if it fails
-        promoted: Single | None = None
+        promoted: StoreProductState | None = None  # a small pair as it was before this event made it a state
         try:
             kind = e.kind
             if kind == "purchase":
@@ -271,12 +265,11 @@ def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProd
                     key = (sid << PAIR_SHIFT) | pid
                     sp = pairs.get(key)
                     if sp is None:
-                        promoted = singles.pop(key, None)
-                        if promoted is None:  # its first sale
-                            singles[key] = (t, e.quantity, t if t > 0.0 else 0.0)
+                        if small.sale(key, t, e.quantity):  # a new pair, or a small one with room
                             dirty_pairs.add(key)
                             continue
-                        sp = pairs[key] = single_state(promoted)
+                        promoted = small.state(key)
+                        sp = pairs[key] = small.pop_state(key)
                     sp.nc = None
                     pair_sale(sp, t, e.quantity)
                     last = sp.last_sold_at
@@ -289,12 +282,12 @@ def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProd
                 key = (e.store_id << PAIR_SHIFT) | e.product_id
                 sp = pairs.get(key)
                 if sp is None:
-                    promoted = singles.pop(key, None)
-                    if promoted is None:
+                    if key in small:
+                        promoted = small.state(key)
+                        sp = pairs[key] = small.pop_state(key)
+                    else:
                         sp = pairs[key] = new_pair()
                         made_pair = key
-                    else:
-                        sp = pairs[key] = single_state(promoted)
                 if store_product_apply(sp, e):
                     dirty_pairs.add(key)
         except Exception as exc:  # one event's failure must not stop the others
@@ -307,5 +300,5 @@ def store_events_apply(stores: dict[int, StoreState], pairs: dict[int, StoreProd
                 dirty_pairs.discard(made_pair)
             if promoted is not None:
                 pairs.pop(key, None)
-                singles[key] = promoted
+                small.put(key, promoted)
     return failed

@@ -5,13 +5,15 @@ counted to the minute, the last sale, on_hand from inventory counts, the in-stoc
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 
 import msgspec
 
 from pantry.events import PRODUCT_ID_BITS
 from streaming.features.event import DAY, LATENESS_S, NO_TIME, Ev, Values
-from streaming.features.windows import GRAIN_S, Window, after, fold_before, sorted_next_change, window_slide
+from streaming.features.windows import GRAIN_S, Window, fold_before, sorted_next_change, window_slide_columns
 
 IN_STOCK_PRIOR = 0.9  # P(in stock) before looking at sales; see in_stock_probability
 # The store x product pair key: store << PAIR_SHIFT | product, one int64 (store < 2^19, product < 2^44: the bounds
@@ -29,23 +31,63 @@ def pair_ids(key: int) -> tuple[int, int]:
     return key >> PAIR_SHIFT, key & PAIR_MASK
 
 
-class PairMinutes(msgspec.Struct, array_like=True):
-    """A pair's folded sales (streaming/features/windows.py: the windows count time to the minute): (minute start,
-    units, sales) sorted, and their running sums, which slide to the same cuts as the exact sales' at every row."""
+class Times(array):
+    """A column of times (float64, 8 B a value where a float in a tuple in a list costs ~88 B with its tuple): a
+    pair holds one value per sale of its last ~10 minutes and per minute of its 28 days (docs/DECISIONS.md "Small
+    pairs in columns"). In a snapshot: its bytes (encode_column), native byte order."""
 
-    entries: list[tuple[float, int, int]] = msgspec.field(default_factory=list)
+    __slots__ = ()
+
+    def __new__(cls, values=()):
+        return super().__new__(cls, "d", values)
+
+
+class Counts(array):
+    """A column of int64 counts (units, sales): as Times."""
+
+    __slots__ = ()
+
+    def __new__(cls, values=()):
+        return super().__new__(cls, "q", values)
+
+
+def encode_column(obj):
+    """msgspec's enc_hook for states that hold columns (a store shard's snapshot): a column as its bytes."""
+    if isinstance(obj, array):
+        return obj.tobytes()
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+def decode_column(typ, obj):
+    """msgspec's dec_hook for states that hold columns: a column from its bytes."""
+    if typ in (Times, Counts) and isinstance(obj, bytes):
+        return typ(obj)
+    raise NotImplementedError(f"cannot decode {typ}")
+
+
+class PairMinutes(msgspec.Struct, array_like=True):
+    """A pair's folded sales (streaming/features/windows.py: the windows count time to the minute), sorted by
+    minute: minute starts `ms`, their units `mu` and sales `mn`; and their running sums, which slide to the same cuts
+    as the exact sales' at every row. `entries`: (minute start, units, sales) tuples, only in a snapshot from before
+    the columns (migrate_pair)."""
+
+    entries: list[tuple[float, int, int]] | None = None
     w7: Window = msgspec.field(default_factory=Window)
     w28: Window = msgspec.field(default_factory=Window)
+    ms: Times = msgspec.field(default_factory=Times)
+    mu: Counts = msgspec.field(default_factory=Counts)
+    mn: Counts = msgspec.field(default_factory=Counts)
 
 
 class StoreProductState(msgspec.Struct, array_like=True):
     as_of: float = 0.0
-    sales: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (time, units), sorted if `ix`
+    # (time, units) tuples: only in a snapshot from before the columns `ts` / `qs` (migrate_pair)
+    sales: list[tuple[float, int]] | None = None
     last_sold_at: float | None = None
     inv_on_hand: int | None = None  # the latest inventory count
     inv_t: float = NO_TIME  # its event time (none yet: before anything)
     nc: float | None = None
-    # Running sums over `sales` (streaming/features/windows.py), so a row and the next-change check cost O(log n)
+    # Running sums over the sales (streaming/features/windows.py), so a row and the next-change check cost O(log n)
     # and not a scan of 28 days of sales (a hot pair sells at every probe of the bench). Only past PAIR_INDEX_FROM
     # sales: most pairs hold a few, which a scan serves faster than the sums cost to keep (and without two
     # Windows each). Appended: an older snapshot decodes with ix False, as a small pair.
@@ -60,28 +102,37 @@ class StoreProductState(msgspec.Struct, array_like=True):
     # One optional field, not three: most pairs never fold, and each field costs every pair. Appended: an older
     # snapshot decodes with none, and folds at its next row.
     minutes: PairMinutes | None = None
+    # The exact sales as two columns: times `ts` (sorted if `ix`, else in arrival order) and units `qs`
+    ts: Times = msgspec.field(default_factory=Times)
+    qs: Counts = msgspec.field(default_factory=Counts)
 
 
 PAIR_INDEX_FROM = 8  # sales held before a pair keeps running sums (below: rows scan, as cheap as the sums)
 
-def _units(sale: tuple[float, int]) -> int:
-    return sale[1]
 
-
-def _sales(minute: tuple[float, int, int]) -> int:
-    return minute[2]
+def migrate_pair(sp: StoreProductState) -> None:
+    """A state from a snapshot from before the columns: its sales (and folded minutes) moved into them."""
+    if sp.sales is not None:
+        sp.ts, sp.qs = Times(t for t, _ in sp.sales), Counts(q for _, q in sp.sales)
+        sp.sales = None
+    minutes = sp.minutes
+    if minutes is not None and minutes.entries is not None:
+        minutes.ms = Times(m for m, _, _ in minutes.entries)
+        minutes.mu, minutes.mn = Counts(u for _, u, _ in minutes.entries), Counts(n for _, _, n in minutes.entries)
+        minutes.entries = None
 
 
 def _pair_fold(sp: StoreProductState, before: float) -> None:
     """Fold the exact sales earlier than `before` (windows.fold_before) into per-minute entries, moving their units
     between the running sums (a sale's minute may have left a window its exact time was still in)."""
-    sales, minutes = sp.sales, sp.minutes
-    cut = bisect_left(sales, (before,))
+    ts, qs, minutes = sp.ts, sp.qs, sp.minutes
+    cut = bisect_left(ts, before)
     if minutes is None:  # the folded sums start where the exact ones are: both slide to the same cut at every row
         minutes = sp.minutes = PairMinutes(w7=Window(cut=sp.w7.cut), w28=Window(cut=sp.w28.cut))
-    folded = minutes.entries
+    ms, mu, mn = minutes.ms, minutes.mu, minutes.mn
     pairs = ((sp.w7, minutes.w7), (sp.w28, minutes.w28))
-    for t, q in sales[:cut]:
+    for k in range(cut):
+        t, q = ts[k], qs[k]
         m = t // GRAIN_S * GRAIN_S
         for w, fw in pairs:
             if t > w.cut:
@@ -90,43 +141,53 @@ def _pair_fold(sp: StoreProductState, before: float) -> None:
             if m > fw.cut:
                 fw.n += 1
                 fw.total += q
-        if folded and folded[-1][0] == m:
-            _, units, n = folded[-1]
-            folded[-1] = (m, units + q, n + 1)
-        elif not folded or m > folded[-1][0]:
-            folded.append((m, q, 1))
+        if ms and ms[-1] == m:
+            mu[-1] += q
+            mn[-1] += 1
+        elif not ms or m > ms[-1]:
+            ms.append(m)
+            mu.append(q)
+            mn.append(1)
         else:  # not in time order (a state from before this fold was kept): merge at its place
-            i = bisect_left(folded, (m,))
-            if i < len(folded) and folded[i][0] == m:
-                _, units, n = folded[i]
-                folded[i] = (m, units + q, n + 1)
+            i = bisect_left(ms, m)
+            if i < len(ms) and ms[i] == m:
+                mu[i] += q
+                mn[i] += 1
             else:
-                folded.insert(i, (m, q, 1))
-    del sales[:cut]
+                ms.insert(i, m)
+                mu.insert(i, q)
+                mn.insert(i, 1)
+    del ts[:cut]
+    del qs[:cut]
 
 
 def _pair_index(sp: StoreProductState) -> None:
     """Sort the sales and sum them from scratch: the pair holds more than PAIR_INDEX_FROM sales."""
-    sales = sp.sales
-    sales.sort()
-    units = sum(q for _, q in sales)
-    sp.w7, sp.w28 = Window(n=len(sales), total=units), Window(n=len(sales), total=units)
-    sp.since = sum(q for t, q in sales if t > sp.inv_t)
+    ts, qs = sp.ts, sp.qs
+    order = sorted(range(len(ts)), key=lambda k: (ts[k], qs[k]))  # as the (time, units) tuples sorted
+    sp.ts, sp.qs = Times(ts[k] for k in order), Counts(qs[k] for k in order)
+    units = sum(qs)
+    sp.w7, sp.w28 = Window(n=len(ts), total=units), Window(n=len(ts), total=units)
+    sp.since = sum(q for t, q in zip(ts, qs, strict=True) if t > sp.inv_t)
     sp.ix = True
 
 
 def pair_sale(sp: StoreProductState, t: float, q: int) -> None:
     """A sale joins the list (and, indexed, its place in time order and every running sum that holds it)."""
-    sales = sp.sales
+    ts = sp.ts
     if not sp.ix:
-        sales.append((t, q))
-        if len(sales) > PAIR_INDEX_FROM:
+        ts.append(t)
+        sp.qs.append(q)
+        if len(ts) > PAIR_INDEX_FROM:
             _pair_index(sp)
         return
-    if not sales or t >= sales[-1][0]:
-        sales.append((t, q))
-    else:  # out of order (within the lateness bound)
-        insort(sales, (t, q))
+    if not ts or t >= ts[-1]:
+        ts.append(t)
+        sp.qs.append(q)
+    else:  # out of order (within the lateness bound): after the sales of the same time
+        i = bisect_right(ts, t)
+        ts.insert(i, t)
+        sp.qs.insert(i, q)
     w = sp.w28  # window_add of both windows, inlined: this runs once per purchase line
     if t > w.cut:
         w.n += 1
@@ -144,8 +205,7 @@ def _pair_count(sp: StoreProductState, t: float, on_hand: int | None) -> None:
     of the newest event, so this sums at most the sales of the last 10 minutes)."""
     sp.inv_t, sp.inv_on_hand = t, on_hand
     if sp.ix:
-        sales = sp.sales
-        sp.since = sum(q for _, q in sales[after(sales, t):])
+        sp.since = sum(sp.qs[bisect_right(sp.ts, t):])
 
 
 def store_product_apply(st: StoreProductState, e: Ev) -> bool:
@@ -201,43 +261,57 @@ def store_product_values(st: StoreProductState, as_of: float) -> tuple:
         horizon = inv_t  # sales since the last count still matter for on_hand
     if not st.ix:
         return _small_pair_values(st, as_of, lo7, lo28, horizon)
-    sales, w7, w28 = st.sales, st.w7, st.w28
+    ts, qs, w7, w28 = st.ts, st.qs, st.w7, st.w28
     before = fold_before(as_of)
-    if sales and sales[0][0] < before:
+    if ts and ts[0] < before:
         _pair_fold(st, before)
-    window_slide(w7, sales, lo7, _units)  # first: the sales forgotten below have left both windows
-    window_slide(w28, sales, lo28, _units)
-    if sales and sales[0][0] <= horizon:  # forget what no window (nor on_hand) can need again
-        del sales[:after(sales, horizon)]
+    window_slide_columns(w7, ts, lo7, qs)  # first: the sales forgotten below have left both windows
+    window_slide_columns(w28, ts, lo28, qs)
+    if ts and ts[0] <= horizon:  # forget what no window (nor on_hand) can need again
+        cut = bisect_right(ts, horizon)
+        del ts[:cut]
+        del qs[:cut]
     u7, u28, n28 = w7.total, w28.total, w28.n
     minutes = st.minutes
     if minutes is not None:
-        folded, fw7, fw28 = minutes.entries, minutes.w7, minutes.w28
-        window_slide(fw7, folded, lo7, _units, _sales)
-        window_slide(fw28, folded, lo28, _units, _sales)
-        if folded and folded[0][0] <= horizon:
-            del folded[:after(folded, horizon)]
+        ms, mu, mn, fw7, fw28 = minutes.ms, minutes.mu, minutes.mn, minutes.w7, minutes.w28
+        window_slide_columns(fw7, ms, lo7, mu, mn)
+        window_slide_columns(fw28, ms, lo28, mu, mn)
+        if ms and ms[0] <= horizon:
+            cut = bisect_right(ms, horizon)
+            del ms[:cut]
+            del mu[:cut]
+            del mn[:cut]
         u7, u28, n28 = u7 + fw7.total, u28 + fw28.total, n28 + fw28.n
-    if sales and sales[-1][0] > as_of:  # a row asked for a time before some sales (not the flow's: as_of is newest)
-        for t, q in sales[after(sales, as_of):]:
-            u28 -= q
+    if ts and ts[-1] > as_of:  # a row asked for a time before some sales (not the flow's: as_of is newest)
+        for k in range(bisect_right(ts, as_of), len(ts)):
+            u28 -= qs[k]
             n28 -= 1
-            if t > lo7:
-                u7 -= q
+            if ts[k] > lo7:
+                u7 -= qs[k]
     return _pair_values(st.inv_on_hand, st.last_sold_at, as_of, u7, u28, n28, st.since)
 
 
 def _small_pair_values(st: StoreProductState, as_of: float, lo7: float, lo28: float, horizon: float) -> tuple:
     """store_product_values of a pair without running sums: a scan of its few sales (in any order)."""
-    sales = st.sales
-    if sales and sales[0][0] <= horizon:  # as before the indexes: the list is in arrival order
-        sales = st.sales = [x for x in sales if x[0] > horizon]
-    inv_t = st.inv_t
+    ts, qs = st.ts, st.qs
+    if ts and ts[0] <= horizon:  # as before the indexes: the columns are in arrival order
+        kept = [k for k, t in enumerate(ts) if t > horizon]
+        ts = st.ts = Times(ts[k] for k in kept)
+        qs = st.qs = Counts(qs[k] for k in kept)
+    return scan_values(ts, qs, 0, len(ts), st.inv_t, st.inv_on_hand, st.last_sold_at, as_of, lo7, lo28)
+
+
+def scan_values(times: Sequence[float], units: Sequence[int], lo: int, hi: int, inv_t: float,
+                inv_on_hand: int | None, last_sold_at: float | None, as_of: float, lo7: float, lo28: float) -> tuple:
+    """store_product_values from a scan of a pair's sales, (times[i], units[i]) for i in [lo, hi), in any order (a
+    small pair's; those before the lateness horizon are in no window, whether forgotten or not)."""
     # the windows count time to the minute (windows.py): a sale is in the window starting at lo while the start of
     # its minute is after lo, that is from the first whole minute after lo on
     from7, from28 = (lo7 // GRAIN_S + 1) * GRAIN_S, (lo28 // GRAIN_S + 1) * GRAIN_S
     u7 = u28 = n28 = sold_since_count = 0
-    for t, q in sales:
+    for i in range(lo, hi):
+        t, q = times[i], units[i]
         if t > inv_t:
             sold_since_count += q
         if from28 <= t <= as_of:
@@ -245,7 +319,7 @@ def _small_pair_values(st: StoreProductState, as_of: float, lo7: float, lo28: fl
             n28 += 1
             if t >= from7:
                 u7 += q
-    return _pair_values(st.inv_on_hand, st.last_sold_at, as_of, u7, u28, n28, sold_since_count)
+    return _pair_values(inv_on_hand, last_sold_at, as_of, u7, u28, n28, sold_since_count)
 
 
 def _pair_values(inv_on_hand: int | None, last_sold_at: float | None, as_of: float, u7: int, u28: int, n28: int,
@@ -276,13 +350,18 @@ def store_product_next_change(st: StoreProductState) -> float:
     minutes) if indexed, else a scan of the few (a final refresh asks it of every store x product pair, live
     refreshes of every pair whose row changed)."""
     if st.ix:
-        nc = sorted_next_change(st.sales, st.as_of, (_WEEK, _FOUR_WEEKS), grain=True)
-        if st.minutes is not None and st.minutes.entries:
-            nc = min(nc, sorted_next_change(st.minutes.entries, st.as_of, (_WEEK, _FOUR_WEEKS)))
+        nc = sorted_next_change(st.ts, st.as_of, (_WEEK, _FOUR_WEEKS), grain=True, columns=True)
+        if st.minutes is not None and st.minutes.ms:
+            nc = min(nc, sorted_next_change(st.minutes.ms, st.as_of, (_WEEK, _FOUR_WEEKS), columns=True))
         return nc
-    as_of = st.as_of
+    return scan_next_change(st.ts, 0, len(st.ts), st.as_of)
+
+
+def scan_next_change(times: Sequence[float], lo: int, hi: int, as_of: float) -> float:
+    """store_product_next_change from a scan of a pair's sale times times[lo:hi] (a small pair's, in any order)."""
     best = math.inf
-    for t, _ in st.sales:
+    for i in range(lo, hi):
+        t = times[i]
         if t > as_of:
             continue
         start = t // GRAIN_S * GRAIN_S
@@ -294,43 +373,3 @@ def store_product_next_change(st: StoreProductState) -> float:
         if end < best:
             best = end
     return best
-
-
-# A pair that has sold once and has no inventory count is held as a Single, (sale time, units, as_of), in its store
-# shard's `singles` rather than as a StoreProductState: ~120 bytes with its key and slot instead of ~300 (the struct,
-# its list of sales and the sale's tuple; `python -m experiments.state_growth memory stores`). Most pairs of a chain's
-# day sell once (in the sustained bench's mix, 92.9 % of the pairs of ten minutes at 10,000 events/s). At its next
-# sale or count it becomes the StoreProductState it stands for (single_state); until then its rows and next change are
-# that state's.
-Single = tuple[float, int, float]
-
-
-def single_state(single: Single) -> StoreProductState:
-    t, q, as_of = single
-    return StoreProductState(as_of=as_of, sales=[(t, q)], last_sold_at=t)
-
-
-def single_values(single: Single, as_of: float) -> tuple:
-    """store_product_values(single_state(single), as_of), without building the state (_small_pair_values of one
-    sale; a sale before the lateness horizon is in no window, so forgetting it changes nothing)."""
-    t, q, _ = single
-    u7 = u28 = n28 = 0
-    if ((as_of - 28 * DAY) // GRAIN_S + 1) * GRAIN_S <= t <= as_of:
-        u28, n28 = q, 1
-        if t >= ((as_of - 7 * DAY) // GRAIN_S + 1) * GRAIN_S:
-            u7 = q
-    return _pair_values(None, t, as_of, u7, u28, n28, q)
-
-
-def single_next_change(single: Single) -> float:
-    """store_product_next_change(single_state(single))."""
-    t, _, as_of = single
-    if t > as_of:
-        return math.inf
-    start = t // GRAIN_S * GRAIN_S
-    end = start + _WEEK
-    if end <= as_of:
-        end = start + _FOUR_WEEKS
-        if end <= as_of:
-            return math.inf
-    return end

@@ -81,23 +81,49 @@ def window_slide(w: Window, order: Sequence[tuple], lo: float, amount: Callable[
     w.cut = lo
 
 
+def window_slide_columns(w: Window, times: Sequence[float], lo: float, amounts: Sequence[int],
+                         counts: Sequence[int] | None = None) -> None:
+    """window_slide over columns: entry i is (times[i], amounts[i], counts[i]) (counts: how many entries one stands
+    for; default one), times sorted. The columns are arrays (streaming/features/store_product.py): 8 B a value."""
+    cut = w.cut
+    if lo == cut:
+        return
+    a, b = (cut, lo) if lo > cut else (lo, cut)
+    if not times or times[0] > b or times[-1] <= a:
+        w.cut = lo
+        return
+    i, j = bisect_right(times, a), bisect_right(times, b)
+    if i < j:
+        total = sum(amounts[i:j])
+        n = j - i if counts is None else sum(counts[i:j])
+        if lo > cut:
+            w.n -= n
+            w.total -= total
+        else:
+            w.n += n
+            w.total += total
+    w.cut = lo
+
+
 def after(order: Sequence[tuple], as_of: float) -> int:
     """Index of the first entry later than as_of (len(order) if none: the usual case)."""
     return bisect_right(order, (as_of, INF))
 
 
-def sorted_next_change(order: Sequence[tuple], as_of: float, windows: tuple[float, ...], grain: bool = False
-                       ) -> float:
+def sorted_next_change(order: Sequence, as_of: float, windows: tuple[float, ...], grain: bool = False,
+                       columns: bool = False) -> float:
     """streaming.features.event.next_change of the entries' times, in O(len(windows) * log n) on a time-sorted
     list: the first instant after as_of at which an entry leaves a window (lengths ascending) that holds it.
-    `grain`: windows that count time to the minute (an entry at t leaves at grain_start(t) + w).
+    `grain`: windows that count time to the minute (an entry at t leaves at grain_start(t) + w). `columns`: `order`
+    is the times themselves (an array), not (time, ...) tuples.
 
     An entry contributes t + w for the shortest window w with t + w > as_of; t + w is non-decreasing along the
     list, so within each window's run of entries the first is the smallest. The same float sums as next_change,
     so the same answer to the bit."""
     best = INF
     if len(order) <= 4:  # a scan is cheaper than bisections for a few entries (most store x product pairs)
-        for t, *_ in order:
+        for e in order:
+            t = e if columns else e[0]
             if t <= as_of:
                 start = t // GRAIN_S * GRAIN_S if grain else t
                 for w in windows:
@@ -107,14 +133,16 @@ def sorted_next_change(order: Sequence[tuple], as_of: float, windows: tuple[floa
                             best = end
                         break
         return best
-    hi = after(order, as_of)  # entries later than as_of hold no window yet (next_change skips them)
+    hi = bisect_right(order, as_of) if columns else after(order, as_of)  # later entries hold no window yet
     for w in windows:
-        if grain:
-            i = bisect_right(order, as_of, 0, hi, key=lambda e, w=w: e[0] // GRAIN_S * GRAIN_S + w)
+        if columns:
+            key = (lambda t, w=w: t // GRAIN_S * GRAIN_S + w) if grain else (lambda t, w=w: t + w)
         else:
-            i = bisect_right(order, as_of, 0, hi, key=lambda e, w=w: e[0] + w)
+            key = (lambda e, w=w: e[0] // GRAIN_S * GRAIN_S + w) if grain else (lambda e, w=w: e[0] + w)
+        i = bisect_right(order, as_of, 0, hi, key=key)
         if i < hi:
-            end = (grain_start(order[i][0]) if grain else order[i][0]) + w
+            t = order[i] if columns else order[i][0]
+            end = (grain_start(t) if grain else t) + w
             if end < best:
                 best = end
         hi = i  # entries from here on already left their change at this (shorter) window

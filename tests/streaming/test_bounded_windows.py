@@ -129,17 +129,18 @@ def test_store_product_rows_equal_a_scan_of_every_sale(events, gap):
     sp.as_of += gap
     assert _same_values(SP.store_product_values(sp, sp.as_of), _pair_by_scan(sales, count, sp.as_of))
     _assert_pair_bounded(sp)
-    back = msgspec.msgpack.decode(msgspec.msgpack.encode(sp), type=SP.StoreProductState)
+    back = msgspec.msgpack.Decoder(SP.StoreProductState, dec_hook=SP.decode_column).decode(
+        msgspec.msgpack.Encoder(enc_hook=SP.encode_column).encode(sp))
     assert back == sp
-    assert len(sp.sales) <= len(sales)
+    assert len(sp.ts) == len(sp.qs) <= len(sales)
 
 
 def _assert_pair_bounded(sp: SP.StoreProductState) -> None:
     """After a row: exact sales only from the lateness bound on, one folded entry per minute, nothing past 28 days
     and the lateness bound (or the last count)."""
     if sp.ix:
-        assert all(t >= fold_before(sp.as_of) for t, _ in sp.sales)
-    minutes = [m for m, _, _ in (sp.minutes.entries if sp.minutes else [])]
+        assert all(t >= fold_before(sp.as_of) for t in sp.ts)
+    minutes = list(sp.minutes.ms) if sp.minutes else []
     assert minutes == sorted(set(minutes)) and all(m % GRAIN_S == 0 for m in minutes)
     assert all(m > min(sp.as_of - 28 * DAY - LATENESS_S, sp.inv_t) for m in minutes)
 
@@ -155,9 +156,34 @@ def test_a_pair_selling_every_second_holds_its_last_minutes_exactly_and_one_entr
         sales.append((e.t, 1))
         got = SP.store_product_values(sp, sp.as_of)
     assert _same_values(got, _pair_by_scan(sales, None, sp.as_of))
-    assert len(sp.sales) <= LATENESS_S + GRAIN_S
-    assert len(sp.minutes.entries) == (3 * 3600 - len(sp.sales)) // GRAIN_S
-    assert sum(q for _, q, _ in sp.minutes.entries) + len(sp.sales) == 3 * 3600
+    assert len(sp.ts) <= LATENESS_S + GRAIN_S
+    assert len(sp.minutes.ms) == (3 * 3600 - len(sp.ts)) // GRAIN_S
+    assert sum(sp.minutes.mu) + len(sp.ts) == 3 * 3600
+
+
+
+def test_a_pair_from_a_snapshot_of_tuples_resumes_with_the_same_rows():
+    """A recovery snapshot from before the columns held a pair's sales and folded minutes as tuples: the store
+    shard moves them into columns at resume, and the rows are those of the pair that never went through it."""
+    from streaming.store_shard import StoreShard, StoreShardLogic
+
+    sp = SP.StoreProductState()
+    for i in range(40):  # a sale every 50 s, a late one every 7th: exact sales and folded minutes, indexed
+        SP.store_product_apply(sp, Ev(f"p{i}", "purchase", T0 + 50 * i - (120 if i % 7 == 6 else 0), 1, 1, 7, i,
+                                      1 + i % 3, 1.0))
+        SP.store_product_values(sp, sp.as_of)
+    assert sp.ix and sp.minutes is not None and len(sp.minutes.ms) > 0 and len(sp.ts) > 0
+    from streaming.features.small_pairs import encode_hook
+
+    raw = msgspec.msgpack.decode(msgspec.msgpack.Encoder(enc_hook=encode_hook).encode(StoreShard({}, {5: sp})))
+    fields = raw[1][5]
+    del fields[-2:]  # no columns: the sales and the minutes as tuples, as written then
+    fields[1] = list(zip(sp.ts, sp.qs, strict=True))
+    fields[10] = [list(zip(sp.minutes.ms, sp.minutes.mu, sp.minutes.mn, strict=True)), *fields[10][1:3]]
+    resumed = StoreShardLogic(msgspec.msgpack.encode(raw), 0.0).shard.pairs[5]
+    assert resumed == sp
+    for later in (0.0, 60.0, 7 * DAY, 28 * DAY):
+        assert SP.store_product_values(resumed, sp.as_of + later) == SP.store_product_values(sp, sp.as_of + later)
 
 
 # ---- customer -----------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from streaming.features import customer as C
 from streaming.features import store as S
 from streaming.features import store_product as SP
 from streaming.features.event import DAY, HOUR, LATENESS_S, MINUTE, Ev, next_change
+from streaming.features.small_pairs import K, SmallPairs
 from streaming.features.top import top_merge, top_scores
 from streaming.features.windows import GRAIN_S, fold_before, grain_start
 
@@ -271,9 +272,10 @@ def test_store_product_next_change_is_next_change_of_its_sales_minutes():
     rng = random.Random(2)
     for _ in range(500):
         sp = SP.StoreProductState(as_of=T0)
-        sp.sales = [(T0 + rng.choice([-40, -28, -27.5, -7, -6, 0, 1]) * DAY + rng.choice([0.0, -1.0, 1.0]), 1)
-                    for _ in range(rng.randrange(0, 6))]
-        want = next_change((grain_start(t) for t, _ in sp.sales if t <= sp.as_of), sp.as_of, (7 * DAY, 28 * DAY))
+        times = [T0 + rng.choice([-40, -28, -27.5, -7, -6, 0, 1]) * DAY + rng.choice([0.0, -1.0, 1.0])
+                 for _ in range(rng.randrange(0, 6))]
+        sp.ts, sp.qs = SP.Times(times), SP.Counts([1] * len(times))
+        want = next_change((grain_start(t) for t in times if t <= sp.as_of), sp.as_of, (7 * DAY, 28 * DAY))
         assert SP.store_product_next_change(sp) == want
 
 
@@ -290,9 +292,9 @@ def test_store_events_apply_equals_the_per_event_functions():
         sid, pid = rng.choice([1, 2, 17]), rng.choice([None, 5, 6, 7, 2**31 + 3, 1000 + i])  # 1000 + i: sells once
         events.append(Ev(f"e{i}", kind, t, rng.choice([None, 1, 2]), sid, pid, rng.choice([None, 1, 2, 3]),
                          rng.randrange(1, 4), rng.random(), rng.choice([None, 0, 5]) if kind == "inventory" else None))
-    stores, pairs, singles, dirty_stores, dirty_pairs = {}, {}, {}, set(), set()
+    stores, pairs, small, dirty_stores, dirty_pairs = {}, {}, SmallPairs(), set(), set()
     for i in range(0, len(events), 700):  # in batches, as a shard gets them
-        assert S.store_events_apply(stores, pairs, singles, dirty_stores, dirty_pairs, events[i:i + 700]) == []
+        assert S.store_events_apply(stores, pairs, small, dirty_stores, dirty_pairs, events[i:i + 700]) == []
     want_stores, want_pairs, want_dirty_stores, want_dirty_pairs = {}, {}, set(), set()
     for e in events:
         if e.kind == "purchase":
@@ -307,29 +309,39 @@ def test_store_events_apply_equals_the_per_event_functions():
                 want_dirty_pairs.add(key)
     encode = msgspec.msgpack.encode
     assert encode(stores) == encode(want_stores)
-    assert singles and not singles.keys() & pairs.keys()  # the pairs that sold once, held apart
-    assert {**pairs, **{k: SP.single_state(s) for k, s in singles.items()}} == want_pairs
+    assert len(small) and not set(small) & pairs.keys()  # the small pairs, held apart
+    assert {**pairs, **{k: small.state(k) for k in small}} == want_pairs
     assert (dirty_stores, dirty_pairs) == (want_dirty_stores, want_dirty_pairs)
     assert len(pairs) > 10 and any(sp.inv_on_hand is not None for sp in pairs.values())
 
 
-def test_a_pair_that_sold_once_gives_the_rows_and_next_change_of_its_state():
-    """SP.Single against the StoreProductState it stands for: every row time from its sale to past 28 days (window
-    edges to the minute and the second), and after rolls."""
+def test_a_small_pair_gives_the_rows_and_next_change_of_its_state():
+    """A pair in the small pairs' columns against the StoreProductState it stands for, sale by sale up to the
+    last it has room for (in and out of order, some before the windows): every row time from its sales to past 28
+    days (window edges to the minute and the second), after rolls, and as the state it leaves them as."""
     import random
 
     rng = random.Random(7)
     edges = [0.0, 1.0, 59.0, 60.0, 61.0, 7 * DAY - 60, 7 * DAY, 7 * DAY + 60, 28 * DAY - 60, 28 * DAY,
              28 * DAY + 60, 28 * DAY + LATENESS_S + 120, 40 * DAY]
-    for _ in range(2000):
-        t = T0 + rng.choice([0.0, 30.0, 59.999, rng.uniform(0, 3600)])
-        q = rng.randrange(1, 5)
-        for as_of in [t + d + rng.choice([0.0, 0.5, -0.5]) for d in edges]:
-            as_of = max(as_of, t)
-            single = (t, q, as_of)
-            state = SP.single_state(single)
-            assert SP.single_values(single, as_of) == SP.store_product_values(state, as_of), (t, q, as_of)
-            assert SP.single_next_change(single) == SP.store_product_next_change(SP.single_state(single))
+    for case in range(400):
+        small, state, key = SmallPairs(), SP.StoreProductState(), 1000 + case
+        t0 = T0 + rng.choice([0.0, 30.0, 59.999, rng.uniform(0, 3600)])
+        for i in range(K):
+            t = t0 + rng.choice([0.0, 1.0, -30.0, rng.uniform(-LATENESS_S, 2 * DAY), 30 * DAY * (i % 3 == 2)])
+            q = rng.randrange(1, 5)
+            assert small.sale(key, t, q)
+            SP.store_product_apply(state, Ev(f"p{i}", "purchase", t, 1, 1, 7, i, q, 1.0))
+            assert small.state(key) == state
+            for as_of in [state.as_of + d + rng.choice([0.0, 0.5]) for d in rng.sample(edges, 3)]:
+                small.roll(key, as_of)
+                state.as_of = as_of
+                assert small.values(key, as_of) == SP.store_product_values(state, as_of), (case, i, as_of)
+                assert small.next_change(key) == SP.store_product_next_change(state)
+                assert small.state(key) == state  # the same sales forgotten
+        if len(state.ts) == K:  # full (none forgotten): it must become its state first
+            assert not small.sale(key, t0, 1)
+        assert small.pop_state(key) == state and key not in small and len(small.free) == 1
 
 
 def _traffic_by_scan(lines: list[tuple[float, int | None, int | None, float]], as_of: float) -> dict:

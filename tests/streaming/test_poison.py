@@ -17,6 +17,7 @@ from pantry import events
 from streaming import gate as G
 from streaming.customer_shard import CustomerShardLogic
 from streaming.features.event import DAY, HOUR, NO_TIME, Ev, admit
+from streaming.features.small_pairs import encode_hook
 from streaming.features.store_product import pair_key
 from streaming.shards import Work
 from streaming.store_shard import StoreShard, StoreShardLogic
@@ -147,8 +148,11 @@ def test_old_pair_keys_are_migrated_on_restore():
     old_key = (3 << 32) | 99
     shard = StoreShard(pairs={old_key: StoreProductState(as_of=T0), (2**31 << 32) | 1: StoreProductState()},
                        dirty_pairs={old_key}, pair_shift=32)
-    raw = msgspec.msgpack.decode(msgspec.msgpack.encode(shard))
-    old_snapshot = msgspec.msgpack.encode(raw[:-1])  # as written before the field existed
+    raw = msgspec.msgpack.decode(msgspec.msgpack.Encoder(enc_hook=encode_hook).encode(shard))
+    for state in raw[1].values():  # the pairs as written before their sales were columns
+        state[1] = []
+        del state[-2:]
+    old_snapshot = msgspec.msgpack.encode(raw[:-2])  # as written before the singles and the small pairs
     logic = StoreShardLogic(old_snapshot, flush_s=0.0)
     assert set(logic.shard.pairs) == {pair_key(3, 99)} and logic.shard.dirty_pairs == {pair_key(3, 99)}
     assert logic.shard.pair_shift == 44
@@ -156,6 +160,26 @@ def test_old_pair_keys_are_migrated_on_restore():
     assert [r[1] for r in rows] == [(3, 99)]
     fresh = StoreShardLogic(logic.snapshot(), flush_s=0.0)  # the new layout restores as is
     assert set(fresh.shard.pairs) == {pair_key(3, 99)}
+
+
+
+def test_pairs_that_sold_once_in_an_older_snapshot_resume_as_small_pairs():
+    """A snapshot from before the small pairs held a pair that sold once as (time, units, as_of) in `singles`:
+    it resumes in the small pairs, with the rows of the state it stands for, and sells on from there."""
+    from streaming.features.store_product import Counts, StoreProductState, Times, store_product_values
+
+    key = pair_key(3, 99)
+    shard = StoreShard(singles={key: (T0, 2, T0 + 60)})
+    raw = msgspec.msgpack.decode(msgspec.msgpack.Encoder(enc_hook=encode_hook).encode(shard))
+    logic = StoreShardLogic(msgspec.msgpack.encode(raw[:-1]), flush_s=0.0)  # as written before `small`
+    assert not logic.shard.singles and key in logic.shard.small
+    state = StoreProductState(as_of=T0 + 60, last_sold_at=T0, ts=Times((T0,)), qs=Counts((2,)))
+    assert logic.shard.pair(key) == state
+    logic.shard.dirty_pairs.add(key)
+    assert [r[2] for r in logic.rows()] == [store_product_values(state, T0 + 60)]
+    logic.apply([Ev("b", "purchase", T0 + 120, 1, 3, 99, 7, 1, 1.0)])
+    sp = logic.shard.pair(key)
+    assert list(zip(sp.ts, sp.qs, strict=True)) == [(T0, 2), (T0 + 120, 1)]
 
 
 # ---- live: the same pills through both doors of a running flow ---------------------------------------------------

@@ -54,7 +54,7 @@ def test_a_shard_resumed_from_its_snapshot_gives_the_rows_of_one_that_never_stop
             if rng.random() < 0.3:
                 resumed = make(resumed.snapshot())
         if isinstance(whole, StoreShardLogic):
-            assert whole.shard.singles and whole.shard.pairs  # both ways of holding a pair were resumed
+            assert len(whole.shard.small) and whole.shard.pairs  # both ways of holding a pair were resumed
         end = max(e.t for e in events)
         assert _rows(resumed, end) == _rows(whole, end)
         assert _rows(resumed, end + 8 * DAY) == _rows(whole, end + 8 * DAY)  # windows rolled after the resume
