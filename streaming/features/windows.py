@@ -70,15 +70,18 @@ def window_slide(w: Window, order: Sequence[tuple], lo: float, amount: Callable[
     i, j = bisect_right(order, (a, INF)), bisect_right(order, (b, INF))
     if i < j:
         moved = order[i:j]
-        total = sum(map(amount, moved))
-        n = j - i if count is None else sum(map(count, moved))
-        if lo > cut:
-            w.n -= n
-            w.total -= total
-        else:
-            w.n += n
-            w.total += total
+        _crossed(w, lo, j - i if count is None else sum(map(count, moved)), sum(map(amount, moved)))
     w.cut = lo
+
+
+def _crossed(w: Window, lo: float, n: int, total: int) -> None:
+    """n entries worth `total` lie between the cut and lo: they leave the window (lo after the cut) or enter it."""
+    if lo > w.cut:
+        w.n -= n
+        w.total -= total
+    else:
+        w.n += n
+        w.total += total
 
 
 def window_slide_columns(w: Window, times: Sequence[float], lo: float, amounts: Sequence[int],
@@ -94,14 +97,7 @@ def window_slide_columns(w: Window, times: Sequence[float], lo: float, amounts: 
         return
     i, j = bisect_right(times, a), bisect_right(times, b)
     if i < j:
-        total = sum(amounts[i:j])
-        n = j - i if counts is None else sum(counts[i:j])
-        if lo > cut:
-            w.n -= n
-            w.total -= total
-        else:
-            w.n += n
-            w.total += total
+        _crossed(w, lo, j - i if counts is None else sum(counts[i:j]), sum(amounts[i:j]))
     w.cut = lo
 
 
