@@ -156,18 +156,13 @@ class SmallPairs:
         self.free.append(s)
 
     def put(self, key: int, st: StoreProductState) -> None:
-        """A state that a small pair can hold (holds(st)) into the columns (a pair popped for an event that then
-        failed; a snapshot's pair that sold once, from before the columns)."""
+        """A state that a small pair can hold (at most K sales, no running sums, no inventory count) into the columns:
+        a pair popped for an event that then failed; a snapshot's pair that sold once, from before the columns."""
         s = self._slot(key)
         for i, (t, q) in enumerate(zip(st.ts, st.qs, strict=True)):
             self.units[s * K + i], self.times[s * K + i] = q, t
         self.n[s], self.as_of[s] = len(st.ts), st.as_of
         self.last[s] = st.last_sold_at
-
-    @staticmethod
-    def holds(st: StoreProductState) -> bool:
-        return (not st.ix and st.inv_on_hand is None and st.inv_t == NO_TIME and st.last_sold_at is not None
-                and len(st.ts) <= K)
 
     def columns(self) -> list[bytes]:
         """The columns as bytes, for a recovery snapshot: the sales that slots hold, not their room (most hold one
