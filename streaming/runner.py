@@ -53,9 +53,10 @@ class ReplayRecord(msgspec.Struct):
 
 
 def ensure_recovery(settings: Settings, partitions: int = 1) -> Path:
-    """The recovery directory, made with `partitions` Bytewax recovery partitions if it is new. A flow's cluster holds
-    one partition: on other machines (`--process-id` > 0) the directory starts empty, and Bytewax sends their
-    snapshots to the process whose directory holds it."""
+    """The recovery directory, made with `partitions` Bytewax recovery partitions if it is new (an existing one keeps
+    its count: Bytewax resumes from the whole set). `--processes N` on one machine makes one per worker, all in the
+    directory they share, and Bytewax spreads them over the workers. A cluster across machines holds process 0's:
+    on the others (`--process-id` > 0) the directory starts empty, and Bytewax sends their snapshots to process 0."""
     from bytewax.recovery import init_db_dir
 
     path = recovery_dir(settings)
@@ -165,7 +166,9 @@ def run_flow(settings: Settings, config, workers: int, stop_flag: Callable[[], b
     if processes <= 1:
         run_process(settings, config, workers, stop_flag=stop_flag, layout=layout, on_start=on_start)
         return
-    ensure_recovery(settings)  # before any process opens it
+    # before any process opens it: a recovery partition per worker of the cluster, so that each writes its share of
+    # the snapshots (they all see the one directory; with a single partition one worker wrote every process's)
+    ensure_recovery(settings, partitions=processes * workers)
     addresses = free_addresses(processes)
     children = [spawn_process(settings, config, workers, i, addresses) for i in range(1, processes)]
     done = threading.Event()
@@ -213,7 +216,7 @@ def run_process(settings: Settings, config, workers: int, stop_flag: Callable[[]
 
     flow = build_flow(settings, config, stop_flag, layout, workers=workers * (len(addresses) if addresses else 1))
     backup = timedelta(seconds=settings.stream_backup_interval_s) if settings.stream_backup_interval_s else None
-    recovery = RecoveryConfig(ensure_recovery(settings, partitions=0 if process_id else 1), backup_interval=backup)
+    recovery = RecoveryConfig(ensure_recovery(settings, partitions=0 if process_id else workers), backup_interval=backup)
     # The state is millions of small acyclic objects: the default GC thresholds rescan them over and over.
     thresholds = gc.get_threshold()
     gc.set_threshold(200_000, 50, 1000)

@@ -4,6 +4,7 @@ and 2 workers give the same result as 1."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -140,6 +141,14 @@ def test_two_processes_equal_one(feast_applied, uninterrupted, tmp_path):
     # both processes wrote their share of the offline log (file names carry the worker index)
     parts = {p.name.split("-")[2] for p in settings.feature_log_dir.rglob("part-*.parquet")}
     assert parts == {"0", "1"}, parts
+    # and their share of the snapshots: a recovery partition per worker, each holding some (read by a child: two
+    # SQLite libraries in one process break each other's locks, streaming/retention.py)
+    count = ("import glob, json, sqlite3, sys; print(json.dumps([sqlite3.connect(db).execute("
+             "'SELECT COUNT(*) FROM snaps').fetchone()[0] for db in sorted(glob.glob(sys.argv[1] + '/part-*.sqlite3'))]))")
+    out = subprocess.run([sys.executable, "-c", count, str(runner.recovery_dir(settings))], capture_output=True,
+                         text=True, check=True).stdout
+    snaps = json.loads(out)
+    assert len(snaps) == 2 and min(snaps) > 0, snaps
 
 
 def test_online_writes_deferred_to_the_end_equal_writing_every_flush(feast_applied, uninterrupted, tmp_path):
