@@ -216,7 +216,8 @@ def run_process(settings: Settings, config, workers: int, stop_flag: Callable[[]
 
     flow = build_flow(settings, config, stop_flag, layout, workers=workers * (len(addresses) if addresses else 1))
     backup = timedelta(seconds=settings.stream_backup_interval_s) if settings.stream_backup_interval_s else None
-    recovery = RecoveryConfig(ensure_recovery(settings, partitions=0 if process_id else workers), backup_interval=backup)
+    directory = ensure_recovery(settings, partitions=0 if process_id else workers)
+    recovery = RecoveryConfig(directory, backup_interval=backup)
     # The state is millions of small acyclic objects: the default GC thresholds rescan them over and over.
     thresholds = gc.get_threshold()
     gc.set_threshold(200_000, 50, 1000)

@@ -144,7 +144,8 @@ def test_two_processes_equal_one(feast_applied, uninterrupted, tmp_path):
     # and their share of the snapshots: a recovery partition per worker, each holding some (read by a child: two
     # SQLite libraries in one process break each other's locks, streaming/retention.py)
     count = ("import glob, json, sqlite3, sys; print(json.dumps([sqlite3.connect(db).execute("
-             "'SELECT COUNT(*) FROM snaps').fetchone()[0] for db in sorted(glob.glob(sys.argv[1] + '/part-*.sqlite3'))]))")
+             "'SELECT COUNT(*) FROM snaps').fetchone()[0] "
+             "for db in sorted(glob.glob(sys.argv[1] + '/part-*.sqlite3'))]))")
     out = subprocess.run([sys.executable, "-c", count, str(runner.recovery_dir(settings))], capture_output=True,
                          text=True, check=True).stdout
     snaps = json.loads(out)
