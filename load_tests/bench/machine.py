@@ -32,6 +32,21 @@ def memory_gib() -> float:
     return float("nan")
 
 
+PAGE_REPORTING_ORDER = Path("/sys/module/page_reporting/parameters/page_reporting_order")
+
+
+def free_page_reporting(order_file: Path = PAGE_REPORTING_ORDER) -> str:
+    """A VM whose kernel reports free pages to its host (virtio-balloon) gives memory back within seconds of its
+    release, and touching it again costs ~30 us a page: it lengthens every allocation peak, such as a recovery
+    snapshot (docs/STREAMING.md "Limits")."""
+    try:
+        value = int(order_file.read_text())
+    except (OSError, ValueError):
+        return "no"
+    # the kernel reports free blocks of 2^order pages; past its largest order (10) it reports none
+    return f"on (blocks of {4 << value} KiB and up)" if value <= 10 else f"off (page_reporting_order {value})"
+
+
 def load_average() -> str:
     """Other work on the machine during a run shows in every figure: the report says how busy it was."""
     try:
@@ -62,6 +77,7 @@ def describe() -> dict[str, str]:
         "memory": f"{memory_gib():.1f} GiB",
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        "free memory reported to a VM host": free_page_reporting(),
         "load average at start": load_average(),
         "load average at end": "-",  # the harness fills it in when the run ends
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),

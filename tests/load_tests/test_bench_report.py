@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from load_tests.bench.__main__ import main as bench_main
 from load_tests.bench.figures import Report
 from load_tests.bench.harness import render_last
+from load_tests.bench.machine import describe, free_page_reporting
 from load_tests.bench.report import LOCUST_HEADING, render
 from pantry.settings import ROOT
 
@@ -118,3 +119,13 @@ def test_no_product_package_holds_a_benchmark_module():
         for path in (ROOT / package).rglob("*.py"):
             assert "bench" not in path.name, path
             assert "def run_bench" not in path.read_text(), path
+
+
+def test_the_machine_says_whether_it_hands_free_memory_to_a_vm_host(tmp_path: Path):
+    order = tmp_path / "page_reporting_order"
+    assert free_page_reporting(order) == "no"  # no such module: not a VM that reports
+    order.write_text("9\n")
+    assert free_page_reporting(order) == "on (blocks of 2048 KiB and up)"
+    order.write_text("11\n")
+    assert free_page_reporting(order) == "off (page_reporting_order 11)"
+    assert "free memory reported to a VM host" in describe()
