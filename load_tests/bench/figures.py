@@ -96,6 +96,9 @@ class SustainedRun(msgspec.Struct, kw_only=True):
     # the seconds of the run in which the run's Redis was rewriting its AOF (a child process writing the whole
     # dataset, on the same cores: the plot marks them)
     redis_rewrite_s: list[int] = msgspec.field(default_factory=list)
+    # the seconds in which the flow wrote its recovery store: the end of an epoch, when it snapshots its state and its
+    # sources read nothing until every process has written (the plot marks them)
+    snapshot_s: list[int] = msgspec.field(default_factory=list)
 
 
 class SustainedFigures(msgspec.Struct, kw_only=True):

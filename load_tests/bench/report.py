@@ -126,6 +126,7 @@ def sustained_tables(f: SustainedFigures) -> list[str]:
     held = [f"- {fmt(r.rate_per_s)} events/s, {r.processes} process(es), {r.partitions} stream partition(s), "
             f"{r.seconds:g} s: {r.verdict}"
             + (f"; Redis rewrote its AOF in seconds {spans(r.redis_rewrite_s)}" if r.redis_rewrite_s else "")
+            + (f"; the flow wrote recovery snapshots in seconds {spans(r.snapshot_s)}" if r.snapshot_s else "")
             for r in f.runs]
     highest = [f"- highest rate held with {p} process(es): {fmt(v, 'events/s') if v else 'none'}"
                for p, v in f.highest_held_per_s.items()]

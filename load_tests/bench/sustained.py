@@ -46,12 +46,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
 
 from load_tests.bench.figures import SustainedFigures, SustainedMinute, SustainedRun
 from load_tests.bench.sustained_mix import mix
 from load_tests.bench.sustained_plot import worst_by_second
+from streaming.retention import recovery_dir
 
 MINUTE_S = 60.0
 P99_LIMIT_MS = 500.0
@@ -80,6 +82,7 @@ class Sample:
     process_cpu_s: dict[str, float] | None = None  # cumulative CPU seconds of each of the flow's processes, process 0
     # (the CLI's: the source and the gate) first
     rewriting: bool = False  # Redis was rewriting its AOF
+    snapshotted: bool = False  # the flow wrote its recovery store since the previous sample (an epoch's snapshot)
 
 
 def _p(values: Sequence[float], q: float) -> float:
@@ -203,6 +206,17 @@ def _isolated(settings, redis_url: str):
 def _rewriting(client) -> bool:
     """Is Redis rewriting its AOF (a child process writing the whole dataset, on the same cores)?"""
     return bool(client.info("persistence").get("aof_rewrite_in_progress"))
+
+
+def recovery_written(directory: Path) -> float:
+    """When the flow last wrote its recovery store (the newest modification time of its files; 0: none yet). Bytewax
+    writes it only at the end of an epoch (live: every 300 s, streaming.runner), so a change between two samples is
+    a recovery snapshot: the flow's sources read nothing until every process has written its own."""
+    try:  # the databases and their write-ahead logs: a reader (the stream's trim) may touch the shared-memory index
+        return max((entry.stat().st_mtime for entry in os.scandir(directory)
+                    if entry.name.endswith((".sqlite3", ".sqlite3-wal"))), default=0.0)
+    except OSError:  # not made yet
+        return 0.0
 
 
 def processes_available(processes: int) -> str | None:
@@ -333,11 +347,16 @@ def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> Su
         seq, probe_customer = 0, 60_000_000
         started = time.monotonic()
         next_at, next_probe, next_sample = started, started, started
+        store = recovery_dir(bench)
+        last_written = recovery_written(store)
         while (now := time.monotonic()) - started < seconds:
             if now >= next_sample:
                 cpu, rss, each = flow.sample()
                 lag = live_flow(client, 0, partitions=partitions).lag_s
-                samples.append(Sample(now - started, cpu, rss, lag, others.sample(), each, _rewriting(client)))
+                written = recovery_written(store)
+                samples.append(Sample(now - started, cpu, rss, lag, others.sample(), each, _rewriting(client),
+                                      written > last_written))
+                last_written = written
                 next_sample += 1.0
             ts = BASE_TS + timedelta(seconds=now - started)
             owed += per_tick
@@ -381,7 +400,8 @@ def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> Su
         return SustainedRun(rate_per_s=rate, processes=processes, partitions=partitions, seconds=seconds,
                             minutes=minutes, held=held, verdict=verdict,
                             worst_ms_by_second=worst_by_second(seen + missing, seconds),
-                            redis_rewrite_s=sorted({int(s.t) for s in samples if s.rewriting}))
+                            redis_rewrite_s=sorted({int(s.t) for s in samples if s.rewriting}),
+                            snapshot_s=sorted({int(s.t) for s in samples if s.snapshotted}))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -56,7 +56,7 @@ def plot_freshness(figures: SustainedFigures, report_dir: Path, name: str = "ben
         return
     top = 5 * figures.p99_limit_ms
     fig, ax = plt.subplots(figsize=(7.2, 5.0), dpi=110)
-    marked = False
+    marked = snap_marked = False
     for r in runs:
         ys = [top if v is None else min(v, top) for v in r.worst_ms_by_second]
         (line,) = ax.plot(range(len(ys)), ys, linewidth=1,
@@ -66,6 +66,11 @@ def plot_freshness(figures: SustainedFigures, report_dir: Path, name: str = "ben
             ax.plot(rewriting, [ys[s] for s in rewriting], "x", color=line.get_color(), markersize=5,
                     label=None if marked else "x: Redis rewriting its AOF")
             marked = True
+        snapshots = [s for s in r.snapshot_s if s < len(ys)]
+        if snapshots:  # the flow writing its recovery snapshots: its sources wait for every process to finish
+            ax.plot(snapshots, [ys[s] for s in snapshots], "o", mfc="none", color=line.get_color(), markersize=7,
+                    label=None if snap_marked else "o: the flow writing a recovery snapshot")
+            snap_marked = True
     ax.axhline(figures.p99_limit_ms, color="red", linestyle="--", linewidth=1,
                label=f"p99 limit {figures.p99_limit_ms:g} ms")
     ax.set_ylim(0, top * 1.02)

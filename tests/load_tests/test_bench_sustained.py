@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 from load_tests.bench.figures import SustainedMinute, SustainedRun
-from load_tests.bench.sustained import Sample, judge, next_rate, per_minute, search
+from load_tests.bench.sustained import Sample, judge, next_rate, per_minute, recovery_written, search
 
 
 def minute(m: int, p99: float | None = 100.0, rss: float | None = 500.0, offered: float = 10_000,
@@ -166,6 +168,24 @@ def test_the_report_and_plot_show_when_the_runs_redis_rewrote_its_aof(tmp_path):
     run = report.sustained.runs[0]
     run.worst_ms_by_second = [100.0] * 60
     run.redis_rewrite_s = [12, 13, 14, 40]
+    run.snapshot_s = [29, 30]
     plot_freshness(report.sustained, tmp_path)
     assert (tmp_path / "img" / "bench_sustained_freshness.png").stat().st_size > 0
     assert "Redis rewrote its AOF in seconds 12-14, 40" in render(report)
+    assert "the flow wrote recovery snapshots in seconds 29-30" in render(report)
+
+
+def test_a_recovery_snapshot_is_seen_as_a_write_of_the_flows_recovery_store(tmp_path):
+    """Bytewax writes its SQLite partitions (and their write-ahead logs) only at the end of an epoch; the shared-memory
+    index a reader may touch does not count."""
+    store = tmp_path / "recovery"
+    assert recovery_written(store) == 0.0  # not made yet
+    store.mkdir()
+    (store / "part-0.sqlite3").write_bytes(b"x")
+    os.utime(store / "part-0.sqlite3", (1_000.0, 1_000.0))
+    before = recovery_written(store)
+    assert before == 1_000.0
+    (store / "part-0.sqlite3-shm").write_bytes(b"x")
+    assert recovery_written(store) == before
+    (store / "part-1.sqlite3-wal").write_bytes(b"x")
+    assert recovery_written(store) > before
