@@ -183,10 +183,19 @@ def wait_port_free(port: int, timeout_s: float) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_cluster_port() -> int:
-    """A free port whose cluster-bus port (port + 10000) is free too."""
+    """A free port whose cluster-bus port (port + 10000) is free too, both below the kernel's ephemeral range: a
+    port in that range can be taken by any outgoing connection between this check and redis-server's bind."""
+    high = min(_ephemeral_low(), 65536) - 10000 - 1
     for _ in range(1000):
-        port = random.randint(20000, 40000)
+        port = random.randint(10000, high) if high > 10000 else random.randint(20000, 40000)
         if _bindable(port) and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
