@@ -9,11 +9,12 @@ import msgspec
 
 from streaming.features import customer as C
 from streaming.features import top as T
+from streaming.features.baskets import decode_hook, encode_hook
 from streaming.features.event import FORGET, Ev, cached_next_change
 from streaming.shards import Coalescing
 from streaming.sinks import Flush, Row, failure
 
-_encode = msgspec.msgpack.Encoder().encode
+_encode = msgspec.msgpack.Encoder(enc_hook=encode_hook).encode
 
 
 class CustomerShard(msgspec.Struct, array_like=True):
@@ -22,7 +23,7 @@ class CustomerShard(msgspec.Struct, array_like=True):
     online_behind: bool = False  # rows were logged but kept from the online store (defer_online)
 
 
-_customer_decoder = msgspec.msgpack.Decoder(CustomerShard)
+_customer_decoder = msgspec.msgpack.Decoder(CustomerShard, dec_hook=decode_hook)
 
 
 class CustomerShardLogic(Coalescing):
@@ -31,7 +32,7 @@ class CustomerShardLogic(Coalescing):
     def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0, defer_online: bool = False):
         super().__init__(flush_s, refresh_slice, defer_online)
         self.shard = _customer_decoder.decode(resume) if resume else CustomerShard()
-        for st in self.shard.states.values():  # a snapshot from before baskets were held as their times
+        for st in self.shard.states.values():  # a snapshot from before the baskets' columns
             C.migrate_baskets(st)
         # customer -> top_scores of its repertoire as of its last row, and the products bought since: the next
         # row merges them (top_merge) instead of ranking every product again; not in the snapshot (rebuilt)

@@ -12,11 +12,12 @@ from contextlib import contextmanager
 
 import msgspec
 
+from streaming.features.baskets import Baskets
 from streaming.features.event import DAY, LATENESS_S, MINUTE, Ev, Values
 from streaming.features.substitution import FEEDBACK as FEEDBACK_KIND
 from streaming.features.substitution import customer_feedback_apply, customer_feedback_row
 from streaming.features.top import Top, top_scores
-from streaming.features.windows import Window, after, sorted_next_change, window_add, window_slide
+from streaming.features.windows import Window, sorted_next_change, window_add, window_slide_columns
 
 SESSION_GAP_S = 30 * MINUTE
 SESSION_PRODUCTS = 20
@@ -50,8 +51,8 @@ class CustomerState(msgspec.Struct, array_like=True):
     s_products: dict[int, float] = msgspec.field(default_factory=dict)  # product -> latest time in this session
     s_cart: dict[int, int] = msgspec.field(default_factory=dict)  # added - removed - purchased (may go < 0)
     s_spend: float = 0.0
-    # basket -> its time (its first line's), while in a window; its spend is b_micros'. [time, spend] in a snapshot
-    # from before: migrate_baskets
+    # basket -> its time, or [time, spend]: only in a snapshot from before the baskets' columns (`bk`), moved there
+    # at the state's first use (migrate_baskets)
     baskets: dict[int, float | list] = msgspec.field(default_factory=dict)
     store_baskets: dict[int, int] = msgspec.field(default_factory=dict)  # store -> baskets ever
     last_order_at: float | None = None
@@ -67,37 +68,45 @@ class CustomerState(msgspec.Struct, array_like=True):
     ix: bool = False
     s_order: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (s_products time, product) sorted
     s_pos: set[int] = msgspec.field(default_factory=set)  # products with s_cart > 0
-    b_order: list[tuple[float, int]] = msgspec.field(default_factory=list)  # (basket time, basket) sorted
-    b_micros: dict[int, int] = msgspec.field(default_factory=dict)  # basket -> spend in micro-units (exact sums)
+    b_order: list = msgspec.field(default_factory=list)  # only in a snapshot from before `bk` (always empty)
+    b_micros: dict[int, int] = msgspec.field(default_factory=dict)  # `baskets`' spends, in a snapshot from before
     w7: Window = msgspec.field(default_factory=Window)  # baskets and spend with time > w7.cut (windows.py)
     w28: Window = msgspec.field(default_factory=Window)
     preferred: int | None = None  # the store of most baskets (tie: smaller id); counts only grow, so O(1)
     recent_sorted: bool = False  # `recent` iterates in (time, product) order (_remember_recent); appended
+    # the baskets of the windows (each while its time is within 28 days and the lateness bound), their spend in
+    # micro-units (exact sums in any order): streaming/features/baskets.py; appended
+    bk: Baskets = msgspec.field(default_factory=Baskets)
 
 
 def migrate_baskets(st: CustomerState) -> None:
-    """A state from a snapshot that held each basket as [time, spend]: its baskets as times (the spend is in
-    b_micros already if the state was indexed; else from the float spend, as the indexes were first built)."""
-    if not st.baskets or not isinstance(next(iter(st.baskets.values())), list):
+    """A state from a snapshot from before the baskets' columns: its baskets moved into `bk`. Such a snapshot held
+    a basket as its time with its spend in b_micros, or (older) as [time, spend], whose spend is in b_micros already
+    if the state was indexed, else from the float spend (as the indexes were first built)."""
+    if not st.baskets:
         return
-    if not st.ix:
-        st.b_micros = {bid: round(b[1] * 1e6) for bid, b in st.baskets.items()}
-    st.baskets = {bid: b[0] for bid, b in st.baskets.items()}
+    bk, micros = st.bk, st.b_micros
+    for bid, b in sorted(st.baskets.items(), key=lambda kv: kv[0]):
+        if isinstance(b, list):
+            bk.add(bid, b[0], micros[bid] if st.ix and bid in micros else round(b[1] * 1e6))
+        else:
+            bk.add(bid, b, micros[bid])
+    st.baskets, st.b_micros, st.b_order = {}, {}, []  # an indexed state's windows slide over the columns alike
 
 
 @contextmanager
 def indexes_left_out(states: Iterable[CustomerState]) -> Iterator[None]:
-    """While a snapshot is encoded: the indexes that _index rebuilds from the rest of a state (s_order, s_pos,
-    b_order; the windows' sums and the preferred store are small) are left out of it, and the state is rebuilt at
-    its first use after a resume (as one from before the indexes)."""
-    held = [(st, st.s_order, st.s_pos, st.b_order) for st in states if st.ix]
+    """While a snapshot is encoded: the indexes that _index rebuilds from the rest of a state (s_order, s_pos; the
+    windows' sums and the preferred store are small) are left out of it, and the state is rebuilt at its first use
+    after a resume (as one from before the indexes). The baskets' columns go as they are (bytes)."""
+    held = [(st, st.s_order, st.s_pos) for st in states if st.ix]
     for st, *_ in held:
-        st.s_order, st.s_pos, st.b_order, st.ix = [], set(), [], False
+        st.s_order, st.s_pos, st.ix = [], set(), False
     try:
         yield
     finally:
-        for st, s_order, s_pos, b_order in held:
-            st.s_order, st.s_pos, st.b_order, st.ix = s_order, s_pos, b_order, True
+        for st, s_order, s_pos in held:
+            st.s_order, st.s_pos, st.ix = s_order, s_pos, True
 
 
 def _index(st: CustomerState) -> None:
@@ -105,9 +114,8 @@ def _index(st: CustomerState) -> None:
     migrate_baskets(st)
     st.s_order = sorted((t, p) for p, t in st.s_products.items())
     st.s_pos = {p for p, n in st.s_cart.items() if n > 0}
-    st.b_order = sorted((t, bid) for bid, t in st.baskets.items())
-    spend = sum(st.b_micros.values())
-    st.w7, st.w28 = Window(n=len(st.baskets), total=spend), Window(n=len(st.baskets), total=spend)
+    spend, n = sum(st.bk.values), len(st.bk)
+    st.w7, st.w28 = Window(n=n, total=spend), Window(n=n, total=spend)
     sb = st.store_baskets
     st.preferred = max(sb.items(), key=lambda kv: (kv[1], -kv[0]))[0] if sb else None
     st.ix = True
@@ -158,16 +166,11 @@ def _forget_lowest(st: CustomerState) -> None:
 
 def _basket_line(st: CustomerState, bid: int, t: float, micros: int, store_id: int | None) -> None:
     """A purchase line of basket `bid`: a new basket, more spend, or (an earlier line) an earlier basket time."""
-    old_t = st.baskets.get(bid)
+    bk = st.bk
+    old_t = bk.time_of(bid)
     w7, w28 = st.w7, st.w28
     if old_t is None:
-        st.baskets[bid] = t
-        st.b_micros[bid] = micros
-        order = st.b_order
-        if not order or (t, bid) >= order[-1]:  # the whole entry: a later line finds it by bisection
-            order.append((t, bid))
-        else:
-            insort(order, (t, bid))
+        bk.add(bid, t, micros)
         if t > w28.cut:  # window_add of both windows, inlined: once per basket
             w28.n += 1
             w28.total += micros
@@ -181,13 +184,9 @@ def _basket_line(st: CustomerState, bid: int, t: float, micros: int, store_id: i
             if best is None or n > sb[best] or (n == sb[best] and store_id < best):
                 st.preferred = store_id
         return
-    old_micros = st.b_micros[bid]
-    st.b_micros[bid] = old_micros + micros
+    old_micros = bk.add_value(bid, old_t, micros)
     if t < old_t:  # the basket moves back: out of the windows at its old time, in at its new one
-        st.baskets[bid] = t
-        order = st.b_order
-        del order[bisect_left(order, (old_t, bid))]
-        insort(order, (t, bid))
+        bk.move(bid, old_t, t)
         for w in (w7, w28):
             window_add(w, old_t, -old_micros, -1)
             window_add(w, t, old_micros + micros)
@@ -307,23 +306,21 @@ def activity_row(st: CustomerState, as_of: float) -> Values:
         _index(st)
     lo7, lo28 = as_of - 7 * DAY, as_of - 28 * DAY
     horizon = lo28 - LATENESS_S
-    order, micros, w7, w28 = st.b_order, st.b_micros, st.w7, st.w28
-    spend = lambda entry: micros[entry[1]]  # noqa: E731
-    window_slide(w7, order, lo7, spend)  # first: the baskets forgotten below have left both windows
-    window_slide(w28, order, lo28, spend)
-    if order and order[0][0] <= horizon:  # forget what no window can hold again
-        cut = after(order, horizon)
-        for _, bid in order[:cut]:
-            del st.baskets[bid], micros[bid]
-        del order[:cut]
+    bk, w7, w28 = st.bk, st.w7, st.w28
+    window_slide_columns(w7, bk.times, lo7, bk.values)  # first: the baskets forgotten below have left both windows
+    window_slide_columns(w28, bk.times, lo28, bk.values)
+    times = bk.times
+    if times and times[0] <= horizon:  # forget what no window can hold again
+        bk.forget_through(horizon)
     o7, s7, o28, s28 = w7.n, w7.total, w28.n, w28.total
-    if order and order[-1][0] > as_of:  # a row asked for a time before some baskets (not the flow's: as_of is newest)
-        for t, bid in order[after(order, as_of):]:
+    if times and times[-1] > as_of:  # a row asked for a time before some baskets (not the flow's: as_of is newest)
+        values = bk.values
+        for i in range(bk.after(as_of), len(times)):
             o28 -= 1
-            s28 -= micros[bid]
-            if t > lo7:
+            s28 -= values[i]
+            if times[i] > lo7:
                 o7 -= 1
-                s7 -= micros[bid]
+                s7 -= values[i]
     preferred = st.preferred
     return {
         "orders_7d": o7,
@@ -376,6 +373,6 @@ def customer_next_change(st: CustomerState) -> float:
     """next_change of the baskets' times (7 d, 28 d), by bisection of the sorted index."""
     if not st.ix:
         _index(st)
-    return sorted_next_change(st.b_order, st.as_of, (7 * DAY, 28 * DAY))
+    return sorted_next_change(st.bk.times, st.as_of, (7 * DAY, 28 * DAY), columns=True)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from streaming.features.baskets import Baskets
 from streaming.features.event import DAY, LATENESS_S, NO_TIME
 from streaming.features.store_product import (
     PAIR_INDEX_FROM,
@@ -203,8 +204,9 @@ _NO_UNITS = array("i", [0] * K)
 
 
 def encode_hook(obj):
-    """msgspec's enc_hook for a store shard's snapshot: SmallPairs as its columns, a state's column as its bytes."""
-    if isinstance(obj, SmallPairs):
+    """msgspec's enc_hook for a store shard's snapshot: SmallPairs and a store's Baskets as their columns, a state's
+    column as its bytes."""
+    if isinstance(obj, SmallPairs | Baskets):
         return obj.columns()
     return encode_column(obj)
 
@@ -213,4 +215,6 @@ def decode_hook(typ, obj):
     """msgspec's dec_hook for a store shard's snapshot."""
     if typ is SmallPairs:
         return SmallPairs.from_columns(obj)
+    if typ is Baskets:
+        return Baskets.from_columns(obj)
     return decode_column(typ, obj)

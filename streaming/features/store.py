@@ -10,7 +10,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import msgspec
+import numpy as np
 
+from streaming.features.baskets import NO_CUSTOMER, Baskets
 from streaming.features.event import DAY, HOUR, LATENESS_S, Ev, Values
 from streaming.features.small_pairs import SmallPairs
 from streaming.features.store_product import PAIR_SHIFT, StoreProductState, pair_sale, store_product_apply
@@ -19,16 +21,18 @@ from streaming.features.windows import GRAIN_S, fold_before, sorted_next_change
 
 class StoreState(msgspec.Struct, array_like=True):
     as_of: float = 0.0
-    # basket -> (first time, customer); a tuple, 16 B less than a list (an older snapshot's lists decode as tuples)
+    # basket -> (first time, customer): only in a snapshot from before the baskets' columns (`bk`), moved there at
+    # the state's first use (_reindex)
     baskets: dict[int, tuple[float, int | None]] = msgspec.field(default_factory=dict)
     # (time, sales_value) lines, sorted: only in a snapshot from before lines joined their minute at once (below);
     # folded at the state's next row
     sales: list[tuple[float, float]] = msgspec.field(default_factory=list)
     nc: float | None = None
-    # Indexes of `baskets`, so a traffic row costs O(log n) instead of a scan of the 24 h window (live recomputes
-    # a store's row at every flush that touched it): (first time, basket) sorted, each customer's latest basket
-    # time, and (latest time, customer) sorted. Rebuilt from `baskets` if they disagree (an older snapshot).
-    by_time: list[tuple[float, int]] = msgspec.field(default_factory=list)
+    # Indexes of the baskets, so a traffic row costs O(log n) instead of a scan of the 24 h window (live recomputes
+    # a store's row at every flush that touched it): each customer's latest basket time, and (latest time,
+    # customer) sorted. Rebuilt from the baskets at the state's first use after a resume (`ix`). `by_time`: only in
+    # a snapshot from before the baskets' columns (always empty).
+    by_time: list = msgspec.field(default_factory=list)
     latest: dict[int, float] = msgspec.field(default_factory=dict)
     customers_by_time: list[tuple[float, int]] = msgspec.field(default_factory=list)
     # The sum of `sales` in integer micro-units (exact in any order of additions and removals), so sales_24h costs
@@ -40,6 +44,10 @@ class StoreState(msgspec.Struct, array_like=True):
     # store holds at most the 1,440 minutes of a day and the lateness bound's, however busy. Appended: an older
     # snapshot decodes with none.
     sales_folded: list[tuple[float, int]] = msgspec.field(default_factory=list)
+    # the baskets of the windows (each while its time is within 24 hours and the lateness bound), their customer
+    # (NO_CUSTOMER: none): streaming/features/baskets.py; appended, as `ix` (the customer indexes are built)
+    bk: Baskets = msgspec.field(default_factory=Baskets)
+    ix: bool = False
 
 
 def _sorted_remove(items: list, item) -> None:
@@ -84,52 +92,59 @@ def store_line(st: StoreState, t: float, basket_id: int | None, customer_id: int
     st.sales_micros += micros
     if basket_id is None:
         return
-    if len(st.by_time) != len(st.baskets):
+    if not st.ix:
         _reindex(st)
-    b = st.baskets.get(basket_id)
-    if b is None:
-        st.baskets[basket_id] = (t, customer_id)
-        by_time, entry = st.by_time, (t, basket_id)
-        if not by_time or entry >= by_time[-1]:  # in time order: no bisection (_set_latest)
-            by_time.append(entry)
-        else:
-            insort(by_time, entry)
+    bk = st.bk
+    old = bk.time_of(basket_id)
+    if old is None:
+        bk.add(basket_id, t, NO_CUSTOMER if customer_id is None else customer_id)
         if customer_id is not None:
             latest = st.latest.get(customer_id)
             if latest is None or t > latest:
                 _set_latest(st, customer_id, t)
-    elif t < b[0]:  # an earlier line of a basket seen before: its first time moves back
-        old = b[0]
-        st.baskets[basket_id] = (t, b[1])
-        _sorted_remove(st.by_time, (old, basket_id))
-        insort(st.by_time, (t, basket_id))
-        cid = b[1]
-        if cid is not None and st.latest.get(cid) == old:
-            _set_latest(st, cid, max(bt for bt, bc in st.baskets.values() if bc == cid))
+    elif t < old:  # an earlier line of a basket seen before: its first time moves back (its customer: the first's)
+        cid = bk.value(basket_id, old)
+        bk.move(basket_id, old, t)
+        if cid != NO_CUSTOMER and st.latest.get(cid) == old:
+            _set_latest(st, cid, _latest_basket(bk, cid))
+
+
+def _latest_basket(bk: Baskets, cid: int) -> float:
+    """The latest time of customer `cid`'s baskets (it has one): a scan of the columns, only when a customer's
+    latest basket moves back."""
+    customers, times = np.frombuffer(bk.values, np.int64), np.frombuffer(bk.times, np.float64)
+    latest = float(times[customers == cid].max())
+    del customers, times  # the buffer exports end: the columns may be resized again
+    return latest
 
 
 @contextmanager
 def indexes_left_out(states: Iterable[StoreState]) -> Iterator[None]:
-    """While a snapshot is encoded: the indexes of `baskets` are left out of it (by_time, latest,
+    """While a snapshot is encoded: the customer indexes of the baskets are left out of it (latest,
     customers_by_time), and rebuilt by _reindex at the state's first use after a resume."""
-    held = [(st, st.by_time, st.latest, st.customers_by_time) for st in states if st.baskets]
+    held = [(st, st.latest, st.customers_by_time) for st in states if st.ix and st.latest]
     for st, *_ in held:
-        st.by_time, st.latest, st.customers_by_time = [], {}, []
+        st.latest, st.customers_by_time, st.ix = {}, [], False
     try:
         yield
     finally:
-        for st, by_time, latest, customers_by_time in held:
-            st.by_time, st.latest, st.customers_by_time = by_time, latest, customers_by_time
+        for st, latest, customers_by_time in held:
+            st.latest, st.customers_by_time, st.ix = latest, customers_by_time, True
 
 
 def _reindex(st: StoreState) -> None:
-    st.by_time = sorted((t, bid) for bid, (t, _) in st.baskets.items())
+    """The customer indexes from the baskets (and a snapshot's baskets from before the columns into them)."""
+    bk = st.bk
+    for bid, (t, cid) in sorted(st.baskets.items(), key=lambda kv: kv[0]):
+        bk.add(bid, t, NO_CUSTOMER if cid is None else cid)
+    st.baskets, st.by_time = {}, []
     st.latest = {}
-    for t, cid in st.baskets.values():
-        if cid is not None and t > st.latest.get(cid, -math.inf):
+    for t, cid in zip(bk.times, bk.values, strict=True):  # time order: the last seen is the latest
+        if cid != NO_CUSTOMER:
             st.latest[cid] = t
     st.customers_by_time = sorted((t, cid) for cid, t in st.latest.items())
     st.sales.sort()
+    st.ix = True
 
 
 def store_apply(st: StoreState, e: Ev) -> bool:
@@ -148,16 +163,13 @@ def traffic_row(st: StoreState, as_of: float) -> Values:
     """Baskets, distinct customers and sales in (as_of - 1 h, as_of] and (as_of - 24 h, as_of]; as_of is at or
     after every event time in the state (the store's newest event, or a later refresh). Counted by bisection in
     the sorted indexes: a customer is in a window iff its latest basket is."""
-    if len(st.by_time) != len(st.baskets):
+    if not st.ix:
         _reindex(st)
     lo1, lo24 = as_of - HOUR, as_of - DAY
     horizon = lo24 - LATENESS_S
-    by_time, customers = st.by_time, st.customers_by_time
-    if by_time and by_time[0][0] <= horizon:  # forget what no window can hold again
-        cut = bisect_right(by_time, (horizon, math.inf))
-        for _, bid in by_time[:cut]:
-            del st.baskets[bid]
-        del by_time[:cut]
+    bk, customers = st.bk, st.customers_by_time
+    if bk.times and bk.times[0] <= horizon:  # forget what no window can hold again
+        bk.forget_through(horizon)
         cut = bisect_right(customers, (horizon, math.inf))
         for _, cid in customers[:cut]:
             del st.latest[cid]
@@ -182,9 +194,9 @@ def traffic_row(st: StoreState, as_of: float) -> Values:
     out = _micros_sum(sales[:len(sales) - _count_after(sales, lo24)])
     if folded:
         out += _folded_sum(folded[:len(folded) - _count_after(folded, lo24)])
-    return {"baskets_1h": _count_after(by_time, lo1),
+    return {"baskets_1h": bk.count_after(lo1),
             "customers_1h": _count_after(customers, lo1),
-            "baskets_24h": _count_after(by_time, lo24),
+            "baskets_24h": bk.count_after(lo24),
             "customers_24h": _count_after(customers, lo24),
             "sales_24h": round((total - out) / 1e6, 6)}
 
@@ -223,9 +235,9 @@ def _add_to_minute(folded: list[tuple[float, int]], m: float, micros: int) -> No
 def store_next_change(st: StoreState) -> float:
     """next_change of the baskets' first times (1 h, 24 h) and the sales' times (24 h), by bisection of the
     sorted indexes instead of a scan of a day of baskets and lines at every refresh check of a changed store."""
-    if len(st.by_time) != len(st.baskets):
+    if not st.ix:
         _reindex(st)
-    nc = min(sorted_next_change(st.by_time, st.as_of, (HOUR, DAY)),
+    nc = min(sorted_next_change(st.bk.times, st.as_of, (HOUR, DAY), columns=True),
              sorted_next_change(st.sales, st.as_of, (DAY,), grain=True))
     if st.sales_folded:
         nc = min(nc, sorted_next_change(st.sales_folded, st.as_of, (DAY,)))

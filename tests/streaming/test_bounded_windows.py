@@ -280,7 +280,9 @@ def test_an_earlier_line_of_a_basket_tied_in_time_with_a_lower_id_moves_it_back(
     t = 1_500_000_000.0
     for i, (bid, when) in enumerate(((30, t), (29, t), (30, t - 1))):
         C.customer_apply(state, Ev(f"e{i}", "purchase", when, 1, None, None, bid, 0, 1.0))
-    assert state.b_order == [(t - 1, 30), (t, 29)] and state.baskets[30] == t - 1 and state.b_micros[30] == 2_000_000
+    bk = state.bk
+    assert list(zip(bk.times, bk.ids, strict=True)) == [(t - 1, 30), (t, 29)]
+    assert bk.time_of(30) == t - 1 and bk.value(30, t - 1) == 2_000_000
     assert C.activity_row(state, state.as_of)["orders_7d"] == 2
 
 
@@ -301,15 +303,17 @@ def test_customer_rows_equal_a_scan_of_every_event(events, gap):
         if session is not None:
             got = C.session_row(state)
             assert {k: got[k] for k in session} == session
-        baskets = list(state.baskets.values())
+        baskets = list(state.bk.times)
         assert C.customer_next_change(state) == next_change(baskets, state.as_of, (7 * DAY, 28 * DAY))
     later = state.as_of + gap
     row = C.activity_row(state, later)
     want = scan.row(later)
     assert {k: row[k] for k in want} == want
     # what the state holds is bounded by the windows: nothing at or before the horizon is kept
-    assert all(t > later - 28 * DAY - LATENESS_S for t, _ in state.b_order)
-    assert len(state.b_order) == len(state.baskets) == len(state.b_micros)
+    bk = state.bk
+    assert all(t > later - 28 * DAY - LATENESS_S for t in bk.times)
+    # the id order holds the same baskets at the same times
+    assert sorted(zip(bk.ids, bk.times, strict=True)) == list(zip(bk.by_id, bk.id_times, strict=True))
 
 
 @given(customer_events(), st.sampled_from([1, 2, 3, 5]))
@@ -376,15 +380,36 @@ def test_a_customer_state_without_indexes_gives_the_same_rows(events):
     # indexed, but each basket still [time, spend] (the layout before baskets were their times): migrated at resume
     from streaming.customer_shard import CustomerShard, CustomerShardLogic
 
-    indexed = msgspec.structs.replace(state, baskets=_as_lists(state))
-    resumed = CustomerShardLogic(msgspec.msgpack.encode(CustomerShard({1: indexed})), 0.0).shard.states[1]
-    assert resumed.baskets == state.baskets
+    class IndexedState(OldState, array_like=True):  # with the indexes, baskets as [time, spend]
+        ix: bool = True
+        s_order: list = []
+        s_pos: set[int] = set()
+        b_order: list = []
+        b_micros: dict[int, int] = {}
+        w7: C.Window = msgspec.field(default_factory=C.Window)
+        w28: C.Window = msgspec.field(default_factory=C.Window)
+        preferred: int | None = None
+        recent_sorted: bool = False
+
+    bk = state.bk
+    fields = {f: getattr(state, f) for f in OldState.__struct_fields__} | {"baskets": _as_lists(state)}
+    indexed = IndexedState(**fields, b_order=sorted(zip(bk.times, bk.ids, strict=True)),
+                           b_micros=dict(zip(bk.ids, bk.values, strict=True)), w7=state.w7, w28=state.w28,
+                           s_order=state.s_order, s_pos=state.s_pos, preferred=state.preferred,
+                           recent_sorted=state.recent_sorted)
+
+    class OldShard(msgspec.Struct, array_like=True):
+        states: dict[int, IndexedState]
+
+    resumed = CustomerShardLogic(msgspec.msgpack.encode(OldShard({1: indexed})), 0.0).shard.states[1]
+    assert resumed.bk == state.bk and not resumed.baskets and not resumed.b_micros
     for as_of in (state.as_of, state.as_of + 10 * DAY):
         assert C.activity_row(resumed, as_of) == C.activity_row(state, as_of)
 
 
 def _as_lists(state: C.CustomerState) -> dict[int, list]:
-    return {bid: [t, state.b_micros[bid] / 1e6] for bid, t in state.baskets.items()}
+    bk = state.bk
+    return {bid: [t, micros / 1e6] for t, bid, micros in zip(bk.times, bk.ids, bk.values, strict=True)}
 
 
 @st.composite
@@ -442,3 +467,39 @@ def test_a_repertoire_holds_its_highest_scored_products_up_to_the_bound(events, 
         assert C.repertoire_row(held, held.as_of, top) == C.repertoire_row(held, held.as_of)
     finally:
         C.REPERTOIRE_MAX, C.REPERTOIRE_SLACK, C.REPERTOIRE_TOP = kept
+
+
+@st.composite
+def basket_lines(draw):
+    """Lines of baskets 1..30, out of order, each an (id, time, value) to add or to merge into a held basket."""
+    n = draw(st.integers(1, 200))
+    return [(draw(st.integers(1, 30)), float(draw(st.integers(0, 50))), draw(st.integers(0, 9))) for _ in range(n)]
+
+
+@given(basket_lines(), st.integers(-1, 50))
+@settings(max_examples=300, deadline=None)
+def test_baskets_columns_hold_what_a_dict_of_baskets_holds(lines, horizon):
+    """Baskets (streaming/features/baskets.py) against a dict: a line of a held basket adds its value and moves the
+    basket to an earlier time; forget_through drops what is at or before the horizon; both orders and a snapshot's
+    round trip agree with the dict."""
+    from streaming.features.baskets import Baskets
+
+    bk, want = Baskets(), {}
+    for bid, t, value in lines:
+        held = bk.time_of(bid)
+        assert held == (want[bid][0] if bid in want else None)
+        if held is None:
+            bk.add(bid, t, value)
+            want[bid] = [t, value]
+            continue
+        assert bk.add_value(bid, held, value) == want[bid][1]
+        want[bid][1] += value
+        if t < held:
+            bk.move(bid, held, t)
+            want[bid][0] = t
+    bk.forget_through(horizon)
+    want = {bid: tv for bid, tv in want.items() if tv[0] > horizon}
+    assert list(zip(bk.times, bk.ids, bk.values, strict=True)) == sorted((t, bid, v) for bid, (t, v) in want.items())
+    assert list(zip(bk.by_id, bk.id_times, strict=True)) == sorted((bid, t) for bid, (t, _) in want.items())
+    assert bk.count_after(10.0) == sum(t > 10.0 for t, _ in want.values())
+    assert Baskets.from_columns(bk.columns()) == bk

@@ -12,7 +12,7 @@ from streaming.features import customer as C
 from streaming.features import store as S
 from streaming.features import store_product as SP
 from streaming.features.event import DAY, HOUR, LATENESS_S, MINUTE, Ev, next_change
-from streaming.features.small_pairs import K, SmallPairs
+from streaming.features.small_pairs import K, SmallPairs, encode_hook
 from streaming.features.top import top_merge, top_scores
 from streaming.features.windows import GRAIN_S, fold_before, grain_start
 
@@ -307,7 +307,7 @@ def test_store_events_apply_equals_the_per_event_functions():
             key = SP.pair_key(e.store_id, e.product_id)
             if SP.store_product_apply(want_pairs.setdefault(key, SP.StoreProductState()), e):
                 want_dirty_pairs.add(key)
-    encode = msgspec.msgpack.encode
+    encode = msgspec.msgpack.Encoder(enc_hook=encode_hook).encode
     assert encode(stores) == encode(want_stores)
     assert len(small) and not set(small) & pairs.keys()  # the small pairs, held apart
     assert {**pairs, **{k: small.state(k) for k in small}} == want_pairs
@@ -391,16 +391,18 @@ def test_store_traffic_indexes_equal_a_scan_of_every_line(seed):
     # a refresh long after: every window empties and the state forgets the old baskets
     assert S.traffic_row(st, st.as_of + 2 * DAY) == {"baskets_1h": 0, "customers_1h": 0, "baskets_24h": 0,
                                                      "customers_24h": 0, "sales_24h": 0}
-    assert st.baskets == {} and st.by_time == [] and st.latest == {} and st.customers_by_time == []
+    assert len(st.bk) == len(st.bk.by_id) == 0 and st.latest == {} and st.customers_by_time == []
 
 
 def test_store_traffic_of_a_state_without_indexes_rebuilds_them():
-    """A store state from before the indexes (an older snapshot: baskets only) gives the same row."""
+    """A store state from before the indexes and the baskets' columns (an older snapshot: a dict of baskets only)
+    gives the same row, its baskets moved into the columns."""
     st = S.StoreState()
-    for e in (buy("a", T0 - 2 * HOUR, cid=1, bid=2, sales=1.0), buy("b", T0, cid=3, bid=5, sales=4.0)):
+    for e in (buy("a", T0 - 2 * HOUR, cid=1, bid=2, sales=1.0), buy("b", T0, cid=3, bid=5, sales=4.0),
+              buy("c", T0 - HOUR, cid=None, bid=4, sales=2.0)):
         S.store_apply(st, e)
     # an older snapshot: baskets only, and the sales as lines (now each joins its minute at once)
-    old = S.StoreState(as_of=st.as_of, baskets={k: list(v) for k, v in st.baskets.items()},
-                       sales=[(T0 - 2 * HOUR, 1.0), (T0, 4.0)])
+    old = S.StoreState(as_of=st.as_of, baskets={2: [T0 - 2 * HOUR, 1], 5: [T0, 3], 4: [T0 - HOUR, None]},
+                       sales=[(T0 - 2 * HOUR, 1.0), (T0 - HOUR, 2.0), (T0, 4.0)])
     assert S.traffic_row(old, T0) == S.traffic_row(st, T0)
-    assert old.by_time == st.by_time and old.latest == st.latest
+    assert old.bk == st.bk and old.latest == st.latest and old.baskets == {}
