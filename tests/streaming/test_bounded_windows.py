@@ -378,14 +378,14 @@ def test_a_customer_state_without_indexes_gives_the_same_rows(events):
         assert C.activity_row(old, as_of) == C.activity_row(state, as_of)
     assert C.session_row(old) == C.session_row(state)
     # indexed, but each basket still [time, spend] (the layout before baskets were their times): migrated at resume
-    from streaming.customer_shard import CustomerShard, CustomerShardLogic
+    from streaming.customer_shard import CustomerShardLogic
 
     class IndexedState(OldState, array_like=True):  # with the indexes, baskets as [time, spend]
         ix: bool = True
-        s_order: list = []
-        s_pos: set[int] = set()
-        b_order: list = []
-        b_micros: dict[int, int] = {}
+        s_order: list = msgspec.field(default_factory=list)
+        s_pos: set[int] = msgspec.field(default_factory=set)
+        b_order: list = msgspec.field(default_factory=list)
+        b_micros: dict[int, int] = msgspec.field(default_factory=dict)
         w7: C.Window = msgspec.field(default_factory=C.Window)
         w28: C.Window = msgspec.field(default_factory=C.Window)
         preferred: int | None = None
