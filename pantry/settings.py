@@ -62,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Streaming
     stream_replay_flush_s: float = 1.0  # a replay emits each changed entity at most this often (wall time)
     stream_snapshot_s: float | None = None  # recovery snapshot interval; None = per mode (streaming.runner)
+    stream_fork_snapshots: bool = True  # live shards' snapshots written by a forked child (streaming.forked_snapshots)
     # ---- Event validation: how far ahead of the service clock an event's `ts` may be (pantry.clock.max_accepted_ts;
     # enforced by POST /v1/events and by the live flow's gate; docs/STREAMING.md "Validation")
     event_skew_wall_s: float = 300.0  # ahead of the wall clock (both modes; event mode with no watermark yet)
@@ -279,7 +280,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     num("PANTRY_STREAM_PARTITIONS", "stream_partitions", int)
     num("PANTRY_LIVE_LINGER_MS", "live_linger_ms", int)
     num("PANTRY_RESTART_BACKOFF_MAX_S", "restart_backoff_max_s", float)
-    for name, field in (("PANTRY_SERVE_LIVE", "serve_live"), ("PANTRY_REQUIRE_AOF", "require_aof")):
+    for name, field in (("PANTRY_SERVE_LIVE", "serve_live"), ("PANTRY_REQUIRE_AOF", "require_aof"),
+                        ("PANTRY_STREAM_FORK_SNAPSHOTS", "stream_fork_snapshots")):
         if env.get(name, "").strip():
             kw[field] = _flag(env, name)
     num("PANTRY_EVENTS_WRITE_TIMEOUT_S", "events_write_timeout_s", float)

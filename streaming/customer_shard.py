@@ -7,10 +7,12 @@ from array import array
 
 import msgspec
 
+from streaming import forked_snapshots
 from streaming.features import customer as C
 from streaming.features import top as T
 from streaming.features.baskets import decode_hook, encode_hook
 from streaming.features.event import FORGET, Ev, cached_next_change
+from streaming.forked_snapshots import Forks
 from streaming.shards import Coalescing
 from streaming.sinks import Flush, Row, failure
 
@@ -29,15 +31,19 @@ _customer_decoder = msgspec.msgpack.Decoder(CustomerShard, dec_hook=decode_hook)
 class CustomerShardLogic(Coalescing):
     shard: CustomerShard
 
-    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0, defer_online: bool = False):
-        super().__init__(flush_s, refresh_slice, defer_online)
-        self.shard = _customer_decoder.decode(resume) if resume else CustomerShard()
+    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0, defer_online: bool = False,
+                 forks: Forks | None = None):
+        state, replay = forked_snapshots.read(resume)
+        super().__init__(flush_s, refresh_slice, defer_online, forks, forked_snapshots.path_of(resume))
+        self.shard = _customer_decoder.decode(state) if state else CustomerShard()
         for st in self.shard.states.values():  # a snapshot from before the baskets' columns
             C.migrate_baskets(st)
         # customer -> top_scores of its repertoire as of its last row, and the products bought since: the next
         # row merges them (top_merge) instead of ranking every product again; not in the snapshot (rebuilt)
         self.tops: dict[int, T.Top] = {}
         self.bought: dict[int, set[int]] = {}
+        if replay:  # applied after the snapshot's fork
+            self.apply(replay)
 
     def apply(self, events: list[Ev]) -> None:
         states, dirty, tops, bought = self.shard.states, self.shard.dirty, self.tops, self.bought
@@ -130,6 +136,6 @@ class CustomerShardLogic(Coalescing):
         for view, vals, t in C.customer_rows(st, flags, top):
             rows.append((view, (cid,), vals, t))
 
-    def snapshot(self) -> bytes:
+    def encode_state(self) -> bytes:
         with C.indexes_left_out(self.shard.states.values()):  # rebuilt at resume: a third of the bytes
             return _encode(self.shard)

@@ -26,6 +26,7 @@ from streaming.customer_shard import CustomerShardLogic
 from streaming.event_archive import ArchiveSink
 from streaming.feature_log import LIVE_LOG_HANDOFF_S, LOG_EVERY_S
 from streaming.features.event import FORGET, NO_TIME, Ev, from_event
+from streaming.forked_snapshots import forks_of
 from streaming.gate import Gated, GateLogic, Parsed, Skew, route
 from streaming.outcomes import Dec, OutcomeShardLogic, parse_decision
 from streaming.shards import is_customer_shard
@@ -143,7 +144,7 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
     split = op.branch("split", work, is_customer_shard)
     # trues: customer shards, falses: store shards
     shard_args = {"flush_s": config.flush_s, "refresh_slice": config.refresh_slice,
-                  "defer_online": config.defer_online}
+                  "defer_online": config.defer_online, "forks": forks_of(settings) if live else None}
     customer_rows = op.stateful_batch("customers", split.trues, partial(CustomerShardLogic, **shard_args))
     # (shard, Flush(log: [Row], online: [Row])) rows of customer_session / customer_activity / customer_repertoire
     store_rows = op.stateful_batch("stores", split.falses, partial(StoreShardLogic, **shard_args))

@@ -26,6 +26,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from pantry.event_archive import ACCEPTED_AT, ARCHIVE_SCHEMA, TIME_COLUMN, compact, prune
 from pantry.featurestore.offline_log import LogWriter, micros_of_seconds
 from pantry.settings import Settings
+from streaming.epoch_clock import CLOCK
 from streaming.features.event import FORGET, Ev
 
 log = logging.getLogger("pantry.streaming.event_archive")
@@ -37,6 +38,7 @@ ARCHIVE_EVERY_S = 60.0
 ARCHIVE_MAX_PENDING = 20  # hand-offs waiting for the thread: a slower disk slows the flow instead of growing memory
 ARCHIVE_MAX_EVENTS = 200_000  # buffered and handed since the last write: written at once past this
 PARTITION = "archive"
+ARCHIVE_LEAD_S = 2.0  # write the files this long before an epoch's close is due (streaming.epoch_clock)
 
 Accepted = tuple[float, list[Ev]]  # (wall time the gate accepted them, the events): one gate batch
 
@@ -172,8 +174,12 @@ class EventArchive:
 class ArchivePartition(StatefulSinkPartition[Accepted, None]):
     def __init__(self, settings: Settings, worker: str):
         self.archive = EventArchive(settings, worker)
+        self.written_ahead = False  # this epoch's files were written ahead of its close
 
     def write_batch(self, values: list[Accepted]) -> None:
+        if not self.written_ahead and CLOCK.due(ARCHIVE_LEAD_S):  # the close then writes the last seconds'
+            self.written_ahead = True
+            self.archive.write()
         forgot = False
         for accepted_at, events in values:
             kept = [e for e in events if e.kind != FORGET]
@@ -185,6 +191,8 @@ class ArchivePartition(StatefulSinkPartition[Accepted, None]):
     def snapshot(self) -> None:
         # at the end of an epoch, before it is committed: what the epoch accepted is in files, or a restart (which
         # resumes after this epoch) would never process it again
+        CLOCK.closed()
+        self.written_ahead = False
         self.archive.flush()
         return None
 

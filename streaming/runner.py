@@ -24,6 +24,8 @@ from pantry.partitions import counters_key, events_streams, merge_counters
 from pantry.redis_server import sync_client
 from pantry.settings import MAX_STREAM_PARTITIONS, Settings, to_json
 from pantry.supervisor import die_with_parent
+from streaming import forked_snapshots
+from streaming.epoch_clock import CLOCK
 from streaming.retention import recovery_dir
 
 REPLAY_RECORD = "pantry:stream:replay"  # hash: until, events, completed_at, seconds (a completed replay)
@@ -228,11 +230,15 @@ def run_process(settings: Settings, config, workers: int, stop_flag: Callable[[]
         # collection once: ~10 % of the flow's CPU. The collector is off for the replay and back on after it.
         gc.collect()
         gc.disable()
+    interval_s = snapshot_interval_s(settings, config.mode)
+    if config.mode == "live" and settings.stream_fork_snapshots and not process_id:  # before anything of this run forks
+        forked_snapshots.sweep(directory, forked_snapshots.directory_of(settings))
+    CLOCK.start(interval_s)
     if on_start is not None:
         on_start()
     try:
         cli_main(flow, workers_per_process=workers, process_id=process_id, addresses=addresses,
-                 epoch_interval=timedelta(seconds=snapshot_interval_s(settings, config.mode)), recovery_config=recovery)
+                 epoch_interval=timedelta(seconds=interval_s), recovery_config=recovery)
     finally:
         if replay_without_gc:
             gc.enable()

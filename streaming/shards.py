@@ -14,6 +14,7 @@ import msgspec
 from bytewax.operators import StatefulBatchLogic
 
 from streaming.features.event import Ev
+from streaming.forked_snapshots import Forks, ShardSnapshots
 from streaming.refresh import Refresh
 from streaming.sinks import Dead, Flush, failure
 
@@ -56,7 +57,8 @@ class Coalescing(Refresh, StatefulBatchLogic[Work, Flush, bytes]):
 
     shard: msgspec.Struct  # streaming.customer_shard.CustomerShard or streaming.store_shard.StoreShard
 
-    def __init__(self, flush_s: float, refresh_slice: int, defer_online: bool) -> None:
+    def __init__(self, flush_s: float, refresh_slice: int, defer_online: bool, forks: Forks | None = None,
+                 resumed_from: str | None = None) -> None:
         self.flush_s = flush_s
         self.refresh_slice = refresh_slice
         self.defer_online = defer_online
@@ -64,16 +66,26 @@ class Coalescing(Refresh, StatefulBatchLogic[Work, Flush, bytes]):
         Refresh.__init__(self, refresh_slice)
         self.dead: list[Dead] = []  # events whose update raised (and rows that could not be built), not yet emitted
         self.forgot = False  # an erased customer's state was dropped since the last flush
+        # live: snapshots by a forked child (streaming/forked_snapshots.py); else the state encoded at the close
+        self.snapshots = ShardSnapshots(forks, self.encode_state, resumed_from)
+
+    def encode_state(self) -> bytes:
+        raise NotImplementedError
+
+    def snapshot(self) -> bytes:
+        return self.snapshots.snapshot()
 
     def on_batch(self, values: list[Work]) -> tuple[list[Flush], bool]:
         force = final = False
         n_events = 0
+        self.snapshots.before_batch()
         for work in values:
             n_events += len(work.events)
             try:
                 self.apply(work.events)
             except Exception as exc:  # apply isolates each event; this is the last line
                 self.dead.append(failure(exc, None, "batch"))
+            self.snapshots.applied(work.events)
             if work.refresh and work.as_of is not None:
                 if work.final or self.refresh_slice <= 0:
                     self.due = array("q")

@@ -9,12 +9,14 @@ from array import array
 
 import msgspec
 
+from streaming import forked_snapshots
 from streaming.features import store as S
 from streaming.features import store_product as SP
 from streaming.features import substitution as F
 from streaming.features.event import Ev, cached_next_change
 from streaming.features.small_pairs import SmallPairs, decode_hook, encode_hook
 from streaming.features.store_product import PAIR_MASK, PAIR_SHIFT, pair_key
+from streaming.forked_snapshots import Forks
 from streaming.shards import Coalescing
 from streaming.sinks import Flush, Row, failure
 
@@ -87,9 +89,13 @@ def migrate_pairs(shard: StoreShard) -> StoreShard:
 class StoreShardLogic(Coalescing):
     shard: StoreShard
 
-    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0, defer_online: bool = False):
-        super().__init__(flush_s, refresh_slice, defer_online)
-        self.shard = migrate_pairs(_store_decoder.decode(resume)) if resume else StoreShard(pair_shift=PAIR_SHIFT)
+    def __init__(self, resume: bytes | None, flush_s: float, refresh_slice: int = 0, defer_online: bool = False,
+                 forks: Forks | None = None):
+        state, replay = forked_snapshots.read(resume)
+        super().__init__(flush_s, refresh_slice, defer_online, forks, forked_snapshots.path_of(resume))
+        self.shard = migrate_pairs(_store_decoder.decode(state)) if state else StoreShard(pair_shift=PAIR_SHIFT)
+        if replay:  # applied after the snapshot's fork
+            self.apply(replay)
 
     def apply(self, events: list[Ev]) -> None:
         sh = self.shard
@@ -251,6 +257,6 @@ class StoreShardLogic(Coalescing):
         self._feedback_rows(rows, [orig for orig in sh.subs if orig not in dirty_subs])
         return Flush(logged, rows)
 
-    def snapshot(self) -> bytes:
+    def encode_state(self) -> bytes:
         with S.indexes_left_out(self.shard.stores.values()):  # rebuilt at resume: a third of the bytes
             return _encode(self.shard)

@@ -5,6 +5,7 @@ equality tests, now over partitions")."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -21,7 +22,8 @@ from pantry import events
 from pantry.keys import EVENT_FIELD
 from pantry.partitions import counters_key, events_stream, partition_of
 from pantry.redis_server import sync_client
-from streaming import runner
+from streaming import forked_snapshots, runner
+from streaming.retention import recovery_dir
 from tests.streaming.test_live import LiveFlow, wait_for
 from tests.streaming.test_recovery import describe, env_of, feature_hashes, isolated
 
@@ -100,6 +102,8 @@ def test_two_live_processes_killed_and_resumed_give_the_rows_of_one(one_process_
             _stop(flow, signal.SIGKILL)
     killed_at = _processed(client, partitions)
     assert killed_at < N, "the flow had processed every event before the kill: nothing was resumed"
+    files = forked_snapshots.referenced(recovery_dir(two))  # the shards resume from forked children's files
+    assert files and all(os.path.exists(f) for f in files), files
     with LiveFlow(two, processes=2):
         assert wait_for(lambda: _processed(client, partitions) >= N, 120, 0.2), runner.read_counters(client, partitions)
         time.sleep(0.5)

@@ -1,15 +1,21 @@
 """A shard resumed from its snapshot (which leaves out the indexes a state rebuilds, and holds pairs that sold once
 as Singles) gives the rows of the shard that never stopped: random purchases, baskets of several lines, lines out of
-order within the lateness bound, inventory counts, snapshots taken between any two batches."""
+order within the lateness bound, inventory counts, snapshots taken between any two batches; and the same from the
+live flow's snapshots written by a forked child (streaming/forked_snapshots.py)."""
 
 from __future__ import annotations
 
+import os
 import random
+import time
 
 import pytest
 
+from streaming import forked_snapshots
 from streaming.customer_shard import CustomerShardLogic
+from streaming.epoch_clock import CLOCK
 from streaming.features.event import DAY, LATENESS_S, Ev
+from streaming.forked_snapshots import MAGIC, Forks, path_of
 from streaming.shards import Work
 from streaming.store_shard import StoreShardLogic
 
@@ -58,3 +64,78 @@ def test_a_shard_resumed_from_its_snapshot_gives_the_rows_of_one_that_never_stop
         end = max(e.t for e in events)
         assert _rows(resumed, end) == _rows(whole, end)
         assert _rows(resumed, end + 8 * DAY) == _rows(whole, end + 8 * DAY)  # windows rolled after the resume
+
+
+def _close_due() -> None:
+    CLOCK.last_close = time.monotonic() - CLOCK.interval_s  # the next batch of a live shard forks
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_shard_resumed_from_a_forked_snapshot_gives_the_rows_of_one_that_never_stopped(seed: int, tmp_path):
+    """The snapshot is a forked child's file of the state plus the events applied after the fork."""
+    rng = random.Random(seed)
+    forks = Forks(tmp_path, lead_s=1.0)
+    CLOCK.start(3600.0)
+    for make, key in ((lambda resume, f=None: CustomerShardLogic(resume, flush_s=0.0, forks=f), "customer_id"),
+                      (lambda resume, f=None: StoreShardLogic(resume, flush_s=0.0, forks=f), "store_id")):
+        events = [e for e in _events(seed) if getattr(e, key) is not None]
+        whole, resumed = make(None), make(None, forks)
+        forked = 0
+        for i in range(0, len(events), 100):
+            if rng.random() < 0.3:
+                _close_due()
+            batch = events[i:i + 100]
+            whole.on_batch([Work(batch, False, None, False)])
+            resumed.on_batch([Work(batch, False, None, False)])
+            if rng.random() < 0.3:
+                snap = resumed.snapshot()
+                forked += snap.startswith(MAGIC)
+                resumed = make(snap, forks)
+        assert forked >= 3
+        end = max(e.t for e in events)
+        assert _rows(resumed, end) == _rows(whole, end)
+        assert _rows(resumed, end + 8 * DAY) == _rows(whole, end + 8 * DAY)
+
+
+def test_forked_snapshots_keep_the_files_of_the_last_two_and_fall_back_to_the_state(tmp_path, monkeypatch):
+    events = [e for e in _events(4, 600) if e.customer_id is not None]
+    CLOCK.start(3600.0)
+    logic = CustomerShardLogic(None, flush_s=0.0, forks=Forks(tmp_path, lead_s=1.0))
+    snaps = []
+    for i in range(0, 400, 100):
+        logic.on_batch([Work(events[i:i + 100], False, None, False)])
+        _close_due()
+        logic.on_batch([Work(events[i + 100:i + 120], False, None, False)])  # after the fork: in the snapshot
+        snaps.append(logic.snapshot())
+    paths = [path_of(s) for s in snaps]
+    assert all(paths) and len(set(paths)) == 4
+    assert [os.path.exists(p) for p in paths] == [False, False, True, True]  # the committed one and the newest
+    assert len(_decode(snaps[-1])) == 20
+
+    logic.on_batch([Work(events[400:420], False, None, False)])  # no fork in this epoch: the state at the close
+    assert not logic.snapshot().startswith(MAGIC)
+
+    monkeypatch.setattr(forked_snapshots, "FORK_MAX_EVENTS", 10)  # the close came too late: the fork is given up
+    _close_due()
+    logic.on_batch([Work(events[420:440], False, None, False)])
+    logic.on_batch([Work(events[440:460], False, None, False)])
+    assert not logic.snapshot().startswith(MAGIC)
+
+    parent = os.getpid()
+    state = logic.encode_state
+
+    def fails_in_the_child() -> bytes:
+        if os.getpid() != parent:
+            raise OSError("disk full")
+        return state()
+
+    logic.snapshots.encode_state = fails_in_the_child  # a child that fails: the state at the close
+    _close_due()
+    logic.on_batch([Work(events[460:470], False, None, False)])
+    snap = logic.snapshot()
+    assert not snap.startswith(MAGIC)
+    assert CustomerShardLogic(snap, flush_s=0.0).encode_state() == state()
+
+
+def _decode(snap: bytes) -> list[Ev]:
+    return forked_snapshots.read(snap)[1]
