@@ -107,19 +107,27 @@ class _Child:
         return self.ok
 
 
+class _Thread:
+    def __init__(self) -> None:
+        self.shards: weakref.WeakSet[ShardSnapshots] = weakref.WeakSet()  # the thread's shard logics'
+        self.forked_in = -1  # the epoch of its last fork (EpochClock.closes)
+
+
+_THREADS: dict[int, _Thread] = {}
+
+
 class Forks:
     """The forks of one flow process: where their files go, and per worker thread the shard logics it runs (a fork
     copies them all in a consistent state only between their batches, which a thread's own logics always are)."""
 
     def __init__(self, directory: Path, lead_s: float = FORK_LEAD_S) -> None:
         self.directory, self.lead_s = Path(directory), lead_s
-        self._local = threading.local()
 
-    def _thread(self):
-        t = self._local
-        if not hasattr(t, "shards"):
-            t.shards, t.forked_in = weakref.WeakSet(), -1  # forked_in: the epoch of the thread's last fork
-        return t
+    @staticmethod
+    def _thread() -> _Thread:
+        # by thread id, not a threading.local: Bytewax's worker threads are Rust's, whose Python thread state (and
+        # with it a local's values) can go whenever they release the GIL (measured: every batch saw an empty one)
+        return _THREADS.setdefault(threading.get_ident(), _Thread())
 
     def register(self, shard: ShardSnapshots) -> None:
         self._thread().shards.add(shard)
