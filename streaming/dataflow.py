@@ -120,9 +120,10 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
     skew = Skew(settings.clock, settings.event_skew_wall_s, settings.event_skew_event_s) if config.mode == "live" \
         else None
     live = config.mode == "live"
+    forks = forks_of(settings) if live else None  # live: snapshots by forked children (streaming/forked_snapshots.py)
     gated = op.stateful_batch("gate", keyed, partial(GateLogic, skew=skew,
                                                       outcome_tick_s=settings.kpi_flush_s if live else None,
-                                                      archive=live))
+                                                      archive=live, forks=forks))
     # (gate key, Gated(routes {shard: [Ev]}, refresh, as_of, control, outcomes {shard: OutWork}, archived [Ev]))
     if live:  # the event archive (streaming/event_archive.py); a replay's events are the data set already
         accepted = op.filter_map("archive_events", gated, archived_of)
@@ -144,7 +145,7 @@ def build_flow(settings: Settings, config: StreamConfig, stop_flag=None,
     split = op.branch("split", work, is_customer_shard)
     # trues: customer shards, falses: store shards
     shard_args = {"flush_s": config.flush_s, "refresh_slice": config.refresh_slice,
-                  "defer_online": config.defer_online, "forks": forks_of(settings) if live else None}
+                  "defer_online": config.defer_online, "forks": forks}
     customer_rows = op.stateful_batch("customers", split.trues, partial(CustomerShardLogic, **shard_args))
     # (shard, Flush(log: [Row], online: [Row])) rows of customer_session / customer_activity / customer_repertoire
     store_rows = op.stateful_batch("stores", split.falses, partial(StoreShardLogic, **shard_args))

@@ -47,10 +47,12 @@ from streaming.retention import recovery_dir
 
 log = logging.getLogger("pantry.streaming.forked_snapshots")
 
-FORK_LEAD_S = 5.0  # fork this long before the close is due: the child takes ~1 s (more while the machine is busy)
+FORK_LEAD_S = 10.0  # fork this long before the close is due: the child takes ~1-2 s (more while the machine is busy)
+FORK_NICE = 19  # the child's niceness, added to the flow's (a child at the flow's priority delayed its events)
 FORK_MAX_EVENTS = 200_000  # events applied after the fork, per logic, past which it gives the fork up
 FORK_WAIT_S = 60.0  # how long a close waits for a child still writing
-MAGIC = b"pantry-forked-snapshot-1\n"  # then the file's path, a newline, the events (msgpack). A state never
+FORKED = b"pantry-forked-"  # every forked snapshot: a line naming its kind, its file's path, a newline, the rest
+MAGIC = FORKED + b"snapshot-1\n"  # then the file's path, a newline, the events (msgpack). A state never
 # starts so: it is a msgpack array (0x9_, 0xdc)
 _encode_events = msgspec.msgpack.Encoder().encode
 _decode_events = msgspec.msgpack.Decoder(list[Ev]).decode
@@ -73,9 +75,13 @@ def read(resume: bytes | None) -> tuple[bytes | None, list[Ev]]:
     try:
         state = Path(path.decode()).read_bytes()
     except FileNotFoundError as exc:
-        raise RuntimeError(f"the recovery snapshot's state file {path.decode()} is missing: resume on the machine and "
-                           "with the processes that wrote it, or reset the flow (`pantry stream reset`)") from exc
+        raise missing(path.decode()) from exc
     return state, _decode_events(events)
+
+
+def missing(path: str) -> RuntimeError:
+    return RuntimeError(f"the recovery snapshot's state file {path} is missing: resume on the machine and with the "
+                        "processes that wrote it, or reset the flow (`pantry stream reset`)")
 
 
 def path_of(snapshot: bytes | None) -> str | None:
@@ -109,7 +115,7 @@ class _Child:
 
 class _Thread:
     def __init__(self) -> None:
-        self.shards: weakref.WeakSet[ShardSnapshots] = weakref.WeakSet()  # the thread's shard logics'
+        self.shards: weakref.WeakSet[ForkedState] = weakref.WeakSet()  # the thread's logics' (shards, gates)
         self.forked_in = -1  # the epoch of its last fork (EpochClock.closes)
 
 
@@ -129,7 +135,7 @@ class Forks:
         # with it a local's values) can go whenever they release the GIL (measured: every batch saw an empty one)
         return _THREADS.setdefault(threading.get_ident(), _Thread())
 
-    def register(self, shard: ShardSnapshots) -> None:
+    def register(self, shard: ForkedState) -> None:
         self._thread().shards.add(shard)
 
     def maybe_fork(self) -> None:
@@ -138,7 +144,7 @@ class Forks:
             t.forked_in = CLOCK.closes
             self._fork(list(t.shards))
 
-    def _fork(self, shards: list[ShardSnapshots]) -> None:
+    def _fork(self, shards: list[ForkedState]) -> None:
         if not shards:
             return
         where = self.directory / f"{os.getpid()}-{time.time_ns()}"
@@ -149,8 +155,12 @@ class Forks:
             code = 1
             try:
                 gc.disable()  # its state is the parent's, frozen: nothing to collect, and every object would be copied
+                os.nice(FORK_NICE)  # it has seconds to write: the flow's own work comes first
                 for shard, path in zip(shards, paths, strict=True):
-                    _write(path, shard.encode_state())
+                    try:
+                        _write(path, shard.encode_state())
+                    except Exception as exc:  # that logic's close finds no file and encodes; the others go on
+                        sys.stderr.write(f"forked snapshot {path}: {type(exc).__name__}: {exc}\n")
                 _fsync(where)
                 code = 0
             except BaseException as exc:
@@ -179,16 +189,14 @@ def _fsync(directory: Path) -> None:
         os.close(fd)
 
 
-class ShardSnapshots:
-    """One shard logic's snapshots. The logic calls `before_batch()` before it applies a batch, `applied(events)`
-    after, and returns `snapshot()` from its own; `resumed_from` is the file its resume state came from."""
+class ForkedState:
+    """What a fork writes for one logic: `encode_state()` is called in the child; `forked(child, path)` in the parent
+    right after the fork; `taken()` at the close: the file, once the child wrote it (None: encode at the close)."""
 
     def __init__(self, forks: Forks | None, encode_state: Callable[[], bytes], resumed_from: str | None = None):
         self.forks, self.encode_state = forks, encode_state
         self.child: _Child | None = None
         self.path: Path | None = None
-        self.events: list[list[Ev]] = []
-        self.n = 0
         self.files = [resumed_from] if resumed_from else []  # the files of its newest snapshots, oldest first
         if forks is not None:
             forks.register(self)
@@ -198,25 +206,49 @@ class ShardSnapshots:
             self.forks.maybe_fork()
 
     def forked(self, child: _Child, path: Path) -> None:
-        self.child, self.path, self.events, self.n = child, path, [], 0
+        self.child, self.path = child, path
+
+    def given_up(self) -> None:
+        self.child = None
+
+    def taken(self) -> str | None:
+        CLOCK.closed()
+        child, path = self.child, self.path
+        self.child, self.path = None, None
+        if child is None or path is None or not child.wait(FORK_WAIT_S) or not path.exists():
+            return None
+        self.files.append(str(path))
+        while len(self.files) > 2:  # the one before last is committed by now: an epoch ago (minutes)
+            _unlink(self.files.pop(0))
+        return str(path)
+
+
+class ShardSnapshots(ForkedState):
+    """One shard logic's snapshots. The logic calls `before_batch()` before it applies a batch, `applied(events)`
+    after, and returns `snapshot()` from its own; `resumed_from` is the file its resume state came from."""
+
+    def __init__(self, forks: Forks | None, encode_state: Callable[[], bytes], resumed_from: str | None = None):
+        super().__init__(forks, encode_state, resumed_from)
+        self.events: list[list[Ev]] = []
+        self.n = 0
+
+    def forked(self, child: _Child, path: Path) -> None:
+        super().forked(child, path)
+        self.events, self.n = [], 0
 
     def applied(self, events: list[Ev]) -> None:
         if self.child is not None:
             self.events.append(events)
             self.n += len(events)
             if self.n > FORK_MAX_EVENTS:
-                self.child, self.events = None, []
+                self.given_up()
 
     def snapshot(self) -> bytes:
-        CLOCK.closed()
-        child, path, events = self.child, self.path, self.events
-        self.child, self.path, self.events, self.n = None, None, [], 0
-        if child is None or path is None or not child.wait(FORK_WAIT_S):
+        events, self.events, self.n = self.events, [], 0
+        path = self.taken()
+        if path is None:
             return self.encode_state()
-        self.files.append(str(path))
-        while len(self.files) > 2:  # the one before last is committed by now: an epoch ago (minutes)
-            _unlink(self.files.pop(0))
-        return MAGIC + str(path).encode() + b"\n" + _encode_events([e for batch in events for e in batch])
+        return MAGIC + path.encode() + b"\n" + _encode_events([e for batch in events for e in batch])
 
 
 def _unlink(path: str) -> None:
@@ -247,14 +279,19 @@ for db in sorted(glob.glob(sys.argv[1] + "/part-*.sqlite3")):
     for (blob,) in rows:
         snap = Plain(io.BytesIO(blob)).load()
         if isinstance(snap, bytes) and snap.startswith(magic):
-            paths.append(snap[len(magic):].partition(b"\n")[0].decode())
+            paths.append(snap.split(b"\n", 2)[1].decode())
 print(json.dumps(paths))
 """
 
 
+def referenced_in(snapshots: list[bytes]) -> set[str]:
+    """The files these snapshots refer to, parsed as the store's reader (_READ_PATHS) parses them."""
+    return {s.split(b"\n", 2)[1].decode() for s in snapshots if s.startswith(FORKED)}
+
+
 def referenced(recovery_dir: Path) -> set[str]:
     """The state files the snapshots in the recovery store refer to."""
-    args = [sys.executable, "-I", "-c", _READ_PATHS, str(recovery_dir), MAGIC.decode()]
+    args = [sys.executable, "-I", "-c", _READ_PATHS, str(recovery_dir), FORKED.decode()]
     return set(json.loads(subprocess.run(args, capture_output=True, text=True, timeout=60, check=True).stdout))
 
 

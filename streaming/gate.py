@@ -8,14 +8,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import msgspec
+import numpy as np
 from bytewax.operators import StatefulBatchLogic
 
 from pantry.clock import max_accepted_ts
 from pantry.settings import ClockMode
+from streaming import forked_snapshots
 from streaming.features.event import FEATURE_KINDS, FORGET, LATENESS_S, NO_TIME, OUTCOME_KINDS, Ev, admit
 from streaming.features.substitution import is_feedback
+from streaming.forked_snapshots import FORK_MAX_EVENTS, ForkedState, Forks
 from streaming.outcomes import OUTCOME_SHARDS, Dec, OutWork
 from streaming.seen_ids import SeenIds
 from streaming.shards import ALL_SHARDS, NSHARDS, Work
@@ -89,10 +93,11 @@ class GateState(msgspec.Struct, array_like=True, dict=True):
             self.seen, self.seen_minutes = {}, []
         return ids
 
-    def encode(self) -> bytes:
-        """The snapshot: with the ids as `seen_key` and `seen_minutes` for its length only (they are `ids`)."""
+    def encode(self, with_ids: bool = True) -> bytes:
+        """The snapshot: with the ids as `seen_key` and `seen_minutes` for its length only (they are `ids`); without
+        the minutes for a forked snapshot (GateSnapshots)."""
         ids = self.ids
-        self.seen_key, self.seen_minutes = ids.key, ids.minutes()
+        self.seen_key, self.seen_minutes = ids.key, ids.minutes() if with_ids else []
         try:
             return _encode(self)
         finally:
@@ -234,10 +239,80 @@ def _dead(reason: str, e: Ev) -> tuple[str, bytes]:
         return reason, repr(e)[:500].encode()
 
 
+class ForkedGate(msgspec.Struct, array_like=True):
+    """A live gate's snapshot (after FORKED_GATE, the path of the file in which a forked child wrote its seen ids'
+    minutes, and a newline): the ids added since the fork, and the rest of its state (small) as it was at the close
+    (streaming/forked_snapshots.py)."""
+
+    hashes: bytes  # uint64: the ids added since the fork, in order
+    times: bytes  # float64: their event times
+    state: bytes  # GateState at the close, without the minutes
+
+
+FORKED_GATE = forked_snapshots.FORKED + b"gate-1\n"
+_forked_gate_decoder = msgspec.msgpack.Decoder(ForkedGate)
+_minutes_decoder = msgspec.msgpack.Decoder(list[tuple[float, bytes]])
+
+
+def gate_state(resume: bytes | None) -> tuple[GateState, str | None]:
+    """A gate's state from its snapshot, and the file of its seen ids (a forked snapshot's)."""
+    if resume is None:
+        return GateState(), None
+    if not resume.startswith(FORKED_GATE):
+        return _gate_decoder.decode(resume), None
+    path, _, rest = resume[len(FORKED_GATE):].partition(b"\n")
+    forked = _forked_gate_decoder.decode(rest)
+    st = _gate_decoder.decode(forked.state)
+    try:
+        st.seen_minutes = _minutes_decoder.decode(Path(path.decode()).read_bytes())
+    except FileNotFoundError as exc:
+        raise forked_snapshots.missing(path.decode()) from exc
+    hashes = np.frombuffer(forked.hashes, dtype=np.uint64).tolist()
+    ids = st.ids
+    ids.pending.update(hashes)
+    ids.settle(st.watermark, zip(hashes, np.frombuffer(forked.times, dtype=np.float64).tolist(), strict=True))
+    return st, path.decode()
+
+
+class GateSnapshots(ForkedState):
+    """A live gate's snapshots: a fork writes its seen ids (12 MB a gate after five minutes at 10,000 events/s), the
+    ids record what they add after it, and the close encodes the rest of the state."""
+
+    def __init__(self, forks: Forks | None, st: GateState, resumed_from: str | None):
+        self.st = st
+        super().__init__(forks, lambda: _encode(st.ids.minutes()), resumed_from)
+
+    def forked(self, child, path) -> None:
+        super().forked(child, path)
+        self.st.ids.recording = []
+
+    def given_up(self) -> None:
+        super().given_up()
+        self.st.ids.recording = None
+
+    def after_batch(self) -> None:
+        recording = self.st.ids.recording
+        if recording is not None and len(recording) > FORK_MAX_EVENTS:
+            self.given_up()
+
+    def snapshot(self) -> bytes:
+        ids = self.st.ids
+        added, ids.recording = ids.recording, None
+        path = self.taken()
+        if path is None or added is None:
+            return self.st.encode()
+        hashes = np.fromiter((h for h, _t in added), dtype=np.uint64, count=len(added))
+        times = np.fromiter((t for _h, t in added), dtype=np.float64, count=len(added))
+        return FORKED_GATE + path.encode() + b"\n" + _encode(ForkedGate(hashes.tobytes(), times.tobytes(),
+                                                                        self.st.encode(False)))
+
+
 class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
     def __init__(self, resume: bytes | None, skew: Skew | None = None, outcome_tick_s: float | None = None,
-                 archive: bool = False):
-        self.st: GateState = _gate_decoder.decode(resume) if resume else GateState()
+                 archive: bool = False, forks: Forks | None = None):
+        self.st, resumed_from = gate_state(resume)
+        # live: the seen ids snapshotted by a forked child (streaming/forked_snapshots.py)
+        self.snapshots = GateSnapshots(forks, self.st, resumed_from)
         self.archive = archive  # live: hand the accepted events on to the event archive (streaming/event_archive.py)
         self.skew = skew  # live: the clock-skew rule; replay (the data set, in event-time order): none
         self.rolling_until = 0.0  # monotonic time until which shards still roll a spread refresh forward
@@ -250,6 +325,7 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
     def on_batch(self, values: list[Parsed]) -> tuple[list[Gated], bool]:
         out = []
         st = self.st
+        self.snapshots.before_batch()
         for parsed in values:
             accepted, late = gate_apply(st, parsed.events, self.skew)
             st.counters["invalid"] += len(parsed.dead)
@@ -294,7 +370,8 @@ class GateLogic(StatefulBatchLogic[Parsed, Gated, bytes]):
                                                     st.max_t if st.max_t > NO_TIME else None, True)
                     st.held_events, st.held_decisions = [], []
             out.append(gated)
+        self.snapshots.after_batch()
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return self.st.encode()
+        return self.snapshots.snapshot()

@@ -31,13 +31,15 @@ class SeenIds:
     in `pending`, else is added to `pending` at once (a batch sees its own duplicates) and, with its time, to the
     list handed to `settle` after the batch."""
 
-    __slots__ = ("by_minute", "key", "pending", "waiting")
+    __slots__ = ("by_minute", "key", "pending", "recording", "waiting")
 
     def __init__(self, key: bytes | None = None, minutes: Iterable[tuple[float, bytes]] = ()):
         self.key = key or os.urandom(KEY_BYTES)
         self.by_minute: dict[float, np.ndarray] = {m: np.frombuffer(raw, dtype=np.uint64) for m, raw in minutes}
         self.pending: set[int] = set()  # hashes not yet in an array
         self.waiting: dict[float, list[int]] = {}  # the same, by minute
+        # (hash, time) of every id added since a forked snapshot's fork (streaming.gate.GateSnapshots), or None
+        self.recording: list[tuple[int, float]] | None = None
 
     def __len__(self) -> int:
         return sum(len(a) for a in self.by_minute.values()) + len(self.pending)
@@ -64,8 +66,10 @@ class SeenIds:
         """After a batch: the (hash, time) of the ids it added to `pending` join their minutes' waiting lists; the
         minutes wholly before `bound` (the lateness bound) are forgotten; and the waiting hashes merge into their
         arrays once there are SEAL_AT of them."""
-        waiting = self.waiting
+        waiting, recording = self.waiting, self.recording
         for h, t in added:
+            if recording is not None:
+                recording.append((h, t))
             m = t // MINUTE_S * MINUTE_S
             held = waiting.get(m)
             if held is None:

@@ -16,6 +16,7 @@ from streaming.customer_shard import CustomerShardLogic
 from streaming.epoch_clock import CLOCK
 from streaming.features.event import DAY, LATENESS_S, Ev
 from streaming.forked_snapshots import MAGIC, Forks, path_of
+from streaming.gate import FORKED_GATE, GateSnapshots, gate_apply, gate_state
 from streaming.shards import Work
 from streaming.store_shard import StoreShardLogic
 
@@ -64,6 +65,11 @@ def test_a_shard_resumed_from_its_snapshot_gives_the_rows_of_one_that_never_stop
         end = max(e.t for e in events)
         assert _rows(resumed, end) == _rows(whole, end)
         assert _rows(resumed, end + 8 * DAY) == _rows(whole, end + 8 * DAY)  # windows rolled after the resume
+
+
+@pytest.fixture(autouse=True)
+def _no_logics_of_other_tests():
+    forked_snapshots._THREADS.clear()  # a fork writes every logic its thread registered
 
 
 def _close_due() -> None:
@@ -139,3 +145,23 @@ def test_forked_snapshots_keep_the_files_of_the_last_two_and_fall_back_to_the_st
 
 def _decode(snap: bytes) -> list[Ev]:
     return forked_snapshots.read(snap)[1]
+
+
+def test_a_gate_resumed_from_a_forked_snapshot_knows_every_id_it_accepted(tmp_path):
+    """The child writes the gate's seen ids; the ids added after the fork and the rest of its state come with the
+    snapshot at the close."""
+    CLOCK.start(3600.0)
+    st, _ = gate_state(None)
+    snapshots = GateSnapshots(Forks(tmp_path, lead_s=1.0), st, None)
+    events = [Ev(f"g{i}", "purchase", T0 + i * 0.1, i % 50, i % 7, i % 300, i // 3, 1, 1.0) for i in range(3000)]
+    gate_apply(st, events[:2000])
+    _close_due()
+    snapshots.before_batch()  # the fork
+    gate_apply(st, events[2000:2600])
+    snap = snapshots.snapshot()
+    assert snap.startswith(FORKED_GATE) and len(snap) < len(st.encode()) / 2
+    resumed, path = gate_state(snap)
+    assert path in forked_snapshots.referenced_in([snap])
+    assert resumed.encode() == st.encode()  # the same ids (sealed, sorted), key, counters and time
+    assert gate_apply(resumed, events[1500:2600])[0] == []  # ids from before and after the fork: duplicates
+    assert gate_apply(resumed, events[2600:])[0] == gate_apply(st, events[2600:])[0]
