@@ -102,13 +102,17 @@ def test_two_live_processes_killed_and_resumed_give_the_rows_of_one(one_process_
             _stop(flow, signal.SIGKILL)
     killed_at = _processed(client, partitions)
     assert killed_at < N, "the flow had processed every event before the kill: nothing was resumed"
-    files = forked_snapshots.referenced(recovery_dir(two))  # the shards resume from forked children's files
+    files = forked_snapshots.referenced(recovery_dir(two))  # the shards and gates resume from forked children's files
     assert files and all(os.path.exists(f) for f in files), files
+    stray = forked_snapshots.directory_of(two) / "1-1" / "000.snap"  # a fork's file that no snapshot names
+    stray.parent.mkdir()
+    stray.write_bytes(b"left by a crash between a fork and its close")
     with LiveFlow(two, processes=2):
         assert wait_for(lambda: _processed(client, partitions) >= N, 120, 0.2), runner.read_counters(client, partitions)
         time.sleep(0.5)
     counters = runner.read_counters(client, partitions)
     assert counters["processed"] == N and counters.get("duplicate", 0) == 0, counters
+    assert not stray.parent.exists()  # swept by process 0 at its start; the resumed-from files were read
     if partitions > 1:  # every partition's gate took its share
         shares = [float(client.hget(counters_key(p), "processed") or 0) for p in range(partitions)]
         assert all(share > N / (2 * partitions) for share in shares), shares

@@ -13,7 +13,7 @@ import pytest
 
 from streaming import forked_snapshots
 from streaming.customer_shard import CustomerShardLogic
-from streaming.epoch_clock import CLOCK
+from streaming.epoch_clock import CLOCK, EpochClock
 from streaming.features.event import DAY, LATENESS_S, Ev
 from streaming.forked_snapshots import MAGIC, Forks, path_of
 from streaming.gate import FORKED_GATE, GateSnapshots, gate_apply, gate_state
@@ -165,3 +165,20 @@ def test_a_gate_resumed_from_a_forked_snapshot_knows_every_id_it_accepted(tmp_pa
     assert resumed.encode() == st.encode()  # the same ids (sealed, sorted), key, counters and time
     assert gate_apply(resumed, events[1500:2600])[0] == []  # ids from before and after the fork: duplicates
     assert gate_apply(resumed, events[2600:])[0] == gate_apply(st, events[2600:])[0]
+
+
+def test_the_epoch_clock_expects_a_close_an_interval_after_the_last():
+    clock = EpochClock()
+    assert not clock.due(5.0)  # no flow started
+    clock.start(100.0)
+    assert not clock.due(5.0)
+    clock.last_close -= 96.0
+    assert clock.due(5.0)
+    clock.closed()
+    clock.closed()  # another step's snapshot of the same close
+    assert clock.closes == 1 and not clock.due(5.0)
+    clock.start(2.0)
+    clock.last_close -= 1.4
+    assert not clock.due(5.0)  # the lead is at most a quarter of the interval
+    clock.last_close -= 0.2
+    assert clock.due(5.0)
