@@ -87,6 +87,7 @@ class SustainedRun(msgspec.Struct, kw_only=True):
     processes: int
     partitions: int = 1  # stream partitions (PANTRY_STREAM_PARTITIONS), one gate each
     seconds: float
+    time_scale: float = 1.0  # event seconds per wall second (1: a chain's pace; more: windows fill within the run)
     minutes: list[SustainedMinute]
     held: bool  # every minute p99 <= the limit, no probe missing, RSS flat, the rate offered (sustained.judge)
     verdict: str  # why held or not, in one line

@@ -14,21 +14,32 @@ XADDs events, each to its partition (pantry.partitions.partition_of, as the API 
   - 5% of the purchases, and every probe, on one hot store x product pair (store 1, product 1);
   - a freshness probe every 100 ms (10 a second): a purchase of a new customer, timed from its XADD until its
     `customer_activity` row is readable (load_tests/bench/probe.py).
-Event time advances with wall time (a chain's pace). Every second the flow's processes' CPU time and RSS (psutil)
-and /readyz's lag (pantry.health) are sampled. Per minute (by probe send time): offered rate, p50/p99, CPU, RSS, lag.
+Event time advances with wall time (a chain's pace), in the long run `time_scale` times as fast (below). Every
+second the flow's processes' CPU time and RSS (psutil; a fork, a recovery snapshot's child, shares its parent's
+pages and is not counted) and /readyz's lag (pantry.health) are sampled. Per minute (by probe send time): offered
+rate, p50/p99, CPU, RSS, lag.
 
 A rate is **held** when every minute has p99 <= 500 ms with no probe missing, the generator offered >= 95% of the
-rate, and RSS is flat: the last minute's RSS within 10% of the second minute's (the first minute holds start-up
-growth; with fewer than 3 minutes, of the first). After the fixed rates a short search bisects between the highest
-rate held and the lowest missed (`next_rate`).
+rate, and RSS is flat: the last minute's RSS within 10% of the first minute's that starts once the state is at its
+steady size, i.e. once the longest window (a customer's 28 days of baskets, plus the lateness bound) is full and an
+epoch (300 s) has closed; in a run where that never happens, of the second minute's (the first holds start-up
+growth; with fewer than 3 minutes, of the first). At a chain's pace 28-day windows fill for 28 days, so no run of
+minutes shows the state's steady size: the **long run** (the target's, 10 minutes at the first fixed rate, 2
+processes) advances event time 20,000 s a wall second, so the windows are full after ~2 min and entries leave them
+as fast as they come (docs/DECISIONS.md "Flat memory: a time-lapse"). After the fixed rates a short search bisects
+between the highest rate held and the lowest missed (`next_rate`).
 
     python -m load_tests.bench.sustained [RATE ...]      # prints the figures as JSON
 
-Settings (environment), defaults for `make bench` (adds ~12 min: five runs for each of 1 and 2 processes):
-    PANTRY_BENCH_SUSTAINED_S          seconds per run (60; --quick 30); the target is 600
+Settings (environment), defaults for `make bench` (adds ~23 min: five runs for each of 1 and 2 processes, the long
+run):
+    PANTRY_BENCH_SUSTAINED_S          seconds per run (60; --quick 30)
     PANTRY_BENCH_SUSTAINED_RATES      fixed rates, comma-separated (10000)
     PANTRY_BENCH_SUSTAINED_PROCESSES  process counts (1,2); a count the CLI refuses is reported "not available"
     PANTRY_BENCH_SUSTAINED_SEARCH     search runs per process count after the fixed rates (4; --quick 0)
+    PANTRY_BENCH_SUSTAINED_LONG_S     the long run's seconds (600, the target; --quick and 0: none)
+    PANTRY_BENCH_SUSTAINED_LONG_PROCESSES  its process count (2)
+    PANTRY_BENCH_SUSTAINED_TIME_SCALE its event seconds per wall second (20000; 1: a chain's pace)
     PANTRY_BENCH_SUSTAINED_NICE       the flow's PANTRY_LIVE_FLOW_NICE (0: its capacity; the service's default is 10)
     PANTRY_BENCH_SUSTAINED_PARTITIONS stream partitions per run (default: as many as processes)
     PANTRY_BENCH_SUSTAINED_MIX        chain (default) or uniform (sustained_mix.py)
@@ -46,13 +57,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import msgspec
 
 from load_tests.bench.figures import SustainedFigures, SustainedMinute, SustainedRun
 from load_tests.bench.sustained_mix import mix
 from load_tests.bench.sustained_plot import worst_by_second
+from load_tests.bench.sustained_sampling import FlowProcesses, Neighbours, own_redis, recovery_written, rewriting
+from streaming.features.event import DAY, LATENESS_S
 from streaming.retention import recovery_dir
 
 MINUTE_S = 60.0
@@ -64,6 +76,8 @@ TICK_S = 0.01
 PROBE_EVERY_S = 0.1
 BENCH_DB = 8  # streaming.py uses 7
 BASE_TS = datetime(2017, 4, 1, 1, tzinfo=UTC)
+LONGEST_WINDOW_S = 28 * DAY + LATENESS_S  # the longest any state is held (a customer's baskets, a pair's sales)
+LONG_TIME_SCALE = 20_000.0  # the long run's event seconds per wall second: the longest window is full after ~2 min
 
 
 # ---- the pure parts: per-minute figures, the held rule, the search -------------------------------------------
@@ -139,8 +153,20 @@ def per_minute(probes: Sequence[tuple[float, float | None]], sent: Sequence[tupl
     return out
 
 
+def rss_reference(minutes: Sequence[SustainedMinute], full_s: float | None = None) -> SustainedMinute:
+    """The minute whose RSS the last minute's is judged against: the first that starts once the state is at its
+    steady size (`full_s` seconds into the run: the longest window is full, entries leave it as fast as they come,
+    and an epoch has closed), else minute 1 (minute 0 holds start-up growth), with fewer than 3 minutes minute 0."""
+    if full_s is not None:
+        after = [m for m in minutes[:-1] if m.minute * MINUTE_S >= full_s]
+        if after:
+            return after[0]
+    return minutes[1] if len(minutes) >= 3 else minutes[0]
+
+
 def judge(minutes: Sequence[SustainedMinute], rate: float, p99_limit_ms: float = P99_LIMIT_MS,
-          rss_flat: float = RSS_FLAT, offered_min: float = OFFERED_MIN) -> tuple[bool, str]:
+          rss_flat: float = RSS_FLAT, offered_min: float = OFFERED_MIN,
+          full_s: float | None = None) -> tuple[bool, str]:
     """Held or not, and why in one line (the first minute that fails, else the figures that held)."""
     if not minutes:
         return False, "no minute measured"
@@ -155,7 +181,7 @@ def judge(minutes: Sequence[SustainedMinute], rate: float, p99_limit_ms: float =
             return False, f"minute {m.minute}: no probe seen"
         if m.p99_ms > p99_limit_ms:
             return False, f"minute {m.minute}: p99 {m.p99_ms:,.0f} ms > {p99_limit_ms:g} ms"
-    ref = minutes[1] if len(minutes) >= 3 else minutes[0]
+    ref = rss_reference(minutes, full_s)
     last = minutes[-1]
     if ref.rss_mb is None or last.rss_mb is None:
         return False, "RSS not measured"
@@ -185,38 +211,10 @@ def next_rate(held: Sequence[int], missed: Sequence[int], step: int = SEARCH_STE
 # ---- the run ---------------------------------------------------------------------------------------------------
 
 
-def _own_redis(settings):
-    """A fresh embedded Redis for one run: the harness's holds the whole bench's data (~1 GB of AOF), whose
-    rewrites (a child process writing all of it, 4-7 s of a core each, ~every 90 s under this load) landed in
-    runs at times set by what ran before (docs/DECISIONS.md "The sustained bench's own Redis"). The run's own
-    data still grows its AOF, and its rewrites are recorded (Sample.rewriting)."""
-    from pantry.redis_server import EmbeddedRedis, free_port
-
-    directory = settings.data_dir / "bench-sustained-redis"
-    shutil.rmtree(directory, ignore_errors=True)
-    return EmbeddedRedis(port=free_port(), directory=directory).start(daemonize=False)
-
-
 def _isolated(settings, redis_url: str):
     from load_tests.bench import streaming
 
     return streaming._isolated(settings, name="bench-sustained", db=BENCH_DB, redis_url=redis_url)
-
-
-def _rewriting(client) -> bool:
-    """Is Redis rewriting its AOF (a child process writing the whole dataset, on the same cores)?"""
-    return bool(client.info("persistence").get("aof_rewrite_in_progress"))
-
-
-def recovery_written(directory: Path) -> float:
-    """When the flow last wrote its recovery store (the newest modification time of its files; 0: none yet). Bytewax
-    writes it only at the end of an epoch (live: every 300 s, streaming.runner), so a change between two samples is
-    a recovery snapshot: the flow's sources read nothing until every process has written its own."""
-    try:  # the databases and their write-ahead logs: a reader (the stream's trim) may touch the shared-memory index
-        return max((entry.stat().st_mtime for entry in os.scandir(directory)
-                    if entry.name.endswith((".sqlite3", ".sqlite3-wal"))), default=0.0)
-    except OSError:  # not made yet
-        return 0.0
 
 
 def processes_available(processes: int) -> str | None:
@@ -229,61 +227,6 @@ def processes_available(processes: int) -> str | None:
     if "--processes" not in done.stdout:
         return "not available: `pantry stream live` has no --processes option in this checkout"
     return None
-
-
-class _Flow:
-    """The live flow's processes (the CLI's and its children): CPU seconds and RSS."""
-
-    def __init__(self, pid: int):
-        import psutil
-
-        self.root = psutil.Process(pid)
-
-    def sample(self) -> tuple[float | None, float | None, dict[str, float]]:
-        """Total CPU seconds, total RSS MB, and each process's CPU seconds by its pid (the CLI's process is the
-        flow's process 0: the source and the gate run there)."""
-        import psutil
-
-        cpu, rss, each = 0.0, 0.0, {}
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:
-            return None, None, {}
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                used = t.user + t.system + t.children_user + t.children_system
-                cpu += used
-                each[f"pid{p.pid}"] = used
-                rss += p.memory_info().rss
-            except psutil.Error:
-                continue
-        return cpu, rss / 2**20, each
-
-
-class _Others:
-    """CPU seconds of what shares the machine with the flow: Redis (its server process, and its AOF rewrites' child
-    processes once ended) and this generator."""
-
-    def __init__(self, redis_pid: int):
-        import psutil
-
-        try:
-            self.redis: psutil.Process | None = psutil.Process(redis_pid)
-        except psutil.Error:  # a Redis elsewhere: not this machine's
-            self.redis = None
-
-    def sample(self) -> dict[str, float]:
-        import psutil
-
-        out = {"generator": time.process_time()}
-        if self.redis is not None:
-            try:
-                t = self.redis.cpu_times()
-                out["redis"] = t.user + t.system + t.children_user + t.children_system
-            except psutil.Error:
-                pass
-        return out
 
 
 def _wait_started(client, proc: subprocess.Popen, partitions: int, timeout_s: float = 120) -> None:
@@ -303,17 +246,18 @@ def _wait_started(client, proc: subprocess.Popen, partitions: int, timeout_s: fl
         time.sleep(0.1)
 
 
-def run_rate(settings, rate: int, seconds: float, processes: int = 1) -> SustainedRun:
-    """One run on a fresh isolated copy with a Redis of its own; the flow is SIGTERMed at the end."""
-    server = _own_redis(settings)
+def run_rate(settings, rate: int, seconds: float, processes: int = 1, time_scale: float = 1.0) -> SustainedRun:
+    """One run on a fresh isolated copy with a Redis of its own; the flow is SIGTERMed at the end. Event time
+    advances `time_scale` seconds a wall second (module docstring)."""
+    server = own_redis(settings)
     try:
-        return _run_rate(settings, server, rate, seconds, processes)
+        return _run_rate(settings, server, rate, seconds, processes, time_scale)
     finally:
         server.stop()
         shutil.rmtree(server.directory, ignore_errors=True)
 
 
-def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> SustainedRun:
+def _run_rate(settings, server, rate: int, seconds: float, processes: int, time_scale: float) -> SustainedRun:
     from load_tests.bench.probe import FreshnessProbe
     from load_tests.bench.streaming import _env, _pantry
     from pantry import events
@@ -322,6 +266,7 @@ def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> Su
     from pantry.keys import EVENT_FIELD
     from pantry.partitions import events_stream, partition_of
     from pantry.redis_server import sync_client
+    from streaming.runner import snapshot_interval_s
 
     next_event = mix(settings, mix_name(), seed=rate)  # before the flow starts: the chain mix reads the data set
     bench = _isolated(settings, server.url)
@@ -336,8 +281,8 @@ def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> Su
     proc = subprocess.Popen(_pantry(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_started(client, proc, partitions)
-        flow = _Flow(proc.pid)
-        others = _Others(int(client.info("server")["process_id"]))
+        flow = FlowProcesses(proc.pid)
+        others = Neighbours(int(client.info("server")["process_id"]))
         probe = FreshnessProbe(bench, repo.layout(bench))
         probe.start()
         sent: list[tuple[float, int]] = []
@@ -354,11 +299,11 @@ def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> Su
                 cpu, rss, each = flow.sample()
                 lag = live_flow(client, 0, partitions=partitions).lag_s
                 written = recovery_written(store)
-                samples.append(Sample(now - started, cpu, rss, lag, others.sample(), each, _rewriting(client),
+                samples.append(Sample(now - started, cpu, rss, lag, others.sample(), each, rewriting(client),
                                       written > last_written))
                 last_written = written
                 next_sample += 1.0
-            ts = BASE_TS + timedelta(seconds=now - started)
+            ts = BASE_TS + timedelta(seconds=(now - started) * time_scale)
             owed += per_tick
             n = int(owed)
             owed -= n
@@ -386,7 +331,7 @@ def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> Su
         elapsed = time.monotonic() - started
         cpu, rss, each = flow.sample()
         lag = live_flow(client, 0, partitions=partitions).lag_s
-        samples.append(Sample(min(elapsed, seconds), cpu, rss, lag, others.sample(), each, _rewriting(client)))
+        samples.append(Sample(min(elapsed, seconds), cpu, rss, lag, others.sample(), each, rewriting(client)))
         drain_until = time.monotonic() + 5.0  # the last probes: 5 s, ten times the limit
         while probe.pending and time.monotonic() < drain_until:
             time.sleep(0.05)
@@ -396,8 +341,12 @@ def _run_rate(settings, server, rate: int, seconds: float, processes: int) -> Su
         with probe.lock:
             missing: list[tuple[float, float | None]] = [(t - started, None) for t in probe.pending.values()]
         minutes = per_minute(seen + missing, sent, samples, seconds)  # the planned length: every send is before it
-        held, verdict = judge(minutes, rate)
+        # the state is at its steady size once the longest window is full and an epoch has closed (what the flow
+        # keeps between two snapshots grows with the epoch's length)
+        full_s = max(LONGEST_WINDOW_S / time_scale, snapshot_interval_s(bench, "live"))
+        held, verdict = judge(minutes, rate, full_s=full_s)
         return SustainedRun(rate_per_s=rate, processes=processes, partitions=partitions, seconds=seconds,
+                            time_scale=time_scale,
                             minutes=minutes, held=held, verdict=verdict,
                             worst_ms_by_second=worst_by_second(seen + missing, seconds),
                             redis_rewrite_s=sorted({int(s.t) for s in samples if s.rewriting}),
@@ -435,8 +384,8 @@ def run(settings, quick: bool = False, rates: Sequence[int] | None = None) -> Su
     rates = list(rates or _ints("PANTRY_BENCH_SUSTAINED_RATES", "10000"))
     steps = int(os.environ.get("PANTRY_BENCH_SUSTAINED_SEARCH", "0" if quick else "4"))
     figures = SustainedFigures(runs=[], p99_limit_ms=P99_LIMIT_MS, notes=[
-        f"{seconds:g} s per run; the {mix_name()} mix (load_tests/bench/sustained_mix.py), the rules in "
-        "load_tests/bench/sustained.py; shared 2-core machine"])
+        f"{seconds:g} s per run but the long one; the {mix_name()} mix (load_tests/bench/sustained_mix.py), the "
+        "rules in load_tests/bench/sustained.py; shared 2-core machine"])
     for processes in _ints("PANTRY_BENCH_SUSTAINED_PROCESSES", "1,2"):
         why = processes_available(processes)
         if why:
@@ -449,6 +398,11 @@ def run(settings, quick: bool = False, rates: Sequence[int] | None = None) -> Su
 
         figures.highest_held_per_s[str(processes)] = search(again, runs, steps)
         figures.runs += runs
+    long_s = float(os.environ.get("PANTRY_BENCH_SUSTAINED_LONG_S", "0" if quick else "600"))
+    if long_s > 0:  # the target's run (load_tests/bench/targets.py): the first fixed rate, time-lapsed
+        processes = int(os.environ.get("PANTRY_BENCH_SUSTAINED_LONG_PROCESSES", "2"))
+        scale = float(os.environ.get("PANTRY_BENCH_SUSTAINED_TIME_SCALE", str(LONG_TIME_SCALE)))
+        figures.runs.append(run_rate(settings, rates[0], long_s, processes, scale))
     return figures
 
 

@@ -119,9 +119,10 @@ def sustained_target(report: Report) -> Target:
     highest = f"; highest rate held: {fmt(best, 'events/s') if best else 'none'}" if f.highest_held_per_s else ""
     if not runs:
         return Target(name, goal, f"not run at {SUSTAINED_RATE:,}/s{highest}", None, f"open loop ({SUSTAINED})")
-    run = max(runs, key=lambda r: (r.held, r.seconds))
+    run = max(runs, key=lambda r: (r.seconds, r.held))  # the longest run: a shorter one that held hides no miss
     worst = max((m.p99_ms for m in run.minutes if m.p99_ms is not None), default=None)
-    by = f"`pantry stream live --processes {run.processes}` fed by XADD, open loop ({SUSTAINED})"
+    lapse = f", event time {run.time_scale:,.0f}x wall time" if run.time_scale != 1 else ""
+    by = f"`pantry stream live --processes {run.processes}` fed by XADD, open loop{lapse} ({SUSTAINED})"
     measured = f"{run.seconds / 60:.1f} min at {run.rate_per_s:,}/s: {run.verdict} (worst p99 {fmt(worst, 'ms')})" \
                f"{highest}"
     if not run.held:

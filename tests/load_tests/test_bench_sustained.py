@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 
 from load_tests.bench.figures import SustainedMinute, SustainedRun
-from load_tests.bench.sustained import Sample, judge, next_rate, per_minute, recovery_written, search
+from load_tests.bench.sustained import (
+    Sample,
+    judge,
+    next_rate,
+    per_minute,
+    rss_reference,
+    search,
+)
+from load_tests.bench.sustained_sampling import recovery_written
 
 
 def minute(m: int, p99: float | None = 100.0, rss: float | None = 500.0, offered: float = 10_000,
@@ -60,6 +68,16 @@ def test_held_needs_every_minute_under_the_limit_no_missing_probe_the_rate_offer
     assert not judge([], 10_000)[0]
     # a single minute compares with itself
     assert judge([minute(0)], 10_000)[0]
+
+
+def test_rss_is_judged_from_the_first_minute_at_the_states_steady_size():
+    minutes = [minute(m, rss=r) for m, r in enumerate((300, 500, 700, 900, 1000, 1050))]
+    assert rss_reference(minutes, full_s=200).minute == 4  # the first minute starting at or after 200 s
+    assert judge(minutes, 10_000, full_s=200)[0]  # 1,000 -> 1,050 MB
+    assert not judge(minutes, 10_000)[0]  # windows never full: minute 1's 500 MB
+    assert rss_reference(minutes, full_s=28 * 86_400).minute == 1
+    assert "minute 1" in judge(minutes, 10_000, full_s=28 * 86_400)[1]
+    assert rss_reference(minutes, full_s=300).minute == 1  # the last minute is never its own reference
 
 
 def test_next_rate_bisects_between_held_and_missed():
@@ -138,21 +156,21 @@ def test_each_run_has_a_redis_of_its_own_and_its_aof_rewrites_are_seen(tmp_path)
 
     import redis
 
-    from load_tests.bench.sustained import _own_redis, _rewriting
+    from load_tests.bench.sustained_sampling import own_redis, rewriting
 
     settings = SimpleNamespace(data_dir=tmp_path)
     (tmp_path / "bench-sustained-redis").mkdir()
     (tmp_path / "bench-sustained-redis" / "appendonly.aof").write_bytes(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
-    server = _own_redis(settings)
+    server = own_redis(settings)
     try:
         client = redis.Redis.from_url(server.url, socket_timeout=5)
         assert client.dbsize() == 0  # the earlier AOF was not loaded
-        assert not _rewriting(client)
+        assert not rewriting(client)
         client.mset({f"k{i}": i for i in range(200)})
         client.config_set("rdb-key-save-delay", 10_000)  # microseconds per key: the rewrite takes ~2 s
         client.bgrewriteaof()
         deadline = time.monotonic() + 5
-        while not _rewriting(client):
+        while not rewriting(client):
             assert time.monotonic() < deadline, "the rewrite never showed"
     finally:
         server.stop()
@@ -189,3 +207,24 @@ def test_a_recovery_snapshot_is_seen_as_a_write_of_the_flows_recovery_store(tmp_
     assert recovery_written(store) == before
     (store / "part-1.sqlite3-wal").write_bytes(b"x")
     assert recovery_written(store) > before
+
+
+def test_a_fork_of_a_flow_process_is_told_from_the_process_itself():
+    """A recovery snapshot's child shares its parent's pages: its RSS would count them twice (FlowProcesses)."""
+    import psutil
+
+    from load_tests.bench.sustained_sampling import forked
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: wait until the parent has looked
+        os.read(read, 1)
+        os._exit(0)
+    try:
+        assert forked(psutil.Process(pid))
+        assert not forked(psutil.Process(os.getpid()))
+    finally:
+        os.write(write, b"x")
+        os.waitpid(pid, 0)
+        os.close(read)
+        os.close(write)
