@@ -43,9 +43,15 @@ def worst_by_second(probes: Sequence[tuple[float, float | None]], seconds: float
     return worst
 
 
+def _label(r) -> str:
+    lapse = f", {r.seconds / 60:g} min, event time {r.time_scale:,.0f}x" if r.time_scale != 1 or r.seconds > 120 else ""
+    return f"{r.rate_per_s:,}/s, {r.processes} proc.{lapse} ({'held' if r.held else 'missed'})"
+
+
 def plot_freshness(figures: SustainedFigures, report_dir: Path, name: str = "bench_sustained_freshness.png") -> None:
     """docs/img/<name>: each run's slowest probe per second, the limit, a missing probe at
-    the top, an x where the run's Redis was rewriting its AOF; sets figures.plot (relative to the report)."""
+    the top, an x where the run's Redis was rewriting its AOF; below, the RSS per minute of the runs of minutes;
+    sets figures.plot (relative to the report)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,12 +61,16 @@ def plot_freshness(figures: SustainedFigures, report_dir: Path, name: str = "ben
     if not runs:
         return
     top = 5 * figures.p99_limit_ms
-    fig, ax = plt.subplots(figsize=(7.2, 5.0), dpi=110)
+    long = [r for r in runs if len(r.minutes) >= 3]  # runs of minutes: their RSS minute by minute below
+    fig, axes = plt.subplots(2 if long else 1, 1, figsize=(7.2, 8.4 if long else 5.0), dpi=110, squeeze=False,
+                             height_ratios=[5, 3] if long else None)
+    ax = axes[0][0]
     marked = snap_marked = False
+    colors: dict[int, str] = {}
     for r in runs:
         ys = [top if v is None else min(v, top) for v in r.worst_ms_by_second]
-        (line,) = ax.plot(range(len(ys)), ys, linewidth=1,
-                          label=f"{r.rate_per_s:,}/s, {r.processes} proc. ({'held' if r.held else 'missed'})")
+        (line,) = ax.plot(range(len(ys)), ys, linewidth=1, label=_label(r))
+        colors[id(r)] = line.get_color()
         rewriting = [s for s in r.redis_rewrite_s if s < len(ys)]
         if rewriting:  # the seconds the run's Redis spent rewriting its AOF: a core taken from the flow
             ax.plot(rewriting, [ys[s] for s in rewriting], "x", color=line.get_color(), markersize=5,
@@ -80,6 +90,18 @@ def plot_freshness(figures: SustainedFigures, report_dir: Path, name: str = "ben
     ax.grid(alpha=0.3)
     # below the axes: inside, ten runs' entries covered the curves they name
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.13))
+    if long:
+        rss = axes[1][0]
+        for r in long:
+            minutes = [m for m in r.minutes if m.rss_mb is not None]
+            rss.plot([m.minute for m in minutes], [m.rss_mb for m in minutes], "o-", color=colors[id(r)],
+                     label=_label(r))
+        rss.set_xlabel("minute of the run")
+        rss.set_ylabel("flow's RSS at the minute's end (MB)")
+        rss.set_ylim(bottom=0)
+        rss.set_title("Runs of minutes: memory", fontsize=10)
+        rss.grid(alpha=0.3)
+        rss.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path = report_dir / "img" / name
     path.parent.mkdir(parents=True, exist_ok=True)
