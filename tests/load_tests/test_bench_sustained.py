@@ -136,9 +136,13 @@ def test_the_freshness_plot_is_drawn_beside_the_report_and_linked_from_its_secti
     plot_freshness(report.sustained, tmp_path)
     assert report.sustained.plot == "img/bench_sustained_freshness.png"
     with Image.open(tmp_path / report.sustained.plot) as image:
-        assert image.size == (792, 550)
+        assert image.size == (792, 924)  # a run of minutes: its memory per minute below the freshness
         assert len(set(image.convert("RGB").getdata())) > 10  # drawn, not blank
     assert "![The slowest probe of each second of each run](img/bench_sustained_freshness.png)" in render(report)
+    report.sustained.runs[0].minutes = report.sustained.runs[0].minutes[:1]
+    plot_freshness(report.sustained, tmp_path)
+    with Image.open(tmp_path / report.sustained.plot) as image:
+        assert image.size == (792, 550)  # freshness only
 
 
 def test_spans_writes_whole_seconds_as_ranges():
