@@ -29,6 +29,7 @@ import gc
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -219,17 +220,19 @@ class ForkedState:
             return None
         self.files.append(str(path))
         while len(self.files) > 2:  # the one before last is committed by now: an epoch ago (minutes)
-            _unlink(self.files.pop(0))
+            _delete_later(self.files.pop(0))
         return str(path)
 
 
 class ShardSnapshots(ForkedState):
     """One shard logic's snapshots. The logic calls `before_batch()` before it applies a batch, `applied(events)`
-    after, and returns `snapshot()` from its own; `resumed_from` is the file its resume state came from."""
+    after, and returns `snapshot()` from its own; `resumed_from` is the file its resume state came from. The events
+    applied since a fork are encoded batch by batch as they come, so that the close only joins bytes (encoding them
+    all at the close took 5-15 ms a shard, the flow's every step waiting)."""
 
     def __init__(self, forks: Forks | None, encode_state: Callable[[], bytes], resumed_from: str | None = None):
         super().__init__(forks, encode_state, resumed_from)
-        self.events: list[list[Ev]] = []
+        self.events: list[bytes] = []  # each batch's events, a msgpack array's items without its header
         self.n = 0
 
     def forked(self, child: _Child, path: Path) -> None:
@@ -237,18 +240,61 @@ class ShardSnapshots(ForkedState):
         self.events, self.n = [], 0
 
     def applied(self, events: list[Ev]) -> None:
-        if self.child is not None:
-            self.events.append(events)
+        if self.child is not None and events:
+            self.events.append(_array_items(_encode_events(events)))
             self.n += len(events)
             if self.n > FORK_MAX_EVENTS:
                 self.given_up()
 
     def snapshot(self) -> bytes:
-        events, self.events, self.n = self.events, [], 0
+        events, n = self.events, self.n
+        self.events, self.n = [], 0
         path = self.taken()
         if path is None:
             return self.encode_state()
-        return MAGIC + path.encode() + b"\n" + _encode_events([e for batch in events for e in batch])
+        return b"".join([MAGIC, path.encode(), b"\n", _array_header(n), *events])
+
+
+def _array_items(encoded: bytes) -> bytes:
+    """A msgpack array without its header: its items, as encoded."""
+    first = encoded[0]
+    return encoded[1:] if first & 0xF0 == 0x90 else encoded[3:] if first == 0xDC else encoded[5:]
+
+
+def _array_header(n: int) -> bytes:
+    """The header of a msgpack array of `n` items (fixarray, array 16, array 32)."""
+    if n < 16:
+        return bytes([0x90 | n])
+    return b"\xdc" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xdd" + n.to_bytes(4, "big")
+
+
+# Superseded files are deleted by a thread of the flow's process, not by the close: unlinking a file of a shard's state
+# took 5-30 ms each, ~60 ms a close in all, with every step of the process waiting (docs/DECISIONS.md "Forked
+# snapshots"). A file left when the process ends first is swept at the next start (`sweep`).
+_SUPERSEDED: queue.Queue[str] = queue.Queue()
+_janitor: threading.Thread | None = None
+
+
+def _delete_later(path: str) -> None:
+    global _janitor
+    if _janitor is None or not _janitor.is_alive():
+        _janitor = threading.Thread(target=_delete_superseded, name="forked-snapshots-janitor", daemon=True)
+        _janitor.start()
+    _SUPERSEDED.put(path)
+
+
+def _delete_superseded() -> None:
+    while True:
+        path = _SUPERSEDED.get()
+        try:
+            _unlink(path)
+        finally:
+            _SUPERSEDED.task_done()
+
+
+def deleted() -> None:
+    """Wait until the superseded files handed to the thread are gone."""
+    _SUPERSEDED.join()
 
 
 def _unlink(path: str) -> None:

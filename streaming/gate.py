@@ -21,7 +21,7 @@ from streaming.features.event import FEATURE_KINDS, FORGET, LATENESS_S, NO_TIME,
 from streaming.features.substitution import is_feedback
 from streaming.forked_snapshots import FORK_MAX_EVENTS, ForkedState, Forks
 from streaming.outcomes import OUTCOME_SHARDS, Dec, OutWork
-from streaming.seen_ids import SeenIds
+from streaming.seen_ids import Recording, SeenIds
 from streaming.shards import ALL_SHARDS, NSHARDS, Work
 from streaming.sinks import Control, failure
 
@@ -284,7 +284,7 @@ class GateSnapshots(ForkedState):
 
     def forked(self, child, path) -> None:
         super().forked(child, path)
-        self.st.ids.recording = []
+        self.st.ids.recording = Recording()
 
     def given_up(self) -> None:
         super().given_up()
@@ -301,9 +301,7 @@ class GateSnapshots(ForkedState):
         path = self.taken()
         if path is None or added is None:
             return self.st.encode()
-        hashes = np.fromiter((h for h, _t in added), dtype=np.uint64, count=len(added))
-        times = np.fromiter((t for _h, t in added), dtype=np.float64, count=len(added))
-        return FORKED_GATE + path.encode() + b"\n" + _encode(ForkedGate(hashes.tobytes(), times.tobytes(),
+        return FORKED_GATE + path.encode() + b"\n" + _encode(ForkedGate(added.hashes.tobytes(), added.times.tobytes(),
                                                                         self.st.encode(False)))
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pantry.partitions import counters_key, events_stream, source_partition
@@ -24,6 +25,11 @@ from pantry.settings import Settings
 
 log = logging.getLogger("pantry.streaming.retention")
 
+# The walk back to the entry margin reads the stream in pages: one XREVRANGE of 100,001 entries held Redis and, while
+# redis-py built its 200,000 lists, the flow process's GIL (and then a young-generation collection) for a few hundred
+# ms, every trim (docs/DECISIONS.md "Forked snapshots")
+TRIM_PAGE = 5_000
+TRIM_PAUSE_S = 0.01
 SOURCE_STEP_SUFFIX = ".events"  # the flow's input step ("pantry_stream.events"), see streaming.dataflow
 
 
@@ -118,21 +124,40 @@ def trim_point(client, floor: str, margin_s: float, margin_events: int, stream: 
     margin_ms = int(margin_s * 1000)
     point = (ms, seq) if margin_ms <= 0 else (max(0, ms - margin_ms), 0)
     if margin_events > 0:
-        before = client.xrevrange(stream, max=floor, min="-", count=margin_events + 1)
-        if before:
-            last = before[-1][0]
-            last = last.decode() if isinstance(last, bytes) else last
-            # fewer than margin+1 entries at or before the floor: keep all of them
-            point = min(point, _key(last) if len(before) > margin_events else (0, 0))
+        last = _entry_back(client, stream, floor, margin_events + 1)
+        # fewer than margin+1 entries at or before the floor: keep all of them
+        point = min(point, _key(last) if last is not None else (0, 0))
     return f"{point[0]}-{point[1]}"
+
+
+def _entry_back(client, stream: str, floor: str, n: int) -> str | None:
+    """The id of the n-th entry counting back from `floor` (the first: the newest at or before it), or None when
+    there are fewer; read TRIM_PAGE entries at a time."""
+    top, left = floor, n
+    while True:
+        page = client.xrevrange(stream, max=top, min="-", count=min(TRIM_PAGE, left))
+        if not page:
+            return None
+        last = page[-1][0]
+        last = last.decode() if isinstance(last, bytes) else last
+        left -= len(page)
+        if left == 0:
+            return last
+        if len(page) < min(TRIM_PAGE, left + len(page)):
+            return None
+        top = f"({last}"
+        time.sleep(TRIM_PAUSE_S)
 
 
 def trim_events(client, settings: Settings, recovery_dir: Path, partition: int = 0) -> int:
     """Trim the partition's stream to what the committed snapshots still need plus the margins; returns entries
     removed."""
     floor = resume_floor(recovery_dir, partition)
-    if floor is None:
-        return 0
+    return 0 if floor is None else trim_below(client, settings, floor, partition)
+
+
+def trim_below(client, settings: Settings, floor: str, partition: int = 0) -> int:
+    """Trim the partition's stream below `floor` (a resume floor) minus the margins; returns entries removed."""
     stream = events_stream(partition)
     minid = trim_point(client, floor, settings.stream_retention_margin_s, settings.stream_retention_margin_events,
                        stream)

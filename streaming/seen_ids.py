@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from array import array
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -24,6 +25,18 @@ import numpy as np
 MINUTE_S = 60.0
 SEAL_AT = 16_384  # waiting hashes merged into their minutes' arrays (each merge copies those arrays: O(minute))
 KEY_BYTES = 16
+
+
+class Recording:
+    """The ids added since a fork, in order: their hashes (uint64) and event times (float64)."""
+
+    __slots__ = ("hashes", "times")
+
+    def __init__(self) -> None:
+        self.hashes, self.times = array("Q"), array("d")
+
+    def __len__(self) -> int:
+        return len(self.hashes)
 
 
 class SeenIds:
@@ -38,8 +51,9 @@ class SeenIds:
         self.by_minute: dict[float, np.ndarray] = {m: np.frombuffer(raw, dtype=np.uint64) for m, raw in minutes}
         self.pending: set[int] = set()  # hashes not yet in an array
         self.waiting: dict[float, list[int]] = {}  # the same, by minute
-        # (hash, time) of every id added since a forked snapshot's fork (streaming.gate.GateSnapshots), or None
-        self.recording: list[tuple[int, float]] | None = None
+        # the hashes and times of the ids added since a forked snapshot's fork (streaming.gate.GateSnapshots), or
+        # None; typed arrays, so that the close takes their bytes as they are
+        self.recording: Recording | None = None
 
     def __len__(self) -> int:
         return sum(len(a) for a in self.by_minute.values()) + len(self.pending)
@@ -69,7 +83,8 @@ class SeenIds:
         waiting, recording = self.waiting, self.recording
         for h, t in added:
             if recording is not None:
-                recording.append((h, t))
+                recording.hashes.append(h)
+                recording.times.append(t)
             m = t // MINUTE_S * MINUTE_S
             held = waiting.get(m)
             if held is None:

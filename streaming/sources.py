@@ -154,6 +154,7 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         self.settings = settings
         self.recovery_dir = recovery_dir(settings)
         self.trimmer: threading.Thread | None = None
+        self.trimmed_below: str | None = None  # the resume floor of the last trim
         self.linger_s = max(0, settings.live_linger_ms) / 1000
         self.read_after = 0.0  # monotonic time before which the next read waits (the linger)
         self.partition = partition
@@ -225,10 +226,14 @@ class LivePartition(StatefulSourcePartition[Batch, SourceState]):
         self.trimmer.start()
 
     def _trim(self) -> None:
-        from streaming.retention import trim_events
+        from streaming.retention import resume_floor, trim_below
 
         try:
-            trim_events(self.client, self.settings, self.recovery_dir, self.partition)
+            floor = resume_floor(self.recovery_dir, self.partition)
+            # the floor moves only when an epoch is committed (minutes live): until then there is nothing new to trim
+            if floor is not None and floor != self.trimmed_below:
+                trim_below(self.client, self.settings, floor, self.partition)
+                self.trimmed_below = floor
         except Exception:  # retention must never stop the flow; the next period tries again
             log.exception("trimming %s", self.stream)
 

@@ -151,17 +151,22 @@ def test_live_flow_trims_to_its_snapshot_and_a_killed_flow_still_reaches_the_sam
             proc.wait()
 
 
-def test_trim_keeps_the_time_margin_and_never_passes_the_floor(feast_applied, tmp_path):
+def test_trim_keeps_the_time_margin_and_never_passes_the_floor(feast_applied, tmp_path, monkeypatch):
     settings = isolated(feast_applied, tmp_path, 11)
     client = sync_client(settings)
     ids = [client.xadd(EVENTS_STREAM, {EVENT_FIELD: b"x"}, id=f"{1_000_000 + 1000 * i}-0").decode() for i in range(50)]
     floor = ids[30]
-    # 10 s of time margin reaches back 10 entries; 3 entries of count margin fewer: time wins (keeps more)
-    assert retention.trim_point(client, floor, margin_s=10.0, margin_events=3) == ids[20]
-    # 40 entries of count margin: count wins
-    assert retention.trim_point(client, floor, margin_s=10.0, margin_events=25) == ids[5]
-    # more margin than entries: nothing to trim
-    assert retention.trim_point(client, floor, margin_s=0.0, margin_events=100) == "0-0"
+    for page in (5_000, 7, 2, 1):  # the walk back to the entry margin reads pages: any size, the same points
+        monkeypatch.setattr(retention, "TRIM_PAGE", page)
+        # 10 s of time margin reaches back 10 entries; 3 entries of count margin fewer: time wins (keeps more)
+        assert retention.trim_point(client, floor, margin_s=10.0, margin_events=3) == ids[20]
+        # 40 entries of count margin: count wins
+        assert retention.trim_point(client, floor, margin_s=10.0, margin_events=25) == ids[5]
+        # exactly as many entries as the margin: the oldest is the point; one more than there are: nothing
+        assert retention.trim_point(client, floor, margin_s=0.0, margin_events=30) == ids[0]
+        assert retention.trim_point(client, floor, margin_s=0.0, margin_events=31) == "0-0"
+        # more margin than entries: nothing to trim
+        assert retention.trim_point(client, floor, margin_s=0.0, margin_events=100) == "0-0"
     # no snapshot at all: the flow would start from the beginning, nothing is trimmed
     assert retention.trim_events(client, settings, tmp_path / "no-recovery") == 0
     assert client.xlen(EVENTS_STREAM) == 50

@@ -103,6 +103,19 @@ def test_a_shard_resumed_from_a_forked_snapshot_gives_the_rows_of_one_that_never
         assert _rows(resumed, end + 8 * DAY) == _rows(whole, end + 8 * DAY)
 
 
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 65_535, 65_536, 70_000])
+def test_the_events_since_a_fork_encoded_batch_by_batch_join_to_their_encoding_as_one_list(n: int):
+    """A forked snapshot's events are encoded as each batch is applied and joined at the close: the bytes are those
+    of the whole list (msgpack's three array headers), so a resume decodes them as one."""
+    events = [Ev(event_id=f"e{i}", kind="purchase", t=float(i), customer_id=i % 7) for i in range(n)]
+    cuts = sorted(random.Random(n).sample(range(n + 1), min(6, n + 1)))
+    batches = [events[a:b] for a, b in zip([0, *cuts], [*cuts, n], strict=True) if b > a]
+    joined = forked_snapshots._array_header(n) + b"".join(
+        forked_snapshots._array_items(forked_snapshots._encode_events(b)) for b in batches)
+    assert joined == forked_snapshots._encode_events(events)
+    assert forked_snapshots._decode_events(joined) == events
+
+
 def test_forked_snapshots_keep_the_files_of_the_last_two_and_fall_back_to_the_state(tmp_path, monkeypatch):
     events = [e for e in _events(4, 600) if e.customer_id is not None]
     CLOCK.start(3600.0)
@@ -115,6 +128,7 @@ def test_forked_snapshots_keep_the_files_of_the_last_two_and_fall_back_to_the_st
         snaps.append(logic.snapshot())
     paths = [path_of(s) for s in snaps]
     assert all(paths) and len(set(paths)) == 4
+    forked_snapshots.deleted()  # superseded files go in a thread of their own
     assert [os.path.exists(p) for p in paths] == [False, False, True, True]  # the committed one and the newest
     assert len(_decode(snaps[-1])) == 20
 
